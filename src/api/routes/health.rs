@@ -1,0 +1,57 @@
+//! Liveness (`/ping`, no authentication) and health (`/health`).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::api::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/health", get(health))
+}
+
+async fn ping() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Database reachability, free space against the A700 threshold, and the DICOM listener.
+/// Answers 503 when any part is down, so load balancers can act on the status alone.
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let db_ok = state.db.ping().await;
+    let space = state.files.space();
+    let room = state.files.check_room();
+    let healthy = db_ok.is_ok() && room.is_ok();
+    let (free, total) = space.unwrap_or((0, 0));
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "database": {
+            "status": if db_ok.is_ok() { "up" } else { "down" },
+            "backend": format!("{:?}", state.db.backend).to_lowercase(),
+        },
+        "storage": {
+            "status": if room.is_ok() { "up" } else { "low_space" },
+            "free_bytes": free,
+            "total_bytes": total,
+        },
+        "dicom": {
+            "status": "up",
+            "address": state.dicom_addr,
+            "ae_title": state.ae_title,
+            "open_associations": state.open_associations.load(Ordering::Relaxed),
+            "studies_pending_completion": state.tracker.pending(),
+        },
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}

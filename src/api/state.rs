@@ -1,0 +1,20 @@
+//! Shared state of the HTTP handlers: one `Clone` struct.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crate::db::Database;
+use crate::store::FileStore;
+use crate::study::StudyTracker;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub files: FileStore,
+    pub tracker: StudyTracker,
+    /// Associations being served by the DICOM listener.
+    pub open_associations: Arc<AtomicUsize>,
+    /// Address the DICOM listener is bound to.
+    pub dicom_addr: String,
+    pub ae_title: String,
+}

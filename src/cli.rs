@@ -1,0 +1,253 @@
+//! The `radstream` command line.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sqlx::Row;
+
+use crate::configuration::Settings;
+use crate::db::Database;
+use crate::scu::{self, Peer};
+use crate::startup::Application;
+
+#[derive(Debug, Parser)]
+#[command(name = "radstream", version, about = "An AI node beside the PACS")]
+pub struct Cli {
+    /// Configuration file (default: config/radstream.toml if present).
+    #[arg(long, global = true, env = "RADSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node: DICOM listener, HTTP API, study completion.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Send a C-ECHO to HOST:PORT.
+    Echo {
+        /// HOST:PORT of the peer.
+        addr: String,
+        #[arg(long, default_value = "RADSTREAM")]
+        calling_ae: String,
+        #[arg(long, default_value = "ANY-SCP")]
+        called_ae: String,
+    },
+    /// Send DICOM files or folders to HOST:PORT, one association per study.
+    Send {
+        /// HOST:PORT of the peer.
+        addr: String,
+        /// Files or folders (searched recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value = "RADSTREAM")]
+        calling_ae: String,
+        #[arg(long, default_value = "ANY-SCP")]
+        called_ae: String,
+        /// Studies sent at once, each on its own association.
+        #[arg(long, default_value_t = 1)]
+        associations: usize,
+        /// Print one JSON line per file instead of a progress bar.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the studies in the index.
+    Studies {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let load = || Settings::load(cli.config.as_deref());
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let s = load()?;
+            println!("{}", s.to_redacted_toml());
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Serve => {
+            let settings = load()?;
+            crate::telemetry::init(&settings.log);
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(true).await
+        }
+        Command::Migrate => {
+            let settings = load()?;
+            crate::telemetry::init(&settings.log);
+            let db = Database::connect(&settings).await?;
+            db.migrate().await?;
+            println!("migrations applied ({:?})", db.backend);
+            Ok(())
+        }
+        Command::Echo {
+            addr,
+            calling_ae,
+            called_ae,
+        } => {
+            let peer = Peer::new(addr, &calling_ae, &called_ae);
+            let t = Instant::now();
+            let status = scu::echo(&peer).await?;
+            println!(
+                "C-ECHO {}: status {status:04X} in {:.1} ms",
+                peer.addr,
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+            anyhow::ensure!(status == 0, "C-ECHO failed with status {status:04X}");
+            Ok(())
+        }
+        Command::Send {
+            addr,
+            paths,
+            calling_ae,
+            called_ae,
+            associations,
+            json,
+        } => send(addr, paths, calling_ae, called_ae, associations, json).await,
+        Command::Studies { limit } => {
+            let settings = load()?;
+            let db = Database::connect(&settings).await?;
+            db.migrate().await?;
+            let rows = sqlx::query(
+                "SELECT study_uid, COALESCE(patient_id, ''), COALESCE(study_date, ''), modalities, \
+                   num_series, num_instances, status, version FROM studies \
+                 ORDER BY last_received_at DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&db.pool)
+            .await?;
+            println!(
+                "{:<64} {:<16} {:<8} {:<8} {:>6} {:>9} {:<9} {:>3}",
+                "STUDY UID", "PATIENT ID", "DATE", "MOD", "SERIES", "INSTANCES", "STATUS", "V"
+            );
+            for r in rows {
+                println!(
+                    "{:<64} {:<16} {:<8} {:<8} {:>6} {:>9} {:<9} {:>3}",
+                    r.get::<String, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<String, _>(2),
+                    r.get::<String, _>(3),
+                    r.get::<i64, _>(4),
+                    r.get::<i64, _>(5),
+                    r.get::<String, _>(6),
+                    r.get::<i64, _>(7)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn send(
+    addr: String,
+    paths: Vec<PathBuf>,
+    calling_ae: String,
+    called_ae: String,
+    associations: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let files = scu::collect_files(&paths);
+    anyhow::ensure!(!files.is_empty(), "no files found under the given paths");
+    let (studies, mut results) = tokio::task::spawn_blocking(move || scu::group_by_study(&files))
+        .await
+        .context("reading the files")?;
+    let total: usize = studies.values().map(|v| v.len()).sum();
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} instances {per_sec} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    };
+    let peer = Peer::new(addr, &calling_ae, &called_ae);
+    let started = Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(associations.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (study, files) in studies {
+        let peer = peer.clone();
+        let bar = bar.clone();
+        let sem = sem.clone();
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let out = scu::send_study(&peer, &files, |r| {
+                bar.inc(1);
+                if json {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                }
+            })
+            .await;
+            match out {
+                Ok(r) => r,
+                Err(e) => files
+                    .iter()
+                    .map(|f| scu::SendResult {
+                        path: f.path.clone(),
+                        sop_instance_uid: f.sop_instance_uid.clone(),
+                        status: None,
+                        error: Some(format!("study {study}: {e}")),
+                    })
+                    .collect(),
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        results.extend(r.context("send task panicked")?);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let mut by_status: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &results {
+        let key = match r.status {
+            Some(s) => format!("{s:04X}"),
+            None => "not sent".into(),
+        };
+        *by_status.entry(key).or_default() += 1;
+        if r.status != Some(0) && !json {
+            eprintln!(
+                "{}: {}",
+                r.path.display(),
+                r.error.as_deref().unwrap_or("warning status")
+            );
+        }
+    }
+    let ok = by_status.get("0000").copied().unwrap_or(0);
+    eprintln!(
+        "sent {} files in {secs:.2} s ({:.1} instances/s): {}",
+        results.len(),
+        ok as f64 / secs.max(1e-9),
+        by_status
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    anyhow::ensure!(
+        ok == results.len(),
+        "{} of {} files were not stored",
+        results.len() - ok,
+        results.len()
+    );
+    Ok(())
+}

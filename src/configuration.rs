@@ -1,0 +1,418 @@
+//! Settings: `config/radstream.toml` defaults, an optional file named by `--config`, then
+//! `RADSTREAM_<SECTION>__<KEY>` environment variables, into typed sections.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) so a typo never silently falls back to a
+//! default. Secrets are `SecretString` and print as `[redacted]`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::inference::InferenceSettings;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// DICOM upper-layer listener (C-ECHO, C-STORE SCP).
+    pub dicom: DicomSettings,
+    /// HTTP API listener.
+    pub http: HttpSettings,
+    /// Where instance files live and how hard they are pushed to disk.
+    pub storage: StorageSettings,
+    /// The index database.
+    pub database: DatabaseSettings,
+    /// When a study counts as complete.
+    pub study: StudySettings,
+    /// ONNX ensembles.
+    pub inference: InferenceSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[dicom]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomSettings {
+    /// Address the SCP binds to.
+    pub host: IpAddr,
+    /// TCP port of the SCP (0 picks a free one).
+    pub port: u16,
+    /// Our AE title: associations calling another title are rejected (reason 7).
+    pub ae_title: String,
+    /// Whether the called AE title must equal `ae_title`.
+    pub check_called_ae: bool,
+    /// Largest PDU we accept, in bytes (dicom-rs's default is 16 KiB).
+    pub max_pdu_length: u32,
+    /// Associations served at once; further ones are rejected (transient, no reason given).
+    pub max_associations: usize,
+    /// Seconds to wait for the A-ASSOCIATE-RQ after a connection opens (ARTIM).
+    pub artim_timeout_secs: u64,
+    /// Seconds to wait for the next fragment of a DIMSE message.
+    pub dimse_timeout_secs: u64,
+    /// Seconds an established association may stay silent between messages.
+    pub idle_timeout_secs: u64,
+    /// Calling AE titles allowed to associate; empty allows any.
+    pub allowed_peers: Vec<PeerRule>,
+    /// SOP classes accepted besides (or, with `sop_class_mode = "allow"`, instead of) the
+    /// standard storage classes.
+    pub sop_classes: Vec<String>,
+    /// `all_storage`: every standard storage SOP class plus `sop_classes`;
+    /// `allow`: only `sop_classes`; `deny`: every storage class except `sop_classes`.
+    pub sop_class_mode: SopClassMode,
+}
+
+/// One entry of the calling-AE allow-list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRule {
+    /// Calling AE title.
+    pub ae_title: String,
+    /// When set, the association must also come from this address.
+    #[serde(default)]
+    pub host: Option<IpAddr>,
+}
+
+/// See [`DicomSettings::sop_class_mode`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SopClassMode {
+    AllStorage,
+    Allow,
+    Deny,
+}
+
+impl Default for DicomSettings {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 11112,
+            ae_title: "RADSTREAM".into(),
+            check_called_ae: true,
+            max_pdu_length: 262_144,
+            max_associations: 64,
+            artim_timeout_secs: 30,
+            dimse_timeout_secs: 60,
+            idle_timeout_secs: 300,
+            allowed_peers: Vec::new(),
+            sop_classes: Vec::new(),
+            sop_class_mode: SopClassMode::AllStorage,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address the HTTP API binds to.
+    pub host: IpAddr,
+    /// TCP port of the HTTP API (0 picks a free one).
+    pub port: u16,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+        }
+    }
+}
+
+/// `storage.durability`
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// fsync the file and its folder before acknowledging (survives power loss).
+    Fsync,
+    /// Leave flushing to the OS (survives a process crash, not a power loss).
+    Os,
+}
+
+/// `storage.on_duplicate`
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicatePolicy {
+    /// Keep the stored copy and discard the new one (still answered 0000).
+    Keep,
+    /// Replace the stored copy with the new one.
+    Replace,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Data folder: instance files, temporary files and the default SQLite database.
+    pub data_dir: PathBuf,
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// See [`DuplicatePolicy`].
+    pub on_duplicate: DuplicatePolicy,
+    /// Refuse new instances (A700) when fewer than this many bytes are free...
+    pub min_free_bytes: u64,
+    /// ...or when less than this percentage of the volume is free.
+    pub min_free_percent: f64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            durability: Durability::Fsync,
+            on_duplicate: DuplicatePolicy::Keep,
+            min_free_bytes: 2_000_000_000,
+            min_free_percent: 5.0,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://...` or `postgres://...`; empty means `sqlite://<data_dir>/radstream.db`.
+    #[serde(serialize_with = "redact_url")]
+    pub url: Option<SecretString>,
+    /// Largest number of pooled connections.
+    pub max_connections: Option<u32>,
+}
+
+/// `[study]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudySettings {
+    /// Milliseconds of quiet after the last association sending the study is released.
+    pub quiet_window_ms: u64,
+    /// Seconds without a new instance after which a study completes anyway (aborted
+    /// associations, studies that trickle in over many associations).
+    pub stable_age_secs: u64,
+}
+
+impl Default for StudySettings {
+    fn default() -> Self {
+        Self {
+            quiet_window_ms: 1000,
+            stable_age_secs: 30,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `tracing` filter, e.g. `info` or `radstream=debug,sqlx=warn` (RUST_LOG wins).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// See [`LogSettings::format`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that could not be loaded, with the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration: {field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+fn redact_url<S: Serializer>(url: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        None => s.serialize_none(),
+        Some(u) => s.serialize_str(&redact_credentials(u.expose_secret())),
+    }
+}
+
+/// Replaces the password of a URL (`postgres://user:pw@host`) by `[redacted]`.
+pub fn redact_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("[redacted]"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Settings {
+    /// Loads defaults, `config/radstream.toml` if present in the working directory (unless
+    /// `file` is given), `file`, then `RADSTREAM_` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(f) => {
+                if !f.exists() {
+                    return Err(ConfigError::Invalid {
+                        field: "--config",
+                        problem: format!("{} does not exist", f.display()),
+                    });
+                }
+                fig = fig.merge(Toml::file(f));
+            }
+            None => {
+                let base = Path::new("config/radstream.toml");
+                if base.exists() {
+                    fig = fig.merge(Toml::file(base));
+                }
+            }
+        }
+        fig = fig.merge(Env::prefixed("RADSTREAM_").split("__"));
+        let settings: Settings = fig.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values serde cannot: ranges and formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                problem: problem.to_string(),
+            })
+        };
+        let ae = &self.dicom.ae_title;
+        if ae.trim().is_empty() || ae.len() > 16 || !ae.chars().all(|c| c.is_ascii() && c != '\\') {
+            return invalid(
+                "dicom.ae_title",
+                "must be 1 to 16 ASCII characters without a backslash",
+            );
+        }
+        for p in &self.dicom.allowed_peers {
+            if p.ae_title.trim().is_empty() || p.ae_title.len() > 16 {
+                return invalid("dicom.allowed_peers.ae_title", "must be 1 to 16 characters");
+            }
+        }
+        if !(4096..=16_777_216).contains(&self.dicom.max_pdu_length) {
+            return invalid(
+                "dicom.max_pdu_length",
+                "must be between 4096 and 16777216 bytes",
+            );
+        }
+        if self.dicom.max_associations == 0 {
+            return invalid("dicom.max_associations", "must be at least 1");
+        }
+        if self.dicom.artim_timeout_secs == 0
+            || self.dicom.dimse_timeout_secs == 0
+            || self.dicom.idle_timeout_secs == 0
+        {
+            return invalid(
+                "dicom.*_timeout_secs",
+                "time-outs must be at least 1 second",
+            );
+        }
+        if self.dicom.sop_class_mode == SopClassMode::Allow && self.dicom.sop_classes.is_empty() {
+            return invalid(
+                "dicom.sop_classes",
+                "sop_class_mode = \"allow\" needs at least one SOP class UID",
+            );
+        }
+        if !(0.0..100.0).contains(&self.storage.min_free_percent) {
+            return invalid("storage.min_free_percent", "must be in [0, 100)");
+        }
+        if self.study.stable_age_secs == 0 {
+            return invalid("study.stable_age_secs", "must be at least 1");
+        }
+        if let Some(url) = &self.database.url {
+            let u = url.expose_secret();
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres:")
+                || u.starts_with("postgresql:"))
+            {
+                return invalid(
+                    "database.url",
+                    "must start with sqlite:, postgres: or postgresql:",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or SQLite in the data folder.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(u) if !u.expose_secret().is_empty() => u.expose_secret().to_string(),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.storage.data_dir.join("radstream.db").display()
+            ),
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let s = Settings::default();
+        s.validate().unwrap();
+        assert_eq!(s.dicom.port, 11112);
+        assert_eq!(s.dicom.ae_title, "RADSTREAM");
+        assert_eq!(s.http.port, 8080);
+        assert!(s.database_url().starts_with("sqlite://data/radstream.db"));
+    }
+
+    #[test]
+    fn shipped_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/radstream.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let s: Settings = toml::from_str(&text).unwrap();
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut s = Settings::default();
+        s.dicom.ae_title = "THIS TITLE IS FAR TOO LONG".into();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("dicom.ae_title"), "{e}");
+        let mut s = Settings::default();
+        s.dicom.max_pdu_length = 10;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_pdu_length"));
+    }
+
+    #[test]
+    fn password_is_redacted() {
+        let mut s = Settings::default();
+        s.database.url = Some(SecretString::from("postgres://u:hunter2@localhost/db"));
+        let t = s.to_redacted_toml();
+        assert!(!t.contains("hunter2"), "{t}");
+        assert!(t.contains("[redacted]"));
+    }
+}

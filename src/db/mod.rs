@@ -1,0 +1,154 @@
+//! The index database: one `sqlx::AnyPool` over SQLite (embedded default) or PostgreSQL.
+//!
+//! Queries are written once in the dialect both accept (`$1` parameters, `ON CONFLICT`,
+//! `RETURNING`, epoch-millisecond integers); where the two differ (row claiming, locks) the
+//! caller asks [`Database::backend`]. Each table's SQL lives in the module that owns it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::configuration::{Durability, Settings};
+
+/// Which server is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors opening or migrating the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create the folder for the SQLite database {path}: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A pool plus the knowledge of which dialect it speaks.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// Milliseconds since the Unix epoch: the time type of every table.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Database {
+    /// Connects with the settings' URL (SQLite in the data folder when none is given).
+    pub async fn connect(settings: &Settings) -> Result<Database, DbError> {
+        Self::connect_url(
+            &settings.database_url(),
+            settings.database.max_connections,
+            settings.storage.durability,
+        )
+        .await
+    }
+
+    /// Connects to `url`; SQLite gets WAL mode and a `synchronous` level matching `durability`.
+    pub async fn connect_url(
+        url: &str,
+        max_connections: Option<u32>,
+        durability: Durability,
+    ) -> Result<Database, DbError> {
+        sqlx::any::install_default_drivers();
+        let redacted = crate::configuration::redact_credentials(url);
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        if backend == Backend::Sqlite {
+            create_sqlite_folder(url)?;
+        }
+        let opts = AnyConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+            url: redacted.clone(),
+            source,
+        })?;
+        let synchronous = match durability {
+            Durability::Fsync => "FULL",
+            Durability::Os => "NORMAL",
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.unwrap_or(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            }))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str())
+                            .await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|source| DbError::Connect {
+                url: redacted,
+                source,
+            })?;
+        Ok(Database { pool, backend })
+    }
+
+    /// Applies the migrations for this backend (idempotent).
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip, for `/health`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn create_sqlite_folder(url: &str) -> Result<(), DbError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|source| DbError::Folder {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}

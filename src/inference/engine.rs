@@ -1,0 +1,641 @@
+//! The engine: loaded models, their workers, and the request entry points.
+
+use ort::value::ValueType;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tracing::{info, warn, Instrument};
+
+use super::applicability::{check_applicability, Applicability};
+use super::batcher::{self, Job, RawOutputs, RunSpec, SessionSet};
+use super::manifest::{read_verified, LabelSpec, Manifest, ModelFile};
+use super::postprocess::{self, LabelResult, Uncertainty};
+use super::preprocess::{self, ImageInfo, Preprocessed};
+use super::runtime::{self, create_session, Provider, Runtime};
+use super::{InferenceError, InferenceSettings};
+
+/// Reason given when the gate (or the colour check) rejects an image.
+pub const REJECTED_REASON: &str = "Image rejected — not a valid radiograph";
+
+/// What `/health` and `radstream models` show about a loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    /// Model id.
+    pub id: String,
+    /// Model version.
+    pub version: String,
+    /// Display name.
+    pub name: String,
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Task.
+    pub task: String,
+    /// Intended use statement.
+    pub intended_use: String,
+    /// True for demo/research models.
+    pub not_for_clinical_use: bool,
+    /// Findings in output order.
+    pub labels: Vec<LabelSpec>,
+    /// Ensemble members with their verified SHA-256.
+    pub members: Vec<ModelFile>,
+    /// Gate model, if any.
+    pub gate: Option<ModelFile>,
+    /// Input width, height and channels.
+    pub input: [u32; 3],
+    /// Execution provider actually in use (`cpu` or `cuda`).
+    pub provider: String,
+    /// Device (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Session sets (worker threads) serving this model.
+    pub workers: usize,
+}
+
+/// Per-stage timings of one request, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// Reading and decoding the file or bytes.
+    pub decode_ms: f64,
+    /// Windowing, resizing, normalising.
+    pub preprocess_ms: f64,
+    /// Waiting for a batch to start.
+    pub queue_ms: f64,
+    /// Running the batch (all members and the gate).
+    pub inference_ms: f64,
+    /// Activation, ensemble statistics.
+    pub postprocess_ms: f64,
+    /// Whole request.
+    pub total_ms: f64,
+    /// Images in the batch the request ran in.
+    pub batch_size: usize,
+}
+
+/// The result for one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageResult {
+    /// Model id.
+    pub model_id: String,
+    /// Model version.
+    pub model_version: String,
+    /// Execution provider used.
+    pub provider: String,
+    /// Copied from the manifest.
+    pub not_for_clinical_use: bool,
+    /// False when a DICOM header rule excluded the image (`reason` says which); no inference ran.
+    pub applicable: bool,
+    /// True when the gate or the colour check rejected the image (`reason` is
+    /// [`REJECTED_REASON`]); `labels` is then empty.
+    pub rejected: bool,
+    /// Why the image is not applicable or rejected.
+    pub reason: Option<String>,
+    /// Gate probability ("valid radiograph"), when the gate ran.
+    pub gate_probability: Option<f32>,
+    /// Findings in manifest order (empty when not applicable or rejected).
+    pub labels: Vec<LabelResult>,
+    /// Ensemble uncertainty (absent when not applicable or rejected).
+    pub uncertainty: Option<Uncertainty>,
+    /// Source image facts.
+    pub image: ImageInfo,
+    /// Stage timings.
+    pub timings: Timings,
+}
+
+struct Model {
+    manifest: Arc<Manifest>,
+    info: ModelInfo,
+    tx: Mutex<Sender<Job>>,
+}
+
+struct Inner {
+    runtime: Arc<Runtime>,
+    models: BTreeMap<String, Model>,
+}
+
+/// The inference engine. Cheap to clone; all clones share the models and workers, which stop
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("runtime", &self.inner.runtime)
+            .field("models", &self.inner.models.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Finds ONNX Runtime, loads and verifies every `models_dir/<id>/model.toml`, creates the
+    /// sessions, warms them up and starts the batching workers. Blocking (seconds for big
+    /// models): call it from `spawn_blocking` inside async code.
+    pub fn load(settings: &InferenceSettings) -> Result<Engine, InferenceError> {
+        settings.validate()?;
+        let rt = runtime::runtime(settings)?;
+        let dir = &settings.models_dir;
+        let entries = std::fs::read_dir(dir).map_err(|e| InferenceError::io(dir, e))?;
+        let mut manifests: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("model.toml"))
+            .filter(|p| p.is_file())
+            .collect();
+        manifests.sort();
+        if manifests.is_empty() {
+            return Err(InferenceError::NoModels(dir.clone()));
+        }
+        let mut models = BTreeMap::new();
+        let mut warned = Vec::new();
+        for path in manifests {
+            let model = load_model(&rt, settings, &path, &mut warned)?;
+            if models.contains_key(&model.info.id) {
+                return Err(InferenceError::Manifest {
+                    path,
+                    reason: format!("model id `{}` is used twice", model.info.id),
+                });
+            }
+            models.insert(model.info.id.clone(), model);
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                runtime: rt,
+                models,
+            }),
+        })
+    }
+
+    /// The loaded models.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        self.inner.models.values().map(|m| m.info.clone()).collect()
+    }
+
+    /// The ONNX Runtime library in use.
+    pub fn runtime_library(&self) -> &Path {
+        &self.inner.runtime.dylib
+    }
+
+    /// The manifest of `model_id`, or of the default model (the only one, or the first by id).
+    pub fn manifest(&self, model_id: Option<&str>) -> Result<Arc<Manifest>, InferenceError> {
+        Ok(self.model(model_id)?.manifest.clone())
+    }
+
+    fn model(&self, model_id: Option<&str>) -> Result<&Model, InferenceError> {
+        match model_id {
+            Some(id) => self
+                .inner
+                .models
+                .get(id)
+                .ok_or_else(|| InferenceError::UnknownModel(id.to_owned())),
+            None => self
+                .inner
+                .models
+                .values()
+                .next()
+                .ok_or_else(|| InferenceError::UnknownModel("(default)".into())),
+        }
+    }
+
+    /// Reads and preprocesses a DICOM file for a model (blocking).
+    pub fn preprocess_dicom(
+        &self,
+        model_id: Option<&str>,
+        path: &Path,
+    ) -> Result<Preprocessed, InferenceError> {
+        preprocess::preprocess_dicom(path, &self.model(model_id)?.manifest.input)
+    }
+
+    /// Decodes and preprocesses PNG/JPEG bytes for a model (blocking).
+    pub fn preprocess_image(
+        &self,
+        model_id: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<Preprocessed, InferenceError> {
+        preprocess::preprocess_image(bytes, &self.model(model_id)?.manifest.input)
+    }
+
+    /// Full pipeline on a DICOM file: header rules, decode, preprocess, gate, ensemble.
+    pub async fn infer_dicom(
+        &self,
+        model_id: Option<&str>,
+        path: &Path,
+    ) -> Result<ImageResult, InferenceError> {
+        let t0 = Instant::now();
+        let model = self.model(model_id)?;
+        let manifest = model.manifest.clone();
+        let path = path.to_owned();
+        let span = tracing::info_span!("infer_dicom", model = %manifest.id);
+        let pre = spawn_blocking(span.clone(), move || {
+            let obj = preprocess::open_dicom(&path)?;
+            let header = preprocess::header_attrs(&obj);
+            if let Applicability::NotApplicable { reason } = check_applicability(&manifest, &header)
+            {
+                return Ok(Err(reason));
+            }
+            preprocess::preprocess_dicom_object(&obj, header, &manifest.input, t0).map(Ok)
+        })
+        .await?;
+        match pre {
+            Ok(pre) => self.finish(model, pre, t0).instrument(span).await,
+            Err(reason) => Ok(ImageResult {
+                applicable: false,
+                reason: Some(reason),
+                timings: Timings {
+                    decode_ms: ms(t0),
+                    total_ms: ms(t0),
+                    ..Timings::default()
+                },
+                image: ImageInfo {
+                    source: "dicom".into(),
+                    ..ImageInfo::default()
+                },
+                ..empty_result(model)
+            }),
+        }
+    }
+
+    /// Full pipeline on PNG/JPEG bytes: decode, preprocess, colour check, gate, ensemble.
+    pub async fn infer_image_bytes(
+        &self,
+        model_id: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<ImageResult, InferenceError> {
+        let t0 = Instant::now();
+        let model = self.model(model_id)?;
+        let manifest = model.manifest.clone();
+        let bytes = bytes.to_vec();
+        let span = tracing::info_span!("infer_image", model = %manifest.id);
+        let pre = spawn_blocking(span.clone(), move || {
+            preprocess::preprocess_image(&bytes, &manifest.input)
+        })
+        .await?;
+        self.finish(model, pre, t0).instrument(span).await
+    }
+
+    /// Gate and ensemble on an already preprocessed image (header rules are not checked).
+    pub async fn infer_preprocessed(
+        &self,
+        model_id: Option<&str>,
+        pre: Preprocessed,
+    ) -> Result<ImageResult, InferenceError> {
+        let t0 = Instant::now();
+        let model = self.model(model_id)?;
+        self.finish(model, pre, t0).await
+    }
+
+    /// Runs a raw input tensor (`items x C x H x W`) through the members and the gate via the
+    /// batcher and returns the raw outputs.
+    pub async fn run_tensor(
+        &self,
+        model_id: Option<&str>,
+        tensor: Vec<f32>,
+        items: usize,
+    ) -> Result<RawOutputs, InferenceError> {
+        let model = self.model(model_id)?;
+        submit(model, tensor, items).await
+    }
+
+    async fn finish(
+        &self,
+        model: &Model,
+        pre: Preprocessed,
+        t0: Instant,
+    ) -> Result<ImageResult, InferenceError> {
+        let m = &model.manifest;
+        let mut timings = Timings {
+            decode_ms: pre.decode_ms,
+            preprocess_ms: pre.preprocess_ms,
+            ..Timings::default()
+        };
+        let base = ImageResult {
+            image: pre.image.clone(),
+            ..empty_result(model)
+        };
+        if pre.is_colour {
+            timings.total_ms = ms(t0);
+            return Ok(ImageResult {
+                rejected: true,
+                reason: Some(REJECTED_REASON.into()),
+                timings,
+                ..base
+            });
+        }
+        let raw = submit(model, pre.tensor, pre.items).await?;
+        let t_post = Instant::now();
+        timings.queue_ms = raw.queue_ms;
+        timings.inference_ms = raw.run_ms;
+        timings.batch_size = raw.batch_items;
+        let gate_probability = raw.gate.as_ref().map(|g| {
+            g.iter().map(|&v| postprocess::sigmoid(v)).sum::<f32>() / g.len().max(1) as f32
+        });
+        let rejected = match (&m.gate, gate_probability) {
+            (Some(g), Some(p)) => p < g.threshold,
+            _ => false,
+        };
+        let result = if rejected {
+            ImageResult {
+                rejected: true,
+                reason: Some(REJECTED_REASON.into()),
+                gate_probability,
+                ..base
+            }
+        } else {
+            let probs = postprocess::member_probabilities(m, &raw.members, pre.items);
+            let (labels, uncertainty) = postprocess::combine(m, &probs);
+            ImageResult {
+                gate_probability,
+                labels,
+                uncertainty: Some(uncertainty),
+                ..base
+            }
+        };
+        timings.postprocess_ms = ms(t_post);
+        timings.total_ms = ms(t0);
+        Ok(ImageResult { timings, ..result })
+    }
+}
+
+fn empty_result(model: &Model) -> ImageResult {
+    ImageResult {
+        model_id: model.info.id.clone(),
+        model_version: model.info.version.clone(),
+        provider: model.info.provider.clone(),
+        not_for_clinical_use: model.info.not_for_clinical_use,
+        applicable: true,
+        rejected: false,
+        reason: None,
+        gate_probability: None,
+        labels: Vec::new(),
+        uncertainty: None,
+        image: ImageInfo::default(),
+        timings: Timings::default(),
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn submit(
+    model: &Model,
+    input: Vec<f32>,
+    items: usize,
+) -> Result<RawOutputs, InferenceError> {
+    let per_item = model.manifest.input_len();
+    if items == 0 || input.len() != items * per_item {
+        return Err(InferenceError::Unsupported(format!(
+            "input tensor has {} values, expected {items} x {per_item}",
+            input.len()
+        )));
+    }
+    let (reply, rx) = oneshot::channel();
+    let job = Job {
+        input,
+        items,
+        enqueued: Instant::now(),
+        reply,
+    };
+    model
+        .tx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(job)
+        .map_err(|_| InferenceError::Closed(model.info.id.clone()))?;
+    rx.await
+        .map_err(|_| InferenceError::Closed(model.info.id.clone()))?
+}
+
+/// `spawn_blocking` that keeps the caller's span and turns a panic into an error.
+async fn spawn_blocking<T: Send + 'static>(
+    span: tracing::Span,
+    f: impl FnOnce() -> Result<T, InferenceError> + Send + 'static,
+) -> Result<T, InferenceError> {
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| InferenceError::Task(e.to_string()))?
+}
+
+fn load_model(
+    rt: &Arc<Runtime>,
+    settings: &InferenceSettings,
+    path: &Path,
+    warned: &mut Vec<String>,
+) -> Result<Model, InferenceError> {
+    let started = Instant::now();
+    let manifest = Manifest::load(path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if dir.file_name().and_then(|n| n.to_str()) != Some(manifest.id.as_str()) {
+        warn!(
+            manifest = %path.display(),
+            id = %manifest.id,
+            "model id differs from its folder name"
+        );
+    }
+    let members: Vec<(PathBuf, Vec<u8>)> = manifest
+        .ensemble
+        .members
+        .iter()
+        .map(|f| Ok((dir.join(&f.file), read_verified(dir, &f.file, &f.sha256)?)))
+        .collect::<Result<_, InferenceError>>()?;
+    let gate = match &manifest.gate {
+        Some(g) => Some((dir.join(&g.file), read_verified(dir, &g.file, &g.sha256)?)),
+        None => None,
+    };
+    let i = &manifest.input;
+    let chw = [i.channels as usize, i.height as usize, i.width as usize];
+    let mut sets = Vec::with_capacity(settings.pool_size);
+    let mut provider = Provider::Cuda;
+    let mut spec = None;
+    for _ in 0..settings.pool_size {
+        let mut sessions = Vec::new();
+        for (p, bytes) in &members {
+            let (s, used) = create_session(
+                rt,
+                p,
+                bytes,
+                &settings.providers,
+                settings.intra_threads,
+                warned,
+            )?;
+            if used == Provider::Cpu {
+                provider = Provider::Cpu;
+            }
+            sessions.push(s);
+        }
+        let gate_session = match &gate {
+            Some((p, bytes)) => {
+                let (s, used) = create_session(
+                    rt,
+                    p,
+                    bytes,
+                    &settings.providers,
+                    settings.intra_threads,
+                    warned,
+                )?;
+                if used == Provider::Cpu {
+                    provider = Provider::Cpu;
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let set = SessionSet {
+            members: sessions,
+            gate: gate_session,
+        };
+        if spec.is_none() {
+            spec = Some(check_io(&manifest, &members, gate.as_ref(), &set, chw)?);
+        }
+        sets.push(set);
+    }
+    let spec = Arc::new(spec.expect("BUG: pool_size is validated to be at least 1"));
+    if settings.warmup {
+        let zeros = vec![0.0f32; manifest.input_len()];
+        for set in &mut sets {
+            batcher::run_batch(&spec, set, &zeros, 1)?;
+        }
+    }
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for (n, set) in sets.into_iter().enumerate() {
+        let rx = rx.clone();
+        let spec = spec.clone();
+        let (max_batch, delay) = (
+            settings.max_batch,
+            Duration::from_millis(settings.max_delay_ms),
+        );
+        std::thread::Builder::new()
+            .name(format!("infer-{}-{n}", manifest.id))
+            .spawn(move || batcher::worker(rx, set, spec, max_batch, delay))
+            .map_err(|e| InferenceError::Task(format!("cannot start worker thread: {e}")))?;
+    }
+    let info = ModelInfo {
+        id: manifest.id.clone(),
+        version: manifest.version.clone(),
+        name: manifest.name.clone(),
+        manufacturer: manifest.manufacturer.clone(),
+        task: manifest.task.clone(),
+        intended_use: manifest.intended_use.clone(),
+        not_for_clinical_use: manifest.not_for_clinical_use,
+        labels: manifest.labels.clone(),
+        members: manifest.ensemble.members.clone(),
+        gate: manifest.gate.as_ref().map(|g| ModelFile {
+            file: g.file.clone(),
+            sha256: g.sha256.to_ascii_lowercase(),
+        }),
+        input: [i.width, i.height, i.channels],
+        provider: provider.as_str().into(),
+        device: provider.device().into(),
+        workers: settings.pool_size,
+    };
+    info!(
+        model = %info.id,
+        version = %info.version,
+        members = info.members.len(),
+        gate = info.gate.is_some(),
+        provider = %info.provider,
+        load_ms = ms(started),
+        "model loaded"
+    );
+    Ok(Model {
+        manifest: Arc::new(manifest),
+        info,
+        tx: Mutex::new(tx),
+    })
+}
+
+/// Checks the sessions' inputs and outputs against the manifest; returns the run spec.
+fn check_io(
+    manifest: &Manifest,
+    members: &[(PathBuf, Vec<u8>)],
+    gate: Option<&(PathBuf, Vec<u8>)>,
+    set: &SessionSet,
+    chw: [usize; 3],
+) -> Result<RunSpec, InferenceError> {
+    let mut members_batch1 = false;
+    for ((path, _), s) in members.iter().zip(&set.members) {
+        let fail = |reason: String| InferenceError::Session {
+            path: path.clone(),
+            reason,
+        };
+        let input = s
+            .inputs()
+            .iter()
+            .find(|o| o.name() == manifest.input.name)
+            .ok_or_else(|| {
+                fail(format!(
+                    "no input named `{}` (inputs: {})",
+                    manifest.input.name,
+                    names(s.inputs().iter().map(|o| o.name()))
+                ))
+            })?;
+        members_batch1 |= check_input_shape(input.dtype(), chw).map_err(fail)?;
+        if !s.outputs().iter().any(|o| o.name() == manifest.output.name) {
+            return Err(fail(format!(
+                "no output named `{}` (outputs: {})",
+                manifest.output.name,
+                names(s.outputs().iter().map(|o| o.name()))
+            )));
+        }
+    }
+    let mut gate_input = None;
+    let mut gate_batch1 = false;
+    if let (Some((path, _)), Some(s)) = (gate, &set.gate) {
+        let fail = |reason: String| InferenceError::Session {
+            path: path.clone(),
+            reason,
+        };
+        let input = s
+            .inputs()
+            .first()
+            .ok_or_else(|| fail("the gate has no inputs".into()))?;
+        gate_batch1 = check_input_shape(input.dtype(), chw).map_err(fail)?;
+        gate_input = Some(input.name().to_owned());
+    }
+    Ok(RunSpec {
+        id: manifest.id.clone(),
+        input_name: manifest.input.name.clone(),
+        output_name: manifest.output.name.clone(),
+        gate_input,
+        chw,
+        labels: manifest.label_count(),
+        members_batch1,
+        gate_batch1,
+        member_files: manifest
+            .ensemble
+            .members
+            .iter()
+            .map(|m| m.file.clone())
+            .collect(),
+    })
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    it.collect::<Vec<_>>().join(", ")
+}
+
+/// Returns whether the batch dimension is fixed to 1; errors on a C/H/W mismatch.
+fn check_input_shape(ty: &ValueType, chw: [usize; 3]) -> Result<bool, String> {
+    let ValueType::Tensor { shape, .. } = ty else {
+        return Err("the input is not a tensor".into());
+    };
+    let dims: Vec<i64> = shape.iter().copied().collect();
+    if dims.len() != 4 {
+        return Err(format!(
+            "the input has rank {}, expected 4 (NCHW)",
+            dims.len()
+        ));
+    }
+    for (k, (&d, &want)) in dims[1..].iter().zip(&chw).enumerate() {
+        if d >= 0 && d as usize != want {
+            return Err(format!(
+                "input dimension {} is {d} but the manifest says {want}",
+                k + 1
+            ));
+        }
+    }
+    Ok(dims[0] == 1)
+}

@@ -1,0 +1,428 @@
+//! `models/<id>/model.toml`: what a model is, how to feed it and how to read its outputs.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+use super::InferenceError;
+
+/// A parsed and validated model manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Model id; also the folder name under `models_dir`.
+    pub id: String,
+    /// Model version (free text, semver recommended).
+    pub version: String,
+    /// Human-readable model name.
+    pub name: String,
+    /// Who made the model.
+    pub manufacturer: String,
+    /// Task; only `multilabel-classification` is implemented.
+    pub task: String,
+    /// Intended use statement.
+    pub intended_use: String,
+    /// Demo and research models say `true`; results then carry that flag.
+    pub not_for_clinical_use: bool,
+    /// Input tensor and preprocessing.
+    pub input: InputSpec,
+    /// Output tensor of the ensemble members.
+    pub output: OutputSpec,
+    /// Ensemble members and how they are combined.
+    pub ensemble: EnsembleSpec,
+    /// Optional "is this a radiograph at all" gate model.
+    #[serde(default)]
+    pub gate: Option<GateSpec>,
+    /// Thresholds of the confidence tiers.
+    pub uncertainty: UncertaintySpec,
+    /// DICOM header rules; an empty list accepts anything.
+    #[serde(default)]
+    pub applicability: ApplicabilitySpec,
+    /// Findings, in the order of the output vector.
+    pub labels: Vec<LabelSpec>,
+}
+
+/// `[input]`: the tensor the members take and how pixels become it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Input tensor name.
+    pub name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// 1 (grey) or 3 (grey replicated into three channels).
+    pub channels: u32,
+    /// Only `NCHW`.
+    pub layout: String,
+    /// `voi-or-percentile` (window from the file, else VOI LUT, else percentiles) or
+    /// `percentile` (always percentiles).
+    pub windowing: String,
+    /// Lower percentile of the fallback window, in percent.
+    pub percentile_low: f64,
+    /// Upper percentile of the fallback window, in percent.
+    pub percentile_high: f64,
+    /// Normalisation: `(v - mean) / std` after windowing to [0, 1].
+    pub mean: f32,
+    /// Normalisation divisor; must be positive.
+    pub std: f32,
+    /// `first` (first frame only) or `all` (every frame; per-label maximum over frames).
+    pub frames: String,
+}
+
+/// `[output]`: the members' output tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Output tensor name.
+    pub name: String,
+    /// `sigmoid` (outputs are logits) or `identity` (outputs are probabilities).
+    pub activation: String,
+}
+
+/// `[ensemble]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSpec {
+    /// Only `mean` (soft voting).
+    pub combination: String,
+    /// Member ONNX files.
+    pub members: Vec<ModelFile>,
+}
+
+/// One ONNX file with its expected digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// File name relative to the model folder.
+    pub file: String,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// `[gate]`: a binary model whose sigmoid output says "valid radiograph".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    /// File name relative to the model folder.
+    pub file: String,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+    /// Images whose gate probability is below this are rejected.
+    pub threshold: f32,
+}
+
+/// `[uncertainty]`: confidence tiers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UncertaintySpec {
+    /// Only `std` (population standard deviation across members).
+    pub spread: String,
+    /// Spread below this: tier `optimal`.
+    pub optimal_below: f32,
+    /// Spread below this: tier `good`; otherwise `review`.
+    pub good_below: f32,
+    /// Predictive entropy (bits, mean over labels) above this asks for review.
+    pub review_entropy_above: f32,
+}
+
+/// `[applicability]`: DICOM header rules. Values compare case-insensitively; `""` in a list
+/// accepts a missing or empty attribute.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplicabilitySpec {
+    /// Accepted Modality (0008,0060) values.
+    pub modalities: Vec<String>,
+    /// Accepted Body Part Examined (0018,0015) values.
+    pub body_parts: Vec<String>,
+    /// Accepted View Position (0018,5101) values.
+    pub view_positions: Vec<String>,
+    /// Accepted Photometric Interpretation (0028,0004) values.
+    pub photometric: Vec<String>,
+}
+
+/// `[[labels]]`: one finding, in output index order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSpec {
+    /// Stable machine key, e.g. `cardiomegaly`.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// SNOMED CT concept id.
+    pub snomed: String,
+    /// SNOMED CT display.
+    pub display: String,
+    /// Probability at or above which the finding is called present.
+    pub threshold: f32,
+}
+
+impl Manifest {
+    /// Reads and validates `path` (a `model.toml`).
+    pub fn load(path: &Path) -> Result<Self, InferenceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| InferenceError::io(path, e))?;
+        Self::parse(&text).map_err(|reason| InferenceError::Manifest {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses and validates manifest text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let m: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |what: &str, v: f32| {
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{what} must be within 0..1, got {v}"))
+            }
+        };
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "id `{}` must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                self.id
+            ));
+        }
+        if self.task != "multilabel-classification" {
+            return Err(format!(
+                "task `{}` is not supported (only multilabel-classification)",
+                self.task
+            ));
+        }
+        let i = &self.input;
+        if i.width == 0 || i.height == 0 || i.width > 4096 || i.height > 4096 {
+            return Err(format!(
+                "input size {}x{} must be within 1..=4096",
+                i.width, i.height
+            ));
+        }
+        if !matches!(i.channels, 1 | 3) {
+            return Err(format!("input channels must be 1 or 3, got {}", i.channels));
+        }
+        if i.layout != "NCHW" {
+            return Err(format!(
+                "input layout `{}` is not supported (only NCHW)",
+                i.layout
+            ));
+        }
+        if !matches!(i.windowing.as_str(), "voi-or-percentile" | "percentile") {
+            return Err(format!(
+                "input windowing `{}` must be `voi-or-percentile` or `percentile`",
+                i.windowing
+            ));
+        }
+        if !(0.0..100.0).contains(&i.percentile_low)
+            || !(0.0..=100.0).contains(&i.percentile_high)
+            || i.percentile_low >= i.percentile_high
+        {
+            return Err(format!(
+                "percentiles must satisfy 0 <= low < high <= 100, got {} and {}",
+                i.percentile_low, i.percentile_high
+            ));
+        }
+        if !i.mean.is_finite() || !i.std.is_finite() || i.std <= 0.0 {
+            return Err(format!(
+                "input mean must be finite and std positive, got {} and {}",
+                i.mean, i.std
+            ));
+        }
+        if !matches!(i.frames.as_str(), "first" | "all") {
+            return Err(format!(
+                "input frames `{}` must be `first` or `all`",
+                i.frames
+            ));
+        }
+        if !matches!(self.output.activation.as_str(), "sigmoid" | "identity") {
+            return Err(format!(
+                "output activation `{}` must be `sigmoid` or `identity`",
+                self.output.activation
+            ));
+        }
+        if self.ensemble.combination != "mean" {
+            return Err(format!(
+                "ensemble combination `{}` is not supported (only mean)",
+                self.ensemble.combination
+            ));
+        }
+        if self.ensemble.members.is_empty() {
+            return Err("ensemble.members must not be empty".into());
+        }
+        let mut files = HashSet::new();
+        for f in &self.ensemble.members {
+            check_file(&f.file, &f.sha256)?;
+            if !files.insert(f.file.as_str()) {
+                return Err(format!("member file `{}` is listed twice", f.file));
+            }
+        }
+        if let Some(g) = &self.gate {
+            check_file(&g.file, &g.sha256)?;
+            unit("gate.threshold", g.threshold)?;
+        }
+        let u = &self.uncertainty;
+        if u.spread != "std" {
+            return Err(format!(
+                "uncertainty.spread `{}` is not supported (only std)",
+                u.spread
+            ));
+        }
+        unit("uncertainty.optimal_below", u.optimal_below)?;
+        unit("uncertainty.good_below", u.good_below)?;
+        unit("uncertainty.review_entropy_above", u.review_entropy_above)?;
+        if u.optimal_below > u.good_below {
+            return Err("uncertainty.optimal_below must not exceed good_below".into());
+        }
+        if self.labels.is_empty() {
+            return Err("labels must not be empty".into());
+        }
+        let mut keys = HashSet::new();
+        for l in &self.labels {
+            if l.key.is_empty() {
+                return Err("a label has an empty key".into());
+            }
+            if !keys.insert(l.key.as_str()) {
+                return Err(format!("label key `{}` is listed twice", l.key));
+            }
+            unit(&format!("threshold of label `{}`", l.key), l.threshold)?;
+        }
+        Ok(())
+    }
+
+    /// Number of findings (length of each member's output vector).
+    pub fn label_count(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Elements of one input image in the tensor (C x H x W).
+    pub fn input_len(&self) -> usize {
+        self.input.channels as usize * self.input.height as usize * self.input.width as usize
+    }
+}
+
+fn check_file(file: &str, sha256: &str) -> Result<(), String> {
+    let p = Path::new(file);
+    if file.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "model file `{file}` must be a plain path inside the model folder"
+        ));
+    }
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("sha256 of `{file}` must be 64 hex digits"));
+    }
+    Ok(())
+}
+
+/// Reads `dir/file`, checks its SHA-256 against `expected` and returns the bytes.
+pub(crate) fn read_verified(
+    dir: &Path,
+    f: &str,
+    expected: &str,
+) -> Result<Vec<u8>, InferenceError> {
+    let path: PathBuf = dir.join(f);
+    let bytes = std::fs::read(&path).map_err(|e| InferenceError::io(&path, e))?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(InferenceError::Checksum {
+            path,
+            expected: expected.to_ascii_lowercase(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+id = "cxr-demo"
+version = "0.1.0"
+name = "demo"
+manufacturer = "radstream"
+task = "multilabel-classification"
+intended_use = "demo"
+not_for_clinical_use = true
+[input]
+name = "image"
+width = 16
+height = 16
+channels = 1
+layout = "NCHW"
+windowing = "voi-or-percentile"
+percentile_low = 0.5
+percentile_high = 99.5
+mean = 0.5
+std = 0.25
+frames = "first"
+[output]
+name = "logits"
+activation = "sigmoid"
+[ensemble]
+combination = "mean"
+[[ensemble.members]]
+file = "member0.onnx"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+[gate]
+file = "gate.onnx"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+threshold = 0.5
+[uncertainty]
+spread = "std"
+optimal_below = 0.005
+good_below = 0.008
+review_entropy_above = 0.6
+[applicability]
+modalities = ["CR", "DX"]
+body_parts = ["CHEST", ""]
+view_positions = ["PA", "AP", ""]
+photometric = ["MONOCHROME1", "MONOCHROME2"]
+[[labels]]
+key = "cardiomegaly"
+name = "Cardiomegaly"
+snomed = "8186001"
+display = "Cardiomegaly"
+threshold = 0.5
+"#;
+
+    #[test]
+    fn example_parses() {
+        let m = Manifest::parse(EXAMPLE).unwrap();
+        assert_eq!(m.id, "cxr-demo");
+        assert_eq!(m.labels.len(), 1);
+        assert_eq!(m.input_len(), 256);
+    }
+
+    #[test]
+    fn invalid_manifests_are_refused() {
+        let cases = [
+            ("threshold = 0.5\n", "threshold = 1.5\n"),
+            ("file = \"member0.onnx\"", "file = \"../member0.onnx\""),
+            ("frames = \"first\"", "frames = \"middle\""),
+            ("std = 0.25", "std = 0.0"),
+            ("id = \"cxr-demo\"", "id = \"cxr-demo\"\nextra = 1"),
+        ];
+        for (from, to) in cases {
+            let text = EXAMPLE.replacen(from, to, 1);
+            assert!(Manifest::parse(&text).is_err(), "accepted: {to}");
+        }
+        let no_members = EXAMPLE.replace(
+            "[[ensemble.members]]\nfile = \"member0.onnx\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+            "members = []\n",
+        );
+        let err = Manifest::parse(&no_members).unwrap_err();
+        assert!(err.contains("members"), "{err}");
+    }
+}

@@ -1,0 +1,815 @@
+//! From a DICOM file or PNG/JPEG bytes to the model's input tensor.
+//!
+//! DICOM: decode (dicom-pixeldata: native, deflate, RLE, JPEG, JPEG-LS, JPEG 2000) -> raw
+//! stored values -> modality LUT (rescale slope/intercept) -> VOI: the file's first window
+//! (center/width, with its VOI LUT function), else its first VOI LUT, else the percentile
+//! window of the frame ignoring pixel padding -> clamp to [0, 1] -> MONOCHROME1 inverted ->
+//! resize (convolution, bilinear filter, aspect not kept) -> `(v - mean) / std` -> NCHW f32.
+//!
+//! PNG/JPEG: decode with `image`, grey = ITU-R 601 luma in [0, 1], `is_colour` when the
+//! channels differ meaningfully, then the percentile window (as training did for every
+//! source, tools/train/train.py), resize and normalise as above.
+
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, VoiLutFunction};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::F32;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+use super::manifest::InputSpec;
+use super::InferenceError;
+
+/// A preprocessed image: the tensor for one or more frames plus what we learnt on the way.
+#[derive(Debug, Clone)]
+pub struct Preprocessed {
+    /// `items x channels x height x width` values, NCHW, normalised.
+    pub tensor: Vec<f32>,
+    /// Number of images (frames) in `tensor`.
+    pub items: usize,
+    /// Header attributes (DICOM only).
+    pub header: Option<HeaderAttrs>,
+    /// Source image facts.
+    pub image: ImageInfo,
+    /// True for colour photographs/screenshots (channels differ meaningfully); the gate
+    /// rejects those.
+    pub is_colour: bool,
+    /// Milliseconds spent reading and decoding.
+    pub decode_ms: f64,
+    /// Milliseconds spent windowing, resizing and normalising.
+    pub preprocess_ms: f64,
+}
+
+/// DICOM header attributes used by the applicability rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HeaderAttrs {
+    /// Modality (0008,0060).
+    pub modality: Option<String>,
+    /// Body Part Examined (0018,0015).
+    pub body_part: Option<String>,
+    /// View Position (0018,5101).
+    pub view_position: Option<String>,
+    /// Photometric Interpretation (0028,0004).
+    pub photometric: Option<String>,
+    /// SOP Class UID (0008,0016).
+    pub sop_class_uid: Option<String>,
+}
+
+/// Facts about the source image, reported with each result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImageInfo {
+    /// `dicom`, `png` or `jpeg`.
+    pub source: String,
+    /// Rows of the source image.
+    pub rows: u32,
+    /// Columns of the source image.
+    pub cols: u32,
+    /// Frames in the source.
+    pub frames: u32,
+    /// Frames that went into the tensor.
+    pub frames_used: u32,
+    /// Photometric interpretation (DICOM) or colour type (PNG/JPEG).
+    pub photometric: String,
+    /// Bits stored (DICOM).
+    pub bits_stored: Option<u16>,
+    /// VOI window used for the first frame (DICOM).
+    pub window: Option<WindowInfo>,
+}
+
+/// Which VOI transform was used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowInfo {
+    /// `file` (Window Center/Width), `voi-lut` (VOI LUT Sequence) or `percentile`.
+    pub source: String,
+    /// Window center in modality units (for `file` and `percentile`).
+    pub center: Option<f64>,
+    /// Window width in modality units (for `file` and `percentile`).
+    pub width: Option<f64>,
+    /// VOI LUT function (`LINEAR`, `LINEAR_EXACT`, `SIGMOID`) for `file`.
+    pub function: Option<String>,
+}
+
+/// Raw decoded pixel values (stored values, before any LUT), for comparison with other decoders.
+#[derive(Debug, Clone)]
+pub struct RawPixels {
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub cols: u32,
+    /// Frames decoded.
+    pub frames: u32,
+    /// Samples per pixel.
+    pub samples: u16,
+    /// Photometric interpretation after decoding.
+    pub photometric: String,
+    /// Values in frame, row, column, sample order.
+    pub values: Vec<f64>,
+}
+
+/// Opens a DICOM file (the whole file, pixel data included).
+pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, InferenceError> {
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(InferenceError::io(path, e));
+    }
+    guard(|| {
+        OpenFileOptions::new()
+            .open_file(path)
+            .map_err(|e| InferenceError::Dicom(e.to_string()))
+    })
+}
+
+/// Reads the applicability attributes from a DICOM object.
+pub fn header_attrs(obj: &DefaultDicomObject) -> HeaderAttrs {
+    let s = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok())
+            .map(|v| {
+                v.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                    .to_owned()
+            })
+    };
+    HeaderAttrs {
+        modality: s(tags::MODALITY),
+        body_part: s(tags::BODY_PART_EXAMINED),
+        view_position: s(tags::VIEW_POSITION),
+        photometric: s(tags::PHOTOMETRIC_INTERPRETATION),
+        sop_class_uid: s(tags::SOP_CLASS_UID),
+    }
+}
+
+/// Decodes the raw stored pixel values of all frames (or only the first).
+pub fn decode_raw(obj: &DefaultDicomObject, first_only: bool) -> Result<RawPixels, InferenceError> {
+    guard(|| {
+        let px = decode(obj, first_only)?;
+        let frames = px.number_of_frames();
+        let mut values = Vec::new();
+        for f in 0..frames {
+            values.extend(raw_frame(&px, f)?);
+        }
+        Ok(RawPixels {
+            rows: px.rows(),
+            cols: px.columns(),
+            frames,
+            samples: px.samples_per_pixel(),
+            photometric: px.photometric_interpretation().to_string(),
+            values,
+        })
+    })
+}
+
+/// Reads, decodes and preprocesses a DICOM file for a model with input `spec`.
+pub fn preprocess_dicom(path: &Path, spec: &InputSpec) -> Result<Preprocessed, InferenceError> {
+    let t0 = Instant::now();
+    let obj = open_dicom(path)?;
+    let header = header_attrs(&obj);
+    preprocess_dicom_object(&obj, header, spec, t0)
+}
+
+/// Preprocesses an already opened DICOM object; `t0` is when reading started.
+pub fn preprocess_dicom_object(
+    obj: &DefaultDicomObject,
+    header: HeaderAttrs,
+    spec: &InputSpec,
+    t0: Instant,
+) -> Result<Preprocessed, InferenceError> {
+    guard(|| {
+        let first_only = spec.frames == "first";
+        let px = decode(obj, first_only)?;
+        let decode_ms = ms(t0);
+        let t1 = Instant::now();
+        let rows = px.rows();
+        let cols = px.columns();
+        let photometric = px.photometric_interpretation().to_string();
+        let total_frames = number_of_frames(obj).max(px.number_of_frames());
+        let frames_used = if first_only { 1 } else { px.number_of_frames() };
+        let padding = padding_range(obj, px.pixel_representation());
+        let monochrome1 = photometric == "MONOCHROME1";
+        let monochrome = photometric.starts_with("MONOCHROME");
+        if !monochrome && px.samples_per_pixel() != 3 {
+            return Err(InferenceError::Unsupported(format!(
+                "photometric interpretation {photometric} is not supported"
+            )));
+        }
+        let mut tensor = Vec::with_capacity(frames_used as usize * plane_len(spec));
+        let mut is_colour = false;
+        let mut window_info = None;
+        for f in 0..frames_used {
+            let raw = raw_frame(&px, f)?;
+            let (grey, info) = if monochrome {
+                let (v, info) = voi_frame(&px, f, &raw, padding, spec)?;
+                (v, Some(info))
+            } else {
+                let (v, colour) =
+                    colour_to_grey(&raw, px.bits_stored(), photometric.starts_with("YBR"));
+                is_colour |= colour;
+                (v, None)
+            };
+            let grey = if monochrome1 {
+                grey.into_iter().map(|v| 1.0 - v).collect()
+            } else {
+                grey
+            };
+            if f == 0 {
+                window_info = info;
+            }
+            push_resized(&mut tensor, &grey, cols, rows, spec)?;
+        }
+        let image = ImageInfo {
+            source: "dicom".into(),
+            rows,
+            cols,
+            frames: total_frames,
+            frames_used,
+            photometric,
+            bits_stored: Some(px.bits_stored()),
+            window: window_info,
+        };
+        Ok(Preprocessed {
+            tensor,
+            items: frames_used as usize,
+            header: Some(header),
+            image,
+            is_colour,
+            decode_ms,
+            preprocess_ms: ms(t1),
+        })
+    })
+}
+
+/// Decodes PNG or JPEG bytes and preprocesses them for a model with input `spec`.
+pub fn preprocess_image(bytes: &[u8], spec: &InputSpec) -> Result<Preprocessed, InferenceError> {
+    guard(|| {
+        let t0 = Instant::now();
+        let format = image::guess_format(bytes)
+            .map_err(|e| InferenceError::Image(format!("unknown image format: {e}")))?;
+        let source = match format {
+            image::ImageFormat::Png => "png",
+            image::ImageFormat::Jpeg => "jpeg",
+            other => {
+                return Err(InferenceError::Unsupported(format!(
+                    "{other:?} images are not accepted (PNG or JPEG only)"
+                )))
+            }
+        };
+        let img = image::load_from_memory_with_format(bytes, format)
+            .map_err(|e| InferenceError::Image(e.to_string()))?;
+        let decode_ms = ms(t0);
+        let t1 = Instant::now();
+        let (w, h) = (img.width(), img.height());
+        if w == 0 || h == 0 {
+            return Err(InferenceError::Image("image has no pixels".into()));
+        }
+        let colour_type = format!("{:?}", img.color());
+        let has_colour = img.color().has_color();
+        let (grey, is_colour) = if has_colour {
+            let rgb = img.into_rgb32f();
+            let raw: Vec<f64> = rgb.as_raw().iter().map(|&v| v as f64).collect();
+            colour_to_grey_unit(&raw)
+        } else {
+            let l = img.to_luma32f();
+            (l.into_raw(), false)
+        };
+        // Training windowed every source with the percentile window; so do we.
+        let (grey, window) = percentile_window_grey(&grey, spec);
+        let mut tensor = Vec::with_capacity(plane_len(spec));
+        push_resized(&mut tensor, &grey, w, h, spec)?;
+        Ok(Preprocessed {
+            tensor,
+            items: 1,
+            header: None,
+            image: ImageInfo {
+                source: source.into(),
+                rows: h,
+                cols: w,
+                frames: 1,
+                frames_used: 1,
+                photometric: colour_type,
+                bits_stored: None,
+                window: Some(window),
+            },
+            is_colour,
+            decode_ms,
+            preprocess_ms: ms(t1),
+        })
+    })
+}
+
+/// Runs `f`, turning a panic inside a decoder into an error (no input may crash the node).
+fn guard<T>(f: impl FnOnce() -> Result<T, InferenceError>) -> Result<T, InferenceError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "decoder panicked".into());
+            Err(InferenceError::PixelData(format!("decoder failed: {msg}")))
+        }
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn plane_len(spec: &InputSpec) -> usize {
+    spec.channels as usize * spec.width as usize * spec.height as usize
+}
+
+fn number_of_frames(obj: &DefaultDicomObject) -> u32 {
+    obj.element_opt(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<i64>().ok())
+        .filter(|&n| n > 0 && n < u32::MAX as i64)
+        .map_or(1, |n| n as u32)
+}
+
+fn decode(
+    obj: &DefaultDicomObject,
+    first_only: bool,
+) -> Result<DecodedPixelData<'_>, InferenceError> {
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(InferenceError::PixelData(
+            "the file has no Pixel Data".into(),
+        ));
+    }
+    let bits_allocated = obj
+        .element_opt(tags::BITS_ALLOCATED)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u16>().ok());
+    let px = if first_only && number_of_frames(obj) > 1 && bits_allocated != Some(1) {
+        obj.decode_pixel_data_frame(0)
+    } else {
+        obj.decode_pixel_data()
+    }
+    .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+    if px.rows() == 0 || px.columns() == 0 || px.number_of_frames() == 0 {
+        return Err(InferenceError::PixelData(
+            "image has no rows, columns or frames".into(),
+        ));
+    }
+    if !matches!(px.samples_per_pixel(), 1 | 3) {
+        return Err(InferenceError::Unsupported(format!(
+            "{} samples per pixel",
+            px.samples_per_pixel()
+        )));
+    }
+    Ok(px)
+}
+
+/// Stored values of one frame as f64, sign-extended from Bits Stored for signed data.
+fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, InferenceError> {
+    let n = px.rows() as usize * px.columns() as usize * px.samples_per_pixel() as usize;
+    let signed = px.pixel_representation() == PixelRepresentation::Signed;
+    let bits_stored = px.bits_stored() as u32;
+    let ba = px.bits_allocated();
+    let short = || {
+        InferenceError::PixelData(format!(
+            "frame {frame} is shorter than {n} samples of {ba} bits"
+        ))
+    };
+    let sign_extend = |v: i64, bits: u32| -> f64 {
+        if signed && bits_stored > 0 && bits_stored < bits {
+            let shift = 64 - bits_stored;
+            ((v << shift) >> shift) as f64
+        } else {
+            v as f64
+        }
+    };
+    let out: Vec<f64> = match ba {
+        1 => {
+            // Bit-packed frames: frame_data() does not split them, so index the whole buffer.
+            let data = px.data();
+            let start = frame as usize * n;
+            if data.len() * 8 < start + n {
+                return Err(short());
+            }
+            (start..start + n)
+                .map(|i| ((data[i / 8] >> (i % 8)) & 1) as f64)
+                .collect()
+        }
+        8 => {
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+            let d = d.get(..n).ok_or_else(short)?;
+            if signed {
+                d.iter().map(|&b| sign_extend(b as i8 as i64, 8)).collect()
+            } else {
+                d.iter().map(|&b| b as f64).collect()
+            }
+        }
+        16 => {
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+            let d = d.get(..n * 2).ok_or_else(short)?;
+            d.chunks_exact(2)
+                .map(|c| {
+                    let b = [c[0], c[1]];
+                    if signed {
+                        sign_extend(i16::from_ne_bytes(b) as i64, 16)
+                    } else {
+                        u16::from_ne_bytes(b) as f64
+                    }
+                })
+                .collect()
+        }
+        32 => {
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+            let d = d.get(..n * 4).ok_or_else(short)?;
+            d.chunks_exact(4)
+                .map(|c| {
+                    let b = [c[0], c[1], c[2], c[3]];
+                    if signed {
+                        sign_extend(i32::from_ne_bytes(b) as i64, 32)
+                    } else {
+                        u32::from_ne_bytes(b) as f64
+                    }
+                })
+                .collect()
+        }
+        other => {
+            return Err(InferenceError::Unsupported(format!(
+                "{other} bits allocated"
+            )))
+        }
+    };
+    if px.samples_per_pixel() == 3 && px.planar_configuration().to_string() != "Standard" {
+        // Colour-by-plane: reorder RRR..GGG..BBB.. into RGBRGB...
+        let plane = n / 3;
+        let mut inter = vec![0.0; n];
+        for (i, v) in out.iter().enumerate() {
+            let (c, p) = (i / plane, i % plane);
+            inter[p * 3 + c] = *v;
+        }
+        return Ok(inter);
+    }
+    Ok(out)
+}
+
+/// Pixel padding range in stored-value units: values to ignore in the percentile window.
+fn padding_range(obj: &DefaultDicomObject, repr: PixelRepresentation) -> Option<(f64, f64)> {
+    let get = |tag| {
+        obj.element_opt(tag).ok().flatten().and_then(|e| {
+            // Pixel Padding Value is US or SS (ambiguous VR); read it as raw 16 bits.
+            e.to_int::<i64>().ok()
+        })
+    };
+    let fix = |v: i64| {
+        if repr == PixelRepresentation::Signed && v > i16::MAX as i64 && v <= u16::MAX as i64 {
+            (v as u16 as i16) as f64
+        } else {
+            v as f64
+        }
+    };
+    let a = fix(get(tags::PIXEL_PADDING_VALUE)?);
+    let b = get(tags::PIXEL_PADDING_RANGE_LIMIT).map(fix).unwrap_or(a);
+    Some((a.min(b), a.max(b)))
+}
+
+/// Modality LUT then VOI for one monochrome frame; output clamped to [0, 1].
+fn voi_frame(
+    px: &DecodedPixelData<'_>,
+    frame: u32,
+    raw: &[f64],
+    padding: Option<(f64, f64)>,
+    spec: &InputSpec,
+) -> Result<(Vec<f32>, WindowInfo), InferenceError> {
+    let rescale = px
+        .rescale()
+        .ok()
+        .and_then(|r| r.get(frame as usize).or_else(|| r.first()).copied());
+    let (slope, intercept) = rescale
+        .filter(|r| r.slope.is_finite() && r.intercept.is_finite() && r.slope != 0.0)
+        .map_or((1.0, 0.0), |r| (r.slope, r.intercept));
+    let modality = |v: f64| v * slope + intercept;
+    let use_file = spec.windowing == "voi-or-percentile";
+
+    if use_file {
+        let window = px
+            .window()
+            .ok()
+            .flatten()
+            .and_then(|w| w.get(frame as usize).or_else(|| w.first()).copied())
+            .filter(|w| w.width.is_finite() && w.center.is_finite() && w.width > 0.0);
+        if let Some(w) = window {
+            let function = px
+                .voi_lut_function()
+                .ok()
+                .flatten()
+                .and_then(|f| f.get(frame as usize).or_else(|| f.first()).copied())
+                .unwrap_or_default();
+            let (c, wd) = (w.center, w.width);
+            let out = raw
+                .iter()
+                .map(|&v| apply_window(modality(v), c, wd, function) as f32)
+                .collect();
+            let name = match function {
+                VoiLutFunction::Linear => "LINEAR",
+                VoiLutFunction::LinearExact => "LINEAR_EXACT",
+                VoiLutFunction::Sigmoid => "SIGMOID",
+            };
+            return Ok((
+                out,
+                WindowInfo {
+                    source: "file".into(),
+                    center: Some(c),
+                    width: Some(wd),
+                    function: Some(name.into()),
+                },
+            ));
+        }
+        let lut = px
+            .voi_lut_sequence()
+            .ok()
+            .flatten()
+            .and_then(|l| l.first())
+            .filter(|l| !l.data.is_empty());
+        if let Some(lut) = lut {
+            let max = lut.data.iter().copied().max().unwrap_or(0);
+            let used_bits = u16::BITS - max.leading_zeros();
+            let bits = if used_bits == 0 || used_bits > lut.bits_stored as u32 {
+                lut.bits_stored as u32
+            } else {
+                used_bits
+            }
+            .clamp(1, 16);
+            let top = ((1u32 << bits) - 1) as f64;
+            let last = lut.data.len() as i64 - 1;
+            let out = raw
+                .iter()
+                .map(|&v| {
+                    let x = modality(v).round();
+                    let idx = if x.is_finite() {
+                        (x as i64 - lut.min_pixel_value as i64).clamp(0, last)
+                    } else {
+                        0
+                    };
+                    (lut.data[idx as usize] as f64 / top).clamp(0.0, 1.0) as f32
+                })
+                .collect();
+            return Ok((
+                out,
+                WindowInfo {
+                    source: "voi-lut".into(),
+                    center: None,
+                    width: None,
+                    function: None,
+                },
+            ));
+        }
+    }
+
+    // Percentile window over the non-padding pixels.
+    let mut values: Vec<f64> = raw
+        .iter()
+        .filter(|&&v| padding.is_none_or(|(a, b)| v < a || v > b))
+        .map(|&v| modality(v))
+        .collect();
+    if values.is_empty() {
+        values = raw.iter().map(|&v| modality(v)).collect();
+    }
+    let (lo, hi) = percentiles(&mut values, spec.percentile_low, spec.percentile_high);
+    let range = hi - lo;
+    let out = raw
+        .iter()
+        .map(|&v| {
+            if range > 0.0 {
+                ((modality(v) - lo) / range).clamp(0.0, 1.0) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Ok((
+        out,
+        WindowInfo {
+            source: "percentile".into(),
+            center: Some((lo + hi) / 2.0),
+            width: Some(range),
+            function: None,
+        },
+    ))
+}
+
+/// Percentile window of a grey [0, 1] image (PNG/JPEG).
+fn percentile_window_grey(grey: &[f32], spec: &InputSpec) -> (Vec<f32>, WindowInfo) {
+    let mut values: Vec<f64> = grey.iter().map(|&v| v as f64).collect();
+    let (lo, hi) = percentiles(&mut values, spec.percentile_low, spec.percentile_high);
+    let range = hi - lo;
+    let out = grey
+        .iter()
+        .map(|&v| {
+            if range > 0.0 {
+                ((v as f64 - lo) / range).clamp(0.0, 1.0) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let info = WindowInfo {
+        source: "percentile".into(),
+        center: Some((lo + hi) / 2.0),
+        width: Some(range),
+        function: None,
+    };
+    (out, info)
+}
+
+/// DICOM PS3.3 C.11.2.1.2 window functions, mapped to [0, 1].
+pub fn apply_window(x: f64, c: f64, w: f64, function: VoiLutFunction) -> f64 {
+    match function {
+        VoiLutFunction::Linear => {
+            let w1 = (w - 1.0).max(0.0);
+            if w1 == 0.0 {
+                return if x > c - 0.5 { 1.0 } else { 0.0 };
+            }
+            if x <= c - 0.5 - w1 / 2.0 {
+                0.0
+            } else if x > c - 0.5 + w1 / 2.0 {
+                1.0
+            } else {
+                ((x - (c - 0.5)) / w1 + 0.5).clamp(0.0, 1.0)
+            }
+        }
+        VoiLutFunction::LinearExact => {
+            if x <= c - w / 2.0 {
+                0.0
+            } else if x > c + w / 2.0 {
+                1.0
+            } else {
+                ((x - c) / w + 0.5).clamp(0.0, 1.0)
+            }
+        }
+        VoiLutFunction::Sigmoid => 1.0 / (1.0 + (-4.0 * (x - c) / w).exp()),
+    }
+}
+
+/// Two percentiles (in percent) with numpy's default linear interpolation. Reorders `v`.
+pub fn percentiles(v: &mut [f64], low: f64, high: f64) -> (f64, f64) {
+    (percentile(v, low), percentile(v, high))
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let n = v.len();
+    let rank = (q / 100.0).clamp(0.0, 1.0) * (n - 1) as f64;
+    let k = rank.floor() as usize;
+    let frac = rank - k as f64;
+    let (_, kth, right) = v.select_nth_unstable_by(k, f64::total_cmp);
+    let a = *kth;
+    if frac == 0.0 || right.is_empty() {
+        return a;
+    }
+    let b = right.iter().copied().fold(f64::INFINITY, f64::min);
+    a + (b - a) * frac
+}
+
+/// Interleaved 3-sample pixels of `bits_stored` bits to grey [0, 1] and a colour flag.
+fn colour_to_grey(raw: &[f64], bits_stored: u16, ybr: bool) -> (Vec<f32>, bool) {
+    let top = ((1u64 << bits_stored.clamp(1, 32)) - 1) as f64;
+    let unit: Vec<f64> = raw.iter().map(|v| v / top).collect();
+    if ybr {
+        // Y is the grey value; colour shows in Cb/Cr away from the middle.
+        let mut chroma = 0.0;
+        let grey = unit
+            .chunks_exact(3)
+            .map(|p| {
+                chroma += (p[1] - 0.5).abs().max((p[2] - 0.5).abs());
+                p[0].clamp(0.0, 1.0) as f32
+            })
+            .collect::<Vec<_>>();
+        let n = grey.len().max(1) as f64;
+        (grey, chroma / n > COLOUR_CHROMA)
+    } else {
+        colour_to_grey_unit(&unit)
+    }
+}
+
+/// Mean chroma (max - min channel, in [0, 1]) above which an image counts as colour. Grey
+/// images saved as lossy RGB JPEG stay well below 0.01; photos are typically above 0.1.
+const COLOUR_CHROMA: f64 = 0.03;
+
+/// Interleaved RGB in [0, 1] to ITU-R 601 luma, and whether the image is meaningfully colour.
+fn colour_to_grey_unit(rgb: &[f64]) -> (Vec<f32>, bool) {
+    let mut chroma = 0.0;
+    let grey = rgb
+        .chunks_exact(3)
+        .map(|p| {
+            let (r, g, b) = (p[0], p[1], p[2]);
+            chroma += r.max(g).max(b) - r.min(g).min(b);
+            (0.299 * r + 0.587 * g + 0.114 * b).clamp(0.0, 1.0) as f32
+        })
+        .collect::<Vec<_>>();
+    let n = grey.len().max(1) as f64;
+    (grey, chroma / n > COLOUR_CHROMA)
+}
+
+/// Resizes a grey [0, 1] plane to the model size, normalises it and appends `channels` copies.
+fn push_resized(
+    out: &mut Vec<f32>,
+    grey: &[f32],
+    width: u32,
+    height: u32,
+    spec: &InputSpec,
+) -> Result<(), InferenceError> {
+    let resized = resize(grey, width, height, spec.width, spec.height)?;
+    let (mean, std) = (spec.mean, spec.std);
+    let start = out.len();
+    out.extend(resized.iter().map(|v| (v - mean) / std));
+    for _ in 1..spec.channels {
+        out.extend_from_within(start..start + resized.len());
+    }
+    Ok(())
+}
+
+/// Convolution resize with a bilinear filter (as PIL's `Image.resize(..., BILINEAR)`).
+pub fn resize(
+    grey: &[f32],
+    width: u32,
+    height: u32,
+    dst_w: u32,
+    dst_h: u32,
+) -> Result<Vec<f32>, InferenceError> {
+    if grey.len() != width as usize * height as usize {
+        return Err(InferenceError::Resize(format!(
+            "{} values for a {width}x{height} image",
+            grey.len()
+        )));
+    }
+    if width == dst_w && height == dst_h {
+        return Ok(grey.to_vec());
+    }
+    let src_pixels: Vec<F32> = grey.iter().map(|&v| F32::new(v)).collect();
+    let src = TypedImageRef::new(width, height, &src_pixels)
+        .map_err(|e| InferenceError::Resize(e.to_string()))?;
+    let mut dst = TypedImage::<F32>::new(dst_w, dst_h);
+    Resizer::new()
+        .resize_typed(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )
+        .map_err(|e| InferenceError::Resize(e.to_string()))?;
+    Ok(dst.pixels().iter().map(|p| p.0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_match_numpy_linear() {
+        // numpy.percentile(np.arange(11), [0.5, 99.5]) == [0.05, 9.95]
+        let mut v: Vec<f64> = (0..11).rev().map(f64::from).collect();
+        let (lo, hi) = percentiles(&mut v, 0.5, 99.5);
+        assert!(
+            (lo - 0.05).abs() < 1e-12 && (hi - 9.95).abs() < 1e-12,
+            "{lo} {hi}"
+        );
+    }
+
+    #[test]
+    fn linear_window_follows_the_standard() {
+        let f = VoiLutFunction::Linear;
+        assert_eq!(apply_window(0.0, 100.0, 50.0, f), 0.0);
+        assert_eq!(apply_window(200.0, 100.0, 50.0, f), 1.0);
+        assert!((apply_window(99.5, 100.0, 50.0, f) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn colour_detection() {
+        let grey = vec![0.5f64; 30];
+        assert!(!colour_to_grey_unit(&grey).1);
+        let red: Vec<f64> = (0..30)
+            .map(|i| if i % 3 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        assert!(colour_to_grey_unit(&red).1);
+    }
+
+    #[test]
+    fn garbage_bytes_are_errors() {
+        let spec =
+            crate::inference::manifest::Manifest::parse(crate::inference::manifest::tests::EXAMPLE)
+                .unwrap()
+                .input;
+        assert!(preprocess_image(b"not an image", &spec).is_err());
+        // A PNG signature followed by junk.
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&[0u8; 40]);
+        assert!(preprocess_image(&png, &spec).is_err());
+    }
+}

@@ -1,0 +1,455 @@
+//! One established association: read PDUs, run C-ECHO and C-STORE, answer each store only
+//! once the store says the instance is durable.
+
+use std::time::{Duration, Instant};
+
+use dicom_ul::association::Association;
+use dicom_ul::pdu::{AbortRQSource, PDataValue, PDataValueType};
+use dicom_ul::Pdu;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::dimse::{self, status, Command};
+use super::IngestContext;
+use crate::events::{self, EventType};
+use crate::store::{FileMeta, IncomingFile, Store, StoreError, StoreOutcome};
+
+type Assoc = dicom_ul::association::AsyncServerAssociation<tokio::net::TcpStream>;
+
+/// Where the data set of the current C-STORE goes.
+enum Sink {
+    File(IncomingFile, FileMeta),
+    /// The request is refused already; its data set is read and dropped, then answered.
+    Discard {
+        status: u16,
+        comment: String,
+    },
+}
+
+/// What the association is in the middle of.
+enum Pending {
+    Idle,
+    Command { pc_id: u8, bytes: Vec<u8> },
+    Data { pc_id: u8, cmd: Command, sink: Sink },
+}
+
+/// Counters for the end-of-association log line.
+#[derive(Default)]
+struct Tally {
+    stored: u64,
+    failed: u64,
+    bytes: u64,
+}
+
+/// How an association ended, for the completion logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Released,
+    Aborted,
+}
+
+/// Serves `assoc` until release, abort, time-out or shutdown.
+pub async fn serve(
+    mut assoc: Assoc,
+    ctx: &IngestContext,
+    association_id: &str,
+    cancel: CancellationToken,
+) -> Ending {
+    let calling_ae = assoc.peer_ae_title().trim().to_string();
+    let started = Instant::now();
+    let mut pending = Pending::Idle;
+    let mut tally = Tally::default();
+    let idle = Duration::from_secs(ctx.settings.idle_timeout_secs);
+    let dimse_timeout = Duration::from_secs(ctx.settings.dimse_timeout_secs);
+
+    let ending = loop {
+        let wait = if matches!(pending, Pending::Idle) {
+            idle
+        } else {
+            dimse_timeout
+        };
+        let pdu = tokio::select! {
+            _ = cancel.cancelled() => {
+                tracing::info!("shutting down: aborting association");
+                let _ = assoc.abort().await;
+                break Ending::Aborted;
+            }
+            r = tokio::time::timeout(wait, assoc.receive()) => r,
+        };
+        match pdu {
+            Err(_) => {
+                tracing::warn!(
+                    timeout_secs = wait.as_secs(),
+                    "association timed out; aborting"
+                );
+                let _ = assoc.abort().await;
+                break Ending::Aborted;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "association failed; closing");
+                let _ = assoc.abort().await;
+                break Ending::Aborted;
+            }
+            Ok(Ok(Pdu::PData { data })) => {
+                let mut ok = true;
+                for pdv in data {
+                    if let Err(reason) = handle_pdv(
+                        &mut assoc,
+                        ctx,
+                        &calling_ae,
+                        association_id,
+                        &mut pending,
+                        &mut tally,
+                        pdv,
+                    )
+                    .await
+                    {
+                        tracing::warn!(reason, "protocol error; aborting association");
+                        ok = false;
+                        break;
+                    }
+                }
+                if !ok {
+                    let _ = assoc.abort().await;
+                    break Ending::Aborted;
+                }
+            }
+            Ok(Ok(Pdu::ReleaseRQ)) => {
+                if !matches!(pending, Pending::Idle) {
+                    tracing::warn!("release requested in the middle of a message; the partial instance is discarded");
+                }
+                let _ = assoc.send(&Pdu::ReleaseRP).await;
+                break Ending::Released;
+            }
+            Ok(Ok(Pdu::AbortRQ { source })) => {
+                tracing::info!(?source, "peer aborted the association");
+                break Ending::Aborted;
+            }
+            Ok(Ok(other)) => {
+                tracing::warn!(pdu = ?pdu_kind(&other), "unexpected PDU; aborting association");
+                let _ = assoc
+                    .send(&Pdu::AbortRQ {
+                        source: AbortRQSource::ServiceProvider(
+                            dicom_ul::pdu::AbortRQServiceProviderReason::UnexpectedPdu,
+                        ),
+                    })
+                    .await;
+                break Ending::Aborted;
+            }
+        }
+    };
+    // Dropping `pending` deletes the temporary file of an unfinished instance.
+    drop(pending);
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        ending = ?ending,
+        stored = tally.stored,
+        failed = tally.failed,
+        mb = tally.bytes as f64 / 1e6,
+        secs,
+        "association ended"
+    );
+    ending
+}
+
+fn pdu_kind(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        _ => "unknown",
+    }
+}
+
+async fn handle_pdv(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    association_id: &str,
+    pending: &mut Pending,
+    tally: &mut Tally,
+    pdv: PDataValue,
+) -> Result<(), &'static str> {
+    match (pdv.value_type, std::mem::replace(pending, Pending::Idle)) {
+        (PDataValueType::Command, Pending::Idle) => {
+            *pending = Pending::Command {
+                pc_id: pdv.presentation_context_id,
+                bytes: pdv.data,
+            };
+        }
+        (PDataValueType::Command, Pending::Command { pc_id, mut bytes }) => {
+            if pc_id != pdv.presentation_context_id {
+                return Err("command fragments on two presentation contexts");
+            }
+            bytes.extend_from_slice(&pdv.data);
+            *pending = Pending::Command { pc_id, bytes };
+        }
+        (
+            PDataValueType::Data,
+            Pending::Data {
+                pc_id,
+                cmd,
+                mut sink,
+            },
+        ) => {
+            if pc_id != pdv.presentation_context_id {
+                return Err("data set fragment on another presentation context");
+            }
+            if let Sink::File(file, _) = &mut sink {
+                if let Err(e) = file.write(&pdv.data).await {
+                    tracing::error!(error = %e, "cannot write the incoming instance");
+                    sink = Sink::Discard {
+                        status: status::OUT_OF_RESOURCES,
+                        comment: "cannot write the instance to disk".into(),
+                    };
+                }
+            }
+            if pdv.is_last {
+                finish_store(
+                    assoc,
+                    ctx,
+                    calling_ae,
+                    association_id,
+                    pc_id,
+                    cmd,
+                    sink,
+                    tally,
+                )
+                .await?;
+            } else {
+                *pending = Pending::Data { pc_id, cmd, sink };
+            }
+            return Ok(());
+        }
+        (PDataValueType::Data, _) => return Err("data set fragment without a command"),
+        (PDataValueType::Command, Pending::Data { .. }) => {
+            return Err("new command before the data set was complete")
+        }
+    }
+    // A command set is complete: dispatch it.
+    if pdv.is_last {
+        if let Pending::Command { pc_id, bytes } = std::mem::replace(pending, Pending::Idle) {
+            let cmd = match dimse::parse_command(&bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable command set");
+                    return Err("unreadable command set");
+                }
+            };
+            *pending = dispatch(assoc, ctx, calling_ae, pc_id, cmd).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Acts on a complete command: answers C-ECHO, prepares the sink of a C-STORE.
+async fn dispatch(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    pc_id: u8,
+    cmd: Command,
+) -> Result<Pending, &'static str> {
+    match cmd.field {
+        dimse::C_ECHO_RQ => {
+            tracing::debug!("C-ECHO");
+            send_response(assoc, pc_id, &cmd, status::SUCCESS, None).await?;
+            Ok(Pending::Idle)
+        }
+        dimse::C_STORE_RQ if cmd.has_data_set => {
+            let sink = match prepare_store(assoc, ctx, calling_ae, pc_id, &cmd).await {
+                Ok(s) => s,
+                Err((status, comment)) => Sink::Discard { status, comment },
+            };
+            Ok(Pending::Data { pc_id, cmd, sink })
+        }
+        _ if cmd.has_data_set => Ok(Pending::Data {
+            pc_id,
+            sink: Sink::Discard {
+                status: status::UNRECOGNIZED_OPERATION,
+                comment: format!("operation {:#06x} is not supported", cmd.field),
+            },
+            cmd,
+        }),
+        _ => {
+            send_response(
+                assoc,
+                pc_id,
+                &cmd,
+                status::UNRECOGNIZED_OPERATION,
+                Some("operation not supported"),
+            )
+            .await?;
+            Ok(Pending::Idle)
+        }
+    }
+}
+
+async fn prepare_store(
+    assoc: &Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    pc_id: u8,
+    cmd: &Command,
+) -> Result<Sink, (u16, String)> {
+    let pc = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.id == pc_id)
+        .ok_or((
+            status::CANNOT_UNDERSTAND,
+            "unknown presentation context".to_string(),
+        ))?;
+    let mismatch = |e: StoreError| (status::DATA_SET_MISMATCH, e.to_string());
+    let class = Store::command_uid("AffectedSOPClassUID", &cmd.sop_class_uid).map_err(mismatch)?;
+    let sop =
+        Store::command_uid("AffectedSOPInstanceUID", &cmd.sop_instance_uid).map_err(mismatch)?;
+    if class.as_str() != pc.abstract_syntax.trim_end_matches(['\0', ' ']) {
+        return Err((
+            status::SOP_CLASS_NOT_SUPPORTED,
+            format!("SOP class {class} was not negotiated on this context"),
+        ));
+    }
+    if let Err(e) = ctx.store.check_room() {
+        return Err((status::OUT_OF_RESOURCES, e.to_string()));
+    }
+    let meta = FileMeta {
+        sop_class_uid: class.to_string(),
+        sop_instance_uid: sop.to_string(),
+        transfer_syntax: pc.transfer_syntax.trim_end_matches(['\0', ' ']).to_string(),
+        source_ae: calling_ae.to_string(),
+        receiving_ae: ctx.settings.ae_title.clone(),
+    };
+    let file = ctx
+        .store
+        .files
+        .begin(&meta)
+        .await
+        .map_err(|e| (status::OUT_OF_RESOURCES, e.to_string()))?;
+    Ok(Sink::File(file, meta))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_store(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    association_id: &str,
+    pc_id: u8,
+    cmd: Command,
+    sink: Sink,
+    tally: &mut Tally,
+) -> Result<(), &'static str> {
+    let span = tracing::info_span!("c_store", sop_instance_uid = %cmd.sop_instance_uid, study_uid = tracing::field::Empty);
+    let result = async {
+        match sink {
+            Sink::Discard { status, comment } => Err((status, comment)),
+            Sink::File(file, meta) => {
+                let size = file.len();
+                let staged = file
+                    .finish(ctx.store.durability())
+                    .await
+                    .map_err(|e| (status::OUT_OF_RESOURCES, e.to_string()))?;
+                let outcome = ctx
+                    .store
+                    .accept(staged, &meta, calling_ae, association_id)
+                    .await
+                    .map_err(|e| {
+                        let st = match &e {
+                            StoreError::Resources(_) => status::OUT_OF_RESOURCES,
+                            StoreError::Mismatch(_) => status::DATA_SET_MISMATCH,
+                            StoreError::Unparseable(_) => status::CANNOT_UNDERSTAND,
+                        };
+                        (st, e.to_string())
+                    })?;
+                Ok((outcome, size))
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let _enter = span.enter();
+    match result {
+        Ok((outcome, size)) => {
+            let study_uid = match &outcome {
+                StoreOutcome::Stored(o) => &o.study_uid,
+                StoreOutcome::DuplicateKept { study_uid } => study_uid,
+            };
+            span.record("study_uid", study_uid.as_str());
+            if let StoreOutcome::Stored(o) = &outcome {
+                ctx.tracker.instance_stored(&o.study_uid, association_id);
+            }
+            tally.stored += 1;
+            tally.bytes += size;
+            tracing::debug!(bytes = size, "stored");
+            drop(_enter);
+            send_response(assoc, pc_id, &cmd, status::SUCCESS, None).await
+        }
+        Err((st, comment)) => {
+            tally.failed += 1;
+            tracing::warn!(status = format!("{st:04X}"), reason = %comment, calling_ae, "C-STORE refused");
+            record_failure(ctx, &cmd, calling_ae, st, &comment).await;
+            drop(_enter);
+            send_response(assoc, pc_id, &cmd, st, Some(&comment)).await
+        }
+    }
+}
+
+/// Writes a `store.failed` event; a failure to do so is logged, never fatal.
+async fn record_failure(
+    ctx: &IngestContext,
+    cmd: &Command,
+    calling_ae: &str,
+    st: u16,
+    comment: &str,
+) {
+    let res = async {
+        let mut tx = ctx.db.pool.begin().await?;
+        events::append(
+            &mut tx,
+            ctx.db.backend,
+            EventType::StoreFailed,
+            None,
+            None,
+            &json!({
+                "sop_instance_uid": cmd.sop_instance_uid,
+                "sop_class_uid": cmd.sop_class_uid,
+                "calling_ae": calling_ae,
+                "status": format!("{st:04X}"),
+                "reason": comment,
+            }),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "cannot record the store.failed event");
+    }
+}
+
+async fn send_response(
+    assoc: &mut Assoc,
+    pc_id: u8,
+    cmd: &Command,
+    st: u16,
+    comment: Option<&str>,
+) -> Result<(), &'static str> {
+    let data = dimse::response(cmd, st, comment);
+    assoc
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data,
+            }],
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot send the response");
+            "cannot send the response"
+        })
+}

@@ -1,0 +1,219 @@
+//! DIMSE command sets (PS3.7 §9.3): parsing requests, building responses. Commands are always
+//! Implicit VR Little Endian, whatever the presentation context says.
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+/// Command Field values we handle.
+pub const C_STORE_RQ: u16 = 0x0001;
+pub const C_ECHO_RQ: u16 = 0x0030;
+/// Command Data Set Type meaning "no data set follows".
+pub const NO_DATA_SET: u16 = 0x0101;
+
+/// DIMSE status codes used by the SCP (PS3.4 Annex B, PS3.7 Annex C).
+pub mod status {
+    pub const SUCCESS: u16 = 0x0000;
+    /// Refused: out of resources.
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Error: data set does not match SOP class.
+    pub const DATA_SET_MISMATCH: u16 = 0xA900;
+    /// Error: cannot understand.
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    /// Refused: SOP class not supported.
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Unrecognized operation.
+    pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+}
+
+/// The fields of a request command we act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub field: u16,
+    pub message_id: u16,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub has_data_set: bool,
+}
+
+/// Why a command set cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("command set cannot be parsed: {0}")]
+    Parse(String),
+    #[error("command set lacks {0}")]
+    Missing(&'static str),
+}
+
+fn uid_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
+/// Parses a complete command set.
+pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
+    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let u16_of = |tag, name| -> Result<u16, CommandError> {
+        obj.get(tag)
+            .and_then(|e| e.to_int::<u16>().ok())
+            .ok_or(CommandError::Missing(name))
+    };
+    let field = u16_of(tags::COMMAND_FIELD, "CommandField")?;
+    let message_id = u16_of(tags::MESSAGE_ID, "MessageID")?;
+    let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE, "CommandDataSetType")?;
+    Ok(Command {
+        field,
+        message_id,
+        sop_class_uid: uid_text(&obj, tags::AFFECTED_SOP_CLASS_UID),
+        sop_instance_uid: uid_text(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+        has_data_set: data_set_type != NO_DATA_SET,
+    })
+}
+
+/// Builds the response to `rq` with `status`, and an Error Comment for failures.
+pub fn response(rq: &Command, status: u16, comment: Option<&str>) -> Vec<u8> {
+    let mut elems = vec![
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(rq.sop_class_uid.as_str()),
+        ),
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(rq.field | 0x8000),
+        ),
+        DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            PrimitiveValue::from(rq.message_id),
+        ),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(NO_DATA_SET),
+        ),
+        DataElement::new(tags::STATUS, VR::US, PrimitiveValue::from(status)),
+    ];
+    if !rq.sop_instance_uid.is_empty() {
+        elems.push(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(rq.sop_instance_uid.as_str()),
+        ));
+    }
+    if let Some(c) = comment {
+        // Error Comment is LO: at most 64 characters, no backslash.
+        let c: String = c
+            .chars()
+            .filter(|ch| *ch != '\\' && !ch.is_control())
+            .take(64)
+            .collect();
+        elems.push(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            PrimitiveValue::from(c),
+        ));
+    }
+    encode(InMemDicomObject::command_from_element_iter(elems))
+}
+
+/// Builds a request command (for the SCU side).
+pub fn request(
+    field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: Option<&str>,
+    with_data_set: bool,
+) -> Vec<u8> {
+    let mut elems = vec![
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_class_uid),
+        ),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field)),
+        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(if with_data_set {
+                0x0000u16
+            } else {
+                NO_DATA_SET
+            }),
+        ),
+    ];
+    if field == C_STORE_RQ {
+        elems.push(DataElement::new(
+            tags::PRIORITY,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
+    }
+    if let Some(uid) = sop_instance_uid {
+        elems.push(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(uid),
+        ));
+    }
+    encode(InMemDicomObject::command_from_element_iter(elems))
+}
+
+/// Reads Status (and Error Comment) from a response command set.
+pub fn parse_status(bytes: &[u8]) -> Result<(u16, Option<String>), CommandError> {
+    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let status = obj
+        .get(tags::STATUS)
+        .and_then(|e| e.to_int::<u16>().ok())
+        .ok_or(CommandError::Missing("Status"))?;
+    let comment = obj
+        .get(tags::ERROR_COMMENT)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim().to_string());
+    Ok((status, comment))
+}
+
+fn encode(obj: InMemDicomObject) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .expect("BUG: writing a command set to memory cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_and_response_round_trip() {
+        let rq_bytes = request(
+            C_STORE_RQ,
+            7,
+            "1.2.840.10008.5.1.4.1.1.1",
+            Some("1.2.3"),
+            true,
+        );
+        let rq = parse_command(&rq_bytes).unwrap();
+        assert_eq!(rq.field, C_STORE_RQ);
+        assert_eq!(rq.message_id, 7);
+        assert_eq!(rq.sop_instance_uid, "1.2.3");
+        assert!(rq.has_data_set);
+        let rsp = response(&rq, status::OUT_OF_RESOURCES, Some("disk full\\x"));
+        let (st, comment) = parse_status(&rsp).unwrap();
+        assert_eq!(st, 0xA700);
+        assert_eq!(comment.as_deref(), Some("disk fullx"));
+    }
+
+    #[test]
+    fn garbage_command_is_an_error_not_a_panic() {
+        assert!(parse_command(&[0xff, 0x00, 0x13]).is_err());
+        assert!(parse_command(&[]).is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! The DICOM SCP: where instances enter the node.
+//!
+//! - [`listener`]: accept loop, association limit, one task per association;
+//! - [`policy`]: called/calling AE checks with their A-ASSOCIATE-RJ reasons;
+//! - [`association`]: C-ECHO and C-STORE on one association, answering a store only once
+//!   [`crate::store::Store::accept`] says the instance is durable;
+//! - [`dimse`]: command sets and statuses;
+//! - [`sop_classes`]: the abstract and transfer syntaxes offered.
+
+pub mod association;
+pub mod dimse;
+pub mod listener;
+pub mod policy;
+pub mod sop_classes;
+
+use crate::configuration::DicomSettings;
+use crate::db::Database;
+use crate::store::Store;
+use crate::study::StudyTracker;
+
+pub use listener::DicomListener;
+
+/// What every association task needs.
+pub struct IngestContext {
+    pub settings: DicomSettings,
+    pub store: Store,
+    pub tracker: StudyTracker,
+    pub db: Database,
+    pub abstract_syntaxes: Vec<String>,
+    pub transfer_syntaxes: Vec<&'static str>,
+}
+
+impl IngestContext {
+    pub fn new(settings: DicomSettings, store: Store, tracker: StudyTracker, db: Database) -> Self {
+        IngestContext {
+            abstract_syntaxes: sop_classes::accepted_abstract_syntaxes(&settings),
+            transfer_syntaxes: sop_classes::accepted_transfer_syntaxes(),
+            settings,
+            store,
+            tracker,
+            db,
+        }
+    }
+}

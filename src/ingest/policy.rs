@@ -1,0 +1,117 @@
+//! Association policy: which peers may associate, with the A-ASSOCIATE-RJ reason PS3.8 gives.
+
+use std::net::IpAddr;
+
+use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
+
+use crate::configuration::PeerRule;
+
+/// Access control for one incoming connection (the peer address is known per connection,
+/// which dicom-ul's trait does not pass in).
+#[derive(Debug, Clone)]
+pub struct PeerPolicy<'a> {
+    pub check_called_ae: bool,
+    pub allowed_peers: &'a [PeerRule],
+    pub peer_ip: IpAddr,
+}
+
+impl PeerPolicy<'_> {
+    /// Whether a calling AE from this connection's address is on the allow-list.
+    pub fn calling_allowed(&self, calling_ae: &str) -> bool {
+        if self.allowed_peers.is_empty() {
+            return true;
+        }
+        let calling = calling_ae.trim();
+        self.allowed_peers.iter().any(|r| {
+            r.ae_title.trim() == calling && r.host.is_none_or(|h| same_ip(h, self.peer_ip))
+        })
+    }
+}
+
+/// Compares addresses, treating an IPv4-mapped IPv6 address as its IPv4 form.
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    canon(a) == canon(b)
+}
+
+impl dicom_ul::association::server::AccessControl for PeerPolicy<'_> {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if self.check_called_ae && this_ae_title.trim() != called_ae_title.trim() {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !self.calling_allowed(calling_ae_title) {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_ul::association::server::AccessControl;
+
+    fn rules() -> Vec<PeerRule> {
+        vec![
+            PeerRule {
+                ae_title: "MODALITY".into(),
+                host: None,
+            },
+            PeerRule {
+                ae_title: "PACS".into(),
+                host: Some("10.0.0.5".parse().unwrap()),
+            },
+        ]
+    }
+
+    #[test]
+    fn called_and_calling_titles_are_checked_with_their_reasons() {
+        let r = rules();
+        let p = PeerPolicy {
+            check_called_ae: true,
+            allowed_peers: &r,
+            peer_ip: "127.0.0.1".parse().unwrap(),
+        };
+        assert!(p
+            .check_access("RADSTREAM", "MODALITY", "RADSTREAM", None)
+            .is_ok());
+        assert_eq!(
+            p.check_access("RADSTREAM", "MODALITY", "OTHER", None),
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        );
+        assert_eq!(
+            p.check_access("RADSTREAM", "STRANGER", "RADSTREAM", None),
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        );
+        // PACS is only allowed from its own host.
+        assert!(p
+            .check_access("RADSTREAM", "PACS", "RADSTREAM", None)
+            .is_err());
+        let p2 = PeerPolicy {
+            peer_ip: "::ffff:10.0.0.5".parse().unwrap(),
+            ..p
+        };
+        assert!(p2
+            .check_access("RADSTREAM", "PACS", "RADSTREAM", None)
+            .is_ok());
+    }
+
+    #[test]
+    fn empty_allow_list_accepts_any_caller() {
+        let p = PeerPolicy {
+            check_called_ae: false,
+            allowed_peers: &[],
+            peer_ip: "127.0.0.1".parse().unwrap(),
+        };
+        assert!(p.check_access("RADSTREAM", "ANY", "WHATEVER", None).is_ok());
+    }
+}

@@ -1,0 +1,26 @@
+//! radstream: an AI node beside the PACS.
+//!
+//! Data flow, one module per step:
+//! receive ([`ingest`]) → store ([`store`]) → study complete ([`study`]) → job ([`job`]) →
+//! inference ([`inference`]); every state change is logged in [`events`]. [`api`] serves
+//! HTTP, [`scu`] sends DICOM, [`startup`] wires it all together.
+
+pub mod api;
+pub mod cli;
+pub mod configuration;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod inference;
+pub mod ingest;
+pub mod job;
+pub mod scu;
+pub mod startup;
+pub mod store;
+pub mod study;
+pub mod telemetry;
+
+/// Implementation Class UID written in every file meta and association we make.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.38873186743228840502222543848523493133";
+/// Implementation Version Name (at most 16 characters).
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("RADSTREAM_", env!("CARGO_PKG_VERSION"));

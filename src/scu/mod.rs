@@ -1,0 +1,353 @@
+//! The DICOM SCU: C-ECHO and C-STORE to another node. Used by `radstream echo` and
+//! `radstream send`, and by result export.
+//!
+//! Files are sent in the transfer syntax they are stored in (no transcoding); the data set is
+//! streamed from disk in PDU-sized fragments. One association per study.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dicom_ul::association::client::AsyncClientAssociation;
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::{ClientAssociationOptions, Pdu};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::ingest::dimse;
+
+/// Errors of the SCU.
+#[derive(Debug, thiserror::Error)]
+pub enum ScuError {
+    #[error("cannot associate with {addr}: {reason}")]
+    Associate { addr: String, reason: String },
+    #[error("association with the peer failed: {0}")]
+    Protocol(String),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `host:port`
+    pub addr: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub max_pdu_length: u32,
+    pub timeout: Duration,
+}
+
+impl Peer {
+    pub fn new(addr: impl Into<String>, calling_ae: &str, called_ae: &str) -> Peer {
+        Peer {
+            addr: addr.into(),
+            calling_ae: calling_ae.into(),
+            called_ae: called_ae.into(),
+            max_pdu_length: 262_144,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn options(&self) -> ClientAssociationOptions<'static> {
+        ClientAssociationOptions::new()
+            .calling_ae_title(self.calling_ae.clone())
+            .called_ae_title(self.called_ae.clone())
+            .max_pdu_length(self.max_pdu_length)
+            .read_timeout(self.timeout)
+            .write_timeout(self.timeout)
+            .connection_timeout(self.timeout)
+    }
+}
+
+type Client = AsyncClientAssociation<tokio::net::TcpStream>;
+
+async fn establish(
+    peer: &Peer,
+    opts: ClientAssociationOptions<'static>,
+) -> Result<Client, ScuError> {
+    let mut assoc = opts
+        .establish_async(peer.addr.as_str())
+        .await
+        .map_err(|e| ScuError::Associate {
+            addr: peer.addr.clone(),
+            reason: e.to_string(),
+        })?;
+    let _ = assoc.inner_stream().set_nodelay(true);
+    Ok(assoc)
+}
+
+/// Sends a C-ECHO and returns its status.
+pub async fn echo(peer: &Peer) -> Result<u16, ScuError> {
+    let mut assoc = establish(
+        peer,
+        peer.options()
+            .with_abstract_syntax(crate::ingest::sop_classes::VERIFICATION),
+    )
+    .await?;
+    let pc_id = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| pc.id)
+        .ok_or_else(|| ScuError::Protocol("peer refused the Verification SOP class".into()))?;
+    let cmd = dimse::request(
+        dimse::C_ECHO_RQ,
+        1,
+        crate::ingest::sop_classes::VERIFICATION,
+        None,
+        false,
+    );
+    send_command(&mut assoc, pc_id, cmd).await?;
+    let (status, _) = receive_status(&mut assoc).await?;
+    let _ = assoc.release().await;
+    Ok(status)
+}
+
+/// A file ready to send: what its meta says and where its data set starts.
+#[derive(Debug, Clone)]
+pub struct OutgoingFile {
+    pub path: PathBuf,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax: String,
+    pub study_uid: String,
+    data_offset: u64,
+}
+
+impl OutgoingFile {
+    /// Reads the file meta and the study UID of a Part 10 file.
+    pub fn inspect(path: &Path) -> Result<OutgoingFile, ScuError> {
+        let err = |reason: String| ScuError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        use std::io::{Read, Seek, SeekFrom};
+        let mut preamble = [0u8; 128];
+        f.read_exact(&mut preamble)
+            .map_err(|_| err("not a DICOM Part 10 file (too short)".into()))?;
+        let meta = dicom_object::meta::FileMetaTable::from_reader(&mut f)
+            .map_err(|e| err(format!("not a DICOM Part 10 file: {e}")))?;
+        let data_offset = 128 + 4 + 12 + u64::from(meta.information_group_length);
+        f.seek(SeekFrom::Start(data_offset))
+            .map_err(|e| err(e.to_string()))?;
+        let header = crate::store::InstanceHeader::read(path).map_err(|e| err(e.to_string()))?;
+        let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+        Ok(OutgoingFile {
+            path: path.to_path_buf(),
+            sop_class_uid: trim(meta.media_storage_sop_class_uid()),
+            sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
+            transfer_syntax: trim(meta.transfer_syntax()),
+            study_uid: header.study_uid.map(|u| u.to_string()).unwrap_or_default(),
+            data_offset,
+        })
+    }
+}
+
+/// The outcome for one file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SendResult {
+    pub path: PathBuf,
+    pub sop_instance_uid: String,
+    /// DIMSE status, or `None` when the file was never answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Expands folders recursively into files, sorted for a stable order.
+pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Groups inspectable files by study; files that cannot be read come back as failed results.
+pub fn group_by_study(files: &[PathBuf]) -> (BTreeMap<String, Vec<OutgoingFile>>, Vec<SendResult>) {
+    let mut studies: BTreeMap<String, Vec<OutgoingFile>> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for p in files {
+        match OutgoingFile::inspect(p) {
+            Ok(f) => studies.entry(f.study_uid.clone()).or_default().push(f),
+            Err(e) => failed.push(SendResult {
+                path: p.clone(),
+                sop_instance_uid: String::new(),
+                status: None,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    (studies, failed)
+}
+
+/// Sends the files of one study over one association. `on_done` is called after each file.
+pub async fn send_study(
+    peer: &Peer,
+    files: &[OutgoingFile],
+    mut on_done: impl FnMut(&SendResult),
+) -> Result<Vec<SendResult>, ScuError> {
+    let mut contexts: Vec<(String, String)> = files
+        .iter()
+        .map(|f| (f.sop_class_uid.clone(), f.transfer_syntax.clone()))
+        .collect();
+    contexts.sort();
+    contexts.dedup();
+    if contexts.len() > 127 {
+        return Err(ScuError::Protocol(format!(
+            "{} distinct SOP class/transfer syntax pairs exceed the 127 presentation contexts of one association",
+            contexts.len()
+        )));
+    }
+    let mut opts = peer.options();
+    for (class, ts) in &contexts {
+        opts = opts.with_presentation_context(class.clone(), vec![ts.clone()]);
+    }
+    let mut assoc = establish(peer, opts).await?;
+    let accepted: Vec<(u8, String, String)> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                pc.id,
+                pc.abstract_syntax.clone(),
+                pc.transfer_syntax.clone(),
+            )
+        })
+        .collect();
+    let mut results = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+        let pc = accepted
+            .iter()
+            .find(|(_, a, t)| trim(a) == f.sop_class_uid && trim(t) == f.transfer_syntax);
+        let result = match pc {
+            None => SendResult {
+                path: f.path.clone(),
+                sop_instance_uid: f.sop_instance_uid.clone(),
+                status: None,
+                error: Some(format!(
+                    "peer accepted no presentation context for {} in {}",
+                    f.sop_class_uid, f.transfer_syntax
+                )),
+            },
+            Some((pc_id, _, _)) => {
+                let message_id = (i % 0xFFFF) as u16 + 1;
+                match store_one(&mut assoc, *pc_id, message_id, f).await {
+                    Ok((status, comment)) => SendResult {
+                        path: f.path.clone(),
+                        sop_instance_uid: f.sop_instance_uid.clone(),
+                        status: Some(status),
+                        error: comment,
+                    },
+                    Err(e) => {
+                        let _ = assoc.abort().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        on_done(&result);
+        results.push(result);
+    }
+    let _ = assoc.release().await;
+    Ok(results)
+}
+
+async fn store_one(
+    assoc: &mut Client,
+    pc_id: u8,
+    message_id: u16,
+    f: &OutgoingFile,
+) -> Result<(u16, Option<String>), ScuError> {
+    let cmd = dimse::request(
+        dimse::C_STORE_RQ,
+        message_id,
+        &f.sop_class_uid,
+        Some(&f.sop_instance_uid),
+        true,
+    );
+    send_command(assoc, pc_id, cmd).await?;
+    let mut file = tokio::fs::File::open(&f.path)
+        .await
+        .map_err(|e| ScuError::Protocol(format!("{}: {e}", f.path.display())))?;
+    file.seek(std::io::SeekFrom::Start(f.data_offset))
+        .await
+        .map_err(|e| ScuError::Protocol(e.to_string()))?;
+    {
+        let mut writer = assoc.send_pdata(pc_id);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| ScuError::Protocol(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            writer
+                .write_all(&buf[..n])
+                .await
+                .map_err(|e| ScuError::Protocol(e.to_string()))?;
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| ScuError::Protocol(e.to_string()))?;
+    }
+    receive_status(assoc).await
+}
+
+async fn send_command(assoc: &mut Client, pc_id: u8, data: Vec<u8>) -> Result<(), ScuError> {
+    assoc
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data,
+            }],
+        })
+        .await
+        .map_err(|e| ScuError::Protocol(e.to_string()))
+}
+
+async fn receive_status(assoc: &mut Client) -> Result<(u16, Option<String>), ScuError> {
+    let mut command = Vec::new();
+    loop {
+        match assoc
+            .receive()
+            .await
+            .map_err(|e| ScuError::Protocol(e.to_string()))?
+        {
+            Pdu::PData { data } => {
+                for pdv in data {
+                    if pdv.value_type == PDataValueType::Command {
+                        command.extend_from_slice(&pdv.data);
+                        if pdv.is_last {
+                            return dimse::parse_status(&command)
+                                .map_err(|e| ScuError::Protocol(e.to_string()));
+                        }
+                    }
+                }
+            }
+            Pdu::AbortRQ { source } => {
+                return Err(ScuError::Protocol(format!("peer aborted: {source:?}")))
+            }
+            other => {
+                return Err(ScuError::Protocol(format!(
+                    "unexpected PDU while waiting for a response: {other:?}"
+                )))
+            }
+        }
+    }
+}

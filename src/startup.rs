@@ -1,0 +1,149 @@
+//! Wiring: database, store, study tracker, DICOM and HTTP listeners, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::configuration::Settings;
+use crate::db::Database;
+use crate::ingest::{DicomListener, IngestContext};
+use crate::store::Store;
+use crate::study::StudyTracker;
+
+/// A node with its listeners bound, ready to run.
+pub struct Application {
+    dicom: DicomListener,
+    http: TcpListener,
+    state: AppState,
+    tracker: StudyTracker,
+    committer: tokio::task::JoinHandle<()>,
+    cancel: CancellationToken,
+}
+
+impl Application {
+    /// Connects and migrates the database, opens the store, re-arms study timers and binds
+    /// both listeners (port 0 picks a free port; see [`Self::dicom_addr`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let cancel = CancellationToken::new();
+        let db = Database::connect(&settings)
+            .await
+            .context("opening the index database")?;
+        db.migrate().await.context("migrating the index database")?;
+        let (store, committer) = Store::open(&settings.storage, db.clone(), cancel.clone())
+            .context("opening the data folder")?;
+        let jobs_ready = Arc::new(Notify::new());
+        let tracker = StudyTracker::new(db.clone(), &settings.study, jobs_ready);
+        let restored = tracker
+            .restore()
+            .await
+            .context("restoring study completion timers")?;
+        if restored > 0 {
+            tracing::info!(
+                studies = restored,
+                "re-armed completion timers of studies still receiving"
+            );
+        }
+        let files = store.files.clone();
+        let ctx = IngestContext::new(settings.dicom.clone(), store, tracker.clone(), db.clone());
+        let dicom = DicomListener::bind(ctx).await.with_context(|| {
+            format!(
+                "binding the DICOM listener to {}:{}",
+                settings.dicom.host, settings.dicom.port
+            )
+        })?;
+        let http_addr = SocketAddr::new(settings.http.host, settings.http.port);
+        let http = TcpListener::bind(http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
+        let state = AppState {
+            db,
+            files,
+            tracker: tracker.clone(),
+            open_associations: dicom.open_associations(),
+            dicom_addr: dicom.local_addr()?.to_string(),
+            ae_title: settings.dicom.ae_title.clone(),
+        };
+        Ok(Application {
+            dicom,
+            http,
+            state,
+            tracker,
+            committer,
+            cancel,
+        })
+    }
+
+    pub fn dicom_addr(&self) -> SocketAddr {
+        self.dicom
+            .local_addr()
+            .expect("BUG: bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("BUG: bound listener has an address")
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Runs until the token is cancelled (or a signal arrives, with `listen_for_signals`).
+    pub async fn run_until_stopped(self, listen_for_signals: bool) -> anyhow::Result<()> {
+        let cancel = self.cancel.clone();
+        if listen_for_signals {
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutdown requested");
+                c.cancel();
+            });
+        }
+        tracing::info!(http = %self.http_addr(), dicom = %self.dicom_addr(), "radstream ready");
+        let app = api::router(self.state);
+        let http_cancel = cancel.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(self.http, app)
+                .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+                .await
+        });
+        let dicom = tokio::spawn(self.dicom.run(cancel.clone()));
+        let tracker = tokio::spawn(self.tracker.run(cancel.clone()));
+
+        let (h, d, t) = tokio::join!(http, dicom, tracker);
+        // The committer drains what the associations handed it before stopping.
+        let _ = self.committer.await;
+        h.context("HTTP task panicked")?
+            .context("HTTP server failed")?;
+        d.context("DICOM task panicked")?;
+        t.context("study tracker panicked")?;
+        tracing::info!("radstream stopped");
+        Ok(())
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,290 @@
+//! Durable storage of received instances: the file on disk and its index row.
+//!
+//! - [`files`]: temporary file, fsync, atomic rename into `instances/`;
+//! - [`header`]: the attributes the index needs, read without the pixel data;
+//! - [`index`]: the SQL for patients, studies, series, instances;
+//! - this module: [`Store::accept`], the one path every ingest route (C-STORE, STOW-RS) takes,
+//!   and the group committer that batches index rows from concurrent associations into one
+//!   transaction, so durable mode costs one database sync per batch, not per instance.
+
+pub mod files;
+pub mod header;
+pub mod index;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::{DuplicatePolicy, Durability, StorageSettings};
+use crate::db::{now_ms, Database};
+use crate::domain::Uid;
+pub use files::{FileError, FileMeta, FileStore, IncomingFile, StagedFile};
+pub use header::{HeaderError, InstanceHeader};
+pub use index::{IndexOutcome, InstanceRecord};
+
+/// Why an instance was not stored; each maps to one DIMSE status family.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A7xx: no room, or the disk or database failed.
+    #[error("out of resources: {0}")]
+    Resources(String),
+    /// A900: the data set contradicts the command or misses an identifying attribute.
+    #[error("data set does not match: {0}")]
+    Mismatch(String),
+    /// C000: the data set cannot be parsed.
+    #[error("cannot understand: {0}")]
+    Unparseable(String),
+}
+
+impl From<FileError> for StoreError {
+    fn from(e: FileError) -> Self {
+        StoreError::Resources(e.to_string())
+    }
+}
+
+/// What happened to an accepted instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOutcome {
+    /// Stored and indexed.
+    Stored(IndexOutcome),
+    /// Already present and kept (`on_duplicate = "keep"`); the new copy was discarded.
+    DuplicateKept { study_uid: String },
+}
+
+struct CommitRequest {
+    record: InstanceRecord,
+    reply: oneshot::Sender<Result<IndexOutcome, String>>,
+}
+
+/// Files plus index, shared by every ingest route.
+#[derive(Clone)]
+pub struct Store {
+    pub files: FileStore,
+    db: Database,
+    committer: mpsc::Sender<CommitRequest>,
+    on_duplicate: DuplicatePolicy,
+    durability: Durability,
+    /// Serialises the duplicate check and the rename for one SOP Instance UID at a time.
+    inflight: InflightSet,
+}
+
+/// Largest number of instances committed in one transaction.
+const MAX_BATCH: usize = 64;
+
+impl Store {
+    /// Opens the folders and starts the group committer (it stops when `cancel` fires and the
+    /// queue has drained).
+    pub fn open(
+        settings: &StorageSettings,
+        db: Database,
+        cancel: CancellationToken,
+    ) -> Result<(Store, tokio::task::JoinHandle<()>), FileError> {
+        let files = FileStore::open(settings)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let handle = tokio::spawn(run_committer(db.clone(), rx, cancel));
+        Ok((
+            Store {
+                files,
+                db,
+                committer: tx,
+                on_duplicate: settings.on_duplicate,
+                durability: settings.durability,
+                inflight: Arc::default(),
+            },
+            handle,
+        ))
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Validates a received file against its command, moves it into place and indexes it.
+    /// Returns only once the file and its row are durable.
+    pub async fn accept(
+        &self,
+        staged: StagedFile,
+        meta: &FileMeta,
+        calling_ae: &str,
+        association_id: &str,
+    ) -> Result<StoreOutcome, StoreError> {
+        let path: PathBuf = staged.path().to_path_buf();
+        let header = tokio::task::spawn_blocking(move || InstanceHeader::read(&path))
+            .await
+            .map_err(|e| StoreError::Resources(format!("header task failed: {e}")))?
+            .map_err(|e| match e {
+                HeaderError::Unparseable(m) => StoreError::Unparseable(m),
+                other => StoreError::Mismatch(other.to_string()),
+            })?;
+        let (study, series, sop) = header
+            .identity()
+            .map_err(|e| StoreError::Mismatch(e.to_string()))?;
+        if sop.as_str() != meta.sop_instance_uid {
+            return Err(StoreError::Mismatch(format!(
+                "SOPInstanceUID {sop} in the data set differs from Affected SOP Instance UID {} in the command",
+                meta.sop_instance_uid
+            )));
+        }
+        match &header.sop_class_uid {
+            Some(c) if c.as_str() == meta.sop_class_uid => {}
+            Some(c) => {
+                return Err(StoreError::Mismatch(format!(
+                    "SOPClassUID {c} in the data set differs from Affected SOP Class UID {} in the command",
+                    meta.sop_class_uid
+                )))
+            }
+            None => return Err(StoreError::Mismatch("SOPClassUID is missing".into())),
+        }
+        let sop_key = sop.to_string();
+        let _guard = InflightGuard::acquire(&self.inflight, &sop_key).await;
+
+        let existing = index::find_instance(&self.db, sop.as_str())
+            .await
+            .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?;
+        if let Some((existing_study, existing_path)) = &existing {
+            if self.on_duplicate == DuplicatePolicy::Keep {
+                tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
+                    "duplicate SOP Instance UID: kept the stored copy, discarded the new one");
+                return Ok(StoreOutcome::DuplicateKept {
+                    study_uid: existing_study.clone(),
+                });
+            }
+            tracing::info!(sop_instance_uid = %sop, "duplicate SOP Instance UID: replacing the stored copy");
+            let new_rel = FileStore::relative_path(study, series, sop);
+            if PathBuf::from(existing_path) != new_rel {
+                let _ = tokio::fs::remove_file(self.files.absolute(existing_path.as_ref())).await;
+            }
+        }
+        let rel = FileStore::relative_path(study, series, sop);
+        let size = staged.size as i64;
+        self.files.persist(staged, &rel).await?;
+
+        let record = InstanceRecord {
+            file_path: rel.to_string_lossy().into_owned(),
+            file_size: size,
+            calling_ae: calling_ae.to_string(),
+            association_id: association_id.to_string(),
+            received_at: now_ms(),
+            header,
+        };
+        let (reply, rx) = oneshot::channel();
+        self.committer
+            .send(CommitRequest { record, reply })
+            .await
+            .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?;
+        let outcome = rx
+            .await
+            .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?
+            .map_err(StoreError::Resources)?;
+        Ok(StoreOutcome::Stored(outcome))
+    }
+
+    /// Checks the free-space policy (A700 before any byte is written).
+    pub fn check_room(&self) -> Result<(), StoreError> {
+        self.files.check_room().map_err(StoreError::from)
+    }
+
+    /// Parses a UID from a command, mapping a bad one to A900.
+    pub fn command_uid(field: &'static str, raw: &str) -> Result<Uid, StoreError> {
+        Uid::parse(field, raw).map_err(|e| StoreError::Mismatch(e.to_string()))
+    }
+}
+
+type InflightSet = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
+/// Holds one SOP Instance UID in the in-flight set until dropped, so two associations sending
+/// the same instance at once do not race between the duplicate check and the rename.
+struct InflightGuard {
+    set: InflightSet,
+    key: String,
+}
+
+impl InflightGuard {
+    async fn acquire(set: &InflightSet, key: &str) -> InflightGuard {
+        loop {
+            if set
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.to_string())
+            {
+                return InflightGuard {
+                    set: set.clone(),
+                    key: key.to_string(),
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Batches index rows: takes whatever is queued (up to [`MAX_BATCH`]), commits it in one
+/// transaction and answers each waiter. If the batch fails, each row is retried alone so one
+/// bad row cannot fail its neighbours.
+async fn run_committer(
+    db: Database,
+    mut rx: mpsc::Receiver<CommitRequest>,
+    cancel: CancellationToken,
+) {
+    let mut batch: Vec<CommitRequest> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = cancel.cancelled() => { rx.close(); rx.recv().await }
+        };
+        let Some(first) = first else { break };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(&db, &batch).await {
+            Ok(outcomes) => {
+                for (req, out) in batch.drain(..).zip(outcomes) {
+                    let _ = req.reply.send(Ok(out));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                tracing::error!(error = %e, "index commit failed");
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(format!("index commit failed: {e}")));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "batched index commit failed; retrying one by one");
+                for req in batch.drain(..) {
+                    let res = commit_batch(&db, std::slice::from_ref(&req))
+                        .await
+                        .map(|mut v| v.remove(0))
+                        .map_err(|e| format!("index commit failed: {e}"));
+                    let _ = req.reply.send(res);
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(
+    db: &Database,
+    batch: &[CommitRequest],
+) -> Result<Vec<IndexOutcome>, sqlx::Error> {
+    let mut tx = db.pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for req in batch {
+        outcomes.push(index::index_instance(&mut tx, db.backend, &req.record).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}

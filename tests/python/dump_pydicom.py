@@ -1,0 +1,31 @@
+"""Dump pydicom's pixel_array (stored values, no LUTs) of DICOM files as raw f64.
+
+    dump_pydicom.py OUT_DIR FILE...
+
+For each FILE writes OUT_DIR/<basename>.f64 (little-endian float64, frame/row/column/sample
+order) and prints one line: basename, transfer syntax name, shape, photometric.
+pylibjpeg (libjpeg, openjpeg) and pyjpegls must be installed for the compressed syntaxes.
+"""
+
+import pathlib
+import sys
+
+import numpy as np
+import pydicom
+
+
+def main():
+    out = pathlib.Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sys.argv[2:]:
+        ds = pydicom.dcmread(f)
+        # Raw decoded values: no YCbCr -> RGB conversion, as dicom-pixeldata leaves them.
+        arr = ds.pixel_array
+        name = pathlib.Path(f).name
+        np.asarray(arr, dtype="<f8").ravel().tofile(out / f"{name}.f64")
+        ts = ds.file_meta.TransferSyntaxUID
+        print(f"{name}\t{ts.name}\t{'x'.join(map(str, arr.shape))}\t{ds.PhotometricInterpretation}")
+
+
+if __name__ == "__main__":
+    main()
