@@ -234,12 +234,33 @@ impl Default for LogSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(String),
     #[error("configuration: {field}: {problem}")]
     Invalid {
         field: &'static str,
         problem: String,
     },
+}
+
+/// One line per problem: the dotted key, what is wrong, and where the value came from.
+fn describe(err: figment::Error) -> ConfigError {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("{key}: {}{source}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Parse(lines.join("; "))
 }
 
 fn redact_url<S: Serializer>(url: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -252,11 +273,11 @@ fn redact_url<S: Serializer>(url: &Option<SecretString>, s: S) -> Result<S::Ok, 
 /// Replaces the password of a URL (`postgres://user:pw@host`) by `[redacted]`.
 pub fn redact_credentials(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("[redacted]"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+        Ok(u) => match u.password() {
+            Some(pw) => url.replacen(&format!(":{pw}@"), ":[redacted]@", 1),
+            None => url.to_string(),
+        },
+        Err(_) => url.to_string(),
     }
 }
 
@@ -282,8 +303,14 @@ impl Settings {
                 }
             }
         }
-        fig = fig.merge(Env::prefixed("RADSTREAM_").split("__"));
-        let settings: Settings = fig.extract().map_err(Box::new)?;
+        // Only RADSTREAM_<SECTION>__<KEY> variables are settings; others with the prefix
+        // (RADSTREAM_CONFIG, test knobs) are not.
+        fig = fig.merge(
+            Env::prefixed("RADSTREAM_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        let settings: Settings = fig.extract().map_err(describe)?;
         settings.validate()?;
         Ok(settings)
     }

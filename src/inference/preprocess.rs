@@ -12,7 +12,10 @@
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, VoiLutFunction};
+use dicom_pixeldata::{
+    DecodedPixelData, PixelDecoder, PixelRepresentation, PlanarConfiguration, VoiLutFunction,
+};
+use dicom_transfer_syntax_registry::TransferSyntaxIndex;
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::F32;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
@@ -350,7 +353,13 @@ fn decode(
     } else {
         obj.decode_pixel_data()
     }
-    .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+    .map_err(|e| {
+        let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
+        let name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(ts)
+            .map_or("unknown", |t| t.name());
+        InferenceError::PixelData(format!("{e} (transfer syntax {ts}, {name})"))
+    })?;
     if px.rows() == 0 || px.columns() == 0 || px.number_of_frames() == 0 {
         return Err(InferenceError::PixelData(
             "image has no rows, columns or frames".into(),
@@ -386,15 +395,12 @@ fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, Inferenc
     };
     let out: Vec<f64> = match ba {
         1 => {
-            // Bit-packed frames: frame_data() does not split them, so index the whole buffer.
-            let data = px.data();
-            let start = frame as usize * n;
-            if data.len() * 8 < start + n {
-                return Err(short());
-            }
-            (start..start + n)
-                .map(|i| ((data[i / 8] >> (i % 8)) & 1) as f64)
-                .collect()
+            // dicom-pixeldata expands 1-bit samples to one byte each, 0 or 255.
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+            let d = d.get(..n).ok_or_else(short)?;
+            d.iter().map(|&b| if b != 0 { 1.0 } else { 0.0 }).collect()
         }
         8 => {
             let d = px
@@ -445,7 +451,7 @@ fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, Inferenc
             )))
         }
     };
-    if px.samples_per_pixel() == 3 && px.planar_configuration().to_string() != "Standard" {
+    if px.samples_per_pixel() == 3 && px.planar_configuration() != PlanarConfiguration::Standard {
         // Colour-by-plane: reorder RRR..GGG..BBB.. into RGBRGB...
         let plane = n / 3;
         let mut inter = vec![0.0; n];

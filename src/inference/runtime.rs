@@ -253,23 +253,25 @@ pub(crate) fn create_session(
     let mut chosen = Provider::Cpu;
     for p in providers {
         match p.to_ascii_lowercase().as_str() {
-            "cuda" => match try_cuda(builder) {
-                Ok(b) => {
-                    builder = b;
-                    chosen = Provider::Cuda;
-                    break;
-                }
-                Err((b, reason)) => {
-                    builder = b;
-                    if !warned.contains(&reason) {
-                        warn!(
-                            %reason,
-                            "CUDA execution provider requested but unavailable; falling back to the next provider (CPU)"
-                        );
-                        warned.push(reason);
+            "cuda" => {
+                let (b, outcome) = try_cuda(builder);
+                builder = b;
+                match outcome {
+                    Ok(()) => {
+                        chosen = Provider::Cuda;
+                        break;
+                    }
+                    Err(reason) => {
+                        if !warned.contains(&reason) {
+                            warn!(
+                                %reason,
+                                "CUDA execution provider requested but unavailable; falling back to the next provider (CPU)"
+                            );
+                            warned.push(reason);
+                        }
                     }
                 }
-            },
+            }
             _ => {
                 chosen = Provider::Cpu;
                 break;
@@ -284,22 +286,25 @@ pub(crate) fn create_session(
 
 type Builder = ort::session::builder::SessionBuilder;
 
+/// Registers CUDA (with `error_on_failure`); gives the builder back either way, with the reason
+/// when registration failed.
 #[cfg(feature = "cuda")]
-fn try_cuda(builder: Builder) -> Result<Builder, (Builder, String)> {
-    builder
-        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-        .map_err(|e| {
+fn try_cuda(builder: Builder) -> (Builder, Result<(), String>) {
+    match builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]) {
+        Ok(b) => (b, Ok(())),
+        Err(e) => {
             let reason = e.to_string();
-            (e.recover(), reason)
-        })
+            (e.recover(), Err(reason))
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn try_cuda(builder: Builder) -> Result<Builder, (Builder, String)> {
-    Err((
+fn try_cuda(builder: Builder) -> (Builder, Result<(), String>) {
+    (
         builder,
-        "radstream was built without the `cuda` feature (rebuild with --features cuda and install onnxruntime-gpu)".to_owned(),
-    ))
+        Err("radstream was built without the `cuda` feature (rebuild with --features cuda and install onnxruntime-gpu)".to_owned()),
+    )
 }
 
 #[cfg(test)]

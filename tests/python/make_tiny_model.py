@@ -3,7 +3,7 @@
 Used by the Rust tests (tests/e2e/inference.rs) at run time; nothing here is committed.
 
     make_tiny_model.py OUT_DIR [--id tiny] [--members 3] [--labels 3] [--size 32]
-                       [--gate accept|reject|none] [--channels 1] [--fixed-batch]
+                       [--gate accept|reject|none] [--channels 1] [--fixed-batch] [--accept-any]
 """
 
 import argparse
@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--gate", choices=["accept", "reject", "none"], default="accept")
     ap.add_argument("--fixed-batch", action="store_true")
+    ap.add_argument("--accept-any", action="store_true", help="empty applicability lists")
     a = ap.parse_args()
     out = pathlib.Path(a.out) / a.id
     out.mkdir(parents=True, exist_ok=True)
@@ -114,10 +115,10 @@ def main():
         "good_below = 0.008",
         "review_entropy_above = 0.6",
         "[applicability]",
-        'modalities = ["CR", "DX", "MR"]',
+        'modalities = []' if a.accept_any else 'modalities = ["CR", "DX", "MR"]',
         "body_parts = []",
         "view_positions = []",
-        'photometric = ["MONOCHROME1", "MONOCHROME2"]',
+        "photometric = []" if a.accept_any else 'photometric = ["MONOCHROME1", "MONOCHROME2"]',
     ]
     for j in range(a.labels):
         lines += [

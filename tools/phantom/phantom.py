@@ -404,10 +404,9 @@ def _render(h, w, P, rng):
             t = np.clip(np.abs(x) / P["wt"], 0, 1.2)
             yb = level + mh * (1 - t ** 2)
             fl = _sig((y - yb) / rng.uniform(0.006, 0.015)) * ((side * x) > -0.01)
+            # fluid replaces lung air below the meniscus: blunts the costophrenic angle and
+            # hides the hemidiaphragm outline (fluid and abdomen have similar density)
             fill = np.maximum(fill, fl)
-            # fluid also hides the lateral costophrenic recess / diaphragm outline
-            cp = _sig((y - yb) / 0.01) * _sig((_lat(P, y) + 0.02 - np.abs(x)) / e) * ((side * x) > P["med_w"])
-            extra += 0.12 * cp * _sig((y - _dome(P, x, side) + 0.01) / 0.01)
     if "pneumothorax" in f:
         side = int(rng.choice([-1, 1]))
         g = rng.uniform(0.025, 0.085)

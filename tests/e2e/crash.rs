@@ -1,0 +1,185 @@
+//! `kill -9` while senders stream: every instance that was answered 0000 survives the crash,
+//! and the interrupted studies still complete after restart.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use radstream::configuration::Durability;
+use radstream::db::Database;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+use crate::ingest::wait_port;
+
+const SENDER: &str = r#"
+import sys
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
+ae = AE(ae_title="CRASHTEST")
+ae.add_requested_context(DigitalXRayImageStorageForPresentation, "1.2.840.10008.1.2.1")
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="RADSTREAM")
+if not assoc.is_established:
+    sys.exit(2)
+for p in sys.argv[2:]:
+    ds = dcmread(p)
+    st = assoc.send_c_store(ds)
+    if "Status" in st and st.Status == 0:
+        print(ds.SOPInstanceUID, flush=True)
+    else:
+        sys.exit(3)
+assoc.release()
+"#;
+
+fn start_node(data: &Path, dicom_port: u16, http_port: u16) -> Child {
+    Command::new(radstream_bin())
+        .arg("serve")
+        .env("RADSTREAM_STORAGE__DATA_DIR", data)
+        .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
+        .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
+        .env("RADSTREAM_DICOM__HOST", "127.0.0.1")
+        .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
+        .env("RADSTREAM_HTTP__PORT", http_port.to_string())
+        .env("RADSTREAM_STUDY__QUIET_WINDOW_MS", "200")
+        .env("RADSTREAM_STUDY__STABLE_AGE_SECS", "3")
+        .env("RADSTREAM_INFERENCE__MODELS_DIR", data.join("no-models"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start radstream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dicom_port = free_port();
+    let http_port = free_port();
+    let mut node = start_node(&data, dicom_port, http_port);
+    wait_port(dicom_port).await;
+
+    let mut groups = Vec::new();
+    for i in 0..4 {
+        groups.push(write_studies(
+            &dir.path().join(format!("src{i}")),
+            2,
+            40,
+            128,
+        ));
+    }
+    let mut senders = Vec::new();
+    for (_, paths) in &groups {
+        let mut cmd = Command::new(python());
+        cmd.arg("-c").arg(SENDER).arg(dicom_port.to_string());
+        cmd.args(paths);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        senders.push(
+            cmd.spawn()
+                .expect("python venv with pynetdicom (scripts/setup.sh)"),
+        );
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut readers = Vec::new();
+    for s in &mut senders {
+        let out = s.stdout.take().unwrap();
+        let tx = tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = tx.send(l);
+            }
+        }));
+    }
+    drop(tx);
+    let mut acked: HashSet<String> = HashSet::new();
+    // Kill the node once a good part of the instances is acknowledged, mid-stream.
+    while acked.len() < 120 {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(uid)) => {
+                acked.insert(uid);
+            }
+            _ => panic!("senders stalled after {} acknowledgements", acked.len()),
+        }
+    }
+    node.start_kill().unwrap();
+    node.wait().await.unwrap();
+    for r in readers {
+        let _ = r.await;
+    }
+    while let Ok(uid) = rx.try_recv() {
+        acked.insert(uid);
+    }
+    for mut s in senders {
+        let _ = s.wait().await;
+    }
+    assert!(
+        acked.len() < 320,
+        "the node was killed too late to test anything"
+    );
+
+    let mut node = start_node(&data, dicom_port, http_port);
+    wait_port(dicom_port).await;
+    let mut settings = radstream::configuration::Settings::default();
+    settings.storage.data_dir = data.clone();
+    let db = Database::connect_url(&settings.database_url(), Some(2), Durability::Fsync)
+        .await
+        .unwrap();
+    for uid in &acked {
+        let rel: Option<String> =
+            sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
+                .bind(uid)
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap();
+        let rel = rel
+            .unwrap_or_else(|| panic!("acknowledged instance {uid} is not indexed after kill -9"));
+        let stored = data.join(rel);
+        let sent = groups
+            .iter()
+            .flat_map(|(_, p)| p.iter())
+            .find(|p| p.file_stem().unwrap().to_string_lossy() == *uid)
+            .unwrap();
+        assert_eq!(
+            data_set_bytes(&stored),
+            data_set_bytes(sent),
+            "{uid} corrupted"
+        );
+    }
+    // Every study that received anything completes after the restart (stable age 3 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let receiving: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM studies WHERE status = 'receiving'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        if receiving == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{receiving} studies never completed after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let studies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM studies")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        studies, jobs,
+        "each completed study version has exactly one job"
+    );
+    let _ = node.start_kill();
+    let _ = node.wait().await;
+}

@@ -1,0 +1,360 @@
+//! Test harness: a node on free ports with its own data folder and database (SQLite file, or
+//! a fresh PostgreSQL database dropped afterwards), plus synthetic instances and real peers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::InMemDicomObject;
+use radstream::configuration::{Settings, StorageSettings};
+use radstream::db::Database;
+use radstream::startup::Application;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Base URL of the PostgreSQL server tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("RADSTREAM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A PostgreSQL database with a random name, dropped when the guard is.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let name = format!("radstream_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL must be reachable at RADSTREAM_TEST_PG_URL (default 127.0.0.1:5432, database test)");
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Runs on a plain thread: Drop cannot await, and the test's runtime may be gone.
+        let admin = pg_admin_url();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::Executor::execute(
+                        &mut c,
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                    )
+                    .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Settings for a test node: free ports, fresh folder, short completion windows.
+pub fn test_settings(dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.dicom.host = "127.0.0.1".parse().unwrap();
+    s.dicom.port = 0;
+    s.http.port = 0;
+    s.storage = StorageSettings {
+        data_dir: dir.join("data"),
+        min_free_bytes: 0,
+        min_free_percent: 0.0,
+        ..Default::default()
+    };
+    s.study.quiet_window_ms = 200;
+    s.study.stable_age_secs = 5;
+    s.inference.models_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    s
+}
+
+/// A node running inside the test process.
+pub struct TestApp {
+    pub dicom: SocketAddr,
+    pub http: SocketAddr,
+    pub db: Database,
+    pub data_dir: PathBuf,
+    pub settings: Settings,
+    cancel: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db) -> TestApp {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        init_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = test_settings(dir.path());
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(PgDatabase::create().await),
+        };
+        if let Some(pg) = &pg {
+            settings.database.url = Some(pg.url.clone().into());
+        }
+        tweak(&mut settings);
+        let app = Application::build(settings.clone())
+            .await
+            .expect("build app");
+        let dicom = app.dicom_addr();
+        let http = app.http_addr();
+        let cancel = app.shutdown_token();
+        let handle = tokio::spawn(app.run_until_stopped(false));
+        let database = Database::connect(&settings)
+            .await
+            .expect("test db connection");
+        TestApp {
+            dicom,
+            http,
+            db: database,
+            data_dir: settings.storage.data_dir.clone(),
+            settings,
+            cancel,
+            handle: Some(handle),
+            _dir: dir,
+            _pg: pg,
+        }
+    }
+
+    pub fn dicom_port(&self) -> String {
+        self.dicom.port().to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.expect("app task").expect("app run");
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Polls until the study is complete (or panics after `secs`).
+    pub async fn wait_complete(&self, study_uid: &str, secs: u64) -> i64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let row = sqlx::query("SELECT status, version FROM studies WHERE study_uid = $1")
+                .bind(study_uid)
+                .fetch_optional(&self.db.pool)
+                .await
+                .unwrap();
+            if let Some(r) = row {
+                if r.get::<String, _>(0) == "complete" {
+                    return r.get::<i64, _>(1);
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "study {study_uid} did not complete within {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("radstream=debug,info")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A UID under the 2.25 arc from a fresh UUID.
+pub fn new_uid() -> String {
+    format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
+}
+
+/// Writes a small synthetic DX instance (explicit VR little endian) and returns its path.
+pub fn write_dx(dir: &Path, study: &str, series: &str, sop: &str, rows: u16, cols: u16) -> PathBuf {
+    let pixels: Vec<u16> = (0..u32::from(rows) * u32::from(cols))
+        .map(|i| ((i * 37) % 4096) as u16)
+        .collect();
+    let obj = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION),
+        ),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop)),
+        DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from("20261122")),
+        DataElement::new(tags::ACCESSION_NUMBER, VR::SH, PrimitiveValue::from("ACC1")),
+        DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("DX")),
+        DataElement::new(
+            tags::PATIENT_NAME,
+            VR::PN,
+            PrimitiveValue::from("TEST^PHANTOM"),
+        ),
+        DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("PID-TEST-1")),
+        DataElement::new(tags::PATIENT_SEX, VR::CS, PrimitiveValue::from("O")),
+        DataElement::new(
+            tags::BODY_PART_EXAMINED,
+            VR::CS,
+            PrimitiveValue::from("CHEST"),
+        ),
+        DataElement::new(tags::VIEW_POSITION, VR::CS, PrimitiveValue::from("PA")),
+        DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(study),
+        ),
+        DataElement::new(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(series),
+        ),
+        DataElement::new(tags::SERIES_NUMBER, VR::IS, PrimitiveValue::from("1")),
+        DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from("1")),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+        DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from("MONOCHROME2"),
+        ),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(cols)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16)),
+        DataElement::new(
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())),
+    ]);
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .media_storage_sop_class_uid(uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION)
+                .media_storage_sop_instance_uid(sop),
+        )
+        .expect("meta");
+    let path = dir.join(format!("{sop}.dcm"));
+    file.write_to_file(&path).expect("write instance");
+    path
+}
+
+/// `count` instances in `studies` studies (one series each) under `dir`; returns the study
+/// UIDs and the paths.
+pub fn write_studies(
+    dir: &Path,
+    studies: usize,
+    per_study: usize,
+    size: u16,
+) -> (Vec<String>, Vec<PathBuf>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut uids = Vec::new();
+    let mut paths = Vec::new();
+    for _ in 0..studies {
+        let study = new_uid();
+        let series = new_uid();
+        for _ in 0..per_study {
+            paths.push(write_dx(dir, &study, &series, &new_uid(), size, size));
+        }
+        uids.push(study);
+    }
+    (uids, paths)
+}
+
+/// The data set bytes of a Part 10 file (everything after the file meta group).
+pub fn data_set_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
+    let start = 128 + 4 + 12 + meta.information_group_length as usize;
+    bytes[start..].to_vec()
+}
+
+/// Runs a program and returns (success, stdout+stderr), failing clearly if it is missing.
+pub fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed by this test (run scripts/setup.sh): {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Async wrapper for [`run`], so a blocking peer does not stall the node under test.
+pub async fn run_async(program: &str, args: &[&str]) -> (bool, String) {
+    let program = program.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        run(&program, &a)
+    })
+    .await
+    .unwrap()
+}
+
+/// The project's Python (the venv made by scripts/setup.sh).
+pub fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The radstream binary built for these tests.
+pub fn radstream_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_radstream"))
+}

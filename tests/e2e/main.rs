@@ -1,0 +1,7 @@
+//! End-to-end tests: one binary (link time), one module per feature.
+
+mod cli;
+mod crash;
+mod helpers;
+mod inference;
+mod ingest;
