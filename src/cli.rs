@@ -60,6 +60,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the installed models: members, checksums, execution provider.
+    Models,
+    /// Run the ensemble on DICOM, PNG or JPEG files and print one JSON result per file.
+    Infer {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Model id (default: the first installed model).
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// List the studies in the index.
     Studies {
         #[arg(long, default_value_t = 50)]
@@ -123,6 +133,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             associations,
             json,
         } => send(addr, paths, calling_ae, called_ae, associations, json).await,
+        Command::Models => {
+            let settings = load()?;
+            crate::telemetry::init(&settings.log);
+            let engine = load_engine(&settings).await?;
+            println!("{}", serde_json::to_string_pretty(&engine.models())?);
+            Ok(())
+        }
+        Command::Infer { files, model } => {
+            let settings = load()?;
+            crate::telemetry::init(&settings.log);
+            let engine = load_engine(&settings).await?;
+            let mut failed = 0usize;
+            for f in files {
+                let result = if is_dicom(&f) {
+                    engine.infer_dicom(model.as_deref(), &f).await
+                } else {
+                    match tokio::fs::read(&f).await {
+                        Ok(bytes) => engine.infer_image_bytes(model.as_deref(), &bytes).await,
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("{}: {e}", f.display());
+                            continue;
+                        }
+                    }
+                };
+                match result {
+                    Ok(r) => println!("{}", serde_json::json!({ "file": f, "result": r })),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: {e}", f.display());
+                    }
+                }
+            }
+            anyhow::ensure!(failed == 0, "{failed} file(s) could not be analysed");
+            Ok(())
+        }
         Command::Studies { limit } => {
             let settings = load()?;
             let db = Database::connect(&settings).await?;
@@ -155,6 +201,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn load_engine(settings: &Settings) -> anyhow::Result<crate::inference::Engine> {
+    let inference = settings.inference.clone();
+    tokio::task::spawn_blocking(move || crate::inference::Engine::load(&inference))
+        .await
+        .context("model loading task failed")?
+        .context("loading the models")
+}
+
+/// A Part 10 file has "DICM" at offset 128.
+fn is_dicom(path: &std::path::Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(128))?;
+            f.read_exact(&mut magic)
+        })
+        .is_ok()
+        && &magic == b"DICM"
 }
 
 async fn send(

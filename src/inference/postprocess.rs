@@ -7,8 +7,9 @@
 //! - `aleatoric` = mean over labels of the expected entropy, mean over members of H(p_m).
 //! - `epistemic` = `total - aleatoric`: the mutual information between prediction and member
 //!   (BALD), never negative; so `total = epistemic + aleatoric`.
-//! - `spread` (overall) = mean over labels of the per-label spread; the confidence tier compares
-//!   it with the manifest: `optimal` below `optimal_below`, `good` below `good_below`, else
+//! - `spread` (overall) = maximum over labels of the per-label spread (as the demo training's
+//!   evaluation calibrated the tiers, tools/train/train.py); the confidence tier compares it
+//!   with the manifest: `optimal` below `optimal_below`, `good` below `good_below`, else
 //!   `review`.
 //! - `disagreement_score` = fraction of labels on which members do not all agree about presence.
 //! - `should_review` = tier is `review`, or `total` is above `review_entropy_above`.
@@ -57,7 +58,7 @@ pub enum ConfidenceTier {
 /// Image-level uncertainty (see the module docs for the definitions).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Uncertainty {
-    /// Mean over labels of the member spread (population std).
+    /// Maximum over labels of the member spread (population std).
     pub spread: f32,
     /// Mutual information (bits, mean over labels).
     pub epistemic: f32,
@@ -122,7 +123,7 @@ pub fn member_probabilities(
 pub fn combine(manifest: &Manifest, probs: &[Vec<f32>]) -> (Vec<LabelResult>, Uncertainty) {
     let m = probs.len().max(1) as f64;
     let mut labels = Vec::with_capacity(manifest.labels.len());
-    let (mut spread_sum, mut total_sum, mut alea_sum, mut disagree) = (0.0, 0.0, 0.0, 0usize);
+    let (mut spread_max, mut total_sum, mut alea_sum, mut disagree) = (0.0f64, 0.0, 0.0, 0usize);
     for (j, spec) in manifest.labels.iter().enumerate() {
         let ps: Vec<f32> = probs.iter().map(|p| p[j]).collect();
         let mean = ps.iter().map(|&p| p as f64).sum::<f64>() / m;
@@ -134,7 +135,7 @@ pub fn combine(manifest: &Manifest, probs: &[Vec<f32>]) -> (Vec<LabelResult>, Un
         if votes != 0 && votes != ps.len() {
             disagree += 1;
         }
-        spread_sum += spread;
+        spread_max = spread_max.max(spread);
         total_sum += total;
         alea_sum += alea;
         labels.push(LabelResult {
@@ -150,7 +151,7 @@ pub fn combine(manifest: &Manifest, probs: &[Vec<f32>]) -> (Vec<LabelResult>, Un
         });
     }
     let n = manifest.labels.len().max(1) as f64;
-    let spread = (spread_sum / n) as f32;
+    let spread = spread_max as f32;
     let total = total_sum / n;
     let aleatoric = alea_sum / n;
     let u = &manifest.uncertainty;

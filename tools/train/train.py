@@ -114,23 +114,24 @@ def build_member(torch_nn, width=1.0, n_out=len(LABELS)):
     def cbr(i, o, s):
         return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
-    c = [int(round(v * width)) for v in (24, 32, 48, 64)]
-    # patchify stem (4x4, stride 4): 256 -> 64, cheap on a 2-core CPU
-    layers = [nn.Conv2d(1, c[0], 4, 4, 0, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)]
-    layers += cbr(c[0], c[0], 1)         # 64
-    layers += cbr(c[0], c[1], 2)         # 32
+    c = [int(round(v * width)) for v in (32, 48, 64)]
+    # patchify stem (8x8, stride 8): 256 -> 32x32.  Cheap enough for 2 CPU cores, and an
+    # 8x8 linear patch filter still sees 1-2 px structures (pleural line, calcified foci).
+    layers = [nn.Conv2d(1, c[0], 8, 8, 0, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)]
+    layers += cbr(c[0], c[0], 1)         # 32
+    layers += cbr(c[0], c[0], 1)
+    layers += cbr(c[0], c[1], 2)         # 16
     layers += cbr(c[1], c[1], 1)
-    layers += cbr(c[1], c[2], 2)         # 16
+    layers += cbr(c[1], c[2], 2)         # 8
     layers += cbr(c[2], c[2], 1)
-    layers += cbr(c[2], c[3], 2)         # 8
-    layers += cbr(c[3], c[3], 1)
+    c_out = c[2]
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.features = nn.Sequential(*layers)
             self.drop = nn.Dropout(0.1)
-            self.head = nn.Linear(2 * c[3], n_out)
+            self.head = nn.Linear(2 * c_out, n_out)
 
         def forward(self, x):
             f = self.features(x)
@@ -235,13 +236,17 @@ def cmd_train(a):
     n = X.shape[0]
     prev = Y.mean(0).clip(0.02, 0.98)
     pw = torch.tensor(np.clip((1 - prev) / prev, 1, 4) ** 0.5, dtype=torch.float32)
-    members = range(N_MEMBERS) if a.member is None else [a.member]
+    members = range(N_MEMBERS) if a.member is None else [int(m) for m in a.member.split(",")]
     for m in members:
         torch.manual_seed(1000 + m)
         rs = np.random.default_rng(1000 + m)
         idx = rs.integers(0, n, size=int(n * a.frac))  # bootstrap fold
         net = build_member(torch.nn)
-        _train_net(torch, net, X[idx], Y[idx], a.epochs, a.bs, a.lr, 1000 + m, pw, log=f"member{m}")
+        ckpt = os.path.join(a.cache, f"member{m}.pt")
+        if a.resume and os.path.exists(ckpt):  # continue training on the same bootstrap fold
+            net.load_state_dict(torch.load(ckpt))
+        _train_net(torch, net, X[idx], Y[idx], a.epochs, a.bs, a.lr, 1000 + m + (7 if a.resume else 0), pw,
+                   log=f"member{m}")
         path = os.path.join(a.out, f"member{m}.onnx")
         err, size = _export(torch, net, path)
         torch.save(net.state_dict(), os.path.join(a.cache, f"member{m}.pt"))
@@ -346,6 +351,24 @@ def cmd_eval(a):
             "exact_match_acc_above": round(float(correct[~sel].mean()) if (~sel).any() else float("nan"), 4)}
     eps = 1e-7
     ent = -(ens_t * np.log(ens_t + eps) + (1 - ens_t) * np.log(1 - ens_t + eps)).mean(1)
+    # calibrated tiers from the validation set: optimal = spread below the val median,
+    # good = below the val 80th percentile, review above; entropy review above val q95
+    spread_v = Pv.std(0).max(1)
+    ent_v = -(ens_v * np.log(ens_v + eps) + (1 - ens_v) * np.log(1 - ens_v + eps)).mean(1)
+    cal = {"optimal_below": round(float(np.quantile(spread_v, 0.5)), 4),
+           "good_below": round(float(np.quantile(spread_v, 0.8)), 4),
+           "review_entropy_above": round(float(np.quantile(ent_v, 0.95)), 4)}
+    report["calibrated_tiers"] = cal
+    tiers = np.where(spread_t < cal["optimal_below"], 0, np.where(spread_t < cal["good_below"], 1, 2))
+    report["calibrated_tiers_test"] = {
+        nm: {"fraction": round(float((tiers == k).mean()), 4),
+             "exact_match_acc": round(float(correct[tiers == k].mean()) if (tiers == k).any() else float("nan"), 4)}
+        for k, nm in enumerate(["optimal", "good", "review"])}
+    report["entropy_review_fraction_test"] = round(float((ent > cal["review_entropy_above"]).mean()), 4)
+    report["radanalyzer_tiers_test"] = {
+        "optimal(<0.005)": round(float((spread_t < 0.005).mean()), 4),
+        "good(<0.008)": round(float(((spread_t >= 0.005) & (spread_t < 0.008)).mean()), 4),
+        "review": round(float((spread_t >= 0.008).mean()), 4)}
     report["entropy_quantiles_test"] = {q: round(float(np.quantile(ent, q / 100)), 4) for q in (50, 90, 95, 99)}
     report["exact_match_acc_test"] = round(float(correct.mean()), 4)
     # targeted cardiomegaly check
@@ -380,9 +403,108 @@ def cmd_eval(a):
     print(json.dumps(report, indent=1))
 
 
+# ------------------------------------------------------------------------- manifest
+LABEL_META = [
+    # key, LeapAI condition name (verbatim), SNOMED CT code, display, verified against pydicom
+    ("tuberculosis", "Tuberculosis", "154283005", "Pulmonary tuberculosis", False),
+    ("cardiomegaly", "Cardiomegaly", "287272002", "Cardiomegaly", True),
+    ("pleural_thickening", "Pleural Thickening", "78381009", "Pleural thickening", False),
+    ("pleural_effusion", "Pleural Effusion", "60046008", "Pleural effusion", True),
+    ("pneumothorax", "Pneumothorax", "36118008", "Pneumothorax", True),
+    ("consolidation", "Consolidation", "95436008", "Consolidation", False),
+    ("atelectasis", "Atelectasis", "46621007", "Atelectasis", False),
+    ("nodule_mass", "Nodule/Mass", "27925004", "Nodule", True),
+    ("fibrosis", "Fibrosis", "112674009", "Fibrosis", True),
+    ("infiltration", "Infiltration", "409609008", "Infiltration", False),
+    ("calcification", "Calcification", "18115005", "Calcification", False),
+]
+
+
+def _sha256(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for blk in iter(lambda: f.read(1 << 20), b""):
+            h.update(blk)
+    return h.hexdigest()
+
+
+def cmd_manifest(a):
+    with open(os.path.join(a.cache, "eval.json")) as f:
+        ev = json.load(f)
+    thr = ev["thresholds"]
+    assert [m[0] for m in LABEL_META] == LABELS
+    L = []
+    w = L.append
+    w("# radstream model manifest -- DEMO ONLY.")
+    w("# Trained on synthetic phantoms (tools/phantom/phantom.py) by tools/train/train.py.")
+    w("# Not a clinical device, not for diagnostic use.  See models/README.md.")
+    w('id = "cxr-demo"')
+    w('version = "0.1.0"')
+    w('name = "radstream demo chest X-ray ensemble"')
+    w('manufacturer = "radstream"')
+    w('task = "multilabel-classification"')
+    w('intended_use = "Demonstration of the radstream pipeline on synthetic chest radiograph phantoms."')
+    w("not_for_clinical_use = true")
+    w("")
+    w("[input]")
+    w('name = "image"          # ONNX input name, float32 N x 1 x 256 x 256')
+    w(f"width = {SIZE}")
+    w(f"height = {SIZE}")
+    w("channels = 1")
+    w('layout = "NCHW"')
+    w('windowing = "voi-or-percentile"   # VOI LUT/window from the file if present, else percentile window')
+    w("percentile_low = 0.5")
+    w("percentile_high = 99.5")
+    w(f"mean = {MEAN}                # x = (v - mean) / std, v in [0,1] display sense (MONOCHROME2)")
+    w(f"std = {STD}")
+    w('frames = "first"        # or "all"')
+    w("")
+    w("[output]")
+    w('name = "logits"         # N x 11, order = [[labels]] order')
+    w('activation = "sigmoid"')
+    w("")
+    w("[ensemble]")
+    w('combination = "mean"    # mean of member sigmoid probabilities')
+    for m in range(N_MEMBERS):
+        fn = f"member{m}.onnx"
+        w("[[ensemble.members]]")
+        w(f'file = "{fn}"')
+        w(f'sha256 = "{_sha256(os.path.join(a.out, fn))}"')
+    w("")
+    w("[gate]")
+    w('file = "gate.onnx"       # same input contract, output "logits" N x 1')
+    w(f'sha256 = "{_sha256(os.path.join(a.out, "gate.onnx"))}"')
+    w('threshold = 0.5          # sigmoid(logit) below this -> "not a valid radiograph"')
+    w("")
+    w("[uncertainty]")
+    w('spread = "std"           # std of member probabilities, max over labels')
+    w(f"optimal_below = {a.optimal_below}")
+    w(f"good_below = {a.good_below}       # otherwise \"review\"")
+    w(f"review_entropy_above = {a.review_entropy}   # should_review when mean predictive entropy (nats, per label avg) exceeds")
+    w("")
+    w("[applicability]")
+    w('modalities = ["CR", "DX"]')
+    w('body_parts = ["CHEST", ""]        # "" = empty/absent accepted')
+    w('view_positions = ["PA", "AP", ""]')
+    w('photometric = ["MONOCHROME1", "MONOCHROME2"]')
+    for key, name, code, disp, ok in LABEL_META:
+        w("")
+        w("[[labels]]               # order = output index order" if key == LABELS[0] else "[[labels]]")
+        w(f'key = "{key}"')
+        w(f'name = "{name}"')
+        w(f'snomed = "{code}"' + ("" if ok else "     # NOT verified against pydicom's SCT dictionary"))
+        w(f'display = "{disp}"')
+        w(f"threshold = {thr[key]}        # Youden J on the validation set (ensemble mean)")
+    path = os.path.join(a.out, "model.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(L) + "\n")
+    print("wrote", path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["gen", "train", "gate", "eval", "all"])
+    ap.add_argument("cmd", choices=["gen", "train", "gate", "eval", "manifest", "all"])
     ap.add_argument("--cache", default="/tmp/radstream-cache")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "..", "models", "cxr-demo"))
     ap.add_argument("--n-train", type=int, default=7000)
@@ -397,7 +519,11 @@ def main(argv=None):
     ap.add_argument("--frac", type=float, default=1.0, help="bootstrap sample size / train size")
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--member", type=int, default=None)
+    ap.add_argument("--optimal-below", type=float, default=0.005)
+    ap.add_argument("--good-below", type=float, default=0.008)
+    ap.add_argument("--review-entropy", type=float, default=0.6)
+    ap.add_argument("--resume", action="store_true", help="continue from the cached member checkpoints")
+    ap.add_argument("--member", default=None, help="comma list of member indices (default all)")
     a = ap.parse_args(argv)
     if a.cmd in ("gen", "all"):
         cmd_gen(a)
@@ -407,6 +533,8 @@ def main(argv=None):
         cmd_gate(a)
     if a.cmd in ("eval", "all"):
         cmd_eval(a)
+    if a.cmd in ("manifest", "all"):
+        cmd_manifest(a)
 
 
 if __name__ == "__main__":

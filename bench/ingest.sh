@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Ingest benchmark: DCMTK storescu (TCP_NODELAY=1) sends the same data sets to radstream
+# (fsync and os durability), DCMTK storescp and Orthanc, one after the other on this machine,
+# with 1 and 4 associations. Prints instances/s, MB/s and radstream's ratio to each peer.
+#
+#   bench/ingest.sh            # both data sets (200 x 512x512 DX, 40 x 3000x2500 CR)
+#   BENCH_SETS=dx bench/ingest.sh
+#
+# Data sets are generated on first use under bench/out/ (not committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test >/dev/null
+command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
+cargo build --release --locked -q
+BIN="${CARGO_TARGET_DIR:-target}/release/radstream"
+OUT=bench/out
+mkdir -p "$OUT"
+SETS="${BENCH_SETS:-dx cr}"
+export TCP_NODELAY=1
+
+gen() {
+  local set=$1
+  if [ ! -f "$OUT/$set/.done" ]; then
+    echo "generating the $set data set (once)..." >&2
+    rm -rf "$OUT/$set"
+    .venv/bin/python3 tools/fixtures/make_fixtures.py --preset "bench-$set" --out "$OUT/$set" >/dev/null
+    touch "$OUT/$set/.done"
+    rm -rf "$OUT/$set-split"
+  fi
+  if [ ! -d "$OUT/$set-split" ]; then
+    # Four groups of whole studies, one per association.
+    local i=0
+    for study in "$OUT/$set"/*/; do
+      mkdir -p "$OUT/$set-split/$((i % 4))"
+      cp -r "$study" "$OUT/$set-split/$((i % 4))/"
+      i=$((i + 1))
+    done
+  fi
+}
+
+free_port() { .venv/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
+start_receiver() { # name port dir -> sets PID
+  local name=$1 port=$2 dir=$3
+  case $name in
+    radstream-fsync|radstream-os)
+      RADSTREAM_STORAGE__DATA_DIR="$dir" RADSTREAM_STORAGE__DURABILITY="${name#radstream-}" \
+      RADSTREAM_DICOM__PORT=$port RADSTREAM_HTTP__PORT=$(free_port) RADSTREAM_LOG__LEVEL=warn \
+      RADSTREAM_STORAGE__MIN_FREE_BYTES=0 RADSTREAM_STORAGE__MIN_FREE_PERCENT=0 \
+        "$BIN" serve >"$dir.log" 2>&1 & PID=$! ;;
+    storescp)
+      mkdir -p "$dir"; storescp -od "$dir" "$port" >"$dir.log" 2>&1 & PID=$! ;;
+    orthanc)
+      mkdir -p "$dir"
+      cat > "$dir.json" <<JSON
+{"Name":"bench","StorageDirectory":"$dir","IndexDirectory":"$dir","DicomAet":"ORTHANC",
+ "DicomPort":$port,"HttpPort":$(free_port),"RemoteAccessAllowed":false,"DicomCheckCalledAet":false,"Plugins":[]}
+JSON
+      Orthanc "$dir.json" >"$dir.log" 2>&1 & PID=$! ;;
+  esac
+  wait_port "$port"
+}
+
+send() { # port set assocs -> prints seconds
+  local port=$1 set=$2 n=$3 t0 t1
+  t0=$(date +%s.%N)
+  if [ "$n" = 1 ]; then
+    storescu -aec RADSTREAM +sd +r +sp '*.dcm' 127.0.0.1 "$port" "$OUT/$set" >/dev/null 2>"$OUT/storescu.err" \
+      || { echo "storescu failed:" >&2; tail -3 "$OUT/storescu.err" >&2; exit 1; }
+  else
+    local pids=()
+    for g in 0 1 2 3; do
+      storescu -aec RADSTREAM +sd +r +sp '*.dcm' 127.0.0.1 "$port" "$OUT/$set-split/$g" >/dev/null 2>"$OUT/storescu$g.err" & pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || { echo "storescu failed" >&2; exit 1; }; done
+  fi
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc -l
+}
+
+PID=""
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null' EXIT
+declare -A RESULT
+for set in $SETS; do
+  gen "$set"
+  files=$(find "$OUT/$set" -name '*.dcm' | wc -l)
+  mb=$(du -sm --apparent-size "$OUT/$set" | cut -f1)
+  for recv in radstream-fsync radstream-os storescp orthanc; do
+    for n in 1 4; do
+      dir=$(mktemp -d /tmp/radstream-bench.XXXXXX)/store
+      port=$(free_port)
+      start_receiver "$recv" "$port" "$dir"
+      secs=$(send "$port" "$set" "$n")
+      sent=$(cat "$OUT"/storescu*.err 2>/dev/null | grep -c "^E:" || true)
+      [ "$sent" = 0 ] || { echo "storescu reported errors sending to $recv:" >&2; cat "$OUT"/storescu*.err >&2; exit 1; }
+      kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
+      rm -rf "$(dirname "$dir")"
+      RESULT[$set,$recv,$n]=$secs
+      printf '%-4s %-16s %d assoc: %7.2f s  %7.1f inst/s  %7.1f MB/s\n' \
+        "$set" "$recv" "$n" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)"
+    done
+  done
+  for mode in fsync os; do
+    for peer in storescp orthanc; do
+      for n in 1 4; do
+        r=$(echo "${RESULT[$set,$peer,$n]} / ${RESULT[$set,radstream-$mode,$n]}" | bc -l)
+        printf '%-4s radstream-%-5s vs %-8s %d assoc: %.2fx\n' "$set" "$mode" "$peer" "$n" "$r"
+      done
+    done
+  done
+done
