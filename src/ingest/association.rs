@@ -19,7 +19,7 @@ type Assoc = dicom_ul::association::AsyncServerAssociation<tokio::net::TcpStream
 
 /// Where the data set of the current C-STORE goes.
 enum Sink {
-    File(IncomingFile, FileMeta),
+    File(Box<(IncomingFile, FileMeta)>),
     /// The request is refused already; its data set is read and dropped, then answered.
     Discard {
         status: u16,
@@ -197,7 +197,8 @@ async fn handle_pdv(
             if pc_id != pdv.presentation_context_id {
                 return Err("data set fragment on another presentation context");
             }
-            if let Sink::File(file, _) = &mut sink {
+            if let Sink::File(f) = &mut sink {
+                let file = &mut f.0;
                 if let Err(e) = file.write(&pdv.data).await {
                     tracing::error!(error = %e, "cannot write the incoming instance");
                     sink = Sink::Discard {
@@ -328,7 +329,7 @@ async fn prepare_store(
         .begin(&meta)
         .await
         .map_err(|e| (status::OUT_OF_RESOURCES, e.to_string()))?;
-    Ok(Sink::File(file, meta))
+    Ok(Sink::File(Box::new((file, meta))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -346,7 +347,8 @@ async fn finish_store(
     let result = async {
         match sink {
             Sink::Discard { status, comment } => Err((status, comment)),
-            Sink::File(file, meta) => {
+            Sink::File(f) => {
+                let (file, meta) = *f;
                 let size = file.len();
                 let staged = file
                     .finish(ctx.store.durability())

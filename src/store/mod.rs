@@ -153,7 +153,7 @@ impl Store {
             }
             tracing::info!(sop_instance_uid = %sop, "duplicate SOP Instance UID: replacing the stored copy");
             let new_rel = FileStore::relative_path(study, series, sop);
-            if PathBuf::from(existing_path) != new_rel {
+            if std::path::Path::new(existing_path) != new_rel {
                 let _ = tokio::fs::remove_file(self.files.absolute(existing_path.as_ref())).await;
             }
         }
