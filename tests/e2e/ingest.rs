@@ -319,18 +319,9 @@ async fn aborted_association_mid_instance_leaves_no_file_and_no_row() {
     assert!(walk_files(&app.data_dir.join("instances")).is_empty());
 }
 
+/// Files below `dir`, recursively (the same walk `radstream send` uses).
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                out.extend(walk_files(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
+    radstream::scu::collect_files(&[dir.to_path_buf()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,17 +490,7 @@ async fn radstream_send_delivers_to_dcmtk_storescp() {
         .spawn()
         .expect("storescp (dcmtk) is needed");
     wait_port(port).await;
-    let (ok, out) = run_async(
-        radstream_bin().to_str().unwrap(),
-        &[
-            "send",
-            &format!("127.0.0.1:{port}"),
-            dir.path().join("src").to_str().unwrap(),
-            "--called-ae",
-            "STORESCP",
-        ],
-    )
-    .await;
+    let (ok, out) = radstream_send(port, &dir.path().join("src"), "STORESCP").await;
     let _ = scp.kill();
     let _ = scp.wait();
     assert!(ok, "radstream send failed: {out}");
@@ -524,6 +505,21 @@ async fn radstream_send_delivers_to_dcmtk_storescp() {
             .unwrap_or_else(|| panic!("{sop} not received"));
         assert_eq!(data_set_bytes(got), data_set_bytes(p));
     }
+}
+
+/// `radstream send 127.0.0.1:PORT DIR --called-ae AE`, as a user types it.
+async fn radstream_send(port: u16, dir: &std::path::Path, called_ae: &str) -> (bool, String) {
+    run_async(
+        radstream_bin().to_str().unwrap(),
+        &[
+            "send",
+            &format!("127.0.0.1:{port}"),
+            dir.to_str().unwrap(),
+            "--called-ae",
+            called_ae,
+        ],
+    )
+    .await
 }
 
 pub async fn wait_port(port: u16) {
@@ -571,17 +567,7 @@ async fn radstream_send_delivers_to_orthanc() {
         .spawn()
         .expect("Orthanc is needed");
     wait_port(dicom_port).await;
-    let (ok, out) = run_async(
-        radstream_bin().to_str().unwrap(),
-        &[
-            "send",
-            &format!("127.0.0.1:{dicom_port}"),
-            dir.path().join("src").to_str().unwrap(),
-            "--called-ae",
-            "ORTHANC",
-        ],
-    )
-    .await;
+    let (ok, out) = radstream_send(dicom_port, &dir.path().join("src"), "ORTHANC").await;
     let count = reqwest::get(format!("http://127.0.0.1:{http_port}/statistics"))
         .await
         .and_then(|r| r.error_for_status());
