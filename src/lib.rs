@@ -6,6 +6,7 @@
 //! HTTP, [`scu`] sends DICOM, [`startup`] wires it all together.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod configuration;
 pub mod db;

@@ -19,7 +19,7 @@ pub async fn enqueue(
     sqlx::query_scalar(
         "INSERT INTO jobs (study_uid, study_version, kind, state, attempts, created_at, updated_at) \
          VALUES ($1, $2, 'inference', $3, 0, $4, $4) \
-         ON CONFLICT (study_uid, study_version, kind) DO NOTHING RETURNING id",
+         ON CONFLICT (study_uid, study_version) WHERE kind = 'inference' DO NOTHING RETURNING id",
     )
     .bind(study_uid)
     .bind(study_version)

@@ -3,17 +3,30 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, MethodRouter};
+use axum::Json;
 use serde_json::{json, Value};
 
-use crate::api::AppState;
+use crate::api::{spec, Access, AppState, RouteSpec};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ping", get(ping))
-        .route("/health", get(health))
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![
+        (
+            spec(Method::GET, "/ping", Access::Public, "Liveness"),
+            get(ping),
+        ),
+        (
+            spec(
+                Method::GET,
+                "/health",
+                Access::Public,
+                "Health of the database, storage and DICOM listener",
+            ),
+            get(health),
+        ),
+    ]
 }
 
 async fn ping() -> Json<Value> {
