@@ -12,7 +12,10 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::events::EventSettings;
 use crate::inference::InferenceSettings;
+use crate::pipeline::PipelineSettings;
+use crate::result::TriageSettings;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -30,6 +33,12 @@ pub struct Settings {
     pub study: StudySettings,
     /// ONNX ensembles.
     pub inference: InferenceSettings,
+    /// The worker that turns completed studies into results.
+    pub pipeline: PipelineSettings,
+    /// Urgency rules for results.
+    pub triage: TriageSettings,
+    /// Event fan-out and server-sent event streams.
+    pub events: EventSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -361,6 +370,24 @@ impl Settings {
         }
         if !(0.0..100.0).contains(&self.storage.min_free_percent) {
             return invalid("storage.min_free_percent", "must be in [0, 100)");
+        }
+        if self.pipeline.workers == 0 || self.pipeline.workers > 64 {
+            return invalid("pipeline.workers", "must be 1..=64");
+        }
+        if self.pipeline.lease_secs == 0 {
+            return invalid("pipeline.lease_secs", "must be at least 1");
+        }
+        if self.pipeline.max_attempts == 0 {
+            return invalid("pipeline.max_attempts", "must be at least 1");
+        }
+        if self.pipeline.max_images_per_study == 0 {
+            return invalid("pipeline.max_images_per_study", "must be at least 1");
+        }
+        if self.events.heartbeat_secs == 0 {
+            return invalid("events.heartbeat_secs", "must be at least 1");
+        }
+        if self.events.buffer < 16 {
+            return invalid("events.buffer", "must be at least 16");
         }
         if self.study.stable_age_secs == 0 {
             return invalid("study.stable_age_secs", "must be at least 1");

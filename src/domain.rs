@@ -75,3 +75,44 @@ mod tests {
         );
     }
 }
+
+/// Triage urgency of a result, most urgent first. Ordered so that `a > b` means `a` is more
+/// urgent.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    Low,
+    Standard,
+    Urgent,
+    Critical,
+}
+
+impl Urgency {
+    pub const ALL: [Urgency; 4] = [
+        Urgency::Low,
+        Urgency::Standard,
+        Urgency::Urgent,
+        Urgency::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Low => "low",
+            Urgency::Standard => "standard",
+            Urgency::Urgent => "urgent",
+            Urgency::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Urgency> {
+        Urgency::ALL.into_iter().find(|u| u.as_str() == s)
+    }
+}
+
+impl fmt::Display for Urgency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -15,6 +15,8 @@ pub mod events;
 pub mod inference;
 pub mod ingest;
 pub mod job;
+pub mod pipeline;
+pub mod result;
 pub mod scu;
 pub mod startup;
 pub mod store;

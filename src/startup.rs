@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::configuration::Settings;
 use crate::db::Database;
+use crate::events::EventBus;
+use crate::inference::Engine;
 use crate::ingest::{DicomListener, IngestContext};
+use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::study::StudyTracker;
 
@@ -23,6 +26,8 @@ pub struct Application {
     tracker: StudyTracker,
     committer: tokio::task::JoinHandle<()>,
     cancel: CancellationToken,
+    bus: EventBus,
+    pipeline: Option<Pipeline>,
 }
 
 impl Application {
@@ -36,8 +41,13 @@ impl Application {
         db.migrate().await.context("migrating the index database")?;
         let (store, committer) = Store::open(&settings.storage, db.clone(), cancel.clone())
             .context("opening the data folder")?;
+        let bus = EventBus::new(db.clone(), &settings.events)
+            .await
+            .context("reading the event log")?;
+        let engine = load_engine(&settings).await?;
         let jobs_ready = Arc::new(Notify::new());
-        let tracker = StudyTracker::new(db.clone(), &settings.study, jobs_ready);
+        let tracker =
+            StudyTracker::new(db.clone(), &settings.study, jobs_ready.clone(), bus.clone());
         let restored = tracker
             .restore()
             .await
@@ -49,6 +59,17 @@ impl Application {
             );
         }
         let files = store.files.clone();
+        let pipeline = settings.pipeline.enabled.then(|| {
+            Pipeline::new(
+                db.clone(),
+                files.clone(),
+                engine.clone(),
+                bus.clone(),
+                settings.pipeline.clone(),
+                settings.triage.clone(),
+                jobs_ready.clone(),
+            )
+        });
         let ctx = IngestContext::new(settings.dicom.clone(), store, tracker.clone(), db.clone());
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
             format!(
@@ -67,6 +88,8 @@ impl Application {
             open_associations: dicom.open_associations(),
             dicom_addr: dicom.local_addr()?.to_string(),
             ae_title: settings.dicom.ae_title.clone(),
+            engine,
+            bus: bus.clone(),
         };
         Ok(Application {
             dicom,
@@ -75,6 +98,8 @@ impl Application {
             tracker,
             committer,
             cancel,
+            bus,
+            pipeline,
         })
     }
 
@@ -116,8 +141,14 @@ impl Application {
         });
         let dicom = tokio::spawn(self.dicom.run(cancel.clone()));
         let tracker = tokio::spawn(self.tracker.run(cancel.clone()));
+        let bus = tokio::spawn(self.bus.run(cancel.clone()));
+        let pipeline = self.pipeline.map(|p| tokio::spawn(p.run(cancel.clone())));
 
         let (h, d, t) = tokio::join!(http, dicom, tracker);
+        let _ = bus.await;
+        if let Some(p) = pipeline {
+            p.await.context("pipeline panicked")?;
+        }
         // The committer drains what the associations handed it before stopping.
         let _ = self.committer.await;
         h.context("HTTP task panicked")?
@@ -127,6 +158,30 @@ impl Application {
         tracing::info!("radstream stopped");
         Ok(())
     }
+}
+
+/// Loads every installed model (blocking work, off the runtime) and checks the triage rules
+/// against the labels of the model the pipeline runs.
+async fn load_engine(settings: &Settings) -> anyhow::Result<Engine> {
+    let inference = settings.inference.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&inference))
+        .await
+        .context("model loading panicked")?
+        .with_context(|| {
+            format!(
+                "loading the models in {}",
+                settings.inference.models_dir.display()
+            )
+        })?;
+    let manifest = engine
+        .manifest(settings.pipeline.model.as_deref())
+        .context("pipeline.model")?;
+    let labels: Vec<String> = manifest.labels.iter().map(|l| l.key.clone()).collect();
+    settings
+        .triage
+        .validate(&labels)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    Ok(engine)
 }
 
 /// Ctrl-C or SIGTERM.

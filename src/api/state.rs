@@ -4,6 +4,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::db::Database;
+use crate::events::EventBus;
+use crate::inference::Engine;
 use crate::store::FileStore;
 use crate::study::StudyTracker;
 
@@ -17,4 +19,8 @@ pub struct AppState {
     /// Address the DICOM listener is bound to.
     pub dicom_addr: String,
     pub ae_title: String,
+    /// Installed models.
+    pub engine: Engine,
+    /// Event fan-out for the SSE streams.
+    pub bus: EventBus,
 }

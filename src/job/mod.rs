@@ -1,15 +1,83 @@
-//! The durable job queue. This part creates jobs; claiming and running them belongs to the
-//! pipeline worker.
+//! The durable job queue: created when a study completes (or on a reprocess request), claimed
+//! by pipeline workers under a lease, finished with a result or a reason.
+//!
+//! Claiming is safe across workers and nodes: on PostgreSQL the candidate row is locked with
+//! `FOR UPDATE SKIP LOCKED`; SQLite has a single writer, so the claiming `UPDATE` is atomic.
+//! A worker holds a job for `lease` and renews it while working; a job whose lease ran out
+//! (its worker crashed) is claimable again.
 
-use sqlx::{Any, Transaction};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
-use crate::db::now_ms;
+use crate::db::{now_ms, Backend, Database};
 
 /// Job states as stored.
 pub const QUEUED: &str = "queued";
+pub const RUNNING: &str = "running";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
 
-/// Queues one inference job for a study version. A second call for the same version is a
-/// no-op (unique key), so a study version never gets two jobs. Returns the new job id.
+const COLUMNS: &str = "id, study_uid, study_version, kind, state, attempts, last_error, model_id, \
+    requested_by, worker, lease_until, run_after, started_at, finished_at, result_id, \
+    created_at, updated_at";
+
+/// A job row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub study_uid: String,
+    pub study_version: i64,
+    /// `inference` (queued by study completion) or `reprocess` (requested through the API).
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// Model asked for; `None` is the node's default model.
+    pub model_id: Option<String>,
+    pub requested_by: Option<String>,
+    pub worker: Option<String>,
+    pub lease_until: Option<i64>,
+    pub run_after: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub result_id: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Job {
+    fn from_row(r: &AnyRow) -> Job {
+        Job {
+            id: r.get(0),
+            study_uid: r.get(1),
+            study_version: r.get(2),
+            kind: r.get(3),
+            state: r.get(4),
+            attempts: r.get(5),
+            last_error: r.get(6),
+            model_id: r.get(7),
+            requested_by: r.get(8),
+            worker: r.get(9),
+            lease_until: r.get(10),
+            run_after: r.get(11),
+            started_at: r.get(12),
+            finished_at: r.get(13),
+            result_id: r.get(14),
+            created_at: r.get(15),
+            updated_at: r.get(16),
+        }
+    }
+
+    /// Succeeded or failed for good.
+    pub fn is_finished(&self) -> bool {
+        self.state == SUCCEEDED || self.state == FAILED
+    }
+}
+
+/// Queues the automatic inference job for a study version. A second call for the same
+/// version is a no-op (partial unique index), so a study version never gets two of them.
+/// Returns the new job id.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Any>,
     study_uid: &str,
@@ -27,4 +95,185 @@ pub async fn enqueue(
     .bind(now)
     .fetch_optional(&mut **tx)
     .await
+}
+
+/// Queues a reprocess job for the study's current version (its result becomes a new result
+/// version). `None` when the study is unknown.
+pub async fn enqueue_reprocess(
+    db: &Database,
+    study_uid: &str,
+    model_id: Option<&str>,
+    requested_by: &str,
+) -> Result<Option<Job>, sqlx::Error> {
+    let now = now_ms();
+    let row = sqlx::query(&format!(
+        "INSERT INTO jobs (study_uid, study_version, kind, state, attempts, model_id, \
+           requested_by, created_at, updated_at) \
+         SELECT study_uid, version, 'reprocess', $2, 0, $3, $4, $5, $5 FROM studies \
+         WHERE study_uid = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(study_uid)
+    .bind(QUEUED)
+    .bind(model_id)
+    .bind(requested_by)
+    .bind(now)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.as_ref().map(Job::from_row))
+}
+
+/// Takes the oldest runnable job (queued and due, or running with an expired lease) for
+/// `worker`, holding it for `lease_ms`.
+pub async fn claim(db: &Database, worker: &str, lease_ms: i64) -> Result<Option<Job>, sqlx::Error> {
+    let now = now_ms();
+    let lock = match db.backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE jobs SET state = 'running', worker = $1, lease_until = $2, \
+           attempts = attempts + 1, started_at = $3, updated_at = $3 \
+         WHERE id = (SELECT id FROM jobs \
+                     WHERE (state = 'queued' AND run_after <= $3) \
+                        OR (state = 'running' AND lease_until < $3) \
+                     ORDER BY id LIMIT 1 {lock}) \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(worker)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.as_ref().map(Job::from_row))
+}
+
+/// Extends the lease; `false` when the job is no longer ours (lease lost to another worker).
+pub async fn renew(
+    db: &Database,
+    id: i64,
+    worker: &str,
+    lease_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let r = sqlx::query(
+        "UPDATE jobs SET lease_until = $3, updated_at = $4 \
+         WHERE id = $1 AND worker = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(now + lease_ms)
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Marks the job succeeded inside the transaction that stores its result; `false` (and the
+/// caller rolls back) when the job is no longer held by `worker`.
+pub async fn mark_succeeded(
+    tx: &mut Transaction<'_, Any>,
+    id: i64,
+    worker: &str,
+    result_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let r = sqlx::query(
+        "UPDATE jobs SET state = 'succeeded', result_id = $3, finished_at = $4, updated_at = $4, \
+           lease_until = NULL, last_error = NULL \
+         WHERE id = $1 AND worker = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(result_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Puts the job back in the queue to run after `delay_ms` (a transient failure).
+pub async fn retry_later(
+    db: &Database,
+    id: i64,
+    worker: &str,
+    error: &str,
+    delay_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let r = sqlx::query(
+        "UPDATE jobs SET state = 'queued', run_after = $4, last_error = $3, lease_until = NULL, \
+           updated_at = $5 \
+         WHERE id = $1 AND worker = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(error)
+    .bind(now + delay_ms)
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Marks the job failed for good, inside the caller's transaction (with its event).
+pub async fn mark_failed(
+    tx: &mut Transaction<'_, Any>,
+    id: i64,
+    worker: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let r = sqlx::query(
+        "UPDATE jobs SET state = 'failed', last_error = $3, finished_at = $4, updated_at = $4, \
+           lease_until = NULL \
+         WHERE id = $1 AND worker = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn get(db: &Database, id: i64) -> Result<Option<Job>, sqlx::Error> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.as_ref().map(Job::from_row))
+}
+
+/// Jobs newest first, optionally by state and study.
+pub async fn list(
+    db: &Database,
+    state: Option<&str>,
+    study_uid: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE ($1 IS NULL OR state = $1) \
+         AND ($2 IS NULL OR study_uid = $2) ORDER BY id DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(state)
+    .bind(study_uid)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.iter().map(Job::from_row).collect())
+}
+
+/// Jobs waiting or running (queue depth).
+pub async fn depth(db: &Database) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0), \
+                COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) FROM jobs",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    Ok((row.get(0), row.get(1)))
 }

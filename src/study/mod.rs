@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::configuration::StudySettings;
 use crate::db::{now_ms, Database};
-use crate::events::{self, EventType};
+use crate::events::{self, EventBus, EventType};
 use crate::job;
 
 #[derive(Debug)]
@@ -56,10 +56,17 @@ pub struct StudyTracker {
     db: Database,
     /// Notified after each completion queues a job.
     jobs_ready: Arc<Notify>,
+    /// Woken after each completion so `study.complete` is streamed at once.
+    bus: EventBus,
 }
 
 impl StudyTracker {
-    pub fn new(db: Database, settings: &StudySettings, jobs_ready: Arc<Notify>) -> Self {
+    pub fn new(
+        db: Database,
+        settings: &StudySettings,
+        jobs_ready: Arc<Notify>,
+        bus: EventBus,
+    ) -> Self {
         StudyTracker {
             state: Arc::default(),
             wake: Arc::new(Notify::new()),
@@ -67,6 +74,7 @@ impl StudyTracker {
             stable: Duration::from_secs(settings.stable_age_secs),
             db,
             jobs_ready,
+            bus,
         }
     }
 
@@ -244,6 +252,7 @@ impl StudyTracker {
             "study complete; job queued"
         );
         self.jobs_ready.notify_waiters();
+        self.bus.notify();
         Ok(Some(Completion {
             study_uid: study_uid.to_string(),
             study_version: version,

@@ -1,0 +1,133 @@
+//! In-process fan-out of committed events.
+//!
+//! One task tails the `events` table in id order and broadcasts each new row. It wakes when a
+//! writer on this node calls [`EventBus::notify`] and otherwise polls every `poll_ms`, which
+//! also picks up events written by other nodes sharing a PostgreSQL database.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::log::{fetch_after, latest_id, Event};
+use crate::db::Database;
+
+/// `[events]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// Events held for slow subscribers before they fall back to replaying from the table.
+    pub buffer: usize,
+    /// How often the table is polled for events written elsewhere, in milliseconds.
+    pub poll_ms: u64,
+    /// Seconds between SSE keep-alive comments.
+    pub heartbeat_secs: u64,
+    /// Reconnection delay suggested to SSE clients (`retry:`), in milliseconds.
+    pub retry_ms: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            buffer: 1024,
+            poll_ms: 250,
+            heartbeat_secs: 15,
+            retry_ms: 3000,
+        }
+    }
+}
+
+struct Inner {
+    db: Database,
+    tx: broadcast::Sender<Arc<Event>>,
+    wake: Notify,
+    /// Id of the newest event broadcast so far.
+    published: AtomicI64,
+    settings: EventSettings,
+}
+
+/// Handle to the fan-out. Cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+impl EventBus {
+    /// Starts at the newest stored event: only events committed from now on are broadcast.
+    pub async fn new(db: Database, settings: &EventSettings) -> Result<EventBus, sqlx::Error> {
+        let start = latest_id(&db).await?;
+        let (tx, _) = broadcast::channel(settings.buffer.max(16));
+        Ok(EventBus {
+            inner: Arc::new(Inner {
+                db,
+                tx,
+                wake: Notify::new(),
+                published: AtomicI64::new(start),
+                settings: settings.clone(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &EventSettings {
+        &self.inner.settings
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Tells the tailer that events were committed.
+    pub fn notify(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// A receiver of every event broadcast from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.tx.subscribe()
+    }
+
+    /// Id of the newest event broadcast.
+    pub fn published_id(&self) -> i64 {
+        self.inner.published.load(Ordering::Acquire)
+    }
+
+    /// Live subscribers (SSE streams and internal listeners).
+    pub fn subscribers(&self) -> usize {
+        self.inner.tx.receiver_count()
+    }
+
+    /// Tails the table until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let poll = Duration::from_millis(self.inner.settings.poll_ms.max(10));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+            if let Err(e) = self.drain().await {
+                tracing::warn!(error = %e, "reading new events failed; retrying");
+            }
+        }
+    }
+
+    async fn drain(&self) -> Result<(), sqlx::Error> {
+        loop {
+            let after = self.published_id();
+            let batch = fetch_after(&self.inner.db, after, None, 500).await?;
+            let n = batch.len();
+            for e in batch {
+                let id = e.id;
+                // No receivers is not an error: the event is in the table for later replay.
+                let _ = self.inner.tx.send(Arc::new(e));
+                self.inner.published.store(id, Ordering::Release);
+            }
+            if n < 500 {
+                return Ok(());
+            }
+        }
+    }
+}

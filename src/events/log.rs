@@ -1,0 +1,155 @@
+//! The event log: one durable row per state change, written in the same transaction as the
+//! change itself, with a monotonically increasing id that SSE clients resume from.
+//!
+//! On PostgreSQL identity values are handed out before commit, so two concurrent
+//! transactions could become visible out of id order and a reader resuming "after id N"
+//! could miss one. An advisory transaction lock serialises event writers so ids become
+//! visible in order; SQLite has a single writer anyway.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::db::{now_ms, Backend, Database};
+
+/// The kinds of event the node emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventType {
+    #[serde(rename = "study.received")]
+    StudyReceived,
+    #[serde(rename = "study.complete")]
+    StudyComplete,
+    #[serde(rename = "store.failed")]
+    StoreFailed,
+    #[serde(rename = "inference.started")]
+    InferenceStarted,
+    #[serde(rename = "inference.completed")]
+    InferenceCompleted,
+    #[serde(rename = "inference.failed")]
+    InferenceFailed,
+    /// A priority push for a critical or urgent result (sent after `inference.completed`).
+    #[serde(rename = "study.urgent")]
+    StudyUrgent,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::StudyReceived => "study.received",
+            EventType::StudyComplete => "study.complete",
+            EventType::StoreFailed => "store.failed",
+            EventType::InferenceStarted => "inference.started",
+            EventType::InferenceCompleted => "inference.completed",
+            EventType::InferenceFailed => "inference.failed",
+            EventType::StudyUrgent => "study.urgent",
+        }
+    }
+
+    pub const ALL: [EventType; 7] = [
+        EventType::StudyReceived,
+        EventType::StudyComplete,
+        EventType::StoreFailed,
+        EventType::InferenceStarted,
+        EventType::InferenceCompleted,
+        EventType::InferenceFailed,
+        EventType::StudyUrgent,
+    ];
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// One stored event, as replayed and streamed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub study_uid: Option<String>,
+    pub patient_id: Option<String>,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    fn from_row(r: &AnyRow) -> Event {
+        let payload: String = r.get(5);
+        Event {
+            id: r.get(0),
+            kind: r.get(1),
+            study_uid: r.get(2),
+            patient_id: r.get(3),
+            created_at: r.get(4),
+            data: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// The urgency an event carries (`inference.completed`, `study.urgent`), if any.
+    pub fn urgency(&self) -> Option<crate::domain::Urgency> {
+        self.data
+            .get("urgency")
+            .and_then(|u| u.as_str())
+            .and_then(crate::domain::Urgency::parse)
+    }
+}
+
+/// Events with an id above `after`, oldest first, optionally for one study.
+pub async fn fetch_after(
+    db: &Database,
+    after: i64,
+    study_uid: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, type, study_uid, patient_id, created_at, payload FROM events \
+         WHERE id > $1 AND ($2 IS NULL OR study_uid = $2) ORDER BY id LIMIT $3",
+    )
+    .bind(after)
+    .bind(study_uid)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.iter().map(Event::from_row).collect())
+}
+
+/// The newest event id (0 when there is none).
+pub async fn latest_id(db: &Database) -> Result<i64, sqlx::Error> {
+    let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events")
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(id.unwrap_or(0))
+}
+
+/// Lock key for serialising event writers on PostgreSQL ("rsev" in ASCII).
+const EVENT_LOCK_KEY: i64 = 0x7273_6576;
+
+/// Appends an event inside the caller's transaction and returns its id.
+pub async fn append(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    kind: EventType,
+    study_uid: Option<&str>,
+    patient_id: Option<&str>,
+    payload: &serde_json::Value,
+) -> Result<i64, sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(EVENT_LOCK_KEY)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (type, study_uid, patient_id, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(kind.as_str())
+    .bind(study_uid)
+    .bind(patient_id)
+    .bind(payload.to_string())
+    .bind(now_ms())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,10 @@
+//! Study results: the model ([`model`]), triage urgency ([`triage`]) and the table
+//! ([`store`]). Results are versioned per study; the highest version is current.
+
+pub mod model;
+pub mod store;
+pub mod triage;
+
+pub use model::{Finding, ImageEntry, Metadata, ModelRef, ResultTimings, StudyResult, Summary};
+pub use store::{by_version, latest, versions, Stored, VersionInfo};
+pub use triage::{Triage, TriageRule, TriageSettings};
