@@ -15,6 +15,7 @@ pub mod events;
 pub mod inference;
 pub mod ingest;
 pub mod job;
+pub mod metrics;
 pub mod scu;
 pub mod startup;
 pub mod store;

@@ -12,6 +12,7 @@ use crate::api::{self, AppState};
 use crate::configuration::Settings;
 use crate::db::Database;
 use crate::ingest::{DicomListener, IngestContext};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::study::StudyTracker;
 
@@ -49,7 +50,14 @@ impl Application {
             );
         }
         let files = store.files.clone();
-        let ctx = IngestContext::new(settings.dicom.clone(), store, tracker.clone(), db.clone());
+        let metrics = Metrics::new();
+        let ctx = IngestContext::new(
+            settings.dicom.clone(),
+            store,
+            tracker.clone(),
+            db.clone(),
+            metrics.clone(),
+        );
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
             format!(
                 "binding the DICOM listener to {}:{}",
@@ -67,6 +75,7 @@ impl Application {
             open_associations: dicom.open_associations(),
             dicom_addr: dicom.local_addr()?.to_string(),
             ae_title: settings.dicom.ae_title.clone(),
+            metrics,
         };
         Ok(Application {
             dicom,

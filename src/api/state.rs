@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::db::Database;
+use crate::metrics::Metrics;
 use crate::store::FileStore;
 use crate::study::StudyTracker;
 
@@ -17,4 +18,6 @@ pub struct AppState {
     /// Address the DICOM listener is bound to.
     pub dicom_addr: String,
     pub ae_title: String,
+    /// The node's metrics (`GET /metrics`; also recorded into by the HTTP layer).
+    pub metrics: Metrics,
 }
