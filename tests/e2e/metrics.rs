@@ -28,9 +28,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_stored_instances_bytes_associations_and_requests() {
-    let app = TestApp::spawn(Db::Sqlite).await;
+async fn metrics_after_traffic(db: Db) {
+    let app = TestApp::spawn(db).await;
     let (before, content_type) = scrape(&app).await;
     assert!(
         content_type.starts_with("application/openmetrics-text"),
@@ -58,7 +57,9 @@ async fn metrics_count_stored_instances_bytes_associations_and_requests() {
     let _ = reqwest::get(app.url("/health")).await.expect("GET /health");
 
     let (text, _) = scrape(&app).await;
-    let stored_bytes = app.count("SELECT SUM(file_size) FROM instances").await;
+    let stored_bytes = app
+        .count("SELECT CAST(SUM(file_size) AS BIGINT) FROM instances")
+        .await;
     assert!(stored_bytes > 0);
     let expect = [
         ("radstream_dicom_instances_stored_total", 3.0),
@@ -92,4 +93,14 @@ async fn metrics_count_stored_instances_bytes_associations_and_requests() {
         "a raw path leaked into a label:\n{text}"
     );
     assert!(text.ends_with("# EOF\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_stored_instances_bytes_associations_and_requests_sqlite() {
+    metrics_after_traffic(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_stored_instances_bytes_associations_and_requests_postgres() {
+    metrics_after_traffic(Db::Postgres).await;
 }
