@@ -15,6 +15,7 @@ pub mod events;
 pub mod inference;
 pub mod ingest;
 pub mod job;
+pub mod metrics;
 pub mod pipeline;
 pub mod result;
 pub mod scu;

@@ -14,6 +14,7 @@ use crate::db::Database;
 use crate::events::EventBus;
 use crate::inference::Engine;
 use crate::ingest::{DicomListener, IngestContext};
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::study::StudyTracker;
@@ -41,7 +42,8 @@ impl Application {
         db.migrate().await.context("migrating the index database")?;
         let (store, committer) = Store::open(&settings.storage, db.clone(), cancel.clone())
             .context("opening the data folder")?;
-        let bus = EventBus::new(db.clone(), &settings.events)
+        let metrics = Metrics::new();
+        let bus = EventBus::new(db.clone(), &settings.events, metrics.clone())
             .await
             .context("reading the event log")?;
         let engine = load_engine(&settings).await?;
@@ -59,6 +61,13 @@ impl Application {
             );
         }
         let files = store.files.clone();
+        let ctx = IngestContext::new(
+            settings.dicom.clone(),
+            store,
+            tracker.clone(),
+            db.clone(),
+            metrics.clone(),
+        );
         let pipeline = settings.pipeline.enabled.then(|| {
             Pipeline::new(
                 db.clone(),
@@ -68,9 +77,9 @@ impl Application {
                 settings.pipeline.clone(),
                 settings.triage.clone(),
                 jobs_ready.clone(),
+                metrics.clone(),
             )
         });
-        let ctx = IngestContext::new(settings.dicom.clone(), store, tracker.clone(), db.clone());
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
             format!(
                 "binding the DICOM listener to {}:{}",
@@ -90,6 +99,7 @@ impl Application {
             ae_title: settings.dicom.ae_title.clone(),
             engine,
             bus: bus.clone(),
+            metrics,
         };
         Ok(Application {
             dicom,

@@ -3,6 +3,7 @@
 //! route escapes authentication by being forgotten.
 
 pub mod error;
+mod http_metrics;
 pub mod response;
 pub mod routes;
 pub mod state;
@@ -40,6 +41,7 @@ pub struct RouteSpec {
 pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let mut table = Vec::new();
     table.extend(routes::health::routes());
+    table.extend(routes::metrics::routes());
     table
 }
 
@@ -55,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         router = router.route(spec.path, handler);
     }
     router
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            http_metrics::record,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::db::Database;
 use crate::events::EventBus;
 use crate::inference::Engine;
+use crate::metrics::Metrics;
 use crate::store::FileStore;
 use crate::study::StudyTracker;
 
@@ -23,4 +24,6 @@ pub struct AppState {
     pub engine: Engine,
     /// Event fan-out for the SSE streams.
     pub bus: EventBus,
+    /// The node's metrics (`GET /metrics`; also recorded into by the HTTP layer).
+    pub metrics: Metrics,
 }

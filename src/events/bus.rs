@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::log::{fetch_after, latest_id, Event};
 use crate::db::Database;
+use crate::metrics::Metrics;
 
 /// `[events]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +48,7 @@ struct Inner {
     /// Id of the newest event broadcast so far.
     published: AtomicI64,
     settings: EventSettings,
+    metrics: Metrics,
 }
 
 /// Handle to the fan-out. Cheap to clone.
@@ -57,7 +59,11 @@ pub struct EventBus {
 
 impl EventBus {
     /// Starts at the newest stored event: only events committed from now on are broadcast.
-    pub async fn new(db: Database, settings: &EventSettings) -> Result<EventBus, sqlx::Error> {
+    pub async fn new(
+        db: Database,
+        settings: &EventSettings,
+        metrics: Metrics,
+    ) -> Result<EventBus, sqlx::Error> {
         let start = latest_id(&db).await?;
         let (tx, _) = broadcast::channel(settings.buffer.max(16));
         Ok(EventBus {
@@ -67,12 +73,17 @@ impl EventBus {
                 wake: Notify::new(),
                 published: AtomicI64::new(start),
                 settings: settings.clone(),
+                metrics,
             }),
         })
     }
 
     pub fn settings(&self) -> &EventSettings {
         &self.inner.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn db(&self) -> &Database {
@@ -121,6 +132,7 @@ impl EventBus {
             let n = batch.len();
             for e in batch {
                 let id = e.id;
+                self.inner.metrics.event_published(&e.kind);
                 // No receivers is not an error: the event is in the table for later replay.
                 let _ = self.inner.tx.send(Arc::new(e));
                 self.inner.published.store(id, Ordering::Release);

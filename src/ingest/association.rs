@@ -385,12 +385,14 @@ async fn finish_store(
             }
             tally.stored += 1;
             tally.bytes += size;
+            ctx.metrics.instance_stored(size);
             tracing::debug!(bytes = size, "stored");
             drop(_enter);
             send_response(assoc, pc_id, &cmd, status::SUCCESS, None).await
         }
         Err((st, comment)) => {
             tally.failed += 1;
+            ctx.metrics.store_failed(st);
             tracing::warn!(status = format!("{st:04X}"), reason = %comment, calling_ae, "C-STORE refused");
             record_failure(ctx, &cmd, calling_ae, st, &comment).await;
             drop(_enter);

@@ -73,6 +73,7 @@ impl DicomListener {
             let _ = socket.set_nodelay(true);
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, max = self.ctx.settings.max_associations, "association limit reached; rejecting");
+                self.ctx.metrics.association_rejected("association_limit");
                 tasks.spawn(reject_busy(socket));
                 continue;
             };
@@ -125,15 +126,18 @@ async fn handle_connection(
     let assoc = match tokio::time::timeout(artim, options.establish_async(socket)).await {
         Err(_) => {
             tracing::warn!("no A-ASSOCIATE-RQ within the ARTIM time-out; closing");
+            ctx.metrics.association_rejected("artim_timeout");
             return;
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "association not established");
+            ctx.metrics.association_rejected(rejection_reason(&e));
             return;
         }
         Ok(Ok(a)) => a,
     };
     use dicom_ul::association::Association;
+    ctx.metrics.association_accepted();
     let calling = assoc.peer_ae_title().trim().to_string();
     tracing::Span::current().record("calling_ae", calling.as_str());
     let accepted = assoc
@@ -149,6 +153,27 @@ async fn handle_connection(
     let ending = association::serve(assoc, ctx, association_id, cancel).await;
     ctx.tracker
         .association_ended(association_id, ending == Ending::Released);
+}
+
+/// The metric label for an association that was not established.
+fn rejection_reason(e: &dicom_ul::association::Error) -> &'static str {
+    use dicom_ul::association::Error;
+    use dicom_ul::pdu::AssociationRJServiceUserReason as User;
+    match e {
+        Error::Rejected { association_rj, .. } => match &association_rj.source {
+            AssociationRJSource::ServiceUser(User::CallingAETitleNotRecognized) => {
+                "calling_ae_not_recognized"
+            }
+            AssociationRJSource::ServiceUser(User::CalledAETitleNotRecognized) => {
+                "called_ae_not_recognized"
+            }
+            AssociationRJSource::ServiceUser(User::ApplicationContextNameNotSupported) => {
+                "application_context_not_supported"
+            }
+            _ => "rejected_other",
+        },
+        _ => "protocol_error",
+    }
 }
 
 /// Answers an association beyond the limit with a transient rejection (local limit exceeded).

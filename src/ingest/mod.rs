@@ -15,6 +15,7 @@ pub mod sop_classes;
 
 use crate::configuration::DicomSettings;
 use crate::db::Database;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::study::StudyTracker;
 
@@ -26,12 +27,20 @@ pub struct IngestContext {
     pub store: Store,
     pub tracker: StudyTracker,
     pub db: Database,
+    /// Counts stored and refused instances and accepted and rejected associations.
+    pub metrics: Metrics,
     pub abstract_syntaxes: Vec<String>,
     pub transfer_syntaxes: Vec<&'static str>,
 }
 
 impl IngestContext {
-    pub fn new(settings: DicomSettings, store: Store, tracker: StudyTracker, db: Database) -> Self {
+    pub fn new(
+        settings: DicomSettings,
+        store: Store,
+        tracker: StudyTracker,
+        db: Database,
+        metrics: Metrics,
+    ) -> Self {
         IngestContext {
             abstract_syntaxes: sop_classes::accepted_abstract_syntaxes(&settings),
             transfer_syntaxes: sop_classes::accepted_transfer_syntaxes(),
@@ -39,6 +48,7 @@ impl IngestContext {
             store,
             tracker,
             db,
+            metrics,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::db::{now_ms, Database};
 use crate::events::{self, EventBus, EventType};
 use crate::inference::{Engine, InferenceError, Manifest};
 use crate::job::{self, Job};
+use crate::metrics::Metrics;
 use crate::result::{
     self, ImageEntry, Metadata, ModelRef, ResultTimings, StudyResult, Summary, TriageSettings,
 };
@@ -63,6 +64,7 @@ pub struct Pipeline {
     settings: PipelineSettings,
     triage: TriageSettings,
     jobs_ready: Arc<Notify>,
+    metrics: Metrics,
 }
 
 /// A stored instance of the study, as the worker sees it.
@@ -83,6 +85,7 @@ impl Pipeline {
         settings: PipelineSettings,
         triage: TriageSettings,
         jobs_ready: Arc<Notify>,
+        metrics: Metrics,
     ) -> Pipeline {
         Pipeline {
             db,
@@ -92,6 +95,7 @@ impl Pipeline {
             settings,
             triage,
             jobs_ready,
+            metrics,
         }
     }
 
@@ -170,6 +174,7 @@ impl Pipeline {
             Ok(result) => match result::store::store(&self.db, worker, &result).await {
                 Ok(Some(stored)) => {
                     self.bus.notify();
+                    self.record(&result);
                     tracing::info!(
                         result_id = stored.result_id,
                         version = stored.version,
@@ -188,6 +193,21 @@ impl Pipeline {
             },
             Err(e) if e.is_permanent() => self.fail(&job, worker, &e.to_string()).await,
             Err(e) => self.retry(&job, worker, &e.to_string()).await,
+        }
+    }
+
+    fn record(&self, r: &StudyResult) {
+        let m = &self.metrics;
+        m.job_finished("succeeded");
+        if let Some(q) = r.timings.queue_ms {
+            m.observe_queue_wait(q.max(0) as f64 / 1000.0);
+        }
+        m.observe_inference(r.timings.inference_ms.max(0) as f64 / 1000.0);
+        m.observe_receipt_to_result(r.timings.receipt_to_result_ms.max(0) as f64 / 1000.0);
+        if r.summary.images_analysed > 0 {
+            for l in &r.summary.labels {
+                m.prediction(&r.model.id, &l.key, l.present);
+            }
         }
     }
 
@@ -251,6 +271,7 @@ impl Pipeline {
             .saturating_mul(1u64 << exp)
             .min(self.settings.retry_max_ms);
         tracing::warn!(error, retry_in_ms = delay, "job failed; will retry");
+        self.metrics.job_finished("retried");
         if let Err(e) = job::retry_later(&self.db, job.id, worker, error, delay as i64).await {
             tracing::error!(error = %e, "re-queueing the job failed; its lease will expire");
         }
@@ -258,6 +279,7 @@ impl Pipeline {
 
     async fn fail(&self, job: &Job, worker: &str, reason: &str) {
         tracing::error!(reason, "job failed permanently");
+        self.metrics.job_finished("failed");
         let write = async {
             let mut tx = self.db.pool.begin().await?;
             if !job::mark_failed(&mut tx, job.id, worker, reason).await? {

@@ -5,3 +5,4 @@ mod crash;
 mod helpers;
 mod inference;
 mod ingest;
+mod metrics;

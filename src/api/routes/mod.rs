@@ -1,1 +1,2 @@
 pub mod health;
+pub mod metrics;
