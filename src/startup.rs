@@ -99,6 +99,7 @@ impl Application {
             ae_title: settings.dicom.ae_title.clone(),
             engine,
             bus: bus.clone(),
+            jobs_ready: jobs_ready.clone(),
             metrics,
         };
         Ok(Application {

@@ -42,6 +42,10 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let mut table = Vec::new();
     table.extend(routes::health::routes());
     table.extend(routes::metrics::routes());
+    table.extend(routes::studies::routes());
+    table.extend(routes::events::routes());
+    table.extend(routes::jobs::routes());
+    table.extend(routes::models::routes());
     table
 }
 

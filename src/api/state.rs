@@ -24,6 +24,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Event fan-out for the SSE streams.
     pub bus: EventBus,
+    /// Wakes the pipeline workers (after a reprocess request).
+    pub jobs_ready: Arc<tokio::sync::Notify>,
     /// The node's metrics (`GET /metrics`; also recorded into by the HTTP layer).
     pub metrics: Metrics,
 }

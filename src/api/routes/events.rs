@@ -1,0 +1,291 @@
+//! Server-sent event streams (`/v1/events`, `/v1/studies/{uid}/events`) and the event
+//! history (`/v1/events/history`).
+//!
+//! Every SSE event carries `id:` (the event id), `event:` (its type) and a JSON `data:` line.
+//! A client resumes with the `Last-Event-ID` header or the `last_event_id` query parameter
+//! (EventSource cannot set headers): events after that id are replayed from the table, then
+//! the stream goes live with no gap and no duplicate.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::error::query_rejection;
+use crate::api::response::format_ms;
+use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
+use crate::auth::Scope;
+use crate::domain::{Uid, Urgency};
+use crate::events::{fetch_after, Event, EventFilter, EventType, Subscription};
+
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let read = Access::Scope(Scope::ResultsRead);
+    vec![
+        (
+            spec(
+                Method::GET,
+                "/v1/events",
+                read,
+                "Live event stream (SSE), resumable",
+            ),
+            get(stream_all),
+        ),
+        (
+            spec(
+                Method::GET,
+                "/v1/events/history",
+                read,
+                "Stored events, oldest first",
+            ),
+            get(history),
+        ),
+        (
+            spec(
+                Method::GET,
+                "/v1/studies/{study_uid}/events",
+                read,
+                "One study's event stream (SSE), ending after its result",
+            ),
+            get(stream_study),
+        ),
+    ]
+}
+
+/// Filters shared by the streams and the history.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Comma-separated event types.
+    #[serde(rename = "type")]
+    pub types: Option<String>,
+    pub study_uid: Option<String>,
+    pub patient_id: Option<String>,
+    pub min_urgency: Option<String>,
+    pub last_event_id: Option<String>,
+    /// History only: events after this id.
+    pub after: Option<String>,
+    /// History only.
+    pub limit: Option<i64>,
+    /// Accepted for EventSource clients; checked by the authentication layer.
+    pub access_token: Option<String>,
+    pub format: Option<String>,
+}
+
+impl EventQuery {
+    fn filter(&self) -> Result<EventFilter, ApiError> {
+        let types = match &self.types {
+            None => None,
+            Some(list) => {
+                let mut set = HashSet::new();
+                for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if EventType::parse(t).is_none() {
+                        let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                        return Err(ApiError::invalid(
+                            "type",
+                            format!("'{t}' is not an event type (known: {})", known.join(", ")),
+                        ));
+                    }
+                    set.insert(t.to_string());
+                }
+                Some(set)
+            }
+        };
+        let min_urgency = match &self.min_urgency {
+            None => None,
+            Some(u) => Some(Urgency::parse(u).ok_or_else(|| {
+                ApiError::invalid(
+                    "min_urgency",
+                    format!("'{u}' is not one of low, standard, urgent, critical"),
+                )
+            })?),
+        };
+        if let Some(s) = &self.study_uid {
+            Uid::parse("study_uid", s).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
+        }
+        Ok(EventFilter {
+            types,
+            study_uid: self.study_uid.clone(),
+            patient_id: self.patient_id.clone(),
+            min_urgency,
+        })
+    }
+}
+
+fn parse_id(field: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| ApiError::invalid(field, format!("'{raw}' is not a non-negative integer")))
+}
+
+/// The resume point: the `Last-Event-ID` header wins over the query parameter.
+fn resume_point(headers: &HeaderMap, q: &EventQuery) -> Result<Option<i64>, ApiError> {
+    if let Some(h) = headers.get("last-event-id") {
+        let raw = h.to_str().unwrap_or("");
+        if !raw.trim().is_empty() {
+            return parse_id("Last-Event-ID", raw).map(Some);
+        }
+    }
+    match &q.last_event_id {
+        Some(raw) if !raw.trim().is_empty() => parse_id("last_event_id", raw).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The JSON carried in an SSE `data:` line and in the history.
+pub fn event_json(e: &Event) -> serde_json::Value {
+    json!({
+        "id": e.id,
+        "type": e.kind,
+        "study_uid": e.study_uid,
+        "patient_id": e.patient_id,
+        "time": format_ms(e.created_at),
+        "data": e.data,
+    })
+}
+
+fn to_sse(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.id.to_string())
+        .event(e.kind.clone())
+        .data(event_json(e).to_string())
+}
+
+/// When a study stream is finished: its result (or final failure) for the version current
+/// when the client connected.
+fn ends_study_stream(e: &Event, version: i64) -> bool {
+    (e.kind == EventType::InferenceCompleted.as_str()
+        || e.kind == EventType::InferenceFailed.as_str())
+        && e.data
+            .get("study_version")
+            .and_then(|v| v.as_i64())
+            .is_some_and(|v| v >= version)
+}
+
+fn sse_response(state: &AppState, mut sub: Subscription, end_at_version: Option<i64>) -> Response {
+    let settings = state.bus.settings().clone();
+    let guard = state.metrics.sse_subscriber_opened();
+    let stream = async_stream::stream! {
+        let _guard = guard;
+        yield Ok::<_, Infallible>(SseEvent::default().retry(Duration::from_millis(settings.retry_ms)));
+        loop {
+            match sub.next().await {
+                Ok(Some(e)) => {
+                    yield Ok(to_sse(&e));
+                    if end_at_version.is_some_and(|v| ends_study_stream(&e, v)) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, cursor = sub.cursor(), "event replay failed; closing the stream");
+                    yield Ok(SseEvent::default().event("error").data(
+                        json!({"message": "event replay failed; reconnect with Last-Event-ID", "last_event_id": sub.cursor()}).to_string(),
+                    ));
+                    break;
+                }
+            }
+        }
+    };
+    let sse = Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(settings.heartbeat_secs))
+            .text("keep-alive"),
+    );
+    with_newest_id(state, sse.into_response())
+}
+
+/// Tells the client the newest event id, so it can see how far behind it starts.
+fn with_newest_id(state: &AppState, mut resp: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&state.bus.published_id().to_string()) {
+        resp.headers_mut().insert("last-event-id", v);
+    }
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+async fn stream_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(query_rejection)?;
+    let filter = q.filter()?;
+    let after = resume_point(&headers, &q)?;
+    let sub = Subscription::new(&state.bus, after, filter);
+    Ok(sse_response(&state, sub, None))
+}
+
+async fn stream_study(
+    State(state): State<AppState>,
+    Path(study_uid): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(query_rejection)?;
+    Uid::parse("study_uid", &study_uid).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM studies WHERE study_uid = $1")
+            .bind(&study_uid)
+            .fetch_optional(&state.db.pool)
+            .await?;
+    let Some(version) = version else {
+        return Err(ApiError::not_found(format!("Study {study_uid} not found")));
+    };
+    let mut filter = q.filter()?;
+    filter.study_uid = Some(study_uid);
+    let after = resume_point(&headers, &q)?.unwrap_or(0);
+    let sub = Subscription::new(&state.bus, Some(after), filter);
+    Ok(sse_response(&state, sub, Some(version)))
+}
+
+async fn history(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Reply, ApiError> {
+    let Query(q) = q.map_err(query_rejection)?;
+    let filter = q.filter()?;
+    let after = match &q.after {
+        Some(raw) => parse_id("after", raw)?,
+        None => 0,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let mut items = Vec::new();
+    let mut cursor = after;
+    // Filters other than the study are applied here; page through until the limit is met.
+    loop {
+        let batch = fetch_after(&state.db, cursor, filter.study_uid.as_deref(), 500).await?;
+        let n = batch.len();
+        for e in batch {
+            cursor = e.id;
+            if filter.matches(&e) {
+                items.push(event_json(&e));
+                if items.len() as i64 >= limit {
+                    break;
+                }
+            }
+        }
+        if n < 500 || items.len() as i64 >= limit {
+            break;
+        }
+    }
+    let next_after = items.last().and_then(|e| e["id"].as_i64());
+    Ok(ctx.reply(json!({
+        "items": items,
+        "next_after": next_after,
+        "newest_id": state.bus.published_id(),
+    })))
+}
