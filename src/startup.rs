@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::limits::HttpLimits;
 use crate::api::{self, AppState};
+use crate::auth::Authenticator;
 use crate::configuration::Settings;
 use crate::db::Database;
 use crate::ingest::{DicomListener, IngestContext};
@@ -56,6 +58,8 @@ impl Application {
                 settings.dicom.host, settings.dicom.port
             )
         })?;
+        let auth = Authenticator::from_settings(&settings, db.clone())
+            .context("loading the API authentication keys")?;
         let http_addr = SocketAddr::new(settings.http.host, settings.http.port);
         let http = TcpListener::bind(http_addr)
             .await
@@ -67,6 +71,8 @@ impl Application {
             open_associations: dicom.open_associations(),
             dicom_addr: dicom.local_addr()?.to_string(),
             ae_title: settings.dicom.ae_title.clone(),
+            auth: Arc::new(auth),
+            http_limits: HttpLimits::from_settings(&settings.http),
         };
         Ok(Application {
             dicom,
@@ -107,7 +113,8 @@ impl Application {
             });
         }
         tracing::info!(http = %self.http_addr(), dicom = %self.dicom_addr(), "radstream ready");
-        let app = api::router(self.state);
+        // Connect info gives handlers the peer address (for the audit log).
+        let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
         let http = tokio::spawn(async move {
             axum::serve(self.http, app)

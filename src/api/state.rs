@@ -3,6 +3,8 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use super::limits::HttpLimits;
+use crate::auth::Authenticator;
 use crate::db::Database;
 use crate::store::FileStore;
 use crate::study::StudyTracker;
@@ -17,4 +19,8 @@ pub struct AppState {
     /// Address the DICOM listener is bound to.
     pub dicom_addr: String,
     pub ae_title: String,
+    /// Checks credentials and scopes of every protected route (see `api::auth`).
+    pub auth: Arc<Authenticator>,
+    /// Body size and response time limits of every route.
+    pub http_limits: HttpLimits,
 }
