@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sqlx::Row;
 
+use crate::auth::cli::{KeysCommand, TokenCommand};
 use crate::configuration::Settings;
 use crate::db::Database;
 use crate::scu::{self, Peer};
@@ -74,6 +75,16 @@ pub enum Command {
     Studies {
         #[arg(long, default_value_t = 50)]
         limit: i64,
+    },
+    /// API keys (x-api-key): create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// JSON Web Tokens: issue one signed with the node's key.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
 }
 
@@ -169,6 +180,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} file(s) could not be analysed");
             Ok(())
         }
+        Command::Keys { command } => crate::auth::cli::keys(&load()?, command).await,
+        Command::Token { command } => crate::auth::cli::token(&load()?, command),
         Command::Studies { limit } => {
             let settings = load()?;
             let db = Database::connect(&settings).await?;

@@ -12,6 +12,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::auth::AuthSettings;
 use crate::events::EventSettings;
 use crate::inference::InferenceSettings;
 use crate::pipeline::PipelineSettings;
@@ -39,6 +40,8 @@ pub struct Settings {
     pub triage: TriageSettings,
     /// Event fan-out and server-sent event streams.
     pub events: EventSettings,
+    /// API credentials: JWT keys, issuing defaults, rate limit.
+    pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -122,6 +125,11 @@ pub struct HttpSettings {
     pub host: IpAddr,
     /// TCP port of the HTTP API (0 picks a free one).
     pub port: u16,
+    /// Largest request body, in bytes (413 above it).
+    pub max_body_bytes: u64,
+    /// Seconds a handler may take to start its response (503 after it); streaming bodies
+    /// such as server-sent events are not cut.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -129,6 +137,8 @@ impl Default for HttpSettings {
         Self {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8080,
+            max_body_bytes: 64 * 1024 * 1024,
+            request_timeout_secs: 90,
         }
     }
 }
@@ -392,6 +402,13 @@ impl Settings {
         if self.study.stable_age_secs == 0 {
             return invalid("study.stable_age_secs", "must be at least 1");
         }
+        if self.http.max_body_bytes < 1024 {
+            return invalid("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.request_timeout_secs == 0 {
+            return invalid("http.request_timeout_secs", "must be at least 1");
+        }
+        self.auth.validate()?;
         if let Some(url) = &self.database.url {
             let u = url.expose_secret();
             if !(u.starts_with("sqlite:")
@@ -459,6 +476,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_pdu_length"));
+    }
+
+    #[test]
+    fn jwt_secret_is_redacted_and_checked() {
+        let mut s = Settings::default();
+        s.auth.jwt_secret = Some(SecretString::from("hunter2-hunter2-hunter2-hunter2-xyz"));
+        s.validate().unwrap();
+        let t = s.to_redacted_toml();
+        assert!(!t.contains("hunter2"), "{t}");
+        assert!(t.contains("jwt_secret = \"[redacted]\""), "{t}");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        s.auth.jwt_secret = Some(SecretString::from("short"));
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.jwt_secret"), "{e}");
+        let mut s = Settings::default();
+        s.auth.jwt_algorithm = crate::auth::JwtAlgorithm::ES256;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.jwt_public_key_file"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::limits::HttpLimits;
 use crate::api::{self, AppState};
+use crate::auth::Authenticator;
 use crate::configuration::Settings;
 use crate::db::Database;
 use crate::events::EventBus;
@@ -86,6 +88,8 @@ impl Application {
                 settings.dicom.host, settings.dicom.port
             )
         })?;
+        let auth = Authenticator::from_settings(&settings, db.clone())
+            .context("loading the API authentication keys")?;
         let http_addr = SocketAddr::new(settings.http.host, settings.http.port);
         let http = TcpListener::bind(http_addr)
             .await
@@ -101,6 +105,8 @@ impl Application {
             bus: bus.clone(),
             jobs_ready: jobs_ready.clone(),
             metrics,
+            auth: Arc::new(auth),
+            http_limits: HttpLimits::from_settings(&settings.http),
         };
         Ok(Application {
             dicom,
@@ -143,7 +149,8 @@ impl Application {
             });
         }
         tracing::info!(http = %self.http_addr(), dicom = %self.dicom_addr(), "radstream ready");
-        let app = api::router(self.state);
+        // Connect info gives handlers the peer address (for the audit log).
+        let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
         let http = tokio::spawn(async move {
             axum::serve(self.http, app)

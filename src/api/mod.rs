@@ -2,13 +2,16 @@
 //! the router, the authentication layer and the auth test matrix are all built from it, so no
 //! route escapes authentication by being forgotten.
 
+pub mod auth;
 pub mod error;
 mod http_metrics;
+pub mod limits;
 pub mod response;
 pub mod routes;
 pub mod state;
 
 use axum::http::Method;
+use axum::middleware;
 use axum::routing::MethodRouter;
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -46,6 +49,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::events::routes());
     table.extend(routes::jobs::routes());
     table.extend(routes::models::routes());
+    table.extend(routes::audit::routes());
     table
 }
 
@@ -54,20 +58,33 @@ pub fn routes() -> Vec<RouteSpec> {
     route_table().into_iter().map(|(s, _)| s).collect()
 }
 
-/// All routes with their shared state.
+/// All routes with their shared state. Each non-public route is wrapped in
+/// [`auth::require`] with its scope; every route gets the body and time limits.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for (spec, handler) in route_table() {
+        let handler = match spec.access {
+            Access::Public => handler,
+            Access::Scope(scope) => handler.route_layer(middleware::from_fn_with_state(
+                auth::Guard {
+                    auth: state.auth.clone(),
+                    scope,
+                },
+                auth::require,
+            )),
+        };
         router = router.route(spec.path, handler);
     }
-    router
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            http_metrics::record,
-        ))
+    let router = router.layer(middleware::from_fn_with_state(
+        state.metrics.clone(),
+        http_metrics::record,
+    ));
+    limits::apply(router, state.http_limits)
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost: the query token leaves the URI before anything logs it.
+        .layer(middleware::from_fn(auth::strip_access_token))
         .with_state(state)
 }
 

@@ -3,6 +3,8 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use super::limits::HttpLimits;
+use crate::auth::Authenticator;
 use crate::db::Database;
 use crate::events::EventBus;
 use crate::inference::Engine;
@@ -28,4 +30,8 @@ pub struct AppState {
     pub jobs_ready: Arc<tokio::sync::Notify>,
     /// The node's metrics (`GET /metrics`; also recorded into by the HTTP layer).
     pub metrics: Metrics,
+    /// Checks credentials and scopes of every protected route (see `api::auth`).
+    pub auth: Arc<Authenticator>,
+    /// Body size and response time limits of every route.
+    pub http_limits: HttpLimits,
 }

@@ -10,6 +10,8 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
+use radstream::auth::jwt::Issuer;
+use radstream::auth::Scope;
 use radstream::configuration::{Settings, StorageSettings};
 use radstream::db::Database;
 use radstream::startup::Application;
@@ -79,7 +81,11 @@ impl Drop for PgDatabase {
     }
 }
 
-/// Settings for a test node: free ports, fresh folder, short completion windows.
+/// The HS256 secret of test nodes (see [`TestApp::token`]).
+pub const TEST_JWT_SECRET: &str = "radstream-e2e-test-secret-0123456789abcdef";
+
+/// Settings for a test node: free ports, fresh folder, short completion windows, a fixed
+/// JWT secret.
 pub fn test_settings(dir: &Path) -> Settings {
     let mut s = Settings::default();
     s.dicom.host = "127.0.0.1".parse().unwrap();
@@ -94,6 +100,7 @@ pub fn test_settings(dir: &Path) -> Settings {
     s.study.quiet_window_ms = 200;
     s.study.stable_age_secs = 5;
     s.inference.models_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    s.auth.jwt_secret = Some(TEST_JWT_SECRET.to_string().into());
     s
 }
 
@@ -103,6 +110,8 @@ pub struct TestApp {
     pub http: SocketAddr,
     pub db: Database,
     pub data_dir: PathBuf,
+    /// The settings the node runs with.
+    pub settings: Settings,
     cancel: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -141,6 +150,7 @@ impl TestApp {
             http,
             db: database,
             data_dir: settings.storage.data_dir.clone(),
+            settings,
             cancel,
             handle: Some(handle),
             _dir: dir,
@@ -154,6 +164,72 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
+    }
+
+    /// A JWT the node accepts, for subject `test` with `scopes`, signed with its own key.
+    pub fn token(&self, scopes: &[Scope]) -> String {
+        Issuer::from_settings(&self.settings)
+            .expect("test token issuer")
+            .issue("test", scopes, Some(1))
+            .expect("sign test token")
+    }
+
+    /// A JWT signed with the node's key that expired an hour ago.
+    pub fn expired_token(&self, scopes: &[Scope]) -> String {
+        let issuer = Issuer::from_settings(&self.settings).expect("test token issuer");
+        let mut claims = issuer.claims("test", scopes, Duration::from_secs(60));
+        claims.iat -= 7200;
+        claims.exp -= 3600 + 60;
+        issuer.sign(&claims).expect("sign test token")
+    }
+
+    /// An HTTP client that sends an admin token with every request, for tests of protected
+    /// routes that are not about authentication.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {}", self.token(&[Scope::Admin]));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            bearer.parse().expect("header value"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client")
+    }
+
+    /// GET `path` as admin and parse the JSON body.
+    pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let resp = self.client().get(self.url(path)).send().await.expect("GET");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Runs the `radstream` binary against this node's data folder and database (and JWT
+    /// secret); returns (success, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        use secrecy::ExposeSecret;
+        let mut cmd = Command::new(radstream_bin());
+        cmd.args(args)
+            .current_dir(self._dir.path())
+            .env("RADSTREAM_STORAGE__DATA_DIR", &self.data_dir)
+            .env("RADSTREAM_LOG__LEVEL", "warn");
+        if let Some(url) = &self.settings.database.url {
+            cmd.env("RADSTREAM_DATABASE__URL", url.expose_secret());
+        }
+        if let Some(secret) = &self.settings.auth.jwt_secret {
+            cmd.env("RADSTREAM_AUTH__JWT_SECRET", secret.expose_secret());
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("cli task")
+            .expect("run radstream");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Stops the node and waits for it.

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary (link time), one module per feature.
 
+mod auth;
 mod cli;
 mod crash;
 mod helpers;

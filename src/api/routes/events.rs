@@ -11,13 +11,14 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::auth::Audit;
 use crate::api::error::query_rejection;
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
@@ -215,32 +216,52 @@ fn with_newest_id(state: &AppState, mut resp: Response) -> Response {
 
 async fn stream_all(
     State(state): State<AppState>,
+    audit: Audit,
     headers: HeaderMap,
     q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(query_rejection)?;
     let filter = q.filter()?;
     let after = resume_point(&headers, &q)?;
+    audit
+        .record(
+            &state.db,
+            "events.subscribe",
+            q.patient_id.as_deref(),
+            q.study_uid.as_deref(),
+            StatusCode::OK,
+        )
+        .await?;
     let sub = Subscription::new(&state.bus, after, filter);
     Ok(sse_response(&state, sub, None))
 }
 
 async fn stream_study(
     State(state): State<AppState>,
+    audit: Audit,
     Path(study_uid): Path<String>,
     headers: HeaderMap,
     q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(query_rejection)?;
     Uid::parse("study_uid", &study_uid).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM studies WHERE study_uid = $1")
+    let row: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT version, patient_id FROM studies WHERE study_uid = $1")
             .bind(&study_uid)
             .fetch_optional(&state.db.pool)
             .await?;
-    let Some(version) = version else {
+    let Some((version, patient_id)) = row else {
         return Err(ApiError::not_found(format!("Study {study_uid} not found")));
     };
+    audit
+        .record(
+            &state.db,
+            "events.subscribe",
+            patient_id.as_deref(),
+            Some(&study_uid),
+            StatusCode::OK,
+        )
+        .await?;
     let mut filter = q.filter()?;
     filter.study_uid = Some(study_uid);
     let after = resume_point(&headers, &q)?.unwrap_or(0);
@@ -251,6 +272,7 @@ async fn stream_study(
 async fn history(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Reply, ApiError> {
     let Query(q) = q.map_err(query_rejection)?;
@@ -282,6 +304,15 @@ async fn history(
             break;
         }
     }
+    audit
+        .record(
+            &state.db,
+            "events.history",
+            q.patient_id.as_deref(),
+            q.study_uid.as_deref(),
+            StatusCode::OK,
+        )
+        .await?;
     let next_after = items.last().and_then(|e| e["id"].as_i64());
     Ok(ctx.reply(json!({
         "items": items,

@@ -9,10 +9,11 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::api::auth::Audit;
 use crate::api::error::query_rejection;
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
-use crate::auth::Scope;
+use crate::auth::{Principal, Scope};
 use crate::domain::{Uid, Urgency};
 use crate::job;
 use crate::result::{self, StudyResult};
@@ -150,6 +151,7 @@ fn study_json(r: &AnyRow) -> Value {
 async fn search(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Reply, ApiError> {
     let Query(q) = q.map_err(query_rejection)?;
@@ -248,6 +250,15 @@ async fn search(
     .bind((page - 1) * page_size)
     .fetch_all(&state.db.pool)
     .await?;
+    audit
+        .record(
+            &state.db,
+            "studies.search",
+            q.patient_id.as_deref(),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
     let items: Vec<Value> = rows.iter().map(study_json).collect();
     Ok(ctx.reply(json!({
         "items": items,
@@ -260,6 +271,7 @@ async fn search(
 async fn detail(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     Path(raw): Path<String>,
 ) -> Result<Reply, ApiError> {
     let uid = study_uid(&raw)?;
@@ -271,6 +283,15 @@ async fn detail(
     .await?
     .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
     let mut study = study_json(&row);
+    audit
+        .record(
+            &state.db,
+            "study.read",
+            study["patient_id"].as_str(),
+            Some(&uid),
+            StatusCode::OK,
+        )
+        .await?;
     let series = sqlx::query(
         "SELECT series_uid, modality, body_part, view_position, series_number, \
            series_description, num_instances FROM series WHERE study_uid = $1 \
@@ -379,9 +400,31 @@ async fn not_yet(state: &AppState, uid: &str) -> Result<ApiError, ApiError> {
     })))
 }
 
+/// Audits a result read, then replies with it.
+async fn serve_result(
+    state: &AppState,
+    ctx: &Ctx,
+    audit: &Audit,
+    r: StudyResult,
+) -> Result<Reply, ApiError> {
+    let pid = Some(r.metadata.patient_id.as_str()).filter(|p| !p.is_empty());
+    audit
+        .record(
+            &state.db,
+            "results.read",
+            pid,
+            Some(&r.study_instance_uid),
+            StatusCode::OK,
+        )
+        .await?;
+    let rows = result_rows(&r);
+    Ok(ctx.reply(&r).csv_rows(rows))
+}
+
 async fn latest_result(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     Path(raw): Path<String>,
     q: Result<Query<ResultQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Reply, ApiError> {
@@ -393,7 +436,7 @@ async fn latest_result(
         None => result::latest(&state.db, &uid).await?,
     };
     match found {
-        Some(r) => Ok(ctx.reply(&r).csv_rows(result_rows(&r))),
+        Some(r) => serve_result(&state, &ctx, &audit, r).await,
         None if q.version.is_some() => Err(ApiError::not_found(format!(
             "Study {uid} has no result version {}",
             q.version.unwrap_or_default()
@@ -405,6 +448,7 @@ async fn latest_result(
 async fn result_version(
     State(state): State<AppState>,
     ctx: Ctx,
+    audit: Audit,
     Path((raw, version)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
     let uid = study_uid(&raw)?;
@@ -412,7 +456,7 @@ async fn result_version(
         ApiError::invalid("version", format!("'{version}' is not a positive integer"))
     })?;
     match result::by_version(&state.db, &uid, version).await? {
-        Some(r) => Ok(ctx.reply(&r).csv_rows(result_rows(&r))),
+        Some(r) => serve_result(&state, &ctx, &audit, r).await,
         None => Err(ApiError::not_found(format!(
             "Study {uid} has no result version {version}"
         ))),
@@ -429,6 +473,7 @@ pub struct ReprocessBody {
 async fn reprocess(
     State(state): State<AppState>,
     ctx: Ctx,
+    principal: Principal,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
@@ -450,7 +495,7 @@ async fn reprocess(
             ));
         }
     }
-    let job = job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), "api")
+    let job = job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), &principal.subject)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
     state.jobs_ready.notify_waiters();

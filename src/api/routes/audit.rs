@@ -1,0 +1,95 @@
+//! `GET /v1/audit` (admin): the read audit, newest first, filtered by `patient_id`, `since`
+//! (epoch ms or RFC 3339) and `limit` (default 100, at most 1000).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, MethodRouter};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::auth::Audit;
+use crate::api::error::query_rejection;
+use crate::api::response::format_ms;
+use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
+use crate::auth::audit::{self, AuditFilter};
+use crate::auth::Scope;
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![(
+        spec(
+            Method::GET,
+            "/v1/audit",
+            Access::Scope(Scope::Admin),
+            "Audit log of patient data reads (filters: patient_id, since, limit)",
+        ),
+        get(list),
+    )]
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    patient_id: Option<String>,
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Reading the log is itself audited (`audit.read`, with the `patient_id` filter if any).
+async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    audit_ctx: Audit,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Reply, ApiError> {
+    let Query(q) = query.map_err(query_rejection)?;
+    let since_ms = match q.since.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(audit::parse_since(s).ok_or_else(|| {
+            ApiError::invalid("since", "expected epoch milliseconds or an RFC 3339 time")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let filter = AuditFilter {
+        patient_id: q.patient_id.filter(|p| !p.is_empty()),
+        since_ms,
+        limit,
+    };
+    let rows = audit::list(&state.db, &filter).await?;
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "at": format_ms(r.at),
+                "at_ms": r.at,
+                "principal": r.principal,
+                "auth_method": r.auth_method,
+                "action": r.action,
+                "patient_id": r.patient_id,
+                "study_uid": r.study_uid,
+                "remote_addr": r.remote_addr,
+                "request_id": r.request_id,
+                "status": r.status,
+            })
+        })
+        .collect();
+    audit_ctx
+        .record(
+            &state.db,
+            "audit.read",
+            filter.patient_id.as_deref(),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    Ok(ctx.reply(json!({ "count": items.len(), "items": items })))
+}

@@ -1,0 +1,211 @@
+//! The read audit: who saw which patient's data, when, from where. Handlers that return a
+//! patient's results call [`record`] (or the `api::auth::Audit` extractor's `record`); admins
+//! read the log at `GET /v1/audit`.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::Principal;
+use crate::db::{now_ms, Database};
+
+/// What was done, to whom, and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEntry<'a> {
+    /// Dotted verb, e.g. `results.read`, `study.read`, `events.subscribe`.
+    pub action: &'a str,
+    pub patient_id: Option<&'a str>,
+    pub study_uid: Option<&'a str>,
+    /// Peer address of the HTTP connection (`ip:port`).
+    pub remote_addr: Option<&'a str>,
+    /// `x-request-id` of the request.
+    pub request_id: Option<&'a str>,
+    /// HTTP status answered.
+    pub status: Option<u16>,
+}
+
+/// Appends one row to `audit_log` and returns its id.
+pub async fn record(
+    db: &Database,
+    principal: &Principal,
+    entry: &AuditEntry<'_>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO audit_log (at, principal, auth_method, action, patient_id, study_uid, \
+           remote_addr, request_id, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(now_ms())
+    .bind(&principal.subject)
+    .bind(principal.method.as_str())
+    .bind(entry.action)
+    .bind(entry.patient_id)
+    .bind(entry.study_uid)
+    .bind(entry.remote_addr)
+    .bind(entry.request_id)
+    .bind(entry.status.map(i64::from))
+    .fetch_one(&db.pool)
+    .await
+}
+
+/// One audit row.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    /// Epoch milliseconds.
+    pub at: i64,
+    pub principal: String,
+    /// `jwt` or `api_key`.
+    pub auth_method: String,
+    pub action: String,
+    pub patient_id: Option<String>,
+    pub study_uid: Option<String>,
+    pub remote_addr: Option<String>,
+    pub request_id: Option<String>,
+    pub status: Option<i64>,
+}
+
+/// Filters of [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub patient_id: Option<String>,
+    /// Rows at or after this epoch millisecond.
+    pub since_ms: Option<i64>,
+    /// Rows returned, newest first.
+    pub limit: i64,
+}
+
+/// Matching rows, newest first.
+pub async fn list(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditRecord>, sqlx::Error> {
+    let mut sql = String::from(
+        "SELECT id, at, principal, auth_method, action, patient_id, study_uid, remote_addr, \
+           request_id, status FROM audit_log WHERE 1 = 1",
+    );
+    let mut n = 0;
+    if filter.patient_id.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND patient_id = ${n}"));
+    }
+    if filter.since_ms.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND at >= ${n}"));
+    }
+    sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT ${}", n + 1));
+    let mut q = sqlx::query(&sql);
+    if let Some(p) = &filter.patient_id {
+        q = q.bind(p);
+    }
+    if let Some(s) = filter.since_ms {
+        q = q.bind(s);
+    }
+    let rows = q.bind(filter.limit).fetch_all(&db.pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| AuditRecord {
+            id: r.get(0),
+            at: r.get(1),
+            principal: r.get(2),
+            auth_method: r.get(3),
+            action: r.get(4),
+            patient_id: r.get(5),
+            study_uid: r.get(6),
+            remote_addr: r.get(7),
+            request_id: r.get(8),
+            status: r.get(9),
+        })
+        .collect())
+}
+
+/// `since` as epoch milliseconds or RFC 3339 (`2026-11-22T10:00:00Z`).
+pub fn parse_since(s: &str) -> Option<i64> {
+    if let Ok(ms) = s.trim().parse::<i64>() {
+        return Some(ms);
+    }
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthMethod, Scope};
+
+    #[test]
+    fn since_accepts_ms_and_rfc3339() {
+        assert_eq!(parse_since("1700000000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_since("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(
+            parse_since("2026-11-22T10:00:00+01:00"),
+            Some(1_795_338_000_000)
+        );
+        assert_eq!(parse_since("yesterday"), None);
+    }
+
+    #[tokio::test]
+    async fn record_and_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Database::connect_url(&url, None, crate::configuration::Durability::Os)
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let p = Principal {
+            subject: "viewer".into(),
+            method: AuthMethod::ApiKey,
+            scopes: vec![Scope::ResultsRead],
+            key_id: Some(1),
+        };
+        for pid in ["P1", "P2", "P1"] {
+            record(
+                &db,
+                &p,
+                &AuditEntry {
+                    action: "results.read",
+                    patient_id: Some(pid),
+                    study_uid: Some("1.2.3"),
+                    remote_addr: Some("127.0.0.1:5000"),
+                    request_id: Some("r"),
+                    status: Some(200),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let all = list(
+            &db,
+            &AuditFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all[0].id > all[1].id, "newest first");
+        assert_eq!(all[0].auth_method, "api_key");
+        assert_eq!(all[0].status, Some(200));
+        let p1 = list(
+            &db,
+            &AuditFilter {
+                patient_id: Some("P1".into()),
+                since_ms: Some(0),
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(p1.len(), 1);
+        assert_eq!(p1[0].patient_id.as_deref(), Some("P1"));
+        let future = list(
+            &db,
+            &AuditFilter {
+                since_ms: Some(now_ms() + 60_000),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(future.is_empty());
+    }
+}

@@ -1,0 +1,121 @@
+//! `radstream keys create|list|revoke` and `radstream token issue`.
+
+use clap::Subcommand;
+
+use super::{jwt, keys, Scope};
+use crate::api::response::format_ms;
+use crate::configuration::Settings;
+use crate::db::Database;
+
+/// `radstream keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it (once: only its hash is stored).
+    Create {
+        /// A name for the key's holder (unique among active keys), e.g. `pacs-viewer`.
+        #[arg(long)]
+        name: String,
+        /// results:read, inference:write or admin; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+    },
+    /// List keys: id, name, prefix, scopes, created, revoked, last used (never the key).
+    List,
+    /// Revoke a key by id or name; requests with it are refused from then on.
+    Revoke {
+        /// The key's id (a number) or name.
+        id_or_name: String,
+    },
+}
+
+/// `radstream token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a signed JWT for SUBJECT with the given scopes.
+    Issue {
+        /// `sub` claim: who the token is for.
+        #[arg(long)]
+        subject: String,
+        /// results:read, inference:write or admin; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+        /// Lifetime in days (default: auth.token_ttl_days, 30).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+}
+
+async fn open_db(settings: &Settings) -> anyhow::Result<Database> {
+    let db = Database::connect(settings).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map(format_ms).unwrap_or_else(|| "-".into())
+}
+
+/// Runs a `keys` subcommand.
+pub async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let db = open_db(settings).await?;
+    match command {
+        KeysCommand::Create { name, scopes } => {
+            let (key, secret) = keys::create(&db, &name, &scopes).await?;
+            println!("{secret}");
+            eprintln!(
+                "created API key {} ({:?}, scopes: {}); send it as the x-api-key header. \
+                 It is shown only now: store it safely.",
+                key.id,
+                key.name,
+                Scope::join(&key.scopes)
+            );
+        }
+        KeysCommand::List => {
+            println!(
+                "{:>4}  {:<24} {:<14} {:<36} {:<24} {:<24} {:<24}",
+                "ID", "NAME", "PREFIX", "SCOPES", "CREATED", "REVOKED", "LAST USED"
+            );
+            for k in keys::list(&db).await? {
+                println!(
+                    "{:>4}  {:<24} {:<14} {:<36} {:<24} {:<24} {:<24}",
+                    k.id,
+                    k.name,
+                    k.key_prefix,
+                    Scope::join(&k.scopes),
+                    format_ms(k.created_at),
+                    when(k.revoked_at),
+                    when(k.last_used_at)
+                );
+            }
+        }
+        KeysCommand::Revoke { id_or_name } => {
+            let k = keys::revoke(&db, &id_or_name).await?;
+            println!("revoked API key {} ({:?})", k.id, k.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `token` subcommand.
+pub fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Issue {
+            subject,
+            scopes,
+            days,
+        } => {
+            anyhow::ensure!(!subject.trim().is_empty(), "--subject must not be empty");
+            if let Some(d) = days {
+                anyhow::ensure!((1..=3650).contains(&d), "--days must be between 1 and 3650");
+            }
+            let issuer = jwt::Issuer::from_settings(settings)?;
+            println!("{}", issuer.issue(&subject, &scopes, days)?);
+            eprintln!(
+                "token for {subject:?} with scopes {}, valid {} days",
+                Scope::join(&scopes),
+                days.unwrap_or(settings.auth.token_ttl_days)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! JSON Web Tokens: resolving the keys from `[auth]`, verifying bearer tokens and issuing them
+//! (`radstream token issue`, test helpers).
+//!
+//! Claims we issue: `sub`, `scope` (space-separated scopes), `iat`, `exp`, `iss`, `aud`, `jti`.
+//! Verification requires a valid signature with the configured algorithm only (no `alg`
+//! confusion), an unexpired `exp`, and `iss`/`aud` equal to `auth.issuer`/`auth.audience`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::settings::{AuthSettings, JwtAlgorithm, MIN_SECRET_BYTES};
+use super::{AuthError, AuthMethod, Principal, Scope};
+use crate::configuration::Settings;
+
+/// Name of the generated HS256 secret inside the data folder.
+pub const SECRET_FILE: &str = "jwt.secret";
+
+/// Clock skew tolerated on `exp`, in seconds.
+const LEEWAY_SECS: u64 = 30;
+
+/// Keys that could not be loaded or created, or a token that could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the JWT secret file {path}: {source}")]
+    CreateSecret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a usable {what}: {reason}")]
+    BadKey {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("verifying {0:?} tokens needs auth.jwt_public_key_file")]
+    NoPublicKey(JwtAlgorithm),
+    #[error("issuing {0:?} tokens needs auth.jwt_private_key_file")]
+    NoPrivateKey(JwtAlgorithm),
+    #[error("cannot sign the token: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
+/// The claims of a token we issue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+    /// Unique token id (a UUID).
+    pub jti: String,
+}
+
+/// What verification reads from a token (the spec claims are checked by `jsonwebtoken`).
+#[derive(Debug, Deserialize)]
+struct Verified {
+    sub: String,
+    #[serde(default)]
+    scope: String,
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+fn now_secs() -> i64 {
+    crate::db::now_ms() / 1000
+}
+
+/// The HS256 secret: `auth.jwt_secret` when set, else `<data_dir>/jwt.secret`, created with 32
+/// random bytes (hex, mode 0600) when missing. The server and `radstream token issue` both
+/// resolve it here, so tokens issued on a fresh machine verify.
+pub fn hs256_secret(auth: &AuthSettings, data_dir: &Path) -> Result<SecretString, KeyError> {
+    if let Some(s) = auth.configured_secret() {
+        return Ok(SecretString::from(s.to_string()));
+    }
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return secret_from_file(text, &path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(KeyError::Read {
+                what: "JWT secret file",
+                path,
+                source,
+            })
+        }
+    }
+    let create_err = |source| KeyError::CreateSecret {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(create_err)?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(&path) {
+        Ok(mut f) => {
+            f.write_all(secret.as_bytes())
+                .and_then(|()| f.write_all(b"\n"))
+                .and_then(|()| f.sync_all())
+                .map_err(create_err)?;
+            tracing::info!(path = %path.display(), "generated a new JWT secret");
+            Ok(SecretString::from(secret))
+        }
+        // Another process (a CLI beside the server) created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
+                what: "JWT secret file",
+                path: path.clone(),
+                source,
+            })?;
+            secret_from_file(text, &path)
+        }
+        Err(e) => Err(create_err(e)),
+    }
+}
+
+fn secret_from_file(text: String, path: &Path) -> Result<SecretString, KeyError> {
+    let secret = text.trim();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(KeyError::BadKey {
+            what: "JWT secret file",
+            path: path.to_path_buf(),
+            reason: format!("shorter than {MIN_SECRET_BYTES} bytes"),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "JWT secret file is readable by others; chmod 600 it");
+            }
+        }
+    }
+    Ok(SecretString::from(secret.to_string()))
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| KeyError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn bad_key(what: &'static str, path: &Path, e: jsonwebtoken::errors::Error) -> KeyError {
+    KeyError::BadKey {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Checks bearer tokens.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    /// Loads the verification key for `auth.jwt_algorithm` (generating the HS256 secret file
+    /// if needed).
+    pub fn from_settings(settings: &Settings) -> Result<Verifier, KeyError> {
+        let auth = &settings.auth;
+        let key = match auth.jwt_algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = hs256_secret(auth, &settings.storage.data_dir)?;
+                DecodingKey::from_secret(secret.expose_secret().as_bytes())
+            }
+            alg => {
+                let path = auth
+                    .jwt_public_key_file
+                    .as_deref()
+                    .ok_or(KeyError::NoPublicKey(alg))?;
+                let what = "JWT public key";
+                let pem = read_pem(what, path)?;
+                let key = if alg == JwtAlgorithm::RS256 {
+                    DecodingKey::from_rsa_pem(&pem)
+                } else {
+                    DecodingKey::from_ec_pem(&pem)
+                };
+                key.map_err(|e| bad_key(what, path, e))?
+            }
+        };
+        let mut validation = Validation::new(algorithm(auth.jwt_algorithm));
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[auth.issuer.as_str()]);
+        validation.set_audience(&[auth.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Ok(Verifier { key, validation })
+    }
+
+    /// The principal a token stands for. Unknown scope names are ignored.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let data =
+            jsonwebtoken::decode::<Verified>(token, &self.key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    _ => AuthError::Invalid,
+                }
+            })?;
+        Ok(Principal {
+            subject: data.claims.sub,
+            method: AuthMethod::Jwt,
+            scopes: Scope::parse_list(&data.claims.scope),
+            key_id: None,
+        })
+    }
+}
+
+/// Signs tokens with the configured key.
+pub struct Issuer {
+    key: EncodingKey,
+    algorithm: Algorithm,
+    issuer: String,
+    audience: String,
+    ttl_days: u32,
+}
+
+impl Issuer {
+    /// HS256: the same secret the server uses; RS256/ES256: `auth.jwt_private_key_file`.
+    pub fn from_settings(settings: &Settings) -> Result<Issuer, KeyError> {
+        let auth = &settings.auth;
+        let key = match auth.jwt_algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = hs256_secret(auth, &settings.storage.data_dir)?;
+                EncodingKey::from_secret(secret.expose_secret().as_bytes())
+            }
+            alg => {
+                let path = auth
+                    .jwt_private_key_file
+                    .as_deref()
+                    .ok_or(KeyError::NoPrivateKey(alg))?;
+                let what = "JWT private key";
+                let pem = read_pem(what, path)?;
+                let key = if alg == JwtAlgorithm::RS256 {
+                    EncodingKey::from_rsa_pem(&pem)
+                } else {
+                    EncodingKey::from_ec_pem(&pem)
+                };
+                key.map_err(|e| bad_key(what, path, e))?
+            }
+        };
+        Ok(Issuer {
+            key,
+            algorithm: algorithm(auth.jwt_algorithm),
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            ttl_days: auth.token_ttl_days,
+        })
+    }
+
+    /// Claims for `subject` with `scopes`, valid from now for `ttl`.
+    pub fn claims(&self, subject: &str, scopes: &[Scope], ttl: Duration) -> Claims {
+        let iat = now_secs();
+        Claims {
+            sub: subject.to_string(),
+            scope: Scope::join(scopes),
+            iat,
+            exp: iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// Signs arbitrary claims (tests use it for expired tokens).
+    pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+        jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key)
+            .map_err(KeyError::Sign)
+    }
+
+    /// A token for `subject` valid `days` days (default `auth.token_ttl_days`).
+    pub fn issue(
+        &self,
+        subject: &str,
+        scopes: &[Scope],
+        days: Option<u32>,
+    ) -> Result<String, KeyError> {
+        let days = u64::from(days.unwrap_or(self.ttl_days));
+        self.sign(&self.claims(subject, scopes, Duration::from_secs(days * 86_400)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-unit-test";
+
+    fn hs_settings(secret: &str) -> Settings {
+        let mut s = Settings::default();
+        s.auth.jwt_secret = Some(SecretString::from(secret.to_string()));
+        s
+    }
+
+    fn pair(s: &Settings) -> (Issuer, Verifier) {
+        (
+            Issuer::from_settings(s).unwrap(),
+            Verifier::from_settings(s).unwrap(),
+        )
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn good_token_gives_subject_and_scopes() {
+        let (issuer, verifier) = pair(&hs_settings(SECRET));
+        let token = issuer
+            .issue("alice", &[Scope::ResultsRead, Scope::InferenceWrite], None)
+            .unwrap();
+        let p = verifier.verify(&token).unwrap();
+        assert_eq!(p.subject, "alice");
+        assert_eq!(p.method, AuthMethod::Jwt);
+        assert_eq!(p.scopes, vec![Scope::ResultsRead, Scope::InferenceWrite]);
+        assert!(p.has(Scope::ResultsRead) && !p.has(Scope::Admin));
+    }
+
+    #[test]
+    fn issued_claims_are_complete_and_default_to_the_configured_ttl() {
+        let (issuer, _) = pair(&hs_settings(SECRET));
+        let token = issuer.issue("bob", &[Scope::Admin], None).unwrap();
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&["radstream"]);
+        let c = jsonwebtoken::decode::<Claims>(
+            &token,
+            &DecodingKey::from_secret(SECRET.as_bytes()),
+            &v,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(c.exp - c.iat, 30 * 86_400);
+        assert_eq!((c.iss.as_str(), c.aud.as_str()), ("radstream", "radstream"));
+        assert_eq!(c.scope, "admin");
+        assert!(uuid::Uuid::parse_str(&c.jti).is_ok());
+    }
+
+    #[test]
+    fn expired_token_is_refused_as_expired() {
+        let (issuer, verifier) = pair(&hs_settings(SECRET));
+        let mut c = issuer.claims("alice", &[Scope::Admin], DAY);
+        c.iat -= 7200;
+        c.exp = now_secs() - 3600;
+        let token = issuer.sign(&c).unwrap();
+        assert!(matches!(verifier.verify(&token), Err(AuthError::Expired)));
+    }
+
+    #[test]
+    fn bad_signature_and_tampering_are_invalid() {
+        let (issuer, verifier) = pair(&hs_settings(SECRET));
+        let (other, _) = pair(&hs_settings("another-secret-that-is-long-enough-000"));
+        let forged = other.issue("alice", &[Scope::Admin], None).unwrap();
+        assert!(matches!(verifier.verify(&forged), Err(AuthError::Invalid)));
+
+        // Swap the payload for one granting admin, keep the original signature.
+        let honest = issuer.issue("alice", &[Scope::ResultsRead], None).unwrap();
+        let admin = issuer.issue("alice", &[Scope::Admin], None).unwrap();
+        let h: Vec<&str> = honest.split('.').collect();
+        let a: Vec<&str> = admin.split('.').collect();
+        let tampered = format!("{}.{}.{}", h[0], a[1], h[2]);
+        assert!(matches!(
+            verifier.verify(&tampered),
+            Err(AuthError::Invalid)
+        ));
+
+        for garbage in ["", "garbage", "a.b.c", "eyJhbGciOiJub25lIn0.e30."] {
+            assert!(
+                matches!(verifier.verify(garbage), Err(AuthError::Invalid)),
+                "{garbage}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_audience_or_issuer_is_invalid() {
+        let s = hs_settings(SECRET);
+        let (issuer, verifier) = pair(&s);
+        let mut c = issuer.claims("alice", &[Scope::Admin], DAY);
+        c.aud = "someone-else".into();
+        let token = issuer.sign(&c).unwrap();
+        assert!(matches!(verifier.verify(&token), Err(AuthError::Invalid)));
+        let mut c = issuer.claims("alice", &[Scope::Admin], DAY);
+        c.iss = "evil".into();
+        let token = issuer.sign(&c).unwrap();
+        assert!(matches!(verifier.verify(&token), Err(AuthError::Invalid)));
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/jwt")
+            .join(name)
+    }
+
+    #[test]
+    fn rs256_and_es256_verify_with_the_public_key_only() {
+        for (alg, stem) in [
+            (JwtAlgorithm::RS256, "rs256"),
+            (JwtAlgorithm::ES256, "es256"),
+        ] {
+            let mut s = Settings::default();
+            s.auth.jwt_algorithm = alg;
+            s.auth.jwt_public_key_file = Some(fixture(&format!("{stem}-public.pem")));
+            s.validate().unwrap();
+            let verifier = Verifier::from_settings(&s).unwrap();
+            assert!(matches!(
+                Issuer::from_settings(&s),
+                Err(KeyError::NoPrivateKey(_))
+            ));
+            s.auth.jwt_private_key_file = Some(fixture(&format!("{stem}-private.pem")));
+            let issuer = Issuer::from_settings(&s).unwrap();
+            let token = issuer.issue("svc", &[Scope::ResultsRead], Some(1)).unwrap();
+            assert_eq!(verifier.verify(&token).unwrap().subject, "svc", "{alg:?}");
+
+            // An HS256 token signed with the public key's bytes must not pass (alg confusion).
+            let pem = std::fs::read(fixture(&format!("{stem}-public.pem"))).unwrap();
+            let forged = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &issuer.claims("svc", &[Scope::Admin], DAY),
+                &EncodingKey::from_secret(&pem),
+            )
+            .unwrap();
+            assert!(matches!(verifier.verify(&forged), Err(AuthError::Invalid)));
+        }
+    }
+
+    #[test]
+    fn missing_secret_is_generated_once_with_mode_0600_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::default();
+        s.storage.data_dir = dir.path().join("data");
+        let issuer = Issuer::from_settings(&s).unwrap();
+        let path = s.storage.data_dir.join(SECRET_FILE);
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(first.trim().len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A second resolution (the server after the CLI) reuses the file.
+        let verifier = Verifier::from_settings(&s).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+        let token = issuer.issue("cli", &[Scope::Admin], None).unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().subject, "cli");
+    }
+
+    #[test]
+    fn short_secret_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SECRET_FILE), "short\n").unwrap();
+        let e = hs256_secret(&AuthSettings::default(), dir.path()).unwrap_err();
+        assert!(e.to_string().contains("shorter than 32"), "{e}");
+    }
+}
