@@ -76,10 +76,9 @@ impl Application {
                 files.clone(),
                 engine.clone(),
                 bus.clone(),
-                settings.pipeline.clone(),
-                settings.triage.clone(),
                 jobs_ready.clone(),
                 metrics.clone(),
+                &settings,
             )
         });
         let dicom = DicomListener::bind(ctx).await.with_context(|| {

@@ -17,6 +17,7 @@ use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::configuration::Settings;
 use crate::db::{now_ms, Database};
 use crate::events::{self, EventBus, EventType};
 use crate::inference::{Engine, InferenceError, Manifest};
@@ -82,18 +83,17 @@ impl Pipeline {
         files: FileStore,
         engine: Engine,
         bus: EventBus,
-        settings: PipelineSettings,
-        triage: TriageSettings,
         jobs_ready: Arc<Notify>,
         metrics: Metrics,
+        settings: &Settings,
     ) -> Pipeline {
         Pipeline {
             db,
             files,
             engine,
             bus,
-            settings,
-            triage,
+            settings: settings.pipeline.clone(),
+            triage: settings.triage.clone(),
             jobs_ready,
             metrics,
         }
