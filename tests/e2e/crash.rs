@@ -45,7 +45,10 @@ fn start_node(data: &Path, dicom_port: u16, http_port: u16) -> Child {
         .env("RADSTREAM_HTTP__PORT", http_port.to_string())
         .env("RADSTREAM_STUDY__QUIET_WINDOW_MS", "200")
         .env("RADSTREAM_STUDY__STABLE_AGE_SECS", "3")
-        .env("RADSTREAM_INFERENCE__MODELS_DIR", data.join("no-models"))
+        .env(
+            "RADSTREAM_INFERENCE__MODELS_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
