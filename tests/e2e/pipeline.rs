@@ -508,3 +508,100 @@ async fn kill_9_during_inference_yields_exactly_one_result_after_restart() {
     node.start_kill().unwrap();
     let _ = node.wait().await;
 }
+
+/// Two `radstream serve` processes on one PostgreSQL database (sharing the data folder):
+/// every job is run by exactly one of them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_node_processes_on_one_postgres_never_run_the_same_job() {
+    let pg = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = |dicom_port: u16, http_port: u16| {
+        Command::new(radstream_bin())
+            .arg("serve")
+            .env("RADSTREAM_STORAGE__DATA_DIR", &data)
+            .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
+            .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
+            .env("RADSTREAM_DATABASE__URL", &pg.url)
+            .env("RADSTREAM_DICOM__HOST", "127.0.0.1")
+            .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
+            .env("RADSTREAM_HTTP__PORT", http_port.to_string())
+            .env("RADSTREAM_STUDY__QUIET_WINDOW_MS", "100")
+            .env("RADSTREAM_PIPELINE__WORKERS", "1")
+            .env("RADSTREAM_PIPELINE__POLL_MS", "20")
+            .env("RADSTREAM_AUTH__JWT_SECRET", TEST_JWT_SECRET)
+            .env(
+                "RADSTREAM_INFERENCE__MODELS_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start radstream")
+    };
+    let (dicom_a, http_a) = (free_port(), free_port());
+    let mut a = start(dicom_a, http_a);
+    wait_port(http_a).await;
+    let (dicom_b, http_b) = (free_port(), free_port());
+    let mut b = start(dicom_b, http_b);
+    wait_port(http_b).await;
+
+    const STUDIES: usize = 12;
+    let mut files = Vec::new();
+    for i in 0..STUDIES {
+        let (_, f) = fixture_copy("cr_cardiomegaly", &dir.path().join(format!("s{i}")), 1);
+        files.extend(f);
+    }
+    let mut args = vec![
+        "-aec".to_string(),
+        "RADSTREAM".into(),
+        "127.0.0.1".into(),
+        dicom_a.to_string(),
+    ];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run_async("storescu", &refs).await;
+    assert!(ok, "{out}");
+
+    let db = Database::connect_url(&pg.url, Some(2), radstream::configuration::Durability::Os)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if done == STUDIES as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {STUDIES} jobs done"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows: Vec<(i64, i64, String)> =
+        sqlx::query_as("SELECT id, attempts, worker FROM jobs ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), STUDIES);
+    assert!(rows.iter().all(|r| r.1 == 1), "no job ran twice: {rows:?}");
+    let results: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM results")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(results, STUDIES as i64, "one result per job");
+    // Worker ids start with the process id: both nodes took part.
+    let nodes: HashSet<&str> = rows
+        .iter()
+        .map(|r| r.2.split('-').next().unwrap_or(""))
+        .collect();
+    assert_eq!(nodes.len(), 2, "both processes ran jobs: {rows:?}");
+    a.start_kill().unwrap();
+    b.start_kill().unwrap();
+    let _ = a.wait().await;
+    let _ = b.wait().await;
+}
