@@ -77,6 +77,7 @@ struct Candidate {
 }
 
 impl Pipeline {
+    #[allow(clippy::too_many_arguments)] // the node's shared handles, each named at the call
     pub fn new(
         db: Database,
         files: FileStore,
