@@ -7,3 +7,4 @@ mod helpers;
 mod inference;
 mod ingest;
 mod metrics;
+mod openapi;
