@@ -479,7 +479,9 @@ fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {
     op.insert("operationId".into(), json!(operation_id(spec)));
     match detail {
         Some(d) => {
-            parameters.extend(d.query.iter().cloned());
+            // A query filter the path fixes (`study_uid` of a study's stream) is not offered.
+            let shadowed = |p: &&Value| path_names.iter().any(|n| p["name"] == *n);
+            parameters.extend(d.query.iter().filter(|p| !shadowed(p)).cloned());
             parameters.extend(d.headers.iter().cloned());
             if matches!(d.ok, Some(Success::Envelope { .. })) {
                 parameters.push(format_param());
@@ -809,6 +811,14 @@ mod tests {
             .unwrap()
             .iter()
             .any(|p| p["name"] == "type" && p["in"] == "query"));
+        let study_events = op("get", "/v1/studies/{study_uid}/events");
+        let study_uids = study_events["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "study_uid")
+            .count();
+        assert_eq!(study_uids, 1, "the path parameter only");
     }
 
     fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {

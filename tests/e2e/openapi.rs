@@ -2,6 +2,8 @@
 //! validator (openapi-spec-validator, in the project venv), live answers of a node holding a
 //! study validate against the schemas it documents, and `/docs` lists every route without
 //! loading anything from elsewhere.
+//!
+//! `RADSTREAM_KEEP_OPENAPI=DIR` keeps the document, the answers and the page in `DIR`.
 
 use radstream::api::openapi::openapi_path;
 use radstream::api::routes;
@@ -203,6 +205,9 @@ async fn docs_page_lists_every_route_and_loads_nothing() {
         .unwrap()
         .starts_with("default-src 'none'"));
     let page = resp.text().await.unwrap();
+    if let Ok(keep) = std::env::var("RADSTREAM_KEEP_OPENAPI") {
+        std::fs::write(format!("{keep}/docs.html"), &page).unwrap();
+    }
     for r in routes() {
         let path = openapi_path(r.path);
         assert!(

@@ -169,14 +169,45 @@ pub fn render(doc: &Value) -> String {
     for (tag, ops) in &by_tag {
         let _ = write!(h, "<h2 id=\"tag-{0}\">{0}</h2>", escape(tag));
         for (method, path, op) in ops {
-            operation(&mut h, method, path, op);
+            operation(&mut h, doc, method, path, op);
         }
     }
     h.push_str("</body></html>\n");
     h
 }
 
-fn operation(h: &mut String, method: &str, path: &str, op: &Value) {
+/// `node`, or what its local `$ref` points at.
+fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    node["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|pointer| doc.pointer(pointer))
+        .unwrap_or(node)
+}
+
+/// The component a JSON body is (`Health`, `[ModelInfo]`), named by what it is: `data` for
+/// the success envelope's payload, else `body`.
+fn schema_name(schema: &Value) -> Option<(&'static str, String)> {
+    if let Some(parts) = schema["allOf"].as_array() {
+        let data = parts
+            .iter()
+            .find_map(|p| component(&p["properties"]["data"]))?;
+        return Some(("data", data));
+    }
+    component(schema).map(|name| ("body", name))
+}
+
+fn component(schema: &Value) -> Option<String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        return r.rsplit('/').next().map(str::to_string);
+    }
+    if schema["type"] == "array" {
+        return component(&schema["items"]).map(|n| format!("[{n}]"));
+    }
+    None
+}
+
+fn operation(h: &mut String, doc: &Value, method: &str, path: &str, op: &Value) {
     let id = op["operationId"].as_str().unwrap_or("");
     let _ = write!(
         h,
@@ -218,14 +249,9 @@ fn operation(h: &mut String, method: &str, path: &str, op: &Value) {
     if let Some(responses) = op["responses"].as_object() {
         h.push_str("<table><tr><th>Answer</th><th>Description</th><th>Content</th></tr>");
         for (status, r) in responses {
-            let description = r["description"].as_str().unwrap_or_else(|| {
-                // Shared answers are references; name them.
-                r["$ref"]
-                    .as_str()
-                    .and_then(|s| s.rsplit('/').next())
-                    .unwrap_or("")
-            });
-            let content: Vec<String> = r["content"]
+            let r = resolve(doc, r);
+            let description = r["description"].as_str().unwrap_or("");
+            let mut content: Vec<String> = r["content"]
                 .as_object()
                 .map(|c| {
                     c.keys()
@@ -233,6 +259,12 @@ fn operation(h: &mut String, method: &str, path: &str, op: &Value) {
                         .collect()
                 })
                 .unwrap_or_default();
+            let schema = schema_name(&r["content"]["application/json"]["schema"]).or_else(|| {
+                component(&r["content"]["text/event-stream"]["x-data-schema"]).map(|n| ("data", n))
+            });
+            if let Some((label, name)) = schema {
+                content.push(format!("<br>{label}: <code>{}</code>", escape(&name)));
+            }
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -265,6 +297,13 @@ mod tests {
         assert!(page.contains("Public: no credential needed"));
         assert!(page.contains("<td><code>patient_name</code></td>"));
         assert!(page.contains("<code>text/event-stream</code>"));
+        assert!(page.contains("data: <code>StudyResult</code>"));
+        assert!(page.contains("data: <code>[ModelInfo]</code>"));
+        assert!(
+            page.contains("<code>Token missing</code>"),
+            "shared answers resolved"
+        );
+        assert!(page.contains("body: <code>ErrorEnvelope</code>"));
         let lower = page.to_lowercase();
         for banned in [
             "<script", "src=", "<link", "@import", "url(", "http://", "https://",
