@@ -1,11 +1,13 @@
 //! The HTTP API. Every route is declared once in [`route_table`] with the scope it needs;
 //! the router, the authentication layer and the auth test matrix are all built from it, so no
-//! route escapes authentication by being forgotten.
+//! route escapes authentication by being forgotten. The OpenAPI document ([`openapi`],
+//! served at `/openapi.json` and as HTML at `/docs`) is generated from it too.
 
 pub mod auth;
 pub mod error;
 mod http_metrics;
 pub mod limits;
+pub mod openapi;
 pub mod response;
 pub mod routes;
 pub mod state;
@@ -50,6 +52,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::jobs::routes());
     table.extend(routes::models::routes());
     table.extend(routes::audit::routes());
+    table.extend(routes::docs::routes());
     table
 }
 

@@ -7,4 +7,5 @@ mod helpers;
 mod inference;
 mod ingest;
 mod metrics;
+mod openapi;
 mod pipeline;

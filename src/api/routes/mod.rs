@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod docs;
 pub mod events;
 pub mod health;
 pub mod jobs;
