@@ -587,3 +587,34 @@ for c in range(copies):
         .collect();
     (study, files)
 }
+
+/// Starts `radstream serve` as a separate process (for crash and multi-node tests) on the
+/// given ports and data folder, with the shipped models, the test JWT secret and `env` on top.
+pub fn spawn_node(
+    data: &Path,
+    dicom_port: u16,
+    http_port: u16,
+    env: &[(&str, String)],
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(radstream_bin());
+    cmd.arg("serve")
+        .env("RADSTREAM_STORAGE__DATA_DIR", data)
+        .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
+        .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
+        .env("RADSTREAM_DICOM__HOST", "127.0.0.1")
+        .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
+        .env("RADSTREAM_HTTP__PORT", http_port.to_string())
+        .env("RADSTREAM_AUTH__JWT_SECRET", TEST_JWT_SECRET)
+        .env(
+            "RADSTREAM_INFERENCE__MODELS_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start radstream")
+}

@@ -3,14 +3,13 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use radstream::auth::Scope;
 use radstream::db::Database;
 use radstream::job;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::helpers::*;
 use crate::ingest::wait_port;
@@ -376,28 +375,17 @@ async fn concurrent_claims_on_postgres_never_share_a_job() {
     assert_eq!(unique.len(), JOBS, "no job claimed twice");
 }
 
-fn start_node(data: &Path, dicom_port: u16, http_port: u16, secret: &str) -> Child {
-    Command::new(radstream_bin())
-        .arg("serve")
-        .env("RADSTREAM_STORAGE__DATA_DIR", data)
-        .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
-        .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
-        .env("RADSTREAM_DICOM__HOST", "127.0.0.1")
-        .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
-        .env("RADSTREAM_HTTP__PORT", http_port.to_string())
-        .env("RADSTREAM_STUDY__QUIET_WINDOW_MS", "100")
-        .env("RADSTREAM_PIPELINE__LEASE_SECS", "2")
-        .env("RADSTREAM_PIPELINE__WORKERS", "1")
-        .env("RADSTREAM_AUTH__JWT_SECRET", secret)
-        .env(
-            "RADSTREAM_INFERENCE__MODELS_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start radstream")
+fn start_node(data: &Path, dicom_port: u16, http_port: u16) -> Child {
+    spawn_node(
+        data,
+        dicom_port,
+        http_port,
+        &[
+            ("RADSTREAM_STUDY__QUIET_WINDOW_MS", "100".into()),
+            ("RADSTREAM_PIPELINE__LEASE_SECS", "2".into()),
+            ("RADSTREAM_PIPELINE__WORKERS", "1".into()),
+        ],
+    )
 }
 
 /// `kill -9` while a job runs: after restart the job is taken up again (its lease ran out) and
@@ -407,11 +395,10 @@ async fn kill_9_during_inference_yields_exactly_one_result_after_restart() {
     // A TestApp only to borrow its token issuer and secret; the node under test is a process.
     let issuer_app = TestApp::spawn(Db::Sqlite).await;
     let token = issuer_app.token(&[Scope::ResultsRead]);
-    let secret = TEST_JWT_SECRET;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (dicom_port, http_port) = (free_port(), free_port());
-    let mut node = start_node(&data, dicom_port, http_port, secret);
+    let mut node = start_node(&data, dicom_port, http_port);
     wait_port(dicom_port).await;
     wait_port(http_port).await;
 
@@ -471,7 +458,7 @@ async fn kill_9_during_inference_yields_exactly_one_result_after_restart() {
         "killed mid-job"
     );
 
-    let mut node = start_node(&data, dicom_port, http_port, secret);
+    let mut node = start_node(&data, dicom_port, http_port);
     wait_port(http_port).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -517,28 +504,17 @@ async fn two_node_processes_on_one_postgres_never_run_the_same_job() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let start = |dicom_port: u16, http_port: u16| {
-        Command::new(radstream_bin())
-            .arg("serve")
-            .env("RADSTREAM_STORAGE__DATA_DIR", &data)
-            .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
-            .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
-            .env("RADSTREAM_DATABASE__URL", &pg.url)
-            .env("RADSTREAM_DICOM__HOST", "127.0.0.1")
-            .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
-            .env("RADSTREAM_HTTP__PORT", http_port.to_string())
-            .env("RADSTREAM_STUDY__QUIET_WINDOW_MS", "100")
-            .env("RADSTREAM_PIPELINE__WORKERS", "1")
-            .env("RADSTREAM_PIPELINE__POLL_MS", "20")
-            .env("RADSTREAM_AUTH__JWT_SECRET", TEST_JWT_SECRET)
-            .env(
-                "RADSTREAM_INFERENCE__MODELS_DIR",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start radstream")
+        spawn_node(
+            &data,
+            dicom_port,
+            http_port,
+            &[
+                ("RADSTREAM_DATABASE__URL", pg.url.clone()),
+                ("RADSTREAM_STUDY__QUIET_WINDOW_MS", "100".into()),
+                ("RADSTREAM_PIPELINE__WORKERS", "1".into()),
+                ("RADSTREAM_PIPELINE__POLL_MS", "20".into()),
+            ],
+        )
     };
     let (dicom_a, http_a) = (free_port(), free_port());
     let mut a = start(dicom_a, http_a);
