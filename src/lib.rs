@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod compat;
 pub mod configuration;
 pub mod db;
 pub mod domain;

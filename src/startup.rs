@@ -103,6 +103,11 @@ impl Application {
             engine,
             bus: bus.clone(),
             jobs_ready: jobs_ready.clone(),
+            leapai: crate::compat::leapai::LeapAiPaths {
+                input: crate::compat::paths::Roots::new(&settings.compat.input_roots),
+                output: crate::compat::paths::Roots::new(&settings.compat.output_roots),
+            },
+            pipeline_model: settings.pipeline.model.clone(),
             metrics,
             auth: Arc::new(auth),
             http_limits: HttpLimits::from_settings(&settings.http),

@@ -51,6 +51,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::events::routes());
     table.extend(routes::jobs::routes());
     table.extend(routes::models::routes());
+    table.extend(crate::compat::leapai::routes());
     table.extend(routes::audit::routes());
     table.extend(routes::docs::routes());
     table
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(crate::compat::translate_errors))
         // Outermost: the query token leaves the URI before anything logs it.
         .layer(middleware::from_fn(auth::strip_access_token))
         .with_state(state)

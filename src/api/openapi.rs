@@ -390,6 +390,19 @@ impl Detail {
 
 /// Query parameters, bodies and answers, by method and path. A new route needs an entry
 /// here (the tests say so); its method, path, summary and access come from the table.
+/// LeapAI's `{"Result","Data","Message"}` envelope.
+fn leapai_envelope() -> Value {
+    json!({
+        "type": "object",
+        "required": ["Result", "Data", "Message"],
+        "properties": {
+            "Result": { "type": "string", "enum": ["Success", "Warning", "Failure"] },
+            "Data": {},
+            "Message": { "type": "string" },
+        },
+    })
+}
+
 fn details() -> Vec<Detail> {
     let last_event_id = "Resume after this event id: events after it are replayed, then the \
         stream goes live. Wins over `last_event_id`.";
@@ -455,6 +468,35 @@ fn details() -> Vec<Detail> {
                 schema::<Job>(),
             ),
         Detail::get("/v1/models").envelope("Installed models", list::<ModelInfo>()),
+        Detail::post("/single_inference")
+            .body(json!({
+                "type": "object",
+                "required": ["input_image_path", "save_to_disk"],
+                "properties": {
+                    "input_image_path": { "type": "string", "description": "Server path of a .dcm file under compat.input_roots" },
+                    "patient_id": { "type": "string" },
+                    "save_to_disk": { "type": "boolean" },
+                    "output_folder_path": { "type": "string", "description": "Required when save_to_disk; under compat.output_roots" },
+                },
+            }))
+            .json(
+                "LeapAI envelope {Result, Data: {findings, metadata}, Message}; errors use the \
+                 same envelope with Result \"Failure\" and LeapAI's messages",
+                leapai_envelope(),
+            ),
+        Detail::post("/bulk_inference")
+            .body(json!({
+                "type": "object",
+                "required": ["input_folder_path", "output_folder_path"],
+                "properties": {
+                    "input_folder_path": { "type": "string" },
+                    "output_folder_path": { "type": "string" },
+                },
+            }))
+            .json(
+                "LeapAI envelope with Data null; progress as bulk.progress events",
+                leapai_envelope(),
+            ),
         Detail::get("/v1/audit")
             .query::<AuditQuery>()
             .envelope("Audit entries, newest first", schema::<views::AuditPage>()),

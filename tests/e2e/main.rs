@@ -7,6 +7,7 @@ mod events;
 mod helpers;
 mod inference;
 mod ingest;
+mod leapai;
 mod metrics;
 mod openapi;
 mod pipeline;
