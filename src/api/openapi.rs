@@ -667,9 +667,16 @@ fn components() -> Value {
                 "code": { "type": "integer", "description": "The HTTP status" },
                 "message": { "type": "string" },
                 "details": {
-                    "description": "400: `{field, problem}`; 403: `{required_scope}`; 429: \
-                        `{retry_after_secs}`; 404 for a missing result: `{study_status, job}`",
+                    "type": "string",
+                    "description": "Human-readable detail (Neolens' error object)",
                 },
+                "field": { "type": "string", "description": "400: the parameter or body field at fault" },
+                "problem": { "type": "string", "description": "400: what is wrong with it" },
+                "required_scope": { "type": "string", "description": "403: the scope the route needs" },
+            },
+            "additionalProperties": {
+                "description": "Other facts: 429 `retry_after_secs`, 413 `max_body_bytes`, 404 for a \
+                    missing result `study_status` and `job`",
             },
         }),
     );
@@ -695,9 +702,9 @@ fn components() -> Value {
     json!({
         "schemas": schemas,
         "responses": {
-            "BadRequest": error("A parameter or the body is invalid; `details` names the field"),
+            "BadRequest": error("A parameter or the body is invalid; `field` names it"),
             "Unauthorized": unauthorized,
-            "Forbidden": error("`Missing scope: <scope>`; `details.required_scope` names it"),
+            "Forbidden": error("`Missing scope: <scope>`; `required_scope` names it"),
             "NotFound": error("No such study, job or result"),
             "TooManyRequests": too_many,
             "Error": error("Any other error: 413 (body too large), 500, 503 (time-out)"),

@@ -9,5 +9,6 @@ mod inference;
 mod ingest;
 mod leapai;
 mod metrics;
+mod neolens;
 mod openapi;
 mod pipeline;

@@ -286,7 +286,7 @@ async fn reprocess_adds_a_result_version_and_long_poll_waits_for_it() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
-    assert_eq!(body["error"]["details"]["field"], "model");
+    assert_eq!(body["error"]["field"], "model");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +312,7 @@ async fn bad_parameters_are_named() {
         let (status, body) = app.get_json(path).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(body["status"], "error");
-        assert_eq!(body["error"]["details"]["field"], field, "{path}: {body}");
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
     }
     let (status, body) = app.get_json("/v1/studies/1.2.3/results").await;
     assert_eq!(status, 404, "{body}");
