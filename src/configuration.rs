@@ -44,6 +44,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// FHIR R4 answers (`/fhir`).
+    pub fhir: crate::fhir::FhirSettings,
 }
 
 /// `[dicom]`
