@@ -61,7 +61,7 @@ pub const MODALITIES: [Concept; 10] = [
     concept(DCM, "US", "Ultrasound"),
     concept(DCM, "MG", "Mammography"),
     concept(DCM, "XA", "X-Ray Angiography"),
-    concept(DCM, "RF", "Radio Fluoroscopy"),
+    concept(DCM, "RF", "Radiofluoroscopy"),
     concept(DCM, "NM", "Nuclear Medicine"),
     concept(DCM, "PT", "Positron emission tomography"),
 ];
