@@ -47,6 +47,21 @@ MANIFEST_UNVERIFIED = {
     "409609008": "Infiltration",
 }
 
+# Required value sets of R4 (hl7.org/fhir/R4 valuesets) for the coded fields served.
+REQUIRED_BINDINGS = {
+    "DiagnosticReport": {"status": ["registered", "partial", "preliminary", "final", "amended",
+                                    "corrected", "appended", "cancelled", "entered-in-error",
+                                    "unknown"]},
+    "Observation": {"status": ["registered", "preliminary", "final", "amended", "corrected",
+                               "cancelled", "entered-in-error", "unknown"]},
+    "ImagingStudy": {"status": ["registered", "available", "cancelled", "entered-in-error",
+                                "unknown"]},
+    "Patient": {"gender": ["male", "female", "other", "unknown"]},
+    "Device": {"status": ["active", "inactive", "entered-in-error", "unknown"]},
+    "Bundle": {"type": ["searchset", "collection", "transaction"]},
+}
+
+
 def fail(msg):
     print(f"FAIL: {msg}", file=sys.stderr)
     sys.exit(1)
@@ -113,6 +128,15 @@ def validate(resource, where):
         get_fhir_model_class(rt).model_validate(resource)
     except Exception as e:  # pydantic's ValidationError names each field
         fail(f"{where}: {rt} does not validate (fhir.resources R4B): {e}")
+    # fhir.resources checks structure and types, not required bindings: check those here.
+    for field, allowed in REQUIRED_BINDINGS.get(rt, {}).items():
+        value = resource
+        for part in field.split("."):
+            value = value[part] if isinstance(value, dict) and part in value else None
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if v is not None and v not in allowed:
+                fail(f"{where}: {rt}.{field} = {v!r} is not one of {allowed}")
     validated[rt] = validated.get(rt, 0) + 1
     walk_codings(resource, rt)
     if rt == "Bundle":

@@ -469,3 +469,102 @@ pub fn observation_by_segment(ctx: &ReportContext, segment: &str) -> Option<Valu
 pub fn observations(ctx: &ReportContext) -> Vec<Value> {
     ctx.labels().iter().map(|l| observation(ctx, l)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(parse_report_id(&report_id(42)), Some(42));
+        assert_eq!(parse_report_id("rs-0"), None);
+        assert_eq!(parse_report_id("42"), None);
+        let id = observation_id(7, "pleural_effusion");
+        assert_eq!(id, "rs-7-pleural-effusion");
+        assert_eq!(
+            parse_observation_id(&id),
+            Some((7, "pleural-effusion".into()))
+        );
+        assert_eq!(parse_patient_reference("Patient/pt-3"), Some(3));
+        assert_eq!(
+            parse_patient_reference("http://h/fhir/Patient/pt-3"),
+            Some(3)
+        );
+        assert_eq!(parse_patient_reference("pt-3"), Some(3));
+        assert_eq!(parse_patient_reference("Device/pt-3"), None);
+        assert_eq!(device_id("cxr demo", "0.1.0+x"), "cxr-demo-0.1.0-x");
+    }
+
+    #[test]
+    fn patient_from_dicom_header() {
+        let p = patient(&PatientInfo {
+            pk: 3,
+            patient_id: Some("PID-1 ".into()),
+            name: Some("DOE^JANE^Q^DR^=ドウ^ジェーン".into()),
+            birth_date: Some("19800229".into()),
+            sex: Some("F".into()),
+        });
+        assert_eq!(p["id"], "pt-3");
+        assert_eq!(p["identifier"][0]["value"], "PID-1");
+        assert_eq!(p["name"][0]["family"], "DOE");
+        assert_eq!(p["name"][0]["given"], json!(["JANE", "Q"]));
+        assert_eq!(p["name"][0]["prefix"], json!(["DR"]));
+        assert_eq!(p["gender"], "female");
+        assert_eq!(p["birthDate"], "1980-02-29");
+        let bare = patient(&PatientInfo {
+            pk: 4,
+            patient_id: None,
+            name: Some("^".into()),
+            birth_date: Some("19801301".into()),
+            sex: Some("X".into()),
+        });
+        assert!(bare.get("name").is_none() && bare.get("birthDate").is_none());
+        assert_eq!(bare["gender"], "unknown");
+    }
+
+    #[test]
+    fn effective_is_the_study_day_or_the_receipt() {
+        let (v, s, e) = effective(Some("20240131"), 5);
+        assert_eq!(v, "2024-01-31");
+        assert_eq!(e - s, 86_400_000);
+        let (v, s, _) = effective(Some("garbage"), 1_700_000_000_000);
+        assert!(v.starts_with("2023-11-14T"), "{v}");
+        assert_eq!(s, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn imaging_study_carries_uids_modalities_and_sop_classes() {
+        use super::super::data::{InstanceInfo, SeriesInfo};
+        let s = StudyInfo {
+            uid: "1.2.3".into(),
+            patient_pk: 1,
+            study_date: Some("20240131".into()),
+            study_time: None,
+            description: None,
+            first_received_at: 0,
+            series: vec![SeriesInfo {
+                uid: "1.2.3.4".into(),
+                modality: Some("CR".into()),
+                number: Some(1),
+                description: None,
+                instances: vec![InstanceInfo {
+                    uid: "1.2.3.4.5".into(),
+                    sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
+                    number: Some(1),
+                }],
+            }],
+        };
+        let v = imaging_study(&s);
+        assert_eq!(
+            v["identifier"][0],
+            json!({ "system": "urn:dicom:uid", "value": "urn:oid:1.2.3" })
+        );
+        assert_eq!(v["modality"][0]["display"], "Computed Radiography");
+        assert_eq!(
+            v["series"][0]["instance"][0]["sopClass"]["code"],
+            "urn:oid:1.2.840.10008.5.1.4.1.1.1"
+        );
+        assert_eq!(v["numberOfInstances"], 1);
+        assert_eq!(v["started"], "2024-01-31");
+    }
+}

@@ -307,13 +307,13 @@ pub fn parse(rt: ResourceType, pairs: &[(String, String)]) -> Result<Search, Fhi
         match name.as_str() {
             "_count" => s.count = number(name, value, MAX_COUNT)?,
             "_offset" => s.offset = number(name, value, usize::MAX)?,
-            "_format" => {
+            "_format"
                 if !matches!(
                     value.as_str(),
                     "json" | "application/json" | "application/fhir+json"
-                ) {
-                    return Err(FhirError::invalid(name, "only json is served"));
-                }
+                ) =>
+            {
+                return Err(FhirError::invalid(name, "only json is served"));
             }
             _ => {}
         }
