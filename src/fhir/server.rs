@@ -279,7 +279,6 @@ impl Fhir<'_> {
                     configured
                 };
                 let (_, start, end) = res::effective(r.study_date.as_deref(), r.first_received_at);
-                let _ = &r.study_time;
                 s.status
                     .as_ref()
                     .is_none_or(|list| list.iter().any(|x| x == status))
