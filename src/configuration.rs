@@ -46,6 +46,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// FHIR R4 answers (`/fhir`).
+    pub fhir: crate::fhir::FhirSettings,
 }
 
 /// `[dicom]`

@@ -13,6 +13,7 @@ pub mod configuration;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod fhir;
 pub mod inference;
 pub mod ingest;
 pub mod job;

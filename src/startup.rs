@@ -111,6 +111,7 @@ impl Application {
             metrics,
             auth: Arc::new(auth),
             http_limits: HttpLimits::from_settings(&settings.http),
+            fhir: settings.fhir.clone(),
         };
         Ok(Application {
             dicom,

@@ -54,6 +54,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(crate::compat::leapai::routes());
     table.extend(routes::audit::routes());
     table.extend(routes::docs::routes());
+    table.extend(routes::fhir::routes());
     table
 }
 

@@ -406,7 +406,7 @@ fn leapai_envelope() -> Value {
 fn details() -> Vec<Detail> {
     let last_event_id = "Resume after this event id: events after it are replayed, then the \
         stream goes live. Wins over `last_event_id`.";
-    vec![
+    let mut v = vec![
         Detail::get("/ping").json("The node is up", schema::<views::Ping>()),
         Detail::get("/health")
             .json("Healthy", schema::<views::Health>())
@@ -508,7 +508,58 @@ fn details() -> Vec<Detail> {
             "text/html; charset=utf-8",
             "This document as a self-contained HTML page",
         ),
-    ]
+    ];
+    v.extend(fhir_details());
+    v
+}
+
+/// The FHIR routes: `application/fhir+json` answers, search parameters from the same table
+/// the CapabilityStatement lists.
+fn fhir_details() -> Vec<Detail> {
+    use crate::fhir::search::{self, ResourceType};
+    use crate::fhir::CONTENT_TYPE;
+    let mut v = vec![
+        Detail::get("/fhir/metadata").other(CONTENT_TYPE, "A FHIR R4 CapabilityStatement"),
+        Detail::get("/fhir/{resource_type}").other(
+            CONTENT_TYPE,
+            "Never: any type not listed is answered 404 with an OperationOutcome",
+        ),
+        Detail::get("/fhir/{resource_type}/{id}").other(
+            CONTENT_TYPE,
+            "Never: any type not listed is answered 404 with an OperationOutcome",
+        ),
+    ];
+    for rt in ResourceType::ALL {
+        let (search_path, read_path) = match rt {
+            ResourceType::DiagnosticReport => {
+                ("/fhir/DiagnosticReport", "/fhir/DiagnosticReport/{id}")
+            }
+            ResourceType::Observation => ("/fhir/Observation", "/fhir/Observation/{id}"),
+            ResourceType::ImagingStudy => ("/fhir/ImagingStudy", "/fhir/ImagingStudy/{id}"),
+            ResourceType::Patient => ("/fhir/Patient", "/fhir/Patient/{id}"),
+            ResourceType::Device => ("/fhir/Device", "/fhir/Device/{id}"),
+        };
+        let mut search_detail = Detail::get(search_path).other(
+            CONTENT_TYPE,
+            "A Bundle of type searchset with total and self/next/previous links; errors \
+             (400 for an unknown parameter or a bad value) are OperationOutcome",
+        );
+        for p in search::params(rt).iter().chain(search::PAGING.iter()) {
+            search_detail.query.push(json!({
+                "name": p.name,
+                "in": "query",
+                "required": false,
+                "description": p.documentation,
+                "schema": { "type": if p.kind == "number" { "integer" } else { "string" } },
+            }));
+        }
+        v.push(search_detail);
+        v.push(Detail::get(read_path).other(
+            CONTENT_TYPE,
+            "The resource; 404 OperationOutcome when there is none",
+        ));
+    }
+    v
 }
 
 fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {

@@ -38,4 +38,6 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Body size and response time limits of every route.
     pub http_limits: HttpLimits,
+    /// `[fhir]` settings (report status, base URL).
+    pub fhir: crate::fhir::FhirSettings,
 }

@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod crash;
 mod events;
+mod fhir;
 mod helpers;
 mod inference;
 mod ingest;
