@@ -108,6 +108,11 @@ impl Application {
                 output: crate::compat::paths::Roots::new(&settings.compat.output_roots),
             },
             pipeline_model: settings.pipeline.model.clone(),
+            compat_pi: crate::compat::PiSettings {
+                enabled: settings.compat.pi_enabled,
+                url_hosts: settings.compat.pi_url_hosts.clone(),
+            },
+            triage: settings.triage.clone(),
             metrics,
             auth: Arc::new(auth),
             http_limits: HttpLimits::from_settings(&settings.http),

@@ -52,6 +52,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::jobs::routes());
     table.extend(routes::models::routes());
     table.extend(crate::compat::leapai::routes());
+    table.extend(crate::compat::pi::routes());
     table.extend(routes::audit::routes());
     table.extend(routes::docs::routes());
     table.extend(routes::fhir::routes());

@@ -390,6 +390,11 @@ impl Detail {
 
 /// Query parameters, bodies and answers, by method and path. A new route needs an entry
 /// here (the tests say so); its method, path, summary and access come from the table.
+/// Pi's answers: an object (job, or `{error: {code, message}}`).
+fn pi_object() -> Value {
+    json!({ "type": "object" })
+}
+
 /// LeapAI's `{"Result","Data","Message"}` envelope.
 fn leapai_envelope() -> Value {
     json!({
@@ -483,6 +488,39 @@ fn details() -> Vec<Detail> {
                 "LeapAI envelope {Result, Data: {findings, metadata}, Message}; errors use the \
                  same envelope with Result \"Failure\" and LeapAI's messages",
                 leapai_envelope(),
+            ),
+        Detail::post("/api/v1/health/analyze")
+            .body(json!({
+                "type": "object",
+                "required": ["input"],
+                "properties": {
+                    "input": {
+                        "type": "object",
+                        "required": ["type", "modality"],
+                        "properties": {
+                            "type": { "type": "string", "enum": ["image", "eeg"], "description": "eeg is refused: no EEG model" },
+                            "modality": { "type": "string", "description": "xray (chest X-ray)" },
+                            "image_base64": { "type": "string" },
+                            "url": { "type": "string", "description": "Only hosts in compat.pi_url_hosts" },
+                        },
+                    },
+                    "context": { "type": "object", "description": "At most 16,000 characters serialised; `locale` is read" },
+                    "options": { "type": "object", "properties": { "locale": { "type": "string" } } },
+                },
+            }))
+            .also(
+                "202",
+                json!({
+                    "description": "Queued: {job_id, status, poll_url, created_at}",
+                    "content": { "application/json": { "schema": pi_object() } },
+                }),
+            ),
+        Detail::get("/api/v1/jobs/{job_id}")
+            .query::<crate::compat::pi::JobQuery>()
+            .json(
+                "Pi job: {data: {id, type, status, payload: {input, output}, error, diagnostics?}}; \
+                 errors {error: {code, message}}",
+                pi_object(),
             ),
         Detail::post("/bulk_inference")
             .body(json!({

@@ -28,6 +28,10 @@ pub struct AppState {
     pub bus: EventBus,
     /// Server folders the LeapAI adapter may read and write.
     pub leapai: crate::compat::leapai::LeapAiPaths,
+    /// Pi Health Triage adapter settings.
+    pub compat_pi: crate::compat::PiSettings,
+    /// Triage rules (the pipeline's), for adapters that triage images themselves.
+    pub triage: crate::result::TriageSettings,
     /// Model the pipeline runs (`None`: the first installed), for the adapters too.
     pub pipeline_model: Option<String>,
     /// Wakes the pipeline workers (after a reprocess request).

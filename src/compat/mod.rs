@@ -7,6 +7,8 @@
 
 pub mod leapai;
 pub mod paths;
+pub mod pi;
+pub mod pi_text;
 
 use std::path::PathBuf;
 
@@ -14,11 +16,11 @@ use axum::body::{to_bytes, Body};
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 /// `[compat]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompatSettings {
     /// Folders whose files path-based requests (LeapAI `input_image_path`,
@@ -26,18 +28,44 @@ pub struct CompatSettings {
     pub input_roots: Vec<PathBuf>,
     /// Folders under which result files may be written (`output_folder_path`).
     pub output_roots: Vec<PathBuf>,
+    /// Pi Health Triage analyses accepted (`false`: 403 `health_triage_disabled`).
+    pub pi_enabled: bool,
+    /// Hosts Pi's `input.url` may name; empty: URL input is refused (no open fetching).
+    pub pi_url_hosts: Vec<String>,
+}
+
+impl Default for CompatSettings {
+    fn default() -> Self {
+        Self {
+            input_roots: Vec::new(),
+            output_roots: Vec::new(),
+            pi_enabled: true,
+            pi_url_hosts: Vec::new(),
+        }
+    }
+}
+
+/// What the Pi adapter needs from the settings.
+#[derive(Debug, Clone, Default)]
+pub struct PiSettings {
+    pub enabled: bool,
+    pub url_hosts: Vec<String>,
 }
 
 /// Whose error shape a path answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     LeapAi,
+    Pi,
 }
 
 /// The dialect of a request path, if it belongs to an adapter.
 pub fn dialect_for(path: &str) -> Option<Dialect> {
     match path {
         "/single_inference" | "/bulk_inference" => Some(Dialect::LeapAi),
+        p if p.starts_with("/api/v1/health/") || p.starts_with("/api/v1/jobs/") => {
+            Some(Dialect::Pi)
+        }
         _ => None,
     }
 }
@@ -66,15 +94,14 @@ pub async fn translate_errors(req: Request, next: Next) -> Response {
         return Response::from_parts(parts, Body::from(bytes));
     }
     let message = native["error"]["message"].as_str().unwrap_or("Error");
-    match dialect {
-        Dialect::LeapAi => {
-            let mut out = leapai::failure(parts.status, message).into_response();
-            for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
-                if let Some(v) = parts.headers.get(&name) {
-                    out.headers_mut().insert(name, v.clone());
-                }
-            }
-            out
+    let mut out = match dialect {
+        Dialect::LeapAi => leapai::failure(parts.status, message),
+        Dialect::Pi => pi::failure(parts.status, message),
+    };
+    for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
         }
     }
+    out
 }

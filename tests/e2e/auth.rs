@@ -65,6 +65,10 @@ async fn error_of(resp: reqwest::Response) -> (StatusCode, Value) {
             serde_json::json!({ "code": status.as_u16(), "message": body["Message"] }),
         );
     }
+    if body["error"]["code"].is_string() {
+        // Pi's `{"error": {"code": "<code>", "message"}}`.
+        return (status, body["error"].clone());
+    }
     assert_eq!(body["status"], "error", "{body}");
     assert_eq!(body["error"]["code"], status.as_u16(), "{body}");
     (status, body["error"].clone())

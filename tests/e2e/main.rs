@@ -12,4 +12,5 @@ mod leapai;
 mod metrics;
 mod neolens;
 mod openapi;
+mod pi;
 mod pipeline;

@@ -1,0 +1,545 @@
+//! Pi Health Triage (`specs/004_…txt`): `POST /api/v1/health/analyze` queues an analysis of a
+//! medical image (202 with a job id); `GET /api/v1/jobs/{id}` long-polls it. The completed
+//! output is a triage report built from the node's ensemble and triage rules, with texts in
+//! the requested locale. Errors use Pi's codes: `{"error":{"code","message"}}`.
+//!
+//! Request body (the document names the parts but not every field; these are ours):
+//! `{"input": {"type": "image", "modality": "xray", "image_base64": "…" | "url": "https://…"},
+//!   "context": {…}, "options": {"locale": "fr"}}` — `context.locale` works too.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Json;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::pi_text;
+use crate::api::response::format_ms;
+use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::auth::{Principal, Scope};
+use crate::db::now_ms;
+use crate::result::{ImageEntry, Summary};
+
+/// Longest serialised `context`, in characters.
+pub const MAX_CONTEXT_CHARS: usize = 16_000;
+/// Longest `wait` accepted when polling, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+const KIND: &str = "health.analyze";
+
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![
+        (
+            spec(
+                Method::POST,
+                "/api/v1/health/analyze",
+                Access::Scope(Scope::InferenceWrite),
+                "Pi: queue a triage analysis of an image (202 with the job id)",
+            ),
+            post(analyze),
+        ),
+        (
+            spec(
+                Method::GET,
+                "/api/v1/jobs/{job_id}",
+                Access::Scope(Scope::ResultsRead),
+                "Pi: a triage job; ?wait=N long-polls, ?include=diagnostics adds step timings",
+            ),
+            get(job),
+        ),
+    ]
+}
+
+/// A refusal in Pi's shape.
+#[derive(Debug)]
+pub struct PiError(StatusCode, &'static str, String);
+
+impl IntoResponse for PiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({ "error": { "code": self.1, "message": self.2 } })),
+        )
+            .into_response()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> PiError {
+    PiError(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_body",
+        message.into(),
+    )
+}
+
+/// Pi's code for a status the native layers refused with.
+pub fn code_for(status: StatusCode, message: &str) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED if message == "Token missing" => "missing_authorization_header",
+        StatusCode::UNAUTHORIZED => "invalid_authorization",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal_error",
+        _ => "invalid_request_body",
+    }
+}
+
+/// Re-renders a native error in Pi's shape.
+pub fn failure(status: StatusCode, message: &str) -> Response {
+    PiError(status, code_for(status, message), message.to_string()).into_response()
+}
+
+const XRAY: [&str; 7] = [
+    "xray",
+    "x-ray",
+    "chest_xray",
+    "chest-xray",
+    "chest x-ray",
+    "cxr",
+    "radiograph",
+];
+
+/// The validated request: image bytes, locale and the echo of the input.
+struct Analyze {
+    image: Vec<u8>,
+    locale: Option<String>,
+    input_echo: Value,
+}
+
+async fn parse(state: &AppState, body: &Bytes) -> Result<Analyze, PiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?;
+    let input = v
+        .get("input")
+        .filter(|i| i.is_object())
+        .ok_or_else(|| invalid("input is required and must be an object"))?;
+    match input.get("type").and_then(Value::as_str) {
+        Some("image") => {}
+        Some("eeg") => {
+            return Err(invalid(
+                "input.type \"eeg\": EEG screening is not available on this node (no EEG model is \
+                 installed); send an image with input.type \"image\"",
+            ))
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "input.type must be \"image\" or \"eeg\", got \"{other}\""
+            )))
+        }
+        None => return Err(invalid("input.type is required (\"image\")")),
+    }
+    let modality = input
+        .get("modality")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| invalid("input.modality is required for image input"))?;
+    if !XRAY.contains(&modality.trim().to_ascii_lowercase().as_str()) {
+        return Err(invalid(format!(
+            "input.modality \"{modality}\" is not supported: the installed model reads chest \
+             X-rays (input.modality \"xray\")"
+        )));
+    }
+    if let Some(ctx) = v.get("context") {
+        if !ctx.is_object() && !ctx.is_null() {
+            return Err(invalid("context must be a JSON object"));
+        }
+        let n = ctx.to_string().chars().count();
+        if n > MAX_CONTEXT_CHARS {
+            return Err(invalid(format!(
+                "context serialises to {n} characters; at most {MAX_CONTEXT_CHARS} are allowed"
+            )));
+        }
+    }
+    let b64 = ["image_base64", "base64", "image", "data"]
+        .iter()
+        .find_map(|k| input.get(*k).and_then(Value::as_str).map(|s| (*k, s)));
+    let url = input.get("url").and_then(Value::as_str);
+    let image = match (b64, url) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give either input.image_base64 or input.url, not both",
+            ))
+        }
+        (Some((field, data)), None) => {
+            // A data URL prefix (`data:image/png;base64,`) is allowed.
+            let raw = data.rsplit_once("base64,").map_or(data, |(_, d)| d);
+            base64::engine::general_purpose::STANDARD
+                .decode(raw.trim())
+                .map_err(|e| invalid(format!("input.{field} is not valid base64: {e}")))?
+        }
+        (None, Some(u)) => fetch(state, u).await?,
+        (None, None) => {
+            return Err(invalid(
+                "input.image_base64 (or input.url) is required for image input",
+            ))
+        }
+    };
+    if image.is_empty() {
+        return Err(invalid("the image is empty"));
+    }
+    let locale = v
+        .pointer("/options/locale")
+        .or_else(|| v.pointer("/context/locale"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Analyze {
+        image,
+        locale,
+        input_echo: json!({ "type": "image", "modality": modality }),
+    })
+}
+
+/// Fetches an image URL, only from the hosts in `compat.pi_url_hosts` (no open fetching).
+async fn fetch(state: &AppState, raw: &str) -> Result<Vec<u8>, PiError> {
+    let url = url::Url::parse(raw).map_err(|e| invalid(format!("input.url is not a URL: {e}")))?;
+    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+    let allowed = matches!(url.scheme(), "http" | "https")
+        && state
+            .compat_pi
+            .url_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&host));
+    if !allowed {
+        return Err(invalid(format!(
+            "input.url host \"{host}\" is not allowed: images are fetched only from the hosts in \
+             compat.pi_url_hosts; send the image as input.image_base64 instead"
+        )));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| invalid(format!("input.url cannot be fetched: {e}")))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| invalid(format!("input.url cannot be fetched: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(invalid(format!(
+            "input.url answered HTTP {}",
+            resp.status().as_u16()
+        )));
+    }
+    let limit = state.http_limits.max_body_bytes;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| invalid(format!("input.url cannot be read: {e}")))?;
+    if bytes.len() > limit {
+        return Err(invalid(format!(
+            "input.url image is larger than {limit} bytes"
+        )));
+    }
+    Ok(bytes.to_vec())
+}
+
+async fn analyze(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Bytes,
+) -> Result<Response, PiError> {
+    if !state.compat_pi.enabled {
+        return Err(PiError(
+            StatusCode::FORBIDDEN,
+            "health_triage_disabled",
+            "Health triage is disabled on this node (compat.pi_enabled = false)".into(),
+        ));
+    }
+    let req = parse(&state, &body).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now_ms();
+    let stored = json!({
+        "input": req.input_echo,
+        "image_base64": base64::engine::general_purpose::STANDARD.encode(&req.image),
+        "locale": req.locale,
+    });
+    sqlx::query(
+        "INSERT INTO adapter_jobs (id, kind, state, request, principal, created_at, updated_at) \
+         VALUES ($1, $2, 'queued', $3, $4, $5, $5)",
+    )
+    .bind(&id)
+    .bind(KIND)
+    .bind(stored.to_string())
+    .bind(&principal.subject)
+    .bind(now)
+    .execute(&state.db.pool)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "Pi job insert");
+        PiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "job_create_failed",
+            "The analysis job could not be created".into(),
+        )
+    })?;
+    tokio::spawn(run(state.clone(), id.clone()));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job_id": id,
+            "status": "queued",
+            "poll_url": format!("/api/v1/jobs/{id}"),
+            "created_at": format_ms(now),
+        })),
+    )
+        .into_response())
+}
+
+/// Runs the queued adapter jobs left by a previous run (called at start).
+pub async fn resume(state: AppState) {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM adapter_jobs WHERE kind = $1 AND state IN ('queued', 'running') ORDER BY created_at",
+    )
+    .bind(KIND)
+    .fetch_all(&state.db.pool)
+    .await
+    .unwrap_or_default();
+    for id in ids {
+        tracing::info!(job_id = %id, "resuming an interrupted triage job");
+        run(state.clone(), id).await;
+    }
+}
+
+/// Analyses one job and stores its output (or its failure).
+async fn run(state: AppState, id: String) {
+    let t0 = Instant::now();
+    let _ = sqlx::query("UPDATE adapter_jobs SET state = 'running', updated_at = $2 WHERE id = $1")
+        .bind(&id)
+        .bind(now_ms())
+        .execute(&state.db.pool)
+        .await;
+    let request: Option<String> =
+        sqlx::query_scalar("SELECT request FROM adapter_jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&state.db.pool)
+            .await
+            .ok()
+            .flatten();
+    let Some(request) = request.and_then(|r| serde_json::from_str::<Value>(&r).ok()) else {
+        return;
+    };
+    let image = request["image_base64"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_default();
+    let locale = pi_text::pick(request["locale"].as_str());
+    let t_decode = t0.elapsed();
+    let model = state.pipeline_model.clone();
+    let outcome = state
+        .engine
+        .infer_image_bytes(model.as_deref(), &image)
+        .await;
+    let t_infer = t0.elapsed();
+    let (state_name, output, error) = match outcome {
+        Ok(r) => {
+            let entry = ImageEntry::from_inference("", "", "", &r);
+            let summary = Summary::from_images(std::slice::from_ref(&entry));
+            let triage = state.triage.decide(&summary);
+            (
+                "completed",
+                Some(report(
+                    &entry,
+                    &summary,
+                    triage.urgency,
+                    locale,
+                    &r.model_id,
+                    &r.model_version,
+                )),
+                None,
+            )
+        }
+        Err(e) if e.is_input_error() => (
+            "failed",
+            None,
+            Some(
+                json!({"code": "invalid_request_body", "message": format!("the image cannot be read: {e}")}),
+            ),
+        ),
+        Err(e) => {
+            tracing::error!(job_id = %id, error = %e, "Pi triage inference");
+            (
+                "failed",
+                None,
+                Some(
+                    json!({"code": "job_trigger_failed", "message": "the inference worker failed"}),
+                ),
+            )
+        }
+    };
+    let diagnostics = json!({
+        "routing": { "input_type": "image", "model": model.unwrap_or_else(|| "default".into()), "provider": "onnxruntime" },
+        "steps": [
+            { "name": "load_request", "ms": t_decode.as_secs_f64() * 1000.0 },
+            { "name": "inference", "ms": (t_infer - t_decode).as_secs_f64() * 1000.0 },
+        ],
+        "total_ms": t0.elapsed().as_secs_f64() * 1000.0,
+    });
+    let res = sqlx::query(
+        "UPDATE adapter_jobs SET state = $2, output = $3, error = $4, diagnostics = $5, updated_at = $6 \
+         WHERE id = $1",
+    )
+    .bind(&id)
+    .bind(state_name)
+    .bind(output.map(|o| o.to_string()))
+    .bind(error.map(|e| e.to_string()))
+    .bind(diagnostics.to_string())
+    .bind(now_ms())
+    .execute(&state.db.pool)
+    .await;
+    if let Err(e) = res {
+        tracing::error!(job_id = %id, error = %e, "storing a triage job's output failed");
+    }
+}
+
+/// The triage report of one analysed image.
+fn report(
+    entry: &ImageEntry,
+    summary: &Summary,
+    urgency: crate::domain::Urgency,
+    locale: &'static str,
+    model_id: &str,
+    model_version: &str,
+) -> Value {
+    let t = pi_text::texts(locale, urgency);
+    let mut findings: Vec<Value> = entry
+        .findings
+        .iter()
+        .filter(|f| f.presence)
+        .map(|f| {
+            json!({
+                "title": f.name,
+                "summary": format!("{} {} {:.2}", f.name, t.present, f.confidence),
+                "confidence": f.confidence,
+                "evidence": [
+                    format!("{model_id} {model_version}: ensemble of {} models, mean probability {:.3} (threshold {:.2})", f.member_outputs.len(), f.confidence, f.threshold),
+                    format!("member probabilities {:?}, spread {:.3}", f.member_outputs.iter().map(|p| (p * 1000.0).round() / 1000.0).collect::<Vec<_>>(), f.spread),
+                    format!("SNOMED CT {} {}", f.code.code, f.code.display),
+                ],
+            })
+        })
+        .collect();
+    let analysed = entry.status == "analysed";
+    if findings.is_empty() {
+        let top = entry
+            .findings
+            .iter()
+            .map(|f| f.confidence)
+            .fold(0.0f32, f32::max);
+        findings.push(json!({
+            "title": if analysed { t.absent_title.to_string() } else { "Image not analysed".to_string() },
+            "summary": if analysed { t.absent_summary.to_string() } else { entry.reason.clone().unwrap_or_default() },
+            "confidence": if analysed { 1.0 - top } else { 0.0 },
+            "evidence": [format!("{model_id} {model_version}: image status {}", entry.status)],
+        }));
+    }
+    // Overall confidence: the ensemble's agreement (1 − highest spread) when analysed.
+    let spread = entry
+        .findings
+        .iter()
+        .map(|f| f.spread)
+        .fold(0.0f32, f32::max);
+    json!({
+        "triage_level": urgency,
+        "confidence": if analysed { (1.0 - spread).clamp(0.0, 1.0) } else { 0.0 },
+        "locale": locale,
+        "findings": findings,
+        "overlay_url": Value::Null,
+        "seizure_detected": Value::Null,
+        "care_guidance": t.care,
+        "referral_guidance": t.referral,
+        "warning_signs": t.warning_signs,
+        "disclaimer": t.disclaimer,
+        "should_review": summary.should_review,
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    /// Seconds to wait for the job to finish (0..=60).
+    pub wait: Option<u64>,
+    /// `diagnostics` adds routing and step timings.
+    pub include: Option<String>,
+    pub access_token: Option<String>,
+}
+
+async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, PiError> {
+    let Query(q) = q.map_err(|e| invalid(e.body_text()))?;
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(invalid(format!(
+            "wait must be at most {MAX_WAIT_SECS} seconds"
+        )));
+    }
+    let diagnostics = match q.include.as_deref() {
+        None => false,
+        Some("diagnostics") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "include \"{other}\" is not known (diagnostics)"
+            )))
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        let row = sqlx::query(
+            "SELECT state, request, output, error, diagnostics, created_at, updated_at \
+             FROM adapter_jobs WHERE id = $1 AND kind = $2",
+        )
+        .bind(&id)
+        .bind(KIND)
+        .fetch_optional(&state.db.pool)
+        .await
+        .map_err(|e| {
+            PiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                e.to_string(),
+            )
+        })?
+        .ok_or_else(|| {
+            PiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("job {id} not found"),
+            )
+        })?;
+        let st: String = row.get(0);
+        let finished = st == "completed" || st == "failed";
+        if finished || Instant::now() >= deadline {
+            let parse = |i: usize| {
+                row.get::<Option<String>, _>(i)
+                    .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                    .unwrap_or(Value::Null)
+            };
+            let request = parse(1);
+            let mut data = json!({
+                "id": id,
+                "type": KIND,
+                "status": st,
+                "payload": { "input": request["input"], "output": parse(2) },
+                "error": parse(3),
+                "created_at": format_ms(row.get(5)),
+                "updated_at": format_ms(row.get(6)),
+            });
+            if diagnostics {
+                data["diagnostics"] = parse(4);
+            }
+            return Ok(Json(json!({ "data": data })).into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;
+    }
+}
