@@ -44,6 +44,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// DICOMweb (STOW-RS, QIDO-RS, WADO-RS at /dicomweb): CORS origins.
+    pub dicomweb: crate::dicomweb::DicomWebSettings,
 }
 
 /// `[dicom]`

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod configuration;
 pub mod db;
+pub mod dicomweb;
 pub mod domain;
 pub mod events;
 pub mod inference;

@@ -34,4 +34,6 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Body size and response time limits of every route.
     pub http_limits: HttpLimits,
+    /// The store and accepted syntaxes for STOW-RS; CORS origins.
+    pub dicomweb: crate::dicomweb::DicomWebContext,
 }
