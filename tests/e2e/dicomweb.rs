@@ -34,7 +34,16 @@ async fn stow(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> (
 
 #[tokio::test]
 async fn dicomweb_client_stores_searches_retrieves_and_the_study_gets_a_result() {
-    let app = TestApp::spawn(Db::Sqlite).await;
+    client_round_trip(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn dicomweb_client_round_trip_on_postgres() {
+    client_round_trip(Db::Postgres).await;
+}
+
+async fn client_round_trip(db: Db) {
+    let app = TestApp::spawn(db).await;
     let dir = tempfile::tempdir().unwrap();
     let (study, files) = fixture_copy("cr_cardiomegaly", dir.path(), 1);
     let script = concat!(
