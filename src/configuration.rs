@@ -48,6 +48,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// FHIR R4 answers (`/fhir`).
     pub fhir: crate::fhir::FhirSettings,
+    /// DICOMweb (STOW-RS, QIDO-RS, WADO-RS at /dicomweb): CORS origins.
+    pub dicomweb: crate::dicomweb::DicomWebSettings,
 }
 
 /// `[dicom]`

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compat;
 pub mod configuration;
 pub mod db;
+pub mod dicomweb;
 pub mod domain;
 pub mod events;
 pub mod fhir;

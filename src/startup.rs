@@ -63,6 +63,7 @@ impl Application {
             );
         }
         let files = store.files.clone();
+        let mut dicomweb = crate::dicomweb::DicomWebContext::new(&settings, store.clone());
         let ctx = IngestContext::new(
             settings.dicom.clone(),
             store,
@@ -93,6 +94,7 @@ impl Application {
         let http = TcpListener::bind(http_addr)
             .await
             .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
+        dicomweb.http_port = http.local_addr()?.port();
         let state = AppState {
             db,
             files,
@@ -117,6 +119,7 @@ impl Application {
             auth: Arc::new(auth),
             http_limits: HttpLimits::from_settings(&settings.http),
             fhir: settings.fhir.clone(),
+            dicomweb,
         };
         Ok(Application {
             dicom,

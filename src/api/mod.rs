@@ -56,6 +56,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::audit::routes());
     table.extend(routes::docs::routes());
     table.extend(routes::fhir::routes());
+    table.extend(crate::dicomweb::routes());
     table
 }
 
@@ -85,7 +86,14 @@ pub fn router(state: AppState) -> Router {
         state.metrics.clone(),
         http_metrics::record,
     ));
-    limits::apply(router, state.http_limits)
+    let cors = state.dicomweb.cors();
+    let router = limits::apply(router, state.http_limits);
+    // CORS outside auth and limits: a preflight carries no credentials.
+    let router = match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    };
+    router
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -548,6 +548,7 @@ fn details() -> Vec<Detail> {
         ),
     ];
     v.extend(fhir_details());
+    v.extend(dicomweb_details());
     v
 }
 
@@ -598,6 +599,44 @@ fn fhir_details() -> Vec<Detail> {
         ));
     }
     v
+}
+
+/// DICOMweb answers are PS3.18 media types, not the envelope.
+fn dicomweb_details() -> Vec<Detail> {
+    let dj = crate::dicomweb::DICOM_JSON;
+    let dicom = "multipart/related; type=\"application/dicom\"";
+    let qido = "Matches as DICOM JSON; 204 when nothing matches. Query: attribute keywords or \
+        tags as matching keys, `includefield`, `limit`, `offset`, `fuzzymatching`";
+    let stow = "PS3.18 store response: ReferencedSOPSequence, FailedSOPSequence \
+        (200 all stored, 202 some failed, 409 all failed; 415 wrong Content-Type)";
+    vec![
+        Detail::post("/dicomweb/studies").other(dj, stow),
+        Detail::post("/dicomweb/studies/{study}").other(dj, stow),
+        Detail::get("/dicomweb/studies").other(dj, qido),
+        Detail::get("/dicomweb/series").other(dj, qido),
+        Detail::get("/dicomweb/studies/{study}/series").other(dj, qido),
+        Detail::get("/dicomweb/instances").other(dj, qido),
+        Detail::get("/dicomweb/studies/{study}/instances").other(dj, qido),
+        Detail::get("/dicomweb/studies/{study}/series/{series}/instances").other(dj, qido),
+        Detail::get("/dicomweb/studies/{study}").other(dicom, "The study's instances as stored"),
+        Detail::get("/dicomweb/studies/{study}/series/{series}")
+            .other(dicom, "The series' instances as stored"),
+        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}")
+            .other(dicom, "The instance as stored"),
+        Detail::get("/dicomweb/studies/{study}/metadata")
+            .other(dj, "Metadata of each instance, with BulkDataURIs"),
+        Detail::get("/dicomweb/studies/{study}/series/{series}/metadata")
+            .other(dj, "Metadata of each instance, with BulkDataURIs"),
+        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata")
+            .other(dj, "Metadata of the instance, with BulkDataURIs"),
+        Detail::get(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+        )
+        .other(
+            "multipart/related; type=\"application/octet-stream\"",
+            "The value (one part per fragment for encapsulated pixel data)",
+        ),
+    ]
 }
 
 fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {

@@ -44,4 +44,6 @@ pub struct AppState {
     pub http_limits: HttpLimits,
     /// `[fhir]` settings (report status, base URL).
     pub fhir: crate::fhir::FhirSettings,
+    /// The store and accepted syntaxes for STOW-RS; CORS origins.
+    pub dicomweb: crate::dicomweb::DicomWebContext,
 }

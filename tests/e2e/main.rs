@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod events;
 mod fhir;
+mod dicomweb;
 mod helpers;
 mod inference;
 mod ingest;

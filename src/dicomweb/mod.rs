@@ -1,0 +1,277 @@
+//! DICOMweb (PS3.18) at `/dicomweb`: STOW-RS in through the C-STORE path, QIDO-RS and
+//! WADO-RS out of the index and the stored files.
+//!
+//! - [`multipart`]: streaming `multipart/related` reader;
+//! - [`json`]: the DICOM JSON model;
+//! - [`stow`]: `POST /studies[/{study}]`;
+//! - [`qido`]: searches for studies, series and instances;
+//! - [`wado`]: retrieval of instances (as stored) and their metadata.
+//!
+//! File paths come only from `instances.file_path` in the index, never from the request.
+
+pub mod json;
+pub mod multipart;
+pub mod qido;
+pub mod stow;
+pub mod wado;
+
+use axum::http::{header, HeaderMap, Method};
+use axum::routing::{get, post, MethodRouter};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::auth::Scope;
+use crate::store::Store;
+
+/// Media type of DICOM JSON answers.
+pub const DICOM_JSON: &str = "application/dicom+json";
+
+/// `[dicomweb]` settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomWebSettings {
+    /// Origins a browser viewer may call the API from (CORS); empty = no CORS headers.
+    /// `"*"` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
+    /// The URL clients reach `/dicomweb` at (e.g. `https://pacs-ai.example/dicomweb`), for
+    /// RetrieveURL and BulkDataURI; unset = from the request's Host header.
+    pub public_url: Option<String>,
+}
+
+/// What the DICOMweb handlers need beyond the rest of the API.
+#[derive(Clone)]
+pub struct DicomWebContext {
+    pub store: Store,
+    /// SOP classes accepted (same policy as the C-STORE SCP).
+    pub abstract_syntaxes: Vec<String>,
+    /// Transfer syntaxes whose data sets can be parsed.
+    pub transfer_syntaxes: Vec<&'static str>,
+    /// `dicomweb.cors_allowed_origins`.
+    pub cors_allowed_origins: Vec<String>,
+    /// `dicomweb.public_url`, without a trailing slash.
+    pub public_url: Option<String>,
+    /// Port of the HTTP listener, added to a Host header that lacks one.
+    pub http_port: u16,
+}
+
+impl DicomWebContext {
+    pub fn new(settings: &crate::configuration::Settings, store: Store) -> Self {
+        DicomWebContext {
+            store,
+            abstract_syntaxes: crate::ingest::sop_classes::accepted_abstract_syntaxes(
+                &settings.dicom,
+            ),
+            transfer_syntaxes: crate::ingest::sop_classes::accepted_transfer_syntaxes(),
+            cors_allowed_origins: settings.dicomweb.cors_allowed_origins.clone(),
+            public_url: settings
+                .dicomweb
+                .public_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+            http_port: settings.http.port,
+        }
+    }
+
+    /// The CORS layer for the configured origins (`None` when none are configured). A
+    /// preflight is answered by the layer itself, before authentication.
+    pub fn cors(&self) -> Option<tower_http::cors::CorsLayer> {
+        use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+        if self.cors_allowed_origins.is_empty() {
+            return None;
+        }
+        let origin = if self.cors_allowed_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                self.cors_allowed_origins
+                    .iter()
+                    .filter_map(|o| header::HeaderValue::from_str(o).ok()),
+            )
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(origin)
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers(Any)
+                .expose_headers(Any)
+                .max_age(std::time::Duration::from_secs(600)),
+        )
+    }
+}
+
+/// `scheme://host/dicomweb` as the client reached us (for RetrieveURL and BulkDataURI):
+/// `dicomweb.public_url` when set, else from the Host header. Some clients (dicomweb-client)
+/// send Host without the port, so a port-less Host gets the listener's port (unless 80).
+pub fn base_url(ctx: &DicomWebContext, headers: &HeaderMap) -> String {
+    if let Some(u) = &ctx.public_url {
+        return u.clone();
+    }
+    let forwarded = headers.get("x-forwarded-host").is_some();
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
+        .unwrap_or("localhost");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()));
+    if forwarded || has_port || ctx.http_port == 80 || ctx.http_port == 0 {
+        format!("{scheme}://{host}/dicomweb")
+    } else {
+        format!("{scheme}://{host}:{}/dicomweb", ctx.http_port)
+    }
+}
+
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let read = Access::Scope(Scope::ResultsRead);
+    let write = Access::Scope(Scope::InferenceWrite);
+    let r = |m, p, a, s| spec(m, p, a, s);
+    vec![
+        (
+            r(
+                Method::POST,
+                "/dicomweb/studies",
+                write,
+                "STOW-RS: store instances (multipart/related; type=\"application/dicom\")",
+            ),
+            post(stow::store_any),
+        ),
+        (
+            r(
+                Method::POST,
+                "/dicomweb/studies/{study}",
+                write,
+                "STOW-RS: store instances of one study",
+            ),
+            post(stow::store_study),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies",
+                read,
+                "QIDO-RS: search studies",
+            ),
+            get(qido::studies),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/series",
+                read,
+                "QIDO-RS: search series",
+            ),
+            get(qido::all_series),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series",
+                read,
+                "QIDO-RS: search the series of a study",
+            ),
+            get(qido::study_series),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/instances",
+                read,
+                "QIDO-RS: search instances",
+            ),
+            get(qido::all_instances),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/instances",
+                read,
+                "QIDO-RS: search the instances of a study",
+            ),
+            get(qido::study_instances),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances",
+                read,
+                "QIDO-RS: search the instances of a series",
+            ),
+            get(qido::series_instances),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}",
+                read,
+                "WADO-RS: retrieve a study (multipart/related; type=\"application/dicom\")",
+            ),
+            get(wado::study),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}",
+                read,
+                "WADO-RS: retrieve a series",
+            ),
+            get(wado::series),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
+                read,
+                "WADO-RS: retrieve an instance",
+            ),
+            get(wado::instance),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/metadata",
+                read,
+                "WADO-RS: metadata of a study (application/dicom+json)",
+            ),
+            get(wado::study_metadata),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/metadata",
+                read,
+                "WADO-RS: metadata of a series",
+            ),
+            get(wado::series_metadata),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata",
+                read,
+                "WADO-RS: metadata of an instance",
+            ),
+            get(wado::instance_metadata),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+                read,
+                "WADO-RS: a top-level bulk data value of an instance",
+            ),
+            get(wado::bulkdata),
+        ),
+    ]
+}

@@ -1,0 +1,495 @@
+//! STOW-RS (PS3.18 10.5): `POST /dicomweb/studies[/{study}]`.
+//!
+//! Each `application/dicom` part goes down the C-STORE path: its Part 10 file meta stands in
+//! for the C-STORE command (SOP class, instance, transfer syntax), the data set streams into a
+//! temporary file behind our own file meta, and [`Store::accept`] makes it durable and indexes
+//! it. One request is one association for study completion: the study completes
+//! `quiet_window_ms` after the response is ready, as after an A-RELEASE.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::json::tag_key;
+use super::multipart::{parse_content_type, MultipartError, MultipartReader};
+use super::{base_url, DICOM_JSON};
+use crate::api::{ApiError, AppState};
+use crate::auth::Principal;
+use crate::domain::Uid;
+use crate::ingest::dimse::status;
+use crate::store::{FileMeta, IncomingFile, StoreError, StoreOutcome};
+use dicom_dictionary_std::tags;
+
+/// The Source AE Title written into files received over STOW-RS (and their index rows).
+pub const STOW_AE: &str = "STOW-RS";
+
+/// Largest file meta group we wait for before giving up on a part.
+const MAX_META_BYTES: usize = 64 * 1024;
+
+/// One part's outcome.
+struct Failure {
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    reason: u16,
+    comment: String,
+}
+
+struct Stored {
+    sop_class: String,
+    sop_instance: String,
+    study: String,
+    series: String,
+}
+
+pub async fn store_any(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    store(state, principal, headers, None, body).await
+}
+
+pub async fn store_study(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let study = Uid::parse("study", &study)
+        .map_err(|e| ApiError::invalid("study", e.problem))?
+        .as_str()
+        .to_string();
+    store(state, principal, headers, Some(study), body).await
+}
+
+fn unsupported(problem: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("Unsupported Content-Type: {problem}"),
+    )
+    .with_details(json!({ "field": "Content-Type", "problem": problem }))
+}
+
+async fn store(
+    state: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    study: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            unsupported("missing; send multipart/related; type=\"application/dicom\"".into())
+        })?;
+    let related = parse_content_type(ct).map_err(unsupported)?;
+    match related.root_type.as_deref() {
+        None | Some("application/dicom") => {}
+        Some(other) => {
+            return Err(unsupported(format!(
+                "type=\"{other}\" is not supported; only type=\"application/dicom\" is"
+            )))
+        }
+    }
+    let association_id = format!("stow-{}", uuid::Uuid::new_v4().simple());
+    let base = base_url(&state.dicomweb, &headers);
+    let limit = state.http_limits.max_body_bytes;
+    let mut reader = MultipartReader::new(body.into_data_stream(), &related.boundary, limit);
+    let mut stored: Vec<Stored> = Vec::new();
+    let mut failed: Vec<Failure> = Vec::new();
+    let outcome = async {
+        while let Some(part) = reader.next_part().await? {
+            let part_type = part.get("content-type").map(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+            if let Some(t) = part_type.filter(|t| t != "application/dicom") {
+                failed.push(Failure {
+                    sop_class: None,
+                    sop_instance: None,
+                    reason: status::CANNOT_UNDERSTAND,
+                    comment: format!("part of type {t} is not application/dicom"),
+                });
+                continue;
+            }
+            match store_part(&state, &mut reader, study.as_deref(), &association_id).await? {
+                Ok(s) => stored.push(s),
+                Err(f) => failed.push(f),
+            }
+        }
+        Ok::<_, MultipartError>(())
+    }
+    .await;
+    // The request is over whatever happened: the "association" is released.
+    state.tracker.association_ended(&association_id, true);
+    match outcome {
+        Ok(()) => {}
+        Err(MultipartError::TooLarge(max)) => {
+            tracing::warn!(stored = stored.len(), "STOW-RS body over the size limit");
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+                .with_details(json!({
+                    "max_body_bytes": max,
+                    "stored_before_the_limit": stored.iter().map(|s| &s.sop_instance).collect::<Vec<_>>(),
+                })));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, stored = stored.len(), "STOW-RS body unreadable");
+            return Err(ApiError::invalid("body", e.to_string()).with_details(json!({
+                "field": "body",
+                "problem": e.to_string(),
+                "stored_before_the_error": stored.iter().map(|s| &s.sop_instance).collect::<Vec<_>>(),
+            })));
+        }
+    }
+    if stored.is_empty() && failed.is_empty() {
+        return Err(ApiError::invalid("body", "the multipart body has no parts"));
+    }
+    tracing::info!(
+        association_id,
+        subject = %principal.subject,
+        stored = stored.len(),
+        failed = failed.len(),
+        "STOW-RS request done"
+    );
+    Ok(response(&base, study.as_deref(), &stored, &failed))
+}
+
+fn response(base: &str, study: Option<&str>, stored: &[Stored], failed: &[Failure]) -> Response {
+    let code = if failed.is_empty() {
+        StatusCode::OK
+    } else if stored.is_empty() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut body = serde_json::Map::new();
+    let study_url = study
+        .or_else(|| stored.first().map(|s| s.study.as_str()))
+        .filter(|s| stored.iter().all(|x| x.study == *s))
+        .map(|s| format!("{base}/studies/{s}"));
+    if let Some(u) = study_url {
+        body.insert(tag_key(tags::RETRIEVE_URL), json!({"vr":"UR","Value":[u]}));
+    }
+    if !stored.is_empty() {
+        let items: Vec<Value> = stored
+            .iter()
+            .map(|s| {
+                json!({
+                    "00081150": {"vr":"UI","Value":[s.sop_class]},
+                    "00081155": {"vr":"UI","Value":[s.sop_instance]},
+                    "00081190": {"vr":"UR","Value":[format!(
+                        "{base}/studies/{}/series/{}/instances/{}", s.study, s.series, s.sop_instance)]},
+                })
+            })
+            .collect();
+        body.insert(
+            tag_key(tags::REFERENCED_SOP_SEQUENCE),
+            json!({"vr":"SQ","Value":items}),
+        );
+    }
+    if !failed.is_empty() {
+        let items: Vec<Value> = failed
+            .iter()
+            .map(|f| {
+                let mut m = serde_json::Map::new();
+                let ui = |v: &Option<String>| match v {
+                    Some(v) => json!({"vr":"UI","Value":[v]}),
+                    None => json!({"vr":"UI"}),
+                };
+                m.insert("00081150".into(), ui(&f.sop_class));
+                m.insert("00081155".into(), ui(&f.sop_instance));
+                m.insert("00081197".into(), json!({"vr":"US","Value":[f.reason]}));
+                Value::Object(m)
+            })
+            .collect();
+        for f in failed {
+            tracing::warn!(status = format!("{:04X}", f.reason), reason = %f.comment,
+                sop_instance_uid = f.sop_instance.as_deref().unwrap_or("?"), "STOW-RS part refused");
+        }
+        body.insert(
+            tag_key(tags::FAILED_SOP_SEQUENCE),
+            json!({"vr":"SQ","Value":items}),
+        );
+    }
+    (
+        code,
+        [(header::CONTENT_TYPE, DICOM_JSON)],
+        serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Reads one part into the store. The outer error stops the whole body; the inner one is
+/// this part's failure.
+async fn store_part<S, E>(
+    state: &AppState,
+    reader: &mut MultipartReader<S>,
+    study: Option<&str>,
+    association_id: &str,
+) -> Result<Result<Stored, Failure>, MultipartError>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let dw = &state.dicomweb;
+    // Collect the preamble and file meta group.
+    let mut head: Vec<u8> = Vec::new();
+    let meta_end = loop {
+        if let Some(end) = meta_length(&head) {
+            match end {
+                Ok(end) if head.len() >= end => break end,
+                Ok(_) => {}
+                Err(problem) => {
+                    skip(reader).await?;
+                    return Ok(Err(fail(None, None, status::CANNOT_UNDERSTAND, problem)));
+                }
+            }
+        }
+        if head.len() > MAX_META_BYTES {
+            skip(reader).await?;
+            return Ok(Err(fail(
+                None,
+                None,
+                status::CANNOT_UNDERSTAND,
+                "no DICOM file meta group in the first 64 KiB".into(),
+            )));
+        }
+        match reader.chunk().await? {
+            Some(c) => head.extend_from_slice(&c),
+            None => {
+                return Ok(Err(fail(
+                    None,
+                    None,
+                    status::CANNOT_UNDERSTAND,
+                    "the part is not a DICOM Part 10 file (no preamble and DICM prefix)".into(),
+                )))
+            }
+        }
+    };
+    let meta = match dicom_object::meta::FileMetaTable::from_reader(&head[128..meta_end]) {
+        Ok(m) => m,
+        Err(e) => {
+            skip(reader).await?;
+            return Ok(Err(fail(
+                None,
+                None,
+                status::CANNOT_UNDERSTAND,
+                format!("unreadable file meta group: {e}"),
+            )));
+        }
+    };
+    let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    let class = trim(meta.media_storage_sop_class_uid());
+    let sop = trim(meta.media_storage_sop_instance_uid());
+    let ts = trim(meta.transfer_syntax());
+    let (class_o, sop_o) = (Some(class.clone()), Some(sop.clone()));
+    let checks = || -> Result<(), (u16, String)> {
+        Uid::parse("MediaStorageSOPClassUID", &class)
+            .map_err(|e| (status::DATA_SET_MISMATCH, e.to_string()))?;
+        Uid::parse("MediaStorageSOPInstanceUID", &sop)
+            .map_err(|e| (status::DATA_SET_MISMATCH, e.to_string()))?;
+        if !dw.abstract_syntaxes.contains(&class) {
+            return Err((
+                status::SOP_CLASS_NOT_SUPPORTED,
+                format!("SOP class {class} is not accepted"),
+            ));
+        }
+        if !dw.transfer_syntaxes.contains(&ts.as_str()) {
+            return Err((
+                status::CANNOT_UNDERSTAND,
+                format!("transfer syntax {ts} cannot be read"),
+            ));
+        }
+        dw.store
+            .check_room()
+            .map_err(|e| (status::OUT_OF_RESOURCES, e.to_string()))
+    };
+    if let Err((st, comment)) = checks() {
+        skip(reader).await?;
+        return Ok(Err(fail(class_o, sop_o, st, comment)));
+    }
+    let file_meta = FileMeta {
+        sop_class_uid: class.clone(),
+        sop_instance_uid: sop.clone(),
+        transfer_syntax: ts,
+        source_ae: STOW_AE.into(),
+        receiving_ae: state.ae_title.clone(),
+    };
+    let mut file: IncomingFile = match dw.store.files.begin(&file_meta).await {
+        Ok(f) => f,
+        Err(e) => {
+            skip(reader).await?;
+            return Ok(Err(fail(
+                class_o,
+                sop_o,
+                status::OUT_OF_RESOURCES,
+                e.to_string(),
+            )));
+        }
+    };
+    let mut write_error = None;
+    let mut pending = Some(Bytes::copy_from_slice(&head[meta_end..]));
+    loop {
+        let chunk = match pending.take() {
+            Some(c) => c,
+            None => match reader.chunk().await? {
+                Some(c) => c,
+                None => break,
+            },
+        };
+        if write_error.is_none() && !chunk.is_empty() {
+            if let Err(e) = file.write(&chunk).await {
+                write_error = Some(e.to_string());
+            }
+        }
+    }
+    if let Some(e) = write_error {
+        return Ok(Err(fail(class_o, sop_o, status::OUT_OF_RESOURCES, e)));
+    }
+    let size = file.len();
+    let staged = match file.finish(dw.store.durability()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(Err(fail(
+                class_o,
+                sop_o,
+                status::OUT_OF_RESOURCES,
+                e.to_string(),
+            )))
+        }
+    };
+    if let Some(want) = study {
+        let path = staged.path().to_path_buf();
+        let header =
+            tokio::task::spawn_blocking(move || crate::store::InstanceHeader::read(&path)).await;
+        let found = match &header {
+            Ok(Ok(h)) => h.study_uid.as_ref().map(|u| u.as_str().to_string()),
+            _ => None,
+        };
+        if let Some(found) = found.filter(|f| f != want) {
+            return Ok(Err(fail(
+                class_o,
+                sop_o,
+                status::DATA_SET_MISMATCH,
+                format!("StudyInstanceUID {found} differs from the study {want} of the request"),
+            )));
+        }
+    }
+    match dw
+        .store
+        .accept(staged, &file_meta, STOW_AE, association_id)
+        .await
+    {
+        Ok(outcome) => {
+            let (study_uid, series) = match &outcome {
+                StoreOutcome::Stored(o) => {
+                    state.tracker.instance_stored(&o.study_uid, association_id);
+                    (o.study_uid.clone(), None)
+                }
+                StoreOutcome::DuplicateKept { study_uid } => (study_uid.clone(), None::<String>),
+            };
+            state.metrics.instance_stored(size);
+            let series = match series {
+                Some(s) => s,
+                None => series_of(state, &sop).await.unwrap_or_default(),
+            };
+            tracing::debug!(study_uid, sop_instance_uid = %sop, "stored over STOW-RS");
+            Ok(Ok(Stored {
+                sop_class: class,
+                sop_instance: sop,
+                study: study_uid,
+                series,
+            }))
+        }
+        Err(e) => {
+            let st = match &e {
+                StoreError::Resources(_) => status::OUT_OF_RESOURCES,
+                StoreError::Mismatch(_) => status::DATA_SET_MISMATCH,
+                StoreError::Unparseable(_) => status::CANNOT_UNDERSTAND,
+            };
+            state.metrics.store_failed(st);
+            Ok(Err(fail(class_o, sop_o, st, e.to_string())))
+        }
+    }
+}
+
+async fn series_of(state: &AppState, sop: &str) -> Option<String> {
+    sqlx::query_scalar::<_, String>("SELECT series_uid FROM instances WHERE sop_instance_uid = $1")
+        .bind(sop)
+        .fetch_optional(&state.db.pool)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn fail(
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    reason: u16,
+    comment: String,
+) -> Failure {
+    Failure {
+        sop_class,
+        sop_instance,
+        reason,
+        comment,
+    }
+}
+
+async fn skip<S, E>(reader: &mut MultipartReader<S>) -> Result<(), MultipartError>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    while reader.chunk().await?.is_some() {}
+    Ok(())
+}
+
+/// Where the file meta group ends, once enough bytes are there to tell: `None` to read more,
+/// an error when the bytes are not a Part 10 file.
+fn meta_length(head: &[u8]) -> Option<Result<usize, String>> {
+    if head.len() < 132 + 12 {
+        return None;
+    }
+    if &head[128..132] != b"DICM" {
+        return Some(Err(
+            "the part is not a DICOM Part 10 file (no DICM prefix after the 128-byte preamble)"
+                .into(),
+        ));
+    }
+    let e = &head[132..144];
+    if e[0..4] != [0x02, 0x00, 0x00, 0x00] || &e[4..6] != b"UL" {
+        return Some(Err(
+            "the file meta group does not start with its group length (0002,0000)".into(),
+        ));
+    }
+    let len = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as usize;
+    if len > MAX_META_BYTES {
+        return Some(Err(format!("file meta group length {len} is implausible")));
+    }
+    Some(Ok(144 + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meta_length;
+
+    #[test]
+    fn meta_length_needs_preamble_and_group_length() {
+        assert!(meta_length(&[0u8; 100]).is_none());
+        assert!(meta_length(&[0u8; 200]).unwrap().is_err());
+        let mut h = vec![0u8; 128];
+        h.extend_from_slice(b"DICM");
+        h.extend_from_slice(&[0x02, 0, 0, 0, b'U', b'L', 4, 0, 0x10, 0, 0, 0]);
+        assert_eq!(meta_length(&h).unwrap().unwrap(), 144 + 16);
+    }
+}

@@ -1,0 +1,349 @@
+//! WADO-RS (PS3.18 10.4): instances as stored (`multipart/related; type="application/dicom"`,
+//! streamed file by file), their metadata as DICOM JSON with `BulkDataURI`s, and top-level
+//! bulk data values.
+//!
+//! Files are found through the index only (`instances.file_path` under the data folder).
+//! There is no transcoding: a request for a transfer syntax other than the stored one (or
+//! `*`) is answered 406.
+
+use std::path::PathBuf;
+
+use async_stream::stream;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dicom_core::value::Value as DicomValue;
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use serde_json::{json, Value};
+use sqlx::Row;
+use tokio_util::io::ReaderStream;
+
+use super::json::{self as dj, tag_key};
+use super::multipart::split_params;
+use super::{base_url, DICOM_JSON};
+use crate::api::{ApiError, AppState};
+use crate::domain::Uid;
+
+/// One stored instance, from the index.
+struct Stored {
+    study: String,
+    series: String,
+    sop: String,
+    transfer_syntax: String,
+    rows: Option<i64>,
+    path: PathBuf,
+}
+
+fn uid(field: &str, raw: &str) -> Result<String, ApiError> {
+    Uid::parse("uid", raw)
+        .map(|u| u.as_str().to_string())
+        .map_err(|e| ApiError::invalid(field, e.problem))
+}
+
+async fn instances(
+    state: &AppState,
+    study: &str,
+    series: Option<&str>,
+    sop: Option<&str>,
+) -> Result<Vec<Stored>, ApiError> {
+    let study = uid("study", study)?;
+    let series = series.map(|s| uid("series", s)).transpose()?;
+    let sop = sop.map(|s| uid("instance", s)).transpose()?;
+    let rows = sqlx::query(
+        "SELECT study_uid, series_uid, sop_instance_uid, transfer_syntax, CAST(rows_ AS BIGINT), file_path \
+         FROM instances WHERE study_uid = $1 AND ($2 = '' OR series_uid = $2) \
+         AND ($3 = '' OR sop_instance_uid = $3) ORDER BY series_uid, instance_number, sop_instance_uid",
+    )
+    .bind(&study)
+    .bind(series.clone().unwrap_or_default())
+    .bind(sop.clone().unwrap_or_default())
+    .fetch_all(&state.db.pool)
+    .await?;
+    if rows.is_empty() {
+        let what = match (&series, &sop) {
+            (_, Some(i)) => format!("Instance {i} not found"),
+            (Some(s), None) => format!("Series {s} not found"),
+            _ => format!("Study {study} not found"),
+        };
+        return Err(ApiError::not_found(what));
+    }
+    Ok(rows
+        .iter()
+        .map(|r| Stored {
+            study: r.get(0),
+            series: r.get(1),
+            sop: r.get(2),
+            transfer_syntax: r.get(3),
+            rows: r.get(4),
+            path: state
+                .files
+                .absolute(std::path::Path::new(&r.get::<String, _>(5))),
+        })
+        .collect())
+}
+
+/// Checks the Accept header of a retrieve of instances: `application/dicom` (any or the
+/// stored transfer syntax), `multipart/related` of it, or a wildcard.
+fn check_accept(headers: &HeaderMap, files: &[Stored]) -> Result<(), ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let mut problem = None;
+    for range in accept.split(',') {
+        let params = split_params(range);
+        let media = params[0].to_ascii_lowercase();
+        let get = |k: &str| {
+            params[1..].iter().find_map(|p| {
+                p.split_once('=')
+                    .filter(|(n, _)| n.trim().eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.trim().trim_matches('"').to_string())
+            })
+        };
+        let dicom = match media.as_str() {
+            "*/*" | "multipart/*" => true,
+            "multipart/related" => {
+                get("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom"))
+            }
+            "application/dicom" => true,
+            _ => false,
+        };
+        if !dicom {
+            continue;
+        }
+        match get("transfer-syntax") {
+            None => return Ok(()),
+            Some(ts) if ts == "*" => return Ok(()),
+            Some(ts) => {
+                if let Some(f) = files.iter().find(|f| f.transfer_syntax != ts) {
+                    problem = Some(format!(
+                        "instance {} is stored in transfer syntax {}; transcoding to {ts} is not supported (ask for transfer-syntax=*)",
+                        f.sop, f.transfer_syntax
+                    ));
+                } else {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(ApiError::new(StatusCode::NOT_ACCEPTABLE, "Not acceptable").with_details(json!({
+        "field": "Accept",
+        "problem": problem.unwrap_or_else(|| "instances are served as multipart/related; type=\"application/dicom\"".into()),
+    })))
+}
+
+fn multipart(files: Vec<Stored>) -> Response {
+    let boundary = format!("radstream-{}", uuid::Uuid::new_v4().simple());
+    let b = boundary.clone();
+    let body = stream! {
+        for f in files {
+            let file = match tokio::fs::File::open(&f.path).await {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::error!(error = %e, sop_instance_uid = %f.sop, "stored file missing");
+                    yield Err(std::io::Error::other("stored file missing"));
+                    return;
+                }
+            };
+            yield Ok(Bytes::from(format!(
+                "--{b}\r\nContent-Type: application/dicom; transfer-syntax={}\r\n\r\n",
+                f.transfer_syntax
+            )));
+            let mut chunks = ReaderStream::with_capacity(file, 256 * 1024);
+            while let Some(c) = futures::StreamExt::next(&mut chunks).await {
+                yield c;
+            }
+            yield Ok(Bytes::from_static(b"\r\n"));
+        }
+        yield Ok(Bytes::from(format!("--{b}--\r\n")));
+    };
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn retrieve(
+    state: &AppState,
+    headers: &HeaderMap,
+    study: &str,
+    series: Option<&str>,
+    sop: Option<&str>,
+) -> Result<Response, ApiError> {
+    let files = instances(state, study, series, sop).await?;
+    check_accept(headers, &files)?;
+    tracing::info!(
+        study_uid = study,
+        instances = files.len(),
+        "WADO-RS retrieve"
+    );
+    Ok(multipart(files))
+}
+
+pub async fn study(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(study): Path<String>,
+) -> Result<Response, ApiError> {
+    retrieve(&s, &h, &study, None, None).await
+}
+
+pub async fn series(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    retrieve(&s, &h, &study, Some(&series), None).await
+}
+
+pub async fn instance(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((study, series, sop)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    retrieve(&s, &h, &study, Some(&series), Some(&sop)).await
+}
+
+async fn metadata(
+    state: &AppState,
+    headers: &HeaderMap,
+    study: &str,
+    series: Option<&str>,
+    sop: Option<&str>,
+) -> Result<Response, ApiError> {
+    let files = instances(state, study, series, sop).await?;
+    let base = base_url(&state.dicomweb, headers);
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let inst_url = format!(
+            "{base}/studies/{}/series/{}/instances/{}",
+            f.study, f.series, f.sop
+        );
+        let path = f.path.clone();
+        let obj = tokio::task::spawn_blocking(move || {
+            OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .open_file(&path)
+        })
+        .await
+        .map_err(|e| ApiError::internal("metadata task failed", e))?
+        .map_err(|e| ApiError::internal("stored file unreadable", e))?;
+        let mut m = dj::dataset(&obj, Some(&inst_url));
+        if f.rows.is_some() {
+            // Pixel Data was not read (header only): point to it.
+            let vr = if f.transfer_syntax.starts_with("1.2.840.10008.1.2.4")
+                || f.transfer_syntax == "1.2.840.10008.1.2.5"
+            {
+                "OB"
+            } else {
+                let bits = obj
+                    .get(tags::BITS_ALLOCATED)
+                    .and_then(|e| e.to_int::<u16>().ok())
+                    .unwrap_or(16);
+                if bits > 8 {
+                    "OW"
+                } else {
+                    "OB"
+                }
+            };
+            m.insert(
+                tag_key(tags::PIXEL_DATA),
+                json!({ "vr": vr, "BulkDataURI": format!("{inst_url}/bulkdata/{}", tag_key(tags::PIXEL_DATA)) }),
+            );
+        }
+        out.push(Value::Object(m));
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, DICOM_JSON)],
+        serde_json::to_vec(&out).unwrap_or_default(),
+    )
+        .into_response())
+}
+
+pub async fn study_metadata(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(study): Path<String>,
+) -> Result<Response, ApiError> {
+    metadata(&s, &h, &study, None, None).await
+}
+
+pub async fn series_metadata(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    metadata(&s, &h, &study, Some(&series), None).await
+}
+
+pub async fn instance_metadata(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path((study, series, sop)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    metadata(&s, &h, &study, Some(&series), Some(&sop)).await
+}
+
+/// A top-level bulk value as `multipart/related; type="application/octet-stream"`: one part,
+/// or one part per fragment of encapsulated pixel data.
+pub async fn bulkdata(
+    State(s): State<AppState>,
+    Path((study, series, sop, tag)): Path<(String, String, String, String)>,
+) -> Result<Response, ApiError> {
+    let t = (tag.len() == 8)
+        .then(|| {
+            Some(Tag(
+                u16::from_str_radix(&tag[..4], 16).ok()?,
+                u16::from_str_radix(&tag[4..], 16).ok()?,
+            ))
+        })
+        .flatten()
+        .ok_or_else(|| ApiError::invalid("tag", format!("'{tag}' is not GGGGEEEE")))?;
+    let files = instances(&s, &study, Some(&series), Some(&sop)).await?;
+    let path = files[0].path.clone();
+    let parts = tokio::task::spawn_blocking(move || -> Result<Option<Vec<Vec<u8>>>, String> {
+        let obj = OpenFileOptions::new()
+            .open_file(&path)
+            .map_err(|e| e.to_string())?;
+        let Some(elem) = obj.get(t) else {
+            return Ok(None);
+        };
+        Ok(Some(match elem.value() {
+            DicomValue::PixelSequence(seq) => seq.fragments().iter().map(|f| f.to_vec()).collect(),
+            DicomValue::Primitive(p) => vec![p.to_bytes().into_owned()],
+            DicomValue::Sequence(_) => return Ok(None),
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::internal("bulk data task failed", e))?
+    .map_err(|e| ApiError::internal("stored file unreadable", e))?
+    .ok_or_else(|| ApiError::not_found(format!("No bulk data {tag} in instance {sop}")))?;
+    let boundary = format!("radstream-{}", uuid::Uuid::new_v4().simple());
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&p);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}"),
+        )],
+        body,
+    )
+        .into_response())
+}
