@@ -44,6 +44,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// DICOM outputs of results (SR, overlay) and where they are sent.
+    pub export: crate::export::ExportSettings,
 }
 
 /// `[dicom]`
@@ -409,6 +411,9 @@ impl Settings {
             return invalid("http.request_timeout_secs", "must be at least 1");
         }
         self.auth.validate()?;
+        self.export
+            .validate()
+            .map_err(|(field, problem)| ConfigError::Invalid { field, problem })?;
         if let Some(url) = &self.database.url {
             let u = url.expose_secret();
             if !(u.starts_with("sqlite:")

@@ -53,6 +53,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::models::routes());
     table.extend(routes::audit::routes());
     table.extend(routes::docs::routes());
+    table.extend(routes::exports::routes());
     table
 }
 

@@ -30,6 +30,12 @@ pub enum EventType {
     /// A priority push for a critical or urgent result (sent after `inference.completed`).
     #[serde(rename = "study.urgent")]
     StudyUrgent,
+    /// An output (SR, overlay) reached an export destination.
+    #[serde(rename = "export.sent")]
+    ExportSent,
+    /// An export was dead-lettered after its last attempt (the reason is in the payload).
+    #[serde(rename = "export.failed")]
+    ExportFailed,
 }
 
 impl EventType {
@@ -42,10 +48,12 @@ impl EventType {
             EventType::InferenceCompleted => "inference.completed",
             EventType::InferenceFailed => "inference.failed",
             EventType::StudyUrgent => "study.urgent",
+            EventType::ExportSent => "export.sent",
+            EventType::ExportFailed => "export.failed",
         }
     }
 
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 9] = [
         EventType::StudyReceived,
         EventType::StudyComplete,
         EventType::StoreFailed,
@@ -53,6 +61,8 @@ impl EventType {
         EventType::InferenceCompleted,
         EventType::InferenceFailed,
         EventType::StudyUrgent,
+        EventType::ExportSent,
+        EventType::ExportFailed,
     ];
 
     pub fn parse(s: &str) -> Option<EventType> {
