@@ -586,6 +586,7 @@ fn components() -> Value {
     add::<views::JobPage>(&mut derived);
     add::<views::EventPage>(&mut derived);
     add::<views::AuditPage>(&mut derived);
+    add::<ExportRow>(&mut derived);
     let mut schemas = Map::new();
     for (name, schema) in derived {
         if let Ok(v) = serde_json::to_value(schema) {

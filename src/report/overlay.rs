@@ -212,6 +212,7 @@ pub fn build(
         str_el(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
         str_el(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY"),
         str_el(tags::MODALITY, VR::CS, "OT"),
+        empty_el(tags::LATERALITY, VR::CS),
         str_el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
         str_el(
             tags::SERIES_NUMBER,
@@ -313,7 +314,7 @@ mod tests {
     fn text_is_drawn_white_on_black() {
         let mut px = vec![0u8; 64 * 32];
         draw_text(&mut px, 64, 0, 0, "A");
-        assert!(px.iter().any(|&p| p == 255));
+        assert!(px.contains(&255));
         let mut blank = vec![0u8; 64 * 32];
         draw_text(&mut blank, 64, 0, 0, " ");
         assert!(blank.iter().all(|&p| p == 0));

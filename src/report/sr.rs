@@ -26,8 +26,8 @@ use dicom_object::InMemDicomObject;
 
 use super::source::SourceImage;
 use super::{
-    da_tm, derived_uid, empty_el, result_key, seq_el, str_el, Code, ReportError,
-    COMPREHENSIVE_3D_SR, SR_SERIES_NUMBER,
+    da_tm, derived_uid, result_key, seq_el, str_el, Code, ReportError, COMPREHENSIVE_3D_SR,
+    SR_SERIES_NUMBER,
 };
 use crate::result::StudyResult;
 
@@ -455,7 +455,7 @@ pub fn build(
         str_el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
         str_el(tags::SERIES_NUMBER, VR::IS, &SR_SERIES_NUMBER.to_string()),
         str_el(tags::SERIES_DESCRIPTION, VR::LO, "AI result (unverified)"),
-        empty_el(tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, VR::SQ),
+        seq_el(tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, vec![]),
         str_el(tags::MANUFACTURER, VR::LO, &device.manufacturer),
         str_el(tags::MANUFACTURER_MODEL_NAME, VR::LO, "radstream"),
         str_el(tags::DEVICE_SERIAL_NUMBER, VR::LO, &device.ae_title),
@@ -465,7 +465,7 @@ pub fn build(
         str_el(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"),
         str_el(tags::CONTENT_DATE, VR::DA, &date),
         str_el(tags::CONTENT_TIME, VR::TM, &time),
-        empty_el(tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, VR::SQ),
+        seq_el(tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, vec![]),
         seq_el(
             tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
             vec![evidence],

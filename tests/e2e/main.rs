@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod crash;
+mod export;
 mod helpers;
 mod inference;
 mod ingest;
