@@ -92,9 +92,18 @@ fn dciodvfy(path: &Path) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sr_and_overlay_reach_orthanc_after_an_outage_once_each() {
+    outage_roundtrip(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sr_and_overlay_reach_orthanc_after_an_outage_once_each_postgres() {
+    outage_roundtrip(Db::Postgres).await
+}
+
+async fn outage_roundtrip(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let (dicom_port, http_port) = (free_port(), free_port());
-    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+    let app = TestApp::spawn_with(db, |s| {
         s.export.retry_base_ms = 200;
         s.export.retry_max_ms = 500;
         s.export.poll_ms = 100;
