@@ -50,6 +50,8 @@ pub struct Settings {
     pub fhir: crate::fhir::FhirSettings,
     /// DICOMweb (STOW-RS, QIDO-RS, WADO-RS at /dicomweb): CORS origins.
     pub dicomweb: crate::dicomweb::DicomWebSettings,
+    /// DICOM outputs of results (SR, overlay) and where they are sent.
+    pub export: crate::export::ExportSettings,
 }
 
 /// `[dicom]`
@@ -415,6 +417,9 @@ impl Settings {
             return invalid("http.request_timeout_secs", "must be at least 1");
         }
         self.auth.validate()?;
+        self.export
+            .validate()
+            .map_err(|(field, problem)| ConfigError::Invalid { field, problem })?;
         if let Some(url) = &self.database.url {
             let u = url.expose_secret();
             if !(u.starts_with("sqlite:")

@@ -31,6 +31,8 @@ pub struct Application {
     cancel: CancellationToken,
     bus: EventBus,
     pipeline: Option<Pipeline>,
+    /// SR/overlay generation and the export outbox (`export.enabled`).
+    outputs: Option<(crate::report::Reporter, crate::export::Exporter)>,
 }
 
 impl Application {
@@ -82,6 +84,27 @@ impl Application {
                 &settings,
             )
         });
+        let outputs = settings.export.enabled.then(|| {
+            let exports_ready = Arc::new(Notify::new());
+            (
+                crate::report::Reporter::new(
+                    db.clone(),
+                    files.clone(),
+                    settings.export.clone(),
+                    &settings.dicom.ae_title,
+                    exports_ready.clone(),
+                    bus.clone(),
+                ),
+                crate::export::Exporter::new(
+                    db.clone(),
+                    files.clone(),
+                    settings.export.clone(),
+                    &settings.dicom.ae_title,
+                    exports_ready,
+                    bus.clone(),
+                ),
+            )
+        });
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
             format!(
                 "binding the DICOM listener to {}:{}",
@@ -130,6 +153,7 @@ impl Application {
             cancel,
             bus,
             pipeline,
+            outputs,
         })
     }
 
@@ -174,11 +198,21 @@ impl Application {
         let tracker = tokio::spawn(self.tracker.run(cancel.clone()));
         let bus = tokio::spawn(self.bus.run(cancel.clone()));
         let pipeline = self.pipeline.map(|p| tokio::spawn(p.run(cancel.clone())));
+        let outputs = self.outputs.map(|(r, e)| {
+            (
+                tokio::spawn(r.run(cancel.clone())),
+                tokio::spawn(e.run(cancel.clone())),
+            )
+        });
 
         let (h, d, t) = tokio::join!(http, dicom, tracker);
         let _ = bus.await;
         if let Some(p) = pipeline {
             p.await.context("pipeline panicked")?;
+        }
+        if let Some((r, e)) = outputs {
+            r.await.context("report output worker panicked")?;
+            e.await.context("export worker panicked")?;
         }
         // The committer drains what the associations handed it before stopping.
         let _ = self.committer.await;

@@ -57,6 +57,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::docs::routes());
     table.extend(routes::fhir::routes());
     table.extend(crate::dicomweb::routes());
+    table.extend(routes::exports::routes());
     table
 }
 

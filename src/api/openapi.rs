@@ -31,9 +31,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::ACCESS_TOKEN_PARAM;
 use super::routes::audit::AuditQuery;
 use super::routes::events::EventQuery;
+use super::routes::exports::ExportQuery;
 use super::routes::jobs::{ListQuery, OneQuery};
 use super::routes::studies::{ReprocessBody, ResultQuery, SearchQuery};
 use super::{Access, RouteSpec};
+use crate::export::outbox::ExportRow;
 use crate::inference::ModelInfo;
 use crate::job::Job;
 use crate::result::StudyResult;
@@ -542,6 +544,21 @@ fn details() -> Vec<Detail> {
             "This document",
             json!({ "type": "object", "description": "An OpenAPI 3.1 document" }),
         ),
+        Detail::get("/v1/exports").query::<ExportQuery>().envelope(
+            "Outbox rows, newest first",
+            json!({
+                "type": "object",
+                "properties": {
+                    "items": list::<ExportRow>(),
+                    "limit": { "type": "integer" },
+                    "offset": { "type": "integer" },
+                },
+            }),
+        ),
+        Detail::post("/v1/exports/{export_id}/retry")
+            .envelope("The row, pending and due now", schema::<ExportRow>()),
+        Detail::post("/v1/exports/{export_id}/cancel")
+            .envelope("The row, cancelled", schema::<ExportRow>()),
         Detail::get("/docs").other(
             "text/html; charset=utf-8",
             "This document as a self-contained HTML page",
@@ -739,6 +756,7 @@ fn components() -> Value {
     add::<views::JobPage>(&mut derived);
     add::<views::EventPage>(&mut derived);
     add::<views::AuditPage>(&mut derived);
+    add::<ExportRow>(&mut derived);
     let mut schemas = Map::new();
     for (name, schema) in derived {
         if let Ok(v) = serde_json::to_value(schema) {

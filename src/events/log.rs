@@ -35,6 +35,12 @@ pub enum EventType {
     BulkProgress,
     #[serde(rename = "bulk.completed")]
     BulkCompleted,
+    /// An output (SR, overlay) reached an export destination.
+    #[serde(rename = "export.sent")]
+    ExportSent,
+    /// An export was dead-lettered after its last attempt (the reason is in the payload).
+    #[serde(rename = "export.failed")]
+    ExportFailed,
 }
 
 impl EventType {
@@ -49,10 +55,12 @@ impl EventType {
             EventType::StudyUrgent => "study.urgent",
             EventType::BulkProgress => "bulk.progress",
             EventType::BulkCompleted => "bulk.completed",
+            EventType::ExportSent => "export.sent",
+            EventType::ExportFailed => "export.failed",
         }
     }
 
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 11] = [
         EventType::StudyReceived,
         EventType::StudyComplete,
         EventType::StoreFailed,
@@ -62,6 +70,8 @@ impl EventType {
         EventType::StudyUrgent,
         EventType::BulkProgress,
         EventType::BulkCompleted,
+        EventType::ExportSent,
+        EventType::ExportFailed,
     ];
 
     pub fn parse(s: &str) -> Option<EventType> {

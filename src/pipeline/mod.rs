@@ -403,7 +403,7 @@ impl Pipeline {
         let rows = sqlx::query(
             "SELECT i.sop_instance_uid, i.series_uid, i.sop_class_uid, s.modality, i.file_path \
              FROM instances i JOIN series s ON s.series_uid = i.series_uid \
-             WHERE i.study_uid = $1 \
+             WHERE i.study_uid = $1 AND i.association_id NOT LIKE 'derived:%' \
              ORDER BY s.series_number, i.series_uid, i.instance_number, i.sop_instance_uid",
         )
         .bind(study_uid)

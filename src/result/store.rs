@@ -109,6 +109,11 @@ pub async fn store(
         )
         .await?;
     }
+    if result.status == "final" {
+        // Owed in the result's transaction: a crash before they are written loses nothing.
+        crate::report::generate::owe_outputs(&mut tx, result_id, &result.study_instance_uid)
+            .await?;
+    }
     tx.commit().await?;
     Ok(Some(Stored { result_id, version }))
 }

@@ -6,6 +6,7 @@ mod crash;
 mod events;
 mod fhir;
 mod dicomweb;
+mod export;
 mod helpers;
 mod inference;
 mod ingest;

@@ -2,6 +2,7 @@ pub mod audit;
 pub mod docs;
 pub mod events;
 pub mod fhir;
+pub mod exports;
 pub mod health;
 pub mod jobs;
 pub mod metrics;

@@ -1,0 +1,141 @@
+//! The export outbox: list deliveries, retry a dead or cancelled one, cancel a pending one.
+//! Admin scope: destinations are infrastructure and a retry re-sends to a PACS.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, post, MethodRouter};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::error::query_rejection;
+use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
+use crate::auth::Scope;
+use crate::domain::Uid;
+use crate::export::outbox::{self, ActionError, Filter};
+
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let admin = Access::Scope(Scope::Admin);
+    vec![
+        (
+            spec(Method::GET, "/v1/exports", admin, "List export outbox rows"),
+            get(list),
+        ),
+        (
+            spec(
+                Method::POST,
+                "/v1/exports/{export_id}/retry",
+                admin,
+                "Queue a dead, cancelled or pending export again, due now",
+            ),
+            post(retry),
+        ),
+        (
+            spec(
+                Method::POST,
+                "/v1/exports/{export_id}/cancel",
+                admin,
+                "Cancel a pending export",
+            ),
+            post(cancel),
+        ),
+    ]
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `pending`, `sent`, `dead` or `cancelled`.
+    pub state: Option<String>,
+    /// Destination name.
+    pub destination: Option<String>,
+    pub study_uid: Option<String>,
+    pub result_id: Option<i64>,
+    /// Rows per page, 1..=500 (default 50).
+    pub limit: Option<i64>,
+    /// Rows to skip (default 0).
+    pub offset: Option<i64>,
+    pub format: Option<String>,
+    pub access_token: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    q: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Reply, ApiError> {
+    let Query(q) = q.map_err(query_rejection)?;
+    if let Some(s) = &q.state {
+        if !outbox::STATES.contains(&s.as_str()) {
+            return Err(ApiError::invalid(
+                "state",
+                format!("'{s}' is not one of pending, sent, dead, cancelled"),
+            ));
+        }
+    }
+    if let Some(u) = &q.study_uid {
+        Uid::parse("study_uid", u).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
+    }
+    if q.result_id.is_some_and(|r| r < 1) {
+        return Err(ApiError::invalid("result_id", "must be a positive integer"));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset", "must not be negative"));
+    }
+    let filter = Filter {
+        state: q.state.as_deref(),
+        destination: q.destination.as_deref(),
+        study_uid: q.study_uid.as_deref(),
+        result_id: q.result_id,
+    };
+    let items = outbox::list(&state.db, &filter, limit, offset).await?;
+    Ok(ctx.reply(json!({ "items": items, "limit": limit, "offset": offset })))
+}
+
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| ApiError::invalid("export_id", format!("'{raw}' is not a positive integer")))
+}
+
+fn action_error(id: i64, e: ActionError, action: &str) -> ApiError {
+    match e {
+        ActionError::NotFound => ApiError::not_found(format!("Export {id} not found")),
+        ActionError::State(s) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Export {id} is {s}; it cannot be {action}"),
+        )
+        .with_details(json!({ "field": "state", "problem": format!("is {s}") })),
+    }
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&raw)?;
+    let row = outbox::retry(&state.db, id)
+        .await?
+        .map_err(|e| action_error(id, e, "retried"))?;
+    tracing::info!(export_id = id, "export queued again");
+    Ok(ctx.reply(&row))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+) -> Result<Reply, ApiError> {
+    let id = parse_id(&raw)?;
+    let row = outbox::cancel(&state.db, id)
+        .await?
+        .map_err(|e| action_error(id, e, "cancelled"))?;
+    tracing::info!(export_id = id, "export cancelled");
+    Ok(ctx.reply(&row))
+}

@@ -1,0 +1,320 @@
+//! `[export]` and `[[export.destinations]]`.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::domain::Urgency;
+
+/// `[export]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSettings {
+    /// Generate the SR and overlay of each result (and deliver them, when destinations exist).
+    pub enabled: bool,
+    /// Deliveries tried before a row is dead-lettered (a destination may override it).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How often the workers look for due work when nothing woke them.
+    pub poll_ms: u64,
+    /// Seconds a claimed row stays with one worker (another node may take it afterwards).
+    pub lease_secs: u64,
+    /// Network time-out per delivery, in seconds.
+    pub timeout_secs: u64,
+    pub destinations: Vec<Destination>,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings {
+            enabled: true,
+            max_attempts: 10,
+            retry_base_ms: 5_000,
+            retry_max_ms: 600_000,
+            poll_ms: 1_000,
+            lease_secs: 120,
+            timeout_secs: 30,
+            destinations: Vec::new(),
+        }
+    }
+}
+
+/// How a destination is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationKind {
+    /// C-STORE SCU to `ae_title`@`host`:`port`.
+    Dicom,
+    /// DICOMweb STOW-RS POST to `url` (`.../studies`).
+    Stow,
+}
+
+impl DestinationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Dicom => "dicom",
+            DestinationKind::Stow => "stow",
+        }
+    }
+}
+
+/// Which outputs a destination receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    Sr,
+    Overlay,
+}
+
+impl OutputKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Sr => "sr",
+            OutputKind::Overlay => "overlay",
+        }
+    }
+}
+
+fn all_outputs() -> Vec<OutputKind> {
+    vec![OutputKind::Sr, OutputKind::Overlay]
+}
+
+/// One `[[export.destinations]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Unique name, shown in the outbox.
+    pub name: String,
+    pub kind: DestinationKind,
+    /// `dicom`: the peer's AE title, host and port.
+    #[serde(default)]
+    pub ae_title: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `dicom`: our calling AE title (default: `dicom.ae_title`).
+    #[serde(default)]
+    pub calling_ae: Option<String>,
+    /// `stow`: the STOW-RS URL, e.g. `https://pacs/dicom-web/studies`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `stow`: the whole `Authorization` header value (`Bearer ...`, `Basic ...`); never logged.
+    #[serde(default, serialize_with = "redact")]
+    pub authorization: Option<SecretString>,
+    /// `sr` and/or `overlay` (default both).
+    #[serde(default = "all_outputs")]
+    pub outputs: Vec<OutputKind>,
+    /// Only studies sent by one of these calling AE titles (empty: any).
+    #[serde(default)]
+    pub calling_aes: Vec<String>,
+    /// Only studies with one of these modalities (empty: any).
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// Only results at least this urgent (`low`, `standard`, `urgent`, `critical`).
+    #[serde(default)]
+    pub min_urgency: Option<Urgency>,
+    /// Overrides `export.max_attempts`.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn redact<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+/// What routing looks at.
+#[derive(Debug, Clone, Default)]
+pub struct RouteFacts {
+    pub calling_aes: Vec<String>,
+    pub modalities: Vec<String>,
+    pub urgency: Option<Urgency>,
+}
+
+impl Destination {
+    /// Whether a result with these facts goes to this destination.
+    pub fn routes(&self, f: &RouteFacts) -> bool {
+        let any = |rule: &[String], facts: &[String]| {
+            rule.is_empty()
+                || facts
+                    .iter()
+                    .any(|v| rule.iter().any(|r| r.eq_ignore_ascii_case(v.trim())))
+        };
+        any(&self.calling_aes, &f.calling_aes)
+            && any(&self.modalities, &f.modalities)
+            && match (self.min_urgency, f.urgency) {
+                (None, _) => true,
+                (Some(min), Some(u)) => u >= min,
+                (Some(_), None) => false,
+            }
+    }
+
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_ref().map(|s| s.expose_secret())
+    }
+}
+
+impl ExportSettings {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_attempts == 0 {
+            return Err(("export.max_attempts", "must be at least 1".into()));
+        }
+        if self.lease_secs == 0 || self.timeout_secs == 0 {
+            return Err((
+                "export.lease_secs",
+                "lease and time-out must be at least 1 second".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for d in &self.destinations {
+            if d.name.trim().is_empty() || d.name.len() > 64 {
+                return Err((
+                    "export.destinations.name",
+                    "must be 1 to 64 characters".into(),
+                ));
+            }
+            if !names.insert(d.name.as_str()) {
+                return Err((
+                    "export.destinations.name",
+                    format!("'{}' is used twice", d.name),
+                ));
+            }
+            if d.outputs.is_empty() {
+                return Err((
+                    "export.destinations.outputs",
+                    format!("destination '{}' has no outputs", d.name),
+                ));
+            }
+            if d.max_attempts == Some(0) {
+                return Err((
+                    "export.destinations.max_attempts",
+                    "must be at least 1".into(),
+                ));
+            }
+            let ae_ok = |ae: &str| {
+                !ae.trim().is_empty() && ae.len() <= 16 && ae.is_ascii() && !ae.contains('\\')
+            };
+            match d.kind {
+                DestinationKind::Dicom => {
+                    if !d.ae_title.as_deref().is_some_and(ae_ok) {
+                        return Err((
+                            "export.destinations.ae_title",
+                            format!(
+                                "destination '{}' needs an AE title of 1 to 16 ASCII characters",
+                                d.name
+                            ),
+                        ));
+                    }
+                    if d.calling_ae.as_deref().is_some_and(|a| !ae_ok(a)) {
+                        return Err((
+                            "export.destinations.calling_ae",
+                            format!("destination '{}': must be 1 to 16 ASCII characters", d.name),
+                        ));
+                    }
+                    if d.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+                        return Err((
+                            "export.destinations.host",
+                            format!("destination '{}' needs a host", d.name),
+                        ));
+                    }
+                    if d.port.is_none_or(|p| p == 0) {
+                        return Err((
+                            "export.destinations.port",
+                            format!("destination '{}' needs a port", d.name),
+                        ));
+                    }
+                }
+                DestinationKind::Stow => {
+                    let ok = d
+                        .url
+                        .as_deref()
+                        .and_then(|u| url::Url::parse(u).ok())
+                        .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
+                    if !ok {
+                        return Err((
+                            "export.destinations.url",
+                            format!("destination '{}' needs an http(s) URL", d.name),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delay before attempt `attempts + 1`, after `attempts` failures.
+    pub fn backoff_ms(&self, attempts: i64) -> i64 {
+        let exp = attempts.clamp(1, 30) - 1;
+        let d = self
+            .retry_base_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.retry_max_ms);
+        i64::try_from(d).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(toml_src: &str) -> Destination {
+        toml::from_str(toml_src).unwrap()
+    }
+
+    #[test]
+    fn routing_rules() {
+        let d = dest(
+            "name='p'\nkind='dicom'\nae_title='PACS'\nhost='h'\nport=104\ncalling_aes=['MOD1']\nmodalities=['CR','DX']\nmin_urgency='urgent'",
+        );
+        let mut f = RouteFacts {
+            calling_aes: vec!["MOD1".into()],
+            modalities: vec!["DX".into()],
+            urgency: Some(Urgency::Critical),
+        };
+        assert!(d.routes(&f));
+        f.urgency = Some(Urgency::Standard);
+        assert!(!d.routes(&f));
+        f.urgency = Some(Urgency::Urgent);
+        f.calling_aes = vec!["OTHER".into()];
+        assert!(!d.routes(&f));
+        f.calling_aes = vec!["mod1".into()];
+        f.modalities = vec!["CT".into()];
+        assert!(!d.routes(&f));
+        let open = dest("name='o'\nkind='stow'\nurl='http://x/studies'");
+        assert!(open.routes(&RouteFacts::default()));
+        assert_eq!(open.outputs, vec![OutputKind::Sr, OutputKind::Overlay]);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut s = ExportSettings::default();
+        s.destinations
+            .push(dest("name='p'\nkind='dicom'\nhost='h'\nport=104"));
+        assert_eq!(s.validate().unwrap_err().0, "export.destinations.ae_title");
+        s.destinations[0] = dest("name='p'\nkind='stow'\nurl='ftp://x'");
+        assert_eq!(s.validate().unwrap_err().0, "export.destinations.url");
+        s.destinations[0] =
+            dest("name='p'\nkind='stow'\nurl='https://x/studies'\nauthorization='Bearer t'");
+        s.validate().unwrap();
+        let shown = serde_json::to_string(&s).unwrap();
+        assert!(!shown.contains("Bearer t") && shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = ExportSettings {
+            retry_base_ms: 100,
+            retry_max_ms: 1000,
+            ..Default::default()
+        };
+        assert_eq!(s.backoff_ms(1), 100);
+        assert_eq!(s.backoff_ms(2), 200);
+        assert_eq!(s.backoff_ms(3), 400);
+        assert_eq!(s.backoff_ms(10), 1000);
+    }
+}

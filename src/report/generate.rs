@@ -1,0 +1,420 @@
+//! The output worker: after a result is stored (which owes a `report_outputs` row in the same
+//! transaction), builds its SR and overlays, writes them under `derived/`, and in one
+//! transaction indexes them into the study (new series, the study is not re-opened) and queues
+//! one outbox row per output per routed destination. A failure retries with backoff; it never
+//! touches the result or its events.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::source::{self, SourceImage};
+use super::sr::{self, Built, DeviceInfo};
+use super::{overlay, write_part10, ReportError};
+use crate::db::{now_ms, Database};
+use crate::events::EventBus;
+use crate::export::outbox::{self, NewExport};
+use crate::export::settings::RouteFacts;
+use crate::export::{ExportSettings, OutputKind};
+use crate::result::StudyResult;
+use crate::store::FileStore;
+
+/// `association_id` prefix of instances we generated; the pipeline never analyses them.
+pub const DERIVED_PREFIX: &str = "derived:";
+/// Generation attempts before a result's outputs are marked failed.
+const MAX_ATTEMPTS: i64 = 5;
+
+/// Queues the outputs of a stored result (called in the result's transaction).
+pub async fn owe_outputs(
+    tx: &mut Transaction<'_, Any>,
+    result_id: i64,
+    study_uid: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO report_outputs (result_id, study_uid, state, created_at, updated_at) \
+         VALUES ($1, $2, 'pending', $3, $3) ON CONFLICT (result_id) DO NOTHING",
+    )
+    .bind(result_id)
+    .bind(study_uid)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One written output.
+struct Written {
+    built: Built,
+    kind: OutputKind,
+    rel_path: String,
+    size: i64,
+}
+
+/// The output worker. Cheap to clone.
+#[derive(Clone)]
+pub struct Reporter {
+    db: Database,
+    files: FileStore,
+    settings: ExportSettings,
+    device: DeviceInfo,
+    exports_ready: Arc<Notify>,
+    bus: EventBus,
+}
+
+impl Reporter {
+    pub fn new(
+        db: Database,
+        files: FileStore,
+        settings: ExportSettings,
+        ae_title: &str,
+        exports_ready: Arc<Notify>,
+        bus: EventBus,
+    ) -> Reporter {
+        Reporter {
+            db,
+            files,
+            settings,
+            device: DeviceInfo::new(ae_title),
+            exports_ready,
+            bus,
+        }
+    }
+
+    /// Generates until `cancel` fires; wakes on every event (a stored result is one).
+    pub async fn run(self, cancel: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.poll_ms.max(10));
+        let mut events = self.bus.subscribe();
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            match self.run_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "report outputs: claiming failed"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// Generates the outputs of one due result; `false` when none was due.
+    pub async fn run_once(&self) -> Result<bool, sqlx::Error> {
+        let now = now_ms();
+        let lease = (self.settings.lease_secs.max(1) * 1000) as i64;
+        let due: Vec<i64> = sqlx::query_scalar(
+            "SELECT result_id FROM report_outputs WHERE state = 'pending' AND run_after <= $1 \
+               AND (lease_until IS NULL OR lease_until < $1) ORDER BY result_id LIMIT 8",
+        )
+        .bind(now)
+        .fetch_all(&self.db.pool)
+        .await?;
+        for id in due {
+            let claimed = sqlx::query(
+                "UPDATE report_outputs SET lease_until = $2, attempts = attempts + 1, updated_at = $1 \
+                 WHERE result_id = $3 AND state = 'pending' AND (lease_until IS NULL OR lease_until < $1) \
+                 RETURNING attempts",
+            )
+            .bind(now)
+            .bind(now + lease)
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+            if let Some(r) = claimed {
+                let attempts: i64 = r.get(0);
+                self.process(id, attempts).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    #[tracing::instrument(skip(self), fields(study_uid))]
+    async fn process(&self, result_id: i64, attempts: i64) -> Result<(), sqlx::Error> {
+        let outcome = self.generate(result_id).await;
+        let now = now_ms();
+        match outcome {
+            Ok(n) => {
+                self.exports_ready.notify_one();
+                tracing::info!(outputs = n, "report outputs written");
+            }
+            Err(GenError::Db(e)) => return Err(e),
+            Err(GenError::Report(e)) => {
+                let permanent = matches!(e, ReportError::NothingAnalysed);
+                let failed = permanent || attempts >= MAX_ATTEMPTS;
+                let delay = self.settings.backoff_ms(attempts);
+                sqlx::query(
+                    "UPDATE report_outputs SET state = $2, last_error = $3, run_after = $4, \
+                       lease_until = NULL, updated_at = $5 WHERE result_id = $1",
+                )
+                .bind(result_id)
+                .bind(if failed { "failed" } else { "pending" })
+                .bind(e.to_string())
+                .bind(now + delay)
+                .bind(now)
+                .execute(&self.db.pool)
+                .await?;
+                tracing::warn!(error = %e, gave_up = failed, "report outputs not generated");
+            }
+        }
+        Ok(())
+    }
+
+    async fn generate(&self, result_id: i64) -> Result<usize, GenError> {
+        let row = sqlx::query("SELECT id, version, body FROM results WHERE id = $1")
+            .bind(result_id)
+            .fetch_one(&self.db.pool)
+            .await?;
+        let body: String = row.get(2);
+        let mut result: StudyResult = serde_json::from_str(&body)
+            .map_err(|e| GenError::Report(ReportError::Pixels(format!("result body: {e}"))))?;
+        result.id = row.get(0);
+        result.version = row.get(1);
+        tracing::Span::current().record("study_uid", result.study_instance_uid.as_str());
+
+        let rows = sqlx::query(
+            "SELECT i.sop_instance_uid, i.series_uid, i.sop_class_uid, i.file_path, i.calling_ae, \
+               s.modality FROM instances i JOIN series s ON s.series_uid = i.series_uid \
+             WHERE i.study_uid = $1 AND i.association_id NOT LIKE 'derived:%'",
+        )
+        .bind(&result.study_instance_uid)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut images = Vec::new();
+        let mut facts = RouteFacts {
+            urgency: Some(result.urgency),
+            ..Default::default()
+        };
+        for r in &rows {
+            let rel: String = r.get(3);
+            images.push(SourceImage {
+                sop_instance_uid: r.get(0),
+                series_uid: r.get(1),
+                sop_class_uid: r.get(2),
+                path: self.files.absolute(rel.as_ref()),
+            });
+            let ae: String = r.get(4);
+            let modality: Option<String> = r.get(5);
+            if !facts.calling_aes.contains(&ae) {
+                facts.calling_aes.push(ae);
+            }
+            if let Some(m) = modality.filter(|m| !facts.modalities.contains(m)) {
+                facts.modalities.push(m);
+            }
+        }
+
+        let data_dir = self.files.data_dir().to_path_buf();
+        let device = self.device.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            build_all(&result, &images, &device, &data_dir).map(|w| (w, result))
+        })
+        .await
+        .map_err(|e| GenError::Report(ReportError::Pixels(format!("output task failed: {e}"))))?;
+        let (written, result) = written.map_err(GenError::Report)?;
+
+        let mut tx = self.db.pool.begin().await?;
+        for w in &written {
+            index_output(&mut tx, &result, w, &self.device.ae_title).await?;
+            for d in self
+                .settings
+                .destinations
+                .iter()
+                .filter(|d| d.outputs.contains(&w.kind) && d.routes(&facts))
+            {
+                outbox::insert(
+                    &mut tx,
+                    &NewExport {
+                        result_id: result.id,
+                        study_uid: &result.study_instance_uid,
+                        destination: &d.name,
+                        kind: d.kind.as_str(),
+                        output: w.kind.as_str(),
+                        sop_instance_uid: &w.built.sop_instance_uid,
+                        file_path: &w.rel_path,
+                        max_attempts: i64::from(
+                            d.max_attempts.unwrap_or(self.settings.max_attempts),
+                        ),
+                    },
+                )
+                .await?;
+            }
+        }
+        sqlx::query(
+            "UPDATE report_outputs SET state = 'done', lease_until = NULL, last_error = NULL, \
+               updated_at = $2 WHERE result_id = $1",
+        )
+        .bind(result.id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(written.len())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum GenError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Report(ReportError),
+}
+
+/// Builds and writes the SR and one overlay per analysed image (blocking work).
+fn build_all(
+    result: &StudyResult,
+    images: &[SourceImage],
+    device: &DeviceInfo,
+    data_dir: &std::path::Path,
+) -> Result<Vec<Written>, ReportError> {
+    let analysed: Vec<_> = result
+        .images
+        .iter()
+        .filter(|i| i.status == "analysed")
+        .filter_map(|e| {
+            images
+                .iter()
+                .find(|s| s.sop_instance_uid == e.sop_instance_uid)
+                .map(|s| (e, s))
+        })
+        .collect();
+    let Some((_, first)) = analysed.first() else {
+        return Err(ReportError::NothingAnalysed);
+    };
+    let patient_study = source::patient_study(&first.path)?;
+    let mut out = Vec::new();
+    let mut write = |built: Built, kind: OutputKind| -> Result<(), ReportError> {
+        let rel = derived_path(
+            &result.study_instance_uid,
+            &built.series_uid,
+            &built.sop_instance_uid,
+        );
+        let size = write_part10(
+            built.obj.clone(),
+            &built.sop_class_uid,
+            &built.sop_instance_uid,
+            &data_dir.join(&rel),
+        )?;
+        out.push(Written {
+            built,
+            kind,
+            rel_path: rel.to_string_lossy().into_owned(),
+            size: size as i64,
+        });
+        Ok(())
+    };
+    write(
+        sr::build(result, images, patient_study.clone(), device)?,
+        OutputKind::Sr,
+    )?;
+    for (n, (entry, src)) in analysed.iter().enumerate() {
+        let built = overlay::build(
+            result,
+            entry,
+            &src.path,
+            patient_study.clone(),
+            device,
+            n + 1,
+        )?;
+        write(built, OutputKind::Overlay)?;
+    }
+    Ok(out)
+}
+
+/// `derived/<study>/<series>/<sop>.dcm` (UIDs are validated digits and dots).
+fn derived_path(study: &str, series: &str, sop: &str) -> PathBuf {
+    PathBuf::from("derived")
+        .join(study)
+        .join(series)
+        .join(format!("{sop}.dcm"))
+}
+
+/// Adds an output to the index as a new series of its study, without re-opening the study.
+async fn index_output(
+    tx: &mut Transaction<'_, Any>,
+    result: &StudyResult,
+    w: &Written,
+    calling_ae: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let b = &w.built;
+    let description = match w.kind {
+        OutputKind::Sr => "AI result (unverified)",
+        OutputKind::Overlay => "AI result overlay (unverified)",
+    };
+    sqlx::query(
+        "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
+           created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (series_uid) DO NOTHING",
+    )
+    .bind(&b.series_uid)
+    .bind(&result.study_instance_uid)
+    .bind(b.modality)
+    .bind(i64::from(b.series_number))
+    .bind(description)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let (rows, cols, photometric) = if w.kind == OutputKind::Overlay {
+        let g = |t| {
+            b.obj
+                .element_opt(t)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<i64>().ok())
+        };
+        (
+            g(dicom_dictionary_std::tags::ROWS),
+            g(dicom_dictionary_std::tags::COLUMNS),
+            Some("MONOCHROME2"),
+        )
+    } else {
+        (None, None, None)
+    };
+    sqlx::query(
+        "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid, \
+           transfer_syntax, instance_number, rows_, columns_, frames, photometric, file_path, \
+           file_size, received_at, calling_ae, association_id, study_version) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (sop_instance_uid) DO NOTHING",
+    )
+    .bind(&b.sop_instance_uid)
+    .bind(&b.series_uid)
+    .bind(&result.study_instance_uid)
+    .bind(&b.sop_class_uid)
+    .bind(super::EXPLICIT_VR_LE)
+    .bind(rows)
+    .bind(cols)
+    .bind(rows.map(|_| 1i64))
+    .bind(photometric)
+    .bind(&w.rel_path)
+    .bind(w.size)
+    .bind(now)
+    .bind(calling_ae)
+    .bind(format!("{DERIVED_PREFIX}{}", result.id))
+    .bind(result.study_version)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE series SET num_instances = (SELECT COUNT(*) FROM instances WHERE series_uid = $1) \
+         WHERE series_uid = $1",
+    )
+    .bind(&b.series_uid)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE studies SET num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
+           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) WHERE study_uid = $1",
+    )
+    .bind(&result.study_instance_uid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

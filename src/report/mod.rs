@@ -1,0 +1,176 @@
+//! DICOM outputs of a result, written back into the study as new series:
+//!
+//! - [`sr`]: a Comprehensive 3D SR per IHE AI Results (TID 1500, one measurement group per
+//!   finding and image);
+//! - [`overlay`]: a Secondary Capture of the source image with the findings, urgency,
+//!   confidence tier and disclaimer burnt in (the demo model gives no localisation, so there
+//!   is no heat map and no box);
+//! - [`source`]: the patient/study attributes copied from a source instance;
+//! - [`generate`]: the worker that builds both after a result is stored, indexes them and
+//!   fills the export outbox in the same transaction.
+//!
+//! UIDs are derived from the study, result version and output kind (UUID v5 under `2.25.`),
+//! so regenerating or re-sending an output always yields the same SOP Instance UID.
+
+pub mod generate;
+pub mod overlay;
+pub mod source;
+pub mod sr;
+
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_object::InMemDicomObject;
+
+pub use generate::Reporter;
+
+/// Comprehensive 3D SR Storage.
+pub const COMPREHENSIVE_3D_SR: &str = "1.2.840.10008.5.1.4.1.1.88.34";
+/// Secondary Capture Image Storage.
+pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+/// Explicit VR Little Endian: what we write.
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+/// Series numbers of our outputs (high, so they sort after the acquired series).
+pub const SR_SERIES_NUMBER: i32 = 9901;
+pub const OVERLAY_SERIES_NUMBER: i32 = 9902;
+
+/// Why an output could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("source instance {path}: {reason}")]
+    Source { path: String, reason: String },
+    #[error("decoding the source image: {0}")]
+    Pixels(String),
+    #[error("writing {path}: {reason}")]
+    Write { path: String, reason: String },
+    #[error("the result has no analysed image")]
+    NothingAnalysed,
+}
+
+/// Namespace of every UID we derive (a fixed random UUID; never change it, or retries
+/// would send new instances).
+const UID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c1d_54e2_8a0b_4f3e_9d51_0b7e_2c4a_91f3);
+
+/// A UID for `name`: `2.25.` followed by the decimal UUID v5 of the name (PS3.5 B.2).
+pub fn derived_uid(name: &str) -> String {
+    format!(
+        "2.25.{}",
+        uuid::Uuid::new_v5(&UID_NAMESPACE, name.as_bytes()).as_u128()
+    )
+}
+
+/// The identity every output UID of one result version starts from.
+pub fn result_key(study_uid: &str, result_version: i64) -> String {
+    format!("radstream/{study_uid}/result/{result_version}")
+}
+
+/// A coded concept as written into a code sequence item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Code {
+    pub value: String,
+    pub scheme: String,
+    pub meaning: String,
+}
+
+impl Code {
+    pub fn new(value: &str, scheme: &str, meaning: &str) -> Code {
+        Code {
+            value: value.into(),
+            scheme: scheme.into(),
+            meaning: meaning.into(),
+        }
+    }
+
+    /// One code sequence item.
+    pub fn item(&self) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter([
+            str_el(tags::CODE_VALUE, VR::SH, &self.value),
+            str_el(tags::CODING_SCHEME_DESIGNATOR, VR::SH, &self.scheme),
+            str_el(tags::CODE_MEANING, VR::LO, &self.meaning),
+        ])
+    }
+}
+
+use dicom_dictionary_std::tags;
+
+pub(crate) fn str_el(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, PrimitiveValue::from(value))
+}
+
+pub(crate) fn empty_el(tag: Tag, vr: VR) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, PrimitiveValue::Empty)
+}
+
+pub(crate) fn seq_el(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+}
+
+/// DICOM DA and TM of an RFC 3339 time (UTC), falling back to the epoch on a bad string.
+pub(crate) fn da_tm(rfc3339: &str) -> (String, String) {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    (
+        format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day()),
+        format!("{:02}{:02}{:02}", t.hour(), t.minute(), t.second()),
+    )
+}
+
+/// Writes `obj` as a Part 10 file, durably: temporary file, fsync, rename, fsync folder.
+pub(crate) fn write_part10(
+    obj: InMemDicomObject,
+    sop_class: &str,
+    sop_instance: &str,
+    path: &std::path::Path,
+) -> Result<u64, ReportError> {
+    let err = |reason: String| ReportError::Write {
+        path: path.display().to_string(),
+        reason,
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| err("no parent folder".into()))?;
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let file = obj
+        .with_meta(
+            dicom_object::meta::FileMetaTableBuilder::new()
+                .transfer_syntax(EXPLICIT_VR_LE)
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(sop_instance)
+                .implementation_class_uid(crate::IMPLEMENTATION_CLASS_UID)
+                .implementation_version_name(crate::IMPLEMENTATION_VERSION_NAME),
+        )
+        .map_err(|e| err(e.to_string()))?;
+    let tmp = path.with_extension("dcm.part");
+    file.write_to_file(&tmp).map_err(|e| err(e.to_string()))?;
+    let f = std::fs::File::open(&tmp).map_err(|e| err(e.to_string()))?;
+    f.sync_all().map_err(|e| err(e.to_string()))?;
+    let len = f.metadata().map_err(|e| err(e.to_string()))?.len();
+    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_uids_are_stable_valid_and_distinct() {
+        let a = derived_uid("radstream/1.2.3/result/1/sr");
+        assert_eq!(a, derived_uid("radstream/1.2.3/result/1/sr"));
+        assert_ne!(a, derived_uid("radstream/1.2.3/result/2/sr"));
+        assert!(a.starts_with("2.25."));
+        assert!(a.len() <= 64, "{a}");
+        assert!(a[5..].chars().all(|c| c.is_ascii_digit()));
+        assert!(!a[5..].starts_with('0'));
+    }
+
+    #[test]
+    fn rfc3339_becomes_da_tm() {
+        assert_eq!(
+            da_tm("2024-03-05T07:08:09.123Z"),
+            ("20240305".into(), "070809".into())
+        );
+    }
+}

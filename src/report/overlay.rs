@@ -1,0 +1,322 @@
+//! The overlay: a Secondary Capture of one analysed source image, windowed to 8 bits, with a
+//! black band above it carrying the findings, urgency, confidence tier and the disclaimer.
+//!
+//! Why Secondary Capture: every viewer displays it, and nothing in it claims to be an
+//! acquisition (a derived DX "For Presentation" would invite measurement on a resampled
+//! image). The text is burnt in with `font8x8`'s public-domain 8x8 glyphs (no font file).
+//! The demo model gives no localisation, so there is no heat map or box; the band says so.
+
+use std::path::Path;
+use std::time::Instant;
+
+use dicom_core::header::Header;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use font8x8::UnicodeFonts;
+
+use super::sr::{Built, DeviceInfo};
+use super::{
+    da_tm, derived_uid, empty_el, result_key, seq_el, str_el, ReportError, OVERLAY_SERIES_NUMBER,
+    SECONDARY_CAPTURE,
+};
+use crate::inference::manifest::InputSpec;
+use crate::inference::preprocess;
+use crate::result::{ImageEntry, StudyResult};
+
+/// Longest side of the image part of the overlay, in pixels.
+pub const LONG_SIDE: u32 = 1024;
+/// Glyph scale: 8x8 glyphs drawn as 16x16.
+const SCALE: usize = 2;
+const LINE_H: usize = 10 * SCALE;
+const MARGIN: usize = 8;
+
+/// SOP Instance and Series UIDs of the overlay of one source image.
+pub fn overlay_uids(study_uid: &str, result_version: i64, source_sop: &str) -> (String, String) {
+    let key = result_key(study_uid, result_version);
+    (
+        derived_uid(&format!("{key}/overlay/{source_sop}")),
+        derived_uid(&format!("{key}/overlay/series")),
+    )
+}
+
+/// The lines burnt into the band for one image.
+pub fn text_lines(result: &StudyResult, entry: &ImageEntry) -> Vec<String> {
+    let tier = entry
+        .uncertainty
+        .as_ref()
+        .and_then(|u| u.get("confidence"))
+        .and_then(|c| c.as_str())
+        .map(str::to_string)
+        .or_else(|| result.summary.confidence.clone())
+        .unwrap_or_else(|| "n/a".into());
+    let mut lines = vec![
+        "NOT FOR DIAGNOSTIC USE - AI RESULT, UNVERIFIED".to_string(),
+        format!(
+            "URGENCY: {}   CONFIDENCE: {}",
+            result.urgency.as_str().to_uppercase(),
+            tier.to_uppercase()
+        ),
+    ];
+    let present: Vec<_> = entry.findings.iter().filter(|f| f.presence).collect();
+    if present.is_empty() {
+        lines.push("NO FINDING ABOVE THRESHOLD".into());
+    } else {
+        lines.push("FINDINGS (PROBABILITY):".into());
+        for f in present {
+            lines.push(format!("  {} {:.2}", f.name.to_uppercase(), f.confidence));
+        }
+    }
+    lines.push(format!(
+        "MODEL {} {} - NO LOCALISATION (NO HEAT MAP)",
+        result.model.id, result.model.version
+    ));
+    lines
+}
+
+/// Splits lines longer than `width` characters.
+fn wrap(lines: &[String], width: usize) -> Vec<String> {
+    let width = width.max(8);
+    let mut out = Vec::new();
+    for l in lines {
+        let chars: Vec<char> = l.chars().collect();
+        if chars.is_empty() {
+            out.push(String::new());
+        }
+        for chunk in chars.chunks(width) {
+            out.push(chunk.iter().collect());
+        }
+    }
+    out
+}
+
+/// Draws `text` at (`x`, `y`) into an 8-bit image `w` pixels wide.
+fn draw_text(px: &mut [u8], w: usize, x: usize, y: usize, text: &str) {
+    for (i, ch) in text.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                for dy in 0..SCALE {
+                    for dx in 0..SCALE {
+                        let px_x = x + (i * 8 + col) * SCALE + dx;
+                        let px_y = y + row * SCALE + dy;
+                        if px_x < w {
+                            if let Some(p) = px.get_mut(px_y * w + px_x) {
+                                *p = 255;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Windowed, resized 8-bit pixels of the source image (first frame), `(width, height, px)`.
+fn source_pixels(path: &Path) -> Result<(u32, u32, Vec<u8>), ReportError> {
+    let obj = preprocess::open_dicom(path).map_err(|e| ReportError::Pixels(e.to_string()))?;
+    let dim = |t| {
+        obj.element_opt(t)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<u32>().ok())
+            .filter(|v| *v > 0)
+    };
+    let (rows, cols) = match (dim(tags::ROWS), dim(tags::COLUMNS)) {
+        (Some(r), Some(c)) => (r, c),
+        _ => return Err(ReportError::Pixels("Rows/Columns missing".into())),
+    };
+    let scale = f64::from(LONG_SIDE) / f64::from(rows.max(cols));
+    let width = ((f64::from(cols) * scale).round() as u32).max(1);
+    let height = ((f64::from(rows) * scale).round() as u32).max(1);
+    let spec = InputSpec {
+        name: "overlay".into(),
+        width,
+        height,
+        channels: 1,
+        layout: "NCHW".into(),
+        windowing: "voi-or-percentile".into(),
+        percentile_low: 0.5,
+        percentile_high: 99.5,
+        mean: 0.0,
+        std: 1.0,
+        frames: "first".into(),
+    };
+    let header = preprocess::header_attrs(&obj);
+    let pre = preprocess::preprocess_dicom_object(&obj, header, &spec, Instant::now())
+        .map_err(|e| ReportError::Pixels(e.to_string()))?;
+    let px = pre
+        .tensor
+        .iter()
+        .take((width * height) as usize)
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    Ok((width, height, px))
+}
+
+/// Builds the overlay of the analysed image `entry` stored at `path`.
+pub fn build(
+    result: &StudyResult,
+    entry: &ImageEntry,
+    path: &Path,
+    patient_study: Vec<DataElement<InMemDicomObject>>,
+    device: &DeviceInfo,
+    instance_number: usize,
+) -> Result<Built, ReportError> {
+    let (w, h, image) = source_pixels(path)?;
+    let w_us = w as usize;
+    let lines = wrap(
+        &text_lines(result, entry),
+        (w_us - 2 * MARGIN) / (8 * SCALE),
+    );
+    let band = 2 * MARGIN + lines.len() * LINE_H;
+    let total_h = band + h as usize;
+    let mut px = vec![0u8; w_us * total_h];
+    px[band * w_us..].copy_from_slice(&image);
+    for (i, l) in lines.iter().enumerate() {
+        draw_text(&mut px, w_us, MARGIN, MARGIN + i * LINE_H, l);
+    }
+    if px.len() % 2 == 1 {
+        px.push(0);
+    }
+    let rows = u16::try_from(total_h).map_err(|_| ReportError::Pixels("image too tall".into()))?;
+    let cols = u16::try_from(w).map_err(|_| ReportError::Pixels("image too wide".into()))?;
+
+    let (sop_uid, series_uid) = overlay_uids(
+        &result.study_instance_uid,
+        result.version,
+        &entry.sop_instance_uid,
+    );
+    let (date, time) = da_tm(&result.created_at);
+    let mut obj = InMemDicomObject::new_empty();
+    for e in patient_study {
+        if e.tag() != tags::PROCEDURE_CODE_SEQUENCE {
+            obj.put(e);
+        }
+    }
+    obj.put(str_el(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        &result.study_instance_uid,
+    ));
+    for e in [
+        str_el(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE),
+        str_el(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid),
+        str_el(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
+        str_el(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
+        str_el(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY"),
+        str_el(tags::MODALITY, VR::CS, "OT"),
+        empty_el(tags::LATERALITY, VR::CS),
+        str_el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
+        str_el(
+            tags::SERIES_NUMBER,
+            VR::IS,
+            &OVERLAY_SERIES_NUMBER.to_string(),
+        ),
+        str_el(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            "AI result overlay (unverified)",
+        ),
+        str_el(tags::CONVERSION_TYPE, VR::CS, "WSD"),
+        str_el(tags::MANUFACTURER, VR::LO, &device.manufacturer),
+        str_el(
+            tags::SECONDARY_CAPTURE_DEVICE_MANUFACTURER,
+            VR::LO,
+            &device.manufacturer,
+        ),
+        str_el(
+            tags::SECONDARY_CAPTURE_DEVICE_MANUFACTURER_MODEL_NAME,
+            VR::LO,
+            "radstream",
+        ),
+        str_el(
+            tags::SECONDARY_CAPTURE_DEVICE_SOFTWARE_VERSIONS,
+            VR::LO,
+            &device.software_version,
+        ),
+        str_el(tags::INSTANCE_NUMBER, VR::IS, &instance_number.to_string()),
+        empty_el(tags::PATIENT_ORIENTATION, VR::CS),
+        str_el(tags::CONTENT_DATE, VR::DA, &date),
+        str_el(tags::CONTENT_TIME, VR::TM, &time),
+        str_el(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"),
+        str_el(
+            tags::DERIVATION_DESCRIPTION,
+            VR::ST,
+            "Source image windowed to 8 bits and resampled; AI findings burnt in above it",
+        ),
+        seq_el(
+            tags::SOURCE_IMAGE_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                str_el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &entry.sop_class_uid),
+                str_el(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    &entry.sop_instance_uid,
+                ),
+            ])],
+        ),
+        seq_el(
+            tags::CONTRIBUTING_EQUIPMENT_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                seq_el(
+                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                    vec![super::sr::codes::processing_equipment().item()],
+                ),
+                str_el(tags::MANUFACTURER, VR::LO, &device.manufacturer),
+                str_el(tags::MANUFACTURER_MODEL_NAME, VR::LO, &result.model.name),
+                str_el(tags::SOFTWARE_VERSIONS, VR::LO, &result.model.version),
+            ])],
+        ),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+        str_el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(cols)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16)),
+        DataElement::new(
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ),
+        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(px.into())),
+    ] {
+        obj.put(e);
+    }
+    Ok(Built {
+        sop_class_uid: SECONDARY_CAPTURE.into(),
+        sop_instance_uid: sop_uid,
+        series_uid,
+        series_number: OVERLAY_SERIES_NUMBER,
+        modality: "OT",
+        obj,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_wrap() {
+        let l = wrap(&["ABCDEFGHIJ".into()], 8);
+        assert_eq!(l, vec!["ABCDEFGH".to_string(), "IJ".to_string()]);
+    }
+
+    #[test]
+    fn text_is_drawn_white_on_black() {
+        let mut px = vec![0u8; 64 * 32];
+        draw_text(&mut px, 64, 0, 0, "A");
+        assert!(px.contains(&255));
+        let mut blank = vec![0u8; 64 * 32];
+        draw_text(&mut blank, 64, 0, 0, " ");
+        assert!(blank.iter().all(|&p| p == 0));
+    }
+}
