@@ -216,6 +216,7 @@ enum Success {
     EventStream { description: &'static str },
     /// A bare JSON body (no envelope).
     Json {
+        status: &'static str,
         description: &'static str,
         schema: Value,
     },
@@ -268,10 +269,11 @@ impl Success {
                 }),
             ),
             Success::Json {
+                status,
                 description,
                 schema,
             } => (
-                "200",
+                status,
                 json!({
                     "description": description,
                     "content": { "application/json": { "schema": schema } },
@@ -370,6 +372,17 @@ impl Detail {
 
     fn json(mut self, description: &'static str, schema: Value) -> Detail {
         self.ok = Some(Success::Json {
+            status: "200",
+            description,
+            schema,
+        });
+        self
+    }
+
+    /// A bare JSON 202 (an adapter's queued job).
+    fn json_accepted(mut self, description: &'static str, schema: Value) -> Detail {
+        self.ok = Some(Success::Json {
+            status: "202",
             description,
             schema,
         });
@@ -390,8 +403,6 @@ impl Detail {
     }
 }
 
-/// Query parameters, bodies and answers, by method and path. A new route needs an entry
-/// here (the tests say so); its method, path, summary and access come from the table.
 /// Pi's answers: an object (job, or `{error: {code, message}}`).
 fn pi_object() -> Value {
     json!({ "type": "object" })
@@ -410,6 +421,8 @@ fn leapai_envelope() -> Value {
     })
 }
 
+/// Query parameters, bodies and answers, by method and path. A new route needs an entry
+/// here (the tests say so); its method, path, summary and access come from the table.
 fn details() -> Vec<Detail> {
     let last_event_id = "Resume after this event id: events after it are replayed, then the \
         stream goes live. Wins over `last_event_id`.";
@@ -510,13 +523,7 @@ fn details() -> Vec<Detail> {
                     "options": { "type": "object", "properties": { "locale": { "type": "string" } } },
                 },
             }))
-            .also(
-                "202",
-                json!({
-                    "description": "Queued: {job_id, status, poll_url, created_at}",
-                    "content": { "application/json": { "schema": pi_object() } },
-                }),
-            ),
+            .json_accepted("Queued: {job_id, status, poll_url, created_at}", pi_object()),
         Detail::get("/api/v1/jobs/{job_id}")
             .query::<crate::compat::pi::JobQuery>()
             .json(

@@ -3,10 +3,10 @@
 mod auth;
 mod cli;
 mod crash;
-mod events;
-mod fhir;
 mod dicomweb;
+mod events;
 mod export;
+mod fhir;
 mod helpers;
 mod inference;
 mod ingest;
