@@ -40,10 +40,14 @@ pub struct Settings {
     pub triage: TriageSettings,
     /// Event fan-out and server-sent event streams.
     pub events: EventSettings,
+    /// Vendor-compatible APIs.
+    pub compat: crate::compat::CompatSettings,
     /// API credentials: JWT keys, issuing defaults, rate limit.
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// FHIR R4 answers (`/fhir`).
+    pub fhir: crate::fhir::FhirSettings,
 }
 
 /// `[dicom]`

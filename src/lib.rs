@@ -8,10 +8,12 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod compat;
 pub mod configuration;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod fhir;
 pub mod inference;
 pub mod ingest;
 pub mod job;

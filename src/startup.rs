@@ -76,10 +76,9 @@ impl Application {
                 files.clone(),
                 engine.clone(),
                 bus.clone(),
-                settings.pipeline.clone(),
-                settings.triage.clone(),
                 jobs_ready.clone(),
                 metrics.clone(),
+                &settings,
             )
         });
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
@@ -104,9 +103,15 @@ impl Application {
             engine,
             bus: bus.clone(),
             jobs_ready: jobs_ready.clone(),
+            leapai: crate::compat::leapai::LeapAiPaths {
+                input: crate::compat::paths::Roots::new(&settings.compat.input_roots),
+                output: crate::compat::paths::Roots::new(&settings.compat.output_roots),
+            },
+            pipeline_model: settings.pipeline.model.clone(),
             metrics,
             auth: Arc::new(auth),
             http_limits: HttpLimits::from_settings(&settings.http),
+            fhir: settings.fhir.clone(),
         };
         Ok(Application {
             dicom,

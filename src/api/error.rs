@@ -1,5 +1,7 @@
-//! API errors: one type, rendered as the native error envelope
-//! `{"status":"error","timestamp":…,"error":{"code":…,"message":…,"details":…}}`.
+//! API errors: one type, rendered as the native (and Neolens) error envelope
+//! `{"status":"error","timestamp":…,"error":{"code":…,"message":…,"details":"…"}}`, where
+//! `details` is a human-readable string and structured facts such as `field` and `problem`
+//! are extra members of `error`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,7 +66,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.status.as_u16(), "message": self.message });
         if let Some(d) = self.details {
-            error["details"] = d;
+            // `details` is a string (Neolens' error object); the structured facts (`field`,
+            // `problem`, `required_scope`, …) sit beside it for programs.
+            if let (Value::Object(facts), Some(e)) = (&d, error.as_object_mut()) {
+                for (k, v) in facts {
+                    e.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            error["details"] = Value::String(details_text(&d));
         }
         let body = json!({ "status": "error", "timestamp": timestamp(), "error": error });
         let mut resp = (self.status, Json(body)).into_response();
@@ -74,6 +83,25 @@ impl IntoResponse for ApiError {
             }
         }
         resp
+    }
+}
+
+/// One line for `details`: a validation error reads "field: problem"; other facts "k: v; …".
+fn details_text(d: &Value) -> String {
+    let plain = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match d {
+        Value::Object(m) => match (m.get("field"), m.get("problem")) {
+            (Some(f), Some(p)) => format!("{}: {}", plain(f), plain(p)),
+            _ => m
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", plain(v)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+        other => plain(other),
     }
 }
 
@@ -90,4 +118,25 @@ pub fn query_rejection(e: axum::extract::rejection::QueryRejection) -> ApiError 
         .map(str::to_string)
         .unwrap_or_else(|| "query".into());
     ApiError::invalid(&field, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn details_are_a_string_with_the_facts_beside_it() {
+        let resp = ApiError::invalid("from", "is not a date").into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["error"]["code"], 400);
+        assert_eq!(v["error"]["message"], "Invalid from: is not a date");
+        assert_eq!(v["error"]["details"], "from: is not a date");
+        assert_eq!(v["error"]["field"], "from");
+        assert_eq!(v["error"]["problem"], "is not a date");
+    }
 }

@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let v = body_json(resp).await;
         assert_eq!(v["error"]["message"], "Request body too large");
-        assert_eq!(v["error"]["details"]["max_body_bytes"], 1024);
+        assert_eq!(v["error"]["max_body_bytes"], 1024);
 
         // Chunked body without a length: cut while reading.
         let chunks = futures::stream::iter(

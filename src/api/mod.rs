@@ -1,11 +1,13 @@
 //! The HTTP API. Every route is declared once in [`route_table`] with the scope it needs;
 //! the router, the authentication layer and the auth test matrix are all built from it, so no
-//! route escapes authentication by being forgotten.
+//! route escapes authentication by being forgotten. The OpenAPI document ([`openapi`],
+//! served at `/openapi.json` and as HTML at `/docs`) is generated from it too.
 
 pub mod auth;
 pub mod error;
 mod http_metrics;
 pub mod limits;
+pub mod openapi;
 pub mod response;
 pub mod routes;
 pub mod state;
@@ -49,7 +51,10 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::events::routes());
     table.extend(routes::jobs::routes());
     table.extend(routes::models::routes());
+    table.extend(crate::compat::leapai::routes());
     table.extend(routes::audit::routes());
+    table.extend(routes::docs::routes());
+    table.extend(routes::fhir::routes());
     table
 }
 
@@ -83,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(crate::compat::translate_errors))
         // Outermost: the query token leaves the URI before anything logs it.
         .layer(middleware::from_fn(auth::strip_access_token))
         .with_state(state)

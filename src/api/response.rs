@@ -17,9 +17,11 @@ use super::error::ApiError;
 /// API version reported in `meta.version`.
 pub const API_VERSION: &str = "v1";
 
-/// RFC 3339 UTC time with seconds, as the envelope's `timestamp`.
+/// UTC time to the second (`2025-07-24T10:03:12Z`), as the envelope's `timestamp` (the
+/// Neolens document's form; a client parsing it with a fixed pattern keeps working).
 pub fn timestamp() -> String {
-    format_ms(crate::db::now_ms())
+    let now = crate::db::now_ms();
+    format_ms(now - now.rem_euclid(1000))
 }
 
 /// Epoch milliseconds as RFC 3339 UTC (`2026-11-22T10:03:12.123Z`).
@@ -277,10 +279,22 @@ fn xml_value(name: &str, v: &Value, out: &mut String) {
     }
 }
 
-/// The envelope as XML under a `<response>` root.
+/// The envelope as XML under a `<response>` root, its members in the documented order
+/// (status, timestamp, data or error, meta).
 pub fn to_xml(envelope: &Value) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
-    xml_value("response", envelope, &mut out);
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><response>");
+    const ORDER: [&str; 5] = ["status", "timestamp", "data", "error", "meta"];
+    if let Value::Object(m) = envelope {
+        for k in ORDER {
+            if let Some(v) = m.get(k) {
+                xml_value(k, v, &mut out);
+            }
+        }
+        for (k, v) in m.iter().filter(|(k, _)| !ORDER.contains(&k.as_str())) {
+            xml_value(k, v, &mut out);
+        }
+    }
+    out.push_str("</response>");
     out
 }
 
@@ -310,6 +324,13 @@ mod tests {
         );
         assert!(x.contains("<n/>"));
         assert!(x.starts_with("<?xml"));
+    }
+
+    #[test]
+    fn envelope_timestamp_has_whole_seconds() {
+        let t = timestamp();
+        assert_eq!(t.len(), "2025-07-24T10:03:12Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
     }
 
     #[test]

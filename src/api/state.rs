@@ -26,6 +26,10 @@ pub struct AppState {
     pub engine: Engine,
     /// Event fan-out for the SSE streams.
     pub bus: EventBus,
+    /// Server folders the LeapAI adapter may read and write.
+    pub leapai: crate::compat::leapai::LeapAiPaths,
+    /// Model the pipeline runs (`None`: the first installed), for the adapters too.
+    pub pipeline_model: Option<String>,
     /// Wakes the pipeline workers (after a reprocess request).
     pub jobs_ready: Arc<tokio::sync::Notify>,
     /// The node's metrics (`GET /metrics`; also recorded into by the HTTP layer).
@@ -34,4 +38,6 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Body size and response time limits of every route.
     pub http_limits: HttpLimits,
+    /// `[fhir]` settings (report status, base URL).
+    pub fhir: crate::fhir::FhirSettings,
 }

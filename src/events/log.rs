@@ -30,6 +30,11 @@ pub enum EventType {
     /// A priority push for a critical or urgent result (sent after `inference.completed`).
     #[serde(rename = "study.urgent")]
     StudyUrgent,
+    /// One file of a LeapAI bulk request done.
+    #[serde(rename = "bulk.progress")]
+    BulkProgress,
+    #[serde(rename = "bulk.completed")]
+    BulkCompleted,
 }
 
 impl EventType {
@@ -42,10 +47,12 @@ impl EventType {
             EventType::InferenceCompleted => "inference.completed",
             EventType::InferenceFailed => "inference.failed",
             EventType::StudyUrgent => "study.urgent",
+            EventType::BulkProgress => "bulk.progress",
+            EventType::BulkCompleted => "bulk.completed",
         }
     }
 
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 9] = [
         EventType::StudyReceived,
         EventType::StudyComplete,
         EventType::StoreFailed,
@@ -53,6 +60,8 @@ impl EventType {
         EventType::InferenceCompleted,
         EventType::InferenceFailed,
         EventType::StudyUrgent,
+        EventType::BulkProgress,
+        EventType::BulkCompleted,
     ];
 
     pub fn parse(s: &str) -> Option<EventType> {

@@ -22,7 +22,7 @@ use super::{InferenceError, InferenceSettings};
 pub const REJECTED_REASON: &str = "Image rejected — not a valid radiograph";
 
 /// What `/health` and `radstream models` show about a loaded model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// Model id.
     pub id: String,

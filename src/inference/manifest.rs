@@ -93,7 +93,7 @@ pub struct EnsembleSpec {
 }
 
 /// One ONNX file with its expected digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelFile {
     /// File name relative to the model folder.
@@ -144,7 +144,7 @@ pub struct ApplicabilitySpec {
 }
 
 /// `[[labels]]`: one finding, in output index order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSpec {
     /// Stable machine key, e.g. `cardiomegaly`.

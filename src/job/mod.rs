@@ -23,26 +23,36 @@ const COLUMNS: &str = "id, study_uid, study_version, kind, state, attempts, last
     created_at, updated_at";
 
 /// A job row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: i64,
     pub study_uid: String,
     pub study_version: i64,
     /// `inference` (queued by study completion) or `reprocess` (requested through the API).
     pub kind: String,
+    /// `queued`, `running`, `succeeded` or `failed`.
     pub state: String,
     pub attempts: i64,
     pub last_error: Option<String>,
     /// Model asked for; `None` is the node's default model.
     pub model_id: Option<String>,
+    /// Who asked for a reprocess (the credential's subject).
     pub requested_by: Option<String>,
+    /// Worker holding the job.
     pub worker: Option<String>,
+    /// Epoch milliseconds: the worker's lease ends.
     pub lease_until: Option<i64>,
+    /// Epoch milliseconds: not claimed before (retry back-off).
     pub run_after: i64,
+    /// Epoch milliseconds.
     pub started_at: Option<i64>,
+    /// Epoch milliseconds.
     pub finished_at: Option<i64>,
+    /// The stored result, once succeeded.
     pub result_id: Option<i64>,
+    /// Epoch milliseconds.
     pub created_at: i64,
+    /// Epoch milliseconds.
     pub updated_at: i64,
 }
 

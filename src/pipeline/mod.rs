@@ -17,6 +17,7 @@ use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::configuration::Settings;
 use crate::db::{now_ms, Database};
 use crate::events::{self, EventBus, EventType};
 use crate::inference::{Engine, InferenceError, Manifest};
@@ -82,18 +83,17 @@ impl Pipeline {
         files: FileStore,
         engine: Engine,
         bus: EventBus,
-        settings: PipelineSettings,
-        triage: TriageSettings,
         jobs_ready: Arc<Notify>,
         metrics: Metrics,
+        settings: &Settings,
     ) -> Pipeline {
         Pipeline {
             db,
             files,
             engine,
             bus,
-            settings,
-            triage,
+            settings: settings.pipeline.clone(),
+            triage: settings.triage.clone(),
             jobs_ready,
             metrics,
         }
@@ -228,29 +228,45 @@ impl Pipeline {
         })
     }
 
-    async fn started_event(&self, job: &Job) -> Result<(), sqlx::Error> {
+    /// Appends a job event (`study_uid`, `study_version`, `job_id` plus `extra`) in `tx`.
+    async fn job_event(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        job: &Job,
+        kind: EventType,
+        extra: serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
         let patient_id: Option<String> =
             sqlx::query_scalar("SELECT patient_id FROM studies WHERE study_uid = $1")
                 .bind(&job.study_uid)
-                .fetch_optional(&self.db.pool)
+                .fetch_optional(&mut **tx)
                 .await?
                 .flatten();
-        let mut tx = self.db.pool.begin().await?;
+        let mut payload = json!({
+            "study_uid": job.study_uid,
+            "study_version": job.study_version,
+            "job_id": job.id,
+        });
+        if let (Some(p), serde_json::Value::Object(extra)) = (payload.as_object_mut(), extra) {
+            p.extend(extra);
+        }
         events::append(
-            &mut tx,
+            tx,
             self.db.backend,
-            EventType::InferenceStarted,
+            kind,
             Some(&job.study_uid),
             patient_id.as_deref(),
-            &json!({
-                "study_uid": job.study_uid,
-                "study_version": job.study_version,
-                "job_id": job.id,
-                "attempt": job.attempts,
-                "model_id": job.model_id,
-            }),
+            &payload,
         )
         .await?;
+        Ok(())
+    }
+
+    async fn started_event(&self, job: &Job) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        let extra = json!({ "attempt": job.attempts, "model_id": job.model_id });
+        self.job_event(&mut tx, job, EventType::InferenceStarted, extra)
+            .await?;
         tx.commit().await?;
         self.bus.notify();
         Ok(())
@@ -286,27 +302,9 @@ impl Pipeline {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(());
             }
-            let patient_id: Option<String> =
-                sqlx::query_scalar("SELECT patient_id FROM studies WHERE study_uid = $1")
-                    .bind(&job.study_uid)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten();
-            events::append(
-                &mut tx,
-                self.db.backend,
-                EventType::InferenceFailed,
-                Some(&job.study_uid),
-                patient_id.as_deref(),
-                &json!({
-                    "study_uid": job.study_uid,
-                    "study_version": job.study_version,
-                    "job_id": job.id,
-                    "attempts": job.attempts,
-                    "reason": reason,
-                }),
-            )
-            .await?;
+            let extra = json!({ "attempts": job.attempts, "reason": reason });
+            self.job_event(&mut tx, job, EventType::InferenceFailed, extra)
+                .await?;
             tx.commit().await
         };
         match write.await {

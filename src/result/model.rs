@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::domain::Urgency;
 use crate::inference::{ConfidenceTier, ImageResult, LabelResult, Uncertainty};
@@ -13,7 +14,7 @@ use super::triage::Triage;
 pub const SNOMED: &str = "http://snomed.info/sct";
 
 /// One finding on one image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Finding {
     /// Machine key, e.g. `pleural_effusion`.
     pub key: String,
@@ -32,7 +33,7 @@ pub struct Finding {
 }
 
 /// A coded concept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Coding {
     pub system: String,
     pub code: String,
@@ -59,7 +60,7 @@ impl From<&LabelResult> for Finding {
 }
 
 /// The outcome for one instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageEntry {
     pub sop_instance_uid: String,
     pub series_instance_uid: String,
@@ -128,7 +129,7 @@ impl ImageEntry {
 }
 
 /// One label over all analysed images of the study.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LabelSummary {
     pub key: String,
     pub name: String,
@@ -142,7 +143,7 @@ pub struct LabelSummary {
 }
 
 /// The study-level summary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Summary {
     pub images_total: usize,
     pub images_analysed: usize,
@@ -254,7 +255,7 @@ impl UncertaintyView {
 }
 
 /// The model that produced a result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelRef {
     pub id: String,
     pub version: String,
@@ -264,7 +265,7 @@ pub struct ModelRef {
 }
 
 /// Patient and image facts in LeapAI's metadata shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Metadata {
     pub model_version: String,
     pub patient_id: String,
@@ -276,7 +277,7 @@ pub struct Metadata {
 }
 
 /// Milestones from the first received instance to the stored result (epoch ms and spans).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResultTimings {
     pub first_received_at: i64,
     pub completed_at: Option<i64>,
@@ -291,7 +292,7 @@ pub struct ResultTimings {
 }
 
 /// A study result. `id` and `version` are filled in from the table when read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StudyResult {
     #[serde(default)]
     pub id: i64,

@@ -157,16 +157,19 @@ pub async fn by_version(
 }
 
 /// One line per result version of a study, newest first.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub id: i64,
+    /// Result version (1 = first).
     pub version: i64,
     pub study_version: i64,
     pub job_id: i64,
     pub model_id: String,
     pub model_version: String,
+    /// `final`, `not_applicable`, `rejected` or `failed`.
     pub status: String,
     pub urgency: String,
+    /// Epoch milliseconds.
     pub created_at: i64,
 }
 

@@ -56,7 +56,7 @@ impl Default for TriageSettings {
 }
 
 /// The urgency decided and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Triage {
     pub urgency: Urgency,
     pub reasons: Vec<String>,

@@ -35,22 +35,15 @@ assoc.release()
 "#;
 
 fn start_node(data: &Path, dicom_port: u16, http_port: u16) -> Child {
-    Command::new(radstream_bin())
-        .arg("serve")
-        .env("RADSTREAM_STORAGE__DATA_DIR", data)
-        .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
-        .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
-        .env("RADSTREAM_DICOM__HOST", "127.0.0.1")
-        .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
-        .env("RADSTREAM_HTTP__PORT", http_port.to_string())
-        .env("RADSTREAM_STUDY__QUIET_WINDOW_MS", "200")
-        .env("RADSTREAM_STUDY__STABLE_AGE_SECS", "3")
-        .env("RADSTREAM_INFERENCE__MODELS_DIR", data.join("no-models"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start radstream")
+    spawn_node(
+        data,
+        dicom_port,
+        http_port,
+        &[
+            ("RADSTREAM_STUDY__QUIET_WINDOW_MS", "200".into()),
+            ("RADSTREAM_STUDY__STABLE_AGE_SECS", "3".into()),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

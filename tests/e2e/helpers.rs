@@ -432,3 +432,189 @@ pub fn free_port() -> u16 {
 pub fn radstream_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_radstream"))
 }
+
+/// One server-sent event as received.
+#[derive(Debug, Clone)]
+pub struct SseMessage {
+    pub id: Option<i64>,
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// A minimal SSE reader over a streaming reqwest response.
+pub struct SseClient {
+    resp: reqwest::Response,
+    buf: String,
+    pub comments: usize,
+}
+
+impl SseClient {
+    /// Opens `path` (with query) using `token`, optionally resuming with `Last-Event-ID`.
+    pub async fn open(app: &TestApp, path: &str, token: &str, last_id: Option<i64>) -> SseClient {
+        let mut req = reqwest::Client::new()
+            .get(app.url(path))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.expect("open SSE");
+        assert_eq!(resp.status(), 200, "SSE {path}");
+        SseClient {
+            resp,
+            buf: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event (skipping comments and `retry:`-only blocks); `None` when the stream
+    /// ends, panics after `secs` without one.
+    pub async fn next(&mut self, secs: u64) -> Option<SseMessage> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            while let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                let mut id = None;
+                let mut event = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if !event.is_empty() || !data.is_empty() {
+                    return Some(SseMessage {
+                        id,
+                        event,
+                        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                    });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE event within {secs} s"))
+                .expect("SSE read");
+            match chunk {
+                Some(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return None,
+            }
+        }
+    }
+
+    /// Reads until an event of `kind` for `study_uid` arrives; returns everything read.
+    pub async fn until(&mut self, kind: &str, study_uid: &str, secs: u64) -> Vec<SseMessage> {
+        let mut seen = Vec::new();
+        loop {
+            let m = self.next(secs).await.expect("stream ended early");
+            let done = m.event == kind && m.data["study_uid"] == study_uid;
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// Sends files to the node with DCMTK `storescu` (one association).
+pub async fn storescu(app: &TestApp, files: &[PathBuf]) {
+    storescu_with(app, &[], files).await
+}
+
+/// `storescu` with extra options (e.g. `-xr` to propose RLE Lossless).
+pub async fn storescu_with(app: &TestApp, options: &[&str], files: &[PathBuf]) {
+    let port = app.dicom_port();
+    let mut args: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+    args.extend(["-aec".into(), "RADSTREAM".into(), "127.0.0.1".into(), port]);
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run_async("storescu", &refs).await;
+    assert!(ok, "storescu failed: {out}");
+}
+
+/// Copies a fixture folder's instances under a fresh Study/Series/SOP Instance UID (so tests
+/// running in parallel never share a study), returning the new study UID and files.
+pub fn fixture_copy(fixture: &str, dest: &Path, copies: usize) -> (String, Vec<PathBuf>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/dicom")
+        .join(fixture);
+    let study = new_uid();
+    std::fs::create_dir_all(dest).unwrap();
+    let script = r#"
+import sys, glob, os
+from pydicom import dcmread
+src, dest, study, copies = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import uuid
+files = sorted(glob.glob(os.path.join(src, "*.dcm")))
+n = 0
+series = "2.25.%d" % uuid.uuid4().int
+for c in range(copies):
+    for f in files:
+        ds = dcmread(f)
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        uid = "2.25.%d" % uuid.uuid4().int
+        ds.SOPInstanceUID = uid
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.InstanceNumber = n + 1
+        out = os.path.join(dest, "%04d.dcm" % n)
+        ds.save_as(out, enforce_file_format=True)
+        print(out)
+        n += 1
+"#;
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&src)
+        .arg(dest)
+        .arg(&study)
+        .arg(copies.to_string())
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "fixture copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    (study, files)
+}
+
+/// Starts `radstream serve` as a separate process (for crash and multi-node tests) on the
+/// given ports and data folder, with the shipped models, the test JWT secret and `env` on top.
+pub fn spawn_node(
+    data: &Path,
+    dicom_port: u16,
+    http_port: u16,
+    env: &[(&str, String)],
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(radstream_bin());
+    cmd.arg("serve")
+        .env("RADSTREAM_STORAGE__DATA_DIR", data)
+        .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
+        .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
+        .env("RADSTREAM_DICOM__HOST", "127.0.0.1")
+        .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
+        .env("RADSTREAM_HTTP__PORT", http_port.to_string())
+        .env("RADSTREAM_AUTH__JWT_SECRET", TEST_JWT_SECRET)
+        .env(
+            "RADSTREAM_INFERENCE__MODELS_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start radstream")
+}

@@ -527,9 +527,12 @@ fn cuda_request_without_gpu_falls_back_to_cpu_with_a_reason() {
 fn missing_runtime_is_an_error() {
     // ONNX Runtime can be loaded once per process, so check this in a fresh process: the test
     // binary itself, running only `missing_runtime_child`, with nothing to find.
-    let exe = std::env::current_exe().unwrap();
+    // A copy outside the repository, so the search of the executable's ancestors for a
+    // `.venv` (meant for target/ inside the checkout) finds nothing either.
     let cwd = tempfile::tempdir().unwrap();
-    let out = Command::new(exe)
+    let exe = cwd.path().join("e2e-child");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = Command::new(&exe)
         .args(["missing_runtime_child", "--test-threads=1", "--nocapture"])
         .current_dir(cwd.path())
         .env("RADSTREAM_TEST_ORT_CHILD", "1")

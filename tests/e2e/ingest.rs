@@ -41,7 +41,7 @@ async fn storescu_round_trip(db: Db) {
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 6);
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+        app.count("SELECT COUNT(*) FROM jobs WHERE kind = 'inference'")
             .await,
         2
     );

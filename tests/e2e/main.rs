@@ -3,7 +3,13 @@
 mod auth;
 mod cli;
 mod crash;
+mod events;
+mod fhir;
 mod helpers;
 mod inference;
 mod ingest;
+mod leapai;
 mod metrics;
+mod neolens;
+mod openapi;
+mod pipeline;

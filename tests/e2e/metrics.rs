@@ -1,13 +1,14 @@
 //! `GET /metrics`: what a scrape shows after real senders talk to the node.
-//!
-//! The request carries no credentials: `/metrics` is declared `admin`-only in the route table,
-//! and once the authentication layer enforces that, [`scrape`] must send an admin token.
+//! `/metrics` is admin-only, so [`scrape`] sends an admin token.
 
 use crate::helpers::*;
 
 /// The exposition and its content type.
 async fn scrape(app: &TestApp) -> (String, String) {
-    let response = reqwest::get(app.url("/metrics"))
+    let response = app
+        .client()
+        .get(app.url("/metrics"))
+        .send()
         .await
         .expect("GET /metrics");
     assert_eq!(response.status(), 200);

@@ -416,7 +416,7 @@ LABEL_META = [
     ("nodule_mass", "Nodule/Mass", "27925004", "Nodule", True),
     ("fibrosis", "Fibrosis", "112674009", "Fibrosis", True),
     ("infiltration", "Infiltration", "409609008", "Infiltration", False),
-    ("calcification", "Calcification", "18115005", "Calcification", False),
+    ("calcification", "Calcification", "18115005", "Pathologic calcification", True),
 ]
 
 

@@ -30,10 +30,13 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     )]
 }
 
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct AuditQuery {
+    /// Reads of this patient only.
     patient_id: Option<String>,
+    /// Reads at or after this time: epoch milliseconds or RFC 3339.
     since: Option<String>,
+    /// Entries, 1..=1000 (default 100).
     limit: Option<i64>,
 }
 

@@ -60,19 +60,24 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 }
 
 /// Filters shared by the streams and the history.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Comma-separated event types.
     #[serde(rename = "type")]
     pub types: Option<String>,
+    /// Events of this study only.
     pub study_uid: Option<String>,
+    /// Events of this patient only.
     pub patient_id: Option<String>,
+    /// Only events carrying at least this urgency (`low`, `standard`, `urgent`, `critical`).
     pub min_urgency: Option<String>,
+    /// Streams only: resume after this event id (for EventSource, which cannot send the
+    /// `Last-Event-ID` header; the header wins).
     pub last_event_id: Option<String>,
     /// History only: events after this id.
     pub after: Option<String>,
-    /// History only.
+    /// History only: at most this many events, 1..=1000 (default 100).
     pub limit: Option<i64>,
     /// Accepted for EventSource clients; checked by the authentication layer.
     pub access_token: Option<String>,

@@ -34,12 +34,16 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// `queued`, `running`, `succeeded` or `failed`.
     pub state: Option<String>,
+    /// Jobs of this study only.
     pub study_uid: Option<String>,
+    /// Jobs per page, 1..=500 (default 50).
     pub limit: Option<i64>,
+    /// Jobs to skip (default 0).
     pub offset: Option<i64>,
     pub format: Option<String>,
     pub access_token: Option<String>,
@@ -88,7 +92,7 @@ async fn list(
     })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct OneQuery {
     /// Seconds to wait for the job to finish (0..=60).

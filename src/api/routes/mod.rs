@@ -1,5 +1,7 @@
 pub mod audit;
+pub mod docs;
 pub mod events;
+pub mod fhir;
 pub mod health;
 pub mod jobs;
 pub mod metrics;

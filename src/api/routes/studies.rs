@@ -70,9 +70,10 @@ fn study_uid(raw: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::invalid("study_uid", e.problem))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
+    /// Exact Patient ID.
     pub patient_id: Option<String>,
     /// Case-insensitive substring of the DICOM name (`DOE^JANE`).
     pub patient_name: Option<String>,
@@ -80,11 +81,15 @@ pub struct SearchQuery {
     pub from: Option<String>,
     /// Study date to (inclusive).
     pub to: Option<String>,
+    /// `receiving` or `complete`.
     pub status: Option<String>,
-    /// One urgency or several, comma-separated.
+    /// One urgency or several, comma-separated (`low`, `standard`, `urgent`, `critical`).
     pub urgency: Option<String>,
+    /// A modality code the study contains, e.g. `DX`.
     pub modality: Option<String>,
+    /// Page number, from 1 (default 1).
     pub page: Option<i64>,
+    /// Studies per page, 1..=500 (default 50).
     pub page_size: Option<i64>,
     pub format: Option<String>,
     pub access_token: Option<String>,
@@ -376,9 +381,10 @@ fn result_rows(r: &StudyResult) -> Value {
     Value::Array(rows)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ResultQuery {
+    /// A result version instead of the current one (from 1).
     pub version: Option<i64>,
     pub format: Option<String>,
     pub access_token: Option<String>,
@@ -463,7 +469,7 @@ async fn result_version(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReprocessBody {
     /// Model to run; default: the pipeline's model.
