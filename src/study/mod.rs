@@ -150,6 +150,11 @@ impl StudyTracker {
         self.wake.notify_one();
     }
 
+    /// The node's event bus (to wake it after committing an event elsewhere).
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
     /// Studies with a pending deadline (for health output and tests).
     pub fn pending(&self) -> usize {
         self.lock().studies.len()
