@@ -1059,14 +1059,14 @@ mod tests {
 
     #[test]
     fn event_schema_matches_event_json() {
-        let e = Event {
-            id: 7,
-            kind: "study.complete".into(),
-            study_uid: Some("1.2.3".into()),
-            patient_id: None,
-            created_at: 0,
-            data: json!({}),
-        };
+        let e = Event::new(
+            7,
+            "study.complete".into(),
+            Some("1.2.3".into()),
+            None,
+            0,
+            json!({}),
+        );
         let sent: BTreeSet<String> = routes::events::event_json(&e)
             .as_object()
             .unwrap()

@@ -24,13 +24,7 @@ pub fn timestamp() -> String {
     format_ms(now - now.rem_euclid(1000))
 }
 
-/// Epoch milliseconds as RFC 3339 UTC (`2026-11-22T10:03:12.123Z`).
-pub fn format_ms(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use crate::db::format_ms;
 
 /// Response rendering asked for by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

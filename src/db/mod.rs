@@ -48,6 +48,14 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Epoch milliseconds as RFC 3339 UTC (`2026-11-22T10:03:12.123Z`).
+pub fn format_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 impl Database {
     /// Connects with the settings' URL (SQLite in the data folder when none is given).
     pub async fn connect(settings: &Settings) -> Result<Database, DbError> {

@@ -90,19 +90,59 @@ pub struct Event {
     /// Epoch milliseconds.
     pub created_at: i64,
     pub data: serde_json::Value,
+    /// [`Event::json_text`], rendered once however many subscribers stream the event.
+    #[serde(skip)]
+    rendered: std::sync::OnceLock<String>,
 }
 
 impl Event {
     fn from_row(r: &AnyRow) -> Event {
         let payload: String = r.get(5);
+        Event::new(
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub fn new(
+        id: i64,
+        kind: String,
+        study_uid: Option<String>,
+        patient_id: Option<String>,
+        created_at: i64,
+        data: serde_json::Value,
+    ) -> Event {
         Event {
-            id: r.get(0),
-            kind: r.get(1),
-            study_uid: r.get(2),
-            patient_id: r.get(3),
-            created_at: r.get(4),
-            data: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            id,
+            kind,
+            study_uid,
+            patient_id,
+            created_at,
+            data,
+            rendered: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The JSON clients receive (SSE `data:` and the history):
+    /// `{"id","type","study_uid","patient_id","time","data"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": self.kind,
+            "study_uid": self.study_uid,
+            "patient_id": self.patient_id,
+            "time": crate::db::format_ms(self.created_at),
+            "data": self.data,
+        })
+    }
+
+    /// [`Event::to_json`] as text, serialised once per event.
+    pub fn json_text(&self) -> &str {
+        self.rendered.get_or_init(|| self.to_json().to_string())
     }
 
     /// The urgency an event carries (`inference.completed`, `study.urgent`), if any.

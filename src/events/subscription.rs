@@ -130,14 +130,14 @@ mod tests {
     use serde_json::json;
 
     fn ev(id: i64, kind: &str, urgency: Option<&str>) -> Event {
-        Event {
+        Event::new(
             id,
-            kind: kind.into(),
-            study_uid: Some("1.2".into()),
-            patient_id: Some("P1".into()),
-            created_at: 0,
-            data: urgency.map_or(json!({}), |u| json!({ "urgency": u })),
-        }
+            kind.into(),
+            Some("1.2".into()),
+            Some("P1".into()),
+            0,
+            urgency.map_or(json!({}), |u| json!({ "urgency": u })),
+        )
     }
 
     #[test]

@@ -394,7 +394,7 @@ impl Pipeline {
                 inference_ms: finished - started,
                 receipt_to_result_ms: finished - first_received_at,
             },
-            created_at: crate::api::response::format_ms(finished),
+            created_at: crate::db::format_ms(finished),
             superseded: false,
         })
     }

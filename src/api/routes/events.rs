@@ -20,7 +20,6 @@ use serde_json::json;
 
 use crate::api::auth::Audit;
 use crate::api::error::query_rejection;
-use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 use crate::domain::{Uid, Urgency};
@@ -148,21 +147,14 @@ fn resume_point(headers: &HeaderMap, q: &EventQuery) -> Result<Option<i64>, ApiE
 
 /// The JSON carried in an SSE `data:` line and in the history.
 pub fn event_json(e: &Event) -> serde_json::Value {
-    json!({
-        "id": e.id,
-        "type": e.kind,
-        "study_uid": e.study_uid,
-        "patient_id": e.patient_id,
-        "time": format_ms(e.created_at),
-        "data": e.data,
-    })
+    e.to_json()
 }
 
 fn to_sse(e: &Event) -> SseEvent {
     SseEvent::default()
         .id(e.id.to_string())
         .event(e.kind.clone())
-        .data(event_json(e).to_string())
+        .data(e.json_text())
 }
 
 /// When a study stream is finished: its result (or final failure) for the version current
