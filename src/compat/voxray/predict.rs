@@ -115,7 +115,11 @@ async fn read_field(
             bytes.extend_from_slice(&chunk);
         }
         if bytes.is_empty() {
-            return Err(VoxError::field("INVALID_REQUEST", field, "the file is empty"));
+            return Err(VoxError::field(
+                "INVALID_REQUEST",
+                field,
+                "the file is empty",
+            ));
         }
         return Ok(Upload { bytes });
     }
@@ -199,10 +203,7 @@ pub async fn v1_image(
 
 /// Names of the ensemble members (their file stems, `member0`…).
 fn member_names(state: &AppState, r: &ImageResult) -> Vec<String> {
-    let n = r
-        .labels
-        .first()
-        .map_or(0, |l| l.member_probabilities.len());
+    let n = r.labels.first().map_or(0, |l| l.member_probabilities.len());
     let files: Vec<String> = state
         .engine
         .models()
