@@ -143,6 +143,11 @@ impl Application {
             http_limits: HttpLimits::from_settings(&settings.http),
             fhir: settings.fhir.clone(),
             dicomweb,
+            voxray: crate::compat::voxray::VoxRayContext::from_settings(
+                &settings.compat,
+                &settings.storage.data_dir,
+            )
+            .context("loading the VoxRay patient hash key")?,
         };
         Ok(Application {
             dicom,

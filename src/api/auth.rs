@@ -1,7 +1,8 @@
 //! Authentication in the router: every non-public route of [`super::route_table`] is wrapped
 //! in [`require`] with its scope. Credentials, in order of precedence:
-//! `Authorization: Bearer <jwt | api key>`, `x-api-key: <api key>`, `?access_token=<jwt | api
-//! key>` (for EventSource, which cannot set headers). The query parameter is taken out of the
+//! `Authorization: Bearer <jwt | api key>`, `x-api-key: <api key>`, `x-stack-access-token:
+//! <jwt | api key>` (VoxRay clients), `?access_token=<jwt | api key>` (for EventSource, which
+//! cannot set headers). The query parameter is taken out of the
 //! URI by [`strip_access_token`] before tracing or handlers see it.
 //!
 //! Refusals use the error envelope: 401 `Token missing` / `Token expired` / `Invalid token` /
@@ -105,6 +106,14 @@ fn credential(req: &Request) -> Result<(bool, String), AuthError> {
             return Err(AuthError::Invalid);
         }
         return Ok((false, key.to_string()));
+    }
+    // VoxRay clients send their JWT in `x-stack-access-token`.
+    if let Some(value) = req.headers().get("x-stack-access-token") {
+        let token = value.to_str().map_err(|_| AuthError::Invalid)?.trim();
+        if token.is_empty() {
+            return Err(AuthError::Invalid);
+        }
+        return Ok((true, token.to_string()));
     }
     if let Some(QueryToken(t)) = req.extensions().get::<QueryToken>() {
         return Ok((true, t.clone()));

@@ -53,6 +53,7 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(routes::models::routes());
     table.extend(crate::compat::leapai::routes());
     table.extend(crate::compat::pi::routes());
+    table.extend(crate::compat::voxray::routes());
     table.extend(routes::audit::routes());
     table.extend(routes::docs::routes());
     table.extend(routes::fhir::routes());

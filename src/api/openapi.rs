@@ -300,6 +300,8 @@ struct Detail {
     query: Vec<Value>,
     headers: Vec<Value>,
     body: Option<Value>,
+    /// Content type of `body` (`application/json` unless a form upload).
+    body_type: &'static str,
     ok: Option<Success>,
     /// Answers besides the success and the shared errors.
     more: Vec<(&'static str, Value)>,
@@ -313,6 +315,7 @@ impl Detail {
             query: Vec::new(),
             headers: Vec::new(),
             body: None,
+            body_type: "application/json",
             ok: None,
             more: Vec::new(),
         }
@@ -344,6 +347,17 @@ impl Detail {
 
     fn body(mut self, schema: Value) -> Detail {
         self.body = Some(schema);
+        self
+    }
+
+    /// A `multipart/form-data` upload of one file field.
+    fn form_file(mut self, field: &str, description: &str) -> Detail {
+        self.body = Some(json!({
+            "type": "object",
+            "required": [field],
+            "properties": { field: { "type": "string", "format": "binary", "description": description } },
+        }));
+        self.body_type = "multipart/form-data";
         self
     }
 
@@ -408,6 +422,23 @@ fn pi_object() -> Value {
     json!({ "type": "object" })
 }
 
+/// VoxRay's v1 prediction body.
+fn voxray_v1() -> Value {
+    json!({
+        "type": "object",
+        "required": ["diagnosis", "confidence"],
+        "additionalProperties": false,
+        "properties": {
+            "diagnosis": { "type": "string", "description": "e.g. 06_PNEUMONIA, 00_NORMAL_LUNG (README table)" },
+            "confidence": { "type": "number" },
+        },
+    })
+}
+
+fn voxray_object() -> Value {
+    json!({ "type": "object" })
+}
+
 /// LeapAI's `{"Result","Data","Message"}` envelope.
 fn leapai_envelope() -> Value {
     json!({
@@ -433,7 +464,7 @@ fn details() -> Vec<Detail> {
             .also(
                 "503",
                 json!({
-                    "description": "Unhealthy (database down or storage low): the same body",
+                    "description": "Unhealthy (database down, storage low or no model loaded): the same body, with `errors`",
                     "content": { "application/json": { "schema": schema::<views::Health>() } },
                 }),
             ),
@@ -544,6 +575,36 @@ fn details() -> Vec<Detail> {
                 "LeapAI envelope with Data null; progress as bulk.progress events",
                 leapai_envelope(),
             ),
+        Detail::post("/predict/image")
+            .form_file("image_file", "PNG or JPEG chest X-ray, at most 10 MiB")
+            .json("VoxRay v1: exactly {diagnosis, confidence}", voxray_v1()),
+        Detail::post("/v1/predict/image")
+            .form_file("image_file", "PNG or JPEG chest X-ray, at most 10 MiB")
+            .json("VoxRay v1: exactly {diagnosis, confidence}", voxray_v1()),
+        Detail::post("/v2/predict/image")
+            .form_file("image_file", "PNG or JPEG chest X-ray, at most 10 MiB")
+            .json(
+                "VoxRay v2: {diagnosis, confidence, uncertainty, ensemble, meta}; blocks whose \
+                 flag is off are left out (both off: the v1 body)",
+                voxray_object(),
+            ),
+        Detail::post("/v2/predict/dicom")
+            .form_file("dicom_file", "DICOM Part 10 file (CR/DX chest)")
+            .json(
+                "VoxRay v2: {diagnosis, confidence, dicom_metadata: {patient_id_hash, \
+                 study_instance_uid, study_date, modality}, image_extracted, \
+                 anonymization_applied}; 503 FEATURE_DISABLED when dicom_support is off",
+                voxray_object(),
+            ),
+        Detail::get("/v2/fhir/diagnostic-report/{patient_id}").other(
+            crate::fhir::CONTENT_TYPE,
+            "FHIR R4 DiagnosticReport of the patient's latest result ({patient_id}: DICOM \
+             Patient ID, patient_id_hash or pt-<n>); 404/503 in VoxRay's error body",
+        ),
+        Detail::get("/api/feature-flags").json(
+            "VoxRay: {flags: {…twelve booleans}, environment}",
+            voxray_object(),
+        ),
         Detail::get("/v1/audit")
             .query::<AuditQuery>()
             .envelope("Audit entries, newest first", schema::<views::AuditPage>()),
@@ -681,14 +742,16 @@ fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {
                 parameters.push(format_param());
             }
             if let Some(body) = &d.body {
-                op.insert(
-                    "requestBody".into(),
+                let rb = if d.body_type == "application/json" {
                     json!({
                         "description": "JSON; an empty body takes the defaults",
                         "required": false,
                         "content": { "application/json": { "schema": body } },
-                    }),
-                );
+                    })
+                } else {
+                    json!({ "required": true, "content": { d.body_type: { "schema": body } } })
+                };
+                op.insert("requestBody".into(), rb);
             }
             match &d.ok {
                 Some(ok) => {

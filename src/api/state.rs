@@ -46,4 +46,6 @@ pub struct AppState {
     pub fhir: crate::fhir::FhirSettings,
     /// The store and accepted syntaxes for STOW-RS; CORS origins.
     pub dicomweb: crate::dicomweb::DicomWebContext,
+    /// VoxRay adapter: feature flags and the patient-id hash key.
+    pub voxray: crate::compat::voxray::VoxRayContext,
 }

@@ -9,6 +9,7 @@ pub mod leapai;
 pub mod paths;
 pub mod pi;
 pub mod pi_text;
+pub mod voxray;
 
 use std::path::PathBuf;
 
@@ -17,10 +18,11 @@ use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// `[compat]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompatSettings {
     /// Folders whose files path-based requests (LeapAI `input_image_path`,
@@ -32,6 +34,21 @@ pub struct CompatSettings {
     pub pi_enabled: bool,
     /// Hosts Pi's `input.url` may name; empty: URL input is refused (no open fetching).
     pub pi_url_hosts: Vec<String>,
+    /// Key of VoxRay's `patient_id_hash` (HMAC-SHA256). Unset: a random key is generated into
+    /// `<data_dir>/voxray_hash.key` (mode 0600) on first start. Printed as `[redacted]`.
+    #[serde(serialize_with = "redact")]
+    pub voxray_hash_key: Option<SecretString>,
+    /// `environment` reported by VoxRay's `GET /api/feature-flags`.
+    pub voxray_environment: String,
+    /// VoxRay's v2 feature flags (`[compat.voxray_flags]`).
+    pub voxray_flags: voxray::Flags,
+}
+
+fn redact<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        None => s.serialize_none(),
+        Some(_) => s.serialize_str("[redacted]"),
+    }
 }
 
 impl Default for CompatSettings {
@@ -41,6 +58,9 @@ impl Default for CompatSettings {
             output_roots: Vec::new(),
             pi_enabled: true,
             pi_url_hosts: Vec::new(),
+            voxray_hash_key: None,
+            voxray_environment: "production".into(),
+            voxray_flags: voxray::Flags::default(),
         }
     }
 }
@@ -57,12 +77,14 @@ pub struct PiSettings {
 pub enum Dialect {
     LeapAi,
     Pi,
+    VoxRay,
 }
 
 /// The dialect of a request path, if it belongs to an adapter.
 pub fn dialect_for(path: &str) -> Option<Dialect> {
     match path {
         "/single_inference" | "/bulk_inference" => Some(Dialect::LeapAi),
+        p if voxray::owns_path(p) => Some(Dialect::VoxRay),
         p if p.starts_with("/api/v1/health/") || p.starts_with("/api/v1/jobs/") => {
             Some(Dialect::Pi)
         }
@@ -77,6 +99,10 @@ pub async fn translate_errors(req: Request, next: Next) -> Response {
     let Some(dialect) = dialect else {
         return resp;
     };
+    if dialect == Dialect::VoxRay && !resp.status().is_success() {
+        // Every refusal on a VoxRay path, ours or the native layers', ends in VoxRay's shape.
+        return voxray::finish_error(resp).await;
+    }
     let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -96,7 +122,7 @@ pub async fn translate_errors(req: Request, next: Next) -> Response {
     let message = native["error"]["message"].as_str().unwrap_or("Error");
     let mut out = match dialect {
         Dialect::LeapAi => leapai::failure(parts.status, message),
-        Dialect::Pi => pi::failure(parts.status, message),
+        _ => pi::failure(parts.status, message),
     };
     for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
         if let Some(v) = parts.headers.get(&name) {

@@ -16,3 +16,4 @@ mod neolens;
 mod openapi;
 mod pi;
 mod pipeline;
+mod voxray;

@@ -31,6 +31,13 @@ pub struct Health {
     pub dicom: HealthDicom,
     /// Node version.
     pub version: String,
+    /// VoxRay's services: `medical_model` `loaded`/`not_loaded`; `stt_model`, `tts_service`,
+    /// `llm_service` are always `not_available` (not part of radstream).
+    pub services: std::collections::BTreeMap<String, String>,
+    /// When this answer was made (UTC).
+    pub timestamp: String,
+    /// What is wrong, when unhealthy.
+    pub errors: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]

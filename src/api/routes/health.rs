@@ -33,15 +33,17 @@ async fn ping() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Database reachability, free space against the A700 threshold, and the DICOM listener.
+/// Database reachability, free space against the A700 threshold, the DICOM listener and the
+/// model; VoxRay's `services`, `timestamp` and `errors` are part of the same body.
 /// Answers 503 when any part is down, so load balancers can act on the status alone.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db_ok = state.db.ping().await;
     let space = state.files.space();
     let room = state.files.check_room();
-    let healthy = db_ok.is_ok() && room.is_ok();
+    let model_loaded = crate::compat::voxray::model_loaded(&state);
+    let healthy = db_ok.is_ok() && room.is_ok() && model_loaded;
     let (free, total) = space.unwrap_or((0, 0));
-    let body = json!({
+    let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "database": {
             "status": if db_ok.is_ok() { "up" } else { "down" },
@@ -61,6 +63,17 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         },
         "version": env!("CARGO_PKG_VERSION"),
     });
+    let errors: Vec<String> = [
+        (db_ok.is_err(), "Database unreachable"),
+        (room.is_err(), "Storage below the free-space threshold"),
+        (!model_loaded, "Medical model failed to load"),
+    ]
+    .iter()
+    .filter(|(failed, _)| *failed)
+    .map(|(_, m)| m.to_string())
+    .collect();
+    // VoxRay's health shape (services, timestamp, errors) coexists with the native fields.
+    crate::compat::voxray::health_fields(&mut body, model_loaded, &errors);
     let code = if healthy {
         StatusCode::OK
     } else {
