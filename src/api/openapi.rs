@@ -555,6 +555,10 @@ fn details() -> Vec<Detail> {
                 },
             }))
             .json_accepted("Queued: {job_id, status, poll_url, created_at}", pi_object()),
+        Detail::get("/api/v1/jobs/{job_id}/overlay").other(
+            "image/png",
+            "The uploaded image with the triage level, findings and disclaimer burnt in",
+        ),
         Detail::get("/api/v1/jobs/{job_id}")
             .query::<crate::compat::pi::JobQuery>()
             .json(

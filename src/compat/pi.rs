@@ -53,6 +53,15 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             ),
             get(job),
         ),
+        (
+            spec(
+                Method::GET,
+                "/api/v1/jobs/{job_id}/overlay",
+                Access::Scope(Scope::ResultsRead),
+                "Pi: the annotated image of a completed triage job (PNG)",
+            ),
+            get(overlay),
+        ),
     ]
 }
 
@@ -344,18 +353,19 @@ async fn run(state: AppState, id: String) {
             let entry = ImageEntry::from_inference("", "", "", &r);
             let summary = Summary::from_images(std::slice::from_ref(&entry));
             let triage = state.triage.decide(&summary);
-            (
-                "completed",
-                Some(report(
-                    &entry,
-                    &summary,
-                    triage.urgency,
-                    locale,
-                    &r.model_id,
-                    &r.model_version,
-                )),
-                None,
-            )
+            let mut out = report(
+                &entry,
+                &summary,
+                triage.urgency,
+                locale,
+                &r.model_id,
+                &r.model_version,
+            );
+            match write_overlay(&state, &id, &image, &entry, triage.urgency).await {
+                Ok(()) => out["overlay_url"] = json!(format!("/api/v1/jobs/{id}/overlay")),
+                Err(e) => tracing::warn!(job_id = %id, error = %e, "triage overlay not rendered"),
+            }
+            ("completed", Some(out), None)
         }
         Err(e) if e.is_input_error() => (
             "failed",
@@ -398,6 +408,72 @@ async fn run(state: AppState, id: String) {
     if let Err(e) = res {
         tracing::error!(job_id = %id, error = %e, "storing a triage job's output failed");
     }
+}
+
+fn overlay_path(state: &AppState, id: &str) -> Option<std::path::PathBuf> {
+    // Job ids are UUIDs we made; anything else never names a file.
+    uuid::Uuid::parse_str(id).ok()?;
+    Some(
+        state
+            .files
+            .data_dir()
+            .join("adapter")
+            .join(format!("{id}.png")),
+    )
+}
+
+/// Renders the uploaded image with the triage level, findings and disclaimer burnt in.
+async fn write_overlay(
+    state: &AppState,
+    id: &str,
+    image: &[u8],
+    entry: &ImageEntry,
+    urgency: crate::domain::Urgency,
+) -> Result<(), String> {
+    let path = overlay_path(state, id).ok_or("bad job id")?;
+    let mut lines = vec![format!("AI TRIAGE: {}", urgency.as_str().to_uppercase())];
+    let present: Vec<_> = entry.findings.iter().filter(|f| f.presence).collect();
+    if present.is_empty() {
+        lines.push("NO FINDING ABOVE THRESHOLD".into());
+    }
+    for f in present {
+        lines.push(format!("{} {:.2}", f.name.to_uppercase(), f.confidence));
+    }
+    lines.push("NO LOCALISATION (NO HEAT MAP)".into());
+    lines.push("NOT FOR DIAGNOSTIC USE - AI RESULT, UNVERIFIED".into());
+    let image = image.to_vec();
+    let png = tokio::task::spawn_blocking(move || {
+        let (w, h, px) = crate::report::overlay::grey_from_image_bytes(&image)?;
+        let (w, h, px) = crate::report::overlay::burn_in(w, h, &px, &lines);
+        crate::report::overlay::png(w, h, &px)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tokio::fs::write(&path, png)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn overlay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PiError> {
+    let missing = || {
+        PiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no overlay for job {id}"),
+        )
+    };
+    let path = overlay_path(&state, &id).ok_or_else(missing)?;
+    let bytes = tokio::fs::read(&path).await.map_err(|_| missing())?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], bytes).into_response())
 }
 
 /// The triage report of one analysed image.

@@ -118,6 +118,48 @@ fn draw_text(px: &mut [u8], w: usize, x: usize, y: usize, text: &str) {
     }
 }
 
+/// The image (`w` x `h`, 8-bit) under a black band carrying `lines` (wrapped to the width);
+/// returns the new `(width, height, pixels)`.
+pub fn burn_in(w: u32, h: u32, image: &[u8], lines: &[String]) -> (u32, u32, Vec<u8>) {
+    let w_us = w as usize;
+    let lines = wrap(lines, w_us.saturating_sub(2 * MARGIN) / (8 * SCALE));
+    let band = 2 * MARGIN + lines.len() * LINE_H;
+    let total_h = band + h as usize;
+    let mut px = vec![0u8; w_us * total_h];
+    px[band * w_us..band * w_us + image.len().min(w_us * h as usize)]
+        .copy_from_slice(&image[..image.len().min(w_us * h as usize)]);
+    for (i, l) in lines.iter().enumerate() {
+        draw_text(&mut px, w_us, MARGIN, MARGIN + i * LINE_H, l);
+    }
+    (w, total_h as u32, px)
+}
+
+/// A PNG or JPEG (an uploaded photo of a film, say) as 8-bit grey, longest side
+/// [`LONG_SIDE`] at most.
+pub fn grey_from_image_bytes(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), ReportError> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| ReportError::Pixels(e.to_string()))?
+        .to_luma8();
+    let (w, h) = img.dimensions();
+    let scale = (f64::from(LONG_SIDE) / f64::from(w.max(h).max(1))).min(1.0);
+    let (nw, nh) = (
+        ((f64::from(w) * scale).round() as u32).max(1),
+        ((f64::from(h) * scale).round() as u32).max(1),
+    );
+    let img = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
+    Ok((nw, nh, img.into_raw()))
+}
+
+/// 8-bit grey pixels as a PNG file.
+pub fn png(w: u32, h: u32, px: &[u8]) -> Result<Vec<u8>, ReportError> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_raw(w, h, px.to_vec())
+        .ok_or_else(|| ReportError::Pixels("pixel buffer size".into()))?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| ReportError::Pixels(e.to_string()))?;
+    Ok(out.into_inner())
+}
+
 /// Windowed, resized 8-bit pixels of the source image (first frame), `(width, height, px)`.
 fn source_pixels(path: &Path) -> Result<(u32, u32, Vec<u8>), ReportError> {
     let obj = preprocess::open_dicom(path).map_err(|e| ReportError::Pixels(e.to_string()))?;
@@ -170,18 +212,8 @@ pub fn build(
     instance_number: usize,
 ) -> Result<Built, ReportError> {
     let (w, h, image) = source_pixels(path)?;
-    let w_us = w as usize;
-    let lines = wrap(
-        &text_lines(result, entry),
-        (w_us - 2 * MARGIN) / (8 * SCALE),
-    );
-    let band = 2 * MARGIN + lines.len() * LINE_H;
-    let total_h = band + h as usize;
-    let mut px = vec![0u8; w_us * total_h];
-    px[band * w_us..].copy_from_slice(&image);
-    for (i, l) in lines.iter().enumerate() {
-        draw_text(&mut px, w_us, MARGIN, MARGIN + i * LINE_H, l);
-    }
+    let (_, total_h, mut px) = burn_in(w, h, &image, &text_lines(result, entry));
+    let total_h = total_h as usize;
     if px.len() % 2 == 1 {
         px.push(0);
     }

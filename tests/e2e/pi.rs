@@ -68,7 +68,22 @@ async fn image_analysis_job_completes_with_a_triage_report_in_the_requested_loca
         assert!(!f["evidence"].as_array().unwrap().is_empty());
     }
     assert_eq!(out["seizure_detected"], Value::Null);
-    assert!(out.get("overlay_url").is_some());
+    // The overlay: the uploaded image with the triage burnt in, as PNG.
+    let overlay_url = out["overlay_url"]
+        .as_str()
+        .expect("overlay_url")
+        .to_string();
+    assert_eq!(overlay_url, format!("/api/v1/jobs/{id}/overlay"));
+    let png = reqwest::Client::new()
+        .get(app.url(&overlay_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+    let img = image::load_from_memory(&png.bytes().await.unwrap()).unwrap();
+    assert!(img.height() > img.width() / 2, "image plus text band");
     assert!(out["care_guidance"].as_str().unwrap().contains("soins"));
     assert!(out["referral_guidance"].is_string());
     assert_eq!(out["warning_signs"].as_array().unwrap().len(), 3);
