@@ -227,7 +227,7 @@ impl Reporter {
                 .settings
                 .destinations
                 .iter()
-                .filter(|d| d.outputs.contains(&w.kind) && d.routes(&facts))
+                .filter(|d| d.sends(w.kind) && d.routes(&facts))
             {
                 outbox::insert(
                     &mut tx,
@@ -246,6 +246,33 @@ impl Reporter {
                 )
                 .await?;
             }
+        }
+        // The FHIR report is built at delivery time from the stored result; its row is keyed
+        // by the DiagnosticReport it carries, so a result is pushed once per destination.
+        let report_key = format!(
+            "DiagnosticReport/{}",
+            crate::fhir::resources::report_id(result.id)
+        );
+        for d in self
+            .settings
+            .destinations
+            .iter()
+            .filter(|d| d.sends(OutputKind::Report) && d.routes(&facts))
+        {
+            outbox::insert(
+                &mut tx,
+                &NewExport {
+                    result_id: result.id,
+                    study_uid: &result.study_instance_uid,
+                    destination: &d.name,
+                    kind: d.kind.as_str(),
+                    output: OutputKind::Report.as_str(),
+                    sop_instance_uid: &report_key,
+                    file_path: "",
+                    max_attempts: i64::from(d.max_attempts.unwrap_or(self.settings.max_attempts)),
+                },
+            )
+            .await?;
         }
         sqlx::query(
             "UPDATE report_outputs SET state = 'done', lease_until = NULL, last_error = NULL, \
@@ -348,7 +375,7 @@ async fn index_output(
     let b = &w.built;
     let description = match w.kind {
         OutputKind::Sr => "AI result (unverified)",
-        OutputKind::Overlay => "AI result overlay (unverified)",
+        OutputKind::Overlay | OutputKind::Report => "AI result overlay (unverified)",
     };
     sqlx::query(
         "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \

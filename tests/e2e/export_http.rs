@@ -1,0 +1,208 @@
+//! Exports over HTTP: the FHIR push (to `tests/python/fhir_receiver.py`, a validating test
+//! double: no real FHIR server is installable here) and STOW-RS to Orthanc's DICOMweb plugin.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use radstream::export::{Destination, DestinationKind, OutputKind};
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Kills a peer process when the test ends, however it ends.
+pub struct Peer(pub Child);
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the FHIR receiver; returns it with its port.
+fn fhir_receiver(args: &[&str]) -> (Peer, u16) {
+    use std::io::BufRead;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fhir_receiver.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .args(["--port", "0", "--base", "/fhir"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python venv with fhir.resources (scripts/setup.sh)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("fhir_receiver said {line:?}"));
+    (Peer(child), port)
+}
+
+pub fn destination(name: &str, kind: DestinationKind) -> Destination {
+    Destination {
+        name: name.into(),
+        kind,
+        ae_title: None,
+        host: None,
+        port: None,
+        calling_ae: None,
+        url: None,
+        authorization: None,
+        outputs: vec![],
+        calling_aes: vec![],
+        modalities: vec![],
+        min_urgency: None,
+        max_attempts: Some(1000),
+    }
+}
+
+pub async fn exports(app: &TestApp, destination: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get_json(&format!("/v1/exports?destination={destination}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until `destination` has `n` rows and all are `sent`.
+pub async fn wait_sent(app: &TestApp, destination: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let rows = exports(app, destination).await;
+        if rows.len() == n && rows.iter().all(|r| r["state"] == "sent") {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all sent to {destination}: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn received(port: u16) -> Value {
+    reqwest::get(format!("http://127.0.0.1:{port}/fhir/_received"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_report_pushed_once_after_failures_and_idempotent_on_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, port) = fhir_receiver(&["--fail-first", "2", "--token", "Bearer fhir-secret"]);
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.export.retry_base_ms = 100;
+        s.export.retry_max_ms = 300;
+        s.export.poll_ms = 100;
+        s.export.timeout_secs = 10;
+        let mut ehr = destination("ehr", DestinationKind::Fhir);
+        ehr.url = Some(format!("http://127.0.0.1:{port}/fhir"));
+        ehr.authorization = Some(SecretString::from("Bearer fhir-secret"));
+        // Routed away: only MR studies (the fixture is CR).
+        let mut mr_only = destination("ehr-mr", DestinationKind::Fhir);
+        mr_only.url = ehr.url.clone();
+        mr_only.modalities = vec!["MR".into()];
+        // A DICOM destination gets no `report` row, a FHIR one no SR/overlay rows.
+        let mut pacs = destination("pacs", DestinationKind::Dicom);
+        pacs.ae_title = Some("NOBODY".into());
+        pacs.host = Some("127.0.0.1".into());
+        pacs.port = Some(free_port());
+        pacs.outputs = vec![OutputKind::Sr];
+        s.export.destinations = vec![ehr, mr_only, pacs];
+    })
+    .await;
+    let (study, files) = fixture_copy("cr_cardiomegaly", &dir.path().join("src"), 1);
+    storescu(&app, &files).await;
+
+    let rows = wait_sent(&app, "ehr", 1).await;
+    let row = &rows[0];
+    assert_eq!(row["kind"], "fhir");
+    assert_eq!(row["output"], "report");
+    assert_eq!(row["study_uid"], study.as_str());
+    assert_eq!(row["attempts"], 3, "two 503s then success: {row}");
+    assert!(exports(&app, "ehr-mr").await.is_empty());
+    let pacs = exports(&app, "pacs").await;
+    assert_eq!(pacs.len(), 1, "{pacs:?}");
+    assert_eq!(pacs[0]["output"], "sr");
+
+    let got = received(port).await;
+    assert_eq!(got["failed_on_purpose"], 2, "{got}");
+    assert_eq!(got["rejected"], 0, "{got}");
+    assert_eq!(got["accepted"], 1, "{got}");
+    let key = row["sop_instance_uid"].as_str().unwrap();
+    assert!(key.starts_with("DiagnosticReport/"), "{key}");
+    let stored = &got["resources"];
+    let report = &stored[key]["resource"];
+    assert_eq!(stored[key]["version"], 1);
+    // What the receiver holds is what the node serves at /fhir.
+    let resp = app
+        .client()
+        .get(app.url(&format!("/fhir/{key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let served: Value = resp.json().await.unwrap();
+    assert_eq!(report["id"], served["id"]);
+    assert_eq!(report["result"], served["result"]);
+    assert_eq!(report["status"], served["status"]);
+    let types: Vec<&str> = stored
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.split('/').next().unwrap())
+        .collect();
+    for t in [
+        "DiagnosticReport",
+        "Observation",
+        "ImagingStudy",
+        "Patient",
+        "Device",
+    ] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    let n_resources = stored.as_object().unwrap().len();
+    let sent_events: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE type = 'export.sent' AND study_uid = $1 \
+           AND payload LIKE '%\"report\"%'",
+    )
+    .bind(&study)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(sent_events, 1);
+
+    // As if the node had crashed after the POST, before recording it: the row is due again
+    // and sends the same PUTs; the receiver holds the same resources, one version later.
+    sqlx::query("UPDATE exports SET state = 'pending', next_attempt_at = 0 WHERE id = $1")
+        .bind(row["id"].as_i64().unwrap())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = received(port).await;
+        if got["accepted"] == 2 {
+            assert_eq!(got["resources"].as_object().unwrap().len(), n_resources);
+            assert_eq!(got["resources"][key]["version"], 2);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retry never arrived: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_sent(&app, "ehr", 1).await;
+}
