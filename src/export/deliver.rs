@@ -239,18 +239,18 @@ impl Exporter {
             .await
             .map_err(|e| DeliveryError::Transient(format!("STOW-RS request failed: {e}")))?;
         let status = resp.status();
-        if status.as_u16() != 200 && status.as_u16() != 202 {
-            return Err(DeliveryError::Transient(format!(
-                "STOW-RS answered HTTP {status}"
-            )));
-        }
-        // A 202 (and some servers' 200) can still list our instance as failed.
         let body = resp.bytes().await.unwrap_or_default();
-        match stow_failure(&body, &row.sop_instance_uid) {
-            Some(reason) => Err(DeliveryError::Transient(format!(
+        // A 202 (and some servers' 200) can still list our instance as failed; a 409 says why.
+        let failure = stow_failure(&body, &row.sop_instance_uid);
+        match (status.as_u16(), failure) {
+            (200 | 202, None) => Ok(()),
+            (200 | 202, Some(reason)) => Err(DeliveryError::Transient(format!(
                 "STOW-RS answered HTTP {status} but the instance failed: {reason}"
             ))),
-            None => Ok(()),
+            (_, reason) => Err(DeliveryError::Transient(format!(
+                "STOW-RS answered HTTP {status}{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ))),
         }
     }
 

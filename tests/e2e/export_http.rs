@@ -206,3 +206,115 @@ async fn fhir_report_pushed_once_after_failures_and_idempotent_on_retry() {
     }
     wait_sent(&app, "ehr", 1).await;
 }
+
+/// Orthanc with its DICOMweb plugin (Debian `orthanc-dicomweb`), reachable at `http_port`.
+pub fn orthanc_dicomweb(dir: &std::path::Path, dicom_port: u16, http_port: u16) -> Peer {
+    let cfg = dir.join("orthanc-web.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "Name": "radstream-stow-test",
+            "StorageDirectory": dir.join("orthanc-web-db"),
+            "IndexDirectory": dir.join("orthanc-web-db"),
+            "DicomAet": "ORTHANC",
+            "DicomPort": dicom_port,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    Peer(
+        Command::new("Orthanc")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Orthanc is needed (scripts/setup.sh)"),
+    )
+}
+
+/// The SOP Instance UIDs Orthanc holds in `study`, by QIDO-RS.
+pub async fn orthanc_instances(http_port: u16, study: &str) -> Vec<String> {
+    let resp = reqwest::get(format!(
+        "http://127.0.0.1:{http_port}/dicom-web/studies/{study}/instances"
+    ))
+    .await
+    .unwrap();
+    if resp.status() == 204 || resp.status() == 404 {
+        return vec![];
+    }
+    let body: Value = resp.json().await.unwrap();
+    let mut uids: Vec<String> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["00080018"]["Value"][0].as_str().unwrap().to_string())
+        .collect();
+    uids.sort();
+    uids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stow_rs_to_orthanc_dicomweb_and_failed_sop_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dicom_port, http_port) = (free_port(), free_port());
+    let _orthanc = orthanc_dicomweb(dir.path(), dicom_port, http_port);
+    crate::ingest::wait_port(http_port).await;
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.export.retry_base_ms = 100;
+        s.export.retry_max_ms = 300;
+        s.export.poll_ms = 100;
+        s.export.timeout_secs = 10;
+        let mut web = destination("web", DestinationKind::Stow);
+        web.url = Some(format!("http://127.0.0.1:{http_port}/dicom-web/studies"));
+        // STOW-RS to another study's URL: Orthanc refuses the instance in FailedSOPSequence.
+        let mut wrong = destination("wrong-study", DestinationKind::Stow);
+        wrong.url = Some(format!(
+            "http://127.0.0.1:{http_port}/dicom-web/studies/1.2.826.0.1.3680043.2.1125.9"
+        ));
+        wrong.outputs = vec![OutputKind::Sr];
+        wrong.max_attempts = Some(2);
+        s.export.destinations = vec![web, wrong];
+    })
+    .await;
+    let (study, files) = fixture_copy("cr_cardiomegaly", &dir.path().join("src"), 1);
+    storescu(&app, &files).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let rows = loop {
+        let rows = exports(&app, "web").await;
+        if rows.len() >= 2 && rows.iter().all(|r| r["state"] == "sent") {
+            break rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut sent: Vec<String> = rows
+        .iter()
+        .map(|r| r["sop_instance_uid"].as_str().unwrap().to_string())
+        .collect();
+    sent.sort();
+    // Orthanc holds exactly our outputs, under the original study.
+    assert_eq!(orthanc_instances(http_port, &study).await, sent);
+    assert!(rows.iter().any(|r| r["output"] == "sr"));
+    assert!(rows.iter().any(|r| r["output"] == "overlay"));
+
+    let dead = loop {
+        let rows = exports(&app, "wrong-study").await;
+        if rows.len() == 1 && rows[0]["state"] == "dead" {
+            break rows[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let why = dead["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("409") && why.contains("failure reason 0110H"),
+        "{why}"
+    );
+    assert_eq!(dead["attempts"], 2);
+}
