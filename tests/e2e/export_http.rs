@@ -318,3 +318,116 @@ async fn stow_rs_to_orthanc_dicomweb_and_failed_sop_reason() {
     );
     assert_eq!(dead["attempts"], 2);
 }
+
+/// Outbox rows of a `radstream serve` process, read from its database.
+async fn outbox_rows(db: &radstream::db::Database) -> Vec<(String, String, i64, i64)> {
+    sqlx::query_as(
+        "SELECT sop_instance_uid, state, attempts, result_id FROM exports ORDER BY sop_instance_uid",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_pending_exports_then_each_output_delivered_once() {
+    use crate::ingest::wait_port;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (dicom_port, http_port) = (free_port(), free_port());
+    let (pacs_dicom, pacs_http) = (free_port(), free_port());
+    // The shipped config, with a C-STORE destination that is down at first.
+    let base = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/radstream.toml"),
+    )
+    .unwrap();
+    let mut cfg: String = base
+        .lines()
+        .filter(|l| l.trim() != "destinations = []")
+        .collect::<Vec<_>>()
+        .join("\n");
+    cfg.push_str(&format!(
+        "\n[[export.destinations]]\nname = \"pacs\"\nkind = \"dicom\"\nae_title = \"ORTHANC\"\n\
+         host = \"127.0.0.1\"\nport = {pacs_dicom}\nmax_attempts = 1000\n"
+    ));
+    let cfg_path = dir.path().join("node.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let env = [
+        ("RADSTREAM_CONFIG", cfg_path.display().to_string()),
+        ("RADSTREAM_STUDY__QUIET_WINDOW_MS", "200".into()),
+        ("RADSTREAM_STUDY__STABLE_AGE_SECS", "3".into()),
+        ("RADSTREAM_EXPORT__RETRY_BASE_MS", "200".into()),
+        ("RADSTREAM_EXPORT__RETRY_MAX_MS", "500".into()),
+        ("RADSTREAM_EXPORT__POLL_MS", "100".into()),
+        ("RADSTREAM_EXPORT__TIMEOUT_SECS", "3".into()),
+        ("RADSTREAM_EXPORT__LEASE_SECS", "2".into()),
+    ];
+    let mut node = spawn_node(&data, dicom_port, http_port, &env);
+    wait_port(dicom_port).await;
+    let (study, files) = fixture_copy("cr_cardiomegaly", &dir.path().join("src"), 1);
+    let mut args = vec![
+        "-aec".to_string(),
+        "RADSTREAM".into(),
+        "127.0.0.1".into(),
+        dicom_port.to_string(),
+    ];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run_async("storescu", &refs).await;
+    assert!(ok, "storescu: {out}");
+
+    let mut settings = radstream::configuration::Settings::default();
+    settings.storage.data_dir = data.clone();
+    let db = radstream::db::Database::connect_url(
+        &settings.database_url(),
+        Some(2),
+        radstream::configuration::Durability::Fsync,
+    )
+    .await
+    .unwrap();
+    // The PACS is down: every output is queued and has failed at least twice.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let before = loop {
+        let rows = outbox_rows(&db).await;
+        if rows.len() >= 2 && rows.iter().all(|r| r.2 >= 2) {
+            assert!(rows.iter().all(|r| r.1 == "pending"), "{rows:?}");
+            break rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "outbox: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    node.start_kill().unwrap();
+    let _ = node.wait().await;
+
+    // The PACS comes up, the node restarts: every queued output arrives, once.
+    let _orthanc = orthanc_dicomweb(dir.path(), pacs_dicom, pacs_http);
+    wait_port(pacs_http).await;
+    let _node = spawn_node(&data, dicom_port, http_port, &env);
+    let after = loop {
+        let rows = outbox_rows(&db).await;
+        if rows.iter().all(|r| r.1 == "sent") {
+            break rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "outbox: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let uids = |rows: &[(String, String, i64, i64)]| -> Vec<String> {
+        rows.iter().map(|r| r.0.clone()).collect()
+    };
+    assert_eq!(uids(&after), uids(&before), "rows changed across the crash");
+    assert_eq!(orthanc_instances(pacs_http, &study).await, uids(&after));
+    let sent_events: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE type = 'export.sent' AND study_uid = $1",
+    )
+    .bind(&study)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(sent_events as usize, after.len());
+    let results: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM results WHERE study_uid = $1")
+        .bind(&study)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(results, 1, "the restart must not re-run the study");
+}
