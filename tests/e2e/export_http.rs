@@ -158,7 +158,10 @@ async fn fhir_report_pushed_once_after_failures_and_idempotent_on_retry() {
     assert_eq!(report["result"], served["result"]);
     assert_eq!(report["status"], served["status"]);
     // The exam code comes from the acquired images, not from our own SR/overlay series.
-    assert_eq!(report["code"]["coding"][0]["system"], "http://loinc.org", "{report}");
+    assert_eq!(
+        report["code"]["coding"][0]["system"], "http://loinc.org",
+        "{report}"
+    );
     assert_eq!(report["code"], served["code"]);
     let types: Vec<&str> = stored
         .as_object()
