@@ -13,6 +13,8 @@ pub struct ExportSettings {
     pub enabled: bool,
     /// Deliveries tried before a row is dead-lettered (a destination may override it).
     pub max_attempts: u32,
+    /// Tries at building a result's SR and overlays before they are marked failed.
+    pub generate_attempts: u32,
     /// First retry delay; doubles per attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -30,6 +32,7 @@ impl Default for ExportSettings {
         ExportSettings {
             enabled: true,
             max_attempts: 10,
+            generate_attempts: 5,
             retry_base_ms: 5_000,
             retry_max_ms: 600_000,
             poll_ms: 1_000,
@@ -186,6 +189,9 @@ impl ExportSettings {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max_attempts == 0 {
             return Err(("export.max_attempts", "must be at least 1".into()));
+        }
+        if self.generate_attempts == 0 {
+            return Err(("export.generate_attempts", "must be at least 1".into()));
         }
         if self.lease_secs == 0 || self.timeout_secs == 0 {
             return Err((

@@ -25,8 +25,6 @@ use crate::store::FileStore;
 
 /// `association_id` prefix of instances we generated; the pipeline never analyses them.
 pub const DERIVED_PREFIX: &str = "derived:";
-/// Generation attempts before a result's outputs are marked failed.
-const MAX_ATTEMPTS: i64 = 5;
 
 /// Queues the outputs of a stored result (called in the result's transaction).
 pub async fn owe_outputs(
@@ -149,7 +147,7 @@ impl Reporter {
             Err(GenError::Db(e)) => return Err(e),
             Err(GenError::Report(e)) => {
                 let permanent = matches!(e, ReportError::NothingAnalysed);
-                let failed = permanent || attempts >= MAX_ATTEMPTS;
+                let failed = permanent || attempts >= i64::from(self.settings.generate_attempts);
                 let delay = self.settings.backoff_ms(attempts);
                 sqlx::query(
                     "UPDATE report_outputs SET state = $2, last_error = $3, run_after = $4, \
@@ -436,11 +434,23 @@ async fn index_output(
     .bind(&b.series_uid)
     .execute(&mut **tx)
     .await?;
+    // ModalitiesInStudy covers every series, ours included (SR, OT).
+    let modalities: Option<String> =
+        sqlx::query_scalar("SELECT modalities FROM studies WHERE study_uid = $1")
+            .bind(&result.study_instance_uid)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let modalities = crate::store::index::merge_modalities(
+        modalities.as_deref().unwrap_or_default(),
+        b.modality,
+    );
     sqlx::query(
         "UPDATE studies SET num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
-           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) WHERE study_uid = $1",
+           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1), modalities = $2 \
+         WHERE study_uid = $1",
     )
     .bind(&result.study_instance_uid)
+    .bind(&modalities)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -132,6 +132,13 @@ async fn fhir_report_pushed_once_after_failures_and_idempotent_on_retry() {
     assert_eq!(row["study_uid"], study.as_str());
     assert_eq!(row["attempts"], 3, "two 503s then success: {row}");
     assert!(exports(&app, "ehr-mr").await.is_empty());
+    // The study lists our series' modalities too (its routing used the acquired ones).
+    let (_, body) = app.get_json(&format!("/v1/studies/{study}")).await;
+    assert_eq!(
+        body["data"]["modalities"],
+        serde_json::json!(["CR", "SR", "OT"]),
+        "{body}"
+    );
     let pacs = exports(&app, "pacs").await;
     assert_eq!(pacs.len(), 1, "{pacs:?}");
     assert_eq!(pacs[0]["output"], "sr");
