@@ -102,7 +102,8 @@ impl Application {
                     &settings.dicom.ae_title,
                     exports_ready,
                     bus.clone(),
-                ),
+                )
+                .with_fhir(engine.models(), settings.fhir.clone()),
             )
         });
         let dicom = DicomListener::bind(ctx).await.with_context(|| {

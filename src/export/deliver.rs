@@ -1,7 +1,10 @@
-//! The delivery worker: claims due outbox rows and sends each by C-STORE or STOW-RS.
+//! The delivery worker: claims due outbox rows and sends each by C-STORE, STOW-RS or a FHIR
+//! transaction.
 //!
-//! A C-STORE success or warning status (0000, B000, B006, B007) and an HTTP 200/202 count as
-//! sent; anything else is a failed attempt, retried with exponential backoff until the
+//! Counted as sent: a C-STORE success or warning status (0000, B000, B006, B007); a STOW-RS
+//! 200/202 whose response names no instance in FailedSOPSequence; a FHIR 200 answered with a
+//! `transaction-response` Bundle whose every entry has a 2xx status. Anything else is a
+//! failed attempt, retried with exponential backoff until the
 //! row's `max_attempts`, then dead-lettered with the reason (`export.failed`). A destination
 //! removed from the configuration dead-letters its rows at once.
 
@@ -15,6 +18,8 @@ use super::outbox::{self, ExportRow};
 use super::settings::{Destination, DestinationKind, ExportSettings};
 use crate::db::{now_ms, Database};
 use crate::events::EventBus;
+use crate::fhir::{BundleKind, FhirSettings};
+use crate::inference::ModelInfo;
 use crate::scu::{self, OutgoingFile, Peer};
 use crate::store::FileStore;
 
@@ -38,6 +43,9 @@ pub struct Exporter {
     ready: Arc<Notify>,
     bus: EventBus,
     http: reqwest::Client,
+    /// What FHIR reports are built from (`report` rows).
+    models: Arc<Vec<ModelInfo>>,
+    fhir: FhirSettings,
 }
 
 impl Exporter {
@@ -61,7 +69,16 @@ impl Exporter {
             ready,
             bus,
             http,
+            models: Arc::new(Vec::new()),
+            fhir: FhirSettings::default(),
         }
+    }
+
+    /// The installed models and `[fhir]` settings the pushed reports are built with.
+    pub fn with_fhir(mut self, models: Vec<ModelInfo>, fhir: FhirSettings) -> Exporter {
+        self.models = Arc::new(models);
+        self.fhir = fhir;
+        self
     }
 
     /// Delivers until `cancel` fires.
@@ -134,6 +151,9 @@ impl Exporter {
     }
 
     async fn deliver(&self, d: &Destination, row: &ExportRow) -> Result<(), DeliveryError> {
+        if d.kind == DestinationKind::Fhir {
+            return self.fhir_push(d, row).await;
+        }
         let path = self.files.absolute(row.file_path.as_ref());
         if !path.exists() {
             return Err(DeliveryError::Permanent(format!(
@@ -144,6 +164,7 @@ impl Exporter {
         match d.kind {
             DestinationKind::Dicom => self.c_store(d, &path).await,
             DestinationKind::Stow => self.stow(d, row, &path).await,
+            DestinationKind::Fhir => unreachable!("handled above"),
         }
     }
 
@@ -218,12 +239,206 @@ impl Exporter {
             .await
             .map_err(|e| DeliveryError::Transient(format!("STOW-RS request failed: {e}")))?;
         let status = resp.status();
-        if status.as_u16() == 200 || status.as_u16() == 202 {
-            Ok(())
-        } else {
-            Err(DeliveryError::Transient(format!(
-                "STOW-RS answered HTTP {status}"
-            )))
+        let body = resp.bytes().await.unwrap_or_default();
+        // A 202 (and some servers' 200) can still list our instance as failed; a 409 says why.
+        let failure = stow_failure(&body, &row.sop_instance_uid);
+        match (status.as_u16(), failure) {
+            (200 | 202, None) => Ok(()),
+            (200 | 202, Some(reason)) => Err(DeliveryError::Transient(format!(
+                "STOW-RS answered HTTP {status} but the instance failed: {reason}"
+            ))),
+            (_, reason) => Err(DeliveryError::Transient(format!(
+                "STOW-RS answered HTTP {status}{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ))),
         }
+    }
+
+    /// POSTs the result's transaction Bundle (idempotent PUTs) to the FHIR base URL.
+    async fn fhir_push(&self, d: &Destination, row: &ExportRow) -> Result<(), DeliveryError> {
+        let base = d.url.as_deref().unwrap_or_default().trim_end_matches('/');
+        let bundle = crate::fhir::report_bundle(
+            &self.db,
+            &self.models,
+            &self.fhir,
+            row.result_id,
+            base,
+            BundleKind::Transaction,
+        )
+        .await
+        .map_err(|e| DeliveryError::Transient(format!("building the FHIR Bundle: {e}")))?
+        .ok_or_else(|| {
+            DeliveryError::Permanent(format!("result {} no longer exists", row.result_id))
+        })?;
+        let sent = bundle["entry"].as_array().map_or(0, Vec::len);
+        let mut req = self
+            .http
+            .post(base)
+            .header(reqwest::header::CONTENT_TYPE, crate::fhir::CONTENT_TYPE)
+            .header(reqwest::header::ACCEPT, crate::fhir::CONTENT_TYPE)
+            .json(&bundle);
+        if let Some(auth) = d.authorization() {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Transient(format!("FHIR request failed: {e}")))?;
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        if status.as_u16() != 200 {
+            let why = json
+                .as_ref()
+                .and_then(outcome_text)
+                .map(|t| format!(": {t}"))
+                .unwrap_or_default();
+            return Err(DeliveryError::Transient(format!(
+                "FHIR server answered HTTP {status}{why}"
+            )));
+        }
+        let json = json.ok_or_else(|| {
+            DeliveryError::Transient("FHIR server answered 200 without a JSON Bundle".into())
+        })?;
+        check_transaction_response(&json, sent).map_err(DeliveryError::Transient)
+    }
+}
+
+/// Why a STOW-RS response says `sop_instance_uid` failed: the instance is in
+/// FailedSOPSequence (0008,1198), with its FailureReason (0008,1197) when given. `None` when
+/// the body is not a DICOM JSON response (some servers answer nothing) or does not list it.
+fn stow_failure(body: &[u8], sop_instance_uid: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    // The response is a data set, or (some servers) an array holding one.
+    let ds = v.as_array().and_then(|a| a.first()).unwrap_or(&v);
+    let failed = ds.get("00081198")?.get("Value")?.as_array()?;
+    let first = |item: &serde_json::Value, tag: &str| item.get(tag)?.get("Value")?.get(0).cloned();
+    let item = failed.iter().find(|item| {
+        first(item, "00081155").and_then(|u| u.as_str().map(str::to_string))
+            == Some(sop_instance_uid.to_string())
+    });
+    // A failed item that names no instance still means our single instance failed.
+    let item = item.or_else(|| {
+        (failed.len() == 1 && first(&failed[0], "00081155").is_none()).then(|| &failed[0])
+    })?;
+    Some(match first(item, "00081197").and_then(|r| r.as_u64()) {
+        Some(code) => format!("failure reason {code:04X}H ({})", stow_reason(code)),
+        None => "no failure reason given".into(),
+    })
+}
+
+/// The failure reasons PS3.18 (Store Instances Response) lists.
+fn stow_reason(code: u64) -> &'static str {
+    match code {
+        0xA700 => "out of resources",
+        0xA900 => "data set does not match SOP class",
+        0xC000 => "cannot understand",
+        0xC122 => "referenced transfer syntax not supported",
+        0x0110 => "processing failure",
+        0x0122 => "referenced SOP class not supported",
+        0x0124 => "not authorized",
+        _ => "see the server's log",
+    }
+}
+
+/// Checks a FHIR transaction response: a `transaction-response` Bundle with one entry per
+/// request, each with a 2xx `response.status`.
+fn check_transaction_response(v: &serde_json::Value, sent: usize) -> Result<(), String> {
+    if v["resourceType"] != "Bundle" || v["type"] != "transaction-response" {
+        return Err(format!(
+            "FHIR server answered 200 with {} '{}', not a transaction-response Bundle",
+            v["resourceType"].as_str().unwrap_or("no resourceType"),
+            v["type"].as_str().unwrap_or_default()
+        ));
+    }
+    let entries = v["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if entries.len() != sent {
+        return Err(format!(
+            "FHIR transaction-response has {} entries for {sent} requests",
+            entries.len()
+        ));
+    }
+    for (i, e) in entries.iter().enumerate() {
+        let status = e["response"]["status"].as_str().unwrap_or_default();
+        if !status.trim_start().starts_with('2') {
+            let why = outcome_text(&e["response"]["outcome"])
+                .map(|t| format!(": {t}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "FHIR transaction entry {i} answered '{status}'{why}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first issue of an OperationOutcome, short, for the row's `last_error`.
+fn outcome_text(v: &serde_json::Value) -> Option<String> {
+    if v["resourceType"] != "OperationOutcome" {
+        return None;
+    }
+    let issue = v["issue"].get(0)?;
+    let text = issue["diagnostics"]
+        .as_str()
+        .or_else(|| issue["details"]["text"].as_str())
+        .or_else(|| issue["code"].as_str())?;
+    Some(text.chars().take(300).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stow_failed_sop_sequence_is_a_failure() {
+        let uid = "2.25.1";
+        let ok = json!({"00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": [uid]}}]}});
+        assert_eq!(stow_failure(ok.to_string().as_bytes(), uid), None);
+        assert_eq!(stow_failure(b"", uid), None);
+        let failed = json!({"00081198": {"vr": "SQ", "Value": [{
+            "00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.88.34"]},
+            "00081155": {"vr": "UI", "Value": [uid]},
+            "00081197": {"vr": "US", "Value": [0xA900]}}]}});
+        let why = stow_failure(failed.to_string().as_bytes(), uid).unwrap();
+        assert!(
+            why.contains("A900H") && why.contains("does not match"),
+            "{why}"
+        );
+        // Another instance failing is not ours; a bare array wrapper is accepted.
+        assert_eq!(
+            stow_failure(json!([failed]).to_string().as_bytes(), "2.25.2"),
+            None
+        );
+        assert!(stow_failure(json!([failed]).to_string().as_bytes(), uid).is_some());
+        let anonymous = json!({"00081198": {"vr": "SQ", "Value": [{}]}});
+        assert_eq!(
+            stow_failure(anonymous.to_string().as_bytes(), uid).as_deref(),
+            Some("no failure reason given")
+        );
+    }
+
+    #[test]
+    fn transaction_response_needs_every_entry_2xx() {
+        let ok = json!({"resourceType": "Bundle", "type": "transaction-response", "entry": [
+            {"response": {"status": "200 OK"}}, {"response": {"status": "201 Created"}}]});
+        check_transaction_response(&ok, 2).unwrap();
+        assert!(check_transaction_response(&ok, 3)
+            .unwrap_err()
+            .contains("2 entries for 3"));
+        let bad = json!({"resourceType": "Bundle", "type": "transaction-response", "entry": [
+            {"response": {"status": "200 OK"}},
+            {"response": {"status": "422 Unprocessable Entity", "outcome": {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "invalid", "diagnostics": "bad code"}]}}}]});
+        let e = check_transaction_response(&bad, 2).unwrap_err();
+        assert!(
+            e.contains("entry 1") && e.contains("422") && e.contains("bad code"),
+            "{e}"
+        );
+        let search = json!({"resourceType": "Bundle", "type": "searchset"});
+        assert!(check_transaction_response(&search, 0).is_err());
+        let oo = json!({"resourceType": "OperationOutcome", "issue": [{"code": "exception"}]});
+        assert_eq!(outcome_text(&oo).as_deref(), Some("exception"));
     }
 }

@@ -1,13 +1,15 @@
 //! Sending results back: configured destinations with routing rules (`settings`), the
 //! durable outbox (`outbox`: one row per output instance per destination) and the delivery
-//! worker (`deliver`: C-STORE SCU or STOW-RS, exponential backoff, dead letter).
+//! worker (`deliver`: C-STORE SCU, STOW-RS or a FHIR transaction, exponential backoff, dead
+//! letter).
 //!
 //! Outbox rows are written in the same transaction that indexes the generated outputs, and
 //! the outputs are owed from the transaction that stores the result (`report_outputs`), so
 //! a crash at any point loses nothing. Retries send the same file, so the same SOP Instance
 //! UID: the target sees one instance however often it is sent.
 //!
-//! A FHIR destination is not offered yet: the FHIR resources are built elsewhere.
+//! A FHIR destination gets one row per result (`report`); its Bundle is built at delivery
+//! time by `fhir::report_bundle` and uses PUT with stable ids, so re-sending is harmless.
 
 pub mod deliver;
 pub mod outbox;

@@ -26,11 +26,12 @@ pub struct ExportRow {
     pub study_uid: String,
     /// Destination name from `[[export.destinations]]`.
     pub destination: String,
-    /// `dicom` or `stow`.
+    /// `dicom`, `stow` or `fhir`.
     pub kind: String,
-    /// `sr` or `overlay`.
+    /// `sr`, `overlay` or `report` (FHIR).
     pub output: String,
-    /// The same on every attempt, so the target stays idempotent.
+    /// The same on every attempt, so the target stays idempotent. For `report` rows:
+    /// `DiagnosticReport/<id>`, the resource the pushed Bundle is built around.
     pub sop_instance_uid: String,
     /// `pending`, `sent`, `dead` or `cancelled`.
     pub state: String,

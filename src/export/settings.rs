@@ -13,6 +13,8 @@ pub struct ExportSettings {
     pub enabled: bool,
     /// Deliveries tried before a row is dead-lettered (a destination may override it).
     pub max_attempts: u32,
+    /// Tries at building a result's SR and overlays before they are marked failed.
+    pub generate_attempts: u32,
     /// First retry delay; doubles per attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -30,6 +32,7 @@ impl Default for ExportSettings {
         ExportSettings {
             enabled: true,
             max_attempts: 10,
+            generate_attempts: 5,
             retry_base_ms: 5_000,
             retry_max_ms: 600_000,
             poll_ms: 1_000,
@@ -48,6 +51,8 @@ pub enum DestinationKind {
     Dicom,
     /// DICOMweb STOW-RS POST to `url` (`.../studies`).
     Stow,
+    /// FHIR R4 transaction Bundle POSTed to the server's base `url`.
+    Fhir,
 }
 
 impl DestinationKind {
@@ -55,6 +60,17 @@ impl DestinationKind {
         match self {
             DestinationKind::Dicom => "dicom",
             DestinationKind::Stow => "stow",
+            DestinationKind::Fhir => "fhir",
+        }
+    }
+
+    /// The outputs this kind can carry (and sends when `outputs` is left out).
+    pub fn carries(self) -> &'static [OutputKind] {
+        match self {
+            DestinationKind::Dicom | DestinationKind::Stow => {
+                &[OutputKind::Sr, OutputKind::Overlay]
+            }
+            DestinationKind::Fhir => &[OutputKind::Report],
         }
     }
 }
@@ -65,6 +81,8 @@ impl DestinationKind {
 pub enum OutputKind {
     Sr,
     Overlay,
+    /// The FHIR DiagnosticReport with its Observations, ImagingStudy, Patient and Device.
+    Report,
 }
 
 impl OutputKind {
@@ -72,12 +90,9 @@ impl OutputKind {
         match self {
             OutputKind::Sr => "sr",
             OutputKind::Overlay => "overlay",
+            OutputKind::Report => "report",
         }
     }
-}
-
-fn all_outputs() -> Vec<OutputKind> {
-    vec![OutputKind::Sr, OutputKind::Overlay]
 }
 
 /// One `[[export.destinations]]` entry.
@@ -97,14 +112,16 @@ pub struct Destination {
     /// `dicom`: our calling AE title (default: `dicom.ae_title`).
     #[serde(default)]
     pub calling_ae: Option<String>,
-    /// `stow`: the STOW-RS URL, e.g. `https://pacs/dicom-web/studies`.
+    /// `stow`: the STOW-RS URL, e.g. `https://pacs/dicom-web/studies`; `fhir`: the server's
+    /// base URL, e.g. `https://ehr/fhir` (the transaction Bundle is POSTed there).
     #[serde(default)]
     pub url: Option<String>,
-    /// `stow`: the whole `Authorization` header value (`Bearer ...`, `Basic ...`); never logged.
+    /// `stow`, `fhir`: the whole `Authorization` header value (`Bearer ...`, `Basic ...`); never logged.
     #[serde(default, serialize_with = "redact")]
     pub authorization: Option<SecretString>,
-    /// `sr` and/or `overlay` (default both).
-    #[serde(default = "all_outputs")]
+    /// `dicom`/`stow`: `sr` and/or `overlay`; `fhir`: `report`. Empty or left out: all the
+    /// kind carries.
+    #[serde(default)]
     pub outputs: Vec<OutputKind>,
     /// Only studies sent by one of these calling AE titles (empty: any).
     #[serde(default)]
@@ -153,6 +170,15 @@ impl Destination {
             }
     }
 
+    /// Whether this destination receives `kind` outputs.
+    pub fn sends(&self, kind: OutputKind) -> bool {
+        if self.outputs.is_empty() {
+            self.kind.carries().contains(&kind)
+        } else {
+            self.outputs.contains(&kind)
+        }
+    }
+
     pub fn authorization(&self) -> Option<&str> {
         self.authorization.as_ref().map(|s| s.expose_secret())
     }
@@ -163,6 +189,9 @@ impl ExportSettings {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max_attempts == 0 {
             return Err(("export.max_attempts", "must be at least 1".into()));
+        }
+        if self.generate_attempts == 0 {
+            return Err(("export.generate_attempts", "must be at least 1".into()));
         }
         if self.lease_secs == 0 || self.timeout_secs == 0 {
             return Err((
@@ -184,10 +213,15 @@ impl ExportSettings {
                     format!("'{}' is used twice", d.name),
                 ));
             }
-            if d.outputs.is_empty() {
+            if let Some(o) = d.outputs.iter().find(|o| !d.kind.carries().contains(o)) {
                 return Err((
                     "export.destinations.outputs",
-                    format!("destination '{}' has no outputs", d.name),
+                    format!(
+                        "destination '{}' of kind '{}' cannot carry '{}'",
+                        d.name,
+                        d.kind.as_str(),
+                        o.as_str()
+                    ),
                 ));
             }
             if d.max_attempts == Some(0) {
@@ -229,7 +263,7 @@ impl ExportSettings {
                         ));
                     }
                 }
-                DestinationKind::Stow => {
+                DestinationKind::Stow | DestinationKind::Fhir => {
                     let ok = d
                         .url
                         .as_deref()
@@ -287,7 +321,13 @@ mod tests {
         assert!(!d.routes(&f));
         let open = dest("name='o'\nkind='stow'\nurl='http://x/studies'");
         assert!(open.routes(&RouteFacts::default()));
-        assert_eq!(open.outputs, vec![OutputKind::Sr, OutputKind::Overlay]);
+        assert!(open.sends(OutputKind::Sr) && open.sends(OutputKind::Overlay));
+        assert!(!open.sends(OutputKind::Report));
+        let fhir = dest("name='f'\nkind='fhir'\nurl='http://ehr/fhir'");
+        assert!(fhir.sends(OutputKind::Report) && !fhir.sends(OutputKind::Sr));
+        let sr_only =
+            dest("name='s'\nkind='dicom'\nae_title='P'\nhost='h'\nport=1\noutputs=['sr']");
+        assert!(sr_only.sends(OutputKind::Sr) && !sr_only.sends(OutputKind::Overlay));
     }
 
     #[test]
@@ -298,11 +338,22 @@ mod tests {
         assert_eq!(s.validate().unwrap_err().0, "export.destinations.ae_title");
         s.destinations[0] = dest("name='p'\nkind='stow'\nurl='ftp://x'");
         assert_eq!(s.validate().unwrap_err().0, "export.destinations.url");
+        s.destinations[0] = dest("name='p'\nkind='fhir'\nurl='https://ehr/fhir'\noutputs=['sr']");
+        let (field, problem) = s.validate().unwrap_err();
+        assert_eq!(field, "export.destinations.outputs");
+        assert!(problem.contains("cannot carry 'sr'"), "{problem}");
+        s.destinations[0] = dest("name='p'\nkind='fhir'\nurl='not a url'");
+        assert_eq!(s.validate().unwrap_err().0, "export.destinations.url");
         s.destinations[0] =
             dest("name='p'\nkind='stow'\nurl='https://x/studies'\nauthorization='Bearer t'");
         s.validate().unwrap();
         let shown = serde_json::to_string(&s).unwrap();
         assert!(!shown.contains("Bearer t") && shown.contains("[redacted]"));
+        s.destinations[0] =
+            dest("name='p'\nkind='fhir'\nurl='https://ehr/fhir'\nauthorization='Bearer f'");
+        s.validate().unwrap();
+        let shown = serde_json::to_string(&s).unwrap();
+        assert!(!shown.contains("Bearer f") && shown.contains("[redacted]"));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct SeriesInfo {
     pub number: Option<i64>,
     pub description: Option<String>,
     pub instances: Vec<InstanceInfo>,
+    /// One of the node's own outputs (SR, overlay), not an acquired series.
+    pub derived: bool,
 }
 
 /// A study with its series and instances.
@@ -67,6 +69,20 @@ impl StudyInfo {
 
     pub fn instance_count(&self) -> usize {
         self.series.iter().map(|s| s.instances.len()).sum()
+    }
+
+    /// Modalities and image count of the acquired series only: what the exam was, before
+    /// the node added its SR and overlays to the study.
+    pub fn acquired(&self) -> (Vec<String>, usize) {
+        let mut modalities: Vec<String> = Vec::new();
+        let mut images = 0;
+        for s in self.series.iter().filter(|s| !s.derived) {
+            images += s.instances.len();
+            if let Some(m) = s.modality.clone().filter(|m| !modalities.contains(m)) {
+                modalities.push(m);
+            }
+        }
+        (modalities, images)
     }
 }
 
@@ -118,8 +134,10 @@ pub async fn study(db: &Database, uid: &str) -> Result<Option<StudyInfo>, sqlx::
         return Ok(None);
     };
     let series_rows = sqlx::query(
-        "SELECT series_uid, modality, series_number, series_description FROM series \
-         WHERE study_uid = $1 ORDER BY series_number, series_uid",
+        "SELECT s.series_uid, s.modality, s.series_number, s.series_description, \
+           CAST(CASE WHEN EXISTS (SELECT 1 FROM instances i WHERE i.series_uid = s.series_uid \
+             AND i.association_id LIKE 'derived:%') THEN 1 ELSE 0 END AS BIGINT) \
+         FROM series s WHERE s.study_uid = $1 ORDER BY s.series_number, s.series_uid",
     )
     .bind(uid)
     .fetch_all(&db.pool)
@@ -149,6 +167,7 @@ pub async fn study(db: &Database, uid: &str) -> Result<Option<StudyInfo>, sqlx::
                 modality: s.get(1),
                 number: s.get(2),
                 description: s.get(3),
+                derived: s.get::<i64, _>(4) != 0,
             }
         })
         .collect();

@@ -362,11 +362,12 @@ pub fn conclusion(ctx: &ReportContext) -> String {
 pub fn diagnostic_report(ctx: &ReportContext) -> Value {
     let r = ctx.result;
     let study = ctx.study;
-    let exam_text = match study.modalities().as_slice() {
+    let (modalities, images) = study.acquired();
+    let exam_text = match modalities.as_slice() {
         [] => "Imaging study".to_string(),
         m => format!("{} study", m.join("/")),
     };
-    let code = match codes::exam(&study.modalities(), study.instance_count()) {
+    let code = match codes::exam(&modalities, images) {
         Some(c) => json!({ "coding": [coding(c)], "text": c.display }),
         None => json!({ "text": exam_text }),
     };
@@ -552,8 +553,21 @@ mod tests {
                     sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
                     number: Some(1),
                 }],
+                derived: false,
             }],
         };
+        // Our own SR series in the study does not change what the exam was.
+        let mut with_sr = s.clone();
+        with_sr.series.push(SeriesInfo {
+            uid: "1.2.3.9".into(),
+            modality: Some("SR".into()),
+            number: Some(9901),
+            description: None,
+            instances: s.series[0].instances.clone(),
+            derived: true,
+        });
+        assert_eq!(with_sr.acquired(), (vec!["CR".to_string()], 1));
+        assert_eq!(with_sr.modalities(), vec!["CR", "SR"]);
         let v = imaging_study(&s);
         assert_eq!(
             v["identifier"][0],

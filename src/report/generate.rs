@@ -25,8 +25,6 @@ use crate::store::FileStore;
 
 /// `association_id` prefix of instances we generated; the pipeline never analyses them.
 pub const DERIVED_PREFIX: &str = "derived:";
-/// Generation attempts before a result's outputs are marked failed.
-const MAX_ATTEMPTS: i64 = 5;
 
 /// Queues the outputs of a stored result (called in the result's transaction).
 pub async fn owe_outputs(
@@ -149,7 +147,7 @@ impl Reporter {
             Err(GenError::Db(e)) => return Err(e),
             Err(GenError::Report(e)) => {
                 let permanent = matches!(e, ReportError::NothingAnalysed);
-                let failed = permanent || attempts >= MAX_ATTEMPTS;
+                let failed = permanent || attempts >= i64::from(self.settings.generate_attempts);
                 let delay = self.settings.backoff_ms(attempts);
                 sqlx::query(
                     "UPDATE report_outputs SET state = $2, last_error = $3, run_after = $4, \
@@ -227,7 +225,7 @@ impl Reporter {
                 .settings
                 .destinations
                 .iter()
-                .filter(|d| d.outputs.contains(&w.kind) && d.routes(&facts))
+                .filter(|d| d.sends(w.kind) && d.routes(&facts))
             {
                 outbox::insert(
                     &mut tx,
@@ -246,6 +244,33 @@ impl Reporter {
                 )
                 .await?;
             }
+        }
+        // The FHIR report is built at delivery time from the stored result; its row is keyed
+        // by the DiagnosticReport it carries, so a result is pushed once per destination.
+        let report_key = format!(
+            "DiagnosticReport/{}",
+            crate::fhir::resources::report_id(result.id)
+        );
+        for d in self
+            .settings
+            .destinations
+            .iter()
+            .filter(|d| d.sends(OutputKind::Report) && d.routes(&facts))
+        {
+            outbox::insert(
+                &mut tx,
+                &NewExport {
+                    result_id: result.id,
+                    study_uid: &result.study_instance_uid,
+                    destination: &d.name,
+                    kind: d.kind.as_str(),
+                    output: OutputKind::Report.as_str(),
+                    sop_instance_uid: &report_key,
+                    file_path: "",
+                    max_attempts: i64::from(d.max_attempts.unwrap_or(self.settings.max_attempts)),
+                },
+            )
+            .await?;
         }
         sqlx::query(
             "UPDATE report_outputs SET state = 'done', lease_until = NULL, last_error = NULL, \
@@ -348,7 +373,7 @@ async fn index_output(
     let b = &w.built;
     let description = match w.kind {
         OutputKind::Sr => "AI result (unverified)",
-        OutputKind::Overlay => "AI result overlay (unverified)",
+        OutputKind::Overlay | OutputKind::Report => "AI result overlay (unverified)",
     };
     sqlx::query(
         "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
@@ -409,11 +434,23 @@ async fn index_output(
     .bind(&b.series_uid)
     .execute(&mut **tx)
     .await?;
+    // ModalitiesInStudy covers every series, ours included (SR, OT).
+    let modalities: Option<String> =
+        sqlx::query_scalar("SELECT modalities FROM studies WHERE study_uid = $1")
+            .bind(&result.study_instance_uid)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let modalities = crate::store::index::merge_modalities(
+        modalities.as_deref().unwrap_or_default(),
+        b.modality,
+    );
     sqlx::query(
         "UPDATE studies SET num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
-           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) WHERE study_uid = $1",
+           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1), modalities = $2 \
+         WHERE study_uid = $1",
     )
     .bind(&result.study_instance_uid)
+    .bind(&modalities)
     .execute(&mut **tx)
     .await?;
     Ok(())

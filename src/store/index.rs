@@ -249,7 +249,7 @@ pub async fn index_instance(
 }
 
 /// Adds `modality` to a backslash-separated list if it is not there yet.
-fn merge_modalities(list: &str, modality: &str) -> String {
+pub(crate) fn merge_modalities(list: &str, modality: &str) -> String {
     if modality.is_empty() || list.split('\\').any(|m| m == modality) {
         return list.to_string();
     }

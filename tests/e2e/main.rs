@@ -6,6 +6,7 @@ mod crash;
 mod dicomweb;
 mod events;
 mod export;
+mod export_http;
 mod fhir;
 mod helpers;
 mod inference;
