@@ -45,6 +45,8 @@ start_receiver() { # name port dir -> sets PID
   local name=$1 port=$2 dir=$3
   case $name in
     radstream-fsync|radstream-os)
+      # The receiver alone, like the peers: no inference competing for the 2 cores.
+      RADSTREAM_PIPELINE__ENABLED=false \
       RADSTREAM_STORAGE__DATA_DIR="$dir" RADSTREAM_STORAGE__DURABILITY="${name#radstream-}" \
       RADSTREAM_DICOM__PORT=$port RADSTREAM_HTTP__PORT=$(free_port) RADSTREAM_LOG__LEVEL=warn \
       RADSTREAM_STORAGE__MIN_FREE_BYTES=0 RADSTREAM_STORAGE__MIN_FREE_PERCENT=0 \
