@@ -235,3 +235,30 @@ async fn oversized_stow_body_gets_413_and_cors_preflight_needs_no_auth() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn dicomweb_client_gets_frames_rendered_images_and_thumbnails() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mono1) = fixture_copy("cr_cardiomegaly", &dir.path().join("cr"), 1);
+    let (_, rle) = fixture_copy("dx_effusion_rle", &dir.path().join("rle"), 1);
+    let (_, native) = fixture_copy("dx_normal", &dir.path().join("dx"), 1);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/dicomweb_pixels_check.py"
+    );
+    let token = app.token(&[Scope::ResultsRead, Scope::InferenceWrite]);
+    let base = app.url("/dicomweb");
+    let args = [
+        script.to_string(),
+        base,
+        token,
+        mono1[0].display().to_string(),
+        rle[0].display().to_string(),
+        native[0].display().to_string(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run_async(python().to_str().unwrap(), &refs).await;
+    assert!(ok, "dicomweb-client pixel check failed: {out}");
+    println!("{out}");
+}
