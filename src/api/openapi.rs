@@ -698,6 +698,10 @@ fn dicomweb_details() -> Vec<Detail> {
         tags as matching keys, `includefield`, `limit`, `offset`, `fuzzymatching`";
     let stow = "PS3.18 store response: ReferencedSOPSequence, FailedSOPSequence \
         (200 all stored, 202 some failed, 409 all failed; 415 wrong Content-Type)";
+    let rendered = "8-bit image (image/jpeg, or image/png per Accept). Query: \
+        `window=center,width,linear|sigmoid` (default the stored window, else min/max), \
+        `viewport=vw,vh` (fit, aspect kept), `quality=1..100` (JPEG)";
+    let thumb = "Like rendered, fitted into 128x128 unless `viewport` says otherwise";
     vec![
         Detail::post("/dicomweb/studies").other(dj, stow),
         Detail::post("/dicomweb/studies/{study}").other(dj, stow),
@@ -725,6 +729,25 @@ fn dicomweb_details() -> Vec<Detail> {
             "multipart/related; type=\"application/octet-stream\"",
             "The value (one part per fragment for encapsulated pixel data)",
         ),
+        Detail::get(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+        )
+        .other(
+            "multipart/related; type=\"application/octet-stream\"",
+            "One part per frame (1-based comma list): as stored (application/octet-stream for \
+             native, the compressed media type such as image/jp2 or image/dicom-rle for \
+             encapsulated), or decoded with Accept application/octet-stream; 406 otherwise",
+        ),
+        Detail::get(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+        )
+        .other("image/jpeg", rendered),
+        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered")
+            .other("image/jpeg", rendered),
+        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail")
+            .other("image/jpeg", thumb),
+        Detail::get("/dicomweb/studies/{study}/series/{series}/thumbnail").other("image/jpeg", thumb),
+        Detail::get("/dicomweb/studies/{study}/thumbnail").other("image/jpeg", thumb),
     ]
 }
 

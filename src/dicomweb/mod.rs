@@ -5,12 +5,15 @@
 //! - [`json`]: the DICOM JSON model;
 //! - [`stow`]: `POST /studies[/{study}]`;
 //! - [`qido`]: searches for studies, series and instances;
-//! - [`wado`]: retrieval of instances (as stored) and their metadata.
+//! - [`wado`]: retrieval of instances (as stored) and their metadata;
+//! - [`frames`]: frames, rendered images and thumbnails ([`pixels`] does the pixel work).
 //!
 //! File paths come only from `instances.file_path` in the index, never from the request.
 
+pub mod frames;
 pub mod json;
 pub mod multipart;
+pub mod pixels;
 pub mod qido;
 pub mod stow;
 pub mod wado;
@@ -272,6 +275,60 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "WADO-RS: a top-level bulk data value of an instance",
             ),
             get(wado::bulkdata),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+                read,
+                "WADO-RS: frames of an instance (as stored, or application/octet-stream)",
+            ),
+            get(frames::frames),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+                read,
+                "WADO-RS: one frame rendered (image/jpeg or image/png)",
+            ),
+            get(frames::frame_rendered),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered",
+                read,
+                "WADO-RS: an instance's first frame rendered (image/jpeg or image/png)",
+            ),
+            get(frames::instance_rendered),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+                read,
+                "WADO-RS: thumbnail of an instance",
+            ),
+            get(frames::instance_thumbnail),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/series/{series}/thumbnail",
+                read,
+                "WADO-RS: thumbnail of a series (its middle image)",
+            ),
+            get(frames::series_thumbnail),
+        ),
+        (
+            r(
+                Method::GET,
+                "/dicomweb/studies/{study}/thumbnail",
+                read,
+                "WADO-RS: thumbnail of a study (middle image of its first series with images)",
+            ),
+            get(frames::study_thumbnail),
         ),
     ]
 }

@@ -29,13 +29,13 @@ use crate::api::{ApiError, AppState};
 use crate::domain::Uid;
 
 /// One stored instance, from the index.
-struct Stored {
-    study: String,
-    series: String,
-    sop: String,
-    transfer_syntax: String,
-    rows: Option<i64>,
-    path: PathBuf,
+pub(super) struct Stored {
+    pub(super) study: String,
+    pub(super) series: String,
+    pub(super) sop: String,
+    pub(super) transfer_syntax: String,
+    pub(super) rows: Option<i64>,
+    pub(super) path: PathBuf,
 }
 
 fn uid(field: &str, raw: &str) -> Result<String, ApiError> {
@@ -44,7 +44,7 @@ fn uid(field: &str, raw: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::invalid(field, e.problem))
 }
 
-async fn instances(
+pub(super) async fn instances(
     state: &AppState,
     study: &str,
     series: Option<&str>,

@@ -303,7 +303,7 @@ pub fn preprocess_image(bytes: &[u8], spec: &InputSpec) -> Result<Preprocessed, 
 }
 
 /// Runs `f`, turning a panic inside a decoder into an error (no input may crash the node).
-fn guard<T>(f: impl FnOnce() -> Result<T, InferenceError>) -> Result<T, InferenceError> {
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, InferenceError>) -> Result<T, InferenceError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
@@ -325,7 +325,7 @@ fn plane_len(spec: &InputSpec) -> usize {
     spec.channels as usize * spec.width as usize * spec.height as usize
 }
 
-fn number_of_frames(obj: &DefaultDicomObject) -> u32 {
+pub(crate) fn number_of_frames(obj: &DefaultDicomObject) -> u32 {
     obj.element_opt(tags::NUMBER_OF_FRAMES)
         .ok()
         .flatten()
@@ -375,7 +375,7 @@ fn decode(
 }
 
 /// Stored values of one frame as f64, sign-extended from Bits Stored for signed data.
-fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, InferenceError> {
+pub(crate) fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, InferenceError> {
     let n = px.rows() as usize * px.columns() as usize * px.samples_per_pixel() as usize;
     let signed = px.pixel_representation() == PixelRepresentation::Signed;
     let bits_stored = px.bits_stored() as u32;

@@ -235,3 +235,100 @@ async fn oversized_stow_body_gets_413_and_cors_preflight_needs_no_auth() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn dicomweb_client_gets_frames_rendered_images_and_thumbnails() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mono1) = fixture_copy("cr_cardiomegaly", &dir.path().join("cr"), 1);
+    let (_, rle) = fixture_copy("dx_effusion_rle", &dir.path().join("rle"), 1);
+    let (_, native) = fixture_copy("dx_normal", &dir.path().join("dx"), 1);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/dicomweb_pixels_check.py"
+    );
+    let token = app.token(&[Scope::ResultsRead, Scope::InferenceWrite]);
+    let base = app.url("/dicomweb");
+    let args = [
+        script.to_string(),
+        base,
+        token,
+        mono1[0].display().to_string(),
+        rle[0].display().to_string(),
+        native[0].display().to_string(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run_async(python().to_str().unwrap(), &refs).await;
+    assert!(ok, "dicomweb-client pixel check failed: {out}");
+    println!("{out}");
+}
+
+/// Kills Orthanc when the test ends, however it ends.
+struct Orthanc(std::process::Child);
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Orthanc with its DICOMweb plugin (Debian `orthanc-dicomweb`) on free ports.
+async fn orthanc_dicomweb(dir: &std::path::Path) -> (Orthanc, String) {
+    let (dicom_port, http_port) = (crate::helpers::free_port(), crate::helpers::free_port());
+    let cfg = dir.join("orthanc.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "Name": "radstream-dicomweb-compare",
+            "StorageDirectory": dir.join("orthanc-db"),
+            "IndexDirectory": dir.join("orthanc-db"),
+            "DicomAet": "ORTHANC",
+            "DicomPort": dicom_port,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let child = std::process::Command::new("Orthanc")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Orthanc is needed (scripts/setup.sh)");
+    crate::ingest::wait_port(http_port).await;
+    (
+        Orthanc(child),
+        format!("http://127.0.0.1:{http_port}/dicom-web"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qido_and_metadata_agree_with_orthancs_dicomweb_plugin() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (orthanc, orthanc_url) = orthanc_dicomweb(dir.path()).await;
+    let (_, cr) = fixture_copy("cr_cardiomegaly", &dir.path().join("cr"), 1);
+    let (_, rle) = fixture_copy("dx_effusion_rle", &dir.path().join("rle"), 1);
+    let (_, big) = fixture_copy("ts_big", &dir.path().join("big"), 1);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/dicomweb_orthanc_compare.py"
+    );
+    let token = app.token(&[Scope::ResultsRead, Scope::InferenceWrite]);
+    let mut args = vec![script.to_string(), app.url("/dicomweb"), token, orthanc_url];
+    args.extend(
+        cr.iter()
+            .chain(&rle)
+            .chain(&big)
+            .map(|f| f.display().to_string()),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = run_async(python().to_str().unwrap(), &refs).await;
+    drop(orthanc);
+    assert!(ok, "radstream and Orthanc disagree: {out}");
+    println!("{out}");
+}
