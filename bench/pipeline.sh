@@ -8,7 +8,7 @@
 # bench/out/pipeline.json.
 #
 #   bench/pipeline.sh
-# Environment: STUDIES (latency studies per run, default 50), QUIET_MS (default 1000,100),
+# Environment: STUDIES (latency studies per run, default 50), QUIET_MS (default 150,1000),
 # FANOUT (default 1000,10000), FANOUT_STUDIES (default 3), ORTHANC_STUDIES (default 10, 0 to
 # skip), ROWS/COLS (image size, default 2500x2048 DX). Studies are generated on first use
 # under bench/out/ (not committed). Each run starts its own node and stops it after.
@@ -43,6 +43,6 @@ ulimit -n "$(ulimit -Hn)"
 ORTHANC_STUDIES=${ORTHANC_STUDIES:-10}
 command -v Orthanc >/dev/null || ORTHANC_STUDIES=0
 "$OUT/bin/bench_pipeline" --bin "$OUT/bin/radstream" --studies "$SET" \
-  --latency-studies "$STUDIES" --quiet-ms "${QUIET_MS:-1000,100}" \
+  --latency-studies "$STUDIES" --quiet-ms "${QUIET_MS:-150,1000}" \
   --fanout "${FANOUT:-1000,10000}" --fanout-studies "${FANOUT_STUDIES:-3}" \
   --orthanc-studies "$ORTHANC_STUDIES" --out "$OUT/pipeline.json" --logs "$OUT/pipeline-logs"

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_pipeline -- --bin target/release/radstream \
-//!     --studies DIR [--latency-studies 50] [--quiet-ms 1000,100] [--fanout 1000,10000] \
+//!     --studies DIR [--latency-studies 50] [--quiet-ms 150,1000] [--fanout 1000,10000] \
 //!     [--fanout-studies 3] [--fanout-quiet-ms 100] [--orthanc-studies 10] \
 //!     [--out bench/out/pipeline.json] [--logs bench/out/pipeline-logs]
 //! ```
@@ -65,7 +65,7 @@ fn parse_args() -> Args {
         bin: PathBuf::from("target/release/radstream"),
         studies: PathBuf::new(),
         latency_studies: 50,
-        quiet_ms: vec![1000, 100],
+        quiet_ms: vec![150, 1000],
         fanout: vec![1000, 10_000],
         fanout_studies: 3,
         fanout_quiet_ms: 100,
@@ -955,7 +955,7 @@ async fn main() {
         "release -> inference.completed", "p50 ms", "p95 ms", "max ms"
     );
     for (q, s) in &latency_rows {
-        let label = if *q == 1000 {
+        let label = if *q == radstream::configuration::StudySettings::default().quiet_window_ms {
             format!("quiet_window_ms={q} (default)")
         } else {
             format!("quiet_window_ms={q}")

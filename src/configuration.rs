@@ -224,7 +224,7 @@ pub struct StudySettings {
 impl Default for StudySettings {
     fn default() -> Self {
         Self {
-            quiet_window_ms: 1000,
+            quiet_window_ms: 150,
             stable_age_secs: 30,
         }
     }
