@@ -5,13 +5,11 @@
 //! Verification requires a valid signature with the configured algorithm only (no `alg`
 //! confusion), an unexpired `exp`, and `iss`/`aud` equal to `auth.issuer`/`auth.audience`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -97,49 +95,13 @@ pub fn hs256_secret(auth: &AuthSettings, data_dir: &Path) -> Result<SecretString
         return Ok(SecretString::from(s.to_string()));
     }
     let path = data_dir.join(SECRET_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => return secret_from_file(text, &path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(KeyError::Read {
-                what: "JWT secret file",
-                path,
-                source,
-            })
+    let text = super::secret_file::read_or_create(&path, "JWT secret").map_err(|source| {
+        KeyError::CreateSecret {
+            path: path.clone(),
+            source,
         }
-    }
-    let create_err = |source| KeyError::CreateSecret {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(data_dir).map_err(create_err)?;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret = hex::encode(bytes);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(&path) {
-        Ok(mut f) => {
-            f.write_all(secret.as_bytes())
-                .and_then(|()| f.write_all(b"\n"))
-                .and_then(|()| f.sync_all())
-                .map_err(create_err)?;
-            tracing::info!(path = %path.display(), "generated a new JWT secret");
-            Ok(SecretString::from(secret))
-        }
-        // Another process (a CLI beside the server) created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
-                what: "JWT secret file",
-                path: path.clone(),
-                source,
-            })?;
-            secret_from_file(text, &path)
-        }
-        Err(e) => Err(create_err(e)),
-    }
+    })?;
+    secret_from_file(text, &path)
 }
 
 fn secret_from_file(text: String, path: &Path) -> Result<SecretString, KeyError> {

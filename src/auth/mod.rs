@@ -16,6 +16,7 @@ pub mod cli;
 pub mod jwt;
 pub mod keys;
 pub mod rate_limit;
+pub mod secret_file;
 mod settings;
 
 use std::collections::HashMap;

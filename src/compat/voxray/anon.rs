@@ -2,11 +2,9 @@
 //! the same hash on this node while nobody without the key can test a guessed ID against it
 //! (a plain hash of a short ID can be reversed by trying them all).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
@@ -50,34 +48,9 @@ pub fn hash_key(
         }
         Ok(SecretString::from(key))
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => return from_file(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
-    }
-    std::fs::create_dir_all(data_dir).map_err(io)?;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let key = hex::encode(bytes);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(&path) {
-        Ok(mut f) => {
-            f.write_all(key.as_bytes())
-                .and_then(|()| f.write_all(b"\n"))
-                .and_then(|()| f.sync_all())
-                .map_err(io)?;
-            tracing::info!(path = %path.display(), "generated a new VoxRay patient hash key");
-            Ok(SecretString::from(key))
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            from_file(std::fs::read_to_string(&path).map_err(io)?)
-        }
-        Err(e) => Err(io(e)),
-    }
+    from_file(
+        crate::auth::secret_file::read_or_create(&path, "VoxRay patient hash key").map_err(io)?,
+    )
 }
 
 /// Lower-case hex HMAC-SHA256 of the trimmed Patient ID.
