@@ -263,47 +263,12 @@ async fn dicomweb_client_gets_frames_rendered_images_and_thumbnails() {
     println!("{out}");
 }
 
-/// Kills Orthanc when the test ends, however it ends.
-struct Orthanc(std::process::Child);
-impl Drop for Orthanc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Orthanc with its DICOMweb plugin (Debian `orthanc-dicomweb`) on free ports.
-async fn orthanc_dicomweb(dir: &std::path::Path) -> (Orthanc, String) {
+async fn orthanc_dicomweb(dir: &std::path::Path) -> (crate::helpers::Orthanc, String) {
     let (dicom_port, http_port) = (crate::helpers::free_port(), crate::helpers::free_port());
-    let cfg = dir.join("orthanc.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "Name": "radstream-dicomweb-compare",
-            "StorageDirectory": dir.join("orthanc-db"),
-            "IndexDirectory": dir.join("orthanc-db"),
-            "DicomAet": "ORTHANC",
-            "DicomPort": dicom_port,
-            "HttpPort": http_port,
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false,
-            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let child = std::process::Command::new("Orthanc")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("Orthanc is needed (scripts/setup.sh)");
+    let orthanc = crate::helpers::Orthanc::start(dir, dicom_port, http_port, true);
     crate::ingest::wait_port(http_port).await;
-    (
-        Orthanc(child),
-        format!("http://127.0.0.1:{http_port}/dicom-web"),
-    )
+    (orthanc, format!("http://127.0.0.1:{http_port}/dicom-web"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

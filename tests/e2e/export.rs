@@ -12,37 +12,6 @@ use serde_json::Value;
 use crate::helpers::*;
 use crate::ingest::wait_port;
 
-fn orthanc_config(dir: &Path, dicom_port: u16, http_port: u16) -> PathBuf {
-    let cfg = dir.join("orthanc.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "Name": "radstream-export-test",
-            "StorageDirectory": dir.join("orthanc-db"),
-            "IndexDirectory": dir.join("orthanc-db"),
-            "DicomAet": "ORTHANC",
-            "DicomPort": dicom_port,
-            "HttpPort": http_port,
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false,
-            "DicomCheckCalledAet": false,
-            "Plugins": [],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    cfg
-}
-
-/// Kills Orthanc when the test ends, however it ends.
-struct Orthanc(std::process::Child);
-impl Drop for Orthanc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -259,15 +228,7 @@ async fn outage_roundtrip(db: Db) {
     eprintln!("check_sr.py: {}", String::from_utf8_lossy(&check.stdout));
 
     // Orthanc comes up: both arrive, once.
-    let cfg = orthanc_config(dir.path(), dicom_port, http_port);
-    let _orthanc = Orthanc(
-        std::process::Command::new("Orthanc")
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("Orthanc is needed"),
-    );
+    let _orthanc = Orthanc::start(dir.path(), dicom_port, http_port, false);
     wait_port(dicom_port).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let rows = loop {

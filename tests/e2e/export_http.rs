@@ -221,33 +221,8 @@ async fn fhir_report_pushed_once_after_failures_and_idempotent_on_retry() {
 }
 
 /// Orthanc with its DICOMweb plugin (Debian `orthanc-dicomweb`), reachable at `http_port`.
-pub fn orthanc_dicomweb(dir: &std::path::Path, dicom_port: u16, http_port: u16) -> Peer {
-    let cfg = dir.join("orthanc-web.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "Name": "radstream-stow-test",
-            "StorageDirectory": dir.join("orthanc-web-db"),
-            "IndexDirectory": dir.join("orthanc-web-db"),
-            "DicomAet": "ORTHANC",
-            "DicomPort": dicom_port,
-            "HttpPort": http_port,
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false,
-            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
-        })
-        .to_string(),
-    )
-    .unwrap();
-    Peer(
-        Command::new("Orthanc")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Orthanc is needed (scripts/setup.sh)"),
-    )
+pub fn orthanc_dicomweb(dir: &std::path::Path, dicom_port: u16, http_port: u16) -> Orthanc {
+    Orthanc::start(dir, dicom_port, http_port, true)
 }
 
 /// The SOP Instance UIDs Orthanc holds in `study`, by QIDO-RS.

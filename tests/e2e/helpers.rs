@@ -618,3 +618,49 @@ pub fn spawn_node(
         .spawn()
         .expect("start radstream")
 }
+
+/// Orthanc (Debian `orthanc`) as a real peer: the PACS for exports and sends, and with
+/// `dicomweb` its DICOMweb plugin at `/dicom-web/`. Killed when dropped, however the test ends.
+pub struct Orthanc(std::process::Child);
+
+impl Orthanc {
+    /// Starts Orthanc on the given ports with its storage under `dir` (named by the HTTP port,
+    /// so a restart on the same ports finds what it stored).
+    pub fn start(dir: &Path, dicom_port: u16, http_port: u16, dicomweb: bool) -> Orthanc {
+        let cfg = dir.join(format!("orthanc-{http_port}.json"));
+        let db = dir.join(format!("orthanc-{http_port}-db"));
+        let mut config = serde_json::json!({
+            "Name": "radstream-test",
+            "StorageDirectory": db,
+            "IndexDirectory": db,
+            "DicomAet": "ORTHANC",
+            "DicomPort": dicom_port,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "DicomCheckCalledAet": false,
+            "Plugins": [],
+        });
+        if dicomweb {
+            config["Plugins"] =
+                serde_json::json!(["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"]);
+            config["DicomWeb"] = serde_json::json!({ "Enable": true, "Root": "/dicom-web/" });
+        }
+        std::fs::write(&cfg, config.to_string()).expect("write the Orthanc configuration");
+        Orthanc(
+            Command::new("Orthanc")
+                .arg(&cfg)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("Orthanc is needed (scripts/setup.sh --test)"),
+        )
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -542,30 +542,7 @@ async fn radstream_send_delivers_to_orthanc() {
     let (_, _paths) = write_studies(&dir.path().join("src"), 1, 3, 32);
     let dicom_port = free_port();
     let http_port = free_port();
-    let cfg = dir.path().join("orthanc.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "Name": "radstream-test",
-            "StorageDirectory": dir.path().join("orthanc-db"),
-            "IndexDirectory": dir.path().join("orthanc-db"),
-            "DicomAet": "ORTHANC",
-            "DicomPort": dicom_port,
-            "HttpPort": http_port,
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false,
-            "DicomCheckCalledAet": false,
-            "Plugins": [],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut orthanc = std::process::Command::new("Orthanc")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("Orthanc is needed");
+    let orthanc = Orthanc::start(dir.path(), dicom_port, http_port, false);
     wait_port(dicom_port).await;
     let (ok, out) = radstream_send(dicom_port, &dir.path().join("src"), "ORTHANC").await;
     let count = reqwest::get(format!("http://127.0.0.1:{http_port}/statistics"))
@@ -573,13 +550,9 @@ async fn radstream_send_delivers_to_orthanc() {
         .and_then(|r| r.error_for_status());
     let stats: serde_json::Value = match count {
         Ok(r) => r.json().await.unwrap(),
-        Err(e) => {
-            let _ = orthanc.kill();
-            panic!("Orthanc REST not reachable: {e}");
-        }
+        Err(e) => panic!("Orthanc REST not reachable: {e}"),
     };
-    let _ = orthanc.kill();
-    let _ = orthanc.wait();
+    drop(orthanc);
     assert!(ok, "radstream send failed: {out}");
     assert_eq!(stats["CountInstances"], 3, "{stats}");
 }
