@@ -151,6 +151,38 @@ pub(crate) fn write_part10(
     Ok(len)
 }
 
+/// A new object of the source study: the copied patient/study elements (without the
+/// procedure code, which belongs to the source's request), the study UID, and the SOP class,
+/// instance UID and creation date/time of the derived object.
+pub(crate) fn derived_object(
+    patient_study: Vec<dicom_core::DataElement<dicom_object::InMemDicomObject>>,
+    study_uid: &str,
+    sop_class: &str,
+    sop_uid: &str,
+    created_at: &str,
+) -> dicom_object::InMemDicomObject {
+    use dicom_core::header::Header;
+    use dicom_core::VR;
+    use dicom_dictionary_std::tags;
+    let (date, time) = da_tm(created_at);
+    let mut obj = dicom_object::InMemDicomObject::new_empty();
+    for e in patient_study {
+        if e.tag() != tags::PROCEDURE_CODE_SEQUENCE {
+            obj.put(e);
+        }
+    }
+    for e in [
+        str_el(tags::STUDY_INSTANCE_UID, VR::UI, study_uid),
+        str_el(tags::SOP_CLASS_UID, VR::UI, sop_class),
+        str_el(tags::SOP_INSTANCE_UID, VR::UI, sop_uid),
+        str_el(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
+        str_el(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
+    ] {
+        obj.put(e);
+    }
+    obj
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

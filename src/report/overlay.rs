@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -226,22 +225,14 @@ pub fn build(
         &entry.sop_instance_uid,
     );
     let (date, time) = da_tm(&result.created_at);
-    let mut obj = InMemDicomObject::new_empty();
-    for e in patient_study {
-        if e.tag() != tags::PROCEDURE_CODE_SEQUENCE {
-            obj.put(e);
-        }
-    }
-    obj.put(str_el(
-        tags::STUDY_INSTANCE_UID,
-        VR::UI,
+    let mut obj = super::derived_object(
+        patient_study,
         &result.study_instance_uid,
-    ));
+        SECONDARY_CAPTURE,
+        &sop_uid,
+        &result.created_at,
+    );
     for e in [
-        str_el(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE),
-        str_el(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid),
-        str_el(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
-        str_el(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
         str_el(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY"),
         str_el(tags::MODALITY, VR::CS, "OT"),
         empty_el(tags::LATERALITY, VR::CS),

@@ -435,22 +435,14 @@ pub fn build(
         ),
     ]);
 
-    let mut obj = InMemDicomObject::new_empty();
-    for e in patient_study {
-        if e.tag() != tags::PROCEDURE_CODE_SEQUENCE {
-            obj.put(e);
-        }
-    }
-    obj.put(str_el(
-        tags::STUDY_INSTANCE_UID,
-        VR::UI,
+    let mut obj = super::derived_object(
+        patient_study,
         &result.study_instance_uid,
-    ));
+        COMPREHENSIVE_3D_SR,
+        &sop_uid,
+        &result.created_at,
+    );
     for e in [
-        str_el(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR),
-        str_el(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid),
-        str_el(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
-        str_el(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
         str_el(tags::MODALITY, VR::CS, "SR"),
         str_el(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid),
         str_el(tags::SERIES_NUMBER, VR::IS, &SR_SERIES_NUMBER.to_string()),
