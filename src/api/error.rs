@@ -86,6 +86,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A UID from a path or query parameter (validated as in [`crate::domain::Uid`], padding
+/// trimmed); a bad one is a 400 naming `field`.
+pub fn valid_uid(field: &str, raw: &str) -> Result<String, ApiError> {
+    crate::domain::Uid::parse("uid", raw)
+        .map(|u| u.as_str().to_string())
+        .map_err(|e| ApiError::invalid(field, e.problem))
+}
+
+/// `limit` (default 50, 1..=500) and `offset` (default 0, not negative) of a list.
+pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset", "must not be negative"));
+    }
+    Ok((limit, offset))
+}
+
 /// One line for `details`: a validation error reads "field: problem"; other facts "k: v; …".
 fn details_text(d: &Value) -> String {
     let plain = |v: &Value| match v {

@@ -140,26 +140,11 @@ pub async fn frames(
     .map_err(|e| ApiError::internal("frames task failed", e))?
     .map_err(|e| pixel_error(e, "frames"))?;
     tracing::info!(study_uid = %f.study, sop_instance_uid = %f.sop, frames = parts.len(), media, "WADO-RS frames");
-    let boundary = format!("radstream-{}", uuid::Uuid::new_v4().simple());
-    let mut body = Vec::new();
-    for p in parts {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: {media}; transfer-syntax={ts}\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(&p);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Ok((
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"{media}\"; boundary={boundary}"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(super::multipart::related(
+        media,
+        &format!("{media}; transfer-syntax={ts}"),
+        parts,
+    ))
 }
 
 /// Rendered media type from Accept: JPEG unless PNG is preferred; 406 otherwise.

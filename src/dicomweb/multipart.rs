@@ -1,4 +1,5 @@
-//! A streaming reader for `multipart/related` bodies (RFC 2387 over RFC 2046 framing).
+//! A streaming reader for `multipart/related` bodies (RFC 2387 over RFC 2046 framing), and
+//! [`related`], the writer for small in-memory answers (frames, bulk data).
 //!
 //! STOW-RS bodies can be gigabytes, so parts are handed out chunk by chunk as they arrive and
 //! memory stays bounded by the largest read plus the boundary length. axum's `Multipart`
@@ -222,6 +223,31 @@ where
 pub struct RelatedType {
     pub boundary: String,
     pub root_type: Option<String>,
+}
+
+/// A 200 `multipart/related; type="<media>"` answer with one part per item, each with
+/// `part_type` as its Content-Type.
+pub fn related(media: &str, part_type: &str, parts: Vec<Vec<u8>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let boundary = format!("radstream-{}", uuid::Uuid::new_v4().simple());
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: {part_type}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&p);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        axum::http::StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            format!("multipart/related; type=\"{media}\"; boundary={boundary}"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Parses `multipart/related; type="application/dicom"; boundary=…`; the error names what is

@@ -21,8 +21,8 @@ use sqlx::Row;
 
 use super::json::{self as dj, tag_key};
 use super::{base_url, DICOM_JSON};
+use crate::api::error::valid_uid;
 use crate::api::{ApiError, AppState};
-use crate::domain::Uid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -665,12 +665,6 @@ fn row_json(row: &AnyRow, attrs: &[&Attr]) -> Map<String, Value> {
     m
 }
 
-fn path_uid(field: &str, raw: &str) -> Result<String, ApiError> {
-    Uid::parse("uid", raw)
-        .map(|u| u.as_str().to_string())
-        .map_err(|e| ApiError::invalid(field, e.problem))
-}
-
 pub async fn studies(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -713,7 +707,7 @@ pub async fn study_series(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let study = path_uid("study", &study)?;
+    let study = valid_uid("study", &study)?;
     search(
         &s,
         &h,
@@ -751,7 +745,7 @@ pub async fn study_instances(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let study = path_uid("study", &study)?;
+    let study = valid_uid("study", &study)?;
     search(
         &s,
         &h,
@@ -771,8 +765,8 @@ pub async fn series_instances(
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let study = path_uid("study", &study)?;
-    let series = path_uid("series", &series)?;
+    let study = valid_uid("study", &study)?;
+    let series = valid_uid("series", &series)?;
     search(
         &s,
         &h,

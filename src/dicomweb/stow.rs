@@ -60,10 +60,7 @@ pub async fn store_study(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let study = Uid::parse("study", &study)
-        .map_err(|e| ApiError::invalid("study", e.problem))?
-        .as_str()
-        .to_string();
+    let study = crate::api::error::valid_uid("study", &study)?;
     store(state, principal, headers, Some(study), body).await
 }
 

@@ -25,8 +25,8 @@ use tokio_util::io::ReaderStream;
 use super::json::{self as dj, tag_key};
 use super::multipart::split_params;
 use super::{base_url, DICOM_JSON};
+use crate::api::error::valid_uid;
 use crate::api::{ApiError, AppState};
-use crate::domain::Uid;
 
 /// One stored instance, from the index.
 pub(super) struct Stored {
@@ -38,21 +38,15 @@ pub(super) struct Stored {
     pub(super) path: PathBuf,
 }
 
-fn uid(field: &str, raw: &str) -> Result<String, ApiError> {
-    Uid::parse("uid", raw)
-        .map(|u| u.as_str().to_string())
-        .map_err(|e| ApiError::invalid(field, e.problem))
-}
-
 pub(super) async fn instances(
     state: &AppState,
     study: &str,
     series: Option<&str>,
     sop: Option<&str>,
 ) -> Result<Vec<Stored>, ApiError> {
-    let study = uid("study", study)?;
-    let series = series.map(|s| uid("series", s)).transpose()?;
-    let sop = sop.map(|s| uid("instance", s)).transpose()?;
+    let study = valid_uid("study", study)?;
+    let series = series.map(|s| valid_uid("series", s)).transpose()?;
+    let sop = sop.map(|s| valid_uid("instance", s)).transpose()?;
     let rows = sqlx::query(
         "SELECT study_uid, series_uid, sop_instance_uid, transfer_syntax, CAST(rows_ AS BIGINT), file_path \
          FROM instances WHERE study_uid = $1 AND ($2 = '' OR series_uid = $2) \
@@ -327,23 +321,9 @@ pub async fn bulkdata(
     .map_err(|e| ApiError::internal("bulk data task failed", e))?
     .map_err(|e| ApiError::internal("stored file unreadable", e))?
     .ok_or_else(|| ApiError::not_found(format!("No bulk data {tag} in instance {sop}")))?;
-    let boundary = format!("radstream-{}", uuid::Uuid::new_v4().simple());
-    let mut body = Vec::new();
-    for p in parts {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
-        );
-        body.extend_from_slice(&p);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Ok((
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(super::multipart::related(
+        "application/octet-stream",
+        "application/octet-stream",
+        parts,
+    ))
 }

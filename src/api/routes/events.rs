@@ -19,10 +19,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::auth::Audit;
-use crate::api::error::query_rejection;
+use crate::api::error::{query_rejection, valid_uid};
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
-use crate::domain::{Uid, Urgency};
+use crate::domain::Urgency;
 use crate::events::{fetch_after, Event, EventFilter, EventType, Subscription};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -112,7 +112,7 @@ impl EventQuery {
             })?),
         };
         if let Some(s) = &self.study_uid {
-            Uid::parse("study_uid", s).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
+            valid_uid("study_uid", s)?;
         }
         Ok(EventFilter {
             types,
@@ -241,7 +241,7 @@ async fn stream_study(
     q: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(query_rejection)?;
-    Uid::parse("study_uid", &study_uid).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
+    valid_uid("study_uid", &study_uid)?;
     let row: Option<(i64, Option<String>)> =
         sqlx::query_as("SELECT version, patient_id FROM studies WHERE study_uid = $1")
             .bind(&study_uid)

@@ -7,10 +7,9 @@ use axum::routing::{get, post, MethodRouter};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::error::query_rejection;
+use crate::api::error::{paging, query_rejection, valid_uid};
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
-use crate::domain::Uid;
 use crate::export::outbox::{self, ActionError, Filter};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -73,19 +72,12 @@ async fn list(
         }
     }
     if let Some(u) = &q.study_uid {
-        Uid::parse("study_uid", u).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
+        valid_uid("study_uid", u)?;
     }
     if q.result_id.is_some_and(|r| r < 1) {
         return Err(ApiError::invalid("result_id", "must be a positive integer"));
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid("offset", "must not be negative"));
-    }
+    let (limit, offset) = paging(q.limit, q.offset)?;
     let filter = Filter {
         state: q.state.as_deref(),
         destination: q.destination.as_deref(),

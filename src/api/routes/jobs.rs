@@ -9,10 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::api::error::query_rejection;
+use crate::api::error::{paging, query_rejection, valid_uid};
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
-use crate::domain::Uid;
 use crate::job;
 
 /// Longest `wait` accepted, in seconds.
@@ -64,16 +63,9 @@ async fn list(
         }
     }
     if let Some(u) = &q.study_uid {
-        Uid::parse("study_uid", u).map_err(|e| ApiError::invalid("study_uid", e.problem))?;
+        valid_uid("study_uid", u)?;
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid("offset", "must not be negative"));
-    }
+    let (limit, offset) = paging(q.limit, q.offset)?;
     let jobs = job::list(
         &state.db,
         q.state.as_deref(),

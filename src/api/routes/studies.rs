@@ -10,11 +10,11 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::api::auth::Audit;
-use crate::api::error::query_rejection;
+use crate::api::error::{query_rejection, valid_uid};
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
-use crate::domain::{Uid, Urgency};
+use crate::domain::Urgency;
 use crate::job;
 use crate::result::{self, StudyResult};
 
@@ -65,9 +65,7 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 }
 
 fn study_uid(raw: &str) -> Result<String, ApiError> {
-    Uid::parse("study_uid", raw)
-        .map(|u| u.as_str().to_string())
-        .map_err(|e| ApiError::invalid("study_uid", e.problem))
+    valid_uid("study_uid", raw)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
