@@ -154,18 +154,23 @@ pub async fn mark_sent(db: &Database, row: &ExportRow) -> Result<(), sqlx::Error
         EventType::ExportSent,
         Some(&row.study_uid),
         None,
-        &json!({
-            "export_id": row.id,
-            "study_uid": row.study_uid,
-            "result_id": row.result_id,
-            "destination": row.destination,
-            "output": row.output,
-            "sop_instance_uid": row.sop_instance_uid,
-            "attempts": row.attempts,
-        }),
+        &event_payload(row),
     )
     .await?;
     tx.commit().await
+}
+
+/// What `export.sent` and `export.failed` say about the row.
+fn event_payload(row: &ExportRow) -> serde_json::Value {
+    json!({
+        "export_id": row.id,
+        "study_uid": row.study_uid,
+        "result_id": row.result_id,
+        "destination": row.destination,
+        "output": row.output,
+        "sop_instance_uid": row.sop_instance_uid,
+        "attempts": row.attempts,
+    })
 }
 
 /// Records a failed attempt: back to `pending` at `retry_at`, or `dead` with `export.failed`
@@ -198,16 +203,11 @@ pub async fn mark_failed(
             EventType::ExportFailed,
             Some(&row.study_uid),
             None,
-            &json!({
-                "export_id": row.id,
-                "study_uid": row.study_uid,
-                "result_id": row.result_id,
-                "destination": row.destination,
-                "output": row.output,
-                "sop_instance_uid": row.sop_instance_uid,
-                "attempts": row.attempts,
-                "reason": error,
-            }),
+            &{
+                let mut p = event_payload(row);
+                p["reason"] = json!(error);
+                p
+            },
         )
         .await?;
     }

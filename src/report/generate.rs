@@ -166,6 +166,41 @@ impl Reporter {
         Ok(())
     }
 
+    /// Queues one output (`key`: its SOP Instance UID, or the FHIR report it carries) for every
+    /// destination that takes this kind of output and routes this result.
+    async fn queue(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        result: &StudyResult,
+        facts: &RouteFacts,
+        output: OutputKind,
+        key: &str,
+        file_path: &str,
+    ) -> Result<(), sqlx::Error> {
+        for d in self
+            .settings
+            .destinations
+            .iter()
+            .filter(|d| d.sends(output) && d.routes(facts))
+        {
+            outbox::insert(
+                tx,
+                &NewExport {
+                    result_id: result.id,
+                    study_uid: &result.study_instance_uid,
+                    destination: &d.name,
+                    kind: d.kind.as_str(),
+                    output: output.as_str(),
+                    sop_instance_uid: key,
+                    file_path,
+                    max_attempts: i64::from(d.max_attempts.unwrap_or(self.settings.max_attempts)),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn generate(&self, result_id: i64) -> Result<usize, GenError> {
         let row = sqlx::query("SELECT id, version, body FROM results WHERE id = $1")
             .bind(result_id)
@@ -221,29 +256,15 @@ impl Reporter {
         let mut tx = self.db.pool.begin().await?;
         for w in &written {
             index_output(&mut tx, &result, w, &self.device.ae_title).await?;
-            for d in self
-                .settings
-                .destinations
-                .iter()
-                .filter(|d| d.sends(w.kind) && d.routes(&facts))
-            {
-                outbox::insert(
-                    &mut tx,
-                    &NewExport {
-                        result_id: result.id,
-                        study_uid: &result.study_instance_uid,
-                        destination: &d.name,
-                        kind: d.kind.as_str(),
-                        output: w.kind.as_str(),
-                        sop_instance_uid: &w.built.sop_instance_uid,
-                        file_path: &w.rel_path,
-                        max_attempts: i64::from(
-                            d.max_attempts.unwrap_or(self.settings.max_attempts),
-                        ),
-                    },
-                )
-                .await?;
-            }
+            self.queue(
+                &mut tx,
+                &result,
+                &facts,
+                w.kind,
+                &w.built.sop_instance_uid,
+                &w.rel_path,
+            )
+            .await?;
         }
         // The FHIR report is built at delivery time from the stored result; its row is keyed
         // by the DiagnosticReport it carries, so a result is pushed once per destination.
@@ -251,27 +272,15 @@ impl Reporter {
             "DiagnosticReport/{}",
             crate::fhir::resources::report_id(result.id)
         );
-        for d in self
-            .settings
-            .destinations
-            .iter()
-            .filter(|d| d.sends(OutputKind::Report) && d.routes(&facts))
-        {
-            outbox::insert(
-                &mut tx,
-                &NewExport {
-                    result_id: result.id,
-                    study_uid: &result.study_instance_uid,
-                    destination: &d.name,
-                    kind: d.kind.as_str(),
-                    output: OutputKind::Report.as_str(),
-                    sop_instance_uid: &report_key,
-                    file_path: "",
-                    max_attempts: i64::from(d.max_attempts.unwrap_or(self.settings.max_attempts)),
-                },
-            )
-            .await?;
-        }
+        self.queue(
+            &mut tx,
+            &result,
+            &facts,
+            OutputKind::Report,
+            &report_key,
+            "",
+        )
+        .await?;
         sqlx::query(
             "UPDATE report_outputs SET state = 'done', lease_until = NULL, last_error = NULL, \
                updated_at = $2 WHERE result_id = $1",
