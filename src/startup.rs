@@ -44,12 +44,13 @@ impl Application {
             .await
             .context("opening the index database")?;
         db.migrate().await.context("migrating the index database")?;
-        let (store, committer) = Store::open(&settings.storage, db.clone(), cancel.clone())
-            .context("opening the data folder")?;
         let metrics = Metrics::new();
         let bus = EventBus::new(db.clone(), &settings.events, metrics.clone())
             .await
             .context("reading the event log")?;
+        let (store, committer) =
+            Store::open(&settings.storage, db.clone(), bus.clone(), cancel.clone())
+                .context("opening the data folder")?;
         let engine = load_engine(&settings).await?;
         let jobs_ready = Arc::new(Notify::new());
         let tracker =

@@ -382,11 +382,6 @@ async fn finish_store(
             span.record("study_uid", study_uid.as_str());
             if let StoreOutcome::Stored(o) = &outcome {
                 ctx.tracker.instance_stored(&o.study_uid, association_id);
-                if o.study_opened {
-                    // study.received was committed with the index row: stream it now
-                    // rather than at the bus's next poll (events.poll_ms).
-                    ctx.tracker.bus().notify();
-                }
             }
             tally.stored += 1;
             tally.bytes += size;

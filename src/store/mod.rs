@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::{DuplicatePolicy, Durability, StorageSettings};
 use crate::db::{now_ms, Database};
 use crate::domain::Uid;
+use crate::events::EventBus;
 pub use files::{FileError, FileMeta, FileStore, IncomingFile, StagedFile};
 pub use header::{HeaderError, InstanceHeader};
 pub use index::{IndexOutcome, InstanceRecord};
@@ -75,15 +76,17 @@ const MAX_BATCH: usize = 64;
 
 impl Store {
     /// Opens the folders and starts the group committer (it stops when `cancel` fires and the
-    /// queue has drained).
+    /// queue has drained). The committer wakes `bus` after committing a `study.received`, so
+    /// the event streams at once whichever way the instance came in.
     pub fn open(
         settings: &StorageSettings,
         db: Database,
+        bus: EventBus,
         cancel: CancellationToken,
     ) -> Result<(Store, tokio::task::JoinHandle<()>), FileError> {
         let files = FileStore::open(settings)?;
         let (tx, rx) = mpsc::channel(1024);
-        let handle = tokio::spawn(run_committer(db.clone(), rx, cancel));
+        let handle = tokio::spawn(run_committer(db.clone(), bus, rx, cancel));
         Ok((
             Store {
                 files,
@@ -233,6 +236,7 @@ impl Drop for InflightGuard {
 /// bad row cannot fail its neighbours.
 async fn run_committer(
     db: Database,
+    bus: EventBus,
     mut rx: mpsc::Receiver<CommitRequest>,
     cancel: CancellationToken,
 ) {
@@ -252,6 +256,9 @@ async fn run_committer(
         }
         match commit_batch(&db, &batch).await {
             Ok(outcomes) => {
+                if outcomes.iter().any(|o| o.study_opened) {
+                    bus.notify();
+                }
                 for (req, out) in batch.drain(..).zip(outcomes) {
                     let _ = req.reply.send(Ok(out));
                 }
@@ -269,6 +276,9 @@ async fn run_committer(
                         .await
                         .map(|mut v| v.remove(0))
                         .map_err(|e| format!("index commit failed: {e}"));
+                    if res.as_ref().is_ok_and(|o| o.study_opened) {
+                        bus.notify();
+                    }
                     let _ = req.reply.send(res);
                 }
             }
