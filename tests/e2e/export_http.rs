@@ -353,16 +353,7 @@ async fn kill_9_with_pending_exports_then_each_output_delivered_once() {
     let mut node = spawn_node(&data, dicom_port, http_port, &env);
     wait_port(dicom_port).await;
     let (study, files) = fixture_copy("cr_cardiomegaly", &dir.path().join("src"), 1);
-    let mut args = vec![
-        "-aec".to_string(),
-        "RADSTREAM".into(),
-        "127.0.0.1".into(),
-        dicom_port.to_string(),
-    ];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out) = run_async("storescu", &refs).await;
-    assert!(ok, "storescu: {out}");
+    storescu_to(dicom_port, &[], &files).await;
 
     let mut settings = radstream::configuration::Settings::default();
     settings.storage.data_dir = data.clone();

@@ -528,9 +528,18 @@ pub async fn storescu(app: &TestApp, files: &[PathBuf]) {
 
 /// `storescu` with extra options (e.g. `-xr` to propose RLE Lossless).
 pub async fn storescu_with(app: &TestApp, options: &[&str], files: &[PathBuf]) {
-    let port = app.dicom_port();
+    storescu_to(app.dicom.port(), options, files).await
+}
+
+/// `storescu` to a node listening on `port` (one started with [`spawn_node`], say).
+pub async fn storescu_to(port: u16, options: &[&str], files: &[PathBuf]) {
     let mut args: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-    args.extend(["-aec".into(), "RADSTREAM".into(), "127.0.0.1".into(), port]);
+    args.extend([
+        "-aec".into(),
+        "RADSTREAM".into(),
+        "127.0.0.1".into(),
+        port.to_string(),
+    ]);
     args.extend(files.iter().map(|f| f.display().to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out) = run_async("storescu", &refs).await;

@@ -28,13 +28,7 @@ async fn storescu_round_trip(db: Db) {
     let app = TestApp::spawn(db).await;
     let dir = tempfile::tempdir().unwrap();
     let (studies, paths) = write_studies(dir.path(), 2, 3, 64);
-    let mut args = vec!["-aec", "RADSTREAM", "127.0.0.1"];
-    let port = app.dicom_port();
-    args.push(&port);
-    let p: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    args.extend(p.iter().map(|s| s.as_str()));
-    let (ok, out) = run_async("storescu", &args).await;
-    assert!(ok, "storescu failed: {out}");
+    storescu(&app, &paths).await;
 
     for s in &studies {
         assert_eq!(app.wait_complete(s, 10).await, 1);
@@ -422,45 +416,11 @@ async fn a_late_instance_reopens_the_study_as_a_new_version_with_its_own_job() {
     let series = new_uid();
     let first = write_dx(dir.path(), &study, &series, &new_uid(), 16, 16);
     let late = write_dx(dir.path(), &study, &series, &new_uid(), 16, 16);
-    let port = app.dicom_port();
-    let (ok, out) = run_async(
-        "storescu",
-        &[
-            "-aec",
-            "RADSTREAM",
-            "127.0.0.1",
-            &port,
-            first.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+    storescu(&app, std::slice::from_ref(&first)).await;
     assert_eq!(app.wait_complete(&study, 10).await, 1);
     // Sending the same instance again is a kept duplicate: no new version.
-    let (ok, out) = run_async(
-        "storescu",
-        &[
-            "-aec",
-            "RADSTREAM",
-            "127.0.0.1",
-            &port,
-            first.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
-    let (ok, out) = run_async(
-        "storescu",
-        &[
-            "-aec",
-            "RADSTREAM",
-            "127.0.0.1",
-            &port,
-            late.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(ok, "{out}");
+    storescu(&app, std::slice::from_ref(&first)).await;
+    storescu(&app, std::slice::from_ref(&late)).await;
     assert_eq!(app.wait_complete(&study, 10).await, 2);
     let jobs =
         sqlx::query("SELECT study_version FROM jobs WHERE study_uid = $1 ORDER BY study_version")

@@ -44,11 +44,7 @@ async fn metrics_after_traffic(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let (studies, paths) = write_studies(dir.path(), 1, 3, 64);
     let port = app.dicom_port();
-    let mut args = vec!["-aec", "RADSTREAM", "127.0.0.1", &port];
-    let p: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    args.extend(p.iter().map(|s| s.as_str()));
-    let (ok, out) = run_async("storescu", &args).await;
-    assert!(ok, "storescu failed: {out}");
+    storescu(&app, &paths).await;
     let (ok, out) = run_async("echoscu", &["-aec", "WRONG", "127.0.0.1", &port]).await;
     assert!(!ok, "a wrong called AE title was accepted: {out}");
     app.wait_complete(&studies[0], 10).await;

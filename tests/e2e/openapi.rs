@@ -52,12 +52,7 @@ async fn document_is_valid_and_describes_live_answers() {
     // One study through the DICOM listener, so studies, jobs, events and the audit have rows.
     let dir = tempfile::tempdir().unwrap();
     let (studies, paths) = write_studies(dir.path(), 1, 2, 64);
-    let port = app.dicom_port();
-    let mut args = vec!["-aec", "RADSTREAM", "127.0.0.1", port.as_str()];
-    let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    args.extend(files.iter().map(String::as_str));
-    let (ok, out) = run_async("storescu", &args).await;
-    assert!(ok, "storescu failed: {out}");
+    storescu(&app, &paths).await;
     let uid = &studies[0];
     app.wait_complete(uid, 10).await;
 

@@ -412,16 +412,7 @@ async fn kill_9_during_inference_yields_exactly_one_result_after_restart() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let mut args = vec![
-        "-aec".to_string(),
-        "RADSTREAM".into(),
-        "127.0.0.1".into(),
-        dicom_port.to_string(),
-    ];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out) = run_async("storescu", &refs).await;
-    assert!(ok, "{out}");
+    storescu_to(dicom_port, &[], &files).await;
     // Wait for inference.started, then kill at once.
     let mut resp = resp;
     let mut buf = String::new();
@@ -529,16 +520,7 @@ async fn two_node_processes_on_one_postgres_never_run_the_same_job() {
         let (_, f) = fixture_copy("cr_cardiomegaly", &dir.path().join(format!("s{i}")), 1);
         files.extend(f);
     }
-    let mut args = vec![
-        "-aec".to_string(),
-        "RADSTREAM".into(),
-        "127.0.0.1".into(),
-        dicom_a.to_string(),
-    ];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out) = run_async("storescu", &refs).await;
-    assert!(ok, "{out}");
+    storescu_to(dicom_a, &[], &files).await;
 
     let db = Database::connect_url(&pg.url, Some(2), radstream::configuration::Durability::Os)
         .await
