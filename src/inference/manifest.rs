@@ -143,6 +143,43 @@ pub struct ApplicabilitySpec {
     pub photometric: Vec<String>,
 }
 
+/// The coding scheme of a finding's concept. SNOMED CT by default; DICOM's own (PS3.16 `DCM`)
+/// where PS3.16 codes the finding there (e.g. 112121 Infiltrate), so every emitted code can be
+/// checked against the DICOM dictionary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum CodeScheme {
+    #[default]
+    #[serde(rename = "SCT")]
+    Sct,
+    #[serde(rename = "DCM")]
+    Dcm,
+}
+
+impl CodeScheme {
+    /// DICOM Coding Scheme Designator.
+    pub fn designator(self) -> &'static str {
+        match self {
+            CodeScheme::Sct => "SCT",
+            CodeScheme::Dcm => "DCM",
+        }
+    }
+
+    /// FHIR `Coding.system`.
+    pub fn fhir_system(self) -> &'static str {
+        match self {
+            CodeScheme::Sct => "http://snomed.info/sct",
+            CodeScheme::Dcm => "http://dicom.nema.org/resources/ontology/DCM",
+        }
+    }
+
+    /// The scheme whose FHIR system URI is `system`.
+    pub fn from_fhir_system(system: &str) -> Option<CodeScheme> {
+        [CodeScheme::Sct, CodeScheme::Dcm]
+            .into_iter()
+            .find(|s| s.fhir_system() == system)
+    }
+}
+
 /// `[[labels]]`: one finding, in output index order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -151,9 +188,13 @@ pub struct LabelSpec {
     pub key: String,
     /// Display name.
     pub name: String,
-    /// SNOMED CT concept id.
-    pub snomed: String,
-    /// SNOMED CT display.
+    /// Concept id in `scheme` (`snomed` is accepted as the key for SNOMED CT manifests).
+    #[serde(alias = "snomed")]
+    pub code: String,
+    /// Where `code` comes from; SNOMED CT unless said otherwise.
+    #[serde(default)]
+    pub scheme: CodeScheme,
+    /// The concept's display (code meaning).
     pub display: String,
     /// Probability at or above which the finding is called present.
     pub threshold: f32,
@@ -403,6 +444,21 @@ threshold = 0.5
         assert_eq!(m.id, "cxr-demo");
         assert_eq!(m.labels.len(), 1);
         assert_eq!(m.input_len(), 256);
+        assert_eq!(m.labels[0].code, "8186001");
+        assert_eq!(m.labels[0].scheme, CodeScheme::Sct);
+    }
+
+    #[test]
+    fn a_label_may_carry_a_dcm_code() {
+        let text = EXAMPLE.replace(
+            "snomed = \"8186001\"",
+            "scheme = \"DCM\"\ncode = \"112121\"",
+        );
+        let m = Manifest::parse(&text).unwrap();
+        assert_eq!(m.labels[0].scheme, CodeScheme::Dcm);
+        assert_eq!(m.labels[0].scheme.designator(), "DCM");
+        let bad = EXAMPLE.replace("snomed = \"8186001\"", "scheme = \"LN\"\ncode = \"1\"");
+        assert!(Manifest::parse(&bad).is_err());
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub use applicability::{check_applicability, Applicability};
 pub use batcher::RawOutputs;
 pub use engine::{Engine, ImageResult, ModelInfo, Timings, REJECTED_REASON};
 pub use error::InferenceError;
-pub use manifest::Manifest;
+pub use manifest::{CodeScheme, Manifest};
 pub use postprocess::{ConfidenceTier, LabelResult, Uncertainty};
 pub use preprocess::{HeaderAttrs, ImageInfo, Preprocessed, WindowInfo};
 pub use runtime::Provider;

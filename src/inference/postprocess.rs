@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 
-use super::manifest::Manifest;
+use super::manifest::{CodeScheme, Manifest};
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,10 +27,11 @@ pub struct LabelResult {
     pub key: String,
     /// Display name.
     pub name: String,
-    /// SNOMED CT concept id.
-    pub snomed_code: String,
-    /// SNOMED CT display.
-    pub snomed_display: String,
+    /// Concept id of the finding, in `scheme`.
+    pub code: String,
+    pub scheme: CodeScheme,
+    /// The concept's display.
+    pub display: String,
     /// Ensemble probability (mean over members).
     pub probability: f32,
     /// `probability >= threshold`.
@@ -141,8 +142,9 @@ pub fn combine(manifest: &Manifest, probs: &[Vec<f32>]) -> (Vec<LabelResult>, Un
         labels.push(LabelResult {
             key: spec.key.clone(),
             name: spec.name.clone(),
-            snomed_code: spec.snomed.clone(),
-            snomed_display: spec.display.clone(),
+            code: spec.code.clone(),
+            scheme: spec.scheme,
+            display: spec.display.clone(),
             probability: mean as f32,
             present: mean as f32 >= spec.threshold,
             threshold: spec.threshold,

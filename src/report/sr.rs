@@ -96,6 +96,13 @@ pub mod codes {
     }
 }
 
+/// The Coding Scheme Designator for a finding's FHIR-style system URI (SCT unless it is DCM).
+fn designator(system: &str) -> &'static str {
+    crate::inference::CodeScheme::from_fhir_system(system)
+        .unwrap_or_default()
+        .designator()
+}
+
 enum Value {
     Container(Vec<Item>, Option<&'static str>),
     Code(Code),
@@ -306,7 +313,11 @@ pub fn build(
                         item(
                             CONTAINS,
                             Code::new("121071", "DCM", "Finding"),
-                            Value::Code(Code::new(&f.code.code, "SCT", &f.code.display)),
+                            Value::Code(Code::new(
+                                &f.code.code,
+                                designator(&f.code.system),
+                                &f.code.display,
+                            )),
                         ),
                         item(
                             CONCEPT_MOD,

@@ -10,9 +10,6 @@ use crate::inference::{ConfidenceTier, ImageResult, LabelResult, Uncertainty};
 
 use super::triage::Triage;
 
-/// SNOMED CT's FHIR system URI.
-pub const SNOMED: &str = "http://snomed.info/sct";
-
 /// One finding on one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Finding {
@@ -46,9 +43,9 @@ impl From<&LabelResult> for Finding {
             key: l.key.clone(),
             name: l.name.clone(),
             code: Coding {
-                system: SNOMED.into(),
-                code: l.snomed_code.clone(),
-                display: l.snomed_display.clone(),
+                system: l.scheme.fhir_system().into(),
+                code: l.code.clone(),
+                display: l.display.clone(),
             },
             presence: l.present,
             confidence: l.probability,

@@ -4,7 +4,8 @@ identifier, finding code, probability, presence); every code in the file is in p
 dictionary (PS3.16), except those listed as not verifiable there.
 
 usage: check_sr.py SR.dcm EXPECTED.json
-EXPECTED.json: {"findings": [{"code": "...", "name": "...", "present": bool, "probability": float}],
+EXPECTED.json: {"findings": [{"code": "...", "scheme": "SCT"|"DCM", "name": "...", "present": bool,
+                "probability": float}],
                 "unverifiable": ["code", ...]}
 Prints one JSON line with what it checked; exits non-zero on the first mismatch."""
 
@@ -29,7 +30,7 @@ assert isinstance(report, hd.sr.MeasurementReport), type(report)
 groups = report.get_image_measurement_groups()
 found = 0
 for f in expected["findings"]:
-    code = hd.sr.CodedConcept(f["code"], "SCT", f["name"])
+    code = hd.sr.CodedConcept(f["code"], f["scheme"], f["name"])
     matches = report.get_image_measurement_groups(finding_type=code)
     assert matches, f"no measurement group for {f}"
     g = matches[0]

@@ -405,18 +405,19 @@ def cmd_eval(a):
 
 # ------------------------------------------------------------------------- manifest
 LABEL_META = [
-    # key, LeapAI condition name (verbatim), SNOMED CT code, display, verified against pydicom
-    ("tuberculosis", "Tuberculosis", "154283005", "Pulmonary tuberculosis", False),
-    ("cardiomegaly", "Cardiomegaly", "287272002", "Cardiomegaly", True),
-    ("pleural_thickening", "Pleural Thickening", "78381009", "Pleural thickening", False),
-    ("pleural_effusion", "Pleural Effusion", "60046008", "Pleural effusion", True),
-    ("pneumothorax", "Pneumothorax", "36118008", "Pneumothorax", True),
-    ("consolidation", "Consolidation", "95436008", "Consolidation", False),
-    ("atelectasis", "Atelectasis", "46621007", "Atelectasis", False),
-    ("nodule_mass", "Nodule/Mass", "27925004", "Nodule", True),
-    ("fibrosis", "Fibrosis", "112674009", "Fibrosis", True),
-    ("infiltration", "Infiltration", "409609008", "Infiltration", False),
-    ("calcification", "Calcification", "18115005", "Pathologic calcification", True),
+    # key, LeapAI condition name (verbatim), (scheme, code), display, in pydicom's PS3.16
+    # dictionary. Where PS3.16 codes a finding (DCM 112121 Infiltrate) its code is used.
+    ("tuberculosis", "Tuberculosis", ("SCT", "154283005"), "Pulmonary tuberculosis", False),
+    ("cardiomegaly", "Cardiomegaly", ("SCT", "287272002"), "Cardiomegaly", True),
+    ("pleural_thickening", "Pleural Thickening", ("SCT", "78381009"), "Pleural thickening", False),
+    ("pleural_effusion", "Pleural Effusion", ("SCT", "60046008"), "Pleural effusion", True),
+    ("pneumothorax", "Pneumothorax", ("SCT", "36118008"), "Pneumothorax", True),
+    ("consolidation", "Consolidation", ("SCT", "95436008"), "Consolidation", False),
+    ("atelectasis", "Atelectasis", ("SCT", "46621007"), "Atelectasis", False),
+    ("nodule_mass", "Nodule/Mass", ("SCT", "27925004"), "Nodule", True),
+    ("fibrosis", "Fibrosis", ("SCT", "112674009"), "Fibrosis", True),
+    ("infiltration", "Infiltration", ("DCM", "112121"), "Infiltrate", True),
+    ("calcification", "Calcification", ("SCT", "18115005"), "Pathologic calcification", True),
 ]
 
 
@@ -488,12 +489,14 @@ def cmd_manifest(a):
     w('body_parts = ["CHEST", ""]        # "" = empty/absent accepted')
     w('view_positions = ["PA", "AP", ""]')
     w('photometric = ["MONOCHROME1", "MONOCHROME2"]')
-    for key, name, code, disp, ok in LABEL_META:
+    for key, name, (scheme, code), disp, ok in LABEL_META:
         w("")
         w("[[labels]]               # order = output index order" if key == LABELS[0] else "[[labels]]")
         w(f'key = "{key}"')
         w(f'name = "{name}"')
-        w(f'snomed = "{code}"' + ("" if ok else "     # NOT verified against pydicom's SCT dictionary"))
+        if scheme != "SCT":
+            w(f'scheme = "{scheme}"')
+        w(f'code = "{code}"' + ("" if ok else "     # no PS3.16 concept (pydicom's dictionary)"))
         w(f'display = "{disp}"')
         w(f"threshold = {thr[key]}        # Youden J on the validation set (ensemble mean)")
     path = os.path.join(a.out, "model.toml")

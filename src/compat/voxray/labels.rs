@@ -81,8 +81,9 @@ mod tests {
         LabelResult {
             key: key.into(),
             name: key.into(),
-            snomed_code: String::new(),
-            snomed_display: String::new(),
+            code: String::new(),
+            scheme: Default::default(),
+            display: String::new(),
             probability: p,
             present: p >= t,
             threshold: t,
