@@ -321,6 +321,8 @@ where
         source_ae: STOW_AE.into(),
         receiving_ae: state.ae_title.clone(),
     };
+    // Claimed before the upload so the index lookup overlaps it.
+    let reservation = dw.store.reserve(&file_meta.sop_instance_uid).await;
     let mut file: IncomingFile = match dw.store.files.begin(&file_meta).await {
         Ok(f) => f,
         Err(e) => {
@@ -383,7 +385,7 @@ where
     }
     match dw
         .store
-        .accept(staged, &file_meta, STOW_AE, association_id)
+        .accept(reservation, staged, &file_meta, STOW_AE, association_id)
         .await
     {
         Ok(outcome) => {

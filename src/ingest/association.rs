@@ -13,13 +13,13 @@ use tracing::Instrument;
 use super::dimse::{self, status, Command};
 use super::IngestContext;
 use crate::events::{self, EventType};
-use crate::store::{FileMeta, IncomingFile, Store, StoreError, StoreOutcome};
+use crate::store::{FileMeta, IncomingFile, Reservation, Store, StoreError, StoreOutcome};
 
 type Assoc = dicom_ul::association::AsyncServerAssociation<tokio::net::TcpStream>;
 
 /// Where the data set of the current C-STORE goes.
 enum Sink {
-    File(Box<(IncomingFile, FileMeta)>),
+    File(Box<(IncomingFile, FileMeta, Reservation)>),
     /// The request is refused already; its data set is read and dropped, then answered.
     Discard {
         status: u16,
@@ -329,7 +329,8 @@ async fn prepare_store(
         .begin(&meta)
         .await
         .map_err(|e| (status::OUT_OF_RESOURCES, e.to_string()))?;
-    Ok(Sink::File(Box::new((file, meta))))
+    let reservation = ctx.store.reserve(&meta.sop_instance_uid).await;
+    Ok(Sink::File(Box::new((file, meta, reservation))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -348,7 +349,7 @@ async fn finish_store(
         match sink {
             Sink::Discard { status, comment } => Err((status, comment)),
             Sink::File(f) => {
-                let (file, meta) = *f;
+                let (file, meta, reservation) = *f;
                 let size = file.len();
                 let staged = file
                     .finish(ctx.store.durability())
@@ -356,7 +357,7 @@ async fn finish_store(
                     .map_err(|e| (status::OUT_OF_RESOURCES, e.to_string()))?;
                 let outcome = ctx
                     .store
-                    .accept(staged, &meta, calling_ae, association_id)
+                    .accept(reservation, staged, &meta, calling_ae, association_id)
                     .await
                     .map_err(|e| {
                         let st = match &e {

@@ -12,7 +12,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncWriteExt, BufWriter};
+use std::io::Write;
 
 use crate::configuration::{Durability, StorageSettings};
 use crate::domain::Uid;
@@ -135,55 +135,48 @@ impl FileStore {
         self.data_dir.join(relative)
     }
 
-    /// Opens a temporary file and writes the preamble and file meta group.
+    /// Starts a temporary file with the preamble and file meta group. Nothing touches the disk
+    /// until [`IncomingFile::write`] has buffered [`SPILL_AT`] bytes or the file is finished, so
+    /// a typical instance costs one blocking hop to write and sync instead of one per step.
     pub async fn begin(&self, meta: &FileMeta) -> Result<IncomingFile, FileError> {
         let header = part10_header(meta)?;
         let path = self
             .tmp_dir
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-        let file = tokio::fs::File::create(&path)
-            .await
-            .map_err(io_err(&path))?;
-        let mut incoming = IncomingFile {
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        let mut buf = Vec::with_capacity(SPILL_AT.min(1 << 16));
+        buf.extend_from_slice(&header);
+        Ok(IncomingFile {
+            file: None,
+            bytes: buf.len() as u64,
+            buf,
             path: Some(path),
-            bytes: 0,
-        };
-        incoming.write(&header).await?;
-        Ok(incoming)
+        })
     }
 
     /// Moves a finished temporary file to `relative` (replacing any file there) and makes the
-    /// rename durable.
-    pub async fn persist(&self, staged: StagedFile, relative: &Path) -> Result<(), FileError> {
+    /// rename durable. Blocking: call it from a blocking task.
+    pub fn persist_blocking(&self, staged: StagedFile, relative: &Path) -> Result<(), FileError> {
         let dest = self.data_dir.join(relative);
-        let durability = self.durability;
-        let instances_dir = self.instances_dir.clone();
         let mut staged = staged;
         let tmp = staged
             .path
             .take()
             .expect("BUG: staged file persisted twice");
-        let moved = tokio::task::spawn_blocking(move || -> Result<(), FileError> {
-            let parent = dest.parent().expect("BUG: instance path has a parent");
-            let created = create_dirs(parent, &instances_dir)?;
-            std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-            if durability == Durability::Fsync {
-                sync_dir(parent)?;
-                for dir in created {
-                    if let Some(p) = dir.parent() {
-                        sync_dir(p)?;
-                    }
+        let parent = dest.parent().expect("BUG: instance path has a parent");
+        let created = create_dirs(parent, &self.instances_dir)?;
+        if let Err(e) = std::fs::rename(&tmp, &dest) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err(&dest)(e));
+        }
+        if self.durability == Durability::Fsync {
+            sync_dir(parent)?;
+            for dir in created {
+                if let Some(p) = dir.parent() {
+                    sync_dir(p)?;
                 }
             }
-            Ok(())
-        })
-        .await
-        .map_err(|e| FileError::Io {
-            path: relative.display().to_string(),
-            source: io::Error::other(e),
-        })?;
-        moved
+        }
+        Ok(())
     }
 }
 
@@ -234,27 +227,43 @@ fn part10_header(meta: &FileMeta) -> Result<Vec<u8>, FileError> {
     Ok(out)
 }
 
+/// Bytes an [`IncomingFile`] buffers in memory before writing them out.
+pub const SPILL_AT: usize = 1 << 20;
+
 /// A temporary file receiving a data set. Dropped before [`finish`](Self::finish), it deletes
 /// itself: an aborted association leaves nothing behind.
 pub struct IncomingFile {
-    writer: Option<BufWriter<tokio::fs::File>>,
+    /// Created on the first spill (or at finish).
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
     path: Option<PathBuf>,
     bytes: u64,
 }
 
 impl IncomingFile {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
-        let w = self.writer.as_mut().expect("BUG: write after finish");
-        w.write_all(data).await.map_err(|source| FileError::Io {
-            path: self
-                .path
-                .as_deref()
-                .unwrap_or(Path::new("?"))
-                .display()
-                .to_string(),
-            source,
-        })?;
+        self.buf.extend_from_slice(data);
         self.bytes += data.len() as u64;
+        if self.buf.len() >= SPILL_AT {
+            self.spill().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer out on a blocking thread, creating the file if needed.
+    async fn spill(&mut self) -> Result<(), FileError> {
+        let path = self.path.clone().expect("BUG: write after finish");
+        let file = self.file.take();
+        let buf = std::mem::take(&mut self.buf);
+        let (file, mut buf) = blocking(&path.clone(), move || {
+            let mut f = open_or_create(file, &path)?;
+            f.write_all(&buf).map_err(io_err(&path))?;
+            Ok((f, buf))
+        })
+        .await?;
+        buf.clear();
+        self.file = Some(file);
+        self.buf = buf;
         Ok(())
     }
 
@@ -267,20 +276,48 @@ impl IncomingFile {
         self.bytes == 0
     }
 
-    /// Flushes (and with `fsync`, syncs) the file; it stays in `tmp/` until persisted.
+    /// Writes what is buffered and (with `fsync`) syncs the file, in one blocking hop; it stays
+    /// in `tmp/` until persisted.
     pub async fn finish(mut self, durability: Durability) -> Result<StagedFile, FileError> {
         let path = self.path.take().expect("BUG: finish twice");
-        let mut w = self.writer.take().expect("BUG: finish twice");
+        let file = self.file.take();
+        let buf = std::mem::take(&mut self.buf);
+        // From here on the staged file owns the path (and deletes it if dropped).
         let staged = StagedFile {
             path: Some(path.clone()),
             size: self.bytes,
         };
-        w.flush().await.map_err(io_err(&path))?;
-        if durability == Durability::Fsync {
-            w.get_mut().sync_data().await.map_err(io_err(&path))?;
-        }
+        blocking(&path.clone(), move || {
+            let mut f = open_or_create(file, &path)?;
+            f.write_all(&buf).map_err(io_err(&path))?;
+            if durability == Durability::Fsync {
+                f.sync_data().map_err(io_err(&path))?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(staged)
     }
+}
+
+fn open_or_create(file: Option<std::fs::File>, path: &Path) -> Result<std::fs::File, FileError> {
+    match file {
+        Some(f) => Ok(f),
+        None => std::fs::File::create(path).map_err(io_err(path)),
+    }
+}
+
+/// Runs `f` on the blocking pool, mapping a failed task to an I/O error on `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, FileError> + Send + 'static,
+) -> Result<T, FileError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| FileError::Io {
+            path: path.display().to_string(),
+            source: io::Error::other(e),
+        })?
 }
 
 impl Drop for IncomingFile {
@@ -360,7 +397,7 @@ mod tests {
         let staged = f.finish(Durability::Fsync).await.unwrap();
         let uid = |s: &str| Uid::parse("x", s).unwrap();
         let rel = FileStore::relative_path(&uid("1.2"), &uid("1.2.3"), &uid("1.2.3.4"));
-        s.persist(staged, &rel).await.unwrap();
+        s.persist_blocking(staged, &rel).unwrap();
         let bytes = std::fs::read(s.absolute(&rel)).unwrap();
         assert_eq!(&bytes[128..132], b"DICM");
         assert!(bytes.ends_with(b"\x08\x00\x16\x00"));

@@ -104,73 +104,53 @@ impl Store {
         self.durability
     }
 
+    /// Claims `sop_instance_uid` for one store and starts looking it up in the index, so the
+    /// lookup runs while the data set is still arriving. Two stores of the same instance wait
+    /// for each other here, not between the duplicate check and the rename.
+    pub async fn reserve(&self, sop_instance_uid: &str) -> Reservation {
+        let guard = InflightGuard::acquire(&self.inflight, sop_instance_uid).await;
+        let db = self.db.clone();
+        let sop = sop_instance_uid.to_string();
+        let lookup = tokio::spawn(async move { index::find_instance(&db, &sop).await });
+        Reservation { guard, lookup }
+    }
+
     /// Validates a received file against its command, moves it into place and indexes it.
-    /// Returns only once the file and its row are durable.
+    /// Returns only once the file and its row are durable. `reservation` must come from
+    /// [`reserve`](Self::reserve) with the command's SOP Instance UID.
     pub async fn accept(
         &self,
+        reservation: Reservation,
         staged: StagedFile,
         meta: &FileMeta,
         calling_ae: &str,
         association_id: &str,
     ) -> Result<StoreOutcome, StoreError> {
-        let path: PathBuf = staged.path().to_path_buf();
-        let header = tokio::task::spawn_blocking(move || InstanceHeader::read(&path))
+        let existing = reservation
+            .lookup
             .await
-            .map_err(|e| StoreError::Resources(format!("header task failed: {e}")))?
-            .map_err(|e| match e {
-                HeaderError::Unparseable(m) => StoreError::Unparseable(m),
-                other => StoreError::Mismatch(other.to_string()),
-            })?;
-        let (study, series, sop) = header
-            .identity()
-            .map_err(|e| StoreError::Mismatch(e.to_string()))?;
-        if sop.as_str() != meta.sop_instance_uid {
-            return Err(StoreError::Mismatch(format!(
-                "SOPInstanceUID {sop} in the data set differs from Affected SOP Instance UID {} in the command",
-                meta.sop_instance_uid
-            )));
-        }
-        match &header.sop_class_uid {
-            Some(c) if c.as_str() == meta.sop_class_uid => {}
-            Some(c) => {
-                return Err(StoreError::Mismatch(format!(
-                    "SOPClassUID {c} in the data set differs from Affected SOP Class UID {} in the command",
-                    meta.sop_class_uid
-                )))
-            }
-            None => return Err(StoreError::Mismatch("SOPClassUID is missing".into())),
-        }
-        let sop_key = sop.to_string();
-        let _guard = InflightGuard::acquire(&self.inflight, &sop_key).await;
-
-        let existing = index::find_instance(&self.db, sop.as_str())
-            .await
+            .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?
             .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?;
-        if let Some((existing_study, existing_path)) = &existing {
-            if self.on_duplicate == DuplicatePolicy::Keep {
-                tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
-                    "duplicate SOP Instance UID: kept the stored copy, discarded the new one");
-                return Ok(StoreOutcome::DuplicateKept {
-                    study_uid: existing_study.clone(),
-                });
-            }
-            tracing::info!(sop_instance_uid = %sop, "duplicate SOP Instance UID: replacing the stored copy");
-            let new_rel = FileStore::relative_path(study, series, sop);
-            if std::path::Path::new(existing_path) != new_rel {
-                let _ = tokio::fs::remove_file(self.files.absolute(existing_path.as_ref())).await;
-            }
-        }
-        let rel = FileStore::relative_path(study, series, sop);
-        let size = staged.size as i64;
-        self.files.persist(staged, &rel).await?;
-
+        let files = self.files.clone();
+        let meta_owned = meta.clone();
+        let on_duplicate = self.on_duplicate;
+        // Header, checks, duplicate policy, rename and folder sync: one blocking hop.
+        let placed = tokio::task::spawn_blocking(move || {
+            place(&files, staged, &meta_owned, existing, on_duplicate)
+        })
+        .await
+        .map_err(|e| StoreError::Resources(format!("store task failed: {e}")))??;
+        let (header, rel, size) = match placed {
+            Placed::Kept { study_uid } => return Ok(StoreOutcome::DuplicateKept { study_uid }),
+            Placed::Moved { header, rel, size } => (header, rel, size),
+        };
         let record = InstanceRecord {
             file_path: rel.to_string_lossy().into_owned(),
             file_size: size,
             calling_ae: calling_ae.to_string(),
             association_id: association_id.to_string(),
             received_at: now_ms(),
-            header,
+            header: *header,
         };
         let (reply, rx) = oneshot::channel();
         self.committer
@@ -181,6 +161,7 @@ impl Store {
             .await
             .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?
             .map_err(StoreError::Resources)?;
+        drop(reservation.guard);
         Ok(StoreOutcome::Stored(outcome))
     }
 
@@ -193,6 +174,78 @@ impl Store {
     pub fn command_uid(field: &'static str, raw: &str) -> Result<Uid, StoreError> {
         Uid::parse(field, raw).map_err(|e| StoreError::Mismatch(e.to_string()))
     }
+}
+
+/// A claim on one SOP Instance UID with its index lookup under way ([`Store::reserve`]).
+pub struct Reservation {
+    guard: InflightGuard,
+    lookup: tokio::task::JoinHandle<Result<Option<(String, String)>, sqlx::Error>>,
+}
+
+enum Placed {
+    Kept {
+        study_uid: String,
+    },
+    Moved {
+        header: Box<InstanceHeader>,
+        rel: PathBuf,
+        size: i64,
+    },
+}
+
+/// Reads the header, checks it against the command, applies the duplicate policy and moves the
+/// file into place. Blocking.
+fn place(
+    files: &FileStore,
+    staged: StagedFile,
+    meta: &FileMeta,
+    existing: Option<(String, String)>,
+    on_duplicate: DuplicatePolicy,
+) -> Result<Placed, StoreError> {
+    let header = InstanceHeader::read(staged.path()).map_err(|e| match e {
+        HeaderError::Unparseable(m) => StoreError::Unparseable(m),
+        other => StoreError::Mismatch(other.to_string()),
+    })?;
+    let (study, series, sop) = header
+        .identity()
+        .map_err(|e| StoreError::Mismatch(e.to_string()))?;
+    if sop.as_str() != meta.sop_instance_uid {
+        return Err(StoreError::Mismatch(format!(
+            "SOPInstanceUID {sop} in the data set differs from Affected SOP Instance UID {} in the command",
+            meta.sop_instance_uid
+        )));
+    }
+    match &header.sop_class_uid {
+        Some(c) if c.as_str() == meta.sop_class_uid => {}
+        Some(c) => {
+            return Err(StoreError::Mismatch(format!(
+            "SOPClassUID {c} in the data set differs from Affected SOP Class UID {} in the command",
+            meta.sop_class_uid
+        )))
+        }
+        None => return Err(StoreError::Mismatch("SOPClassUID is missing".into())),
+    }
+    let rel = FileStore::relative_path(study, series, sop);
+    if let Some((existing_study, existing_path)) = existing {
+        if on_duplicate == DuplicatePolicy::Keep {
+            tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
+                "duplicate SOP Instance UID: kept the stored copy, discarded the new one");
+            return Ok(Placed::Kept {
+                study_uid: existing_study,
+            });
+        }
+        tracing::info!(sop_instance_uid = %sop, "duplicate SOP Instance UID: replacing the stored copy");
+        if std::path::Path::new(&existing_path) != rel {
+            let _ = std::fs::remove_file(files.absolute(existing_path.as_ref()));
+        }
+    }
+    let size = staged.size as i64;
+    files.persist_blocking(staged, &rel)?;
+    Ok(Placed::Moved {
+        header: Box::new(header),
+        rel,
+        size,
+    })
 }
 
 type InflightSet = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;

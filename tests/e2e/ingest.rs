@@ -273,7 +273,7 @@ async fn aborted_association_mid_instance_leaves_no_file_and_no_row() {
     let app = TestApp::spawn(Db::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let sop = new_uid();
-    let path = write_dx(dir.path(), &new_uid(), &new_uid(), &sop, 256, 256);
+    let path = write_dx(dir.path(), &new_uid(), &new_uid(), &sop, 1200, 1200);
     let data = data_set_bytes(&path);
     let mut a = connect(&app).await;
     send_pdv(
@@ -283,14 +283,11 @@ async fn aborted_association_mid_instance_leaves_no_file_and_no_row() {
         dimse::request(dimse::C_STORE_RQ, 1, DX, Some(&sop), true),
     )
     .await;
-    send_pdv(
-        &mut a,
-        PDataValueType::Data,
-        false,
-        data[..data.len() / 2].to_vec(),
-    )
-    .await;
-    // Wait until the node has the half instance in tmp/, then abort.
+    for chunk in data[..data.len() / 2].chunks(16_000) {
+        send_pdv(&mut a, PDataValueType::Data, false, chunk.to_vec()).await;
+    }
+    // Half of a 2.9 MB data set is more than the node buffers in memory (1 MiB), so a temporary
+    // file appears in tmp/; wait for it, then abort.
     let tmp = app.data_dir.join("tmp");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while std::fs::read_dir(&tmp).unwrap().count() == 0 {
