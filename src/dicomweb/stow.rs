@@ -150,6 +150,19 @@ async fn store(
     if stored.is_empty() && failed.is_empty() {
         return Err(ApiError::invalid("body", "the multipart body has no parts"));
     }
+    for f in &failed {
+        state
+            .dicomweb
+            .store
+            .record_failure(
+                f.sop_instance.as_deref(),
+                f.sop_class.as_deref(),
+                STOW_AE,
+                f.reason,
+                &f.comment,
+            )
+            .await;
+    }
     tracing::info!(
         association_id,
         subject = %principal.subject,

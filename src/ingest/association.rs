@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 use dicom_ul::association::Association;
 use dicom_ul::pdu::{AbortRQSource, PDataValue, PDataValueType};
 use dicom_ul::Pdu;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dimse::{self, status, Command};
 use super::IngestContext;
-use crate::events::{self, EventType};
 use crate::store::{FileMeta, IncomingFile, Reservation, Store, StoreError, StoreOutcome};
 
 type Assoc = dicom_ul::association::AsyncServerAssociation<tokio::net::TcpStream>;
@@ -395,44 +393,18 @@ async fn finish_store(
             tally.failed += 1;
             ctx.metrics.store_failed(st);
             tracing::warn!(status = format!("{st:04X}"), reason = %comment, calling_ae, "C-STORE refused");
-            record_failure(ctx, &cmd, calling_ae, st, &comment).await;
+            ctx.store
+                .record_failure(
+                    Some(&cmd.sop_instance_uid),
+                    Some(&cmd.sop_class_uid),
+                    calling_ae,
+                    st,
+                    &comment,
+                )
+                .await;
             drop(_enter);
             send_response(assoc, pc_id, &cmd, st, Some(&comment)).await
         }
-    }
-}
-
-/// Writes a `store.failed` event; a failure to do so is logged, never fatal.
-async fn record_failure(
-    ctx: &IngestContext,
-    cmd: &Command,
-    calling_ae: &str,
-    st: u16,
-    comment: &str,
-) {
-    let res = async {
-        let mut tx = ctx.db.pool.begin().await?;
-        events::append(
-            &mut tx,
-            ctx.db.backend,
-            EventType::StoreFailed,
-            None,
-            None,
-            &json!({
-                "sop_instance_uid": cmd.sop_instance_uid,
-                "sop_class_uid": cmd.sop_class_uid,
-                "calling_ae": calling_ae,
-                "status": format!("{st:04X}"),
-                "reason": comment,
-            }),
-        )
-        .await?;
-        tx.commit().await
-    }
-    .await;
-    match res {
-        Ok(()) => ctx.tracker.bus().notify(),
-        Err(e) => tracing::error!(error = %e, "cannot record the store.failed event"),
     }
 }
 

@@ -69,6 +69,7 @@ pub struct Store {
     durability: Durability,
     /// Serialises the duplicate check and the rename for one SOP Instance UID at a time.
     inflight: InflightSet,
+    bus: EventBus,
 }
 
 /// Largest number of instances committed in one transaction.
@@ -86,7 +87,7 @@ impl Store {
     ) -> Result<(Store, tokio::task::JoinHandle<()>), FileError> {
         let files = FileStore::open(settings)?;
         let (tx, rx) = mpsc::channel(1024);
-        let handle = tokio::spawn(run_committer(db.clone(), bus, rx, cancel));
+        let handle = tokio::spawn(run_committer(db.clone(), bus.clone(), rx, cancel));
         Ok((
             Store {
                 files,
@@ -95,6 +96,7 @@ impl Store {
                 on_duplicate: settings.on_duplicate,
                 durability: settings.durability,
                 inflight: Arc::default(),
+                bus,
             },
             handle,
         ))
@@ -163,6 +165,42 @@ impl Store {
             .map_err(StoreError::Resources)?;
         drop(reservation.guard);
         Ok(StoreOutcome::Stored(outcome))
+    }
+
+    /// Writes a `store.failed` event for a refused instance, whichever route it came by
+    /// (`source` is the calling AE, or `STOW-RS`); a failure to do so is logged, never fatal.
+    pub async fn record_failure(
+        &self,
+        sop_instance_uid: Option<&str>,
+        sop_class_uid: Option<&str>,
+        source: &str,
+        status: u16,
+        reason: &str,
+    ) {
+        let res = async {
+            let mut tx = self.db.pool.begin().await?;
+            crate::events::append(
+                &mut tx,
+                self.db.backend,
+                crate::events::EventType::StoreFailed,
+                None,
+                None,
+                &serde_json::json!({
+                    "sop_instance_uid": sop_instance_uid,
+                    "sop_class_uid": sop_class_uid,
+                    "calling_ae": source,
+                    "status": format!("{status:04X}"),
+                    "reason": reason,
+                }),
+            )
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        match res {
+            Ok(()) => self.bus.notify(),
+            Err(e) => tracing::error!(error = %e, "cannot record the store.failed event"),
+        }
     }
 
     /// Checks the free-space policy (A700 before any byte is written).

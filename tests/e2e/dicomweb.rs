@@ -132,6 +132,15 @@ async fn broken_parts_are_listed_and_good_parts_stored() {
     .await;
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["00081198"]["Value"][0]["00081197"]["Value"][0], 0xA900);
+    // Every refused part is on the event log, as a refused C-STORE is.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM events WHERE type = 'store.failed' \
+             AND payload LIKE '%STOW-RS%'"
+        )
+        .await,
+        4
+    );
 
     // Wrong media type: 415 naming the header.
     let (status, v) = stow(
