@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build, run and test radstream:
-#   - build tools for the pixel codecs (cmake, clang for CharLS/OpenJPEG from source);
+#   - build tools for the pixel codecs (cmake, clang for CharLS/OpenJPEG/libjpeg-turbo from
+#     source; libjpeg-turbo is built without nasm, its SIMD code is not needed);
 #   - the Python venv .venv with ONNX Runtime (the Rust binary loads its shared library)
 #     and the Python peers the tests use (pynetdicom, pydicom and its codec plug-ins);
 #   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests).

@@ -1,14 +1,16 @@
 //! Pixel data for WADO-RS: frames cut out of the stored Pixel Data (native or encapsulated,
 //! PS3.5 A.4), and frames rendered to 8-bit JPEG/PNG (PS3.18 8.3.5: modality LUT, VOI
-//! window, MONOCHROME1 inverted, fit into a viewport). No HTTP here.
+//! window, MONOCHROME1 inverted, fit into a viewport). Decoding is the inference module's
+//! ([`crate::inference::decode`]), so both decode the same transfer syntaxes. No HTTP here.
 
 use dicom_core::value::{PrimitiveValue, Value as DicomValue};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::{PixelDecoder, VoiLutFunction};
+use dicom_pixeldata::VoiLutFunction;
 use std::io::Cursor;
 
-use crate::inference::preprocess::{apply_window, guard, number_of_frames, raw_frame, resize};
+use crate::inference::decode::{decode_pixels, fragment_groups, number_of_frames};
+use crate::inference::preprocess::{apply_window, guard, raw_frame, resize};
 use crate::inference::InferenceError;
 
 /// Why frames could not be produced.
@@ -109,7 +111,8 @@ pub fn stored_frames(obj: &DefaultDicomObject, frames: &[u32]) -> Result<Vec<Vec
         .ok_or(PixelError::NoPixelData)?;
     match elem.value() {
         DicomValue::PixelSequence(seq) => {
-            let groups = fragment_groups(seq.offset_table(), seq.fragments(), n)?;
+            let groups = fragment_groups(seq.offset_table(), seq.fragments(), n)
+                .map_err(PixelError::Fragments)?;
             Ok(frames
                 .iter()
                 .map(|&f| {
@@ -160,11 +163,9 @@ pub fn decoded_frames(
         frames
             .iter()
             .map(|&f| {
-                let px = obj
-                    .decode_pixel_data_frame(f - 1)
-                    .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+                let (px, index) = decode_pixels(obj, Some(f - 1))?;
                 let d = px
-                    .frame_data(0)
+                    .frame_data(index)
                     .map_err(|e| InferenceError::PixelData(e.to_string()))?;
                 Ok(d.to_vec())
             })
@@ -206,63 +207,6 @@ fn bit_slice(data: &[u8], start: u64, len: u64) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Which fragments make up each frame (PS3.5 A.4): by the Basic Offset Table when it has one
-/// entry per frame; one fragment per frame when the counts match; all fragments for a single
-/// frame; else a new frame at each fragment that starts a JPEG / JPEG 2000 codestream.
-fn fragment_groups<F: AsRef<[u8]>>(
-    offsets: &[u32],
-    fragments: &[F],
-    frames: u32,
-) -> Result<Vec<Vec<usize>>, PixelError> {
-    let n = frames as usize;
-    if offsets.len() == n && n > 0 {
-        // Position of each fragment's item tag, relative to the first fragment.
-        let mut pos = Vec::with_capacity(fragments.len());
-        let mut at = 0u64;
-        for f in fragments {
-            pos.push(at);
-            at += 8 + f.as_ref().len() as u64;
-        }
-        let mut groups = vec![Vec::new(); n];
-        for (i, p) in pos.iter().enumerate() {
-            let frame = offsets.iter().rposition(|&o| o as u64 <= *p).unwrap_or(0);
-            groups[frame].push(i);
-        }
-        if groups.iter().all(|g| !g.is_empty()) {
-            return Ok(groups);
-        }
-        return Err(PixelError::Fragments(
-            "the Basic Offset Table does not match the fragments".into(),
-        ));
-    }
-    if fragments.len() == n {
-        return Ok((0..n).map(|i| vec![i]).collect());
-    }
-    if n == 1 {
-        return Ok(vec![(0..fragments.len()).collect()]);
-    }
-    let starts_codestream = |f: &[u8]| {
-        f.starts_with(&[0xFF, 0xD8]) // JPEG, JPEG-LS
-            || f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) // JPEG 2000 codestream
-            || f.get(4..8) == Some(b"jP  ") // JP2 file
-    };
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, f) in fragments.iter().enumerate() {
-        if groups.is_empty() || starts_codestream(f.as_ref()) {
-            groups.push(Vec::new());
-        }
-        groups.last_mut().expect("a group was pushed").push(i);
-    }
-    if groups.len() == n {
-        Ok(groups)
-    } else {
-        Err(PixelError::Fragments(format!(
-            "{} fragments, {n} frames and no usable offset table",
-            fragments.len()
-        )))
-    }
-}
-
 /// Output format of a rendered frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -300,7 +244,7 @@ pub fn render(
 ) -> Result<Vec<u8>, PixelError> {
     let n = frame_count(obj)?;
     check_range(&[frame], n)?;
-    let (w, h, channels, planes) = guard(|| render_planes(obj, frame - 1, n, params.window))?;
+    let (w, h, channels, planes) = guard(|| render_planes(obj, frame - 1, params.window))?;
     let (w2, h2) = match params.viewport {
         Some((vw, vh)) => fit(w, h, vw, vh),
         None => (w, h),
@@ -352,16 +296,9 @@ pub fn fit(w: u32, h: u32, vw: u32, vh: u32) -> (u32, u32) {
 fn render_planes(
     obj: &DefaultDicomObject,
     frame: u32,
-    frames: u32,
     window: Option<(f64, f64, VoiLutFunction)>,
 ) -> Result<(u32, u32, usize, Vec<Vec<f32>>), InferenceError> {
-    let bits_allocated = attr_u32(obj, tags::BITS_ALLOCATED);
-    let (px, idx) = if frames > 1 && bits_allocated != Some(1) {
-        (obj.decode_pixel_data_frame(frame), 0)
-    } else {
-        (obj.decode_pixel_data(), frame)
-    };
-    let px = px.map_err(|e| InferenceError::PixelData(e.to_string()))?;
+    let (px, idx) = decode_pixels(obj, Some(frame))?;
     let (w, h) = (px.columns(), px.rows());
     if w == 0 || h == 0 {
         return Err(InferenceError::PixelData(
@@ -464,27 +401,6 @@ mod tests {
         assert!(parse_frame_list("1,x").unwrap_err().contains("'x'"));
         assert!(parse_frame_list("").is_err());
         assert!(parse_frame_list("-1").is_err());
-    }
-
-    #[test]
-    fn fragments_group_into_frames() {
-        let frags = vec![vec![0xFF, 0xD8, 1], vec![2, 3], vec![0xFF, 0xD8, 4]];
-        // Offset table: frame 2 starts at the third item (8+3 + 8+2 = 21).
-        assert_eq!(
-            fragment_groups(&[0, 21], &frags, 2).unwrap(),
-            vec![vec![0, 1], vec![2]]
-        );
-        // No table: JPEG markers.
-        assert_eq!(
-            fragment_groups::<Vec<u8>>(&[], &frags, 2).unwrap(),
-            vec![vec![0, 1], vec![2]]
-        );
-        assert_eq!(fragment_groups::<Vec<u8>>(&[], &frags, 3).unwrap().len(), 3);
-        assert_eq!(
-            fragment_groups::<Vec<u8>>(&[], &frags, 1).unwrap(),
-            vec![vec![0, 1, 2]]
-        );
-        assert!(fragment_groups::<Vec<u8>>(&[], &frags, 5).is_err());
     }
 
     #[test]

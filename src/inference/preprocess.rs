@@ -1,6 +1,7 @@
 //! From a DICOM file or PNG/JPEG bytes to the model's input tensor.
 //!
-//! DICOM: decode (dicom-pixeldata: native, deflate, RLE, JPEG, JPEG-LS, JPEG 2000) -> raw
+//! DICOM: decode ([`super::decode`]: dicom-pixeldata for native, deflate, RLE, JPEG, JPEG-LS,
+//! JPEG 2000, libjpeg-turbo for 12-bit lossy JPEG) -> raw
 //! stored values -> modality LUT (rescale slope/intercept) -> VOI: the file's first window
 //! (center/width, with its VOI LUT function), else its first VOI LUT, else the percentile
 //! window of the frame ignoring pixel padding -> clamp to [0, 1] -> MONOCHROME1 inverted ->
@@ -12,10 +13,7 @@
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::{
-    DecodedPixelData, PixelDecoder, PixelRepresentation, PlanarConfiguration, VoiLutFunction,
-};
-use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+use dicom_pixeldata::{DecodedPixelData, PixelRepresentation, PlanarConfiguration, VoiLutFunction};
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::F32;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
@@ -23,6 +21,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 
+use super::decode::{decode_pixels, number_of_frames};
 use super::manifest::InputSpec;
 use super::InferenceError;
 
@@ -325,41 +324,12 @@ fn plane_len(spec: &InputSpec) -> usize {
     spec.channels as usize * spec.width as usize * spec.height as usize
 }
 
-pub(crate) fn number_of_frames(obj: &DefaultDicomObject) -> u32 {
-    obj.element_opt(tags::NUMBER_OF_FRAMES)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<i64>().ok())
-        .filter(|&n| n > 0 && n < u32::MAX as i64)
-        .map_or(1, |n| n as u32)
-}
-
+/// Decodes all frames, or only the first, through the shared decoder ([`super::decode`]).
 fn decode(
     obj: &DefaultDicomObject,
     first_only: bool,
 ) -> Result<DecodedPixelData<'_>, InferenceError> {
-    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
-        return Err(InferenceError::PixelData(
-            "the file has no Pixel Data".into(),
-        ));
-    }
-    let bits_allocated = obj
-        .element_opt(tags::BITS_ALLOCATED)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<u16>().ok());
-    let px = if first_only && number_of_frames(obj) > 1 && bits_allocated != Some(1) {
-        obj.decode_pixel_data_frame(0)
-    } else {
-        obj.decode_pixel_data()
-    }
-    .map_err(|e| {
-        let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
-        let name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-            .get(ts)
-            .map_or("unknown", |t| t.name());
-        InferenceError::PixelData(format!("{e} (transfer syntax {ts}, {name})"))
-    })?;
+    let (px, _) = decode_pixels(obj, first_only.then_some(0))?;
     if px.rows() == 0 || px.columns() == 0 || px.number_of_frames() == 0 {
         return Err(InferenceError::PixelData(
             "image has no rows, columns or frames".into(),

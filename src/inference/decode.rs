@@ -1,0 +1,266 @@
+//! Pixel data decoding shared by preprocessing ([`super::preprocess`]) and DICOMweb
+//! (`dicomweb::pixels`), so that both decode every transfer syntax the same way.
+//!
+//! dicom-pixeldata decodes first. When it rejects a lossy JPEG frame (1.2.840.10008.1.2.4.50
+//! or .51) whose Bits Stored is above 8 (jpeg-decoder has no 12-bit DCT), the frames asked for
+//! are decoded with libjpeg-turbo ([`super::jpeg12`]) and put into a native copy of the data
+//! set, so that callers get the same [`DecodedPixelData`] (rescale, window, VOI LUT) either way.
+
+use dicom_core::value::{PrimitiveValue, Value as DicomValue};
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+use dicom_pixeldata::{DecodedPixelData, PixelDecoder};
+use dicom_transfer_syntax_registry::{entries, TransferSyntaxIndex, TransferSyntaxRegistry};
+
+use super::jpeg12;
+use super::InferenceError;
+
+/// Lossy JPEG transfer syntaxes whose 12-bit frames go to libjpeg-turbo: Baseline (Process 1)
+/// and Extended (Process 2 & 4).
+const LOSSY_JPEG: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
+
+/// Number of Frames (1 when absent or not a positive number).
+pub(crate) fn number_of_frames(obj: &DefaultDicomObject) -> u32 {
+    obj.element_opt(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<i64>().ok())
+        .filter(|&n| n > 0 && n < u32::MAX as i64)
+        .map_or(1, |n| n as u32)
+}
+
+fn attr_u16(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u16> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u16>().ok())
+}
+
+/// Decodes all frames (`frame` = `None`) or the 0-based `frame` of `obj`. Returns the pixel
+/// data and the index of the asked-for frame in it: 0, or `frame` when a single-frame or
+/// 1-bit image had to be decoded whole.
+pub fn decode_pixels(
+    obj: &DefaultDicomObject,
+    frame: Option<u32>,
+) -> Result<(DecodedPixelData<'_>, u32), InferenceError> {
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(InferenceError::PixelData(
+            "the file has no Pixel Data".into(),
+        ));
+    }
+    let frames = number_of_frames(obj);
+    // One frame of a multi-frame image alone; dicom-rs slices 1-bit data only whole.
+    let single = frame.filter(|_| frames > 1 && attr_u16(obj, tags::BITS_ALLOCATED) != Some(1));
+    let index = match single {
+        Some(_) => 0,
+        None => frame.unwrap_or(0),
+    };
+    let decoded = match single {
+        Some(k) => obj.decode_pixel_data_frame(k),
+        None => obj.decode_pixel_data(),
+    };
+    let e = match decoded {
+        Ok(px) => return Ok((px, index)),
+        Err(e) => e,
+    };
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
+    let name = TransferSyntaxRegistry
+        .get(ts)
+        .map_or("unknown", |t| t.name());
+    let failed = format!("{e} (transfer syntax {ts}, {name})");
+    let bits_stored = attr_u16(obj, tags::BITS_STORED).unwrap_or(0);
+    if !LOSSY_JPEG.contains(&ts) || bits_stored <= 8 {
+        return Err(InferenceError::PixelData(failed));
+    }
+    tracing::debug!(
+        ts,
+        bits_stored,
+        "dicom-pixeldata rejected the JPEG ({e}); trying libjpeg-turbo"
+    );
+    let px = decode_with_libjpeg_turbo(obj, frames, single).map_err(|e2| match e2 {
+        InferenceError::PixelData(m) => {
+            InferenceError::PixelData(format!("{failed}; libjpeg-turbo: {m}"))
+        }
+        other => other,
+    })?;
+    Ok((px, index))
+}
+
+/// Decodes every frame (or only `single`) with libjpeg-turbo into a native copy of `obj`
+/// and lets dicom-pixeldata read that, so the result carries the same attributes as its own.
+fn decode_with_libjpeg_turbo(
+    obj: &DefaultDicomObject,
+    frames: u32,
+    single: Option<u32>,
+) -> Result<DecodedPixelData<'static>, InferenceError> {
+    let missing = |what: &str| InferenceError::PixelData(format!("{what} is missing"));
+    let rows = attr_u16(obj, tags::ROWS).ok_or_else(|| missing("Rows"))?;
+    let cols = attr_u16(obj, tags::COLUMNS).ok_or_else(|| missing("Columns"))?;
+    let samples = attr_u16(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let bits_allocated =
+        attr_u16(obj, tags::BITS_ALLOCATED).ok_or_else(|| missing("Bits Allocated"))?;
+    if !matches!(samples, 1 | 3) || !matches!(bits_allocated, 8 | 16) {
+        return Err(InferenceError::Unsupported(format!(
+            "lossy JPEG with {samples} samples per pixel and {bits_allocated} bits allocated"
+        )));
+    }
+    let element = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .ok_or_else(|| missing("Pixel Data"))?;
+    let DicomValue::PixelSequence(seq) = element.value() else {
+        return Err(InferenceError::PixelData(
+            "a JPEG transfer syntax with native (not encapsulated) Pixel Data".into(),
+        ));
+    };
+    let groups = fragment_groups(seq.offset_table(), seq.fragments(), frames)
+        .map_err(InferenceError::PixelData)?;
+    let frame_len = rows as usize * cols as usize * samples as usize;
+    let wanted: Vec<u32> = match single {
+        Some(k) if k >= frames => {
+            return Err(InferenceError::PixelData(format!(
+                "frame {k} asked for, the image has {frames}"
+            )))
+        }
+        Some(k) => vec![k],
+        None => (0..frames).collect(),
+    };
+    // Frames before the one asked for stay zero: dicom-pixeldata slices frame k at its offset.
+    let in_buffer = single.map_or(frames, |k| k + 1) as usize;
+    let mut values = vec![0u16; frame_len * in_buffer];
+    for f in wanted {
+        let codestream: Vec<u8> = groups[f as usize]
+            .iter()
+            .flat_map(|&i| seq.fragments()[i].iter().copied())
+            .collect();
+        let decoded = jpeg12::decode(&codestream, rows.into(), cols.into(), samples).map_err(
+            |e| match e {
+                InferenceError::PixelData(m) => {
+                    InferenceError::PixelData(format!("frame {f}: {m}"))
+                }
+                other => other,
+            },
+        )?;
+        if decoded.precision > 8 && bits_allocated == 8 {
+            return Err(InferenceError::PixelData(format!(
+                "a {}-bit JPEG frame in 8 bits allocated",
+                decoded.precision
+            )));
+        }
+        let at = f as usize * frame_len;
+        values[at..at + frame_len].copy_from_slice(&decoded.samples);
+    }
+    let mut native = obj.clone();
+    native
+        .meta_mut()
+        .set_transfer_syntax(&entries::EXPLICIT_VR_LITTLE_ENDIAN);
+    let pixel_data = if bits_allocated == 16 {
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into()))
+    } else {
+        let bytes: Vec<u8> = values.into_iter().map(|v| v as u8).collect();
+        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bytes.into()))
+    };
+    native.put(pixel_data);
+    if samples == 3 {
+        // libjpeg-turbo converted the frames to RGB, interleaved.
+        native.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from("RGB"),
+        ));
+        native.put(DataElement::new(
+            tags::PLANAR_CONFIGURATION,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
+    }
+    let px = match single {
+        Some(k) => native.decode_pixel_data_frame(k),
+        None => native.decode_pixel_data(),
+    }
+    .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+    Ok(px.to_owned())
+}
+
+/// Which fragments make up each frame (PS3.5 A.4): by the Basic Offset Table when it has one
+/// entry per frame; one fragment per frame when the counts match; all fragments for a single
+/// frame; else a new frame at each fragment that starts a JPEG / JPEG 2000 codestream.
+pub(crate) fn fragment_groups<F: AsRef<[u8]>>(
+    offsets: &[u32],
+    fragments: &[F],
+    frames: u32,
+) -> Result<Vec<Vec<usize>>, String> {
+    let n = frames as usize;
+    if offsets.len() == n && n > 0 {
+        // Position of each fragment's item tag, relative to the first fragment.
+        let mut pos = Vec::with_capacity(fragments.len());
+        let mut at = 0u64;
+        for f in fragments {
+            pos.push(at);
+            at += 8 + f.as_ref().len() as u64;
+        }
+        let mut groups = vec![Vec::new(); n];
+        for (i, p) in pos.iter().enumerate() {
+            let frame = offsets.iter().rposition(|&o| o as u64 <= *p).unwrap_or(0);
+            groups[frame].push(i);
+        }
+        if groups.iter().all(|g| !g.is_empty()) {
+            return Ok(groups);
+        }
+        return Err("the Basic Offset Table does not match the fragments".into());
+    }
+    if fragments.len() == n {
+        return Ok((0..n).map(|i| vec![i]).collect());
+    }
+    if n == 1 {
+        return Ok(vec![(0..fragments.len()).collect()]);
+    }
+    let starts_codestream = |f: &[u8]| {
+        f.starts_with(&[0xFF, 0xD8]) // JPEG, JPEG-LS
+            || f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) // JPEG 2000 codestream
+            || f.get(4..8) == Some(b"jP  ") // JP2 file
+    };
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, f) in fragments.iter().enumerate() {
+        if groups.is_empty() || starts_codestream(f.as_ref()) {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("a group was pushed").push(i);
+    }
+    if groups.len() == n {
+        Ok(groups)
+    } else {
+        Err(format!(
+            "{} fragments, {n} frames and no usable offset table",
+            fragments.len()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_group_into_frames() {
+        let frags = vec![vec![0xFF, 0xD8, 1], vec![2, 3], vec![0xFF, 0xD8, 4]];
+        // Offset table: frame 2 starts at the third item (8+3 + 8+2 = 21).
+        assert_eq!(
+            fragment_groups(&[0, 21], &frags, 2).unwrap(),
+            vec![vec![0, 1], vec![2]]
+        );
+        // No table: JPEG markers.
+        assert_eq!(
+            fragment_groups::<Vec<u8>>(&[], &frags, 2).unwrap(),
+            vec![vec![0, 1], vec![2]]
+        );
+        assert_eq!(fragment_groups::<Vec<u8>>(&[], &frags, 3).unwrap().len(), 3);
+        assert_eq!(
+            fragment_groups::<Vec<u8>>(&[], &frags, 1).unwrap(),
+            vec![vec![0, 1, 2]]
+        );
+        assert!(fragment_groups::<Vec<u8>>(&[], &frags, 5).is_err());
+    }
+}
