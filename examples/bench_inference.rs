@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo run --release --example bench_inference -- --models models --dicom cr.dcm \
-//!     [--dicom j2k.dcm] [--onnx densenet121.onnx --onnx-size 224 --onnx-labels 18] [--seconds 5]
-//!     [--max-delay-ms 5]
+//!     [--dicom j2k.dcm] [--onnx densenet121.onnx --onnx-size 224 --onnx-channels 1 --onnx-labels 18]
+//!     [--seconds 5] [--max-delay-ms 5]
 //! ```
 //!
 //! Batch B means B concurrent single-image requests, batched by the engine (`max_batch` 32,
@@ -124,25 +124,8 @@ fn python_ceiling(
     Some(p50)
 }
 
-async fn bench_model(engine: &Engine, model: Option<&str>, dicoms: &[PathBuf], seconds: f64) {
-    let manifest = engine.manifest(model).expect("model");
-    let info = engine
-        .models()
-        .into_iter()
-        .find(|m| m.id == manifest.id)
-        .unwrap();
-    println!(
-        "\n== model {} {} ({} members, gate: {}, {}x{}x{}, provider {})",
-        info.id,
-        info.version,
-        info.members.len(),
-        info.gate.is_some(),
-        info.input[2],
-        info.input[1],
-        info.input[0],
-        info.provider
-    );
-    let model = Some(manifest.id.as_str());
+/// Median per-stage timings of `infer_dicom` (5 runs) on each file.
+async fn stage_timings(engine: &Engine, model: Option<&str>, dicoms: &[PathBuf]) {
     for path in dicoms {
         let mut decode = Vec::new();
         let mut pre = Vec::new();
@@ -165,8 +148,61 @@ async fn bench_model(engine: &Engine, model: Option<&str>, dicoms: &[PathBuf], s
             1000.0 / median(total)
         );
     }
+}
+
+/// One throughput measurement: engine and ceiling images/s at a batch size.
+struct Row {
+    model: String,
+    batch: usize,
+    engine: f64,
+    ceiling: Option<f64>,
+}
+
+impl Row {
+    fn print(&self, ceiling_label: &str) {
+        match self.ceiling {
+            Some(c) => println!(
+                "batch {:>2}: engine {:>8.2} images/s | {ceiling_label} {c:>8.2} images/s | ratio {:.2}",
+                self.batch,
+                self.engine,
+                self.engine / c
+            ),
+            None => println!(
+                "batch {:>2}: engine {:>8.2} images/s | python ceiling unavailable",
+                self.batch, self.engine
+            ),
+        }
+    }
+}
+
+async fn bench_model(
+    engine: &Engine,
+    model: Option<&str>,
+    dicoms: &[PathBuf],
+    seconds: f64,
+) -> Vec<Row> {
+    let manifest = engine.manifest(model).expect("model");
+    let info = engine
+        .models()
+        .into_iter()
+        .find(|m| m.id == manifest.id)
+        .unwrap();
+    println!(
+        "\n== model {} {} ({} members, gate: {}, {}x{}x{}, provider {})",
+        info.id,
+        info.version,
+        info.members.len(),
+        info.gate.is_some(),
+        info.input[2],
+        info.input[1],
+        info.input[0],
+        info.provider
+    );
+    let model = Some(manifest.id.as_str());
+    stage_timings(engine, model, dicoms).await;
     let tensor = vec![0.1f32; manifest.input_len()];
     let i = &manifest.input;
+    let mut rows = Vec::new();
     for batch in [1usize, 8, 32] {
         let ips = throughput(engine, model, &tensor, batch, seconds).await;
         // Ceiling: Python ORT per member (plus gate), summed.
@@ -194,16 +230,16 @@ async fn bench_model(engine: &Engine, model: Option<&str>, dicoms: &[PathBuf], s
                 None => ok = false,
             }
         }
-        if ok {
-            let ceiling = batch as f64 * 1000.0 / sum_ms;
-            println!(
-                "batch {batch:>2}: engine {ips:>8.2} images/s | python onnxruntime (members in sequence) {ceiling:>8.2} images/s | ratio {:.2}",
-                ips / ceiling
-            );
-        } else {
-            println!("batch {batch:>2}: engine {ips:>8.2} images/s | python ceiling unavailable");
-        }
+        let row = Row {
+            model: manifest.id.clone(),
+            batch,
+            engine: ips,
+            ceiling: ok.then(|| batch as f64 * 1000.0 / sum_ms),
+        };
+        row.print("python onnxruntime (members in sequence)");
+        rows.push(row);
     }
+    rows
 }
 
 static MODELS_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -250,15 +286,30 @@ async fn main() {
         engine.runtime_library().display()
     );
     MODELS_DIR.set(a.models.clone()).unwrap();
-    bench_model(&engine, a.model.as_deref(), &a.dicoms, a.seconds).await;
+    let mut rows = bench_model(&engine, a.model.as_deref(), &a.dicoms, a.seconds).await;
     if let Some(onnx) = &a.onnx {
         let tmp = wrap_onnx(onnx, a.onnx_size, a.onnx_channels, a.onnx_labels);
         let byom = Engine::load(&settings(tmp.path(), a.max_delay_ms)).expect("load onnx model");
-        bench_byom(&byom, onnx, &a, a.seconds).await;
+        rows.extend(bench_byom(&byom, onnx, &a, a.seconds).await);
+    }
+    println!("\n== summary: images/s, engine vs Python onnxruntime (CPU) on the same model(s)");
+    println!(
+        "{:<28} {:>5} {:>10} {:>12} {:>6}",
+        "model", "batch", "engine", "onnxruntime", "ratio"
+    );
+    for r in &rows {
+        let (c, ratio) = match r.ceiling {
+            Some(c) => (format!("{c:.2}"), format!("{:.2}", r.engine / c)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<28} {:>5} {:>10.2} {:>12} {:>6}",
+            r.model, r.batch, r.engine, c, ratio
+        );
     }
 }
 
-async fn bench_byom(engine: &Engine, onnx: &Path, a: &Args, seconds: f64) {
+async fn bench_byom(engine: &Engine, onnx: &Path, a: &Args, seconds: f64) -> Vec<Row> {
     println!(
         "\n== {} ({}x{}x{}, {} outputs)",
         onnx.display(),
@@ -267,21 +318,24 @@ async fn bench_byom(engine: &Engine, onnx: &Path, a: &Args, seconds: f64) {
         a.onnx_size,
         a.onnx_labels
     );
+    stage_timings(engine, None, &a.dicoms).await;
     let manifest = engine.manifest(None).unwrap();
     let tensor = vec![0.1f32; manifest.input_len()];
+    let name = onnx
+        .file_stem()
+        .map_or("byom".into(), |n| n.to_string_lossy().into_owned());
+    let mut rows = Vec::new();
     for batch in [1usize, 8, 32] {
         let ips = throughput(engine, None, &tensor, batch, seconds).await;
-        match python_ceiling(onnx, a.onnx_size, a.onnx_channels, batch, seconds) {
-            Some(ms) => {
-                let ceiling = batch as f64 * 1000.0 / ms;
-                println!(
-                    "batch {batch:>2}: engine {ips:>8.2} images/s | python onnxruntime {ceiling:>8.2} images/s | ratio {:.2}",
-                    ips / ceiling
-                );
-            }
-            None => println!(
-                "batch {batch:>2}: engine {ips:>8.2} images/s | python ceiling unavailable"
-            ),
-        }
+        let row = Row {
+            model: name.clone(),
+            batch,
+            engine: ips,
+            ceiling: python_ceiling(onnx, a.onnx_size, a.onnx_channels, batch, seconds)
+                .map(|ms| batch as f64 * 1000.0 / ms),
+        };
+        row.print("python onnxruntime");
+        rows.push(row);
     }
+    rows
 }
