@@ -256,8 +256,7 @@ impl IncomingFile {
         let file = self.file.take();
         let buf = std::mem::take(&mut self.buf);
         let (file, mut buf) = blocking(&path.clone(), move || {
-            let mut f = open_or_create(file, &path)?;
-            f.write_all(&buf).map_err(io_err(&path))?;
+            let f = append(file, &path, &buf)?;
             Ok((f, buf))
         })
         .await?;
@@ -288,8 +287,7 @@ impl IncomingFile {
             size: self.bytes,
         };
         blocking(&path.clone(), move || {
-            let mut f = open_or_create(file, &path)?;
-            f.write_all(&buf).map_err(io_err(&path))?;
+            let f = append(file, &path, &buf)?;
             if durability == Durability::Fsync {
                 f.sync_data().map_err(io_err(&path))?;
             }
@@ -300,11 +298,18 @@ impl IncomingFile {
     }
 }
 
-fn open_or_create(file: Option<std::fs::File>, path: &Path) -> Result<std::fs::File, FileError> {
-    match file {
-        Some(f) => Ok(f),
-        None => std::fs::File::create(path).map_err(io_err(path)),
-    }
+/// Writes `buf` at the end of `file`, creating the file at `path` first if there is none yet.
+fn append(
+    file: Option<std::fs::File>,
+    path: &Path,
+    buf: &[u8],
+) -> Result<std::fs::File, FileError> {
+    let mut f = match file {
+        Some(f) => f,
+        None => std::fs::File::create(path).map_err(io_err(path))?,
+    };
+    f.write_all(buf).map_err(io_err(path))?;
+    Ok(f)
 }
 
 /// Runs `f` on the blocking pool, mapping a failed task to an I/O error on `path`.

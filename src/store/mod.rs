@@ -128,11 +128,13 @@ impl Store {
         calling_ae: &str,
         association_id: &str,
     ) -> Result<StoreOutcome, StoreError> {
+        let lookup_failed =
+            |e: &dyn std::fmt::Display| StoreError::Resources(format!("index lookup failed: {e}"));
         let existing = reservation
             .lookup
             .await
-            .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?
-            .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?;
+            .map_err(|e| lookup_failed(&e))?
+            .map_err(|e| lookup_failed(&e))?;
         let files = self.files.clone();
         let meta_owned = meta.clone();
         let on_duplicate = self.on_duplicate;

@@ -206,7 +206,9 @@ async fn outage_roundtrip(db: Db) {
     let expected = serde_json::json!({
         "findings": analysed.findings.iter().map(|f| serde_json::json!({
             "code": f.code.code, "name": f.code.display, "present": f.presence,
-            "scheme": if f.code.system.contains("dicom.nema.org") { "DCM" } else { "SCT" },
+            "scheme": radstream::inference::CodeScheme::from_fhir_system(&f.code.system)
+                .unwrap_or_default()
+                .designator(),
             "probability": f.confidence,
         })).collect::<Vec<_>>(),
         // No PS3.16 concept exists for these four (marked in models/cxr-demo/model.toml); every
