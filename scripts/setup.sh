@@ -4,7 +4,8 @@
 #     source; libjpeg-turbo is built without nasm, its SIMD code is not needed);
 #   - the Python venv .venv with ONNX Runtime (the Rust binary loads its shared library)
 #     and the Python peers the tests use (pynetdicom, pydicom and its codec plug-ins);
-#   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests).
+#   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests) and node
+#     (the RadAnalyzer JavaScript example).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ if [ "$want_test" = 1 ]; then
   command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)
   command -v Orthanc >/dev/null || need_apt+=(orthanc)
   [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_apt+=(orthanc-dicomweb)
+  # The RadAnalyzer JavaScript example (tests/js) runs under node (fetch: node >= 18).
+  command -v node >/dev/null || need_apt+=(nodejs)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)"

@@ -63,11 +63,12 @@ pub enum Command {
     },
     /// List the installed models: members, checksums, execution provider.
     Models,
-    /// Run the ensemble on DICOM, PNG or JPEG files and print one JSON result per file.
+    /// Run the ensemble on DICOM, PNG or JPEG files and print one JSON result per file
+    /// (findings, or landmarks and the cardiothoracic ratio for a landmark model).
     Infer {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Model id (default: the first installed model).
+        /// Model id (default: the first installed classification model).
         #[arg(long)]
         model: Option<String>,
     },
@@ -85,6 +86,18 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// RadAnalyzer V3 metering per API key: billable calls, rechecks, amount, tier.
+    Usage {
+        /// Calendar month (UTC), YYYY-MM; default the current month.
+        #[arg(long)]
+        month: Option<String>,
+        /// One key only, by id or name.
+        #[arg(long)]
+        key: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -155,13 +168,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
             let engine = load_engine(&settings).await?;
+            let model = model.as_deref();
+            let landmarks = model.is_some() && engine.landmark_manifest(model).is_ok();
             let mut failed = 0usize;
             for f in files {
                 let result = if is_dicom(&f) {
-                    engine.infer_dicom(model.as_deref(), &f).await
+                    if landmarks {
+                        json_result(engine.infer_landmarks_dicom(model, &f).await)
+                    } else {
+                        json_result(engine.infer_dicom(model, &f).await)
+                    }
                 } else {
                     match tokio::fs::read(&f).await {
-                        Ok(bytes) => engine.infer_image_bytes(model.as_deref(), &bytes).await,
+                        Ok(bytes) if landmarks => {
+                            json_result(engine.infer_landmarks_bytes(model, &bytes).await)
+                        }
+                        Ok(bytes) => json_result(engine.infer_image_bytes(model, &bytes).await),
                         Err(e) => {
                             failed += 1;
                             eprintln!("{}: {e}", f.display());
@@ -182,6 +204,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { command } => crate::auth::cli::keys(&load()?, command).await,
         Command::Token { command } => crate::auth::cli::token(&load()?, command),
+        Command::Usage { month, key, json } => {
+            crate::compat::radanalyzer::usage::cli(&load()?, month, key, json).await
+        }
         Command::Studies { limit } => {
             let settings = load()?;
             let db = Database::connect(&settings).await?;
@@ -214,6 +239,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A result as JSON, keeping the error for the caller to report.
+fn json_result<T: serde::Serialize>(
+    r: Result<T, crate::inference::InferenceError>,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(r?)?)
 }
 
 async fn load_engine(settings: &Settings) -> anyhow::Result<crate::inference::Engine> {

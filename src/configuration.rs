@@ -417,6 +417,10 @@ impl Settings {
             return invalid("http.request_timeout_secs", "must be at least 1");
         }
         self.auth.validate()?;
+        self.compat
+            .radanalyzer
+            .validate()
+            .map_err(|(field, problem)| ConfigError::Invalid { field, problem })?;
         self.export
             .validate()
             .map_err(|(field, problem)| ConfigError::Invalid { field, problem })?;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod capture;
 pub mod cli;
 pub mod compat;
 pub mod configuration;
@@ -19,6 +20,7 @@ pub mod fhir;
 pub mod inference;
 pub mod ingest;
 pub mod job;
+pub mod measurement;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;

@@ -150,6 +150,9 @@ impl Application {
                 &settings.storage.data_dir,
             )
             .context("loading the VoxRay patient hash key")?,
+            radanalyzer: crate::compat::radanalyzer::RadAnalyzerContext::from_settings(
+                &settings.compat.radanalyzer,
+            ),
         };
         Ok(Application {
             dicom,

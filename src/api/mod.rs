@@ -40,6 +40,17 @@ pub struct RouteSpec {
     pub path: &'static str,
     pub access: Access,
     pub summary: &'static str,
+    /// Body limit of this route when it must exceed `http.max_body_bytes` (RadAnalyzer's ten
+    /// base64 images of 10 MB); `None`: the configured limit.
+    pub body_limit: Option<usize>,
+}
+
+impl RouteSpec {
+    /// Raises this route's body limit to at least `bytes`.
+    pub fn with_body_limit(mut self, bytes: usize) -> RouteSpec {
+        self.body_limit = Some(bytes);
+        self
+    }
 }
 
 /// Every route the node serves, with its handler.
@@ -54,6 +65,8 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(crate::compat::leapai::routes());
     table.extend(crate::compat::pi::routes());
     table.extend(crate::compat::voxray::routes());
+    table.extend(crate::compat::radanalyzer::routes());
+    table.extend(crate::compat::radanalyzer::usage::routes());
     table.extend(routes::audit::routes());
     table.extend(routes::docs::routes());
     table.extend(routes::fhir::routes());
@@ -68,9 +81,10 @@ pub fn routes() -> Vec<RouteSpec> {
 }
 
 /// All routes with their shared state. Each non-public route is wrapped in
-/// [`auth::require`] with its scope; every route gets the body and time limits.
+/// [`auth::require`] with its scope; every route gets the body and time limits (routes with
+/// their own body limit are grouped by it: a router's layers cover only its own routes).
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new();
+    let mut groups: std::collections::BTreeMap<usize, Router<AppState>> = Default::default();
     for (spec, handler) in route_table() {
         let handler = match spec.access {
             Access::Public => handler,
@@ -82,14 +96,27 @@ pub fn router(state: AppState) -> Router {
                 auth::require,
             )),
         };
-        router = router.route(spec.path, handler);
+        let limit = spec
+            .body_limit
+            .map_or(state.http_limits.max_body_bytes, |l| {
+                l.max(state.http_limits.max_body_bytes)
+            });
+        let group = groups.remove(&limit).unwrap_or_default();
+        groups.insert(limit, group.route(spec.path, handler));
+    }
+    let mut router = Router::new();
+    for (max_body_bytes, group) in groups {
+        let limits = limits::HttpLimits {
+            max_body_bytes,
+            ..state.http_limits
+        };
+        router = router.merge(limits::apply(group, limits));
     }
     let router = router.layer(middleware::from_fn_with_state(
         state.metrics.clone(),
         http_metrics::record,
     ));
     let cors = state.dicomweb.cors();
-    let router = limits::apply(router, state.http_limits);
     // CORS outside auth and limits: a preflight carries no credentials.
     let router = match cors {
         Some(c) => router.layer(c),
@@ -117,5 +144,6 @@ pub(crate) fn spec(
         path,
         access,
         summary,
+        body_limit: None,
     }
 }

@@ -439,6 +439,63 @@ fn voxray_object() -> Value {
     json!({ "type": "object" })
 }
 
+/// RadAnalyzer's prediction request (single `image` or batch `images`).
+fn radanalyzer_request() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "image": { "type": "string", "description": "Base64 JPEG or PNG, at most 10 MiB decoded" },
+            "images": {
+                "type": "array", "maxItems": 10,
+                "items": { "type": "string" },
+                "description": "Batch: base64 JPEG or PNG images, instead of image",
+            },
+            "uuid": { "type": "string", "description": "Patient identifier: history and 24 h recheck grace" },
+            "render": { "type": "boolean", "description": "Return rendered_image (default false)" },
+        },
+    })
+}
+
+/// A picture-of-picture request: `image`, plus `corners` (rectify) or `session_id` and
+/// `uuid` (a capture session's frame).
+fn capture_request(corners: bool, session: bool) -> Value {
+    let mut props = json!({
+        "image": { "type": "string", "description": "Base64 JPEG or PNG photo, at most 10 MiB decoded" },
+    });
+    let mut required = vec!["image"];
+    if corners {
+        props["corners"] = json!({
+            "type": "array", "minItems": 4, "maxItems": 4,
+            "items": { "type": "array", "minItems": 2, "maxItems": 2, "items": { "type": "number" } },
+            "description": "Four [x, y] pixel positions inside the image (any order; TL,TR,BR,BL used)",
+        });
+        required.push("corners");
+    }
+    if session {
+        props["session_id"] =
+            json!({ "type": "string", "description": "From /v3/pop-session/start" });
+        props["uuid"] = json!({ "type": "string", "description": "Patient identifier" });
+        required.push("session_id");
+    }
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+/// RadAnalyzer's refusals: `{"error": "…"}` (plus `field` when one is at fault).
+fn radanalyzer_error(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": {
+            "type": "object",
+            "required": ["error"],
+            "properties": { "error": { "type": "string" }, "field": { "type": "string" } },
+        } } },
+    })
+}
+
+fn radanalyzer_object() -> Value {
+    json!({ "type": "object" })
+}
+
 /// LeapAI's `{"Result","Data","Message"}` envelope.
 fn leapai_envelope() -> Value {
     json!({
@@ -609,6 +666,102 @@ fn details() -> Vec<Detail> {
             "VoxRay: {flags: {…twelve booleans}, environment}",
             voxray_object(),
         ),
+        Detail::get("/v3/health")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .json(
+                "RadAnalyzer: {status, models_loaded, pop_models_loaded, pop_pipeline_enabled, \
+                 model_version}",
+                radanalyzer_object(),
+            )
+            .also("403", radanalyzer_error("Invalid API key")),
+        Detail::post("/v3/predict")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .body(radanalyzer_request())
+            .json(
+                "RadAnalyzer: single image {vhs (= CTR), vlas (null), prediction, result_code, \
+                 result_description, model_confidence, spread, pop_detected, model_version, \
+                 measurement, rendered_image?, historic_vhs, historic_vlas, billing}; a batch \
+                 adds best/median/std, per_photo and the n_photos_* counts",
+                radanalyzer_object(),
+            )
+            .also("403", radanalyzer_error("Invalid API key"))
+            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB"))
+            .also("503", radanalyzer_error("Landmark model not loaded")),
+        Detail::post("/v3/predict/stream")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .body(radanalyzer_request())
+            .other(
+                "text/event-stream",
+                "Server-sent events processing_started, photo (one per image), error (an \
+                 image that could not be used), summary (with billing)",
+            )
+            .also("403", radanalyzer_error("Invalid API key"))
+            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB")),
+        Detail::post("/v3/corners")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .body(capture_request(false, false))
+            .json(
+                "RadAnalyzer: {corners: [[x, y] ×4 in pixels, TL,TR,BR,BL], order, image_width, \
+                 image_height, model_version}",
+                radanalyzer_object(),
+            )
+            .also("403", radanalyzer_error("Invalid API key"))
+            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB"))
+            .also("422", radanalyzer_error("Corner detection failed")),
+        Detail::post("/v3/rectify")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .body(capture_request(true, false))
+            .json(
+                "RadAnalyzer: {rectified_image (base64 JPEG), width, height, model_version}",
+                radanalyzer_object(),
+            )
+            .also("403", radanalyzer_error("Invalid API key"))
+            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB")),
+        Detail::post("/v3/preprocess")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .body(capture_request(false, false))
+            .json(
+                "RadAnalyzer: {rectified_image, corners, order, width, height, model_version}",
+                radanalyzer_object(),
+            )
+            .also("403", radanalyzer_error("Invalid API key"))
+            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB"))
+            .also("422", radanalyzer_error("Corner detection failed")),
+        Detail::post("/v3/pop-session/start")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .body(json!({ "type": "object", "description": "Empty: {}" }))
+            .json(
+                "RadAnalyzer: {session_id, session_status: ready, pop_pipeline_enabled, \
+                 models_loaded, pop_models_loaded, model_version, session_config}",
+                radanalyzer_object(),
+            )
+            .also("403", radanalyzer_error("Invalid API key"))
+            .also("429", radanalyzer_error("Too many open PoP sessions"))
+            .also("503", radanalyzer_error("PoP pipeline not available")),
+        Detail::post("/v3/pop-session")
+            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
+            .body(capture_request(false, true))
+            .json(
+                "RadAnalyzer: session_status continue {reason, frame_index, frames_processed, \
+                 good_frames, result_code, frame_result, feedback, quality}, complete \
+                 {rectified_image, prediction, billing} or failed {error, billing}",
+                radanalyzer_object(),
+            )
+            .also("403", radanalyzer_error("Invalid API key"))
+            .also("404", radanalyzer_error("Unknown or closed PoP session"))
+            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB")),
+        Detail::get("/v1/radanalyzer/usage")
+            .query::<crate::compat::radanalyzer::usage::UsageQuery>()
+            .envelope(
+                "RadAnalyzer metering per API key for the month",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "month": { "type": "string" },
+                        "items": list::<crate::compat::radanalyzer::usage::KeyUsage>(),
+                    },
+                }),
+            ),
         Detail::get("/v1/audit")
             .query::<AuditQuery>()
             .envelope("Audit entries, newest first", schema::<views::AuditPage>()),
@@ -826,6 +979,16 @@ fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {
             responses.insert("429".into(), response_ref("TooManyRequests"));
         }
     }
+    if crate::compat::dialect_for(spec.path) == Some(crate::compat::Dialect::RadAnalyzer) {
+        // RadAnalyzer answers every authentication failure with its own 403.
+        responses.remove("401");
+    }
+    // An operation's own answers win over the shared ones.
+    if let Some(d) = detail {
+        for (status, response) in &d.more {
+            responses.insert((*status).into(), response.clone());
+        }
+    }
     responses.insert("default".into(), response_ref("Error"));
     if !parameters.is_empty() {
         op.insert("parameters".into(), Value::Array(parameters));
@@ -854,6 +1017,7 @@ fn components() -> Value {
     add::<views::EventPage>(&mut derived);
     add::<views::AuditPage>(&mut derived);
     add::<ExportRow>(&mut derived);
+    add::<crate::compat::radanalyzer::usage::KeyUsage>(&mut derived);
     let mut schemas = Map::new();
     for (name, schema) in derived {
         if let Ok(v) = serde_json::to_value(schema) {
@@ -1020,8 +1184,13 @@ mod tests {
                         "{what}"
                     );
                     assert_eq!(op["x-required-scope"], s, "{what}");
+                    let radanalyzer = crate::compat::dialect_for(spec.path)
+                        == Some(crate::compat::Dialect::RadAnalyzer);
                     for code in ["401", "403", "429"] {
-                        assert!(op["responses"].get(code).is_some(), "{what}: {code}");
+                        let documented = op["responses"].get(code).is_some();
+                        // RadAnalyzer refuses every bad credential with its 403.
+                        let expected = code != "401" || !radanalyzer;
+                        assert_eq!(documented, expected, "{what}: {code}");
                     }
                 }
             }

@@ -32,7 +32,7 @@ pub struct AppState {
     pub compat_pi: crate::compat::PiSettings,
     /// Triage rules (the pipeline's), for adapters that triage images themselves.
     pub triage: crate::result::TriageSettings,
-    /// Model the pipeline runs (`None`: the first installed), for the adapters too.
+    /// Model the pipeline runs (`None`: the first installed classification model), for the adapters too.
     pub pipeline_model: Option<String>,
     /// Wakes the pipeline workers (after a reprocess request).
     pub jobs_ready: Arc<tokio::sync::Notify>,
@@ -48,4 +48,6 @@ pub struct AppState {
     pub dicomweb: crate::dicomweb::DicomWebContext,
     /// VoxRay adapter: feature flags and the patient-id hash key.
     pub voxray: crate::compat::voxray::VoxRayContext,
+    /// RadAnalyzer V3 adapter: billing rates.
+    pub radanalyzer: crate::compat::radanalyzer::RadAnalyzerContext,
 }

@@ -9,6 +9,7 @@ pub mod leapai;
 pub mod paths;
 pub mod pi;
 pub mod pi_text;
+pub mod radanalyzer;
 pub mod voxray;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub struct CompatSettings {
     pub voxray_environment: String,
     /// VoxRay's v2 feature flags (`[compat.voxray_flags]`).
     pub voxray_flags: voxray::Flags,
+    /// RadAnalyzer V3 (`[compat.radanalyzer]`): the enterprise ("Custom") rates.
+    pub radanalyzer: radanalyzer::RadAnalyzerSettings,
 }
 
 fn redact<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -61,6 +64,7 @@ impl Default for CompatSettings {
             voxray_hash_key: None,
             voxray_environment: "production".into(),
             voxray_flags: voxray::Flags::default(),
+            radanalyzer: radanalyzer::RadAnalyzerSettings::default(),
         }
     }
 }
@@ -78,6 +82,7 @@ pub enum Dialect {
     LeapAi,
     Pi,
     VoxRay,
+    RadAnalyzer,
 }
 
 /// The dialect of a request path, if it belongs to an adapter.
@@ -85,6 +90,7 @@ pub fn dialect_for(path: &str) -> Option<Dialect> {
     match path {
         "/single_inference" | "/bulk_inference" => Some(Dialect::LeapAi),
         p if voxray::owns_path(p) => Some(Dialect::VoxRay),
+        p if radanalyzer::owns_path(p) => Some(Dialect::RadAnalyzer),
         p if p.starts_with("/api/v1/health/") || p.starts_with("/api/v1/jobs/") => {
             Some(Dialect::Pi)
         }
@@ -102,6 +108,9 @@ pub async fn translate_errors(req: Request, next: Next) -> Response {
     if dialect == Dialect::VoxRay && !resp.status().is_success() {
         // Every refusal on a VoxRay path, ours or the native layers', ends in VoxRay's shape.
         return voxray::finish_error(resp).await;
+    }
+    if dialect == Dialect::RadAnalyzer && !resp.status().is_success() {
+        return radanalyzer::finish_error(resp).await;
     }
     let is_json = resp
         .headers()

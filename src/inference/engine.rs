@@ -12,7 +12,11 @@ use tracing::{info, warn, Instrument};
 
 use super::applicability::{check_applicability, Applicability};
 use super::batcher::{self, Job, RawOutputs, RunSpec, SessionSet};
-use super::manifest::{read_verified, LabelSpec, Manifest, ModelFile};
+use super::landmarks::{self, LandmarkResult, LandmarkStatus, LANDMARK_REJECTED_REASON};
+use super::manifest::{
+    read_verified, LabelSpec, LandmarkSpec, Manifest, ModelFile, TASK_CLASSIFICATION,
+    TASK_LANDMARKS,
+};
 use super::postprocess::{self, LabelResult, Uncertainty};
 use super::preprocess::{self, ImageInfo, Preprocessed};
 use super::runtime::{self, create_session, Provider, Runtime};
@@ -38,8 +42,10 @@ pub struct ModelInfo {
     pub intended_use: String,
     /// True for demo/research models.
     pub not_for_clinical_use: bool,
-    /// Findings in output order.
+    /// Findings in output order (classification models; empty for landmark models).
     pub labels: Vec<LabelSpec>,
+    /// Landmarks in output order (landmark models; empty for classification models).
+    pub landmarks: Vec<LandmarkSpec>,
     /// Ensemble members with their verified SHA-256.
     pub members: Vec<ModelFile>,
     /// Gate model, if any.
@@ -55,7 +61,7 @@ pub struct ModelInfo {
 }
 
 /// Per-stage timings of one request, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     /// Reading and decoding the file or bytes.
     pub decode_ms: f64,
@@ -168,9 +174,19 @@ impl Engine {
         })
     }
 
-    /// The loaded models.
+    /// The loaded models, classification and landmark ones, by id.
     pub fn models(&self) -> Vec<ModelInfo> {
         self.inner.models.values().map(|m| m.info.clone()).collect()
+    }
+
+    /// The loaded landmark models, by id.
+    pub fn landmark_models(&self) -> Vec<ModelInfo> {
+        self.inner
+            .models
+            .values()
+            .filter(|m| m.manifest.is_landmark_model())
+            .map(|m| m.info.clone())
+            .collect()
     }
 
     /// The ONNX Runtime library in use.
@@ -178,11 +194,22 @@ impl Engine {
         &self.inner.runtime.dylib
     }
 
-    /// The manifest of `model_id`, or of the default model (the only one, or the first by id).
+    /// The manifest of classification model `model_id`, or of the default one (the first
+    /// classification model by id). A landmark model is a [`InferenceError::WrongTask`], so
+    /// the pipeline and the findings APIs never pick one.
     pub fn manifest(&self, model_id: Option<&str>) -> Result<Arc<Manifest>, InferenceError> {
-        Ok(self.model(model_id)?.manifest.clone())
+        Ok(self.classifier(model_id)?.manifest.clone())
     }
 
+    /// The manifest of landmark model `model_id`, or of the first landmark model by id.
+    pub fn landmark_manifest(
+        &self,
+        model_id: Option<&str>,
+    ) -> Result<Arc<Manifest>, InferenceError> {
+        Ok(self.landmark_model(model_id)?.manifest.clone())
+    }
+
+    /// `model_id` whatever its task, or the default classification model.
     fn model(&self, model_id: Option<&str>) -> Result<&Model, InferenceError> {
         match model_id {
             Some(id) => self
@@ -190,13 +217,41 @@ impl Engine {
                 .models
                 .get(id)
                 .ok_or_else(|| InferenceError::UnknownModel(id.to_owned())),
+            None => self.classifier(None),
+        }
+    }
+
+    /// A model of `task`: `model_id`, or the first of that task by id.
+    fn model_of(&self, model_id: Option<&str>, task: &str) -> Result<&Model, InferenceError> {
+        let model = match model_id {
+            Some(id) => self
+                .inner
+                .models
+                .get(id)
+                .ok_or_else(|| InferenceError::UnknownModel(id.to_owned()))?,
             None => self
                 .inner
                 .models
                 .values()
-                .next()
-                .ok_or_else(|| InferenceError::UnknownModel("(default)".into())),
+                .find(|m| m.manifest.task == task)
+                .ok_or_else(|| InferenceError::UnknownModel(format!("(default {task})")))?,
+        };
+        if model.manifest.task != task {
+            return Err(InferenceError::WrongTask {
+                model: model.info.id.clone(),
+                task: model.manifest.task.clone(),
+                expected: task.to_owned(),
+            });
         }
+        Ok(model)
+    }
+
+    fn classifier(&self, model_id: Option<&str>) -> Result<&Model, InferenceError> {
+        self.model_of(model_id, TASK_CLASSIFICATION)
+    }
+
+    fn landmark_model(&self, model_id: Option<&str>) -> Result<&Model, InferenceError> {
+        self.model_of(model_id, TASK_LANDMARKS)
     }
 
     /// Reads and preprocesses a DICOM file for a model (blocking).
@@ -224,7 +279,7 @@ impl Engine {
         path: &Path,
     ) -> Result<ImageResult, InferenceError> {
         let t0 = Instant::now();
-        let model = self.model(model_id)?;
+        let model = self.classifier(model_id)?;
         let manifest = model.manifest.clone();
         let path = path.to_owned();
         let span = tracing::info_span!("infer_dicom", model = %manifest.id);
@@ -264,7 +319,7 @@ impl Engine {
         bytes: &[u8],
     ) -> Result<ImageResult, InferenceError> {
         let t0 = Instant::now();
-        let model = self.model(model_id)?;
+        let model = self.classifier(model_id)?;
         let manifest = model.manifest.clone();
         let bytes = bytes.to_vec();
         let span = tracing::info_span!("infer_image", model = %manifest.id);
@@ -282,8 +337,62 @@ impl Engine {
         pre: Preprocessed,
     ) -> Result<ImageResult, InferenceError> {
         let t0 = Instant::now();
-        let model = self.model(model_id)?;
+        let model = self.classifier(model_id)?;
         self.finish(model, pre, t0).await
+    }
+
+    /// Landmarks, their spread and the measurement for PNG/JPEG bytes (`model_id` None: the
+    /// first landmark model): decode, preprocess, colour check, gate, ensemble.
+    pub async fn infer_landmarks_bytes(
+        &self,
+        model_id: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<LandmarkResult, InferenceError> {
+        let t0 = Instant::now();
+        let model = self.landmark_model(model_id)?;
+        let manifest = model.manifest.clone();
+        let bytes = bytes.to_vec();
+        let span = tracing::info_span!("infer_landmarks_image", model = %manifest.id);
+        let pre = spawn_blocking(span.clone(), move || {
+            preprocess::preprocess_image(&bytes, &manifest.input)
+        })
+        .await?;
+        self.finish_landmarks(model, pre, t0).instrument(span).await
+    }
+
+    /// Landmarks for a DICOM file: header rules, decode, preprocess, gate, ensemble.
+    pub async fn infer_landmarks_dicom(
+        &self,
+        model_id: Option<&str>,
+        path: &Path,
+    ) -> Result<LandmarkResult, InferenceError> {
+        let t0 = Instant::now();
+        let model = self.landmark_model(model_id)?;
+        let manifest = model.manifest.clone();
+        let path = path.to_owned();
+        let span = tracing::info_span!("infer_landmarks_dicom", model = %manifest.id);
+        let pre = spawn_blocking(span.clone(), move || {
+            let obj = preprocess::open_dicom(&path)?;
+            let header = preprocess::header_attrs(&obj);
+            if let Applicability::NotApplicable { reason } = check_applicability(&manifest, &header)
+            {
+                return Ok(Err(reason));
+            }
+            preprocess::preprocess_dicom_object(&obj, header, &manifest.input, t0).map(Ok)
+        })
+        .await?;
+        match pre {
+            Ok(pre) => self.finish_landmarks(model, pre, t0).instrument(span).await,
+            Err(reason) => Ok(LandmarkResult {
+                status: LandmarkStatus::NotApplicable { reason },
+                timings_ms: Timings {
+                    decode_ms: ms(t0),
+                    total_ms: ms(t0),
+                    ..Timings::default()
+                },
+                ..empty_landmarks(model, &ImageInfo::default())
+            }),
+        }
     }
 
     /// Runs a raw input tensor (`items x C x H x W`) through the members and the gate via the
@@ -355,6 +464,91 @@ impl Engine {
         timings.postprocess_ms = ms(t_post);
         timings.total_ms = ms(t0);
         Ok(ImageResult { timings, ..result })
+    }
+}
+
+impl Engine {
+    async fn finish_landmarks(
+        &self,
+        model: &Model,
+        pre: Preprocessed,
+        t0: Instant,
+    ) -> Result<LandmarkResult, InferenceError> {
+        let m = &model.manifest;
+        let mut timings = Timings {
+            decode_ms: pre.decode_ms,
+            preprocess_ms: pre.preprocess_ms,
+            ..Timings::default()
+        };
+        let base = empty_landmarks(model, &pre.image);
+        if pre.is_colour {
+            timings.total_ms = ms(t0);
+            return Ok(LandmarkResult {
+                status: LandmarkStatus::Rejected {
+                    reason: LANDMARK_REJECTED_REASON.into(),
+                    classifier_confidence: 1.0,
+                },
+                timings_ms: timings,
+                ..base
+            });
+        }
+        let raw = submit(model, pre.tensor, pre.items).await?;
+        let t_post = Instant::now();
+        timings.queue_ms = raw.queue_ms;
+        timings.inference_ms = raw.run_ms;
+        timings.batch_size = raw.batch_items;
+        let gate_probability = raw.gate.as_ref().map(|g| {
+            g.iter().map(|&v| postprocess::sigmoid(v)).sum::<f32>() / g.len().max(1) as f32
+        });
+        let result = match (&m.gate, gate_probability) {
+            (Some(g), Some(p)) if p < g.threshold => LandmarkResult {
+                status: LandmarkStatus::Rejected {
+                    reason: LANDMARK_REJECTED_REASON.into(),
+                    classifier_confidence: 1.0 - p,
+                },
+                gate_probability,
+                ..base
+            },
+            _ => {
+                let (points, members, spread, tier, measurement) =
+                    landmarks::evaluate(m, &raw.members);
+                LandmarkResult {
+                    status: LandmarkStatus::Predicted,
+                    gate_probability,
+                    landmarks: points,
+                    member_landmarks: members,
+                    spread: Some(spread),
+                    tier: Some(tier),
+                    measurement,
+                    ..base
+                }
+            }
+        };
+        timings.postprocess_ms = ms(t_post);
+        timings.total_ms = ms(t0);
+        Ok(LandmarkResult {
+            timings_ms: timings,
+            ..result
+        })
+    }
+}
+
+fn empty_landmarks(model: &Model, image: &ImageInfo) -> LandmarkResult {
+    LandmarkResult {
+        model_id: model.info.id.clone(),
+        model_version: model.info.version.clone(),
+        provider: model.info.provider.clone(),
+        not_for_clinical_use: model.info.not_for_clinical_use,
+        status: LandmarkStatus::Predicted,
+        gate_probability: None,
+        landmarks: Vec::new(),
+        member_landmarks: Vec::new(),
+        spread: None,
+        tier: None,
+        measurement: None,
+        image_width: image.cols,
+        image_height: image.rows,
+        timings_ms: Timings::default(),
     }
 }
 
@@ -521,6 +715,7 @@ fn load_model(
         intended_use: manifest.intended_use.clone(),
         not_for_clinical_use: manifest.not_for_clinical_use,
         labels: manifest.labels.clone(),
+        landmarks: manifest.landmarks.clone(),
         members: manifest.ensemble.members.clone(),
         gate: manifest.gate.as_ref().map(|g| ModelFile {
             file: g.file.clone(),
@@ -601,7 +796,7 @@ fn check_io(
         output_name: manifest.output.name.clone(),
         gate_input,
         chw,
-        labels: manifest.label_count(),
+        labels: manifest.output_len(),
         members_batch1,
         gate_batch1,
         member_files: manifest

@@ -52,6 +52,17 @@ pub enum InferenceError {
     /// A request named a model id that is not loaded.
     #[error("unknown model `{0}`")]
     UnknownModel(String),
+    /// A request named a model of another task (a landmark model where findings are needed,
+    /// or the other way round).
+    #[error("model `{model}` is a {task} model; this needs a {expected} model")]
+    WrongTask {
+        /// The model id.
+        model: String,
+        /// Its task.
+        task: String,
+        /// The task the caller needs.
+        expected: String,
+    },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -106,6 +117,7 @@ impl InferenceError {
         matches!(
             self,
             Self::UnknownModel(_)
+                | Self::WrongTask { .. }
                 | Self::Dicom(_)
                 | Self::PixelData(_)
                 | Self::Unsupported(_)

@@ -7,6 +7,17 @@ use std::path::{Component, Path, PathBuf};
 
 use super::InferenceError;
 
+/// `task` of a classification model (findings with probabilities).
+pub const TASK_CLASSIFICATION: &str = "multilabel-classification";
+/// `task` of a landmark model (normalised points, see [`LandmarkSpec`]).
+pub const TASK_LANDMARKS: &str = "landmark-regression";
+/// `uncertainty.spread` of a landmark model: mean over landmarks of the RMS distance of the
+/// member points from the ensemble mean, in normalised image units (see
+/// `crate::inference::landmarks`).
+pub const SPREAD_LANDMARK_RMS: &str = "landmark-rms";
+/// `measurement.kind` for the cardiothoracic ratio.
+pub const MEASUREMENT_CTR: &str = "cardiothoracic-ratio";
+
 /// A parsed and validated model manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +30,7 @@ pub struct Manifest {
     pub name: String,
     /// Who made the model.
     pub manufacturer: String,
-    /// Task; only `multilabel-classification` is implemented.
+    /// `multilabel-classification` (`[[labels]]`) or `landmark-regression` (`[[landmarks]]`).
     pub task: String,
     /// Intended use statement.
     pub intended_use: String,
@@ -39,8 +50,15 @@ pub struct Manifest {
     /// DICOM header rules; an empty list accepts anything.
     #[serde(default)]
     pub applicability: ApplicabilitySpec,
-    /// Findings, in the order of the output vector.
+    /// Findings, in the order of the output vector (classification models).
+    #[serde(default)]
     pub labels: Vec<LabelSpec>,
+    /// Landmarks, in the order of the output vector (landmark models).
+    #[serde(default)]
+    pub landmarks: Vec<LandmarkSpec>,
+    /// What a landmark model measures from its landmarks.
+    #[serde(default)]
+    pub measurement: Option<MeasurementSpec>,
 }
 
 /// `[input]`: the tensor the members take and how pixels become it.
@@ -78,8 +96,13 @@ pub struct InputSpec {
 pub struct OutputSpec {
     /// Output tensor name.
     pub name: String,
-    /// `sigmoid` (outputs are logits) or `identity` (outputs are probabilities).
+    /// `sigmoid` (outputs are logits) or `identity` (outputs are probabilities, or for a
+    /// landmark model the coordinates themselves).
     pub activation: String,
+    /// Landmark models only: `xy`, i.e. `N x 2K` values `x0, y0, x1, y1, ...` in
+    /// `[[landmarks]]` order, normalised to the input image (0..1, x right, y down).
+    #[serde(default)]
+    pub layout: Option<String>,
 }
 
 /// `[ensemble]`.
@@ -118,14 +141,17 @@ pub struct GateSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UncertaintySpec {
-    /// Only `std` (population standard deviation across members).
+    /// `std` (classification: population standard deviation of the member probabilities,
+    /// maximum over labels) or `landmark-rms` (landmark models).
     pub spread: String,
     /// Spread below this: tier `optimal`.
     pub optimal_below: f32,
     /// Spread below this: tier `good`; otherwise `review`.
     pub good_below: f32,
-    /// Predictive entropy (bits, mean over labels) above this asks for review.
-    pub review_entropy_above: f32,
+    /// Predictive entropy (bits, mean over labels) above this asks for review. Required for
+    /// classification models, absent for landmark models.
+    #[serde(default)]
+    pub review_entropy_above: Option<f32>,
 }
 
 /// `[applicability]`: DICOM header rules. Values compare case-insensitively; `""` in a list
@@ -200,6 +226,27 @@ pub struct LabelSpec {
     pub threshold: f32,
 }
 
+/// `[[landmarks]]`: one point the model regresses, in output order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LandmarkSpec {
+    /// Stable machine name, e.g. `heart_right`.
+    pub class: String,
+    /// What the point is, for people.
+    pub display: String,
+}
+
+/// `[measurement]`: what a landmark model computes from its points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasurementSpec {
+    /// Only `cardiothoracic-ratio` (needs `heart_right`, `heart_left`, `thorax_right`,
+    /// `thorax_left`).
+    pub kind: String,
+    /// Ratios below this are normal.
+    pub normal_below: f32,
+}
+
 impl Manifest {
     /// Reads and validates `path` (a `model.toml`).
     pub fn load(path: &Path) -> Result<Self, InferenceError> {
@@ -237,12 +284,15 @@ impl Manifest {
                 self.id
             ));
         }
-        if self.task != "multilabel-classification" {
-            return Err(format!(
-                "task `{}` is not supported (only multilabel-classification)",
-                self.task
-            ));
-        }
+        let landmark_model = match self.task.as_str() {
+            TASK_CLASSIFICATION => false,
+            TASK_LANDMARKS => true,
+            other => {
+                return Err(format!(
+                "task `{other}` is not supported (only {TASK_CLASSIFICATION} or {TASK_LANDMARKS})"
+            ))
+            }
+        };
         let i = &self.input;
         if i.width == 0 || i.height == 0 || i.width > 4096 || i.height > 4096 {
             return Err(format!(
@@ -313,17 +363,40 @@ impl Manifest {
             unit("gate.threshold", g.threshold)?;
         }
         let u = &self.uncertainty;
+        unit("uncertainty.optimal_below", u.optimal_below)?;
+        unit("uncertainty.good_below", u.good_below)?;
+        if u.optimal_below > u.good_below {
+            return Err("uncertainty.optimal_below must not exceed good_below".into());
+        }
+        if landmark_model {
+            self.validate_landmarks()
+        } else {
+            self.validate_classification()
+        }
+    }
+
+    fn validate_classification(&self) -> Result<(), String> {
+        let u = &self.uncertainty;
         if u.spread != "std" {
             return Err(format!(
                 "uncertainty.spread `{}` is not supported (only std)",
                 u.spread
             ));
         }
-        unit("uncertainty.optimal_below", u.optimal_below)?;
-        unit("uncertainty.good_below", u.good_below)?;
-        unit("uncertainty.review_entropy_above", u.review_entropy_above)?;
-        if u.optimal_below > u.good_below {
-            return Err("uncertainty.optimal_below must not exceed good_below".into());
+        match u.review_entropy_above {
+            Some(v) if v.is_finite() && (0.0..=1.0).contains(&v) => {}
+            Some(v) => {
+                return Err(format!(
+                    "uncertainty.review_entropy_above must be within 0..1, got {v}"
+                ))
+            }
+            None => return Err("uncertainty.review_entropy_above is missing".into()),
+        }
+        if self.output.layout.is_some() {
+            return Err("output.layout is only for landmark-regression models".into());
+        }
+        if !self.landmarks.is_empty() || self.measurement.is_some() {
+            return Err("landmarks and measurement are only for landmark-regression models".into());
         }
         if self.labels.is_empty() {
             return Err("labels must not be empty".into());
@@ -336,9 +409,87 @@ impl Manifest {
             if !keys.insert(l.key.as_str()) {
                 return Err(format!("label key `{}` is listed twice", l.key));
             }
-            unit(&format!("threshold of label `{}`", l.key), l.threshold)?;
+            let t = l.threshold;
+            if !(t.is_finite() && (0.0..=1.0).contains(&t)) {
+                return Err(format!(
+                    "threshold of label `{}` must be within 0..1, got {t}",
+                    l.key
+                ));
+            }
         }
         Ok(())
+    }
+
+    fn validate_landmarks(&self) -> Result<(), String> {
+        let u = &self.uncertainty;
+        if u.spread != SPREAD_LANDMARK_RMS {
+            return Err(format!(
+                "uncertainty.spread `{}` is not supported for landmark models (only {SPREAD_LANDMARK_RMS})",
+                u.spread
+            ));
+        }
+        if u.review_entropy_above.is_some() {
+            return Err(
+                "uncertainty.review_entropy_above is only for classification models".into(),
+            );
+        }
+        if self.output.layout.as_deref() != Some("xy") {
+            return Err("output.layout must be `xy` for landmark-regression models".into());
+        }
+        if self.input.frames != "first" {
+            return Err("input.frames must be `first` for landmark-regression models".into());
+        }
+        if !self.labels.is_empty() {
+            return Err("labels are only for classification models".into());
+        }
+        if self.landmarks.is_empty() {
+            return Err("landmarks must not be empty".into());
+        }
+        let mut classes = HashSet::new();
+        for l in &self.landmarks {
+            if l.class.is_empty() {
+                return Err("a landmark has an empty class".into());
+            }
+            if !classes.insert(l.class.as_str()) {
+                return Err(format!("landmark class `{}` is listed twice", l.class));
+            }
+        }
+        if let Some(m) = &self.measurement {
+            if m.kind != MEASUREMENT_CTR {
+                return Err(format!(
+                    "measurement.kind `{}` is not supported (only {MEASUREMENT_CTR})",
+                    m.kind
+                ));
+            }
+            if !(m.normal_below.is_finite() && m.normal_below > 0.0) {
+                return Err(format!(
+                    "measurement.normal_below must be positive, got {}",
+                    m.normal_below
+                ));
+            }
+            for need in ["heart_right", "heart_left", "thorax_right", "thorax_left"] {
+                if !classes.contains(need) {
+                    return Err(format!(
+                        "measurement {MEASUREMENT_CTR} needs landmark `{need}`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True for `landmark-regression` models.
+    pub fn is_landmark_model(&self) -> bool {
+        self.task == TASK_LANDMARKS
+    }
+
+    /// Values per image in each member's output: one per label, or x and y per landmark.
+    pub fn output_len(&self) -> usize {
+        if self.is_landmark_model() {
+            2 * self.landmarks.len()
+        } else {
+            self.labels.len()
+        }
     }
 
     /// Number of findings (length of each member's output vector).
@@ -459,6 +610,124 @@ threshold = 0.5
         assert_eq!(m.labels[0].scheme.designator(), "DCM");
         let bad = EXAMPLE.replace("snomed = \"8186001\"", "scheme = \"LN\"\ncode = \"1\"");
         assert!(Manifest::parse(&bad).is_err());
+    }
+
+    pub(crate) const LANDMARK_EXAMPLE: &str = r#"
+id = "ctr-demo"
+version = "0.1.0"
+name = "demo landmarks"
+manufacturer = "radstream"
+task = "landmark-regression"
+intended_use = "demo"
+not_for_clinical_use = true
+[input]
+name = "image"
+width = 16
+height = 16
+channels = 1
+layout = "NCHW"
+windowing = "voi-or-percentile"
+percentile_low = 0.5
+percentile_high = 99.5
+mean = 0.5
+std = 0.25
+frames = "first"
+[output]
+name = "landmarks"
+activation = "identity"
+layout = "xy"
+[ensemble]
+combination = "mean"
+[[ensemble.members]]
+file = "member0.onnx"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+[uncertainty]
+spread = "landmark-rms"
+optimal_below = 0.005
+good_below = 0.008
+[measurement]
+kind = "cardiothoracic-ratio"
+normal_below = 0.5
+[[landmarks]]
+class = "heart_right"
+display = "Heart, right border"
+[[landmarks]]
+class = "heart_left"
+display = "Heart, left border"
+[[landmarks]]
+class = "thorax_right"
+display = "Thorax, right inner margin"
+[[landmarks]]
+class = "thorax_left"
+display = "Thorax, left inner margin"
+"#;
+
+    #[test]
+    fn landmark_example_parses() {
+        let m = Manifest::parse(LANDMARK_EXAMPLE).unwrap();
+        assert!(m.is_landmark_model());
+        assert_eq!(m.output_len(), 8);
+        assert_eq!(m.landmarks[1].class, "heart_left");
+        assert_eq!(m.measurement.as_ref().unwrap().normal_below, 0.5);
+        let c = Manifest::parse(EXAMPLE).unwrap();
+        assert!(!c.is_landmark_model());
+        assert_eq!(c.output_len(), 1);
+    }
+
+    #[test]
+    fn invalid_landmark_manifests_are_refused() {
+        let cases = [
+            ("layout = \"xy\"\n", ""),
+            ("layout = \"xy\"", "layout = \"yx\""),
+            ("spread = \"landmark-rms\"", "spread = \"std\""),
+            ("good_below = 0.008\n", "good_below = 0.008\nreview_entropy_above = 0.5\n"),
+            ("frames = \"first\"", "frames = \"all\""),
+            ("kind = \"cardiothoracic-ratio\"", "kind = \"vhs\""),
+            ("normal_below = 0.5", "normal_below = 0.0"),
+            ("class = \"thorax_left\"", "class = \"heart_left\""),
+            ("class = \"thorax_left\"", "class = \"apex\""),
+            ("[[landmarks]]\nclass = \"heart_right\"", "[[landmarks]]\nclass = \"heart_right\"\nx = 1"),
+            (
+                "[measurement]",
+                "[[labels]]\nkey = \"a\"\nname = \"a\"\nsnomed = \"1\"\ndisplay = \"a\"\nthreshold = 0.5\n[measurement]",
+            ),
+        ];
+        for (from, to) in cases {
+            assert!(LANDMARK_EXAMPLE.contains(from), "{from}");
+            let text = LANDMARK_EXAMPLE.replacen(from, to, 1);
+            assert!(Manifest::parse(&text).is_err(), "accepted: {to}");
+        }
+        let no_landmarks: String = LANDMARK_EXAMPLE
+            .split("[[landmarks]]")
+            .next()
+            .unwrap()
+            .replace(
+                "[measurement]\nkind = \"cardiothoracic-ratio\"\nnormal_below = 0.5\n",
+                "",
+            );
+        let err = Manifest::parse(&no_landmarks).unwrap_err();
+        assert!(err.contains("landmarks"), "{err}");
+    }
+
+    #[test]
+    fn classification_manifests_refuse_landmark_fields() {
+        let cases = [
+            (
+                "activation = \"sigmoid\"",
+                "activation = \"sigmoid\"\nlayout = \"xy\"",
+            ),
+            ("review_entropy_above = 0.6\n", ""),
+            ("spread = \"std\"", "spread = \"landmark-rms\""),
+            (
+                "[[labels]]",
+                "[[landmarks]]\nclass = \"heart_right\"\ndisplay = \"x\"\n[[labels]]",
+            ),
+        ];
+        for (from, to) in cases {
+            assert!(EXAMPLE.contains(from), "{from}");
+            let text = EXAMPLE.replacen(from, to, 1);
+            assert!(Manifest::parse(&text).is_err(), "accepted: {to}");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - `batcher`: dynamic batching across concurrent requests (`max_batch`, `max_delay_ms`),
 //!   members and gate run concurrently, one worker thread per session set (`pool_size`).
 //! - [`postprocess`]: ensemble mean, spread, entropy-based uncertainty (definitions there).
+//! - [`landmarks`]: landmark models (`task = "landmark-regression"`): member points, their
+//!   mean and spread, the tier and the measurement (definitions there).
 //!
 //! # Public API
 //! - [`Engine::load`] (blocking) loads every model; [`Engine::models`] lists them
@@ -30,7 +32,13 @@
 //! - Lower level: [`Engine::preprocess_dicom`] / [`Engine::preprocess_image`] (tensor only),
 //!   [`Engine::infer_preprocessed`], [`Engine::run_tensor`] (raw member outputs), and
 //!   [`preprocess::decode_raw`] (stored pixel values, used to compare with pydicom).
-//! - The default model (`model_id = None`) is the first model by id.
+//! - [`Engine::infer_landmarks_bytes`] and [`Engine::infer_landmarks_dicom`] give a
+//!   [`LandmarkResult`] (points, member points, spread, tier, cardiothoracic ratio);
+//!   [`Engine::landmark_models`] lists those models.
+//! - The default model (`model_id = None`) is the first *classification* model by id for the
+//!   findings entry points and [`Engine::manifest`] (so the pipeline never runs a landmark
+//!   model), and the first landmark model for the landmark entry points. A model of the other
+//!   task is an [`InferenceError::WrongTask`].
 //! - Errors are [`InferenceError`]; no input (corrupt DICOM, truncated PNG, unknown model)
 //!   panics.
 //!
@@ -49,6 +57,7 @@ pub mod decode;
 mod engine;
 mod error;
 mod jpeg12;
+pub mod landmarks;
 pub mod manifest;
 pub mod postprocess;
 pub mod preprocess;
@@ -59,6 +68,7 @@ pub use applicability::{check_applicability, Applicability};
 pub use batcher::RawOutputs;
 pub use engine::{Engine, ImageResult, ModelInfo, Timings, REJECTED_REASON};
 pub use error::InferenceError;
+pub use landmarks::{Landmark, LandmarkResult, LandmarkStatus, LANDMARK_REJECTED_REASON};
 pub use manifest::{CodeScheme, Manifest};
 pub use postprocess::{ConfidenceTier, LabelResult, Uncertainty};
 pub use preprocess::{HeaderAttrs, ImageInfo, Preprocessed, WindowInfo};

@@ -45,7 +45,7 @@ pub struct LabelResult {
 }
 
 /// Confidence tier from the ensemble spread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConfidenceTier {
     /// Spread below `optimal_below`.
@@ -73,6 +73,18 @@ pub struct Uncertainty {
     pub confidence: ConfidenceTier,
     /// Tier is review, or `total` above the manifest's `review_entropy_above`.
     pub should_review: bool,
+}
+
+/// The confidence tier of a spread under the manifest's `[uncertainty]` thresholds.
+pub fn tier(manifest: &Manifest, spread: f32) -> ConfidenceTier {
+    let u = &manifest.uncertainty;
+    if spread < u.optimal_below {
+        ConfidenceTier::Optimal
+    } else if spread < u.good_below {
+        ConfidenceTier::Good
+    } else {
+        ConfidenceTier::Review
+    }
 }
 
 /// Sigmoid that does not overflow.
@@ -157,13 +169,7 @@ pub fn combine(manifest: &Manifest, probs: &[Vec<f32>]) -> (Vec<LabelResult>, Un
     let total = total_sum / n;
     let aleatoric = alea_sum / n;
     let u = &manifest.uncertainty;
-    let confidence = if spread < u.optimal_below {
-        ConfidenceTier::Optimal
-    } else if spread < u.good_below {
-        ConfidenceTier::Good
-    } else {
-        ConfidenceTier::Review
-    };
+    let confidence = tier(manifest, spread);
     let uncertainty = Uncertainty {
         spread,
         epistemic: (total - aleatoric).max(0.0) as f32,
@@ -172,7 +178,7 @@ pub fn combine(manifest: &Manifest, probs: &[Vec<f32>]) -> (Vec<LabelResult>, Un
         disagreement_score: (disagree as f64 / n) as f32,
         confidence,
         should_review: confidence == ConfidenceTier::Review
-            || total as f32 > u.review_entropy_above,
+            || u.review_entropy_above.is_some_and(|t| total as f32 > t),
     };
     (labels, uncertainty)
 }

@@ -39,6 +39,9 @@ pub enum PipelineError {
     NoInstances(String),
     #[error("unknown model '{0}'")]
     UnknownModel(String),
+    /// The job names a model the pipeline cannot run (a landmark model).
+    #[error("{0}")]
+    UnusableModel(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("inference: {0}")]
@@ -50,7 +53,10 @@ impl PipelineError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            Self::UnknownStudy(_) | Self::NoInstances(_) | Self::UnknownModel(_)
+            Self::UnknownStudy(_)
+                | Self::NoInstances(_)
+                | Self::UnknownModel(_)
+                | Self::UnusableModel(_)
         )
     }
 }
@@ -318,6 +324,7 @@ impl Pipeline {
         let model_id = job.model_id.as_deref().or(self.settings.model.as_deref());
         let manifest = self.engine.manifest(model_id).map_err(|e| match e {
             InferenceError::UnknownModel(m) => PipelineError::UnknownModel(m),
+            e @ InferenceError::WrongTask { .. } => PipelineError::UnusableModel(e.to_string()),
             other => PipelineError::Inference(other),
         })?;
         let study = sqlx::query(

@@ -19,7 +19,7 @@ pub struct PipelineSettings {
     pub retry_max_ms: u64,
     /// How often idle workers look for jobs queued by other nodes, in milliseconds.
     pub poll_ms: u64,
-    /// Model run on completed studies; unset means the first installed model.
+    /// Model run on completed studies; unset means the first installed classification model.
     pub model: Option<String>,
     /// Images analysed per study at most (the rest are reported as skipped).
     pub max_images_per_study: usize,

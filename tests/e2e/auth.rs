@@ -65,6 +65,13 @@ async fn error_of(resp: reqwest::Response) -> (StatusCode, Value) {
             serde_json::json!({ "code": status.as_u16(), "message": body["Message"] }),
         );
     }
+    if let Some(message) = body["error"].as_str() {
+        // RadAnalyzer's `{"error": "<message>"}`.
+        return (
+            status,
+            serde_json::json!({ "code": status.as_u16(), "message": message }),
+        );
+    }
     if body["error"]["code"].is_string() {
         // Pi's `{"error": {"code": "<code>", "message"}}`.
         return (status, body["error"].clone());
@@ -86,6 +93,73 @@ async fn expect_401(resp: reqwest::Response, message: &str, what: &str) {
     assert!(challenge.starts_with("Bearer"), "{what}: {challenge:?}");
 }
 
+/// RadAnalyzer's routes (`/v3`): every credential that is not a valid API key holding the
+/// scope, a JWT included, is the document's 403 "Invalid API key"; a key without the scope is
+/// a 403 naming it; a key with it passes.
+async fn radanalyzer_refusals(
+    app: &TestApp,
+    method: &reqwest::Method,
+    path: &str,
+    required: Scope,
+    what: &str,
+) {
+    use radstream::auth::keys;
+    let with_key = |key: &str| {
+        client()
+            .request(method.clone(), app.url(path))
+            .header("x-api-key", key)
+    };
+    let admin_jwt = format!("Bearer {}", app.token(&[Scope::Admin]));
+    let (revoked, revoked_secret) =
+        keys::create(&app.db, &format!("revoked {path} {method}"), &[required])
+            .await
+            .unwrap();
+    keys::revoke(&app.db, &revoked.id.to_string())
+        .await
+        .unwrap();
+    let refusals = [
+        call(app, method, path, None).await,
+        call(app, method, path, Some("Bearer garbage".into())).await,
+        call(app, method, path, Some(admin_jwt)).await,
+        with_key("rsk_unknown").send().await.unwrap(),
+        with_key(&revoked_secret).send().await.unwrap(),
+    ];
+    for resp in refusals {
+        assert!(
+            resp.headers().get(header::WWW_AUTHENTICATE).is_none(),
+            "{what}"
+        );
+        let (status, error) = error_of(resp).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {error}");
+        assert_eq!(error["message"], "Invalid API key", "{what}");
+    }
+    let others: Vec<Scope> = Scope::ALL
+        .into_iter()
+        .filter(|s| *s != required && *s != Scope::Admin)
+        .collect();
+    let (_, lacking) = keys::create(&app.db, &format!("lacking {path} {method}"), &others)
+        .await
+        .unwrap();
+    let (status, error) = error_of(with_key(&lacking).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {error}");
+    assert_eq!(
+        error["message"],
+        format!("Missing scope: {required}"),
+        "{what}"
+    );
+    for (i, scopes) in [vec![required], vec![Scope::Admin]].into_iter().enumerate() {
+        let (_, good) = keys::create(&app.db, &format!("good{i} {path} {method}"), &scopes)
+            .await
+            .unwrap();
+        let s = with_key(&good).send().await.unwrap().status();
+        assert!(
+            s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+            "{what} with {scopes:?}: {s}"
+        );
+        assert!(!s.is_server_error(), "{what} with {scopes:?}: {s}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_matrix_over_every_route() {
     let app = TestApp::spawn(Db::Sqlite).await;
@@ -103,6 +177,12 @@ async fn auth_matrix_over_every_route() {
                 let resp = call(&app, &method, &path, None).await;
                 assert_ne!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
                 assert_ne!(resp.status(), StatusCode::FORBIDDEN, "{what}");
+            }
+            Access::Scope(required)
+                if radstream::compat::dialect_for(route.path)
+                    == Some(radstream::compat::Dialect::RadAnalyzer) =>
+            {
+                radanalyzer_refusals(&app, &method, &path, required, &what).await;
             }
             Access::Scope(required) => {
                 expect_401(

@@ -276,17 +276,21 @@ async fn reprocess_adds_a_result_version_and_long_poll_waits_for_it() {
         2
     );
 
-    // Unknown model: the field is named.
-    let bad = reqwest::Client::new()
-        .post(app.url(&format!("/v1/studies/{study}/reprocess")))
-        .bearer_auth(&writer)
-        .json(&serde_json::json!({"model": "nope"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let body: Value = bad.json().await.unwrap();
-    assert_eq!(body["error"]["field"], "model");
+    // Unknown model, or the landmark model (the pipeline runs classification models only):
+    // the field is named.
+    for model in ["nope", "ctr-demo"] {
+        let bad = reqwest::Client::new()
+            .post(app.url(&format!("/v1/studies/{study}/reprocess")))
+            .bearer_auth(&writer)
+            .json(&serde_json::json!({ "model": model }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{model}");
+        let body: Value = bad.json().await.unwrap();
+        assert_eq!(body["error"]["field"], "model", "{body}");
+        assert!(body.to_string().contains("classification model"), "{body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

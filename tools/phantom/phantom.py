@@ -31,7 +31,21 @@ patient's right is on the image left.  Keys:
     heart_right_x, heart_left_x, thorax_right_x, thorax_left_x   the x of those points
     heart_y, thorax_y    the y of the heart / thoracic measuring level (mean of the 2 points)
     ctr                  cardiothoracic ratio (max heart width / max inner thoracic width),
-                         rotation invariant.
+                         rotation invariant.  Cardiomegaly phantoms draw it from 0.58..0.70,
+                         normal ones from 0.36..0.50, so the true CTR is > 0.5 exactly when
+                         the label says cardiomegaly.
+    landmarks            the radstream landmark set (models/ctr-demo), each {"class", "x", "y"}
+                         in the order of LANDMARKS:
+        heart_right      = heart_right_border
+        heart_left       = heart_left_border
+        thorax_right     = thorax_right_inner
+        thorax_left      = thorax_left_inner
+        heart_top        right cardiovascular junction: where the right heart border leaves
+                         the mediastinal shadow (upper end of the cardiac long axis)
+        heart_bottom     cardiac apex: the left heart border at the left hemidiaphragm
+                         (left cardiophrenic angle; lower end of the long axis)
+    The widths use x only (the measuring points of each pair share their level), so the CTR
+    from the landmarks' x equals `ctr` whatever the rotation or the image aspect.
 
 CLI
 ---
@@ -65,6 +79,9 @@ LABELS = [
     "infiltration",
     "calcification",
 ]
+
+# Landmark classes of the cardiothoracic-ratio model, in output order (see Geometry).
+LANDMARKS = ["heart_right", "heart_left", "thorax_right", "thorax_left", "heart_top", "heart_bottom"]
 
 # Working resolution cap: anatomy is rendered at most at this size (longest side) and
 # then interpolated up; quantum noise / fine grain is added at the full output size.
@@ -639,6 +656,18 @@ def _geometry(P, ctx):
     hL = ctx.to_image(ms + hl, ym)
     tR = ctx.to_image(-lat, yw)
     tL = ctx.to_image(lat, yw)
+    # right cardiovascular junction: _heart_extent's right profile r*(1-(1-t)^2)^0.7 meets
+    # the mediastinal half-width med_w (the right lung's medial margin is their maximum)
+    W = P["ctr"] * 2 * P["wt"]
+    r = P["heart_frac_r"] * W
+    q = min(1.0, (P["med_w"] / r) ** (1 / 0.7)) if r > 0 else 1.0
+    t = 1.0 - math.sqrt(1.0 - q)
+    top = ctx.to_image(ms - P["med_w"], P["heart_top"] + t * (ym - P["heart_top"]))
+    # apex: the left border (full width below ym) meets the left hemidiaphragm
+    xa = ms + hl
+    apex = ctx.to_image(xa, float(_dome(P, xa, 1)))
+    points = {"heart_right": hR, "heart_left": hL, "thorax_right": tR, "thorax_left": tL,
+              "heart_top": top, "heart_bottom": apex}
     return {
         "heart_right_border": hR,
         "heart_left_border": hL,
@@ -651,6 +680,7 @@ def _geometry(P, ctx):
         "heart_y": 0.5 * (hR[1] + hL[1]),
         "thorax_y": 0.5 * (tR[1] + tL[1]),
         "ctr": (hr + hl) / (2 * lat),
+        "landmarks": [{"class": k, "x": points[k][0], "y": points[k][1]} for k in LANDMARKS],
     }
 
 
@@ -666,7 +696,7 @@ def generate_cxr(seed, height=512, width=512, findings=None, **overrides):
     P = sample_params(rng, findings)
     P.update(overrides)
     if "ctr" in overrides:
-        is_cm = P["ctr"] > 0.55
+        is_cm = P["ctr"] > 0.5
         if is_cm and "cardiomegaly" not in P["findings"]:
             P["findings"].append("cardiomegaly")
         if not is_cm and "cardiomegaly" in P["findings"]:

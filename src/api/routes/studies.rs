@@ -15,6 +15,7 @@ use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
 use crate::domain::Urgency;
+use crate::inference::manifest::TASK_CLASSIFICATION;
 use crate::job;
 use crate::result::{self, StudyResult};
 
@@ -489,11 +490,17 @@ async fn reprocess(
     };
     if let Some(m) = &body.model {
         if state.engine.manifest(Some(m)).is_err() {
-            let known: Vec<String> = state.engine.models().into_iter().map(|m| m.id).collect();
+            let known: Vec<String> = state
+                .engine
+                .models()
+                .into_iter()
+                .filter(|m| m.task == TASK_CLASSIFICATION)
+                .map(|m| m.id)
+                .collect();
             return Err(ApiError::invalid(
                 "model",
                 format!(
-                    "'{m}' is not an installed model (installed: {})",
+                    "'{m}' is not an installed classification model (installed: {})",
                     known.join(", ")
                 ),
             ));
