@@ -5,6 +5,7 @@
 #
 #   bench/ingest.sh            # both data sets (200 x 512x512 DX, 40 x 3000x2500 CR)
 #   BENCH_SETS=dx bench/ingest.sh
+#   BENCH_REPEAT=5 bench/ingest.sh   # runs per measurement (default 3); the median is printed
 #
 # Data sets are generated on first use under bench/out/ (not committed).
 set -euo pipefail
@@ -16,6 +17,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/radstream"
 OUT=bench/out
 mkdir -p "$OUT"
 SETS="${BENCH_SETS:-dx cr}"
+REPEAT="${BENCH_REPEAT:-3}"
 export TCP_NODELAY=1
 
 gen() {
@@ -90,17 +92,22 @@ for set in $SETS; do
   mb=$(du -sm --apparent-size "$OUT/$set" | cut -f1)
   for recv in radstream-fsync radstream-os storescp orthanc; do
     for n in 1 4; do
-      dir=$(mktemp -d /tmp/radstream-bench.XXXXXX)/store
-      port=$(free_port)
-      start_receiver "$recv" "$port" "$dir"
-      secs=$(send "$port" "$set" "$n")
-      sent=$(cat "$OUT"/storescu*.err 2>/dev/null | grep -c "^E:" || true)
-      [ "$sent" = 0 ] || { echo "storescu reported errors sending to $recv:" >&2; cat "$OUT"/storescu*.err >&2; exit 1; }
-      kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
-      rm -rf "$(dirname "$dir")"
+      runs=()
+      for _ in $(seq 1 "$REPEAT"); do
+        dir=$(mktemp -d /tmp/radstream-bench.XXXXXX)/store
+        port=$(free_port)
+        start_receiver "$recv" "$port" "$dir"
+        runs+=("$(send "$port" "$set" "$n")")
+        sent=$(cat "$OUT"/storescu*.err 2>/dev/null | grep -c "^E:" || true)
+        [ "$sent" = 0 ] || { echo "storescu reported errors sending to $recv:" >&2; cat "$OUT"/storescu*.err >&2; exit 1; }
+        kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
+        rm -rf "$(dirname "$dir")"
+      done
+      # The median run: one slow or fast outlier on a shared machine does not decide.
+      secs=$(printf '%s\n' "${runs[@]}" | sort -g | sed -n "$(( (REPEAT + 1) / 2 ))p")
       RESULT[$set,$recv,$n]=$secs
-      printf '%-4s %-16s %d assoc: %7.2f s  %7.1f inst/s  %7.1f MB/s\n' \
-        "$set" "$recv" "$n" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)"
+      printf '%-4s %-16s %d assoc: %7.2f s  %7.1f inst/s  %7.1f MB/s  (median of %d)\n' \
+        "$set" "$recv" "$n" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)" "$REPEAT"
     done
   done
   for mode in fsync os; do

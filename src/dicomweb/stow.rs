@@ -20,7 +20,7 @@ use crate::api::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::domain::Uid;
 use crate::ingest::dimse::status;
-use crate::store::{FileMeta, IncomingFile, StoreError, StoreOutcome};
+use crate::store::{FileMeta, IncomingFile, Source, StoreError, StoreOutcome};
 use dicom_dictionary_std::tags;
 
 /// The Source AE Title written into files received over STOW-RS (and their index rows).
@@ -368,37 +368,14 @@ where
         return Ok(Err(fail(class_o, sop_o, status::OUT_OF_RESOURCES, e)));
     }
     let size = file.len();
-    let staged = match file.finish(dw.store.durability()).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Ok(Err(fail(
-                class_o,
-                sop_o,
-                status::OUT_OF_RESOURCES,
-                e.to_string(),
-            )))
-        }
+    let source = Source {
+        calling_ae: STOW_AE,
+        association_id,
+        expected_study: study,
     };
-    if let Some(want) = study {
-        let path = staged.path().to_path_buf();
-        let header =
-            tokio::task::spawn_blocking(move || crate::store::InstanceHeader::read(&path)).await;
-        let found = match &header {
-            Ok(Ok(h)) => h.study_uid.as_ref().map(|u| u.as_str().to_string()),
-            _ => None,
-        };
-        if let Some(found) = found.filter(|f| f != want) {
-            return Ok(Err(fail(
-                class_o,
-                sop_o,
-                status::DATA_SET_MISMATCH,
-                format!("StudyInstanceUID {found} differs from the study {want} of the request"),
-            )));
-        }
-    }
     match dw
         .store
-        .accept(reservation, staged, &file_meta, STOW_AE, association_id)
+        .accept(reservation, file, &file_meta, &source)
         .await
     {
         Ok(outcome) => {

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::dimse::{self, status, Command};
 use super::IngestContext;
-use crate::store::{FileMeta, IncomingFile, Reservation, Store, StoreError, StoreOutcome};
+use crate::store::{FileMeta, IncomingFile, Reservation, Source, Store, StoreError, StoreOutcome};
 
 type Assoc = dicom_ul::association::AsyncServerAssociation<tokio::net::TcpStream>;
 
@@ -349,13 +349,14 @@ async fn finish_store(
             Sink::File(f) => {
                 let (file, meta, reservation) = *f;
                 let size = file.len();
-                let staged = file
-                    .finish(ctx.store.durability())
-                    .await
-                    .map_err(|e| (status::OUT_OF_RESOURCES, e.to_string()))?;
+                let source = Source {
+                    calling_ae,
+                    association_id,
+                    expected_study: None,
+                };
                 let outcome = ctx
                     .store
-                    .accept(reservation, staged, &meta, calling_ae, association_id)
+                    .accept(reservation, file, &meta, &source)
                     .await
                     .map_err(|e| {
                         let st = match &e {

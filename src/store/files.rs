@@ -230,7 +230,8 @@ fn part10_header(meta: &FileMeta) -> Result<Vec<u8>, FileError> {
 /// Bytes an [`IncomingFile`] buffers in memory before writing them out.
 pub const SPILL_AT: usize = 1 << 20;
 
-/// A temporary file receiving a data set. Dropped before [`finish`](Self::finish), it deletes
+/// A temporary file receiving a data set. Dropped before
+/// [`finish_blocking`](Self::finish_blocking), it deletes
 /// itself: an aborted association leaves nothing behind.
 pub struct IncomingFile {
     /// Created on the first spill (or at finish).
@@ -275,9 +276,14 @@ impl IncomingFile {
         self.bytes == 0
     }
 
-    /// Writes what is buffered and (with `fsync`) syncs the file, in one blocking hop; it stays
-    /// in `tmp/` until persisted.
-    pub async fn finish(mut self, durability: Durability) -> Result<StagedFile, FileError> {
+    /// Writes what is buffered and (with `fsync`) syncs the file; it stays in `tmp/` until
+    /// persisted. Blocking: the store runs it in the same hop as the header check and the
+    /// rename. Returns the whole file too when it never left memory (a data set under
+    /// [`SPILL_AT`]), so its header is parsed without reading the file back.
+    pub fn finish_blocking(
+        mut self,
+        durability: Durability,
+    ) -> Result<(StagedFile, Option<Vec<u8>>), FileError> {
         let path = self.path.take().expect("BUG: finish twice");
         let file = self.file.take();
         let buf = std::mem::take(&mut self.buf);
@@ -286,15 +292,12 @@ impl IncomingFile {
             path: Some(path.clone()),
             size: self.bytes,
         };
-        blocking(&path.clone(), move || {
-            let f = append(file, &path, &buf)?;
-            if durability == Durability::Fsync {
-                f.sync_data().map_err(io_err(&path))?;
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(staged)
+        let spilled = file.is_some();
+        let f = append(file, &path, &buf)?;
+        if durability == Durability::Fsync {
+            f.sync_data().map_err(io_err(&path))?;
+        }
+        Ok((staged, (!spilled).then_some(buf)))
     }
 }
 
@@ -399,7 +402,8 @@ mod tests {
         let s = store(dir.path());
         let mut f = s.begin(&meta()).await.unwrap();
         f.write(b"\x08\x00\x16\x00").await.unwrap();
-        let staged = f.finish(Durability::Fsync).await.unwrap();
+        let (staged, whole) = f.finish_blocking(Durability::Fsync).unwrap();
+        assert!(whole.is_some_and(|b| b.ends_with(b"\x08\x00\x16\x00")));
         let uid = |s: &str| Uid::parse("x", s).unwrap();
         let rel = FileStore::relative_path(&uid("1.2"), &uid("1.2.3"), &uid("1.2.3.4"));
         s.persist_blocking(staged, &rel).unwrap();

@@ -60,6 +60,16 @@ impl InstanceHeader {
         Self::from_object(&obj)
     }
 
+    /// Parses a whole Part 10 file held in memory, up to (not including) Pixel Data.
+    pub fn from_part10_bytes(bytes: &[u8]) -> Result<InstanceHeader, HeaderError> {
+        let obj = OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .read_preamble(dicom_object::file::ReadPreamble::Always)
+            .from_reader(bytes)
+            .map_err(|e| HeaderError::Unparseable(e.to_string()))?;
+        Self::from_object(&obj)
+    }
+
     fn from_object(obj: &DefaultDicomObject) -> Result<InstanceHeader, HeaderError> {
         let text = |tag| -> Option<String> {
             obj.get(tag)

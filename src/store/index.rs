@@ -45,6 +45,12 @@ pub async fn find_instance(
 }
 
 /// Upserts patient, study, series and instance rows for one stored file.
+///
+/// Four statements on the common path (an instance of a study and series already open): the
+/// study lookup, the series upsert, the study update and the instance insert. The series and
+/// study counts are incremented, not recounted (a recount reads every row of a study, which
+/// makes a large study quadratic); only an instance that was already indexed (a replaced
+/// duplicate) recounts the series and studies it leaves and joins.
 #[tracing::instrument(skip_all, fields(study_uid, sop_instance_uid))]
 pub async fn index_instance(
     tx: &mut Transaction<'_, Any>,
@@ -66,28 +72,7 @@ pub async fn index_instance(
     tracing::Span::current().record("study_uid", study_uid);
     tracing::Span::current().record("sop_instance_uid", sop_uid);
     let now = rec.received_at;
-
-    let patient_key = match h.patient_id.as_deref() {
-        Some(id) => format!("id:{id}"),
-        None => format!("study:{study_uid}"),
-    };
-    let patient_pk: i64 = sqlx::query_scalar(
-        "INSERT INTO patients (patient_key, patient_id, patient_name, birth_date, sex, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) \
-         ON CONFLICT (patient_key) DO UPDATE SET \
-           patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
-           birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
-           sex = COALESCE(excluded.sex, patients.sex), updated_at = excluded.updated_at \
-         RETURNING id",
-    )
-    .bind(&patient_key)
-    .bind(h.patient_id.as_deref())
-    .bind(h.patient_name.as_deref())
-    .bind(h.patient_birth_date.as_deref())
-    .bind(h.patient_sex.as_deref())
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
+    let modality = h.modality.clone().unwrap_or_default();
 
     let lock = if backend == Backend::Postgres {
         " FOR UPDATE"
@@ -100,63 +85,37 @@ pub async fn index_instance(
     .bind(study_uid)
     .fetch_optional(&mut **tx)
     .await?;
-    let modality = h.modality.clone().unwrap_or_default();
-    let (version, opened) = match existing {
-        None => {
-            sqlx::query(
-                "INSERT INTO studies (study_uid, patient_pk, patient_id, patient_name, \
-                   patient_birth_date, patient_sex, patient_age, accession_number, study_id, \
-                   study_date, study_time, study_description, referring_physician, modalities, \
-                   status, version, first_received_at, last_received_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                   'receiving', 1, $15, $15, $15)",
-            )
-            .bind(study_uid)
-            .bind(patient_pk)
-            .bind(h.patient_id.as_deref())
-            .bind(h.patient_name.as_deref())
-            .bind(h.patient_birth_date.as_deref())
-            .bind(h.patient_sex.as_deref())
-            .bind(h.patient_age.as_deref())
-            .bind(h.accession_number.as_deref())
-            .bind(h.study_id.as_deref())
-            .bind(h.study_date.as_deref())
-            .bind(h.study_time.as_deref())
-            .bind(h.study_description.as_deref())
-            .bind(h.referring_physician.as_deref())
-            .bind(&modality)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            (1, true)
-        }
-        Some(row) => {
-            let status: String = row.get(0);
-            let version: i64 = row.get(1);
-            let modalities: String = row.get(2);
-            let reopened = status == "complete";
-            let version = if reopened { version + 1 } else { version };
-            let modalities = merge_modalities(&modalities, &modality);
-            sqlx::query(
-                "UPDATE studies SET status = 'receiving', version = $2, modalities = $3, \
-                   last_received_at = $4, updated_at = $4, completed_at = CASE WHEN $5 THEN NULL ELSE completed_at END \
-                 WHERE study_uid = $1",
-            )
-            .bind(study_uid)
-            .bind(version)
-            .bind(&modalities)
-            .bind(now)
-            .bind(reopened)
-            .execute(&mut **tx)
-            .await?;
-            (version, reopened)
-        }
-    };
+    let existing = existing.map(|row| {
+        (
+            row.get::<String, _>(0),
+            row.get::<i64, _>(1),
+            row.get::<String, _>(2),
+        )
+    });
 
-    sqlx::query(
+    // Patient demographics are taken when a study opens (new, or re-opened by a later send),
+    // not re-written by every instance of it.
+    let reopened = matches!(&existing, Some((status, _, _)) if status == "complete");
+    let version = match &existing {
+        None => {
+            let patient_pk = upsert_patient(tx, rec, study_uid).await?;
+            insert_study(tx, rec, study_uid, patient_pk, &modality).await?;
+            1
+        }
+        Some((_, version, _)) if reopened => {
+            upsert_patient(tx, rec, study_uid).await?;
+            version + 1
+        }
+        Some((_, version, _)) => *version,
+    };
+    let opened = existing.is_none() || reopened;
+
+    let series_instances: i64 = sqlx::query_scalar(
         "INSERT INTO series (series_uid, study_uid, modality, body_part, view_position, \
-           series_number, series_description, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (series_uid) DO NOTHING",
+           series_number, series_description, created_at, num_instances) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
+         ON CONFLICT (series_uid) DO UPDATE SET num_instances = series.num_instances + 1 \
+         RETURNING num_instances",
     )
     .bind(series_uid)
     .bind(study_uid)
@@ -166,63 +125,40 @@ pub async fn index_instance(
     .bind(h.series_number)
     .bind(h.series_description.as_deref())
     .bind(now)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
+    let new_series = series_instances == 1;
 
-    sqlx::query(
-        "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid, \
-           transfer_syntax, instance_number, rows_, columns_, frames, photometric, file_path, \
-           file_size, received_at, calling_ae, association_id, study_version) \
+    if let Some((_, _, modalities)) = &existing {
+        sqlx::query(
+            "UPDATE studies SET status = 'receiving', version = $2, modalities = $3, \
+               last_received_at = $4, updated_at = $4, \
+               completed_at = CASE WHEN $5 THEN NULL ELSE completed_at END, \
+               num_instances = num_instances + 1, num_series = num_series + $6 \
+             WHERE study_uid = $1",
+        )
+        .bind(study_uid)
+        .bind(version)
+        .bind(merge_modalities(modalities, &modality))
+        .bind(now)
+        .bind(reopened)
+        .bind(i64::from(new_series))
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    let sql = format!(
+        "INSERT INTO instances ({INSTANCE_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-         ON CONFLICT (sop_instance_uid) DO UPDATE SET series_uid = excluded.series_uid, \
-           study_uid = excluded.study_uid, sop_class_uid = excluded.sop_class_uid, \
-           transfer_syntax = excluded.transfer_syntax, instance_number = excluded.instance_number, \
-           rows_ = excluded.rows_, columns_ = excluded.columns_, frames = excluded.frames, \
-           photometric = excluded.photometric, file_path = excluded.file_path, \
-           file_size = excluded.file_size, received_at = excluded.received_at, \
-           calling_ae = excluded.calling_ae, association_id = excluded.association_id, \
-           study_version = excluded.study_version",
-    )
-    .bind(sop_uid)
-    .bind(series_uid)
-    .bind(study_uid)
-    .bind(
-        h.sop_class_uid
-            .as_ref()
-            .map(|u| u.as_str())
-            .unwrap_or_default(),
-    )
-    .bind(&h.transfer_syntax)
-    .bind(h.instance_number)
-    .bind(h.rows)
-    .bind(h.columns)
-    .bind(h.frames)
-    .bind(h.photometric.as_deref())
-    .bind(&rec.file_path)
-    .bind(rec.file_size)
-    .bind(now)
-    .bind(&rec.calling_ae)
-    .bind(&rec.association_id)
-    .bind(version)
-    .execute(&mut **tx)
-    .await?;
-
-    sqlx::query(
-        "UPDATE series SET num_instances = (SELECT COUNT(*) FROM instances WHERE series_uid = $1) \
-         WHERE series_uid = $1",
-    )
-    .bind(series_uid)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE studies SET \
-           num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
-           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) \
-         WHERE study_uid = $1",
-    )
-    .bind(study_uid)
-    .execute(&mut **tx)
-    .await?;
+         ON CONFLICT (sop_instance_uid) DO NOTHING"
+    );
+    let inserted = bind_instance(sqlx::query(&sql), rec, version)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        replace_instance(tx, rec, version).await?;
+    }
 
     if opened {
         events::append(
@@ -246,6 +182,181 @@ pub async fn index_instance(
         study_version: version,
         study_opened: opened,
     })
+}
+
+const INSTANCE_COLUMNS: &str = "sop_instance_uid, series_uid, study_uid, sop_class_uid, \
+    transfer_syntax, instance_number, rows_, columns_, frames, photometric, file_path, \
+    file_size, received_at, calling_ae, association_id, study_version";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds an instance row in [`INSTANCE_COLUMNS`] order.
+fn bind_instance<'q>(q: AnyQuery<'q>, rec: &'q InstanceRecord, version: i64) -> AnyQuery<'q> {
+    let h = &rec.header;
+    q.bind(
+        h.sop_instance_uid
+            .as_ref()
+            .map(|u| u.as_str())
+            .unwrap_or_default(),
+    )
+    .bind(
+        h.series_uid
+            .as_ref()
+            .map(|u| u.as_str())
+            .unwrap_or_default(),
+    )
+    .bind(h.study_uid.as_ref().map(|u| u.as_str()).unwrap_or_default())
+    .bind(
+        h.sop_class_uid
+            .as_ref()
+            .map(|u| u.as_str())
+            .unwrap_or_default(),
+    )
+    .bind(&h.transfer_syntax)
+    .bind(h.instance_number)
+    .bind(h.rows)
+    .bind(h.columns)
+    .bind(h.frames)
+    .bind(h.photometric.as_deref())
+    .bind(&rec.file_path)
+    .bind(rec.file_size)
+    .bind(rec.received_at)
+    .bind(&rec.calling_ae)
+    .bind(&rec.association_id)
+    .bind(version)
+}
+
+/// A re-sent instance that was already indexed: its row is overwritten, and the series and
+/// studies it was in and is now in are recounted (the increments above assumed a new one).
+async fn replace_instance(
+    tx: &mut Transaction<'_, Any>,
+    rec: &InstanceRecord,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    let h = &rec.header;
+    let sop_uid = h
+        .sop_instance_uid
+        .as_ref()
+        .map(|u| u.as_str())
+        .unwrap_or_default();
+    let (old_series, old_study): (String, String) =
+        sqlx::query_as("SELECT series_uid, study_uid FROM instances WHERE sop_instance_uid = $1")
+            .bind(sop_uid)
+            .fetch_one(&mut **tx)
+            .await?;
+    let update = sqlx::query(
+        "UPDATE instances SET series_uid = $2, study_uid = $3, sop_class_uid = $4, \
+           transfer_syntax = $5, instance_number = $6, rows_ = $7, columns_ = $8, frames = $9, \
+           photometric = $10, file_path = $11, file_size = $12, received_at = $13, \
+           calling_ae = $14, association_id = $15, study_version = $16 \
+         WHERE sop_instance_uid = $1",
+    );
+    bind_instance(update, rec, version)
+        .execute(&mut **tx)
+        .await?;
+    let new_series = h
+        .series_uid
+        .as_ref()
+        .map(|u| u.as_str())
+        .unwrap_or_default();
+    let new_study = h.study_uid.as_ref().map(|u| u.as_str()).unwrap_or_default();
+    for series in dedup([old_series.as_str(), new_series]) {
+        sqlx::query(
+            "UPDATE series SET num_instances = \
+               (SELECT COUNT(*) FROM instances WHERE series_uid = $1) WHERE series_uid = $1",
+        )
+        .bind(series)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for study in dedup([old_study.as_str(), new_study]) {
+        sqlx::query(
+            "UPDATE studies SET \
+               num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
+               num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) \
+             WHERE study_uid = $1",
+        )
+        .bind(study)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn dedup(pair: [&str; 2]) -> Vec<&str> {
+    if pair[0] == pair[1] {
+        vec![pair[0]]
+    } else {
+        pair.to_vec()
+    }
+}
+
+/// Inserts or refreshes the patient row (non-null attributes win) and returns its key.
+async fn upsert_patient(
+    tx: &mut Transaction<'_, Any>,
+    rec: &InstanceRecord,
+    study_uid: &str,
+) -> Result<i64, sqlx::Error> {
+    let h = &rec.header;
+    let patient_key = match h.patient_id.as_deref() {
+        Some(id) => format!("id:{id}"),
+        None => format!("study:{study_uid}"),
+    };
+    sqlx::query_scalar(
+        "INSERT INTO patients (patient_key, patient_id, patient_name, birth_date, sex, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         ON CONFLICT (patient_key) DO UPDATE SET \
+           patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
+           birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
+           sex = COALESCE(excluded.sex, patients.sex), updated_at = excluded.updated_at \
+         RETURNING id",
+    )
+    .bind(&patient_key)
+    .bind(h.patient_id.as_deref())
+    .bind(h.patient_name.as_deref())
+    .bind(h.patient_birth_date.as_deref())
+    .bind(h.patient_sex.as_deref())
+    .bind(rec.received_at)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Inserts a new study row, counting the instance being indexed (and its series).
+async fn insert_study(
+    tx: &mut Transaction<'_, Any>,
+    rec: &InstanceRecord,
+    study_uid: &str,
+    patient_pk: i64,
+    modality: &str,
+) -> Result<(), sqlx::Error> {
+    let h = &rec.header;
+    sqlx::query(
+        "INSERT INTO studies (study_uid, patient_pk, patient_id, patient_name, \
+           patient_birth_date, patient_sex, patient_age, accession_number, study_id, \
+           study_date, study_time, study_description, referring_physician, modalities, \
+           status, version, first_received_at, last_received_at, updated_at, \
+           num_instances, num_series) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+           'receiving', 1, $15, $15, $15, 1, 1)",
+    )
+    .bind(study_uid)
+    .bind(patient_pk)
+    .bind(h.patient_id.as_deref())
+    .bind(h.patient_name.as_deref())
+    .bind(h.patient_birth_date.as_deref())
+    .bind(h.patient_sex.as_deref())
+    .bind(h.patient_age.as_deref())
+    .bind(h.accession_number.as_deref())
+    .bind(h.study_id.as_deref())
+    .bind(h.study_date.as_deref())
+    .bind(h.study_time.as_deref())
+    .bind(h.study_description.as_deref())
+    .bind(h.referring_physician.as_deref())
+    .bind(modality)
+    .bind(rec.received_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Adds `modality` to a backslash-separated list if it is not there yet.

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{DuplicatePolicy, Durability, StorageSettings};
-use crate::db::{now_ms, Database};
+use crate::db::{now_ms, Backend, Database};
 use crate::domain::Uid;
 use crate::events::EventBus;
 pub use files::{FileError, FileMeta, FileStore, IncomingFile, StagedFile};
@@ -117,16 +117,20 @@ impl Store {
         Reservation { guard, lookup }
     }
 
-    /// Validates a received file against its command, moves it into place and indexes it.
-    /// Returns only once the file and its row are durable. `reservation` must come from
-    /// [`reserve`](Self::reserve) with the command's SOP Instance UID.
+    /// Finishes a received file, validates it against its command (and, for STOW-RS, the
+    /// study the request names), moves it into place and indexes it. Returns only once the file
+    /// and its row are durable. `reservation` must come from [`reserve`](Self::reserve) with
+    /// the command's SOP Instance UID.
+    ///
+    /// All the file work (the last write and sync, the header, the checks, the duplicate
+    /// policy, the rename and the folder sync) is one blocking hop: on a single association
+    /// every hop is latency the sender waits for.
     pub async fn accept(
         &self,
         reservation: Reservation,
-        staged: StagedFile,
+        file: IncomingFile,
         meta: &FileMeta,
-        calling_ae: &str,
-        association_id: &str,
+        source: &Source<'_>,
     ) -> Result<StoreOutcome, StoreError> {
         let lookup_failed =
             |e: &dyn std::fmt::Display| StoreError::Resources(format!("index lookup failed: {e}"));
@@ -138,9 +142,15 @@ impl Store {
         let files = self.files.clone();
         let meta_owned = meta.clone();
         let on_duplicate = self.on_duplicate;
-        // Header, checks, duplicate policy, rename and folder sync: one blocking hop.
+        let durability = self.durability;
+        let expected_study = source.expected_study.map(str::to_string);
         let placed = tokio::task::spawn_blocking(move || {
-            place(&files, staged, &meta_owned, existing, on_duplicate)
+            let (staged, whole) = file.finish_blocking(durability)?;
+            let checks = Checks {
+                meta: &meta_owned,
+                expected_study: expected_study.as_deref(),
+            };
+            place(&files, staged, whole, &checks, existing, on_duplicate)
         })
         .await
         .map_err(|e| StoreError::Resources(format!("store task failed: {e}")))??;
@@ -151,8 +161,8 @@ impl Store {
         let record = InstanceRecord {
             file_path: rel.to_string_lossy().into_owned(),
             file_size: size,
-            calling_ae: calling_ae.to_string(),
-            association_id: association_id.to_string(),
+            calling_ae: source.calling_ae.to_string(),
+            association_id: source.association_id.to_string(),
             received_at: now_ms(),
             header: *header,
         };
@@ -233,19 +243,42 @@ enum Placed {
     },
 }
 
-/// Reads the header, checks it against the command, applies the duplicate policy and moves the
-/// file into place. Blocking.
+/// Who sent an instance, and what the request promised about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The calling AE title, or `STOW-RS`.
+    pub calling_ae: &'a str,
+    pub association_id: &'a str,
+    /// STOW-RS to `/studies/{study}`: the instance must belong to that study.
+    pub expected_study: Option<&'a str>,
+}
+
+/// What a stored data set must agree with.
+struct Checks<'a> {
+    meta: &'a FileMeta,
+    expected_study: Option<&'a str>,
+}
+
+/// Reads the header (from memory when the file never spilled), checks it against the command,
+/// applies the duplicate policy and moves the file into place. Blocking.
 fn place(
     files: &FileStore,
     staged: StagedFile,
-    meta: &FileMeta,
+    whole: Option<Vec<u8>>,
+    checks: &Checks<'_>,
     existing: Option<(String, String)>,
     on_duplicate: DuplicatePolicy,
 ) -> Result<Placed, StoreError> {
-    let header = InstanceHeader::read(staged.path()).map_err(|e| match e {
+    let meta = checks.meta;
+    let header = match &whole {
+        Some(bytes) => InstanceHeader::from_part10_bytes(bytes),
+        None => InstanceHeader::read(staged.path()),
+    }
+    .map_err(|e| match e {
         HeaderError::Unparseable(m) => StoreError::Unparseable(m),
         other => StoreError::Mismatch(other.to_string()),
     })?;
+    drop(whole);
     let (study, series, sop) = header
         .identity()
         .map_err(|e| StoreError::Mismatch(e.to_string()))?;
@@ -264,6 +297,11 @@ fn place(
         )))
         }
         None => return Err(StoreError::Mismatch("SOPClassUID is missing".into())),
+    }
+    if let Some(want) = checks.expected_study.filter(|w| *w != study.as_str()) {
+        return Err(StoreError::Mismatch(format!(
+            "StudyInstanceUID {study} differs from the study {want} of the request"
+        )));
     }
     let rel = FileStore::relative_path(study, series, sop);
     if let Some((existing_study, existing_path)) = existing {
@@ -383,7 +421,13 @@ async fn commit_batch(
     db: &Database,
     batch: &[CommitRequest],
 ) -> Result<Vec<IndexOutcome>, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    // SQLite: take the write lock at BEGIN. A deferred transaction that starts with a read
+    // (the study lookup) cannot be upgraded once another connection (study completion, the
+    // pipeline) has committed meanwhile; it fails at once with "database is locked".
+    let mut tx = match db.backend {
+        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => db.pool.begin().await?,
+    };
     let mut outcomes = Vec::with_capacity(batch.len());
     for req in batch {
         outcomes.push(index::index_instance(&mut tx, db.backend, &req.record).await?);

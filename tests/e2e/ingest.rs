@@ -429,6 +429,79 @@ async fn a_late_instance_reopens_the_study_as_a_new_version_with_its_own_job() {
     assert_eq!(versions, vec![1, 2]);
 }
 
+/// `on_duplicate = "replace"`: a re-sent instance replaces the stored one, also when it moved to
+/// another series, and the study and series counts stay true (they are incremented per new
+/// instance and recounted only on a replacement).
+async fn replaced_duplicates_keep_the_counts_true(db: Db) {
+    let app = TestApp::spawn_with(db, |s| {
+        s.storage.on_duplicate = radstream::configuration::DuplicatePolicy::Replace
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let study = new_uid();
+    let (series_a, series_b) = (new_uid(), new_uid());
+    let moved = new_uid();
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let first: Vec<_> = (0..3)
+        .map(|i| {
+            let sop = if i == 0 { moved.clone() } else { new_uid() };
+            write_dx(&dir.path().join("a"), &study, &series_a, &sop, 16, 16)
+        })
+        .collect();
+    storescu(&app, &first).await;
+    // The same instance again, unchanged, and then re-sent in another series.
+    storescu(&app, &first[..1]).await;
+    let again = write_dx(&dir.path().join("b"), &study, &series_b, &moved, 16, 16);
+    storescu(&app, std::slice::from_ref(&again)).await;
+    app.wait_complete(&study, 10).await;
+
+    let counts = |sql: &'static str, uid: String| {
+        let pool = app.db.pool.clone();
+        async move {
+            let row = sqlx::query(sql).bind(uid).fetch_one(&pool).await.unwrap();
+            (0..row.len())
+                .map(|i| row.get::<i64, _>(i))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        counts(
+            "SELECT num_instances, num_series FROM studies WHERE study_uid = $1",
+            study.clone()
+        )
+        .await,
+        vec![3, 2]
+    );
+    let series_sql = "SELECT num_instances FROM series WHERE series_uid = $1";
+    assert_eq!(counts(series_sql, series_a.clone()).await, vec![2]);
+    assert_eq!(counts(series_sql, series_b.clone()).await, vec![1]);
+    let (series, path): (String, String) =
+        sqlx::query_as("SELECT series_uid, file_path FROM instances WHERE sop_instance_uid = $1")
+            .bind(&moved)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(series, series_b);
+    assert!(path.contains(&series_b), "{path}");
+    assert_eq!(
+        walk_files(&app.data_dir.join("instances")).len(),
+        3,
+        "the replaced copy's old file is removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_duplicates_keep_the_counts_true_sqlite() {
+    replaced_duplicates_keep_the_counts_true(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_duplicates_keep_the_counts_true_postgres() {
+    replaced_duplicates_keep_the_counts_true(Db::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radstream_send_delivers_to_dcmtk_storescp() {
     let dir = tempfile::tempdir().unwrap();
