@@ -143,7 +143,9 @@ impl FileStore {
         let path = self
             .tmp_dir
             .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-        let mut buf = Vec::with_capacity(SPILL_AT.min(1 << 16));
+        // The whole spill buffer at once (plus room for one more PDV): growing it by doubling
+        // copied about as many bytes as the data set itself. Pages are touched only as filled.
+        let mut buf = Vec::with_capacity(SPILL_AT + (1 << 16));
         buf.extend_from_slice(&header);
         Ok(IncomingFile {
             file: None,
