@@ -284,13 +284,7 @@ impl Engine {
         let path = path.to_owned();
         let span = tracing::info_span!("infer_dicom", model = %manifest.id);
         let pre = spawn_blocking(span.clone(), move || {
-            let obj = preprocess::open_dicom(&path)?;
-            let header = preprocess::header_attrs(&obj);
-            if let Applicability::NotApplicable { reason } = check_applicability(&manifest, &header)
-            {
-                return Ok(Err(reason));
-            }
-            preprocess::preprocess_dicom_object(&obj, header, &manifest.input, t0).map(Ok)
+            preprocess_applicable_dicom(&manifest, &path, t0)
         })
         .await?;
         match pre {
@@ -372,13 +366,7 @@ impl Engine {
         let path = path.to_owned();
         let span = tracing::info_span!("infer_landmarks_dicom", model = %manifest.id);
         let pre = spawn_blocking(span.clone(), move || {
-            let obj = preprocess::open_dicom(&path)?;
-            let header = preprocess::header_attrs(&obj);
-            if let Applicability::NotApplicable { reason } = check_applicability(&manifest, &header)
-            {
-                return Ok(Err(reason));
-            }
-            preprocess::preprocess_dicom_object(&obj, header, &manifest.input, t0).map(Ok)
+            preprocess_applicable_dicom(&manifest, &path, t0)
         })
         .await?;
         match pre {
@@ -531,6 +519,21 @@ impl Engine {
             ..result
         })
     }
+}
+
+/// Opens a DICOM file, checks the model's header rules and preprocesses it (blocking).
+/// `Ok(Err(reason))`: the model does not apply to this image.
+fn preprocess_applicable_dicom(
+    manifest: &Manifest,
+    path: &Path,
+    t0: Instant,
+) -> Result<Result<Preprocessed, String>, InferenceError> {
+    let obj = preprocess::open_dicom(path)?;
+    let header = preprocess::header_attrs(&obj);
+    if let Applicability::NotApplicable { reason } = check_applicability(manifest, &header) {
+        return Ok(Err(reason));
+    }
+    preprocess::preprocess_dicom_object(&obj, header, &manifest.input, t0).map(Ok)
 }
 
 fn empty_landmarks(model: &Model, image: &ImageInfo) -> LandmarkResult {
