@@ -436,13 +436,7 @@ async fn index_output(
     .bind(result.study_version)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "UPDATE series SET num_instances = (SELECT COUNT(*) FROM instances WHERE series_uid = $1) \
-         WHERE series_uid = $1",
-    )
-    .bind(&b.series_uid)
-    .execute(&mut **tx)
-    .await?;
+    crate::store::index::recount_series(tx, &b.series_uid).await?;
     // ModalitiesInStudy covers every series, ours included (SR, OT).
     let modalities: Option<String> =
         sqlx::query_scalar("SELECT modalities FROM studies WHERE study_uid = $1")
@@ -453,14 +447,11 @@ async fn index_output(
         modalities.as_deref().unwrap_or_default(),
         b.modality,
     );
-    sqlx::query(
-        "UPDATE studies SET num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
-           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1), modalities = $2 \
-         WHERE study_uid = $1",
-    )
-    .bind(&result.study_instance_uid)
-    .bind(&modalities)
-    .execute(&mut **tx)
-    .await?;
+    crate::store::index::recount_study(tx, &result.study_instance_uid).await?;
+    sqlx::query("UPDATE studies SET modalities = $2 WHERE study_uid = $1")
+        .bind(&result.study_instance_uid)
+        .bind(&modalities)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -58,17 +58,9 @@ pub async fn index_instance(
     rec: &InstanceRecord,
 ) -> Result<IndexOutcome, sqlx::Error> {
     let h = &rec.header;
-    let study_uid = h.study_uid.as_ref().map(|u| u.as_str()).unwrap_or_default();
-    let series_uid = h
-        .series_uid
-        .as_ref()
-        .map(|u| u.as_str())
-        .unwrap_or_default();
-    let sop_uid = h
-        .sop_instance_uid
-        .as_ref()
-        .map(|u| u.as_str())
-        .unwrap_or_default();
+    let study_uid = uid(&h.study_uid);
+    let series_uid = uid(&h.series_uid);
+    let sop_uid = uid(&h.sop_instance_uid);
     tracing::Span::current().record("study_uid", study_uid);
     tracing::Span::current().record("sop_instance_uid", sop_uid);
     let now = rec.received_at;
@@ -193,37 +185,22 @@ type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
 /// Binds an instance row in [`INSTANCE_COLUMNS`] order.
 fn bind_instance<'q>(q: AnyQuery<'q>, rec: &'q InstanceRecord, version: i64) -> AnyQuery<'q> {
     let h = &rec.header;
-    q.bind(
-        h.sop_instance_uid
-            .as_ref()
-            .map(|u| u.as_str())
-            .unwrap_or_default(),
-    )
-    .bind(
-        h.series_uid
-            .as_ref()
-            .map(|u| u.as_str())
-            .unwrap_or_default(),
-    )
-    .bind(h.study_uid.as_ref().map(|u| u.as_str()).unwrap_or_default())
-    .bind(
-        h.sop_class_uid
-            .as_ref()
-            .map(|u| u.as_str())
-            .unwrap_or_default(),
-    )
-    .bind(&h.transfer_syntax)
-    .bind(h.instance_number)
-    .bind(h.rows)
-    .bind(h.columns)
-    .bind(h.frames)
-    .bind(h.photometric.as_deref())
-    .bind(&rec.file_path)
-    .bind(rec.file_size)
-    .bind(rec.received_at)
-    .bind(&rec.calling_ae)
-    .bind(&rec.association_id)
-    .bind(version)
+    q.bind(uid(&h.sop_instance_uid))
+        .bind(uid(&h.series_uid))
+        .bind(uid(&h.study_uid))
+        .bind(uid(&h.sop_class_uid))
+        .bind(&h.transfer_syntax)
+        .bind(h.instance_number)
+        .bind(h.rows)
+        .bind(h.columns)
+        .bind(h.frames)
+        .bind(h.photometric.as_deref())
+        .bind(&rec.file_path)
+        .bind(rec.file_size)
+        .bind(rec.received_at)
+        .bind(&rec.calling_ae)
+        .bind(&rec.association_id)
+        .bind(version)
 }
 
 /// A re-sent instance that was already indexed: its row is overwritten, and the series and
@@ -234,11 +211,7 @@ async fn replace_instance(
     version: i64,
 ) -> Result<(), sqlx::Error> {
     let h = &rec.header;
-    let sop_uid = h
-        .sop_instance_uid
-        .as_ref()
-        .map(|u| u.as_str())
-        .unwrap_or_default();
+    let sop_uid = uid(&h.sop_instance_uid);
     let (old_series, old_study): (String, String) =
         sqlx::query_as("SELECT series_uid, study_uid FROM instances WHERE sop_instance_uid = $1")
             .bind(sop_uid)
@@ -254,32 +227,46 @@ async fn replace_instance(
     bind_instance(update, rec, version)
         .execute(&mut **tx)
         .await?;
-    let new_series = h
-        .series_uid
-        .as_ref()
-        .map(|u| u.as_str())
-        .unwrap_or_default();
-    let new_study = h.study_uid.as_ref().map(|u| u.as_str()).unwrap_or_default();
+    let new_series = uid(&h.series_uid);
+    let new_study = uid(&h.study_uid);
     for series in dedup([old_series.as_str(), new_series]) {
-        sqlx::query(
-            "UPDATE series SET num_instances = \
-               (SELECT COUNT(*) FROM instances WHERE series_uid = $1) WHERE series_uid = $1",
-        )
-        .bind(series)
-        .execute(&mut **tx)
-        .await?;
+        recount_series(tx, series).await?;
     }
     for study in dedup([old_study.as_str(), new_study]) {
-        sqlx::query(
-            "UPDATE studies SET \
-               num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
-               num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) \
-             WHERE study_uid = $1",
-        )
-        .bind(study)
-        .execute(&mut **tx)
-        .await?;
+        recount_study(tx, study).await?;
     }
+    Ok(())
+}
+
+/// Sets a series' instance count from its rows.
+pub(crate) async fn recount_series(
+    tx: &mut Transaction<'_, Any>,
+    series_uid: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE series SET num_instances = \
+           (SELECT COUNT(*) FROM instances WHERE series_uid = $1) WHERE series_uid = $1",
+    )
+    .bind(series_uid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Sets a study's instance and series counts from its rows.
+pub(crate) async fn recount_study(
+    tx: &mut Transaction<'_, Any>,
+    study_uid: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE studies SET \
+           num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
+           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) \
+         WHERE study_uid = $1",
+    )
+    .bind(study_uid)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -357,6 +344,11 @@ async fn insert_study(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A UID of the header as text (`place` has checked the identifying ones are present).
+fn uid(u: &Option<crate::domain::Uid>) -> &str {
+    u.as_ref().map(|u| u.as_str()).unwrap_or_default()
 }
 
 /// Adds `modality` to a backslash-separated list if it is not there yet.
