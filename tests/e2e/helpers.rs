@@ -546,6 +546,39 @@ pub async fn storescu_to(port: u16, options: &[&str], files: &[PathBuf]) {
     assert!(ok, "storescu failed: {out}");
 }
 
+/// A committed fixture, by its path under `fixtures/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// A new API key with scope `inference:write`.
+pub async fn inference_key(app: &TestApp, name: &str) -> String {
+    radstream::auth::keys::create(&app.db, name, &[Scope::InferenceWrite])
+        .await
+        .unwrap()
+        .1
+}
+
+/// POSTs JSON with the key in `x-api-key`; the status and the JSON answer (null if none).
+pub async fn post_with_key(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(app.url(path))
+        .header("x-api-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// Copies a fixture folder's instances under a fresh Study/Series/SOP Instance UID (so tests
 /// running in parallel never share a study), returning the new study UID and files.
 pub fn fixture_copy(fixture: &str, dest: &Path, copies: usize) -> (String, Vec<PathBuf>) {

@@ -6,6 +6,7 @@
 //! scripts/requirements.txt`): it provides ONNX Runtime, `onnx` for the tiny test models and
 //! pydicom with its decoder plug-ins for the reference values.
 
+use crate::helpers::fixture;
 use radstream::inference::preprocess::{decode_raw, open_dicom};
 use radstream::inference::{Engine, InferenceError, InferenceSettings, Manifest, REJECTED_REASON};
 use std::path::{Path, PathBuf};
@@ -688,10 +689,6 @@ fn demo_settings() -> Option<InferenceSettings> {
         return None;
     }
     Some(settings(&models))
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    root().join("fixtures").join(rel)
 }
 
 #[tokio::test]

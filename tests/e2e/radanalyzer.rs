@@ -6,19 +6,13 @@
 //! 101 with usage seeded in the database). The database-touching tests run on SQLite and
 //! PostgreSQL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use radstream::auth::{keys, Scope};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 fn b64_file(rel: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(fixture(rel)).unwrap())
@@ -28,25 +22,6 @@ const NORMAL: &str = "landmarks/cxr_normal.png";
 const ENLARGED: &str = "landmarks/cxr_cardiomegaly.png";
 /// A colour photograph: the gate rejects it.
 const PHOTO: &str = "images/photo.jpg";
-
-async fn api_key(app: &TestApp, name: &str) -> String {
-    keys::create(&app.db, name, &[Scope::InferenceWrite])
-        .await
-        .unwrap()
-        .1
-}
-
-async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(app.url(path))
-        .header("x-api-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 async fn calls(app: &TestApp) -> i64 {
     app.count("SELECT COUNT(*) FROM radanalyzer_calls").await
@@ -68,7 +43,7 @@ fn keys_of(v: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_single_image_example_runs_unchanged() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "python-client").await;
+    let key = inference_key(&app, "python-client").await;
     let dir = tempfile::tempdir().unwrap();
     image::open(fixture(ENLARGED))
         .unwrap()
@@ -126,7 +101,7 @@ async fn python_single_image_example_runs_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_the_landmark_ensemble() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "health").await;
+    let key = inference_key(&app, "health").await;
     let resp = reqwest::Client::new()
         .get(app.url("/v3/health"))
         .header("x-api-key", &key)
@@ -174,7 +149,7 @@ async fn health_reports_the_landmark_ensemble() {
 
 async fn single_image_contract(db: Db) {
     let app = TestApp::spawn(db).await;
-    let key = api_key(&app, "clinic").await;
+    let key = inference_key(&app, "clinic").await;
     let (_, health) = {
         let r = reqwest::Client::new()
             .get(app.url("/v3/health"))
@@ -187,7 +162,7 @@ async fn single_image_contract(db: Db) {
 
     // First valid call for p-1: billed at the single rate; no history yet.
     let body = json!({ "image": b64_file(NORMAL), "uuid": "p-1", "render": true });
-    let (status, v) = post(&app, &key, "/v3/predict", &body).await;
+    let (status, v) = post_with_key(&app, &key, "/v3/predict", &body).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         keys_of(&v),
@@ -276,7 +251,7 @@ async fn single_image_contract(db: Db) {
 
     // Same uuid within 24 h: free recheck; the first measurement is now history.
     let body = json!({ "image": b64_file(NORMAL), "uuid": "p-1" });
-    let (status, v2) = post(&app, &key, "/v3/predict", &body).await;
+    let (status, v2) = post_with_key(&app, &key, "/v3/predict", &body).await;
     assert_eq!(status, 200, "{v2}");
     assert!(
         v2.get("rendered_image").is_none(),
@@ -291,7 +266,7 @@ async fn single_image_contract(db: Db) {
 
     // No uuid: billed, no history.
     let body = json!({ "image": b64_file(ENLARGED) });
-    let (status, v3) = post(&app, &key, "/v3/predict", &body).await;
+    let (status, v3) = post_with_key(&app, &key, "/v3/predict", &body).await;
     assert_eq!(status, 200, "{v3}");
     assert!(v3["vhs"].as_f64().unwrap() > 0.5, "{v3}");
     assert_eq!(v3["measurement"]["enlarged"], true);
@@ -302,7 +277,7 @@ async fn single_image_contract(db: Db) {
 
     // Rejected image: result code 6, the rejection fields only, free.
     let body = json!({ "image": b64_file(PHOTO), "uuid": "p-1", "render": true });
-    let (status, r) = post(&app, &key, "/v3/predict", &body).await;
+    let (status, r) = post_with_key(&app, &key, "/v3/predict", &body).await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(
         keys_of(&r),
@@ -387,10 +362,10 @@ async fn stream(app: &TestApp, key: &str, body: &Value) -> Vec<(String, Value)> 
 
 async fn batch_and_stream_contract(db: Db) {
     let app = TestApp::spawn(db).await;
-    let key = api_key(&app, "batch").await;
+    let key = inference_key(&app, "batch").await;
     let images = json!([b64_file(NORMAL), b64_file(ENLARGED), b64_file(PHOTO)]);
     let body = json!({ "images": images, "uuid": "p-b", "render": true });
-    let (status, v) = post(&app, &key, "/v3/predict", &body).await;
+    let (status, v) = post_with_key(&app, &key, "/v3/predict", &body).await;
     assert_eq!(status, 200, "{v}");
     for f in [
         "vhs",
@@ -561,7 +536,7 @@ async fn batch_and_stream_contract_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_use_the_documented_statuses_and_body() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "errors").await;
+    let key = inference_key(&app, "errors").await;
     let png = b64_file(NORMAL);
     let cases = [
         (json!({}), 400, "image", "Missing required field: image"),
@@ -610,7 +585,7 @@ async fn errors_use_the_documented_statuses_and_body() {
     ];
     for (body, status, field, message) in cases {
         for path in ["/v3/predict", "/v3/predict/stream"] {
-            let (s, v) = post(&app, &key, path, &body).await;
+            let (s, v) = post_with_key(&app, &key, path, &body).await;
             let what = format!(
                 "{path} {}",
                 &body.to_string()[..body.to_string().len().min(60)]
@@ -645,13 +620,13 @@ async fn errors_use_the_documented_statuses_and_body() {
 
     // An image over 10 MiB: 413 with the document's message.
     let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 10 * 1024 * 1024 + 1]);
-    let (s, v) = post(&app, &key, "/v3/predict", &json!({ "image": big })).await;
+    let (s, v) = post_with_key(&app, &key, "/v3/predict", &json!({ "image": big })).await;
     assert_eq!(s, 413);
     assert_eq!(v["error"], "Image exceeds maximum size of 10MB");
     // Seven images of 9.5 MiB (about 93 MB of base64, over the node's default 64 MiB body
     // limit) are read on /v3: the answer is about their content, not their size.
     let junk = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 19 * 512 * 1024]);
-    let (s, v) = post(
+    let (s, v) = post_with_key(
         &app,
         &key,
         "/v3/predict",
@@ -690,7 +665,7 @@ async fn without_a_landmark_model_health_is_degraded_and_predict_is_503() {
     .unwrap();
     let dir = models.path().to_path_buf();
     let app = TestApp::spawn_with(Db::Sqlite, move |s| s.inference.models_dir = dir).await;
-    let key = api_key(&app, "nomodel").await;
+    let key = inference_key(&app, "nomodel").await;
     let v: Value = reqwest::Client::new()
         .get(app.url("/v3/health"))
         .header("x-api-key", &key)
@@ -702,7 +677,7 @@ async fn without_a_landmark_model_health_is_degraded_and_predict_is_503() {
         .unwrap();
     assert_eq!(v["status"], "degraded");
     assert_eq!(v["models_loaded"], 0);
-    let (s, v) = post(
+    let (s, v) = post_with_key(
         &app,
         &key,
         "/v3/predict",
@@ -734,6 +709,16 @@ fn this_month() -> String {
     today()[..7].to_string()
 }
 
+/// A billing object's `monthly_usage`, `tier` and `rate`.
+fn usage_tier_rate(v: &Value) -> (Value, Value, Value) {
+    let b = &v["billing"];
+    (
+        b["monthly_usage"].clone(),
+        b["tier"].clone(),
+        b["rate"].clone(),
+    )
+}
+
 async fn tiers_and_usage_report(db: Db) {
     let app = TestApp::spawn_with(db, |s| {
         s.compat.radanalyzer.enterprise_single_rate = 1.75;
@@ -747,44 +732,32 @@ async fn tiers_and_usage_report(db: Db) {
     seed_usage(&app, k.id, "2001-01", 700).await;
     seed_usage(&app, k.id, &this_month(), 100).await;
     let single = json!({ "image": b64_file(NORMAL) });
-    let (_, v) = post(&app, &key, "/v3/predict", &single).await;
+    let (_, v) = post_with_key(&app, &key, "/v3/predict", &single).await;
     assert_eq!(
         v["billing"],
         json!({ "billable": true, "reason": "valid_vhs", "call_type": "single",
                 "monthly_usage": 101, "tier": "starter", "rate": 2.5 })
     );
     let batch = json!({ "images": [b64_file(NORMAL)] });
-    let (_, v) = post(&app, &key, "/v3/predict", &batch).await;
+    let (_, v) = post_with_key(&app, &key, "/v3/predict", &batch).await;
     assert_eq!(
-        (
-            &v["billing"]["monthly_usage"],
-            &v["billing"]["tier"],
-            &v["billing"]["rate"]
-        ),
-        (&json!(102), &json!("starter"), &json!(3.5))
+        usage_tier_rate(&v),
+        (json!(102), json!("starter"), json!(3.5))
     );
     seed_usage(&app, k.id, &this_month(), 398).await; // 500
-    let (_, v) = post(&app, &key, "/v3/predict", &single).await;
+    let (_, v) = post_with_key(&app, &key, "/v3/predict", &single).await;
     assert_eq!(
-        (
-            &v["billing"]["monthly_usage"],
-            &v["billing"]["tier"],
-            &v["billing"]["rate"]
-        ),
-        (&json!(501), &json!("professional"), &json!(2.0))
+        usage_tier_rate(&v),
+        (json!(501), json!("professional"), json!(2.0))
     );
     seed_usage(&app, k.id, &this_month(), 1499).await; // 2000
-    let (_, v) = post(&app, &key, "/v3/predict", &batch).await;
+    let (_, v) = post_with_key(&app, &key, "/v3/predict", &batch).await;
     assert_eq!(
-        (
-            &v["billing"]["monthly_usage"],
-            &v["billing"]["tier"],
-            &v["billing"]["rate"]
-        ),
-        (&json!(2001), &json!("enterprise"), &json!(2.25))
+        usage_tier_rate(&v),
+        (json!(2001), json!("enterprise"), json!(2.25))
     );
     // A free call shows the tier reached without counting.
-    let (_, v) = post(
+    let (_, v) = post_with_key(
         &app,
         &key,
         "/v3/predict",
@@ -854,13 +827,13 @@ async fn tiers_and_usage_report_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_failures_answer_billing_error() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "broken").await;
+    let key = inference_key(&app, "broken").await;
     sqlx::query("DROP TABLE radanalyzer_history")
         .execute(&app.db.pool)
         .await
         .unwrap();
     let body = json!({ "image": b64_file(NORMAL), "uuid": "p" });
-    let (s, v) = post(&app, &key, "/v3/predict", &body).await;
+    let (s, v) = post_with_key(&app, &key, "/v3/predict", &body).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["vhs"].is_f64());
     assert_eq!(v["billing"]["billable"], false);
@@ -915,8 +888,8 @@ async fn codes_2_and_3_follow_the_spread_tier() {
         let models = models_with_thresholds(optimal_below, good_below);
         let dir = models.path().to_path_buf();
         let app = TestApp::spawn_with(Db::Sqlite, move |s| s.inference.models_dir = dir).await;
-        let key = api_key(&app, "tiers").await;
-        let (s, v) = post(
+        let key = inference_key(&app, "tiers").await;
+        let (s, v) = post_with_key(
             &app,
             &key,
             "/v3/predict",

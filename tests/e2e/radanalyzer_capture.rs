@@ -6,22 +6,15 @@
 //! supplied by a harness that hands out synthetic frames).
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use image::{GrayImage, RgbImage};
-use radstream::auth::{keys, Scope};
 use radstream::capture::synth::{screen_photo, PhotoOptions, ScreenPhoto};
 use radstream::capture::Quad;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 fn phantom(rel: &str) -> GrayImage {
     image::open(fixture(rel)).unwrap().to_luma8()
@@ -56,25 +49,6 @@ fn good_frame(seed: u64) -> ScreenPhoto {
     )
 }
 
-async fn api_key(app: &TestApp, name: &str) -> String {
-    keys::create(&app.db, name, &[Scope::InferenceWrite])
-        .await
-        .unwrap()
-        .1
-}
-
-async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(app.url(path))
-        .header("x-api-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 fn quad_of(v: &Value) -> Quad {
     let c = v.as_array().expect("corners array");
     assert_eq!(c.len(), 4);
@@ -89,7 +63,7 @@ fn quad_of(v: &Value) -> Quad {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corners_of_synthetic_screen_photos_are_found_within_5_px() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "corners").await;
+    let key = inference_key(&app, "corners").await;
     let radiographs = [
         "landmarks/cxr_normal.png",
         "landmarks/cxr_cardiomegaly.png",
@@ -105,7 +79,7 @@ async fn corners_of_synthetic_screen_photos_are_found_within_5_px() {
                 ..PhotoOptions::default()
             },
         );
-        let (status, v) = post(
+        let (status, v) = post_with_key(
             &app,
             &key,
             "/v3/corners",
@@ -134,23 +108,23 @@ async fn corners_of_synthetic_screen_photos_are_found_within_5_px() {
     // A plain radiograph is not a screen photo: 422 in the document's words.
     let plain = png_b64(&phantom("landmarks/cxr_normal.png"));
     for path in ["/v3/corners", "/v3/preprocess"] {
-        let (status, v) = post(&app, &key, path, &json!({ "image": plain })).await;
+        let (status, v) = post_with_key(&app, &key, path, &json!({ "image": plain })).await;
         assert_eq!(status, 422, "{path}");
         assert_eq!(v, json!({ "error": "Corner detection failed" }), "{path}");
     }
     // No key, no answer.
-    let (status, v) = post(&app, "nope", "/v3/corners", &json!({ "image": plain })).await;
+    let (status, v) = post_with_key(&app, "nope", "/v3/corners", &json!({ "image": plain })).await;
     assert_eq!((status, v), (403, json!({ "error": "Invalid API key" })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rectify_and_preprocess_answer_as_documented() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "rectify").await;
+    let key = inference_key(&app, "rectify").await;
     let photo = good_frame(7);
     let image = b64(&photo.jpeg);
 
-    let (status, v) = post(&app, &key, "/v3/preprocess", &json!({ "image": image })).await;
+    let (status, v) = post_with_key(&app, &key, "/v3/preprocess", &json!({ "image": image })).await;
     assert_eq!(status, 200, "{v}");
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -182,7 +156,7 @@ async fn rectify_and_preprocess_answer_as_documented() {
     // Rectifying with the true corners gives back the radiograph: compare with the phantom
     // resized to the same size (correlation of grey levels).
     let truth: Vec<[f64; 2]> = photo.corners.0.iter().map(|p| [p.x, p.y]).collect();
-    let (status, v) = post(
+    let (status, v) = post_with_key(
         &app,
         &key,
         "/v3/rectify",
@@ -236,7 +210,7 @@ async fn rectify_and_preprocess_answer_as_documented() {
         ),
     ];
     for (body, field, problem) in cases {
-        let (status, v) = post(&app, &key, "/v3/rectify", &body).await;
+        let (status, v) = post_with_key(&app, &key, "/v3/rectify", &body).await;
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["field"], field, "{v}");
         assert!(v["error"].as_str().unwrap().contains(problem), "{v}");
@@ -264,9 +238,9 @@ fn correlation(a: &GrayImage, b: &GrayImage) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predict_rectifies_a_screen_photo_and_leaves_a_radiograph_alone() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "predict").await;
+    let key = inference_key(&app, "predict").await;
     let photo = good_frame(11);
-    let (status, v) = post(
+    let (status, v) = post_with_key(
         &app,
         &key,
         "/v3/predict",
@@ -277,7 +251,7 @@ async fn predict_rectifies_a_screen_photo_and_leaves_a_radiograph_alone() {
     assert_eq!(v["pop_detected"], true, "{v}");
     let ctr = v["vhs"].as_f64().unwrap();
     assert!(ctr > 0.5, "cardiomegaly phantom on a screen: CTR {ctr}");
-    let (status, v) = post(
+    let (status, v) = post_with_key(
         &app,
         &key,
         "/v3/predict",
@@ -292,7 +266,7 @@ async fn predict_rectifies_a_screen_photo_and_leaves_a_radiograph_alone() {
 }
 
 async fn start(app: &TestApp, key: &str) -> String {
-    let (status, v) = post(app, key, "/v3/pop-session/start", &json!({})).await;
+    let (status, v) = post_with_key(app, key, "/v3/pop-session/start", &json!({})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["session_status"], "ready");
     assert_eq!(v["pop_pipeline_enabled"], true);
@@ -306,12 +280,12 @@ async fn start(app: &TestApp, key: &str) -> String {
 
 async fn session_completes(db: Db) {
     let app = TestApp::spawn(db).await;
-    let key = api_key(&app, "capture").await;
+    let key = inference_key(&app, "capture").await;
     let id = start(&app, &key).await;
     let frame = |image: String| json!({ "image": image, "session_id": id, "uuid": "patient-123" });
 
     // A photo without a screen: a failed frame, with a hint.
-    let (status, v) = post(
+    let (status, v) = post_with_key(
         &app,
         &key,
         "/v3/pop-session",
@@ -349,7 +323,7 @@ async fn session_completes(db: Db) {
             glare: false,
         },
     );
-    let (_, v) = post(&app, &key, "/v3/pop-session", &frame(b64(&shaken.jpeg))).await;
+    let (_, v) = post_with_key(&app, &key, "/v3/pop-session", &frame(b64(&shaken.jpeg))).await;
     assert_eq!(v["session_status"], "continue", "{v}");
     assert_eq!(v["frame_result"]["pop_detected"], true, "{v}");
     assert_eq!(v["quality"]["passed"], false, "{v}");
@@ -366,7 +340,7 @@ async fn session_completes(db: Db) {
     // Good frames until complete.
     let mut last = Value::Null;
     for seed in 0..6u64 {
-        let (status, v) = post(
+        let (status, v) = post_with_key(
             &app,
             &key,
             "/v3/pop-session",
@@ -408,7 +382,7 @@ async fn session_completes(db: Db) {
         1
     );
     // A closed session is unknown.
-    let (status, v) = post(
+    let (status, v) = post_with_key(
         &app,
         &key,
         "/v3/pop-session",
@@ -432,16 +406,16 @@ async fn a_capture_session_completes_and_bills_one_session_postgres() {
 
 async fn session_fails(db: Db) {
     let app = TestApp::spawn(db).await;
-    let key = api_key(&app, "capture").await;
-    let other = api_key(&app, "someone-else").await;
+    let key = inference_key(&app, "capture").await;
+    let other = inference_key(&app, "someone-else").await;
     let id = start(&app, &key).await;
     let no_screen = b64(&std::fs::read(fixture("images/photo.jpg")).unwrap());
     let frame = json!({ "image": no_screen, "session_id": id });
 
     // Another key cannot use the session; an unknown id is a 404 naming session_id.
-    let (status, v) = post(&app, &other, "/v3/pop-session", &frame).await;
+    let (status, v) = post_with_key(&app, &other, "/v3/pop-session", &frame).await;
     assert_eq!(status, 404, "{v}");
-    let (status, v) = post(
+    let (status, v) = post_with_key(
         &app,
         &key,
         "/v3/pop-session",
@@ -453,7 +427,7 @@ async fn session_fails(db: Db) {
         (404, Some("session_id")),
         "{v}"
     );
-    let (status, v) = post(
+    let (status, v) = post_with_key(
         &app,
         &key,
         "/v3/pop-session",
@@ -464,11 +438,11 @@ async fn session_fails(db: Db) {
     assert_eq!(v["error"], "Missing required field: session_id");
 
     for i in 0..4 {
-        let (_, v) = post(&app, &key, "/v3/pop-session", &frame).await;
+        let (_, v) = post_with_key(&app, &key, "/v3/pop-session", &frame).await;
         assert_eq!(v["session_status"], "continue", "{v}");
         assert_eq!(v["consecutive_failures"], i + 1);
     }
-    let (status, v) = post(&app, &key, "/v3/pop-session", &frame).await;
+    let (status, v) = post_with_key(&app, &key, "/v3/pop-session", &frame).await;
     assert_eq!(status, 200);
     assert_eq!(v["session_status"], "failed", "{v}");
     assert_eq!(v["error"], "max_consecutive_failures");
@@ -482,7 +456,7 @@ async fn session_fails(db: Db) {
             .await,
         0
     );
-    let (status, _) = post(&app, &key, "/v3/pop-session", &frame).await;
+    let (status, _) = post_with_key(&app, &key, "/v3/pop-session", &frame).await;
     assert_eq!(status, 404);
 }
 
@@ -501,7 +475,7 @@ async fn a_capture_session_without_a_screen_fails_unbilled_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_session_fails_after_max_frames() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "capture").await;
+    let key = inference_key(&app, "capture").await;
     let id = start(&app, &key).await;
     let shaken = screen_photo(
         &phantom("landmarks/cxr_normal.png"),
@@ -515,7 +489,7 @@ async fn a_capture_session_fails_after_max_frames() {
     );
     let frame = json!({ "image": b64(&shaken.jpeg), "session_id": id });
     for i in 0..20u64 {
-        let (status, v) = post(&app, &key, "/v3/pop-session", &frame).await;
+        let (status, v) = post_with_key(&app, &key, "/v3/pop-session", &frame).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["session_status"], "continue", "frame {i}: {v}");
         assert_eq!(v["frame_index"], i);
@@ -525,7 +499,7 @@ async fn a_capture_session_fails_after_max_frames() {
             "measured frames are not failures: {v}"
         );
     }
-    let (status, v) = post(&app, &key, "/v3/pop-session", &frame).await;
+    let (status, v) = post_with_key(&app, &key, "/v3/pop-session", &frame).await;
     assert_eq!(status, 200);
     assert_eq!(v["session_status"], "failed", "{v}");
     assert_eq!(v["error"], "max_frames_exceeded");
@@ -543,7 +517,7 @@ async fn a_capture_session_fails_after_max_frames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_pop_session_example_runs_unchanged() {
     let app = TestApp::spawn(Db::Sqlite).await;
-    let key = api_key(&app, "js-client").await;
+    let key = inference_key(&app, "js-client").await;
     let dir = tempfile::tempdir().unwrap();
     let mut frames = vec![b64(&std::fs::read(fixture("images/photo.jpg")).unwrap())];
     frames.extend((20..26u64).map(|s| b64(&good_frame(s).jpeg)));

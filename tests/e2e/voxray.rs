@@ -3,7 +3,7 @@
 //! shapes, feature flags, health, and the status codes 400, 401, 403, 404, 413, 422, 429, 503
 //! in its error body `{success: false, error: {code, message, details}, meta}`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use radstream::auth::Scope;
 use radstream::compat::voxray::anon::patient_hash;
@@ -13,12 +13,6 @@ use serde_json::Value;
 use crate::helpers::*;
 
 const KEY: &str = "voxray-test-hash-key-0123456789";
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 async fn spawn(tweak: impl FnOnce(&mut radstream::configuration::Settings)) -> TestApp {
     TestApp::spawn_with(Db::Sqlite, |s| {
