@@ -204,22 +204,24 @@ def _predict(torch, net, X, bs=128):
     return np.concatenate(out)
 
 
-def _export(torch, net, path):
+def _export(torch, net, path, output="logits", tol=1e-3):
+    """Exports `net` to ONNX (opset 17, dynamic batch), checks it and compares onnxruntime's
+    output with torch's on random input (max |diff| < `tol`)."""
     import onnx
     import onnxruntime as ort
     net.eval()
     dummy = torch.randn(2, 1, SIZE, SIZE)
-    torch.onnx.export(net, dummy, path, opset_version=17, input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(net, dummy, path, opset_version=17, input_names=["image"], output_names=[output],
+                      dynamic_axes={"image": {0: "batch"}, output: {0: "batch"}}, dynamo=False)
     m = onnx.load(path)
     onnx.checker.check_model(m)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     x = torch.randn(3, 1, SIZE, SIZE)
     with torch.no_grad():
         ref = net(x).numpy()
-    got = sess.run(["logits"], {"image": x.numpy()})[0]
+    got = sess.run([output], {"image": x.numpy()})[0]
     err = float(np.abs(ref - got).max())
-    assert err < 1e-3, f"onnxruntime mismatch {err}"
+    assert err < tol, f"onnxruntime mismatch {err}"
     return err, os.path.getsize(path)
 
 
@@ -302,16 +304,24 @@ def youden(y, s):
     return thr, best
 
 
-def _ort_predict(path, X, bs=64):
+def ort_session(path):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def ort_run(sess, X, name, bs=64):
+    """Output `name` for 0..1 images `X` (N x H x W), normalised as the manifest says."""
     out = []
     for i in range(0, X.shape[0], bs):
         xb = ((X[i:i + bs].astype(np.float32) - MEAN) / STD)[:, None]
-        out.append(sess.run(["logits"], {"image": xb})[0])
-    z = np.concatenate(out)
+        out.append(sess.run([name], {"image": xb})[0])
+    return np.concatenate(out)
+
+
+def _ort_predict(path, X, bs=64):
+    z = ort_run(ort_session(path), X, "logits", bs)
     return 1 / (1 + np.exp(-z))
 
 

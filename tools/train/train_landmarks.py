@@ -26,7 +26,6 @@ Members are trained on bootstrap samples of the training set (one fold per membe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -42,6 +41,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "phantom"))
 sys.path.insert(0, HERE)
 import phantom as ph  # noqa: E402
 from train import MEAN, STD, SIZE, preprocess  # noqa: E402  (the classifier's contract)
+from train import _export, _sha256, ort_run, ort_session  # noqa: E402
 
 RENDER = 320
 LANDMARKS = ph.LANDMARKS
@@ -199,24 +199,6 @@ def _train_member(torch, net, X, P, a, seed, log):
     return net
 
 
-def _export(torch, net, path):
-    import onnx
-    import onnxruntime as ort
-    net.eval()
-    torch.onnx.export(net, torch.randn(2, 1, SIZE, SIZE), path, opset_version=17,
-                      input_names=["image"], output_names=["landmarks"],
-                      dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}}, dynamo=False)
-    onnx.checker.check_model(onnx.load(path))
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    x = torch.randn(3, 1, SIZE, SIZE)
-    with torch.no_grad():
-        ref = net(x).numpy()
-    got = sess.run(["landmarks"], {"image": x.numpy()})[0]
-    err = float(np.abs(ref - got).max())
-    assert err < 1e-4, f"onnxruntime mismatch {err}"
-    return err, os.path.getsize(path)
-
-
 def cmd_train(a):
     import torch
     torch.set_num_threads(a.threads)
@@ -234,7 +216,7 @@ def cmd_train(a):
         t0 = time.time()
         _train_member(torch, net, X[idx], P[idx], a, 1000 + m, f"member{m}")
         path = os.path.join(a.out, f"member{m}.onnx")
-        err, size = _export(torch, net, path)
+        err, size = _export(torch, net, path, output="landmarks", tol=1e-4)
         torch.save(net.state_dict(), os.path.join(a.cache, f"member{m}.pt"))
         print(f"member{m}: {time.time() - t0:.0f}s, exported {path} ({size} B), "
               f"onnxruntime max|diff| {err:.1e}", flush=True)
@@ -244,25 +226,10 @@ def cmd_train(a):
 
 
 # ---------------------------------------------------------------------------- eval
-def _session(path):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def _run(sess, X, name, bs=64):
-    out = []
-    for i in range(0, X.shape[0], bs):
-        xb = ((X[i:i + bs].astype(np.float32) - MEAN) / STD)[:, None]
-        out.append(sess.run([name], {"image": xb})[0])
-    return np.concatenate(out)
-
-
 def _member_points(a, X):
     """M x N x K x 2 member predictions (onnxruntime, the exported files)."""
     files = [os.path.join(a.out, f"member{m}.onnx") for m in range(a.members)]
-    return np.stack([_run(_session(f), X, "landmarks").reshape(len(X), K, 2) for f in files])
+    return np.stack([ort_run(ort_session(f), X, "landmarks").reshape(len(X), K, 2) for f in files])
 
 
 def spread_of(Pm):
@@ -360,7 +327,7 @@ def cmd_eval(a):
     rep["val"] = {"mean_error_px256": _r(ev.mean() * SIZE, 2), "ctr_mae": _r(np.nanmean(cev))}
     gate = os.path.join(a.out, "gate.onnx")
     if os.path.exists(gate):
-        z = np.concatenate([_run(_session(gate), d["x"], "logits")[:, 0] for d in (dt, dc)])
+        z = np.concatenate([ort_run(ort_session(gate), d["x"], "logits")[:, 0] for d in (dt, dc)])
         rep["gate_accepts_test_and_check_phantoms"] = _r(np.mean(1 / (1 + np.exp(-z)) >= 0.5))
     with open(os.path.join(a.cache, "eval_landmarks.json"), "w") as f:
         json.dump(rep, f, indent=1)
@@ -374,14 +341,6 @@ def _spearman(a, b):
 
 
 # ------------------------------------------------------------------------ manifest
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for blk in iter(lambda: f.read(1 << 20), b""):
-            h.update(blk)
-    return h.hexdigest()
-
-
 def cmd_manifest(a):
     with open(os.path.join(a.cache, "eval_landmarks.json")) as f:
         ev = json.load(f)
