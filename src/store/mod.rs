@@ -56,6 +56,9 @@ pub enum StoreOutcome {
 
 struct CommitRequest {
     record: InstanceRecord,
+    /// The instance was not in the index when its store began (its in-flight claim keeps it
+    /// so): not a replaced duplicate.
+    new_instance: bool,
     reply: oneshot::Sender<Result<IndexOutcome, String>>,
 }
 
@@ -139,6 +142,7 @@ impl Store {
             .await
             .map_err(|e| lookup_failed(&e))?
             .map_err(|e| lookup_failed(&e))?;
+        let new_instance = existing.is_none();
         let files = self.files.clone();
         let meta_owned = meta.clone();
         let on_duplicate = self.on_duplicate;
@@ -168,7 +172,11 @@ impl Store {
         };
         let (reply, rx) = oneshot::channel();
         self.committer
-            .send(CommitRequest { record, reply })
+            .send(CommitRequest {
+                record,
+                new_instance,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?;
         let outcome = rx
@@ -421,6 +429,17 @@ async fn commit_batch(
     db: &Database,
     batch: &[CommitRequest],
 ) -> Result<Vec<IndexOutcome>, sqlx::Error> {
+    if let [req] = batch {
+        if db.backend == Backend::Sqlite && req.new_instance {
+            match index::index_alone_into_open_study_sqlite(db, &req.record).await {
+                Ok(Some(outcome)) => return Ok(vec![outcome]),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "single-instance index write failed; retrying")
+                }
+            }
+        }
+    }
     // SQLite: take the write lock at BEGIN. A deferred transaction that starts with a read
     // (the study lookup) cannot be upgraded once another connection (study completion, the
     // pipeline) has committed meanwhile; it fails at once with "database is locked".
