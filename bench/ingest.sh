@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ingest benchmark: DCMTK storescu (TCP_NODELAY=1) sends the same data sets to radstream
-# (fsync and os durability), DCMTK storescp and Orthanc, one after the other on this machine,
-# with 1 and 4 associations. Prints instances/s, MB/s and radstream's ratio to each peer.
+# (fsync and os durability), DCMTK storescp and Orthanc, one after the other on this machine
+# (taking turns, round after round), with 1 and 4 associations. Prints instances/s, MB/s and
+# radstream's ratio to each peer.
 #
 #   bench/ingest.sh            # both data sets (200 x 512x512 DX, 40 x 3000x2500 CR)
 #   BENCH_SETS=dx bench/ingest.sh
@@ -85,26 +86,32 @@ send() { # port set assocs -> prints seconds
 
 PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null' EXIT
-declare -A RESULT
+declare -A RESULT RUNS
+RECEIVERS="radstream-fsync radstream-os storescp orthanc"
 for set in $SETS; do
   gen "$set"
   files=$(find "$OUT/$set" -name '*.dcm' | wc -l)
   mb=$(du -sm --apparent-size "$OUT/$set" | cut -f1)
-  for recv in radstream-fsync radstream-os storescp orthanc; do
-    for n in 1 4; do
-      runs=()
-      for _ in $(seq 1 "$REPEAT"); do
+  for n in 1 4; do
+    # Receivers take turns within each round, so the machine's drift over minutes (this kind
+    # of shared machine drifts by tens of per cent) falls on all of them alike.
+    for _ in $(seq 1 "$REPEAT"); do
+      for recv in $RECEIVERS; do
         dir=$(mktemp -d /tmp/radstream-bench.XXXXXX)/store
         port=$(free_port)
         start_receiver "$recv" "$port" "$dir"
-        runs+=("$(send "$port" "$set" "$n")")
+        RUNS[$recv]+="$(send "$port" "$set" "$n") "
         sent=$(cat "$OUT"/storescu*.err 2>/dev/null | grep -c "^E:" || true)
         [ "$sent" = 0 ] || { echo "storescu reported errors sending to $recv:" >&2; cat "$OUT"/storescu*.err >&2; exit 1; }
         kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
         rm -rf "$(dirname "$dir")"
+        sync
       done
+    done
+    for recv in $RECEIVERS; do
       # The median run: one slow or fast outlier on a shared machine does not decide.
-      secs=$(printf '%s\n' "${runs[@]}" | sort -g | sed -n "$(( (REPEAT + 1) / 2 ))p")
+      secs=$(printf '%s\n' ${RUNS[$recv]} | sort -g | sed -n "$(( (REPEAT + 1) / 2 ))p")
+      RUNS[$recv]=""
       RESULT[$set,$recv,$n]=$secs
       printf '%-4s %-16s %d assoc: %7.2f s  %7.1f inst/s  %7.1f MB/s  (median of %d)\n' \
         "$set" "$recv" "$n" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)" "$REPEAT"
