@@ -259,47 +259,36 @@ fn open_study_statements() -> String {
         "\
         UPDATE studies SET status = 'receiving', \
           modalities = CASE \
-            WHEN $3 = '' OR instr('\\' || modalities || '\\', '\\' || $3 || '\\') > 0 THEN modalities \
-            WHEN modalities = '' THEN $3 ELSE modalities || '\\' || $3 END, \
-          last_received_at = $4, updated_at = $4, num_instances = num_instances + 1, \
+            WHEN $17 = '' OR instr('\\' || modalities || '\\', '\\' || $17 || '\\') > 0 \
+              THEN modalities \
+            WHEN modalities = '' THEN $17 ELSE modalities || '\\' || $17 END, \
+          last_received_at = $13, updated_at = $13, num_instances = num_instances + 1, \
           num_series = num_series + NOT EXISTS (SELECT 1 FROM series WHERE series_uid = $2) \
-        WHERE study_uid = $1 AND status <> 'complete' \
+        WHERE study_uid = $3 AND status <> 'complete' \
         RETURNING version AS study_version; \
         INSERT INTO series (series_uid, study_uid, modality, body_part, view_position, \
           series_number, series_description, created_at, num_instances) \
-        SELECT $2, $1, NULLIF($3, ''), $5, $6, $7, $8, $4, 1 \
-        WHERE EXISTS (SELECT 1 FROM studies WHERE study_uid = $1 AND status = 'receiving') \
+        SELECT $2, $3, NULLIF($17, ''), $18, $19, $20, $21, $13, 1 \
+        WHERE EXISTS (SELECT 1 FROM studies WHERE study_uid = $3 AND status = 'receiving') \
         ON CONFLICT (series_uid) DO UPDATE SET num_instances = series.num_instances + 1; \
         INSERT INTO instances ({INSTANCE_COLUMNS}) \
-        SELECT $9, $2, $1, $10, $11, $12, $13, $14, $15, $16, $17, $18, $4, $19, $20, version \
-        FROM studies WHERE study_uid = $1 AND status = 'receiving' \
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, version \
+        FROM studies WHERE study_uid = $3 AND status = 'receiving' \
         ON CONFLICT (sop_instance_uid) DO NOTHING \
         RETURNING 1 AS inserted"
     )
 }
 
+/// The instance row's arguments as [`bind_instance`] binds them (`$1`..`$15`; the version,
+/// `$16`, is taken from the study row instead), then the series' (`$17`..`$21`).
 fn bind_open_study<'q>(q: AnyQuery<'q>, rec: &'q InstanceRecord) -> AnyQuery<'q> {
     let h = &rec.header;
-    q.bind(uid(&h.study_uid))
-        .bind(uid(&h.series_uid))
+    bind_instance(q, rec, 0)
         .bind(h.modality.as_deref().unwrap_or_default())
-        .bind(rec.received_at)
         .bind(h.body_part.as_deref())
         .bind(h.view_position.as_deref())
         .bind(h.series_number)
         .bind(h.series_description.as_deref())
-        .bind(uid(&h.sop_instance_uid))
-        .bind(uid(&h.sop_class_uid))
-        .bind(&h.transfer_syntax)
-        .bind(h.instance_number)
-        .bind(h.rows)
-        .bind(h.columns)
-        .bind(h.frames)
-        .bind(h.photometric.as_deref())
-        .bind(&rec.file_path)
-        .bind(rec.file_size)
-        .bind(&rec.calling_ae)
-        .bind(&rec.association_id)
 }
 
 /// The outcome of the open-study statements, and whether the instance row was inserted
@@ -624,6 +613,14 @@ mod tests {
             .await
             .unwrap();
             assert_eq!(version, 2);
+            // A series the open-study statements created carries its attributes.
+            let series: (String, String, i64) = sqlx::query_as(
+                "SELECT study_uid, modality, created_at FROM series WHERE series_uid = '1.2.9.3'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(series, ("1.2.9".into(), "CR".into(), 1));
         }
     }
 
