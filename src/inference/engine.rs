@@ -314,13 +314,8 @@ impl Engine {
     ) -> Result<ImageResult, InferenceError> {
         let t0 = Instant::now();
         let model = self.classifier(model_id)?;
-        let manifest = model.manifest.clone();
-        let bytes = bytes.to_vec();
-        let span = tracing::info_span!("infer_image", model = %manifest.id);
-        let pre = spawn_blocking(span.clone(), move || {
-            preprocess::preprocess_image(&bytes, &manifest.input)
-        })
-        .await?;
+        let span = tracing::info_span!("infer_image", model = %model.manifest.id);
+        let pre = preprocess_image_blocking(model, bytes, &span).await?;
         self.finish(model, pre, t0).instrument(span).await
     }
 
@@ -344,13 +339,8 @@ impl Engine {
     ) -> Result<LandmarkResult, InferenceError> {
         let t0 = Instant::now();
         let model = self.landmark_model(model_id)?;
-        let manifest = model.manifest.clone();
-        let bytes = bytes.to_vec();
-        let span = tracing::info_span!("infer_landmarks_image", model = %manifest.id);
-        let pre = spawn_blocking(span.clone(), move || {
-            preprocess::preprocess_image(&bytes, &manifest.input)
-        })
-        .await?;
+        let span = tracing::info_span!("infer_landmarks_image", model = %model.manifest.id);
+        let pre = preprocess_image_blocking(model, bytes, &span).await?;
         self.finish_landmarks(model, pre, t0).instrument(span).await
     }
 
@@ -603,6 +593,20 @@ async fn submit(
         .map_err(|_| InferenceError::Closed(model.info.id.clone()))?;
     rx.await
         .map_err(|_| InferenceError::Closed(model.info.id.clone()))?
+}
+
+/// Decodes and preprocesses PNG/JPEG bytes for `model` on a blocking thread, in `span`.
+async fn preprocess_image_blocking(
+    model: &Model,
+    bytes: &[u8],
+    span: &tracing::Span,
+) -> Result<Preprocessed, InferenceError> {
+    let input = model.manifest.input.clone();
+    let bytes = bytes.to_vec();
+    spawn_blocking(span.clone(), move || {
+        preprocess::preprocess_image(&bytes, &input)
+    })
+    .await
 }
 
 /// `spawn_blocking` that keeps the caller's span and turns a panic into an error.
