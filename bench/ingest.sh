@@ -85,7 +85,7 @@ send() { # port set assocs -> prints seconds
 }
 
 PID=""
-trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null' EXIT
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null || true' EXIT
 declare -A RESULT RUNS
 RECEIVERS="radstream-fsync radstream-os storescp orthanc"
 for set in $SETS; do

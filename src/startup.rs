@@ -51,6 +51,10 @@ impl Application {
         let (store, committer) =
             Store::open(&settings.storage, db.clone(), bus.clone(), cancel.clone())
                 .context("opening the data folder")?;
+        store
+            .recover()
+            .await
+            .context("settling temporary files left by an earlier run")?;
         let engine = load_engine(&settings).await?;
         let jobs_ready = Arc::new(Notify::new());
         let tracker =

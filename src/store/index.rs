@@ -47,6 +47,18 @@ pub async fn find_instance(
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
+/// The file path and size the index holds for an instance.
+pub async fn instance_file(
+    db: &Database,
+    sop_instance_uid: &str,
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    let row = sqlx::query("SELECT file_path, file_size FROM instances WHERE sop_instance_uid = $1")
+        .bind(sop_instance_uid)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// Upserts patient, study, series and instance rows for one stored file.
 ///
 /// Four statements on the common path (an instance of a study and series already open): the

@@ -21,7 +21,7 @@ use crate::configuration::{DuplicatePolicy, Durability, StorageSettings};
 use crate::db::{now_ms, Backend, Database};
 use crate::domain::Uid;
 use crate::events::EventBus;
-pub use files::{FileError, FileMeta, FileStore, IncomingFile, StagedFile};
+pub use files::{FileError, FileMeta, FileStore, FolderSync, IncomingFile, StagedFile};
 pub use header::{HeaderError, InstanceHeader};
 pub use index::{IndexOutcome, InstanceRecord};
 
@@ -126,12 +126,14 @@ impl Store {
     /// the command's SOP Instance UID.
     ///
     /// All the file work (the last write and sync, the header, the checks, the duplicate
-    /// policy, the rename and the folder sync) is one blocking hop: on a single association
-    /// every hop is latency the sender waits for.
+    /// policy, the rename) is one blocking hop: on a single association every hop is latency
+    /// the sender waits for. The folder sync that makes the rename durable runs beside the
+    /// index commit for a new instance ([`recover`](Self::recover) settles a crash between
+    /// the two); a replacement syncs first, since its row already names a file.
     pub async fn accept(
         &self,
         reservation: Reservation,
-        file: IncomingFile,
+        mut file: IncomingFile,
         meta: &FileMeta,
         source: &Source<'_>,
     ) -> Result<StoreOutcome, StoreError> {
@@ -143,6 +145,7 @@ impl Store {
             .map_err(|e| lookup_failed(&e))?
             .map_err(|e| lookup_failed(&e))?;
         let new_instance = existing.is_none();
+        file.settle().await?;
         let files = self.files.clone();
         let meta_owned = meta.clone();
         let on_duplicate = self.on_duplicate;
@@ -158,10 +161,17 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Resources(format!("store task failed: {e}")))??;
-        let (header, rel, size) = match placed {
+        let (header, rel, size, folders) = match placed {
             Placed::Kept { study_uid } => return Ok(StoreOutcome::DuplicateKept { study_uid }),
-            Placed::Moved { header, rel, size } => (header, rel, size),
+            Placed::Moved {
+                header,
+                rel,
+                size,
+                folders,
+            } => (header, rel, size, folders),
         };
+        let folder_sync = (!folders.is_empty())
+            .then(|| tokio::task::spawn_blocking(move || folders.run_blocking()));
         let record = InstanceRecord {
             file_path: rel.to_string_lossy().into_owned(),
             file_size: size,
@@ -183,8 +193,52 @@ impl Store {
             .await
             .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?
             .map_err(StoreError::Resources)?;
+        if let Some(sync) = folder_sync {
+            sync.await
+                .map_err(|e| StoreError::Resources(format!("folder sync failed: {e}")))??;
+        }
         drop(reservation.guard);
         Ok(StoreOutcome::Stored(outcome))
+    }
+
+    /// Settles the temporary files an earlier run left in `tmp/`; call it before listening.
+    /// One whose instance has a row but no file in place was lost between the index commit
+    /// and the folder sync (a machine crash: the rename was not durable yet). It is whole,
+    /// because it was synced before its rename, so it goes into place. Every other one was
+    /// never acknowledged and is removed.
+    pub async fn recover(&self) -> Result<(), StoreError> {
+        let (mut restored, mut swept) = (0usize, 0usize);
+        for (part, size) in self.files.leftover_parts()? {
+            let claim = match files::part_sop_instance_uid(&part) {
+                Some(sop) => index::instance_file(&self.db, &sop)
+                    .await
+                    .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?,
+                None => None,
+            };
+            match claim {
+                Some((rel, want))
+                    if u64::try_from(want).ok() == Some(size)
+                        && !self.files.absolute(rel.as_ref()).exists() =>
+                {
+                    self.files.adopt_part_blocking(&part, rel.as_ref())?;
+                    tracing::warn!(file = %rel, "restored an indexed instance whose rename a crash undid");
+                    restored += 1;
+                }
+                _ => {
+                    if std::fs::remove_file(&part).is_ok() {
+                        swept += 1;
+                    }
+                }
+            }
+        }
+        if restored + swept > 0 {
+            tracing::info!(
+                restored,
+                swept,
+                "settled temporary files left by an earlier run"
+            );
+        }
+        Ok(())
     }
 
     /// Writes a `store.failed` event for a refused instance, whichever route it came by
@@ -248,6 +302,8 @@ enum Placed {
         header: Box<InstanceHeader>,
         rel: PathBuf,
         size: i64,
+        /// Still to sync (empty for a replacement, synced already, and with `os`).
+        folders: FolderSync,
     },
 }
 
@@ -268,7 +324,8 @@ struct Checks<'a> {
 }
 
 /// Reads the header (from memory when the file never spilled), checks it against the command,
-/// applies the duplicate policy and moves the file into place. Blocking.
+/// applies the duplicate policy and moves the file into place; the folders of a new instance
+/// are left to sync. Blocking.
 fn place(
     files: &FileStore,
     staged: StagedFile,
@@ -312,6 +369,7 @@ fn place(
         )));
     }
     let rel = FileStore::relative_path(study, series, sop);
+    let replacing = existing.is_some();
     if let Some((existing_study, existing_path)) = existing {
         if on_duplicate == DuplicatePolicy::Keep {
             tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
@@ -326,11 +384,16 @@ fn place(
         }
     }
     let size = staged.size as i64;
-    files.persist_blocking(staged, &rel)?;
+    let mut folders = files.rename_blocking(staged, &rel)?;
+    if replacing {
+        folders.run_blocking()?;
+        folders = FolderSync::default();
+    }
     Ok(Placed::Moved {
         header: Box::new(header),
         rel,
         size,
+        folders,
     })
 }
 
@@ -453,4 +516,108 @@ async fn commit_batch(
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventSettings;
+    use crate::metrics::Metrics;
+
+    fn uid(s: &str) -> Uid {
+        Uid::parse("uid", s).unwrap()
+    }
+
+    /// A temporary file holding `sop`, as a crash leaves it in `tmp/`; returns its bytes.
+    async fn leave_part(store: &Store, sop: &str, name: &str, body: &[u8]) -> Vec<u8> {
+        let meta = FileMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
+            sop_instance_uid: sop.into(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            source_ae: "SCU".into(),
+            receiving_ae: "RADSTREAM".into(),
+        };
+        let mut f = store.files.begin(&meta).await.unwrap();
+        f.write(body).await.unwrap();
+        f.settle().await.unwrap();
+        let (staged, _) = f.finish_blocking(Durability::Fsync).unwrap();
+        let part = store.files.data_dir().join("tmp").join(name);
+        std::fs::copy(staged.path(), &part).unwrap();
+        std::fs::read(part).unwrap()
+    }
+
+    async fn index_row(store: &Store, sop: &str, rel: &std::path::Path, size: usize) {
+        let record = InstanceRecord {
+            header: InstanceHeader {
+                study_uid: Some(uid("1.2.9")),
+                series_uid: Some(uid("1.2.9.1")),
+                sop_instance_uid: Some(uid(sop)),
+                sop_class_uid: Some(uid("1.2.840.10008.5.1.4.1.1.1")),
+                transfer_syntax: "1.2.840.10008.1.2.1".into(),
+                ..Default::default()
+            },
+            file_path: rel.to_string_lossy().into_owned(),
+            file_size: size as i64,
+            calling_ae: "SCU".into(),
+            association_id: "a1".into(),
+            received_at: 1,
+        };
+        let mut tx = store.db.pool.begin().await.unwrap();
+        index::index_instance(&mut tx, store.db.backend, &record)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// After a crash between the index commit and the folder sync, the indexed instance's
+    /// temporary file goes into place; a file nobody indexed, one whose row names a file
+    /// that exists, and one of the wrong size are removed.
+    #[tokio::test]
+    async fn recover_restores_indexed_parts_and_sweeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageSettings {
+            data_dir: dir.path().to_path_buf(),
+            min_free_bytes: 0,
+            min_free_percent: 0.0,
+            ..Default::default()
+        };
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Database::connect_url(&url, None, Durability::Fsync)
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let bus = EventBus::new(db.clone(), &EventSettings::default(), Metrics::new())
+            .await
+            .unwrap();
+        let (store, _committer) =
+            Store::open(&settings, db, bus, CancellationToken::new()).unwrap();
+        let rel = |sop: &str| FileStore::relative_path(&uid("1.2.9"), &uid("1.2.9.1"), &uid(sop));
+
+        let lost = leave_part(&store, "1.2.9.1.1", "a.part", b"\x08\x00\x16\x00lost").await;
+        index_row(&store, "1.2.9.1.1", &rel("1.2.9.1.1"), lost.len()).await;
+        leave_part(&store, "1.2.9.1.2", "b.part", b"never indexed").await;
+        let placed = leave_part(&store, "1.2.9.1.3", "c.part", b"placed").await;
+        index_row(&store, "1.2.9.1.3", &rel("1.2.9.1.3"), placed.len()).await;
+        std::fs::create_dir_all(store.files.absolute(&rel("1.2.9.1.3")).parent().unwrap()).unwrap();
+        std::fs::write(store.files.absolute(&rel("1.2.9.1.3")), b"the durable copy").unwrap();
+        let short = leave_part(&store, "1.2.9.1.4", "d.part", b"cut short").await;
+        index_row(&store, "1.2.9.1.4", &rel("1.2.9.1.4"), short.len() + 1).await;
+        std::fs::write(dir.path().join("tmp/e.part"), b"half").unwrap();
+
+        store.recover().await.unwrap();
+
+        assert_eq!(
+            std::fs::read(store.files.absolute(&rel("1.2.9.1.1"))).unwrap(),
+            lost
+        );
+        assert_eq!(
+            std::fs::read(store.files.absolute(&rel("1.2.9.1.3"))).unwrap(),
+            b"the durable copy"
+        );
+        assert!(!store.files.absolute(&rel("1.2.9.1.4")).exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
 }

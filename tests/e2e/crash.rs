@@ -176,3 +176,53 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
     let _ = node.start_kill();
     let _ = node.wait().await;
 }
+
+/// A machine crash between the index commit and the folder sync can undo a new instance's
+/// rename while its row survives: the synced file is back in `tmp/`. The restarted node moves
+/// it into place (the instance is whole again), and removes a leftover nobody indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dicom_port = free_port();
+    let http_port = free_port();
+    let mut node = start_node(&data, dicom_port, http_port);
+    wait_port(dicom_port).await;
+    let (_, paths) = write_studies(&dir.path().join("src"), 1, 2, 64);
+    storescu_to(dicom_port, &[], &paths).await;
+    node.start_kill().unwrap();
+    node.wait().await.unwrap();
+
+    let mut settings = radstream::configuration::Settings::default();
+    settings.storage.data_dir = data.clone();
+    let db = Database::connect_url(&settings.database_url(), Some(2), Durability::Fsync)
+        .await
+        .unwrap();
+    let uid = paths[0].file_stem().unwrap().to_string_lossy().to_string();
+    let rel: String =
+        sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
+            .bind(&uid)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let stored = data.join(&rel);
+    let before = std::fs::read(&stored).unwrap();
+    // What the crash leaves: the file under a temporary name, its row committed.
+    std::fs::rename(&stored, data.join("tmp/0123456789abcdef.part")).unwrap();
+    std::fs::write(data.join("tmp/fedcba9876543210.part"), b"never acknowledged").unwrap();
+
+    let mut node = start_node(&data, dicom_port, http_port);
+    wait_port(dicom_port).await;
+    assert_eq!(
+        std::fs::read(&stored).expect("the lost rename is redone at start"),
+        before
+    );
+    assert_eq!(
+        data_set_bytes(&stored),
+        data_set_bytes(&paths[0]),
+        "{uid} corrupted"
+    );
+    assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0);
+    let _ = node.start_kill();
+    let _ = node.wait().await;
+}
