@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use serde_json::json;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 
 use super::header::InstanceHeader;
 use crate::db::{Backend, Database};
@@ -225,28 +225,17 @@ async fn index_into_open_study_sqlite(
 
 /// [`index_into_open_study_sqlite`] for a batch of one new instance (the case of a single
 /// association): the transaction's `BEGIN` and `COMMIT` travel in the same round trip, so
-/// the whole index write is one. On any error the transaction is rolled back (or the
-/// connection closed if even that fails) before the error is returned.
+/// the whole index write is one. After an error the transaction's state is unknown: the
+/// caller closes `conn`.
 pub async fn index_alone_into_open_study_sqlite(
-    db: &Database,
+    conn: &mut AnyConnection,
     rec: &InstanceRecord,
 ) -> Result<Option<IndexOutcome>, sqlx::Error> {
     static SQL: LazyLock<String> =
         LazyLock::new(|| format!("BEGIN IMMEDIATE; {}; COMMIT", open_study_statements()));
-    let mut conn = db.pool.acquire().await?;
-    let rows = match bind_open_study(sqlx::query(&SQL), rec)
+    let rows = bind_open_study(sqlx::query(&SQL), rec)
         .fetch_all(&mut *conn)
-        .await
-    {
-        Ok(rows) => rows,
-        Err(e) => {
-            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                let _ = conn.close().await;
-            }
-            return Err(e);
-        }
-    };
-    drop(conn);
+        .await?;
     let Some((outcome, inserted)) = open_study_outcome(rec, &rows) else {
         return Ok(None);
     };
@@ -257,7 +246,7 @@ pub async fn index_alone_into_open_study_sqlite(
             sop_instance_uid = uid(&rec.header.sop_instance_uid),
             "instance was indexed already; recounting its series and study"
         );
-        let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         replace_instance(&mut tx, rec, outcome.study_version).await?;
         tx.commit().await?;
     }
@@ -539,7 +528,11 @@ mod tests {
     /// general path). Says whether the open-study statements did it.
     async fn index(db: &Database, rec: &InstanceRecord, alone: bool) -> (IndexOutcome, bool) {
         if alone {
-            if let Some(o) = index_alone_into_open_study_sqlite(db, rec).await.unwrap() {
+            let mut conn = db.pool.acquire().await.unwrap();
+            if let Some(o) = index_alone_into_open_study_sqlite(&mut conn, rec)
+                .await
+                .unwrap()
+            {
                 return (o, true);
             }
         }

@@ -14,6 +14,8 @@ pub mod index;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Connection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -443,6 +445,7 @@ async fn run_committer(
     cancel: CancellationToken,
 ) {
     let mut batch: Vec<CommitRequest> = Vec::with_capacity(MAX_BATCH);
+    let mut writer = Writer::new(&db);
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -456,7 +459,7 @@ async fn run_committer(
                 Err(_) => break,
             }
         }
-        match commit_batch(&db, &batch).await {
+        match writer.commit(&batch).await {
             Ok(outcomes) => {
                 if outcomes.iter().any(|o| o.study_opened) {
                     bus.notify();
@@ -474,7 +477,8 @@ async fn run_committer(
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "batched index commit failed; retrying one by one");
                 for req in batch.drain(..) {
-                    let res = commit_batch(&db, std::slice::from_ref(&req))
+                    let res = writer
+                        .commit(std::slice::from_ref(&req))
                         .await
                         .map(|mut v| v.remove(0))
                         .map_err(|e| format!("index commit failed: {e}"));
@@ -488,34 +492,80 @@ async fn run_committer(
     }
 }
 
-async fn commit_batch(
-    db: &Database,
-    batch: &[CommitRequest],
-) -> Result<Vec<IndexOutcome>, sqlx::Error> {
-    if let [req] = batch {
-        if db.backend == Backend::Sqlite && req.new_instance {
-            match index::index_alone_into_open_study_sqlite(db, &req.record).await {
-                Ok(Some(outcome)) => return Ok(vec![outcome]),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "single-instance index write failed; retrying")
+/// The committer's database connection. On SQLite it keeps one connection for its writes:
+/// a connection's page cache survives only its own commits, and the pool hands out its
+/// connections in turn, so each commit would otherwise read its pages afresh after the
+/// others' commits. (Not when the pool has a single connection: the lookups need it too.)
+struct Writer {
+    db: Database,
+    keep: bool,
+    conn: Option<PoolConnection<Any>>,
+}
+
+impl Writer {
+    fn new(db: &Database) -> Writer {
+        Writer {
+            db: db.clone(),
+            keep: db.backend == Backend::Sqlite && db.pool.options().get_max_connections() > 1,
+            conn: None,
+        }
+    }
+
+    async fn commit(&mut self, batch: &[CommitRequest]) -> Result<Vec<IndexOutcome>, sqlx::Error> {
+        let res = self.try_commit(batch).await;
+        if res.is_err() || !self.keep {
+            // After an error the connection's transaction state is unknown: start afresh.
+            if let Some(conn) = self.conn.take() {
+                if res.is_err() {
+                    let _ = conn.close().await;
                 }
             }
         }
+        res
     }
-    // SQLite: take the write lock at BEGIN. A deferred transaction that starts with a read
-    // (the study lookup) cannot be upgraded once another connection (study completion, the
-    // pipeline) has committed meanwhile; it fails at once with "database is locked".
-    let mut tx = match db.backend {
-        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => db.pool.begin().await?,
-    };
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for req in batch {
-        outcomes.push(index::index_instance(&mut tx, db.backend, &req.record).await?);
+
+    async fn connection(&mut self) -> Result<&mut PoolConnection<Any>, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.db.pool.acquire().await?);
+        }
+        Ok(self.conn.as_mut().expect("connection just set"))
     }
-    tx.commit().await?;
-    Ok(outcomes)
+
+    async fn try_commit(
+        &mut self,
+        batch: &[CommitRequest],
+    ) -> Result<Vec<IndexOutcome>, sqlx::Error> {
+        let backend = self.db.backend;
+        if let [req] = batch {
+            if backend == Backend::Sqlite && req.new_instance {
+                let conn = self.connection().await?;
+                match index::index_alone_into_open_study_sqlite(conn, &req.record).await {
+                    Ok(Some(outcome)) => return Ok(vec![outcome]),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "single-instance index write failed; retrying");
+                        if let Some(conn) = self.conn.take() {
+                            let _ = conn.close().await;
+                        }
+                    }
+                }
+            }
+        }
+        let conn = self.connection().await?;
+        // SQLite: take the write lock at BEGIN. A deferred transaction that starts with a read
+        // (the study lookup) cannot be upgraded once another connection (study completion, the
+        // pipeline) has committed meanwhile; it fails at once with "database is locked".
+        let mut tx = match backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
+        };
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for req in batch {
+            outcomes.push(index::index_instance(&mut tx, backend, &req.record).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
 }
 
 #[cfg(test)]
