@@ -209,7 +209,11 @@ async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
     let before = std::fs::read(&stored).unwrap();
     // What the crash leaves: the file under a temporary name, its row committed.
     std::fs::rename(&stored, data.join("tmp/0123456789abcdef.part")).unwrap();
-    std::fs::write(data.join("tmp/fedcba9876543210.part"), b"never acknowledged").unwrap();
+    std::fs::write(
+        data.join("tmp/fedcba9876543210.part"),
+        b"never acknowledged",
+    )
+    .unwrap();
 
     let mut node = start_node(&data, dicom_port, http_port);
     wait_port(dicom_port).await;
