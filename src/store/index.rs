@@ -36,27 +36,29 @@ pub struct IndexOutcome {
 }
 
 /// Where an already indexed instance lives.
+#[derive(Debug, Clone)]
+pub struct IndexedFile {
+    pub study_uid: String,
+    pub file_path: String,
+    pub file_size: i64,
+}
+
+/// Looks an instance up by its SOP Instance UID.
 pub async fn find_instance(
     db: &Database,
     sop_instance_uid: &str,
-) -> Result<Option<(String, String)>, sqlx::Error> {
-    let row = sqlx::query("SELECT study_uid, file_path FROM instances WHERE sop_instance_uid = $1")
-        .bind(sop_instance_uid)
-        .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
-}
-
-/// The file path and size the index holds for an instance.
-pub async fn instance_file(
-    db: &Database,
-    sop_instance_uid: &str,
-) -> Result<Option<(String, i64)>, sqlx::Error> {
-    let row = sqlx::query("SELECT file_path, file_size FROM instances WHERE sop_instance_uid = $1")
-        .bind(sop_instance_uid)
-        .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+) -> Result<Option<IndexedFile>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT study_uid, file_path, file_size FROM instances WHERE sop_instance_uid = $1",
+    )
+    .bind(sop_instance_uid)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|r| IndexedFile {
+        study_uid: r.get(0),
+        file_path: r.get(1),
+        file_size: r.get(2),
+    }))
 }
 
 /// Upserts patient, study, series and instance rows for one stored file.

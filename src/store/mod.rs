@@ -212,18 +212,19 @@ impl Store {
         let (mut restored, mut swept) = (0usize, 0usize);
         for (part, size) in self.files.leftover_parts()? {
             let claim = match files::part_sop_instance_uid(&part) {
-                Some(sop) => index::instance_file(&self.db, &sop)
+                Some(sop) => index::find_instance(&self.db, &sop)
                     .await
                     .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?,
                 None => None,
             };
             match claim {
-                Some((rel, want))
-                    if u64::try_from(want).ok() == Some(size)
-                        && !self.files.absolute(rel.as_ref()).exists() =>
+                Some(f)
+                    if u64::try_from(f.file_size).ok() == Some(size)
+                        && !self.files.absolute(f.file_path.as_ref()).exists() =>
                 {
-                    self.files.adopt_part_blocking(&part, rel.as_ref())?;
-                    tracing::warn!(file = %rel, "restored an indexed instance whose rename a crash undid");
+                    self.files
+                        .adopt_part_blocking(&part, f.file_path.as_ref())?;
+                    tracing::warn!(file = %f.file_path, "restored an indexed instance whose rename a crash undid");
                     restored += 1;
                 }
                 _ => {
@@ -293,7 +294,7 @@ impl Store {
 /// A claim on one SOP Instance UID with its index lookup under way ([`Store::reserve`]).
 pub struct Reservation {
     guard: InflightGuard,
-    lookup: tokio::task::JoinHandle<Result<Option<(String, String)>, sqlx::Error>>,
+    lookup: tokio::task::JoinHandle<Result<Option<index::IndexedFile>, sqlx::Error>>,
 }
 
 enum Placed {
@@ -333,7 +334,7 @@ fn place(
     staged: StagedFile,
     whole: Option<Vec<u8>>,
     checks: &Checks<'_>,
-    existing: Option<(String, String)>,
+    existing: Option<index::IndexedFile>,
     on_duplicate: DuplicatePolicy,
 ) -> Result<Placed, StoreError> {
     let meta = checks.meta;
@@ -372,7 +373,12 @@ fn place(
     }
     let rel = FileStore::relative_path(study, series, sop);
     let replacing = existing.is_some();
-    if let Some((existing_study, existing_path)) = existing {
+    if let Some(index::IndexedFile {
+        study_uid: existing_study,
+        file_path: existing_path,
+        ..
+    }) = existing
+    {
         if on_duplicate == DuplicatePolicy::Keep {
             tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
                 "duplicate SOP Instance UID: kept the stored copy, discarded the new one");

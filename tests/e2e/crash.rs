@@ -2,7 +2,7 @@
 //! and the interrupted studies still complete after restart.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -34,26 +34,53 @@ for p in sys.argv[2:]:
 assoc.release()
 "#;
 
-fn start_node(data: &Path, dicom_port: u16, http_port: u16) -> Child {
-    spawn_node(
-        data,
-        dicom_port,
-        http_port,
-        &[
-            ("RADSTREAM_STUDY__QUIET_WINDOW_MS", "200".into()),
-            ("RADSTREAM_STUDY__STABLE_AGE_SECS", "3".into()),
-        ],
-    )
+/// A node's data folder and ports, kept across its restarts.
+struct Site {
+    data: PathBuf,
+    dicom_port: u16,
+    http_port: u16,
+}
+
+impl Site {
+    fn new(dir: &Path) -> Site {
+        Site {
+            data: dir.join("data"),
+            dicom_port: free_port(),
+            http_port: free_port(),
+        }
+    }
+
+    /// Starts the node and waits for its DICOM port.
+    async fn start(&self) -> Child {
+        let node = spawn_node(
+            &self.data,
+            self.dicom_port,
+            self.http_port,
+            &[
+                ("RADSTREAM_STUDY__QUIET_WINDOW_MS", "200".into()),
+                ("RADSTREAM_STUDY__STABLE_AGE_SECS", "3".into()),
+            ],
+        );
+        wait_port(self.dicom_port).await;
+        node
+    }
+
+    /// The node's index database, opened beside it.
+    async fn index(&self) -> Database {
+        let mut settings = radstream::configuration::Settings::default();
+        settings.storage.data_dir = self.data.clone();
+        Database::connect_url(&settings.database_url(), Some(2), Durability::Fsync)
+            .await
+            .unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let dicom_port = free_port();
-    let http_port = free_port();
-    let mut node = start_node(&data, dicom_port, http_port);
-    wait_port(dicom_port).await;
+    let site = Site::new(dir.path());
+    let data = site.data.clone();
+    let mut node = site.start().await;
 
     let mut groups = Vec::new();
     for i in 0..4 {
@@ -67,7 +94,7 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
     let mut senders = Vec::new();
     for (_, paths) in &groups {
         let mut cmd = Command::new(python());
-        cmd.arg("-c").arg(SENDER).arg(dicom_port.to_string());
+        cmd.arg("-c").arg(SENDER).arg(site.dicom_port.to_string());
         cmd.args(paths);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -116,13 +143,8 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
         "the node was killed too late to test anything"
     );
 
-    let mut node = start_node(&data, dicom_port, http_port);
-    wait_port(dicom_port).await;
-    let mut settings = radstream::configuration::Settings::default();
-    settings.storage.data_dir = data.clone();
-    let db = Database::connect_url(&settings.database_url(), Some(2), Durability::Fsync)
-        .await
-        .unwrap();
+    let mut node = site.start().await;
+    let db = site.index().await;
     for uid in &acked {
         let rel: Option<String> =
             sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
@@ -183,21 +205,15 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let dicom_port = free_port();
-    let http_port = free_port();
-    let mut node = start_node(&data, dicom_port, http_port);
-    wait_port(dicom_port).await;
+    let site = Site::new(dir.path());
+    let data = &site.data;
+    let mut node = site.start().await;
     let (_, paths) = write_studies(&dir.path().join("src"), 1, 2, 64);
-    storescu_to(dicom_port, &[], &paths).await;
+    storescu_to(site.dicom_port, &[], &paths).await;
     node.start_kill().unwrap();
     node.wait().await.unwrap();
 
-    let mut settings = radstream::configuration::Settings::default();
-    settings.storage.data_dir = data.clone();
-    let db = Database::connect_url(&settings.database_url(), Some(2), Durability::Fsync)
-        .await
-        .unwrap();
+    let db = site.index().await;
     let uid = paths[0].file_stem().unwrap().to_string_lossy().to_string();
     let rel: String =
         sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
@@ -215,8 +231,7 @@ async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
     )
     .unwrap();
 
-    let mut node = start_node(&data, dicom_port, http_port);
-    wait_port(dicom_port).await;
+    let mut node = site.start().await;
     assert_eq!(
         std::fs::read(&stored).expect("the lost rename is redone at start"),
         before
