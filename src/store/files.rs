@@ -1,13 +1,14 @@
 //! Instance files on disk: stream to a temporary file, then make it durable in its final place.
 //!
 //! Layout under the data folder:
-//! - `tmp/<uuid>.part`: an instance being received; removed on any failure, and swept at start
-//!   (a `.part` file was never acknowledged, so nobody is owed it);
+//! - `tmp/<uuid>.part`: an instance being received; removed on any failure, and settled at start
+//!   by the store (one whose row was committed goes into place, the rest were never
+//!   acknowledged and are removed);
 //! - `instances/<study>/<series>/<sop>.dcm`: Part 10 files, data set bytes exactly as received.
 //!
-//! Durability (`storage.durability = "fsync"`): the file is fsynced, renamed into place
-//! atomically, and every folder whose entries changed is fsynced, before the index row is
-//! committed and the sender gets 0000.
+//! Durability (`storage.durability = "fsync"`): the file is fsynced and renamed into place
+//! atomically, and every folder whose entries changed is fsynced (beside the index commit, for
+//! a new instance), before the sender gets 0000.
 
 use std::io;
 use std::path::{Path, PathBuf};
