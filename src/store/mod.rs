@@ -519,15 +519,20 @@ impl Writer {
 
     async fn commit(&mut self, batch: &[CommitRequest]) -> Result<Vec<IndexOutcome>, sqlx::Error> {
         let res = self.try_commit(batch).await;
-        if res.is_err() || !self.keep {
-            // After an error the connection's transaction state is unknown: start afresh.
-            if let Some(conn) = self.conn.take() {
-                if res.is_err() {
-                    let _ = conn.close().await;
-                }
-            }
+        if res.is_err() {
+            self.discard().await;
+        } else if !self.keep {
+            self.conn = None;
         }
         res
+    }
+
+    /// Closes the connection after an error: its transaction state is unknown, so the next
+    /// commit starts on a fresh one.
+    async fn discard(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
     }
 
     async fn connection(&mut self) -> Result<&mut PoolConnection<Any>, sqlx::Error> {
@@ -550,9 +555,7 @@ impl Writer {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "single-instance index write failed; retrying");
-                        if let Some(conn) = self.conn.take() {
-                            let _ = conn.close().await;
-                        }
+                        self.discard().await;
                     }
                 }
             }

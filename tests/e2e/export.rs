@@ -12,21 +12,12 @@ use serde_json::Value;
 use crate::helpers::*;
 use crate::ingest::wait_port;
 
+/// The `.dcm` files below `dir`, recursively (the walk `radstream send` uses).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "dcm") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    radstream::scu::collect_files(&[dir.to_path_buf()])
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .collect()
 }
 
 async fn exports(app: &TestApp) -> Vec<Value> {
