@@ -1,9 +1,9 @@
 //! Instance files on disk: stream to a temporary file, then make it durable in its final place.
 //!
 //! Layout under the data folder:
-//! - `tmp/<uuid>.part`: an instance being received; removed on any failure, and settled at start
-//!   by the store (one whose row was committed goes into place, the rest were never
-//!   acknowledged and are removed);
+//! - `tmp/<uuid>.part`: an instance being received, or an empty spare made ahead of time;
+//!   removed on any failure, and settled at start by the store (one whose row was committed
+//!   goes into place, the rest were never acknowledged and are removed);
 //! - `instances/<study>/<series>/<sop>.dcm`: Part 10 files, data set bytes exactly as received.
 //!
 //! Durability (`storage.durability = "fsync"`): the file is fsynced and renamed into place
@@ -11,9 +11,10 @@
 //! a new instance), before the sender gets 0000.
 
 use std::io;
-use std::path::{Path, PathBuf};
-
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::configuration::{Durability, StorageSettings};
 use crate::domain::Uid;
@@ -45,6 +46,7 @@ pub struct FileStore {
     durability: Durability,
     min_free_bytes: u64,
     min_free_percent: f64,
+    spares: Arc<Spares>,
 }
 
 /// What goes into the Part 10 file meta group, known from the C-STORE command before any data
@@ -71,6 +73,7 @@ impl FileStore {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
         Ok(FileStore {
+            spares: Arc::new(Spares::new(tmp_dir.clone())),
             data_dir,
             tmp_dir,
             instances_dir,
@@ -120,26 +123,29 @@ impl FileStore {
         self.data_dir.join(relative)
     }
 
-    /// Starts a temporary file with the preamble and file meta group. Nothing touches the disk
-    /// until [`IncomingFile::write`] has buffered [`SPILL_AT`] bytes or the file is finished, so
-    /// a typical instance costs one blocking hop to write and sync instead of one per step.
+    /// Starts a temporary file with the preamble and file meta group. The file is a spare
+    /// created ahead of time when one is ready ([`Spares`]); [`IncomingFile::write`] then
+    /// writes the first MiB through as it arrives ([`WRITE_THROUGH`]) and the rest in spills.
     pub async fn begin(&self, meta: &FileMeta) -> Result<IncomingFile, FileError> {
         let header = part10_header(meta)?;
-        let path = self
-            .tmp_dir
-            .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
+        let (file, path) = match self.spares.take() {
+            Some((file, path)) => (Some(file), path),
+            None => (None, self.spares.fresh_path()),
+        };
+        self.spares.refill();
         // The whole spill buffer at once (plus room for one more PDV): growing it by doubling
         // copied about as many bytes as the data set itself. Pages are touched only as filled.
         let mut buf = Vec::with_capacity(SPILL_AT + (1 << 16));
         buf.extend_from_slice(&header);
         Ok(IncomingFile {
-            file: None,
+            file,
             bytes: buf.len() as u64,
             buf,
             spare: None,
             inflight: None,
             path: Some(path),
             spilled: 0,
+            head: None,
             writeback: self.durability == Durability::Fsync,
         })
     }
@@ -222,6 +228,84 @@ pub fn part_sop_instance_uid(part: &Path) -> Option<String> {
     )
 }
 
+/// Empty temporary files created ahead of need. Creating a file allocates an inode, which on a
+/// busy volume takes longer than writing half a megabyte into the page cache: made here in the
+/// background, it is off the path a sender waits on. Spares left by a stop are empty `.part`
+/// files, removed at the next start like any unacknowledged leftover.
+#[derive(Debug)]
+struct Spares {
+    dir: PathBuf,
+    ready: Mutex<Vec<(std::fs::File, PathBuf)>>,
+    refilling: AtomicBool,
+}
+
+/// Spares kept ready: enough for a burst of instances from a few associations at once.
+const SPARES: usize = 16;
+
+impl Spares {
+    fn new(dir: PathBuf) -> Spares {
+        Spares {
+            dir,
+            ready: Mutex::default(),
+            refilling: AtomicBool::new(false),
+        }
+    }
+
+    fn fresh_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}.part", uuid::Uuid::new_v4().simple()))
+    }
+
+    fn take(&self) -> Option<(std::fs::File, PathBuf)> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// Tops the spares up on the blocking pool, unless that is under way already or there is
+    /// no runtime (a blocking caller then creates its file itself).
+    fn refill(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let spares = self.clone();
+        rt.spawn_blocking(move || {
+            loop {
+                if spares.ready.lock().unwrap_or_else(|p| p.into_inner()).len() >= SPARES {
+                    break;
+                }
+                let path = spares.fresh_path();
+                match std::fs::File::create(&path) {
+                    Ok(f) => spares
+                        .ready
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((f, path)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, dir = %spares.dir.display(), "cannot create a spare temporary file");
+                        break;
+                    }
+                }
+            }
+            spares.refilling.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        for (_, path) in self
+            .ready
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Folders whose entries a rename changed: the rename is durable once they are synced.
 #[must_use = "the rename is not durable until its folders are synced"]
 #[derive(Debug, Default)]
@@ -286,11 +370,18 @@ fn part10_header(meta: &FileMeta) -> Result<Vec<u8>, FileError> {
     Ok(out)
 }
 
-/// Bytes an [`IncomingFile`] buffers in memory before writing them out. With durability
+/// Bytes an [`IncomingFile`] buffers in memory before handing them to the blocking pool to
+/// write, past the first [`SPILL_AT`] bytes of a file (see [`WRITE_THROUGH`]). With durability
 /// `fsync` each chunk is also handed to the disk at once (`sync_file_range`), so the closing
-/// `fdatasync` of a large object finds little left to write. Smaller chunks would start small
-/// instances' writeback too, but on two cores their extra hops cost more than they save.
+/// `fdatasync` of a large object finds little left to write.
 pub const SPILL_AT: usize = 1 << 20;
+
+/// The first [`SPILL_AT`] bytes of a file (the whole of a typical radiograph) are written as
+/// they arrive, in chunks of this size, by the receiving task itself, and their writeback
+/// starts at once: the sender then waits only for the tail and the metadata to reach the
+/// disk, not for the whole instance. A write of this size into the page cache takes tens of
+/// microseconds; a hop to the blocking pool and back would cost about as much, per chunk.
+pub const WRITE_THROUGH: usize = 128 << 10;
 
 /// A spill running on the blocking pool; it gives back the file and the emptied buffer.
 type Spill = tokio::task::JoinHandle<Result<(std::fs::File, Vec<u8>), FileError>>;
@@ -299,7 +390,8 @@ type Spill = tokio::task::JoinHandle<Result<(std::fs::File, Vec<u8>), FileError>
 /// [`finish_blocking`](Self::finish_blocking), it deletes
 /// itself: an aborted association leaves nothing behind.
 pub struct IncomingFile {
-    /// Created by the first spill (or at finish); away while a spill is in flight.
+    /// A spare made ahead of time, or else created by the first spill (or at finish); away
+    /// while a spill is in flight.
     file: Option<std::fs::File>,
     buf: Vec<u8>,
     /// The buffer the last spill gave back, reused for the next one.
@@ -308,19 +400,56 @@ pub struct IncomingFile {
     inflight: Option<Spill>,
     path: Option<PathBuf>,
     bytes: u64,
-    /// Bytes handed to spills so far: the file offset of the next one.
+    /// Bytes handed to the file so far (written through or spilled): the offset of the next.
     spilled: u64,
-    /// Start each spill's writeback (durability `fsync`).
+    /// The first chunk written through, kept for reading the header without the disk.
+    head: Option<Vec<u8>>,
+    /// Start each chunk's writeback (durability `fsync`).
     writeback: bool,
+}
+
+/// The start of a finished file, held in memory so its header is read without the disk.
+#[derive(Debug)]
+pub struct Head {
+    pub bytes: Vec<u8>,
+    /// `bytes` is the whole file; otherwise a header cut short in them is read from the file.
+    pub whole: bool,
 }
 
 impl IncomingFile {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
         self.buf.extend_from_slice(data);
         self.bytes += data.len() as u64;
-        if self.buf.len() >= SPILL_AT {
+        if self.buf.len() >= WRITE_THROUGH
+            && self.spilled < SPILL_AT as u64
+            && self.inflight.is_none()
+            && self.file.is_some()
+        {
+            self.write_through()?;
+        } else if self.buf.len() >= SPILL_AT {
             self.spill().await?;
         }
+        Ok(())
+    }
+
+    /// Writes the buffer into the file from the calling task and starts its writeback (see
+    /// [`WRITE_THROUGH`]). The file exists already (a spare): creating one is left to the
+    /// blocking pool.
+    fn write_through(&mut self) -> Result<(), FileError> {
+        let path = self.path.as_deref().expect("BUG: write after finish");
+        let file = self
+            .file
+            .as_mut()
+            .expect("BUG: write-through without a file");
+        file.write_all(&self.buf).map_err(io_err(path))?;
+        if self.writeback {
+            start_writeback(file, self.spilled, self.buf.len() as u64);
+        }
+        self.spilled += self.buf.len() as u64;
+        if self.head.is_none() {
+            self.head = Some(self.buf.clone());
+        }
+        self.buf.clear();
         Ok(())
     }
 
@@ -377,12 +506,12 @@ impl IncomingFile {
 
     /// Writes what is buffered and (with `fsync`) syncs the file; it stays in `tmp/` until
     /// persisted. Blocking: the store runs it in the same hop as the header check and the
-    /// rename, after [`settle`](Self::settle). Returns the whole file too when it never left
-    /// memory, so its header is parsed without reading the file back.
+    /// rename, after [`settle`](Self::settle). Returns the start of the file too when memory
+    /// still holds it, so its header is parsed without reading the file back.
     pub fn finish_blocking(
         mut self,
         durability: Durability,
-    ) -> Result<(StagedFile, Option<Vec<u8>>), FileError> {
+    ) -> Result<(StagedFile, Option<Head>), FileError> {
         let path = self.path.take().expect("BUG: finish twice");
         if self.inflight.is_some() {
             // Not settled: the spill may still be writing. Keep the path so Drop cleans up.
@@ -399,12 +528,22 @@ impl IncomingFile {
             path: Some(path.clone()),
             size: self.bytes,
         };
-        let spilled = file.is_some();
         let f = append(file, &path, &buf)?;
         if durability == Durability::Fsync {
             f.sync_data().map_err(io_err(&path))?;
         }
-        Ok((staged, (!spilled).then_some(buf)))
+        let head = match self.head.take() {
+            Some(bytes) => Some(Head {
+                bytes,
+                whole: false,
+            }),
+            None if self.spilled == 0 => Some(Head {
+                bytes: buf,
+                whole: true,
+            }),
+            None => None,
+        };
+        Ok((staged, head))
     }
 }
 
@@ -505,17 +644,23 @@ mod tests {
         }
     }
 
+    /// Files in `tmp/` once the spares are topped up, spares included.
+    async fn settled_tmp(s: &FileStore) -> usize {
+        spares_ready(s).await;
+        std::fs::read_dir(s.data_dir().join("tmp")).unwrap().count()
+    }
+
+    /// An instance dropped before it is finished, spare or fresh file, leaves only the spares.
     #[tokio::test]
     async fn dropped_incoming_file_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        let mut f = s.begin(&meta()).await.unwrap();
-        f.write(b"abc").await.unwrap();
-        drop(f);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
-        );
+        for data in [&b"abc"[..], &[9u8; WRITE_THROUGH + 5]] {
+            let mut f = s.begin(&meta()).await.unwrap();
+            f.write(data).await.unwrap();
+            drop(f);
+            assert_eq!(settled_tmp(&s).await, SPARES);
+        }
     }
 
     #[tokio::test]
@@ -524,8 +669,8 @@ mod tests {
         let s = store(dir.path());
         let mut f = s.begin(&meta()).await.unwrap();
         f.write(b"\x08\x00\x16\x00").await.unwrap();
-        let (staged, whole) = f.finish_blocking(Durability::Fsync).unwrap();
-        assert!(whole.is_some_and(|b| b.ends_with(b"\x08\x00\x16\x00")));
+        let (staged, head) = f.finish_blocking(Durability::Fsync).unwrap();
+        assert!(head.is_some_and(|h| h.whole && h.bytes.ends_with(b"\x08\x00\x16\x00")));
         let uid = |s: &str| Uid::parse("x", s).unwrap();
         let rel = FileStore::relative_path(&uid("1.2"), &uid("1.2.3"), &uid("1.2.3.4"));
         s.persist_blocking(staged, &rel).unwrap();
@@ -534,35 +679,83 @@ mod tests {
         assert!(bytes.ends_with(b"\x08\x00\x16\x00"));
         let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
         assert_eq!(meta.transfer_syntax(), "1.2.840.10008.1.2.1");
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
-        );
+        assert_eq!(settled_tmp(&s).await, SPARES);
     }
 
-    /// A data set larger than a chunk goes out in spills, in order, and the finished file
-    /// holds every byte once; its file meta names the instance.
-    #[tokio::test]
-    async fn spilled_file_keeps_every_byte_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
+    /// Writes `data` in pieces of `piece` bytes and finishes; returns the file's bytes, the
+    /// offset where `data` starts in it, and the head kept in memory.
+    async fn round_trip(
+        s: &FileStore,
+        data: &[u8],
+        piece: usize,
+    ) -> (Vec<u8>, usize, Option<Head>) {
         let mut f = s.begin(&meta()).await.unwrap();
         let start = f.len() as usize;
-        let data: Vec<u8> = (0..SPILL_AT * 3 + 1234).map(|i| (i % 251) as u8).collect();
-        for piece in data.chunks(16 << 10) {
-            f.write(piece).await.unwrap();
+        for p in data.chunks(piece) {
+            f.write(p).await.unwrap();
         }
         f.settle().await.unwrap();
-        let (staged, whole) = f.finish_blocking(Durability::Fsync).unwrap();
-        assert!(whole.is_none(), "a spilled file is parsed from disk");
+        let (staged, head) = f.finish_blocking(Durability::Fsync).unwrap();
         let bytes = std::fs::read(staged.path()).unwrap();
-        assert_eq!(bytes.len(), start + data.len());
         assert_eq!(staged.size as usize, bytes.len());
-        assert_eq!(&bytes[start..], &data[..]);
         assert_eq!(
             part_sop_instance_uid(staged.path()).as_deref(),
             Some("1.2.3.4")
         );
+        (bytes, start, head)
+    }
+
+    /// Waits until the spares are topped up (they are made on the blocking pool).
+    async fn spares_ready(s: &FileStore) {
+        for _ in 0..500 {
+            if s.spares.ready.lock().unwrap().len() >= SPARES {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the spares were never made");
+    }
+
+    /// A data set larger than the write-through part goes out first in chunks from the task,
+    /// then in spills, in order, and the finished file holds every byte once; the first chunk
+    /// stays in memory for the header. Without a spare ready, it goes out in spills alone.
+    #[tokio::test]
+    async fn written_through_and_spilled_file_keeps_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let data: Vec<u8> = (0..SPILL_AT * 3 + 1234).map(|i| (i % 251) as u8).collect();
+
+        let (bytes, start, head) = round_trip(&s, &data, 16 << 10).await;
+        assert_eq!(&bytes[start..], &data[..], "no spare ready: spills alone");
+        assert!(head.is_none(), "a spilled file's header is read from disk");
+
+        spares_ready(&s).await;
+        for piece in [16 << 10, 300 << 10, SPILL_AT + 7] {
+            let (bytes, start, head) = round_trip(&s, &data, piece).await;
+            assert_eq!(&bytes[start..], &data[..], "pieces of {piece} bytes");
+            let head = head.expect("the first chunk is kept");
+            assert!(!head.whole);
+            assert!(head.bytes.len() >= WRITE_THROUGH);
+            assert_eq!(head.bytes[..], bytes[..head.bytes.len()]);
+        }
+    }
+
+    /// Taken spares are replaced in the background, and the spares still unused when the
+    /// store goes are removed with it.
+    #[tokio::test]
+    async fn spares_are_refilled_and_removed_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let tmp = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        drop(s.begin(&meta()).await.unwrap());
+        spares_ready(&s).await;
+        assert_eq!(tmp(), SPARES);
+        let taken = s.begin(&meta()).await.unwrap();
+        spares_ready(&s).await;
+        assert_eq!(tmp(), SPARES + 1);
+        drop(taken);
+        drop(s);
+        assert_eq!(tmp(), 0);
     }
 
     /// An instance dropped while a spill is still writing leaves no file once that spill ends.
@@ -574,7 +767,7 @@ mod tests {
         f.write(&vec![7u8; SPILL_AT + 1]).await.unwrap();
         drop(f);
         for _ in 0..200 {
-            if std::fs::read_dir(dir.path().join("tmp")).unwrap().count() == 0 {
+            if settled_tmp(&s).await == SPARES {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -39,6 +39,20 @@ pub struct InstanceHeader {
     pub photometric: Option<String>,
 }
 
+/// The start of a file, read as a stream whose end is an error rather than the end of input.
+struct Prefix<'a>(&'a [u8]);
+
+impl std::io::Read for Prefix<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() && !buf.is_empty() {
+            return Err(std::io::Error::other(
+                "the bytes held in memory end before Pixel Data",
+            ));
+        }
+        self.0.read(buf)
+    }
+}
+
 /// Why a data set cannot be indexed.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
@@ -62,10 +76,21 @@ impl InstanceHeader {
 
     /// Parses a whole Part 10 file held in memory, up to (not including) Pixel Data.
     pub fn from_part10_bytes(bytes: &[u8]) -> Result<InstanceHeader, HeaderError> {
+        Self::from_part10_reader(bytes)
+    }
+
+    /// Parses the header from the first bytes of a Part 10 file; an error when they end
+    /// before Pixel Data (the caller then reads the file). The parser takes an end of input
+    /// at an element boundary for the end of the data set, so the bytes must not simply end.
+    pub fn from_part10_prefix(bytes: &[u8]) -> Result<InstanceHeader, HeaderError> {
+        Self::from_part10_reader(Prefix(bytes))
+    }
+
+    fn from_part10_reader(reader: impl std::io::Read) -> Result<InstanceHeader, HeaderError> {
         let obj = OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .read_preamble(dicom_object::file::ReadPreamble::Always)
-            .from_reader(bytes)
+            .from_reader(reader)
             .map_err(|e| HeaderError::Unparseable(e.to_string()))?;
         Self::from_object(&obj)
     }
@@ -136,5 +161,55 @@ impl InstanceHeader {
                 .as_ref()
                 .ok_or(HeaderError::Missing("SOPInstanceUID"))?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store parses the header from the first chunk it kept in memory and reads the
+    /// file only on an error: the start of a file must give the whole header or an error,
+    /// never a header with attributes silently missing (as a whole file cut short at an
+    /// element boundary does), and a start that reaches Pixel Data must be enough.
+    #[test]
+    fn the_start_of_a_file_gives_the_whole_header_or_an_error() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dicom");
+        for name in [
+            "dx_normal",
+            "cr_cardiomegaly",
+            "ts_implicit",
+            "ts_big",
+            "ts_deflate",
+        ] {
+            let bytes = std::fs::read(format!("{dir}/{name}/001.dcm")).unwrap();
+            let whole = InstanceHeader::from_part10_bytes(&bytes).unwrap();
+            let mut partial = Vec::new();
+            let mut first_ok = None;
+            for cut in (132..bytes.len().min(8 << 10)).step_by(5) {
+                match InstanceHeader::from_part10_prefix(&bytes[..cut]) {
+                    Ok(h) if h != whole => partial.push(cut),
+                    Ok(_) => {
+                        first_ok.get_or_insert(cut);
+                    }
+                    Err(_) => {}
+                }
+            }
+            assert!(
+                partial.is_empty(),
+                "{name}: cut at {partial:?} gave a partial header"
+            );
+            if name != "ts_deflate" {
+                assert!(
+                    first_ok.is_some(),
+                    "{name}: no start of the file was enough"
+                );
+            }
+        }
+        // What the guard is for: read as a whole file, some of those cuts parse.
+        let bytes = std::fs::read(format!("{dir}/dx_normal/001.dcm")).unwrap();
+        let whole = InstanceHeader::from_part10_bytes(&bytes).unwrap();
+        assert!((132..2048)
+            .any(|cut| InstanceHeader::from_part10_bytes(&bytes[..cut]).is_ok_and(|h| h != whole)));
     }
 }

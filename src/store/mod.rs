@@ -154,12 +154,12 @@ impl Store {
         let durability = self.durability;
         let expected_study = source.expected_study.map(str::to_string);
         let placed = tokio::task::spawn_blocking(move || {
-            let (staged, whole) = file.finish_blocking(durability)?;
+            let (staged, head) = file.finish_blocking(durability)?;
             let checks = Checks {
                 meta: &meta_owned,
                 expected_study: expected_study.as_deref(),
             };
-            place(&files, staged, whole, &checks, existing, on_duplicate)
+            place(&files, staged, head, &checks, existing, on_duplicate)
         })
         .await
         .map_err(|e| StoreError::Resources(format!("store task failed: {e}")))??;
@@ -326,27 +326,29 @@ struct Checks<'a> {
     expected_study: Option<&'a str>,
 }
 
-/// Reads the header (from memory when the file never spilled), checks it against the command,
+/// Reads the header (from memory when it is there), checks it against the command,
 /// applies the duplicate policy and moves the file into place; the folders of a new instance
 /// are left to sync. Blocking.
 fn place(
     files: &FileStore,
     staged: StagedFile,
-    whole: Option<Vec<u8>>,
+    head: Option<files::Head>,
     checks: &Checks<'_>,
     existing: Option<index::IndexedFile>,
     on_duplicate: DuplicatePolicy,
 ) -> Result<Placed, StoreError> {
     let meta = checks.meta;
-    let header = match &whole {
-        Some(bytes) => InstanceHeader::from_part10_bytes(bytes),
+    let header = match head {
+        Some(h) if h.whole => InstanceHeader::from_part10_bytes(&h.bytes),
+        // A header longer than the first chunk is read again from the file.
+        Some(h) => InstanceHeader::from_part10_prefix(&h.bytes)
+            .or_else(|_| InstanceHeader::read(staged.path())),
         None => InstanceHeader::read(staged.path()),
     }
     .map_err(|e| match e {
         HeaderError::Unparseable(m) => StoreError::Unparseable(m),
         other => StoreError::Mismatch(other.to_string()),
     })?;
-    drop(whole);
     let (study, series, sop) = header
         .identity()
         .map_err(|e| StoreError::Mismatch(e.to_string()))?;
