@@ -2,7 +2,10 @@
 # Ingest benchmark: DCMTK storescu (TCP_NODELAY=1) sends the same data sets to radstream
 # (fsync and os durability), DCMTK storescp and Orthanc, one after the other on this machine
 # (taking turns, round after round), with 1 and 4 associations. Prints instances/s, MB/s and
-# radstream's ratio to each peer.
+# radstream's ratio to each peer. Then, for each data set, the floor under any receiver that
+# acknowledges only once an instance is synced in its final place and indexed
+# (bench/durable_floor.py: the same disk work with no network and no DICOM), and what it leaves
+# of storescp's speed on one association.
 #
 #   bench/ingest.sh            # both data sets (200 x 512x512 DX, 40 x 3000x2500 CR)
 #   BENCH_SETS=dx bench/ingest.sh
@@ -125,4 +128,12 @@ for set in $SETS; do
       done
     done
   done
+  read -r _ write _ fsync _ renamed _ overlap < <(.venv/bin/python3 bench/durable_floor.py "$OUT/$set" "$REPEAT" | tr '\n' ' ')
+  scp=$(echo "${RESULT[$set,storescp,1]} * 1000 / $files" | bc -l)
+  rs=$(echo "${RESULT[$set,radstream-fsync,1]} * 1000 / $files" | bc -l)
+  floor=$(echo "$renamed - $write" | bc -l)
+  printf '%-4s disk floor, ms per instance: write %.3f, +fdatasync %.3f, +rename and folder sync beside the index commit %.3f (commit beside the fdatasync instead: %.3f)\n' \
+    "$set" "$write" "$fsync" "$renamed" "$overlap"
+  printf '%-4s 1 assoc: storescp %.3f ms per instance; durable radstream %.3f (+%.3f); the mechanism alone adds %.3f: at best %.2fx storescp\n' \
+    "$set" "$scp" "$rs" "$(echo "$rs - $scp" | bc -l)" "$floor" "$(echo "$scp / ($scp + $floor)" | bc -l)"
 done

@@ -89,9 +89,8 @@ impl FileStore {
 
     /// Free and total bytes of the volume holding the data folder.
     pub fn space(&self) -> Result<(u64, u64), FileError> {
-        let free = fs4::available_space(&self.data_dir).map_err(io_err(&self.data_dir))?;
-        let total = fs4::total_space(&self.data_dir).map_err(io_err(&self.data_dir))?;
-        Ok((free, total))
+        let stats = fs4::statvfs(&self.data_dir).map_err(io_err(&self.data_dir))?;
+        Ok((stats.available_space(), stats.total_space()))
     }
 
     /// Refuses when the volume is below either threshold, so a sender gets A700 up front

@@ -383,6 +383,17 @@ pub fn write_studies(
     (uids, paths)
 }
 
+/// The temporary files in `data_dir/tmp/` that hold (part of) an instance. The node also keeps
+/// empty spare files there, made ahead of time; they hold nothing and are not counted.
+pub fn instance_parts(data_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(data_dir.join("tmp"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// The data set bytes of a Part 10 file (everything after the file meta group).
 pub fn data_set_bytes(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
