@@ -128,12 +128,13 @@ for set in $SETS; do
       done
     done
   done
-  read -r _ write _ fsync _ renamed _ overlap < <(.venv/bin/python3 bench/durable_floor.py "$OUT/$set" "$REPEAT" | tr '\n' ' ')
+  floor_out=$(.venv/bin/python3 bench/durable_floor.py "$OUT/$set" "$REPEAT")
+  read -r _ write _ fsync _ renamed _ overlap <<< "$(echo $floor_out)"
   scp=$(echo "${RESULT[$set,storescp,1]} * 1000 / $files" | bc -l)
   rs=$(echo "${RESULT[$set,radstream-fsync,1]} * 1000 / $files" | bc -l)
   floor=$(echo "$renamed - $write" | bc -l)
   printf '%-4s disk floor, ms per instance: write %.3f, +fdatasync %.3f, +rename and folder sync beside the index commit %.3f (commit beside the fdatasync instead: %.3f)\n' \
     "$set" "$write" "$fsync" "$renamed" "$overlap"
-  printf '%-4s 1 assoc: storescp %.3f ms per instance; durable radstream %.3f (+%.3f); the mechanism alone adds %.3f: at best %.2fx storescp\n' \
+  printf '%-4s 1 assoc, ms per instance: storescp %.3f, durable radstream %.3f (%+.3f); the syncs, rename and commit alone add %.3f to a plain write: %.2fx storescp for a receiver as fast as storescp in all else that does them one after the other\n' \
     "$set" "$scp" "$rs" "$(echo "$rs - $scp" | bc -l)" "$floor" "$(echo "$scp / ($scp + $floor)" | bc -l)"
 done

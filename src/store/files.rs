@@ -1,9 +1,12 @@
 //! Instance files on disk: stream to a temporary file, then make it durable in its final place.
 //!
 //! Layout under the data folder:
-//! - `tmp/<uuid>.part`: an instance being received, or an empty spare made ahead of time;
-//!   removed on any failure, and settled at start by the store (one whose row was committed
-//!   goes into place, the rest were never acknowledged and are removed);
+//! - `tmp/node-<uuid>/<uuid>.part`: an instance being received, or an empty spare made ahead
+//!   of time; removed on any failure. Each running node has a folder of its own, held by a
+//!   lock on its `.lock` file, so nodes sharing a data folder never touch each other's files.
+//!   A starting node settles the folders whose lock is free (their node is gone) through the
+//!   store: a file whose row was committed goes into place, the rest were never acknowledged
+//!   and are removed, and so is the folder. `tmp/*.part` of an earlier layout is settled too;
 //! - `instances/<study>/<series>/<sop>.dcm`: Part 10 files, data set bytes exactly as received.
 //!
 //! Durability (`storage.durability = "fsync"`): the file is fsynced and renamed into place
@@ -41,12 +44,14 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     data_dir: PathBuf,
+    /// This node's folder for temporary files.
     tmp_dir: PathBuf,
     instances_dir: PathBuf,
     durability: Durability,
     min_free_bytes: u64,
     min_free_percent: f64,
     spares: Arc<Spares>,
+    _claim: Arc<NodeFolder>,
 }
 
 /// What goes into the Part 10 file meta group, known from the C-STORE command before any data
@@ -67,13 +72,16 @@ impl FileStore {
     /// ([`crate::store::Store::recover`]): one may hold an instance whose row was committed.
     pub fn open(settings: &StorageSettings) -> Result<FileStore, FileError> {
         let data_dir = settings.data_dir.clone();
-        let tmp_dir = data_dir.join("tmp");
+        let tmp_root = data_dir.join("tmp");
         let instances_dir = data_dir.join("instances");
-        for d in [&data_dir, &tmp_dir, &instances_dir] {
+        for d in [&data_dir, &tmp_root, &instances_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
+        let claim = NodeFolder::create(&tmp_root)?;
+        let tmp_dir = claim.path.clone();
         Ok(FileStore {
             spares: Arc::new(Spares::new(tmp_dir.clone())),
+            _claim: Arc::new(claim),
             data_dir,
             tmp_dir,
             instances_dir,
@@ -85,6 +93,11 @@ impl FileStore {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// This node's folder for temporary files.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp_dir
     }
 
     /// Free and total bytes of the volume holding the data folder.
@@ -187,23 +200,34 @@ impl FileStore {
         Ok(FolderSync(dirs))
     }
 
-    /// Temporary files left in `tmp/` by an earlier run, with their sizes.
-    pub fn leftover_parts(&self) -> Result<Vec<(PathBuf, u64)>, FileError> {
-        let mut parts = Vec::new();
-        for entry in std::fs::read_dir(&self.tmp_dir)
-            .map_err(io_err(&self.tmp_dir))?
-            .flatten()
-        {
+    /// Temporary files left by nodes that are gone (their folder's lock is free), with their
+    /// sizes, and those of an earlier layout directly in `tmp/`. The folders stay claimed until
+    /// [`Leftovers::clear`], so two nodes starting at once do not settle the same one.
+    pub fn leftovers(&self) -> Result<Leftovers, FileError> {
+        let root = self.data_dir.join("tmp");
+        let mut found = Leftovers::default();
+        for entry in std::fs::read_dir(&root).map_err(io_err(&root))?.flatten() {
             let path = entry.path();
+            let name = entry.file_name();
             if path.extension().is_some_and(|e| e == "part") {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                parts.push((path, size));
+                found.parts.push(part_with_size(path));
+            } else if name.to_string_lossy().starts_with(NODE_PREFIX) && path != self.tmp_dir {
+                let Some(lock) = NodeFolder::claim_abandoned(&path) else {
+                    continue;
+                };
+                for part in std::fs::read_dir(&path).map_err(io_err(&path))?.flatten() {
+                    let part = part.path();
+                    if part.extension().is_some_and(|e| e == "part") {
+                        found.parts.push(part_with_size(part));
+                    }
+                }
+                found.folders.push((path, lock));
             }
         }
-        Ok(parts)
+        Ok(found)
     }
 
-    /// Moves a leftover temporary file (see [`leftover_parts`](Self::leftover_parts)) to
+    /// Moves a leftover temporary file (see [`leftovers`](Self::leftovers)) to
     /// `relative` durably. Blocking.
     pub fn adopt_part_blocking(&self, part: &Path, relative: &Path) -> Result<(), FileError> {
         let staged = StagedFile {
@@ -211,6 +235,87 @@ impl FileStore {
             size: 0,
         };
         self.persist_blocking(staged, relative)
+    }
+}
+
+/// Temporary files to settle at start ([`FileStore::leftovers`]).
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    pub parts: Vec<(PathBuf, u64)>,
+    /// Folders of nodes that are gone, with the lock this node holds on each.
+    folders: Vec<(PathBuf, std::fs::File)>,
+}
+
+impl Leftovers {
+    /// Removes the folders of nodes that are gone, once their parts are settled.
+    pub fn clear(self) {
+        for (dir, lock) in self.folders {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the temporary folder of a node that is gone");
+            }
+            drop(lock);
+        }
+    }
+}
+
+fn part_with_size(path: PathBuf) -> (PathBuf, u64) {
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    (path, size)
+}
+
+const NODE_PREFIX: &str = "node-";
+const LOCK_FILE: &str = ".lock";
+
+/// A running node's folder for temporary files, `tmp/node-<uuid>/`, claimed by an exclusive
+/// lock on its `.lock` file for as long as the node lives: the operating system releases it
+/// when the process ends, however it ends, and a node starting later settles the folder.
+#[derive(Debug)]
+struct NodeFolder {
+    path: PathBuf,
+    lock: Option<std::fs::File>,
+}
+
+impl NodeFolder {
+    /// Makes the folder under another name, locks it, then renames it into view: a node
+    /// scanning `tmp/` never sees a node folder without its lock held.
+    fn create(tmp_root: &Path) -> Result<NodeFolder, FileError> {
+        use fs4::fs_std::FileExt;
+        let id = uuid::Uuid::new_v4().simple();
+        let hidden = tmp_root.join(format!(".{NODE_PREFIX}{id}"));
+        let path = tmp_root.join(format!("{NODE_PREFIX}{id}"));
+        std::fs::create_dir(&hidden).map_err(io_err(&hidden))?;
+        let lock_path = hidden.join(LOCK_FILE);
+        let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+        if !lock.try_lock_exclusive().map_err(io_err(&lock_path))? {
+            return Err(io_err(&lock_path)(io::Error::other("a fresh lock is held")));
+        }
+        std::fs::rename(&hidden, &path).map_err(io_err(&path))?;
+        Ok(NodeFolder {
+            path,
+            lock: Some(lock),
+        })
+    }
+
+    /// The lock of another node's folder, if that node is gone.
+    fn claim_abandoned(dir: &Path) -> Option<std::fs::File> {
+        use fs4::fs_std::FileExt;
+        let lock = std::fs::File::open(dir.join(LOCK_FILE)).ok()?;
+        lock.try_lock_exclusive().ok()?.then_some(lock)
+    }
+}
+
+impl Drop for NodeFolder {
+    /// On a clean stop the folder goes if nothing but its lock is left in it. Otherwise (a
+    /// spare still being made) it stays with its lock file, released, for the next start.
+    fn drop(&mut self) {
+        let only_lock = std::fs::read_dir(&self.path)
+            .map(|entries| entries.flatten().all(|e| e.file_name() == LOCK_FILE))
+            .unwrap_or(false);
+        if only_lock {
+            let _ = std::fs::remove_file(self.path.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(&self.path);
+        }
+        drop(self.lock.take());
     }
 }
 
@@ -646,7 +751,20 @@ mod tests {
     /// Files in `tmp/` once the spares are topped up, spares included.
     async fn settled_tmp(s: &FileStore) -> usize {
         spares_ready(s).await;
-        std::fs::read_dir(s.data_dir().join("tmp")).unwrap().count()
+        parts_in(s.tmp_dir())
+    }
+
+    fn parts_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "part")
+            })
+            .count()
     }
 
     /// An instance dropped before it is finished, spare or fresh file, leaves only the spares.
@@ -740,21 +858,61 @@ mod tests {
     }
 
     /// Taken spares are replaced in the background, and the spares still unused when the
-    /// store goes are removed with it.
+    /// store goes are removed with it, and so is its folder, with nothing left in it.
     #[tokio::test]
     async fn spares_are_refilled_and_removed_with_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        let tmp = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let folder = s.tmp_dir().to_path_buf();
         drop(s.begin(&meta()).await.unwrap());
         spares_ready(&s).await;
-        assert_eq!(tmp(), SPARES);
+        assert_eq!(parts_in(&folder), SPARES);
         let taken = s.begin(&meta()).await.unwrap();
         spares_ready(&s).await;
-        assert_eq!(tmp(), SPARES + 1);
+        assert_eq!(parts_in(&folder), SPARES + 1);
         drop(taken);
         drop(s);
-        assert_eq!(tmp(), 0);
+        assert!(!folder.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    /// Each store has its own locked folder: another store on the same data folder does not
+    /// list its files as leftovers while it lives, and does once it is gone (its lock freed).
+    #[tokio::test]
+    async fn a_running_store_s_files_are_not_leftovers_of_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path());
+        let b = store(dir.path());
+        assert_ne!(a.tmp_dir(), b.tmp_dir());
+        drop(a.begin(&meta()).await.unwrap());
+        spares_ready(&a).await;
+        let mut f = a.begin(&meta()).await.unwrap();
+        f.write(&[1u8; WRITE_THROUGH]).await.unwrap();
+        assert!(b.leftovers().unwrap().parts.is_empty());
+        let a_dir = a.tmp_dir().to_path_buf();
+        std::mem::forget(f);
+        drop(a);
+        assert!(
+            a_dir.exists(),
+            "a folder with files in it stays for the next start"
+        );
+        let found = b.leftovers().unwrap();
+        assert_eq!(
+            found.parts.len(),
+            1,
+            "the instance's file; the spares went with a"
+        );
+        let c = store(dir.path());
+        assert!(
+            c.leftovers().unwrap().parts.is_empty(),
+            "claimed by b until cleared"
+        );
+        found.clear();
+        assert!(!a_dir.exists());
+        assert!(c.leftovers().unwrap().parts.is_empty());
     }
 
     /// An instance dropped while a spill is still writing leaves no file once that spill ends.

@@ -203,15 +203,18 @@ impl Store {
         Ok(StoreOutcome::Stored(outcome))
     }
 
-    /// Settles the temporary files an earlier run left in `tmp/`; call it before listening.
-    /// One whose instance has a row but no file in place was lost between the index commit
-    /// and the folder sync (a machine crash: the rename was not durable yet). It is whole,
-    /// because it was synced before its rename, so it goes into place. Every other one was
-    /// never acknowledged and is removed.
+    /// Settles the temporary files of nodes that are gone (an earlier run of this one, or
+    /// another node sharing the data folder); call it before listening. One whose instance
+    /// has a row but no file in place was lost between the index commit and the folder sync
+    /// (a machine crash: the rename was not durable yet). It is whole, because it was synced
+    /// before its rename, so it goes into place. Every other one was never acknowledged and is
+    /// removed, spares included.
     pub async fn recover(&self) -> Result<(), StoreError> {
         let (mut restored, mut swept) = (0usize, 0usize);
-        for (part, size) in self.files.leftover_parts()? {
-            let claim = match files::part_sop_instance_uid(&part) {
+        let leftovers = self.files.leftovers()?;
+        for (part, size) in &leftovers.parts {
+            let (part, size) = (part.as_path(), *size);
+            let claim = match files::part_sop_instance_uid(part) {
                 Some(sop) => index::find_instance(&self.db, &sop)
                     .await
                     .map_err(|e| StoreError::Resources(format!("index lookup failed: {e}")))?,
@@ -222,18 +225,18 @@ impl Store {
                     if u64::try_from(f.file_size).ok() == Some(size)
                         && !self.files.absolute(f.file_path.as_ref()).exists() =>
                 {
-                    self.files
-                        .adopt_part_blocking(&part, f.file_path.as_ref())?;
+                    self.files.adopt_part_blocking(part, f.file_path.as_ref())?;
                     tracing::warn!(file = %f.file_path, "restored an indexed instance whose rename a crash undid");
                     restored += 1;
                 }
                 _ => {
-                    if std::fs::remove_file(&part).is_ok() {
+                    if std::fs::remove_file(part).is_ok() {
                         swept += 1;
                     }
                 }
             }
         }
+        leftovers.clear();
         if restored + swept > 0 {
             tracing::info!(
                 restored,
@@ -589,8 +592,14 @@ mod tests {
         Uid::parse("uid", s).unwrap()
     }
 
-    /// A temporary file holding `sop`, as a crash leaves it in `tmp/`; returns its bytes.
-    async fn leave_part(store: &Store, sop: &str, name: &str, body: &[u8]) -> Vec<u8> {
+    /// A temporary file holding `sop` in `dir`, as a crash leaves it; returns its bytes.
+    async fn leave_part(
+        store: &Store,
+        dir: &std::path::Path,
+        sop: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Vec<u8> {
         let meta = FileMeta {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
             sop_instance_uid: sop.into(),
@@ -602,7 +611,7 @@ mod tests {
         f.write(body).await.unwrap();
         f.settle().await.unwrap();
         let (staged, _) = f.finish_blocking(Durability::Fsync).unwrap();
-        let part = store.files.data_dir().join("tmp").join(name);
+        let part = dir.join(name);
         std::fs::copy(staged.path(), &part).unwrap();
         std::fs::read(part).unwrap()
     }
@@ -632,7 +641,9 @@ mod tests {
 
     /// After a crash between the index commit and the folder sync, the indexed instance's
     /// temporary file goes into place; a file nobody indexed, one whose row names a file
-    /// that exists, and one of the wrong size are removed.
+    /// that exists, and one of the wrong size are removed, and so is the folder of the node
+    /// that left them. A node still running (its folder locked) is left alone; a file of the
+    /// earlier layout, directly in `tmp/`, is settled too.
     #[tokio::test]
     async fn recover_restores_indexed_parts_and_sweeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
@@ -654,16 +665,39 @@ mod tests {
             Store::open(&settings, db, bus, CancellationToken::new()).unwrap();
         let rel = |sop: &str| FileStore::relative_path(&uid("1.2.9"), &uid("1.2.9.1"), &uid(sop));
 
-        let lost = leave_part(&store, "1.2.9.1.1", "a.part", b"\x08\x00\x16\x00lost").await;
+        let gone = FileStore::open(&settings).unwrap();
+        let gone_dir = gone.tmp_dir().to_path_buf();
+        let root = dir.path().join("tmp");
+
+        let lost = leave_part(
+            &store,
+            &gone_dir,
+            "1.2.9.1.1",
+            "a.part",
+            b"\x08\x00\x16\x00lost",
+        )
+        .await;
         index_row(&store, "1.2.9.1.1", &rel("1.2.9.1.1"), lost.len()).await;
-        leave_part(&store, "1.2.9.1.2", "b.part", b"never indexed").await;
-        let placed = leave_part(&store, "1.2.9.1.3", "c.part", b"placed").await;
+        leave_part(&store, &gone_dir, "1.2.9.1.2", "b.part", b"never indexed").await;
+        let placed = leave_part(&store, &gone_dir, "1.2.9.1.3", "c.part", b"placed").await;
         index_row(&store, "1.2.9.1.3", &rel("1.2.9.1.3"), placed.len()).await;
         std::fs::create_dir_all(store.files.absolute(&rel("1.2.9.1.3")).parent().unwrap()).unwrap();
         std::fs::write(store.files.absolute(&rel("1.2.9.1.3")), b"the durable copy").unwrap();
-        let short = leave_part(&store, "1.2.9.1.4", "d.part", b"cut short").await;
+        let short = leave_part(&store, &gone_dir, "1.2.9.1.4", "d.part", b"cut short").await;
         index_row(&store, "1.2.9.1.4", &rel("1.2.9.1.4"), short.len() + 1).await;
-        std::fs::write(dir.path().join("tmp/e.part"), b"half").unwrap();
+        std::fs::write(gone_dir.join("e.part"), b"half").unwrap();
+        let early = leave_part(
+            &store,
+            &root,
+            "1.2.9.1.5",
+            "f.part",
+            b"\x08\x00\x16\x00early",
+        )
+        .await;
+        index_row(&store, "1.2.9.1.5", &rel("1.2.9.1.5"), early.len()).await;
+        drop(gone);
+        let live = FileStore::open(&settings).unwrap();
+        std::fs::write(live.tmp_dir().join("g.part"), b"still arriving").unwrap();
 
         store.recover().await.unwrap();
 
@@ -677,8 +711,27 @@ mod tests {
         );
         assert!(!store.files.absolute(&rel("1.2.9.1.4")).exists());
         assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
+            std::fs::read(store.files.absolute(&rel("1.2.9.1.5"))).unwrap(),
+            early
         );
+        assert!(
+            !gone_dir.exists(),
+            "the folder of a node that is gone is removed"
+        );
+        assert!(
+            live.tmp_dir().join("g.part").exists(),
+            "a running node's file is left alone"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        let mut nodes = vec![
+            store.files.tmp_dir().to_path_buf(),
+            live.tmp_dir().to_path_buf(),
+        ];
+        nodes.sort();
+        assert_eq!(left, nodes);
     }
 }

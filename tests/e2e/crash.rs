@@ -200,8 +200,9 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
 }
 
 /// A machine crash between the index commit and the folder sync can undo a new instance's
-/// rename while its row survives: the synced file is back in `tmp/`. The restarted node moves
-/// it into place (the instance is whole again), and removes a leftover nobody indexed.
+/// rename while its row survives: the synced file is back in the node's temporary folder. The
+/// restarted node moves it into place (the instance is whole again), removes a leftover nobody
+/// indexed, and the dead node's folder with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,13 +224,23 @@ async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
             .unwrap();
     let stored = data.join(&rel);
     let before = std::fs::read(&stored).unwrap();
-    // What the crash leaves: the file under a temporary name, its row committed.
-    std::fs::rename(&stored, data.join("tmp/0123456789abcdef.part")).unwrap();
-    std::fs::write(
-        data.join("tmp/fedcba9876543210.part"),
-        b"never acknowledged",
-    )
-    .unwrap();
+    // What the crash leaves: the file under a temporary name in the killed node's folder, its
+    // row committed.
+    let folders: Vec<_> = std::fs::read_dir(data.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("node-")
+        })
+        .collect();
+    let [killed] = &folders[..] else {
+        panic!("one node folder expected in tmp/, found {folders:?}");
+    };
+    std::fs::rename(&stored, killed.join("0123456789abcdef.part")).unwrap();
+    std::fs::write(killed.join("fedcba9876543210.part"), b"never acknowledged").unwrap();
 
     let mut node = site.start().await;
     assert_eq!(
@@ -242,6 +253,10 @@ async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
         "{uid} corrupted"
     );
     assert!(instance_parts(data).is_empty());
+    assert!(
+        !killed.exists(),
+        "the killed node's folder is settled and removed"
+    );
     let _ = node.start_kill();
     let _ = node.wait().await;
 }

@@ -383,13 +383,24 @@ pub fn write_studies(
     (uids, paths)
 }
 
-/// The temporary files in `data_dir/tmp/` that hold (part of) an instance. The node also keeps
-/// empty spare files there, made ahead of time; they hold nothing and are not counted.
+/// The temporary files under `data_dir/tmp/` (each node's folder `tmp/node-*/` included) that
+/// hold (part of) an instance. A node also keeps empty spare files there, made ahead of time;
+/// they hold nothing and are not counted.
 pub fn instance_parts(data_dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(data_dir.join("tmp"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    let tmp = data_dir.join("tmp");
+    let mut folders = vec![tmp.clone()];
+    folders.extend(
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir()),
+    );
+    folders
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap().flatten())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
         .map(|e| e.path())
         .collect()
 }
