@@ -260,3 +260,49 @@ async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
     let _ = node.start_kill();
     let _ = node.wait().await;
 }
+
+/// Two nodes sharing a data folder (and a PostgreSQL index): a node starting beside one that
+/// runs settles only the temporary folders of nodes that are gone, so the running node's
+/// spare and in-flight files survive and every instance it is sent afterwards is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_beside_a_running_one_leaves_its_files_alone() {
+    let pg = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("RADSTREAM_DATABASE__URL", pg.url.clone())];
+    let (dicom_a, http_a) = (free_port(), free_port());
+    let mut a = spawn_node(&data, dicom_a, http_a, &env);
+    wait_port(http_a).await;
+    let (_, first) = write_studies(&dir.path().join("first"), 1, 2, 64);
+    storescu_to(dicom_a, &[], &first).await;
+    let spares = |d: &Path| {
+        std::fs::read_dir(d.join("tmp"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+            .count()
+    };
+    assert!(spares(&data) > 0, "the running node keeps spare files");
+
+    let (dicom_b, http_b) = (free_port(), free_port());
+    let mut b = spawn_node(&data, dicom_b, http_b, &env);
+    wait_port(http_b).await;
+    assert!(spares(&data) > 0, "the starting node left them alone");
+    let (_, second) = write_studies(&dir.path().join("second"), 2, 10, 64);
+    storescu_to(dicom_a, &[], &second).await;
+
+    let db = Database::connect_url(&pg.url, Some(2), Durability::Os)
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored as usize, first.len() + second.len());
+    for node in [&mut a, &mut b] {
+        let _ = node.start_kill();
+        let _ = node.wait().await;
+    }
+}
