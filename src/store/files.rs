@@ -822,10 +822,10 @@ mod tests {
         (bytes, start, head)
     }
 
-    /// Waits until the spares are topped up (they are made on the blocking pool).
+    /// Waits until the spares are topped up and the task that made them has let go of them.
     async fn spares_ready(s: &FileStore) {
         for _ in 0..500 {
-            if s.spares.ready.lock().unwrap().len() >= SPARES {
+            if s.spares.ready.lock().unwrap().len() >= SPARES && Arc::strong_count(&s.spares) == 1 {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -891,6 +891,7 @@ mod tests {
         spares_ready(&a).await;
         let mut f = a.begin(&meta()).await.unwrap();
         f.write(&[1u8; WRITE_THROUGH]).await.unwrap();
+        spares_ready(&a).await;
         assert!(b.leftovers().unwrap().parts.is_empty());
         let a_dir = a.tmp_dir().to_path_buf();
         std::mem::forget(f);
