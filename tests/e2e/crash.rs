@@ -169,11 +169,11 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
     // Every study that received anything completes after the restart (stable age 3 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let receiving: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM studies WHERE status = 'receiving'")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
+        let receiving = count(
+            &db,
+            "SELECT COUNT(*) FROM studies WHERE status = 'receiving'",
+        )
+        .await;
         if receiving == 0 {
             break;
         }
@@ -183,14 +183,8 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let studies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM studies")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let studies = count(&db, "SELECT COUNT(*) FROM studies").await;
+    let jobs = count(&db, "SELECT COUNT(*) FROM jobs").await;
     assert_eq!(
         studies, jobs,
         "each completed study version has exactly one job"
@@ -296,10 +290,7 @@ async fn a_node_starting_beside_a_running_one_leaves_its_files_alone() {
     let db = Database::connect_url(&pg.url, Some(2), Durability::Os)
         .await
         .unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let stored = count(&db, "SELECT COUNT(*) FROM instances").await;
     assert_eq!(stored as usize, first.len() + second.len());
     for node in [&mut a, &mut b] {
         let _ = node.start_kill();

@@ -241,10 +241,7 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        count(&self.db, sql).await
     }
 
     /// Polls until the study is complete (or panics after `secs`).
@@ -381,6 +378,14 @@ pub fn write_studies(
         uids.push(study);
     }
     (uids, paths)
+}
+
+/// The number `sql` (a `SELECT COUNT(*)` without arguments) counts in `db`.
+pub async fn count(db: &Database, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// The temporary files under `data_dir/tmp/` (each node's folder `tmp/node-*/` included) that

@@ -438,10 +438,7 @@ async fn kill_9_during_inference_yields_exactly_one_result_after_restart() {
     )
     .await
     .unwrap();
-    let results_before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM results")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let results_before = count(&db, "SELECT COUNT(*) FROM results").await;
     let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE study_uid = $1")
         .bind(&study)
         .fetch_one(&db.pool)
@@ -531,10 +528,7 @@ async fn two_node_processes_on_one_postgres_never_run_the_same_job() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let done = count(&db, "SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'").await;
         if done == STUDIES as i64 {
             break;
         }
@@ -551,10 +545,7 @@ async fn two_node_processes_on_one_postgres_never_run_the_same_job() {
             .unwrap();
     assert_eq!(rows.len(), STUDIES);
     assert!(rows.iter().all(|r| r.1 == 1), "no job ran twice: {rows:?}");
-    let results: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM results")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let results = count(&db, "SELECT COUNT(*) FROM results").await;
     assert_eq!(results, STUDIES as i64, "one result per job");
     // Worker ids start with the process id: both nodes took part.
     let nodes: HashSet<&str> = rows
