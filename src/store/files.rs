@@ -484,7 +484,9 @@ pub const SPILL_AT: usize = 1 << 20;
 /// they arrive, in chunks of this size, by the receiving task itself, and their writeback
 /// starts at once: the sender then waits only for the tail and the metadata to reach the
 /// disk, not for the whole instance. A write of this size into the page cache takes tens of
-/// microseconds; a hop to the blocking pool and back would cost about as much, per chunk.
+/// microseconds; a hop to the blocking pool and back would cost about as much, per chunk. The
+/// price: on a disk so congested that the kernel throttles writers, the write stalls the other
+/// tasks of the runtime worker it runs on (large objects past their first MiB are unaffected).
 pub const WRITE_THROUGH: usize = 128 << 10;
 
 /// A spill running on the blocking pool; it gives back the file and the emptied buffer.
