@@ -165,7 +165,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DuplicatePolicy {
-    /// Keep the stored copy and discard the new one (still answered 0000).
+    /// Keep the stored copy and discard the new one (still answered 0000); with no stored
+    /// file left, the new one is stored.
     Keep,
     /// Replace the stored copy with the new one.
     Replace,

@@ -80,7 +80,7 @@ impl FileStore {
         let claim = NodeFolder::create(&tmp_root)?;
         let tmp_dir = claim.path.clone();
         Ok(FileStore {
-            spares: Arc::new(Spares::new(tmp_dir.clone())),
+            spares: Arc::new(Spares::new(tmp_dir.clone(), settings.durability)),
             _claim: Arc::new(claim),
             data_dir,
             tmp_dir,
@@ -336,23 +336,66 @@ pub fn part_sop_instance_uid(part: &Path) -> Option<String> {
 /// busy volume takes longer than writing half a megabyte into the page cache: made here in the
 /// background, it is off the path a sender waits on. Spares left by a stop are empty `.part`
 /// files, removed at the next start like any unacknowledged leftover.
+///
+/// With `fsync`, the folder is synced before new spares are handed out. Should the machine go
+/// down once an instance's row is committed but before its rename reaches the disk,
+/// [`crate::store::Store::recover`] finds the synced file under its temporary name, so that
+/// name must be on disk too: a journalling file system records it with the file's own sync,
+/// one without a journal (ext4 on this project's test machines) does not.
 #[derive(Debug)]
 struct Spares {
     dir: PathBuf,
     ready: Mutex<Vec<(std::fs::File, PathBuf)>>,
     refilling: AtomicBool,
+    sync_dir: bool,
 }
 
 /// Spares kept ready: enough for a burst of instances from a few associations at once.
 const SPARES: usize = 16;
 
+/// Spares made, and their folder synced, before they are handed out.
+const SPARE_BATCH: usize = 4;
+
 impl Spares {
-    fn new(dir: PathBuf) -> Spares {
+    fn new(dir: PathBuf, durability: Durability) -> Spares {
         Spares {
             dir,
             ready: Mutex::default(),
             refilling: AtomicBool::new(false),
+            sync_dir: durability == Durability::Fsync,
         }
+    }
+
+    fn count(&self) -> usize {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Makes spares until [`SPARES`] are ready, [`SPARE_BATCH`] at a time. Blocking.
+    fn top_up_blocking(&self) -> Result<(), FileError> {
+        while self.count() < SPARES {
+            let mut batch = Vec::with_capacity(SPARE_BATCH);
+            let made = (|| {
+                for _ in 0..(SPARES - self.count()).min(SPARE_BATCH) {
+                    let path = self.fresh_path();
+                    batch.push((std::fs::File::create(&path).map_err(io_err(&path))?, path));
+                }
+                if self.sync_dir {
+                    sync_dir(&self.dir)?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = made {
+                for (_, path) in batch {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
+            }
+            self.ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(batch);
+        }
+        Ok(())
     }
 
     fn fresh_path(&self) -> PathBuf {
@@ -375,22 +418,8 @@ impl Spares {
         }
         let spares = self.clone();
         rt.spawn_blocking(move || {
-            loop {
-                if spares.ready.lock().unwrap_or_else(|p| p.into_inner()).len() >= SPARES {
-                    break;
-                }
-                let path = spares.fresh_path();
-                match std::fs::File::create(&path) {
-                    Ok(f) => spares
-                        .ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((f, path)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, dir = %spares.dir.display(), "cannot create a spare temporary file");
-                        break;
-                    }
-                }
+            if let Err(e) = spares.top_up_blocking() {
+                tracing::warn!(error = %e, "cannot make spare temporary files");
             }
             spares.refilling.store(false, Ordering::Release);
         });
@@ -575,7 +604,7 @@ impl IncomingFile {
         self.spilled += buf.len() as u64;
         let writeback = self.writeback;
         self.inflight = Some(tokio::task::spawn_blocking(move || {
-            let f = append(file, &path, &buf)?;
+            let f = append(file, &path, &buf, writeback)?;
             if writeback {
                 start_writeback(&f, offset, buf.len() as u64);
             }
@@ -634,7 +663,7 @@ impl IncomingFile {
             path: Some(path.clone()),
             size: self.bytes,
         };
-        let f = append(file, &path, &buf)?;
+        let f = append(file, &path, &buf, durability == Durability::Fsync)?;
         if durability == Durability::Fsync {
             f.sync_data().map_err(io_err(&path))?;
         }
@@ -673,15 +702,25 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
-/// Writes `buf` at the end of `file`, creating the file at `path` first if there is none yet.
+/// Writes `buf` at the end of `file`, creating the file at `path` first if there is none yet
+/// (no spare was ready); with `sync_name`, its folder is then synced, as the spares' is.
 fn append(
     file: Option<std::fs::File>,
     path: &Path,
     buf: &[u8],
+    sync_name: bool,
 ) -> Result<std::fs::File, FileError> {
     let mut f = match file {
         Some(f) => f,
-        None => std::fs::File::create(path).map_err(io_err(path))?,
+        None => {
+            let f = std::fs::File::create(path).map_err(io_err(path))?;
+            if sync_name {
+                if let Some(dir) = path.parent() {
+                    sync_dir(dir)?;
+                }
+            }
+            f
+        }
     };
     f.write_all(buf).map_err(io_err(path))?;
     Ok(f)
@@ -827,7 +866,7 @@ mod tests {
     /// Waits until the spares are topped up and the task that made them has let go of them.
     async fn spares_ready(s: &FileStore) {
         for _ in 0..500 {
-            if s.spares.ready.lock().unwrap().len() >= SPARES && Arc::strong_count(&s.spares) == 1 {
+            if s.spares.count() >= SPARES && Arc::strong_count(&s.spares) == 1 {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;

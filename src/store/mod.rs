@@ -384,16 +384,24 @@ fn place(
         ..
     }) = existing
     {
-        if on_duplicate == DuplicatePolicy::Keep {
+        let stored = files.absolute(existing_path.as_ref());
+        if on_duplicate == DuplicatePolicy::Keep && stored.exists() {
             tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
                 "duplicate SOP Instance UID: kept the stored copy, discarded the new one");
             return Ok(Placed::Kept {
                 study_uid: existing_study,
             });
         }
-        tracing::info!(sop_instance_uid = %sop, "duplicate SOP Instance UID: replacing the stored copy");
+        if on_duplicate == DuplicatePolicy::Keep {
+            // Removed from the disk, or lost to a machine crash before its rename was synced
+            // (when it was never acknowledged): the copy re-sent takes its place.
+            tracing::warn!(sop_instance_uid = %sop, file = %existing_path,
+                "duplicate SOP Instance UID whose stored file is missing: storing the new copy");
+        } else {
+            tracing::info!(sop_instance_uid = %sop, "duplicate SOP Instance UID: replacing the stored copy");
+        }
         if std::path::Path::new(&existing_path) != rel {
-            let _ = std::fs::remove_file(files.absolute(existing_path.as_ref()));
+            let _ = std::fs::remove_file(&stored);
         }
     }
     let size = staged.size as i64;

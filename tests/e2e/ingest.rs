@@ -495,6 +495,41 @@ async fn replaced_duplicates_keep_the_counts_true_postgres() {
     replaced_duplicates_keep_the_counts_true(Db::Postgres).await;
 }
 
+/// `on_duplicate = "keep"` keeps the stored copy only while there is one: an instance whose
+/// file is gone (removed, or lost to a machine crash before its rename reached the disk, when
+/// it was never acknowledged) is stored again when re-sent, and the counts stay true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_duplicate_whose_file_is_gone_is_stored_again() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (study, series) = (new_uid(), new_uid());
+    let files: Vec<_> = (0..2)
+        .map(|_| write_dx(dir.path(), &study, &series, &new_uid(), 16, 16))
+        .collect();
+    storescu(&app, &files).await;
+    let sop = files[0].file_stem().unwrap().to_string_lossy().to_string();
+    let rel: String =
+        sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
+            .bind(&sop)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let stored = app.data_dir.join(&rel);
+    std::fs::remove_file(&stored).unwrap();
+
+    storescu(&app, &files[..1]).await;
+    assert_eq!(data_set_bytes(&stored), data_set_bytes(&files[0]));
+    storescu(&app, &files[..1]).await;
+    app.wait_complete(&study, 10).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 2);
+    assert_eq!(
+        app.count("SELECT num_instances FROM studies").await,
+        2,
+        "the study's count is recounted, not incremented"
+    );
+    assert_eq!(walk_files(&app.data_dir.join("instances")).len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radstream_send_delivers_to_dcmtk_storescp() {
     let dir = tempfile::tempdir().unwrap();
