@@ -146,13 +146,8 @@ async fn kill_9_loses_no_acknowledged_instance_and_interrupted_studies_complete(
     let mut node = site.start().await;
     let db = site.index().await;
     for uid in &acked {
-        let rel: Option<String> =
-            sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
-                .bind(uid)
-                .fetch_optional(&db.pool)
-                .await
-                .unwrap();
-        let rel = rel
+        let rel = indexed_path(&db, uid)
+            .await
             .unwrap_or_else(|| panic!("acknowledged instance {uid} is not indexed after kill -9"));
         let stored = data.join(rel);
         let sent = groups
@@ -210,12 +205,7 @@ async fn a_rename_lost_in_a_crash_is_redone_at_restart() {
 
     let db = site.index().await;
     let uid = paths[0].file_stem().unwrap().to_string_lossy().to_string();
-    let rel: String =
-        sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
-            .bind(&uid)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let rel = indexed_path(&db, &uid).await.expect("indexed");
     let stored = data.join(&rel);
     let before = std::fs::read(&stored).unwrap();
     // What the crash leaves: the file under a temporary name in the killed node's folder, its

@@ -388,6 +388,15 @@ pub async fn count(db: &Database, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// Where the index says the instance `sop` is stored (relative to the data folder), if indexed.
+pub async fn indexed_path(db: &Database, sop: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
+        .bind(sop)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("looking {sop} up: {e}"))
+}
+
 /// The temporary files under `data_dir/tmp/` (each node's folder `tmp/node-*/` included) that
 /// hold (part of) an instance. A node also keeps empty spare files there, made ahead of time;
 /// they hold nothing and are not counted.

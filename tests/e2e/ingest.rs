@@ -65,12 +65,9 @@ async fn storescu_round_trip(db: Db) {
 async fn assert_stored_identically(app: &TestApp, paths: &[std::path::PathBuf]) {
     for p in paths {
         let sop = p.file_stem().unwrap().to_string_lossy().to_string();
-        let rel: String =
-            sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
-                .bind(&sop)
-                .fetch_one(&app.db.pool)
-                .await
-                .unwrap_or_else(|e| panic!("{sop} not indexed: {e}"));
+        let rel = indexed_path(&app.db, &sop)
+            .await
+            .unwrap_or_else(|| panic!("{sop} not indexed"));
         let stored = app.data_dir.join(rel);
         assert_eq!(data_set_bytes(&stored), data_set_bytes(p), "{sop} differs");
         let meta =
@@ -508,13 +505,9 @@ async fn a_kept_duplicate_whose_file_is_gone_is_stored_again() {
         .collect();
     storescu(&app, &files).await;
     let sop = files[0].file_stem().unwrap().to_string_lossy().to_string();
-    let rel: String =
-        sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = $1")
-            .bind(&sop)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-    let stored = app.data_dir.join(&rel);
+    let stored = app
+        .data_dir
+        .join(indexed_path(&app.db, &sop).await.expect("indexed"));
     std::fs::remove_file(&stored).unwrap();
 
     storescu(&app, &files[..1]).await;
