@@ -44,14 +44,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     data_dir: PathBuf,
-    /// This node's folder for temporary files.
-    tmp_dir: PathBuf,
     instances_dir: PathBuf,
     durability: Durability,
     min_free_bytes: u64,
     min_free_percent: f64,
     spares: Arc<Spares>,
-    _claim: Arc<NodeFolder>,
+    /// This node's folder for temporary files, claimed while the store lives.
+    node: Arc<NodeFolder>,
 }
 
 /// What goes into the Part 10 file meta group, known from the C-STORE command before any data
@@ -77,13 +76,11 @@ impl FileStore {
         for d in [&data_dir, &tmp_root, &instances_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        let claim = NodeFolder::create(&tmp_root)?;
-        let tmp_dir = claim.path.clone();
+        let node = NodeFolder::create(&tmp_root)?;
         Ok(FileStore {
-            spares: Arc::new(Spares::new(tmp_dir.clone(), settings.durability)),
-            _claim: Arc::new(claim),
+            spares: Arc::new(Spares::new(node.path.clone(), settings.durability)),
+            node: Arc::new(node),
             data_dir,
-            tmp_dir,
             instances_dir,
             durability: settings.durability,
             min_free_bytes: settings.min_free_bytes,
@@ -97,7 +94,7 @@ impl FileStore {
 
     /// This node's folder for temporary files.
     pub fn tmp_dir(&self) -> &Path {
-        &self.tmp_dir
+        &self.node.path
     }
 
     /// Free and total bytes of the volume holding the data folder.
@@ -211,7 +208,7 @@ impl FileStore {
             let name = entry.file_name();
             if path.extension().is_some_and(|e| e == "part") {
                 found.parts.push(part_with_size(path));
-            } else if name.to_string_lossy().starts_with(NODE_PREFIX) && path != self.tmp_dir {
+            } else if name.to_string_lossy().starts_with(NODE_PREFIX) && path != self.node.path {
                 let Some(lock) = NodeFolder::claim_abandoned(&path) else {
                     continue;
                 };
