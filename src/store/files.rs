@@ -350,7 +350,9 @@ struct Spares {
 /// Spares kept ready: enough for a burst of instances from a few associations at once.
 const SPARES: usize = 16;
 
-/// Spares made, and their folder synced, before they are handed out.
+/// Spares made, at most, before their folder is synced and they are handed out. A refill starts
+/// at every take, so with one instance at a time it makes one spare and syncs the folder for
+/// it; larger batches form only when instances arrive faster than spares are made.
 const SPARE_BATCH: usize = 4;
 
 impl Spares {
