@@ -391,7 +391,7 @@ async fn run_bulk(state: AppState, files: Arc<Vec<PathBuf>>, out_dir: PathBuf, b
 
 async fn emit(state: &AppState, kind: EventType, payload: &Value) {
     let write = async {
-        let mut tx = state.db.pool.begin().await?;
+        let mut tx = state.db.begin_write().await?;
         events::append(&mut tx, state.db.backend, kind, None, None, payload).await?;
         tx.commit().await
     };

@@ -12,6 +12,9 @@ use sqlx::{AnyPool, Executor};
 
 use crate::configuration::{Durability, Settings};
 
+/// How a SQLite write transaction starts (see [`Database::begin_write`]).
+pub const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
 /// Which server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -135,6 +138,17 @@ impl Database {
         Ok(())
     }
 
+    /// Opens a transaction that will write. SQLite takes its write lock at `BEGIN IMMEDIATE`,
+    /// waiting out `busy_timeout`: a deferred transaction that reads first (a version, a
+    /// patient id) cannot be upgraded once another connection has committed meanwhile, and
+    /// fails at once with "database is locked" (`SQLITE_BUSY_SNAPSHOT`), whatever the timeout.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with(SQLITE_BEGIN_WRITE).await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// A cheap round trip, for `/health`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")
@@ -163,4 +177,50 @@ fn create_sqlite_folder(url: &str) -> Result<(), DbError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write transaction that reads first, while another connection commits a write in
+    /// between, must wait for its turn rather than fail with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_transaction_that_reads_first_survives_a_concurrent_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Database::connect_url(&url, Some(2), Durability::Os)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+
+        let mut tx = db.begin_write().await.unwrap();
+        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let other = db.clone();
+        let writer = tokio::spawn(async move {
+            sqlx::query("INSERT INTO t (n) VALUES (2)")
+                .execute(&other.pool)
+                .await
+        });
+        // Time for the other connection's write to commit, were it allowed to.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("INSERT INTO t (n) VALUES ($1)")
+            .bind(before + 1)
+            .execute(&mut *tx)
+            .await
+            .expect("the write after the read");
+        tx.commit().await.unwrap();
+        writer.await.unwrap().expect("the other write, after ours");
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY rowid")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 2], "ours first, then the one that waited");
+    }
 }

@@ -139,7 +139,7 @@ pub async fn claim(db: &Database, lease_ms: i64) -> Result<Option<ExportRow>, sq
 /// Marks a claimed row sent and writes `export.sent`, in one transaction.
 pub async fn mark_sent(db: &Database, row: &ExportRow) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query(
         "UPDATE exports SET state = 'sent', sent_at = $2, updated_at = $2, lease_until = NULL, \
            last_error = NULL WHERE id = $1",
@@ -184,7 +184,7 @@ pub async fn mark_failed(
 ) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let dead = permanent || row.attempts >= row.max_attempts;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query(
         "UPDATE exports SET state = $2, last_error = $3, next_attempt_at = $4, updated_at = $5, \
            lease_until = NULL WHERE id = $1 AND state = 'pending'",

@@ -269,7 +269,7 @@ impl Pipeline {
     }
 
     async fn started_event(&self, job: &Job) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let extra = json!({ "attempt": job.attempts, "model_id": job.model_id });
         self.job_event(&mut tx, job, EventType::InferenceStarted, extra)
             .await?;
@@ -303,7 +303,7 @@ impl Pipeline {
         tracing::error!(reason, "job failed permanently");
         self.metrics.job_finished("failed");
         let write = async {
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin_write().await?;
             if !job::mark_failed(&mut tx, job.id, worker, reason).await? {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(());

@@ -253,7 +253,7 @@ impl Reporter {
         .map_err(|e| GenError::Report(ReportError::Pixels(format!("output task failed: {e}"))))?;
         let (written, result) = written.map_err(GenError::Report)?;
 
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         for w in &written {
             index_output(&mut tx, &result, w, &self.device.ae_title).await?;
             self.queue(

@@ -27,7 +27,7 @@ pub async fn store(
     worker: &str,
     result: &StudyResult,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     let version: i64 = sqlx::query_scalar(
         "SELECT COALESCE(MAX(version), 0) + 1 FROM results WHERE study_uid = $1",
     )

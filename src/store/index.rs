@@ -248,7 +248,7 @@ pub async fn index_alone_into_open_study_sqlite(
             sop_instance_uid = uid(&rec.header.sop_instance_uid),
             "instance was indexed already; recounting its series and study"
         );
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with(crate::db::SQLITE_BEGIN_WRITE).await?;
         replace_instance(&mut tx, rec, outcome.study_version).await?;
         tx.commit().await?;
     }

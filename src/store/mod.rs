@@ -258,7 +258,7 @@ impl Store {
         reason: &str,
     ) {
         let res = async {
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin_write().await?;
             crate::events::append(
                 &mut tx,
                 self.db.backend,
@@ -574,11 +574,10 @@ impl Writer {
             }
         }
         let conn = self.connection().await?;
-        // SQLite: take the write lock at BEGIN. A deferred transaction that starts with a read
-        // (the study lookup) cannot be upgraded once another connection (study completion, the
-        // pipeline) has committed meanwhile; it fails at once with "database is locked".
+        // The write lock at BEGIN, as in `Database::begin_write` (the index has its own
+        // connection here).
         let mut tx = match backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Sqlite => conn.begin_with(crate::db::SQLITE_BEGIN_WRITE).await?,
             Backend::Postgres => conn.begin().await?,
         };
         let mut outcomes = Vec::with_capacity(batch.len());

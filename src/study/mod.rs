@@ -210,7 +210,7 @@ impl StudyTracker {
     /// Returns `None` when the study was not receiving (already completed).
     #[tracing::instrument(skip(self), fields(study_version))]
     pub async fn complete(&self, study_uid: &str) -> Result<Option<Completion>, sqlx::Error> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE studies SET status = 'complete', completed_at = $2, updated_at = $2 \

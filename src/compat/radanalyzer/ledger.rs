@@ -89,19 +89,14 @@ pub async fn settle_at(
     call: &Call<'_>,
     now: i64,
 ) -> Result<Settled, sqlx::Error> {
-    let mut tx = match db.backend {
-        // Take the write lock first: a deferred transaction that reads, then writes, can fail
-        // to upgrade under contention instead of waiting.
-        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => {
-            let mut tx = db.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(LOCK_NAMESPACE | (call.key_id & 0xffff_ffff))
-                .execute(&mut *tx)
-                .await?;
-            tx
-        }
-    };
+    // SQLite's write lock (taken at the start) serialises calls; PostgreSQL locks the key.
+    let mut tx = db.begin_write().await?;
+    if db.backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOCK_NAMESPACE | (call.key_id & 0xffff_ffff))
+            .execute(&mut *tx)
+            .await?;
+    }
     let history = match call.uuid {
         Some(uuid) => Some(read_history(&mut tx, call.key_id, uuid).await?),
         None => None,
