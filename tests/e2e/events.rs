@@ -37,7 +37,7 @@ async fn slow_subscriber_replays_and_misses_nothing() {
         let (db, bus) = (db.clone(), bus.clone());
         tokio::spawn(async move {
             for i in 0..N {
-                let mut tx = db.pool.begin().await.unwrap();
+                let mut tx = db.begin_write().await.unwrap();
                 events::append(
                     &mut tx,
                     db.backend,

@@ -353,7 +353,7 @@ async fn concurrent_claims_on_postgres_never_share_a_job() {
         .execute(&a.pool)
         .await
         .unwrap();
-        let mut tx = a.pool.begin().await.unwrap();
+        let mut tx = a.begin_write().await.unwrap();
         job::enqueue(&mut tx, &uid, 1).await.unwrap().unwrap();
         tx.commit().await.unwrap();
     }
