@@ -335,15 +335,7 @@ async fn api_keys_made_by_the_cli_work_until_revoked(db: Db) {
     assert!(!ok && err.contains("already revoked"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_sqlite() {
-    api_keys_made_by_the_cli_work_until_revoked(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_postgres() {
-    api_keys_made_by_the_cli_work_until_revoked(Db::Postgres).await;
-}
+on_both_databases!(api_keys => api_keys_made_by_the_cli_work_until_revoked);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_tokens_verify_on_a_node_with_a_generated_secret() {
@@ -510,15 +502,7 @@ async fn audit_log_is_filtered(db: Db) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_log_sqlite() {
-    audit_log_is_filtered(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_log_postgres() {
-    audit_log_is_filtered(Db::Postgres).await;
-}
+on_both_databases!(audit_log => audit_log_is_filtered);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_in_the_envelope() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use radstream::auth::Scope;
 use serde_json::Value;
 
-use crate::helpers::{fixture_copy, python, run_async, Db, TestApp};
+use crate::helpers::{fixture_copy, on_both_databases, python, run_async, Db, TestApp};
 
 fn multipart(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -32,15 +32,7 @@ async fn stow(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> (
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn dicomweb_client_stores_searches_retrieves_and_the_study_gets_a_result() {
-    client_round_trip(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn dicomweb_client_round_trip_on_postgres() {
-    client_round_trip(Db::Postgres).await;
-}
+on_both_databases!(dicomweb_client_stores_searches_retrieves_and_the_study_gets_a_result => client_round_trip);
 
 async fn client_round_trip(db: Db) {
     let app = TestApp::spawn(db).await;

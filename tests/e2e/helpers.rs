@@ -25,6 +25,25 @@ pub enum Db {
     Postgres,
 }
 
+/// `on_both_databases!(name => test)` runs `async fn test(db: Db)` as two tests,
+/// `name::sqlite` and `name::postgres`.
+macro_rules! on_both_databases {
+    ($name:ident => $test:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test($crate::helpers::Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$test($crate::helpers::Db::Postgres).await;
+            }
+        }
+    };
+}
+pub(crate) use on_both_databases;
+
 /// Base URL of the PostgreSQL server tests create their databases on.
 pub fn pg_admin_url() -> String {
     std::env::var("RADSTREAM_TEST_PG_URL")

@@ -80,15 +80,7 @@ async fn assert_stored_identically(app: &TestApp, paths: &[std::path::PathBuf]) 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storescu_round_trip_sqlite() {
-    storescu_round_trip(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storescu_round_trip_postgres() {
-    storescu_round_trip(Db::Postgres).await;
-}
+on_both_databases!(storescu_round_trip => storescu_round_trip);
 
 async fn two_hundred_over_four(db: Db) {
     let app = TestApp::spawn(db).await;
@@ -127,15 +119,7 @@ async fn two_hundred_over_four(db: Db) {
     assert_eq!(app.count("SELECT COUNT(*) FROM jobs").await, 20);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_instances_over_four_associations_sqlite() {
-    two_hundred_over_four(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_instances_over_four_associations_postgres() {
-    two_hundred_over_four(Db::Postgres).await;
-}
+on_both_databases!(two_hundred_instances_over_four_associations => two_hundred_over_four);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pynetdicom_sender_is_answered_success() {
@@ -482,15 +466,7 @@ async fn replaced_duplicates_keep_the_counts_true(db: Db) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replaced_duplicates_keep_the_counts_true_sqlite() {
-    replaced_duplicates_keep_the_counts_true(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replaced_duplicates_keep_the_counts_true_postgres() {
-    replaced_duplicates_keep_the_counts_true(Db::Postgres).await;
-}
+on_both_databases!(replaced_duplicates_keep_the_counts_true => replaced_duplicates_keep_the_counts_true);
 
 /// `on_duplicate = "keep"` keeps the stored copy only while there is one: an instance whose
 /// file is gone (removed, or lost to a machine crash before its rename reached the disk, when

@@ -92,12 +92,4 @@ async fn metrics_after_traffic(db: Db) {
     assert!(text.ends_with("# EOF\n"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_stored_instances_bytes_associations_and_requests_sqlite() {
-    metrics_after_traffic(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_stored_instances_bytes_associations_and_requests_postgres() {
-    metrics_after_traffic(Db::Postgres).await;
-}
+on_both_databases!(metrics_count_stored_instances_bytes_associations_and_requests => metrics_after_traffic);

@@ -118,15 +118,7 @@ async fn spine(db: Db) {
     assert!(audited >= 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storescu_study_streams_completion_and_findings_and_rest_agrees_sqlite() {
-    spine(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storescu_study_streams_completion_and_findings_and_rest_agrees_postgres() {
-    spine(Db::Postgres).await;
-}
+on_both_databases!(storescu_study_streams_completion_and_findings_and_rest_agrees => spine);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effusion_is_urgent_and_pushed_to_urgency_filtered_streams() {

@@ -314,15 +314,7 @@ async fn single_image_contract(db: Db) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_image_contract_sqlite() {
-    single_image_contract(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_image_contract_postgres() {
-    single_image_contract(Db::Postgres).await;
-}
+on_both_databases!(single_image_contract => single_image_contract);
 
 /// Server-sent events of a response body: `(event, data)`.
 fn sse_events(text: &str) -> Vec<(String, Value)> {
@@ -523,15 +515,7 @@ async fn batch_and_stream_contract(db: Db) {
     assert_eq!(calls(&app).await, 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_and_stream_contract_sqlite() {
-    batch_and_stream_contract(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_and_stream_contract_postgres() {
-    batch_and_stream_contract(Db::Postgres).await;
-}
+on_both_databases!(batch_and_stream_contract => batch_and_stream_contract);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_use_the_documented_statuses_and_body() {
@@ -813,15 +797,7 @@ async fn tiers_and_usage_report(db: Db) {
     assert_eq!(resp.status(), 403);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tiers_and_usage_report_sqlite() {
-    tiers_and_usage_report(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tiers_and_usage_report_postgres() {
-    tiers_and_usage_report(Db::Postgres).await;
-}
+on_both_databases!(tiers_and_usage_report => tiers_and_usage_report);
 
 /// A metering failure never fails the prediction: `billing_error`, nothing charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -394,15 +394,7 @@ async fn session_completes(db: Db) {
     assert!(v["error"].is_string());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_capture_session_completes_and_bills_one_session_sqlite() {
-    session_completes(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_capture_session_completes_and_bills_one_session_postgres() {
-    session_completes(Db::Postgres).await;
-}
+on_both_databases!(a_capture_session_completes_and_bills_one_session => session_completes);
 
 async fn session_fails(db: Db) {
     let app = TestApp::spawn(db).await;
@@ -460,15 +452,7 @@ async fn session_fails(db: Db) {
     assert_eq!(status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_capture_session_without_a_screen_fails_unbilled_sqlite() {
-    session_fails(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_capture_session_without_a_screen_fails_unbilled_postgres() {
-    session_fails(Db::Postgres).await;
-}
+on_both_databases!(a_capture_session_without_a_screen_fails_unbilled => session_fails);
 
 /// Frames that are measured but never good (blurred) run into the frame limit: frames 0–19
 /// are answered `continue`, the next one `failed` with `max_frames_exceeded`.

@@ -114,6 +114,15 @@ pub(crate) async fn decode_photo(bytes: Vec<u8>) -> Result<RgbImage, RadError> {
         .map_err(|e| RadError::field("image", format!("Invalid image data in field image: {e}")))
 }
 
+/// A capture request: the decoded photo of its `image`, and its other members. The body is
+/// dropped before decoding, so a request holds one copy of the picture at a time.
+async fn photo_request(body: Bytes) -> Result<(RgbImage, Map<String, Value>), RadError> {
+    let mut obj = body_object(&body)?;
+    let bytes = image_field(&mut obj)?;
+    drop(body);
+    Ok((decode_photo(bytes).await?, obj))
+}
+
 pub(crate) fn corners_json(quad: &Quad) -> Value {
     Value::Array(
         quad.0
@@ -149,10 +158,7 @@ pub async fn corners(
     _key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
-    let mut obj = body_object(&body)?;
-    let bytes = image_field(&mut obj)?;
-    drop(body);
-    let photo = decode_photo(bytes).await?;
+    let (photo, _) = photo_request(body).await?;
     let (w, h) = photo.dimensions();
     let det = spawn_blocking_with_tracing(move || capture::detect(&photo))
         .await
@@ -221,11 +227,8 @@ pub async fn rectify(
     _key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
-    let mut obj = body_object(&body)?;
-    let bytes = image_field(&mut obj)?;
+    let (photo, mut obj) = photo_request(body).await?;
     let corners = obj.remove("corners");
-    drop(body);
-    let photo = decode_photo(bytes).await?;
     let quad = parse_corners(corners, photo.width(), photo.height())?;
     let out = spawn_blocking_with_tracing(move || capture::rectify(&photo, &quad))
         .await
@@ -246,10 +249,7 @@ pub async fn preprocess(
     _key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
-    let mut obj = body_object(&body)?;
-    let bytes = image_field(&mut obj)?;
-    drop(body);
-    let photo = decode_photo(bytes).await?;
+    let (photo, _) = photo_request(body).await?;
     let done = spawn_blocking_with_tracing(move || {
         let det = capture::detect(&photo)?;
         Some(capture::rectify(&photo, &det.quad).map(|img| (det.quad, img)))
