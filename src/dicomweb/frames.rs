@@ -99,7 +99,7 @@ fn frames_delivery(headers: &HeaderMap, ts: &str) -> Result<Delivery, ApiError> 
         }
     }
     Err(not_acceptable(format!(
-        "frames of this instance are available as {} (transfer syntax {ts}){}; there is no transcoding",
+        "frames of this instance are available as {} (transfer syntax {ts}){}; frames are not re-encoded in another compressed syntax",
         pixels::compressed_media_type(ts).unwrap_or("application/octet-stream"),
         if pixels::compressed_media_type(ts).is_some() {
             " or application/octet-stream (decoded)"

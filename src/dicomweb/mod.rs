@@ -16,6 +16,7 @@ pub mod multipart;
 pub mod pixels;
 pub mod qido;
 pub mod stow;
+pub mod transcode;
 pub mod wado;
 
 use axum::http::{header, HeaderMap, Method};

@@ -3,8 +3,9 @@
 //! bulk data values.
 //!
 //! Files are found through the index only (`instances.file_path` under the data folder).
-//! There is no transcoding: a request for a transfer syntax other than the stored one (or
-//! `*`) is answered 406.
+//! Without a `transfer-syntax` parameter (or with `*`) instances go out as stored; asked for
+//! another one of [`transcode::TARGETS`], each is rewritten on the blocking pool as it is
+//! sent; any other is answered 406.
 
 use std::path::PathBuf;
 
@@ -24,6 +25,7 @@ use tokio_util::io::ReaderStream;
 
 use super::json::{self as dj, tag_key};
 use super::multipart::split_params;
+use super::transcode;
 use super::{base_url, DICOM_JSON};
 use crate::api::error::valid_uid;
 use crate::api::{ApiError, AppState};
@@ -80,11 +82,13 @@ pub(super) async fn instances(
         .collect())
 }
 
-/// Checks the Accept header of a retrieve of instances: `application/dicom` (any or the
-/// stored transfer syntax), `multipart/related` of it, or a wildcard.
-fn check_accept(headers: &HeaderMap, files: &[Stored]) -> Result<(), ApiError> {
+/// Picks the transfer syntax of a retrieve of instances from Accept: `application/dicom`,
+/// `multipart/related` of it, or a wildcard. `None`: each as stored (no `transfer-syntax`, or
+/// `*`, or the stored one of every instance); `Some(ts)`: rewritten in `ts` where stored
+/// otherwise. Ranges are taken in the order given.
+fn target_syntax(headers: &HeaderMap, files: &[Stored]) -> Result<Option<String>, ApiError> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
+        return Ok(None);
     };
     let mut problem = None;
     for range in accept.split(',') {
@@ -109,17 +113,15 @@ fn check_accept(headers: &HeaderMap, files: &[Stored]) -> Result<(), ApiError> {
             continue;
         }
         match get("transfer-syntax") {
-            None => return Ok(()),
-            Some(ts) if ts == "*" => return Ok(()),
+            None => return Ok(None),
+            Some(ts) if ts == "*" => return Ok(None),
+            Some(ts) if files.iter().all(|f| f.transfer_syntax == ts) => return Ok(None),
+            Some(ts) if transcode::can_write(&ts) => return Ok(Some(ts)),
             Some(ts) => {
-                if let Some(f) = files.iter().find(|f| f.transfer_syntax != ts) {
-                    problem = Some(format!(
-                        "instance {} is stored in transfer syntax {}; transcoding to {ts} is not supported (ask for transfer-syntax=*)",
-                        f.sop, f.transfer_syntax
-                    ));
-                } else {
-                    return Ok(());
-                }
+                problem = Some(format!(
+                    "instances can be sent as stored (transfer-syntax=*) or in {}; not in {ts}",
+                    transcode::TARGETS.join(", ")
+                ));
             }
         }
     }
@@ -129,32 +131,96 @@ fn check_accept(headers: &HeaderMap, files: &[Stored]) -> Result<(), ApiError> {
     })))
 }
 
-fn multipart(files: Vec<Stored>) -> Response {
+/// One instance's part: the stored file streamed as it is, or its rewritten bytes.
+enum Part {
+    Stored(Stored),
+    Rewritten { ts: String, bytes: Vec<u8> },
+}
+
+impl Part {
+    fn header(&self, boundary: &str) -> Bytes {
+        let ts = match self {
+            Part::Stored(f) => &f.transfer_syntax,
+            Part::Rewritten { ts, .. } => ts,
+        };
+        Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\n\r\n"
+        ))
+    }
+}
+
+/// `f` ready to send in `target` (as stored when `None` or when already in it).
+async fn prepare(f: Stored, target: Option<&str>) -> Result<Part, ApiError> {
+    let Some(ts) = target.filter(|&ts| ts != f.transfer_syntax) else {
+        return Ok(Part::Stored(f));
+    };
+    let (path, want) = (f.path.clone(), ts.to_string());
+    let bytes = tokio::task::spawn_blocking(move || transcode::transcode(&path, &want))
+        .await
+        .map_err(|e| ApiError::internal("transcoding task failed", e))?
+        .map_err(|e| {
+            tracing::warn!(sop_instance_uid = %f.sop, transfer_syntax = ts, error = %e, "transcoding failed");
+            ApiError::new(StatusCode::NOT_ACCEPTABLE, "Not acceptable").with_details(json!({
+                "field": "Accept",
+                "problem": format!("instance {} (stored in {}) cannot be sent in {ts}: {e}", f.sop, f.transfer_syntax),
+            }))
+        })?;
+    Ok(Part::Rewritten {
+        ts: ts.to_string(),
+        bytes,
+    })
+}
+
+/// The multipart answer. The first part is prepared before the status is sent, so a
+/// single-instance retrieve that cannot be transcoded still gets its 406; a later failure
+/// can only end the stream (and is logged).
+async fn multipart(files: Vec<Stored>, target: Option<String>) -> Result<Response, ApiError> {
+    let mut files = files.into_iter();
+    let first = match files.next() {
+        Some(f) => Some(prepare(f, target.as_deref()).await?),
+        None => None,
+    };
     let boundary = format!("radstream-{}", uuid::Uuid::new_v4().simple());
     let b = boundary.clone();
     let body = stream! {
-        for f in files {
-            let file = match tokio::fs::File::open(&f.path).await {
-                Ok(file) => file,
-                Err(e) => {
-                    tracing::error!(error = %e, sop_instance_uid = %f.sop, "stored file missing");
-                    yield Err(std::io::Error::other("stored file missing"));
-                    return;
-                }
+        let mut next = first;
+        loop {
+            let part = match next.take() {
+                Some(p) => p,
+                None => match files.next() {
+                    None => break,
+                    Some(f) => match prepare(f, target.as_deref()).await {
+                        Ok(p) => p,
+                        Err(_) => {
+                            yield Err(std::io::Error::other("transcoding failed"));
+                            return;
+                        }
+                    },
+                },
             };
-            yield Ok(Bytes::from(format!(
-                "--{b}\r\nContent-Type: application/dicom; transfer-syntax={}\r\n\r\n",
-                f.transfer_syntax
-            )));
-            let mut chunks = ReaderStream::with_capacity(file, 256 * 1024);
-            while let Some(c) = futures::StreamExt::next(&mut chunks).await {
-                yield c;
+            yield Ok(part.header(&b));
+            match part {
+                Part::Rewritten { bytes, .. } => yield Ok(Bytes::from(bytes)),
+                Part::Stored(f) => {
+                    let file = match tokio::fs::File::open(&f.path).await {
+                        Ok(file) => file,
+                        Err(e) => {
+                            tracing::error!(error = %e, sop_instance_uid = %f.sop, "stored file missing");
+                            yield Err(std::io::Error::other("stored file missing"));
+                            return;
+                        }
+                    };
+                    let mut chunks = ReaderStream::with_capacity(file, 256 * 1024);
+                    while let Some(c) = futures::StreamExt::next(&mut chunks).await {
+                        yield c;
+                    }
+                }
             }
             yield Ok(Bytes::from_static(b"\r\n"));
         }
         yield Ok(Bytes::from(format!("--{b}--\r\n")));
     };
-    (
+    Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
@@ -162,7 +228,7 @@ fn multipart(files: Vec<Stored>) -> Response {
         )],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn retrieve(
@@ -173,13 +239,14 @@ async fn retrieve(
     sop: Option<&str>,
 ) -> Result<Response, ApiError> {
     let files = instances(state, study, series, sop).await?;
-    check_accept(headers, &files)?;
+    let target = target_syntax(headers, &files)?;
     tracing::info!(
         study_uid = study,
         instances = files.len(),
+        transfer_syntax = target.as_deref().unwrap_or("as stored"),
         "WADO-RS retrieve"
     );
-    Ok(multipart(files))
+    multipart(files, target).await
 }
 
 pub async fn study(

@@ -165,7 +165,7 @@ async fn broken_parts_are_listed_and_good_parts_stored() {
     assert_eq!(status, 400);
     assert_eq!(v["error"]["field"], "StudyDate");
 
-    // WADO: another transfer syntax is refused (no transcoding); * is fine.
+    // WADO: a transfer syntax radstream does not write (JPEG baseline) is refused; * is fine.
     let resp = app
         .client()
         .get(app.url(&format!("/dicomweb/studies/{study}")))
@@ -297,4 +297,206 @@ async fn qido_and_metadata_agree_with_orthancs_dicomweb_plugin() {
     drop(orthanc);
     assert!(ok, "radstream and Orthanc disagree: {out}");
     println!("{out}");
+}
+
+/// The DICOM parts of a `multipart/related` answer: each part's transfer syntax (from its
+/// Content-Type) and bytes.
+fn dicom_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .expect("boundary")
+        .trim_matches('"');
+    let delimiter = format!("--{boundary}");
+    let text = split_at_delimiter(body, delimiter.as_bytes());
+    text.into_iter()
+        .filter(|p| !p.starts_with(b"--"))
+        .filter_map(|p| {
+            let head_end = p.windows(4).position(|w| w == b"\r\n\r\n")?;
+            let head = String::from_utf8_lossy(&p[..head_end]).to_string();
+            let ts = head
+                .split(';')
+                .find_map(|x| x.trim().strip_prefix("transfer-syntax="))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let data = &p[head_end + 4..];
+            Some((ts, data.strip_suffix(b"\r\n").unwrap_or(data).to_vec()))
+        })
+        .collect()
+}
+
+/// `body` cut at each `delimiter` (the bytes before the first are dropped).
+fn split_at_delimiter<'a>(body: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
+    let mut starts: Vec<usize> = body
+        .windows(delimiter.len())
+        .enumerate()
+        .filter(|(_, w)| *w == delimiter)
+        .map(|(i, _)| i + delimiter.len())
+        .collect();
+    starts.push(body.len() + delimiter.len());
+    starts
+        .windows(2)
+        .map(|w| &body[w[0]..w[1] - delimiter.len()])
+        .collect()
+}
+
+/// Pixel Data's bytes (little endian) of the Part 10 file at `path`.
+fn pixel_bytes(path: &std::path::Path) -> Vec<u8> {
+    let obj = dicom_object::open_file(path).unwrap();
+    obj.element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+        .into_owned()
+}
+
+fn attr(path: &std::path::Path, tag: dicom_core::Tag) -> String {
+    let obj = dicom_object::open_file(path).unwrap();
+    obj.element(tag)
+        .map(|e| e.to_str().unwrap().trim().to_string())
+        .unwrap_or_default()
+}
+
+/// WADO-RS retrieve in the transfer syntax asked for. Compressed and big endian instances come
+/// out in Explicit VR Little Endian with the samples DCMTK's own decoders give; a native one
+/// as JPEG-LS lossless that DCMTK decodes back to the stored samples; lossy JPEG keeps its
+/// lossy flag; what radstream cannot write is 406, naming what it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieve_rewrites_instances_in_the_transfer_syntax_asked_for() {
+    use dicom_dictionary_std::tags;
+    const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+    const IMPLICIT: &str = "1.2.840.10008.1.2";
+    const JPEG_LS: &str = "1.2.840.10008.1.2.4.80";
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = crate::helpers::pydicom_files();
+    // (file, asked for, how DCMTK makes the reference samples from the stored file)
+    let cases = [
+        ("MR_small_jpeg_ls_lossless.dcm", EXPLICIT, "dcmdjpls"),
+        ("MR_small_RLE.dcm", EXPLICIT, "dcmdrle"),
+        ("SC_rgb_rle.dcm", IMPLICIT, "dcmdrle"),
+        ("MR_small_bigendian.dcm", EXPLICIT, "dcmconv"),
+        ("CT_small.dcm", JPEG_LS, "dcmconv"),
+        ("SC_rgb_jpeg_dcmtk.dcm", EXPLICIT, "dcmdjpeg"),
+    ];
+    let parts: Vec<(&str, Vec<u8>)> = cases
+        .iter()
+        .map(|(f, _, _)| ("application/dicom", std::fs::read(src.join(f)).unwrap()))
+        .collect();
+    let (status, v) = stow(
+        &app,
+        "/dicomweb/studies",
+        "multipart/related; type=\"application/dicom\"; boundary=XYZ",
+        multipart("XYZ", &parts),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+
+    for (file, ts, reference_tool) in cases {
+        let stored = src.join(file);
+        let uid = |tag| attr(&stored, tag);
+        let url = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{}",
+            uid(tags::STUDY_INSTANCE_UID),
+            uid(tags::SERIES_INSTANCE_UID),
+            uid(tags::SOP_INSTANCE_UID)
+        );
+        let resp = app
+            .client()
+            .get(app.url(&url))
+            .header(
+                "Accept",
+                format!("multipart/related; type=\"application/dicom\"; transfer-syntax={ts}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{file}");
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let body = resp.bytes().await.unwrap();
+        let parts = dicom_parts(&ct, &body);
+        assert_eq!(parts.len(), 1, "{file}");
+        assert_eq!(parts[0].0, ts, "{file}: the part says its transfer syntax");
+        let got = dir.path().join(format!("{file}.{ts}.dcm"));
+        std::fs::write(&got, &parts[0].1).unwrap();
+        let obj = dicom_object::open_file(&got).unwrap();
+        assert_eq!(
+            obj.meta().transfer_syntax().trim_end_matches('\0'),
+            ts,
+            "{file}"
+        );
+
+        // DCMTK reads what we wrote and makes the reference from what was stored.
+        let (ok, out) = run_async("dcmdump", &["-q", got.to_str().unwrap()]).await;
+        assert!(ok, "dcmdump {file}: {out}");
+        let reference = dir.path().join(format!("{file}.ref.dcm"));
+        let args = match reference_tool {
+            "dcmconv" => vec!["+te"],
+            _ => vec![],
+        };
+        let mut args: Vec<&str> = args;
+        args.extend([stored.to_str().unwrap(), reference.to_str().unwrap()]);
+        let (ok, out) = run_async(reference_tool, &args).await;
+        assert!(ok, "{reference_tool} {file}: {out}");
+        let ours = if ts == JPEG_LS {
+            let decoded = dir.path().join(format!("{file}.ours-decoded.dcm"));
+            let (ok, out) = run_async(
+                "dcmdjpls",
+                &[got.to_str().unwrap(), decoded.to_str().unwrap()],
+            )
+            .await;
+            assert!(ok, "dcmdjpls on our JPEG-LS {file}: {out}");
+            assert_eq!(
+                attr(&decoded, tags::PHOTOMETRIC_INTERPRETATION),
+                attr(&stored, tags::PHOTOMETRIC_INTERPRETATION)
+            );
+            pixel_bytes(&decoded)
+        } else {
+            pixel_bytes(&got)
+        };
+        let want = pixel_bytes(&reference);
+        assert_eq!(ours.len(), want.len(), "{file}: sample bytes");
+        if reference_tool == "dcmdjpeg" {
+            // Lossy JPEG: IDCTs may round differently; the flag must survive.
+            let worst = ours.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max();
+            assert!(worst.unwrap_or(0) <= 2, "{file}: off by {worst:?}");
+            assert_eq!(attr(&got, tags::LOSSY_IMAGE_COMPRESSION), "01", "{file}");
+            assert_eq!(
+                attr(&got, tags::PHOTOMETRIC_INTERPRETATION),
+                "RGB",
+                "{file}"
+            );
+        } else {
+            assert!(
+                ours == want,
+                "{file}: samples differ from {reference_tool}'s"
+            );
+        }
+    }
+
+    // Something radstream does not write: 406, naming what it can.
+    let stored = src.join("CT_small.dcm");
+    let url = format!(
+        "/dicomweb/studies/{}",
+        attr(&stored, tags::STUDY_INSTANCE_UID)
+    );
+    let resp = app
+        .client()
+        .get(app.url(&url))
+        .header(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.100",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 406);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["field"], "Accept");
+    let problem = v["error"]["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains(JPEG_LS) && problem.contains("1.2.840.10008.1.2.4.100"),
+        "{v}"
+    );
 }

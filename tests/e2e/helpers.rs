@@ -470,6 +470,18 @@ pub async fn run_async(program: &str, args: &[&str]) -> (bool, String) {
 }
 
 /// The project's Python (the venv made by scripts/setup.sh).
+/// pydicom's test files (every transfer syntax the node accepts), from the venv.
+pub fn pydicom_files() -> PathBuf {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let py = std::fs::read_dir(&lib)
+        .expect("venv lib dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.join("site-packages/pydicom").is_dir())
+        .expect("pydicom in the venv");
+    py.join("site-packages/pydicom/data/test_files")
+}
+
 pub fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3")
 }

@@ -6,7 +6,7 @@
 //! scripts/requirements.txt`): it provides ONNX Runtime, `onnx` for the tiny test models and
 //! pydicom with its decoder plug-ins for the reference values.
 
-use crate::helpers::fixture;
+use crate::helpers::{fixture, pydicom_files};
 use radstream::inference::preprocess::{decode_raw, open_dicom};
 use radstream::inference::{Engine, InferenceError, InferenceSettings, Manifest, REJECTED_REASON};
 use std::path::{Path, PathBuf};
@@ -59,17 +59,6 @@ fn settings(models_dir: &Path) -> InferenceSettings {
         models_dir: models_dir.to_owned(),
         ..InferenceSettings::default()
     }
-}
-
-fn pydicom_files() -> PathBuf {
-    let lib = root().join(".venv/lib");
-    let py = std::fs::read_dir(&lib)
-        .expect("venv lib dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.join("site-packages/pydicom").is_dir())
-        .expect("pydicom in the venv");
-    py.join("site-packages/pydicom/data/test_files")
 }
 
 fn write_f32(path: &Path, v: &[f32]) {
