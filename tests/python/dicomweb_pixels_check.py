@@ -1,5 +1,5 @@
 """Drives the node's WADO-RS pixel resources with dicomweb-client: frames (native, RLE and
-JPEG 2000 as stored, decoded to octet-stream), rendered (JPEG/PNG, window, viewport) and
+JPEG 2000 as stored, decoded to octet-stream), instances in another transfer syntax, rendered (JPEG/PNG, window, viewport) and
 thumbnails. Expected pixels come from pydicom (+ pylibjpeg), not from the node.
 
 Usage: dicomweb_pixels_check.py BASE_URL TOKEN MONOCHROME1_FILE RLE_FILE NATIVE_FILE
@@ -17,7 +17,13 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 base, token, mono1_path, rle_path, native_path = sys.argv[1:6]
 headers = {"Authorization": f"Bearer {token}"}
@@ -92,6 +98,19 @@ f = client.retrieve_instance_frames(
 check(f == [stored_j2k[2]], "JPEG 2000 frame 3 as stored")
 f = client.retrieve_instance_frames(*uids(rle), frame_numbers=[1])
 check(f == list(generate_frames(rle.PixelData, number_of_frames=1)), "single-frame RLE as stored")
+
+# Whole instances in another transfer syntax: decoded (JPEG 2000 to Explicit VR Little
+# Endian) and encoded (RLE to JPEG-LS lossless), read back by pydicom (+ pyjpegls).
+got = client.retrieve_instance(
+    *uids(multi_j2k), media_types=(("application/dicom", ExplicitVRLittleEndian),)
+)
+check(got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian, "JPEG 2000 retrieved native")
+check(got.pixel_array.tolist() == frames.tolist(), "JPEG 2000 retrieved native: same samples")
+got = client.retrieve_instance(
+    *uids(multi_rle), media_types=(("application/dicom", JPEGLSLossless),)
+)
+check(got.file_meta.TransferSyntaxUID == JPEGLSLossless, "RLE retrieved as JPEG-LS")
+check(got.pixel_array.tolist() == frames.tolist(), "RLE retrieved as JPEG-LS: same samples")
 
 # What the node cannot produce, and bad frame lists.
 frames_url = f"{base}/studies/{study}/series/{multi_rle.SeriesInstanceUID}/instances/{multi_rle.SOPInstanceUID}/frames"
