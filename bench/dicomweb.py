@@ -5,6 +5,9 @@
   seed DB N                      inserts N studies (one patient each) into radstream's SQLite
                                  index directly (QIDO reads only the index)
   qido URL TOKEN REPEATS QUERY   times GET URL/studies?QUERY REPEATS times; prints p50 p95 ms
+  retrieve URL TOKEN TS          WADO-RS of every instance (found by QIDO), one by one, with
+                                 transfer-syntax=TS (* = as stored); prints seconds, instances
+                                 and bytes (fails unless each answer is one part in TS)
 """
 import glob
 import os
@@ -73,6 +76,31 @@ def qido(url, token, repeats, query):
     print(f"{statistics.median(times):.2f} {p95:.2f} {len(r.json()) if r.status_code == 200 else 0}")
 
 
+def retrieve(url, token, ts):
+    headers = {"Authorization": f"Bearer {token}"} if token != "-" else {}
+    s = requests.Session()
+    r = s.get(f"{url}/instances?limit=100000", headers={**headers, "Accept": "application/dicom+json"})
+    if r.status_code != 200:
+        sys.exit(f"QIDO /instances answered {r.status_code}: {r.text[:300]}")
+    uids = [(i["0020000D"]["Value"][0], i["0020000E"]["Value"][0], i["00080018"]["Value"][0])
+            for i in r.json()]
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={ts}'
+    total = 0
+    t0 = time.perf_counter()
+    for study, series, sop in uids:
+        r = s.get(f"{url}/studies/{study}/series/{series}/instances/{sop}",
+                  headers={**headers, "Accept": accept})
+        if r.status_code != 200:
+            sys.exit(f"WADO-RS answered {r.status_code}: {r.text[:300]}")
+        boundary = r.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
+        parts = r.content.split(f"--{boundary}".encode())[1:-1]
+        head = parts[0].split(b"\r\n\r\n", 1)[0].decode() if parts else ""
+        if len(parts) != 1 or (ts != "*" and f"transfer-syntax={ts}" not in head.replace(" ", "")):
+            sys.exit(f"WADO-RS of {sop}: {len(parts)} parts, part header {head!r}")
+        total += len(r.content)
+    print(f"{time.perf_counter() - t0:.3f} {len(uids)} {total}")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "stow":
@@ -81,3 +109,5 @@ if __name__ == "__main__":
         seed(args[0], int(args[1]))
     elif cmd == "qido":
         qido(args[0], args[1], int(args[2]), args[3])
+    elif cmd == "retrieve":
+        retrieve(args[0], args[1], args[2])

@@ -4,7 +4,10 @@
 #     radstream (fsync) vs Orthanc's DICOMweb plugin, one client, BATCH files per request
 #     (default 10); instances/s and radstream's ratio. The pipeline is off (receive-only
 #     node), so no inference competes with either server for the CPU.
-#  2. QIDO-RS /studies latency (p50/p95 over REPEATS requests, default 200) on an index of
+#  2. WADO-RS retrieve of those instances one by one, from both servers: as stored, and
+#     rewritten in JPEG-LS lossless (radstream: CharLS through dicom-pixeldata; Orthanc: its
+#     DCMTK codecs); seconds and radstream's ratio.
+#  3. QIDO-RS /studies latency (p50/p95 over REPEATS requests, default 200) on an index of
 #     10,000 studies, inserted directly into the SQLite index (QIDO reads only the index).
 #
 #   bench/dicomweb.sh
@@ -19,6 +22,7 @@ if [ -z "${RADSTREAM_BIN:-}" ]; then
   # The shared target's binary can be replaced by another build: run a private copy.
   RADSTREAM_BIN=$(mktemp /tmp/radstream-bench-bin.XXXXXX)
   cp "${CARGO_TARGET_DIR:-target}/release/radstream" "$RADSTREAM_BIN"
+  chmod 700 "$RADSTREAM_BIN" # mktemp made it 0600, and cp keeps the mode of a file it overwrites
 fi
 if [ ! -f "$OUT/dx/.done" ]; then
   echo "generating the dx data set (once)..." >&2
@@ -66,7 +70,16 @@ printf 'STOW-RS %d files, %d per request: radstream %.2f s (%.1f inst/s), Orthan
   "$files" "$BATCH" "$rs_secs" "$(echo "$files / $rs_secs" | bc -l)" "$or_secs" "$(echo "$files / $or_secs" | bc -l)" \
   "$(echo "$or_secs / $rs_secs" | bc -l)"
 
-# 2. QIDO on 10,000 studies (plus the 200-instance data set's studies).
+# 2. WADO-RS retrieve, as stored and transcoded.
+for ts in '*' 1.2.840.10008.1.2.4.80; do
+  read -r rs_secs n rs_bytes < <($PY bench/dicomweb.py retrieve "$URL" "$TOKEN" "$ts")
+  read -r or_secs _ or_bytes < <($PY bench/dicomweb.py retrieve "http://127.0.0.1:$oport/dicom-web" - "$ts")
+  printf 'WADO-RS %d instances one by one, transfer-syntax=%s: radstream %.2f s (%.1f inst/s, %d MB), Orthanc %.2f s (%.1f inst/s, %d MB), ratio %.2fx\n' \
+    "$n" "$ts" "$rs_secs" "$(echo "$n / $rs_secs" | bc -l)" $((rs_bytes / 1000000)) "$or_secs" "$(echo "$n / $or_secs" | bc -l)" \
+    $((or_bytes / 1000000)) "$(echo "$or_secs / $rs_secs" | bc -l)"
+done
+
+# 3. QIDO on 10,000 studies (plus the 200-instance data set's studies).
 $PY bench/dicomweb.py seed "$dir/radstream/radstream.db" 10000
 for q in "limit=100" "PatientID=BENCH004321" "PatientName=BENCH*&limit=50" "StudyDate=20200301-20200315&limit=100" "AccessionNumber=A0009999&includefield=StudyDescription"; do
   read -r p50 p95 n < <($PY bench/dicomweb.py qido "$URL" "$TOKEN" "$REPEATS" "$q")

@@ -65,6 +65,12 @@ pub fn transcode(path: &Path, ts: &str) -> Result<Vec<u8>, TranscodeError> {
     if stored == ts {
         return std::fs::read(path).map_err(|e| TranscodeError::Read(e.to_string()));
     }
+    let image = obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_some();
+    if !image {
+        // A report or other non-image object: only the data set's encoding changes.
+        obj.update_meta(|m| m.set_transfer_syntax(target));
+        return write(&obj);
+    }
     let encapsulated = TransferSyntaxRegistry
         .get(&stored)
         .is_none_or(|t| t.is_encapsulated_pixel_data());
@@ -81,6 +87,10 @@ pub fn transcode(path: &Path, ts: &str) -> Result<Vec<u8>, TranscodeError> {
     } else {
         obj.update_meta(|m| m.set_transfer_syntax(target));
     }
+    write(&obj)
+}
+
+fn write(obj: &DefaultDicomObject) -> Result<Vec<u8>, TranscodeError> {
     let mut out = Vec::new();
     obj.write_all(&mut out)
         .map_err(|e| TranscodeError::Write(e.to_string()))?;
@@ -225,6 +235,27 @@ mod tests {
         // Asked for what it is stored in: the file itself.
         let same = transcode(&src, IMPLICIT_LE).unwrap();
         assert_eq!(same, std::fs::read(&src).unwrap());
+    }
+
+    #[test]
+    fn an_object_without_pixel_data_changes_only_its_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut obj = OpenFileOptions::new()
+            .open_file(fixture("ts_implicit/001.dcm"))
+            .unwrap();
+        obj.remove_element(tags::PIXEL_DATA);
+        let src = dir.path().join("no-pixels.dcm");
+        obj.write_to_file(&src).unwrap();
+        let bytes = transcode(&src, JPEG_LS_LOSSLESS).unwrap();
+        let out = dicom_object::from_reader(&bytes[128..]).unwrap();
+        assert_eq!(
+            out.meta().transfer_syntax().trim_end_matches('\0'),
+            JPEG_LS_LOSSLESS
+        );
+        assert_eq!(
+            out.element(tags::PATIENT_ID).unwrap().to_str().unwrap(),
+            obj.element(tags::PATIENT_ID).unwrap().to_str().unwrap()
+        );
     }
 
     #[test]
