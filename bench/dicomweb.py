@@ -7,7 +7,7 @@
   qido URL TOKEN REPEATS QUERY   times GET URL/studies?QUERY REPEATS times; prints p50 p95 ms
   retrieve URL TOKEN TS          WADO-RS of every instance (found by QIDO), one by one, with
                                  transfer-syntax=TS (* = as stored); prints seconds, instances
-                                 and bytes (fails unless each answer is one part in TS)
+                                 and bytes (fails unless each answer is one file in TS)
 """
 import glob
 import os
@@ -94,9 +94,10 @@ def retrieve(url, token, ts):
             sys.exit(f"WADO-RS answered {r.status_code}: {r.text[:300]}")
         boundary = r.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
         parts = r.content.split(f"--{boundary}".encode())[1:-1]
-        head = parts[0].split(b"\r\n\r\n", 1)[0].decode() if parts else ""
-        if len(parts) != 1 or (ts != "*" and f"transfer-syntax={ts}" not in head.replace(" ", "")):
-            sys.exit(f"WADO-RS of {sop}: {len(parts)} parts, part header {head!r}")
+        head, _, body = parts[0].partition(b"\r\n\r\n") if parts else (b"", b"", b"")
+        # The file's own meta group says its transfer syntax (Orthanc's part headers do not).
+        if len(parts) != 1 or (ts != "*" and ts.encode() not in body[128:1024]):
+            sys.exit(f"WADO-RS of {sop}: {len(parts)} parts, part header {head!r}, not in {ts}")
         total += len(r.content)
     print(f"{time.perf_counter() - t0:.3f} {len(uids)} {total}")
 

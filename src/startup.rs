@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -204,7 +205,14 @@ impl Application {
         let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
         let http = tokio::spawn(async move {
-            axum::serve(self.http, app)
+            // Without TCP_NODELAY a response's last small write (a multipart boundary, the
+            // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.
+            let listener = self.http.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
+                }
+            });
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_cancel.cancelled().await })
                 .await
         });
