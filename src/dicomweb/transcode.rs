@@ -227,12 +227,19 @@ mod tests {
 
     #[test]
     fn native_to_native_changes_only_the_encoding() {
-        let src = fixture("ts_implicit/001.dcm");
-        let bytes = transcode(&src, EXPLICIT_LE).unwrap();
-        let out = dicom_object::from_reader(&bytes[128..]).unwrap();
-        let stored = OpenFileOptions::new().open_file(&src).unwrap();
-        assert_eq!(pixels(&out), pixels(&stored));
+        for name in ["ts_implicit", "ts_big", "ts_deflate"] {
+            let src = fixture(&format!("{name}/001.dcm"));
+            let bytes = transcode(&src, EXPLICIT_LE).unwrap();
+            let out = dicom_object::from_reader(&bytes[128..]).unwrap();
+            assert_eq!(
+                out.meta().transfer_syntax().trim_end_matches('\0'),
+                EXPLICIT_LE
+            );
+            let stored = OpenFileOptions::new().open_file(&src).unwrap();
+            assert_eq!(pixels(&out), pixels(&stored), "{name}");
+        }
         // Asked for what it is stored in: the file itself.
+        let src = fixture("ts_implicit/001.dcm");
         let same = transcode(&src, IMPLICIT_LE).unwrap();
         assert_eq!(same, std::fs::read(&src).unwrap());
     }
