@@ -52,6 +52,8 @@ pub struct Settings {
     pub dicomweb: crate::dicomweb::DicomWebSettings,
     /// DICOM outputs of results (SR, overlay) and where they are sent.
     pub export: crate::export::ExportSettings,
+    /// When received instances are removed.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// `[dicom]`
@@ -392,6 +394,9 @@ impl Settings {
         }
         if self.pipeline.workers == 0 || self.pipeline.workers > 64 {
             return invalid("pipeline.workers", "must be 1..=64");
+        }
+        if self.retention.interval_secs == 0 {
+            return invalid("retention.interval_secs", "must be at least 1");
         }
         if self.pipeline.lease_secs == 0 {
             return invalid("pipeline.lease_secs", "must be at least 1");

@@ -3,7 +3,8 @@
 //! Data flow, one module per step:
 //! receive ([`ingest`]) → store ([`store`]) → study complete ([`study`]) → job ([`job`]) →
 //! inference ([`inference`]); every state change is logged in [`events`]. [`api`] serves
-//! HTTP, [`scu`] sends DICOM, [`startup`] wires it all together.
+//! HTTP, [`scu`] sends DICOM, [`retention`] removes instances a study no longer needs,
+//! [`startup`] wires it all together.
 
 pub mod api;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod result;
+pub mod retention;
 pub mod scu;
 pub mod startup;
 pub mod store;

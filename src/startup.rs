@@ -34,6 +34,8 @@ pub struct Application {
     pipeline: Option<Pipeline>,
     /// SR/overlay generation and the export outbox (`export.enabled`).
     outputs: Option<(crate::report::Reporter, crate::export::Exporter)>,
+    /// The background purge (`retention.keep_days` > 0).
+    retention: Option<crate::retention::Retention>,
 }
 
 impl Application {
@@ -74,7 +76,7 @@ impl Application {
         let mut dicomweb = crate::dicomweb::DicomWebContext::new(&settings, store.clone());
         let ctx = IngestContext::new(
             settings.dicom.clone(),
-            store,
+            store.clone(),
             tracker.clone(),
             db.clone(),
             metrics.clone(),
@@ -111,6 +113,12 @@ impl Application {
                 )
                 .with_fhir(engine.models(), settings.fhir.clone()),
             )
+        });
+        let retention = (settings.retention.keep_days > 0).then(|| crate::retention::Retention {
+            store: store.clone(),
+            db: db.clone(),
+            bus: bus.clone(),
+            settings: settings.retention.clone(),
         });
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
             format!(
@@ -169,6 +177,7 @@ impl Application {
             bus,
             pipeline,
             outputs,
+            retention,
         })
     }
 
@@ -227,6 +236,8 @@ impl Application {
             )
         });
 
+        let retention = self.retention.map(|r| tokio::spawn(r.run(cancel.clone())));
+
         let (h, d, t) = tokio::join!(http, dicom, tracker);
         let _ = bus.await;
         if let Some(p) = pipeline {
@@ -235,6 +246,9 @@ impl Application {
         if let Some((r, e)) = outputs {
             r.await.context("report output worker panicked")?;
             e.await.context("export worker panicked")?;
+        }
+        if let Some(r) = retention {
+            r.await.context("retention task panicked")?;
         }
         // The committer drains what the associations handed it before stopping.
         let _ = self.committer.await;

@@ -329,6 +329,10 @@ impl Detail {
         Detail::new(Method::POST, path)
     }
 
+    fn delete(path: &'static str) -> Detail {
+        Detail::new(Method::DELETE, path)
+    }
+
     fn query<T: IntoParams>(mut self) -> Detail {
         self.query.extend(query::<T>());
         self
@@ -551,6 +555,13 @@ fn details() -> Vec<Detail> {
         Detail::post("/v1/studies/{study_uid}/reprocess")
             .body(schema::<ReprocessBody>())
             .accepted("The queued reprocess job", schema::<Job>()),
+        Detail::delete("/v1/studies/{study_uid}/instances")
+            .envelope(
+                "What was removed. 409 (with the reason in `details`) while the study is \
+                 being received, a job on it is queued or running, or its SR/overlay is still \
+                 to be generated",
+                schema::<crate::retention::Purged>(),
+            ),
         Detail::get("/v1/events")
             .query::<EventQuery>()
             .header("Last-Event-ID", last_event_id)
@@ -1017,6 +1028,7 @@ fn components() -> Value {
     add::<views::EventPage>(&mut derived);
     add::<views::AuditPage>(&mut derived);
     add::<ExportRow>(&mut derived);
+    add::<crate::retention::Purged>(&mut derived);
     add::<crate::compat::radanalyzer::usage::KeyUsage>(&mut derived);
     let mut schemas = Map::new();
     for (name, schema) in derived {

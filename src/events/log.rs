@@ -41,6 +41,9 @@ pub enum EventType {
     /// An export was dead-lettered after its last attempt (the reason is in the payload).
     #[serde(rename = "export.failed")]
     ExportFailed,
+    /// A study's received instances were removed (retention); its results stay.
+    #[serde(rename = "study.purged")]
+    StudyPurged,
 }
 
 impl EventType {
@@ -57,10 +60,11 @@ impl EventType {
             EventType::BulkCompleted => "bulk.completed",
             EventType::ExportSent => "export.sent",
             EventType::ExportFailed => "export.failed",
+            EventType::StudyPurged => "study.purged",
         }
     }
 
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::StudyReceived,
         EventType::StudyComplete,
         EventType::StoreFailed,
@@ -72,6 +76,7 @@ impl EventType {
         EventType::BulkCompleted,
         EventType::ExportSent,
         EventType::ExportFailed,
+        EventType::StudyPurged,
     ];
 
     pub fn parse(s: &str) -> Option<EventType> {

@@ -147,7 +147,7 @@ pub async fn index_instance(
     if let Some((_, _, modalities)) = &existing {
         sqlx::query(
             "UPDATE studies SET status = 'receiving', version = $2, modalities = $3, \
-               last_received_at = $4, updated_at = $4, \
+               last_received_at = $4, updated_at = $4, purged_at = NULL, \
                completed_at = CASE WHEN $5 THEN NULL ELSE completed_at END, \
                num_instances = num_instances + 1, num_series = num_series + $6 \
              WHERE study_uid = $1",

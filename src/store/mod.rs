@@ -122,6 +122,16 @@ impl Store {
         Reservation { guard, lookup }
     }
 
+    /// Holds each of `sop_instance_uids` as a store of it would, so that no copy of one can be
+    /// moved into place until the holds are dropped (retention removes files under them).
+    pub(crate) async fn hold(&self, sop_instance_uids: &[String]) -> Vec<impl Drop + Send> {
+        let mut held = Vec::with_capacity(sop_instance_uids.len());
+        for sop in sop_instance_uids {
+            held.push(InflightGuard::acquire(&self.inflight, sop).await);
+        }
+        held
+    }
+
     /// Finishes a received file, validates it against its command (and, for STOW-RS, the
     /// study the request names), moves it into place and indexes it. Returns only once the file
     /// and its row are durable. `reservation` must come from [`reserve`](Self::reserve) with

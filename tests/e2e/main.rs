@@ -20,4 +20,5 @@ mod pi;
 mod pipeline;
 mod radanalyzer;
 mod radanalyzer_capture;
+mod retention;
 mod voxray;

@@ -100,6 +100,8 @@ pub struct Study {
     pub completed_at: Option<String>,
     pub result_at: Option<String>,
     pub referring_physician: Option<String>,
+    /// When the received instances were removed (retention); results and derived outputs stay.
+    pub purged_at: Option<String>,
 }
 
 /// `GET /v1/studies`.

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,6 +18,7 @@ use crate::domain::Urgency;
 use crate::inference::manifest::TASK_CLASSIFICATION;
 use crate::job;
 use crate::result::{self, StudyResult};
+use crate::retention::{self, PurgeError};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let read = Access::Scope(Scope::ResultsRead);
@@ -61,6 +62,15 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "Run the model again on the study (202 with the job)",
             ),
             post(reprocess),
+        ),
+        (
+            spec(
+                Method::DELETE,
+                "/v1/studies/{study_uid}/instances",
+                Access::Scope(Scope::Admin),
+                "Remove the instances received for the study (results and derived SR/overlays stay); 409 while something still needs them",
+            ),
+            delete(purge),
         ),
     ]
 }
@@ -122,7 +132,7 @@ fn opt_ms(r: &AnyRow, i: usize) -> Value {
 const STUDY_COLUMNS: &str = "study_uid, patient_id, patient_name, patient_birth_date, \
     patient_sex, patient_age, accession_number, study_date, study_time, study_description, \
     modalities, num_series, num_instances, status, version, urgency, result_version, \
-    first_received_at, last_received_at, completed_at, result_at, referring_physician";
+    first_received_at, last_received_at, completed_at, result_at, referring_physician, purged_at";
 
 fn study_json(r: &AnyRow) -> Value {
     let modalities: String = r.get(10);
@@ -149,6 +159,7 @@ fn study_json(r: &AnyRow) -> Value {
         "completed_at": opt_ms(r, 19),
         "result_at": opt_ms(r, 20),
         "referring_physician": r.get::<Option<String>, _>(21),
+        "purged_at": opt_ms(r, 22),
     })
 }
 
@@ -475,6 +486,23 @@ pub struct ReprocessBody {
     pub model: Option<String>,
 }
 
+async fn purge(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    principal: Principal,
+    Path(raw): Path<String>,
+) -> Result<Reply, ApiError> {
+    let uid = study_uid(&raw)?;
+    let store = &state.dicomweb.store;
+    match retention::purge_study(store, &state.db, &state.bus, &uid, &principal.subject).await {
+        Ok(purged) => Ok(ctx.reply(&purged)),
+        Err(PurgeError::NotFound(_)) => Err(ApiError::not_found(format!("Study {uid} not found"))),
+        Err(e @ PurgeError::Busy { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "Conflict")
+            .with_details(json!({ "field": "study_uid", "problem": e.to_string() }))),
+        Err(PurgeError::Database(e)) => Err(e.into()),
+    }
+}
+
 async fn reprocess(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -505,6 +533,21 @@ async fn reprocess(
                 ),
             ));
         }
+    }
+    let purged: Option<i64> =
+        sqlx::query_scalar("SELECT purged_at FROM studies WHERE study_uid = $1")
+            .bind(&uid)
+            .fetch_optional(&state.db.pool)
+            .await?
+            .flatten();
+    if let Some(at) = purged {
+        return Err(ApiError::new(StatusCode::CONFLICT, "Conflict").with_details(json!({
+            "field": "study_uid",
+            "problem": format!(
+                "the study's instances were removed at {} (retention); send it again to analyse it",
+                format_ms(at)
+            ),
+        })));
     }
     let job = job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), &principal.subject)
         .await?

@@ -1,0 +1,191 @@
+//! Retention: DCMTK sends a study, it gets its result; the received instances are removed on
+//! request (admin) and by the background purge once `keep_days` have passed, while the
+//! results stay; sent again, the study comes back as a new version.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Polls `GET /v1/studies/{study}/results` until the result `version` is there.
+async fn wait_result(app: &TestApp, study: &str, version: i64) -> Value {
+    for _ in 0..240 {
+        let (status, body) = app.get_json(&format!("/v1/studies/{study}/results")).await;
+        if status == 200 && body["data"]["version"] == version {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no result version {version} for {study}");
+}
+
+/// `DELETE …/instances`, retried while the study's SR/overlay are still being generated.
+async fn purge(app: &TestApp, study: &str) -> (u16, Value) {
+    for _ in 0..120 {
+        let resp = app
+            .client()
+            .delete(app.url(&format!("/v1/studies/{study}/instances")))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let generating = body["error"]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("to be generated"));
+        if !(status == 409 && generating) {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{study}: outputs never generated");
+}
+
+/// The absolute paths of the study's received instance files.
+async fn received_files(app: &TestApp, study: &str) -> Vec<std::path::PathBuf> {
+    let rel: Vec<String> = sqlx::query_scalar(
+        "SELECT file_path FROM instances WHERE study_uid = $1 \
+         AND association_id NOT LIKE 'derived:%'",
+    )
+    .bind(study)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    rel.iter().map(|p| app.data_dir.join(p)).collect()
+}
+
+on_both_databases!(received_instances_go_results_stay_and_a_resent_study_comes_back => purge_and_resend);
+
+async fn purge_and_resend(db: Db) {
+    let app = TestApp::spawn_with(db, |s| {
+        s.retention.keep_days = 1;
+        s.retention.interval_secs = 1;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (study, files) = fixture_copy("cr_cardiomegaly", dir.path(), 1);
+    storescu(&app, &files).await;
+    app.wait_complete(&study, 30).await;
+    let first = wait_result(&app, &study, 1).await;
+    let stored = received_files(&app, &study).await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|p| p.exists()));
+
+    // Only an administrator may purge; an unknown study is 404; a study being received is
+    // refused with the reason.
+    let resp = reqwest::Client::new()
+        .delete(app.url(&format!("/v1/studies/{study}/instances")))
+        .bearer_auth(app.token(&[radstream::auth::Scope::ResultsRead]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let (status, _) = purge(&app, "1.2.3.4.5.6.7").await;
+    assert_eq!(status, 404);
+    let set_status = |s: &'static str| {
+        let db = app.db.clone();
+        let study = study.clone();
+        async move {
+            sqlx::query("UPDATE studies SET status = $1 WHERE study_uid = $2")
+                .bind(s)
+                .bind(&study)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+    };
+    set_status("receiving").await;
+    let (status, body) = purge(&app, &study).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["field"], "study_uid");
+    assert!(
+        body["error"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("still being received"),
+        "{body}"
+    );
+    set_status("complete").await;
+
+    // Purged on request: rows and files go, the result stays.
+    let (status, body) = purge(&app, &study).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["instances_removed"], 2);
+    assert!(body["data"]["bytes_freed"].as_i64().unwrap() > 1_000_000);
+    assert!(stored.iter().all(|p| !p.exists()), "files removed");
+    assert!(received_files(&app, &study).await.is_empty());
+    let (status, now) = app.get_json(&format!("/v1/studies/{study}/results")).await;
+    assert_eq!(status, 200);
+    assert_eq!(now["data"]["id"], first["data"]["id"], "the result stays");
+    let (_, detail) = app.get_json(&format!("/v1/studies/{study}")).await;
+    assert!(detail["data"]["purged_at"].is_string(), "{detail}");
+    let sent = dicom_object::open_file(&files[0]).unwrap();
+    let uid = |tag| {
+        sent.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let resp = app
+        .client()
+        .get(app.url(&format!(
+            "/dicomweb/studies/{study}/series/{}/instances/{}",
+            uid(dicom_dictionary_std::tags::SERIES_INSTANCE_UID),
+            uid(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404, "WADO-RS no longer finds it");
+    let resp = app
+        .client()
+        .post(app.url(&format!("/v1/studies/{study}/reprocess")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409, "nothing left to analyse");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM events WHERE type = 'study.purged' AND study_uid = '{study}'"
+        ))
+        .await,
+        1
+    );
+
+    // Sent again: a new version, analysed, not purged.
+    storescu(&app, &files).await;
+    wait_result(&app, &study, 2).await;
+    let (_, detail) = app.get_json(&format!("/v1/studies/{study}")).await;
+    assert!(detail["data"]["purged_at"].is_null(), "{detail}");
+    let again = received_files(&app, &study).await;
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|p| p.exists()));
+
+    // The background purge takes it once it is older than keep_days (here: made so).
+    sqlx::query("UPDATE studies SET last_received_at = last_received_at - 2 * 86400000 WHERE study_uid = $1")
+        .bind(&study)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while again.iter().any(|p| p.exists()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the background purge did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(received_files(&app, &study).await.is_empty());
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM events WHERE type = 'study.purged' AND study_uid = '{study}'"
+        ))
+        .await,
+        2
+    );
+    let (status, _) = app.get_json(&format!("/v1/studies/{study}/results")).await;
+    assert_eq!(status, 200);
+}
