@@ -188,6 +188,18 @@ mod tests {
             .join(name)
     }
 
+    /// `src` rewritten in `ts`, parsed back, after checking the syntax it says it is in.
+    fn rewritten(src: &Path, ts: &str) -> DefaultDicomObject {
+        let bytes = transcode(src, ts).unwrap();
+        let out = dicom_object::from_reader(&bytes[128..]).unwrap();
+        assert_eq!(out.meta().transfer_syntax().trim_end_matches('\0'), ts);
+        out
+    }
+
+    fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
+        obj.element(tag).unwrap().to_str().unwrap().into_owned()
+    }
+
     fn pixels(obj: &DefaultDicomObject) -> Vec<u8> {
         obj.element(tags::PIXEL_DATA)
             .unwrap()
@@ -199,12 +211,7 @@ mod tests {
     #[test]
     fn rle_comes_out_native_with_the_decoded_samples_and_no_encapsulation_attributes() {
         let src = fixture("dx_effusion_rle/001.dcm");
-        let bytes = transcode(&src, EXPLICIT_LE).unwrap();
-        let out = dicom_object::from_reader(&bytes[128..]).unwrap();
-        assert_eq!(
-            out.meta().transfer_syntax().trim_end_matches('\0'),
-            EXPLICIT_LE
-        );
+        let out = rewritten(&src, EXPLICIT_LE);
         let stored = OpenFileOptions::new().open_file(&src).unwrap();
         let (px, _) = decode_pixels(&stored, None).unwrap();
         assert_eq!(pixels(&out), px.data());
@@ -213,15 +220,8 @@ mod tests {
             .unwrap()
             .is_none());
         assert_eq!(
-            out.element(tags::SOP_INSTANCE_UID)
-                .unwrap()
-                .to_str()
-                .unwrap(),
-            stored
-                .element(tags::SOP_INSTANCE_UID)
-                .unwrap()
-                .to_str()
-                .unwrap()
+            text(&out, tags::SOP_INSTANCE_UID),
+            text(&stored, tags::SOP_INSTANCE_UID)
         );
     }
 
@@ -229,12 +229,7 @@ mod tests {
     fn native_to_native_changes_only_the_encoding() {
         for name in ["ts_implicit", "ts_big", "ts_deflate"] {
             let src = fixture(&format!("{name}/001.dcm"));
-            let bytes = transcode(&src, EXPLICIT_LE).unwrap();
-            let out = dicom_object::from_reader(&bytes[128..]).unwrap();
-            assert_eq!(
-                out.meta().transfer_syntax().trim_end_matches('\0'),
-                EXPLICIT_LE
-            );
+            let out = rewritten(&src, EXPLICIT_LE);
             let stored = OpenFileOptions::new().open_file(&src).unwrap();
             assert_eq!(pixels(&out), pixels(&stored), "{name}");
         }
@@ -253,16 +248,8 @@ mod tests {
         obj.remove_element(tags::PIXEL_DATA);
         let src = dir.path().join("no-pixels.dcm");
         obj.write_to_file(&src).unwrap();
-        let bytes = transcode(&src, JPEG_LS_LOSSLESS).unwrap();
-        let out = dicom_object::from_reader(&bytes[128..]).unwrap();
-        assert_eq!(
-            out.meta().transfer_syntax().trim_end_matches('\0'),
-            JPEG_LS_LOSSLESS
-        );
-        assert_eq!(
-            out.element(tags::PATIENT_ID).unwrap().to_str().unwrap(),
-            obj.element(tags::PATIENT_ID).unwrap().to_str().unwrap()
-        );
+        let out = rewritten(&src, JPEG_LS_LOSSLESS);
+        assert_eq!(text(&out, tags::PATIENT_ID), text(&obj, tags::PATIENT_ID));
     }
 
     #[test]

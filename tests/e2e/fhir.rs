@@ -11,27 +11,12 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// Sends a fixture study and waits for its result version `version`.
+/// Sends a fixture study and waits for its first result.
 async fn study_with_result(app: &TestApp, dir: &std::path::Path) -> String {
     let (study, files) = fixture_copy("cr_cardiomegaly", dir, 1);
     storescu(app, &files).await;
-    wait_result(app, &study, 1).await;
+    app.wait_result(&study, 1).await;
     study
-}
-
-async fn wait_result(app: &TestApp, study: &str, version: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, body) = app.get_json(&format!("/v1/studies/{study}/results")).await;
-        if status == 200 && body["data"]["version"] == version {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no result v{version}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn fhir_get(app: &TestApp, path: &str) -> (u16, Value) {
@@ -249,7 +234,7 @@ async fn flow(db: Db, python_checks: bool) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
-    wait_result(&app, &study, 2).await;
+    app.wait_result(&study, 2).await;
     let (_, old) = fhir_get(&app, &format!("/fhir/DiagnosticReport/{rid}")).await;
     assert_eq!(old["status"], "entered-in-error", "{old}");
     assert!(old["conclusion"].as_str().unwrap().contains("Superseded"));

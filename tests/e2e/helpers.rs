@@ -263,6 +263,23 @@ impl TestApp {
         count(&self.db, sql).await
     }
 
+    /// Polls `GET /v1/studies/{study}/results` until result `version` is current (or panics
+    /// after two minutes); returns its body.
+    pub async fn wait_result(&self, study: &str, version: i64) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = self.get_json(&format!("/v1/studies/{study}/results")).await;
+            if status == 200 && body["data"]["version"] == version {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no result v{version}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Polls until the study is complete (or panics after `secs`).
     pub async fn wait_complete(&self, study_uid: &str, secs: u64) -> i64 {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

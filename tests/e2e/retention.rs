@@ -8,18 +8,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// Polls `GET /v1/studies/{study}/results` until the result `version` is there.
-async fn wait_result(app: &TestApp, study: &str, version: i64) -> Value {
-    for _ in 0..240 {
-        let (status, body) = app.get_json(&format!("/v1/studies/{study}/results")).await;
-        if status == 200 && body["data"]["version"] == version {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("no result version {version} for {study}");
-}
-
 /// `DELETE …/instances`, retried while the study's SR/overlay are still being generated.
 async fn purge(app: &TestApp, study: &str) -> (u16, Value) {
     for _ in 0..120 {
@@ -67,7 +55,7 @@ async fn purge_and_resend(db: Db) {
     let (study, files) = fixture_copy("cr_cardiomegaly", dir.path(), 1);
     storescu(&app, &files).await;
     app.wait_complete(&study, 30).await;
-    let first = wait_result(&app, &study, 1).await;
+    let first = app.wait_result(&study, 1).await;
     let stored = received_files(&app, &study).await;
     assert_eq!(stored.len(), 2);
     assert!(stored.iter().all(|p| p.exists()));
@@ -157,7 +145,7 @@ async fn purge_and_resend(db: Db) {
 
     // Sent again: a new version, analysed, not purged.
     storescu(&app, &files).await;
-    wait_result(&app, &study, 2).await;
+    app.wait_result(&study, 2).await;
     let (_, detail) = app.get_json(&format!("/v1/studies/{study}")).await;
     assert!(detail["data"]["purged_at"].is_null(), "{detail}");
     let again = received_files(&app, &study).await;
