@@ -58,6 +58,9 @@ impl Application {
             .recover()
             .await
             .context("settling temporary files left by an earlier run")?;
+        crate::retention::finish_interrupted(&db, &store)
+            .await
+            .context("removing the files of an interrupted purge")?;
         let engine = load_engine(&settings).await?;
         let jobs_ready = Arc::new(Notify::new());
         let tracker =

@@ -7,10 +7,12 @@
 //! nothing needs its images: complete, no job queued or running, no SR/overlay still to be
 //! generated. Sent again, it is received and analysed as a new version.
 //!
-//! Each purge runs in one write transaction (the checks, the rows, `study.purged`), with every
-//! instance held as a store of it would hold it ([`Store::hold`]); the files are unlinked after
-//! the commit, still under the holds, so a copy re-sent meanwhile is never the file removed. A
-//! crash between commit and unlink leaves files no row names: disk space, not data.
+//! Each purge runs in one write transaction (the checks, the rows, `study.purged`, and the
+//! files to remove in `purged_files`), with every instance held as a store of it would hold it
+//! ([`Store::hold`]); the files are unlinked after the commit, still under the holds, so a
+//! copy re-sent meanwhile is never the file removed. A crash between the commit and the
+//! unlink leaves `purged_files` rows, which the next start removes ([`finish_interrupted`])
+//! before it accepts anything.
 //!
 //! `[retention] keep_days` (0: off) purges studies last received before then, every
 //! `interval_secs`; `DELETE /v1/studies/{uid}/instances` (admin) purges one now.
@@ -132,7 +134,8 @@ pub async fn purge_study(
         return Err(busy("its SR or overlay is still to be generated"));
     }
 
-    let mut removed: Vec<(PathBuf, i64)> = Vec::with_capacity(listed.len());
+    // (size, path in the index) of each row removed.
+    let mut removed: Vec<(i64, String)> = Vec::with_capacity(listed.len());
     for (sop, path, size) in &listed {
         let r = sqlx::query(
             "DELETE FROM instances WHERE sop_instance_uid = $1 AND study_uid = $2 \
@@ -144,7 +147,7 @@ pub async fn purge_study(
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 1 {
-            removed.push((store.files.absolute(std::path::Path::new(path)), *size));
+            removed.push((*size, path.clone()));
         }
     }
     sqlx::query(
@@ -173,7 +176,18 @@ pub async fn purge_study(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    let bytes: i64 = removed.iter().map(|(_, s)| s).sum();
+    let bytes: i64 = removed.iter().map(|(s, _)| s).sum();
+    for (_, path) in &removed {
+        sqlx::query(
+            "INSERT INTO purged_files (file_path, study_uid, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (file_path) DO NOTHING",
+        )
+        .bind(path)
+        .bind(study_uid)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
     events::append(
         &mut tx,
         db.backend,
@@ -192,18 +206,9 @@ pub async fn purge_study(
     bus.notify();
 
     let count = removed.len();
-    let unlinked = tokio::task::spawn_blocking(move || unlink(removed)).await;
+    let paths: Vec<String> = removed.into_iter().map(|(_, p)| p).collect();
+    remove_files(db, store, paths).await?;
     drop(holds);
-    match unlinked {
-        Ok(failed) if failed > 0 => {
-            tracing::warn!(
-                failed,
-                "instance files could not be removed; their rows are gone"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "removing instance files failed"),
-    }
     tracing::info!(instances = count, bytes, by, "study purged");
     Ok(Purged {
         study_uid: study_uid.to_string(),
@@ -213,17 +218,66 @@ pub async fn purge_study(
     })
 }
 
-/// Unlinks the files, then their series and study folders where left empty; returns how
-/// many files could not be removed (a file already gone counts as removed).
-fn unlink(files: Vec<(PathBuf, i64)>) -> usize {
-    let mut failed = 0;
+/// Unlinks the files `paths` (as the index named them) and forgets each one removed from
+/// `purged_files`; one that cannot be removed stays listed for the next start.
+async fn remove_files(db: &Database, store: &Store, paths: Vec<String>) -> Result<(), sqlx::Error> {
+    let absolute: Vec<(String, PathBuf)> = paths
+        .into_iter()
+        .map(|p| {
+            let abs = store.files.absolute(std::path::Path::new(&p));
+            (p, abs)
+        })
+        .collect();
+    let gone = tokio::task::spawn_blocking(move || unlink(absolute))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "removing instance files failed");
+            Vec::new()
+        });
+    for path in gone {
+        sqlx::query("DELETE FROM purged_files WHERE file_path = $1")
+            .bind(&path)
+            .execute(&db.pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Removes the files a purge committed to removing and a crash kept it from removing. Runs
+/// at start, before the listeners accept anything (so no copy of them can be arriving).
+pub async fn finish_interrupted(db: &Database, store: &Store) -> Result<usize, sqlx::Error> {
+    // A path the index names again holds an instance stored since (after an unlink that
+    // failed): it is forgotten here, not removed.
+    sqlx::query(
+        "DELETE FROM purged_files WHERE EXISTS \
+         (SELECT 1 FROM instances i WHERE i.file_path = purged_files.file_path)",
+    )
+    .execute(&db.pool)
+    .await?;
+    let paths: Vec<String> = sqlx::query_scalar("SELECT file_path FROM purged_files")
+        .fetch_all(&db.pool)
+        .await?;
+    let n = paths.len();
+    if n > 0 {
+        remove_files(db, store, paths).await?;
+        tracing::info!(
+            files = n,
+            "finished removing the files of an interrupted purge"
+        );
+    }
+    Ok(n)
+}
+
+/// Unlinks the files, then their series and study folders where left empty; returns the
+/// index paths of the files now gone (one already gone counts).
+fn unlink(files: Vec<(String, PathBuf)>) -> Vec<String> {
+    let mut gone = Vec::with_capacity(files.len());
     let mut folders = std::collections::BTreeSet::new();
-    for (path, _) in files {
+    for (rel, path) in files {
         match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(()) => gone.push(rel),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(rel),
             Err(e) => {
-                failed += 1;
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove an instance file");
             }
         }
@@ -238,7 +292,7 @@ fn unlink(files: Vec<(PathBuf, i64)>) -> usize {
     for folder in folders.iter().rev() {
         let _ = std::fs::remove_dir(folder);
     }
-    failed
+    gone
 }
 
 /// The background purge of `[retention] keep_days`.

@@ -3,8 +3,6 @@
 //! checked against pydicom's PS3.16 dictionary (scripts/fhir_check.py); searches, paging,
 //! OperationOutcome errors, superseded versions and the audit log are checked here.
 
-use std::time::Duration;
-
 use radstream::auth::Scope;
 use radstream::fhir::{codes, report_bundle, BundleKind};
 use serde_json::{json, Value};

@@ -177,3 +177,69 @@ async fn purge_and_resend(db: Db) {
     let (status, _) = app.get_json(&format!("/v1/studies/{study}/results")).await;
     assert_eq!(status, 200);
 }
+
+/// `kill -9` between a purge's commit and the removal of its files leaves them listed in
+/// `purged_files`: the next start removes them before it accepts anything, and forgets (does
+/// not remove) a listed path that the index names again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_finishes_removing_the_files_of_an_interrupted_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (dicom_port, http_port) = (free_port(), free_port());
+    let start = || {
+        spawn_node(
+            &data,
+            dicom_port,
+            http_port,
+            &[("RADSTREAM_PIPELINE__ENABLED", "false".into())],
+        )
+    };
+    let mut node = start();
+    crate::ingest::wait_port(dicom_port).await;
+    let (study, files) = fixture_copy("dx_normal", &dir.path().join("src"), 1);
+    storescu_to(dicom_port, &[], &files).await;
+    node.start_kill().unwrap();
+    node.wait().await.unwrap();
+
+    let db = radstream::db::Database::connect_url(
+        &format!("sqlite://{}?mode=rwc", data.join("radstream.db").display()),
+        Some(1),
+        radstream::configuration::Durability::Fsync,
+    )
+    .await
+    .unwrap();
+    let paths: Vec<String> = sqlx::query_scalar(
+        "SELECT file_path FROM instances WHERE study_uid = $1 ORDER BY file_path",
+    )
+    .bind(&study)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(paths.len(), 2);
+    // What a purge's commit leaves: the first row gone and listed; the second listed while
+    // its row is back (an instance stored again after an unlink that failed).
+    sqlx::query("DELETE FROM instances WHERE file_path = $1")
+        .bind(&paths[0])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for p in &paths {
+        sqlx::query(
+            "INSERT INTO purged_files (file_path, study_uid, created_at) VALUES ($1, $2, 0)",
+        )
+        .bind(p)
+        .bind(&study)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    assert!(paths.iter().all(|p| data.join(p).exists()));
+
+    let mut node = start();
+    crate::ingest::wait_port(http_port).await;
+    assert!(!data.join(&paths[0]).exists(), "the listed file is removed");
+    assert!(data.join(&paths[1]).exists(), "an indexed file is kept");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM purged_files").await, 0);
+    node.start_kill().unwrap();
+    let _ = node.wait().await;
+}
