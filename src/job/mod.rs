@@ -108,7 +108,8 @@ pub async fn enqueue(
 }
 
 /// Queues a reprocess job for the study's current version (its result becomes a new result
-/// version). `None` when the study is unknown.
+/// version). `None` when the study is unknown or its instances were purged (retention); on
+/// PostgreSQL the study row is read `FOR SHARE`, so a purge committing meanwhile is seen.
 pub async fn enqueue_reprocess(
     db: &Database,
     study_uid: &str,
@@ -116,11 +117,15 @@ pub async fn enqueue_reprocess(
     requested_by: &str,
 ) -> Result<Option<Job>, sqlx::Error> {
     let now = now_ms();
+    let lock = match db.backend {
+        Backend::Postgres => " FOR SHARE",
+        Backend::Sqlite => "",
+    };
     let row = sqlx::query(&format!(
         "INSERT INTO jobs (study_uid, study_version, kind, state, attempts, model_id, \
            requested_by, created_at, updated_at) \
          SELECT study_uid, version, 'reprocess', $2, 0, $3, $4, $5, $5 FROM studies \
-         WHERE study_uid = $1 RETURNING {COLUMNS}"
+         WHERE study_uid = $1 AND purged_at IS NULL{lock} RETURNING {COLUMNS}"
     ))
     .bind(study_uid)
     .bind(QUEUED)

@@ -534,24 +534,25 @@ async fn reprocess(
             ));
         }
     }
-    let purged: Option<i64> =
-        sqlx::query_scalar("SELECT purged_at FROM studies WHERE study_uid = $1")
-            .bind(&uid)
-            .fetch_optional(&state.db.pool)
-            .await?
-            .flatten();
-    if let Some(at) = purged {
-        return Err(ApiError::new(StatusCode::CONFLICT, "Conflict").with_details(json!({
-            "field": "study_uid",
-            "problem": format!(
-                "the study's instances were removed at {} (retention); send it again to analyse it",
-                format_ms(at)
-            ),
-        })));
-    }
-    let job = job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), &principal.subject)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
+    let Some(job) =
+        job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), &principal.subject).await?
+    else {
+        let purged: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT purged_at FROM studies WHERE study_uid = $1")
+                .bind(&uid)
+                .fetch_optional(&state.db.pool)
+                .await?;
+        return Err(match purged {
+            None => ApiError::not_found(format!("Study {uid} not found")),
+            Some(at) => ApiError::new(StatusCode::CONFLICT, "Conflict").with_details(json!({
+                "field": "study_uid",
+                "problem": format!(
+                    "the study's instances were removed at {} (retention); send it again to analyse it",
+                    at.map(format_ms).unwrap_or_default()
+                ),
+            })),
+        });
+    };
     state.jobs_ready.notify_waiters();
     tracing::info!(study_uid = %uid, job_id = job.id, "reprocess queued");
     Ok(ctx.reply(&job).status(StatusCode::ACCEPTED))
