@@ -398,6 +398,9 @@ impl Settings {
         if self.retention.interval_secs == 0 {
             return invalid("retention.interval_secs", "must be at least 1");
         }
+        if !(0.0..=100.0).contains(&self.retention.free_percent_target) {
+            return invalid("retention.free_percent_target", "must be in [0, 100]");
+        }
         if self.pipeline.lease_secs == 0 {
             return invalid("pipeline.lease_secs", "must be at least 1");
         }
@@ -497,6 +500,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_pdu_length"));
+        for bad in [-1.0, 150.0, f64::NAN] {
+            let mut s = Settings::default();
+            s.retention.free_percent_target = bad;
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains("retention.free_percent_target"), "{e}");
+        }
     }
 
     #[test]

@@ -117,11 +117,13 @@ impl Application {
                 .with_fhir(engine.models(), settings.fhir.clone()),
             )
         });
-        let retention = (settings.retention.keep_days > 0).then(|| crate::retention::Retention {
-            store: store.clone(),
-            db: db.clone(),
-            bus: bus.clone(),
-            settings: settings.retention.clone(),
+        let retention = crate::retention::Retention::enabled(&settings.retention).then(|| {
+            crate::retention::Retention {
+                store: store.clone(),
+                db: db.clone(),
+                bus: bus.clone(),
+                settings: settings.retention.clone(),
+            }
         });
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
             format!(

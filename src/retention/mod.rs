@@ -14,8 +14,9 @@
 //! unlink leaves `purged_files` rows, which the next start removes ([`finish_interrupted`])
 //! before it accepts anything.
 //!
-//! `[retention] keep_days` (0: off) purges studies last received before then, every
-//! `interval_secs`; `DELETE /v1/studies/{uid}/instances` (admin) purges one now.
+//! `[retention] keep_days` (0: off) purges studies last received before then, and
+//! `free_percent_target` (0: off) purges the least recently received ones while the volume's
+//! free space is below it, every `interval_secs`; `DELETE /v1/studies/{uid}/instances` (admin) purges one now.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,10 @@ use crate::store::Store;
 pub struct RetentionSettings {
     /// Days after a study was last received that its instances are removed; 0 keeps them.
     pub keep_days: u32,
+    /// Free space (percent of the data folder's volume) that each pass restores, whatever
+    /// their age, by purging the least recently received studies first; 0 turns it off.
+    /// Above `storage.min_free_percent`, so the node frees room before it must refuse.
+    pub free_percent_target: f64,
     /// Seconds between two passes of the background purge.
     pub interval_secs: u64,
 }
@@ -43,6 +48,7 @@ impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
             keep_days: 0,
+            free_percent_target: 0.0,
             interval_secs: 3600,
         }
     }
@@ -304,8 +310,9 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Purges, every `interval_secs`, the studies last received more than `keep_days`
-    /// ago, oldest first; a busy one is left for the next pass.
+    /// Every `interval_secs`, purges the studies last received more than `keep_days` ago,
+    /// then more, least recently received first, while free space is below the target; a
+    /// busy study is left for the next pass.
     pub async fn run(self, cancel: CancellationToken) {
         let every = Duration::from_secs(self.settings.interval_secs.max(1));
         loop {
@@ -319,25 +326,73 @@ impl Retention {
         }
     }
 
+    /// Whether the settings ask for any background purge.
+    pub fn enabled(settings: &RetentionSettings) -> bool {
+        settings.keep_days > 0 || settings.free_percent_target > 0.0
+    }
+
     /// One pass at the current time; returns the studies purged.
     pub async fn pass(&self) -> Result<Vec<Purged>, sqlx::Error> {
-        let cutoff = now_ms() - i64::from(self.settings.keep_days) * 86_400_000;
         let mut purged = Vec::new();
+        if self.settings.keep_days > 0 {
+            let cutoff = now_ms() - i64::from(self.settings.keep_days) * 86_400_000;
+            self.purge_oldest(Some(cutoff), &mut purged).await?;
+        }
+        if self.settings.free_percent_target > 0.0 && self.below_target() {
+            self.purge_oldest(None, &mut purged).await?;
+            if self.below_target() {
+                tracing::warn!(
+                    target_percent = self.settings.free_percent_target,
+                    "free space still below the retention target: nothing more can be purged now"
+                );
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Whether the volume's free space is below `free_percent_target` (false when unknown).
+    fn below_target(&self) -> bool {
+        match self.store.files.space() {
+            Ok((free, total)) if total > 0 => {
+                (free as f64) * 100.0 / (total as f64) < self.settings.free_percent_target
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the data folder's free space");
+                false
+            }
+        }
+    }
+
+    /// Purges complete studies, least recently received first: those received before
+    /// `cutoff`, or (without one) as long as free space is below the target. A busy study is
+    /// left for the next pass.
+    async fn purge_oldest(
+        &self,
+        cutoff: Option<i64>,
+        purged: &mut Vec<Purged>,
+    ) -> Result<(), sqlx::Error> {
+        // Keyset paging: a busy study is passed over, not met again.
+        let mut after = (i64::MIN, String::new());
         loop {
-            let due: Vec<String> = sqlx::query_scalar(
-                "SELECT study_uid FROM studies WHERE status = 'complete' AND purged_at IS NULL \
-                 AND last_received_at < $1 ORDER BY last_received_at LIMIT 100",
+            let due: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT study_uid, last_received_at FROM studies WHERE status = 'complete' \
+                 AND purged_at IS NULL AND last_received_at < $1 \
+                 AND (last_received_at > $2 OR (last_received_at = $2 AND study_uid > $3)) \
+                 ORDER BY last_received_at, study_uid LIMIT 100",
             )
-            .bind(cutoff)
+            .bind(cutoff.unwrap_or(i64::MAX))
+            .bind(after.0)
+            .bind(&after.1)
             .fetch_all(&self.db.pool)
             .await?;
-            let mut progressed = false;
-            for uid in &due {
+            for (uid, received) in &due {
+                if cutoff.is_none() && !self.below_target() {
+                    return Ok(());
+                }
+                after = (*received, uid.clone());
                 match purge_study(&self.store, &self.db, &self.bus, uid, "retention").await {
-                    Ok(p) => {
-                        progressed = true;
-                        purged.push(p);
-                    }
+                    Ok(p) => purged.push(p),
                     Err(PurgeError::Busy { reason, .. }) => {
                         tracing::debug!(study_uid = %uid, reason, "not purged yet");
                     }
@@ -345,8 +400,8 @@ impl Retention {
                     Err(PurgeError::Database(e)) => return Err(e),
                 }
             }
-            if due.len() < 100 || !progressed {
-                return Ok(purged);
+            if due.len() < 100 {
+                return Ok(());
             }
         }
     }

@@ -243,3 +243,33 @@ async fn a_start_finishes_removing_the_files_of_an_interrupted_purge() {
     node.start_kill().unwrap();
     let _ = node.wait().await;
 }
+
+/// Below `free_percent_target` (here 100 %, so always) the background pass purges studies
+/// whatever their age, once nothing needs their images; the result stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_free_space_purges_the_least_recently_received_studies() {
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.retention.free_percent_target = 100.0;
+        s.retention.interval_secs = 1;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (study, files) = fixture_copy("cr_cardiomegaly", dir.path(), 1);
+    storescu(&app, &files).await;
+    app.wait_complete(&study, 30).await;
+    let stored = received_files(&app, &study).await;
+    assert_eq!(stored.len(), 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stored.iter().any(|p| p.exists()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not purged for free space"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Purged only once its job was done: the result is there.
+    let (status, body) = app.get_json(&format!("/v1/studies/{study}/results")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, detail) = app.get_json(&format!("/v1/studies/{study}")).await;
+    assert!(detail["data"]["purged_at"].is_string(), "{detail}");
+}
