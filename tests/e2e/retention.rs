@@ -43,6 +43,29 @@ async fn received_files(app: &TestApp, study: &str) -> Vec<std::path::PathBuf> {
     rel.iter().map(|p| app.data_dir.join(p)).collect()
 }
 
+/// Sends the two-image fixture study; returns its UID, the files sent and the stored files.
+async fn sent_study(
+    app: &TestApp,
+    dir: &std::path::Path,
+) -> (String, Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
+    let (study, files) = fixture_copy("cr_cardiomegaly", dir, 1);
+    storescu(app, &files).await;
+    app.wait_complete(&study, 30).await;
+    let stored = received_files(app, &study).await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|p| p.exists()));
+    (study, files, stored)
+}
+
+/// Waits up to `secs` for every one of `paths` to be gone.
+async fn wait_gone(paths: &[std::path::PathBuf], secs: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while paths.iter().any(|p| p.exists()) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 on_both_databases!(received_instances_go_results_stay_and_a_resent_study_comes_back => purge_and_resend);
 
 async fn purge_and_resend(db: Db) {
@@ -52,13 +75,8 @@ async fn purge_and_resend(db: Db) {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (study, files) = fixture_copy("cr_cardiomegaly", dir.path(), 1);
-    storescu(&app, &files).await;
-    app.wait_complete(&study, 30).await;
+    let (study, files, stored) = sent_study(&app, dir.path()).await;
     let first = app.wait_result(&study, 1).await;
-    let stored = received_files(&app, &study).await;
-    assert_eq!(stored.len(), 2);
-    assert!(stored.iter().all(|p| p.exists()));
 
     // Only an administrator may purge; an unknown study is 404; a study being received is
     // refused with the reason.
@@ -158,14 +176,7 @@ async fn purge_and_resend(db: Db) {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while again.iter().any(|p| p.exists()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the background purge did not run"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_gone(&again, 30, "the background purge did not run").await;
     assert!(received_files(&app, &study).await.is_empty());
     assert_eq!(
         app.count(&format!(
@@ -254,19 +265,8 @@ async fn low_free_space_purges_the_least_recently_received_studies() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (study, files) = fixture_copy("cr_cardiomegaly", dir.path(), 1);
-    storescu(&app, &files).await;
-    app.wait_complete(&study, 30).await;
-    let stored = received_files(&app, &study).await;
-    assert_eq!(stored.len(), 2);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while stored.iter().any(|p| p.exists()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not purged for free space"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (study, _, stored) = sent_study(&app, dir.path()).await;
+    wait_gone(&stored, 60, "not purged for free space").await;
     // Purged only once its job was done: the result is there.
     let (status, body) = app.get_json(&format!("/v1/studies/{study}/results")).await;
     assert_eq!(status, 200, "{body}");
