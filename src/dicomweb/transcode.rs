@@ -13,7 +13,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{PixelRepresentation, PlanarConfiguration, Transcode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::inference::decode::decode_pixels;
+use crate::inference::decode::{decode_pixels, LOSSY_JPEG};
 
 /// Explicit VR Little Endian: PS3.18's default transfer syntax for `application/dicom`.
 pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
@@ -23,11 +23,8 @@ const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 /// Transfer syntaxes a stored instance can be rewritten in.
 pub const TARGETS: [&str; 3] = [EXPLICIT_LE, IMPLICIT_LE, JPEG_LS_LOSSLESS];
 
-/// Stored in these, an image is lossy-compressed whatever its attributes say (PS3.5 8.2).
-const ALWAYS_LOSSY: [(&str, &str); 2] = [
-    ("1.2.840.10008.1.2.4.50", "ISO_10918_1"),
-    ("1.2.840.10008.1.2.4.51", "ISO_10918_1"),
-];
+/// `LossyImageCompressionMethod` of the lossy JPEG syntaxes ([`LOSSY_JPEG`], PS3.3 C.7.6.1.1.5).
+const JPEG_LOSSY_METHOD: &str = "ISO_10918_1";
 
 /// Why an instance could not be rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +151,7 @@ fn to_native(obj: &mut DefaultDicomObject, stored: &str) -> Result<(), Transcode
     ] {
         obj.remove_element(tag);
     }
-    if let Some((_, method)) = ALWAYS_LOSSY.iter().find(|(t, _)| *t == stored) {
+    if LOSSY_JPEG.contains(&stored) {
         let flagged = obj
             .element_opt(tags::LOSSY_IMAGE_COMPRESSION)
             .ok()
@@ -170,7 +167,7 @@ fn to_native(obj: &mut DefaultDicomObject, stored: &str) -> Result<(), Transcode
             obj.put(DataElement::new(
                 tags::LOSSY_IMAGE_COMPRESSION_METHOD,
                 VR::CS,
-                PrimitiveValue::from(*method),
+                PrimitiveValue::from(JPEG_LOSSY_METHOD),
             ));
         }
     }

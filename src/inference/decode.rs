@@ -16,9 +16,9 @@ use dicom_transfer_syntax_registry::{entries, TransferSyntaxIndex, TransferSynta
 use super::jpeg12;
 use super::InferenceError;
 
-/// Lossy JPEG transfer syntaxes whose 12-bit frames go to libjpeg-turbo: Baseline (Process 1)
-/// and Extended (Process 2 & 4).
-const LOSSY_JPEG: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
+/// Lossy JPEG transfer syntaxes (Baseline, Process 1; Extended, Process 2 & 4): their 12-bit
+/// frames go to libjpeg-turbo, and an image stored in them is lossy whatever its attributes say.
+pub(crate) const LOSSY_JPEG: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
 
 /// Number of Frames (1 when absent or not a positive number).
 pub(crate) fn number_of_frames(obj: &DefaultDicomObject) -> u32 {
