@@ -117,14 +117,16 @@ impl Application {
                 .with_fhir(engine.models(), settings.fhir.clone()),
             )
         });
-        let retention = crate::retention::Retention::enabled(&settings.retention).then(|| {
-            crate::retention::Retention {
-                store: store.clone(),
-                db: db.clone(),
-                bus: bus.clone(),
-                settings: settings.retention.clone(),
-            }
-        });
+        let retention =
+            settings
+                .retention
+                .purges_in_background()
+                .then(|| crate::retention::Retention {
+                    store: store.clone(),
+                    db: db.clone(),
+                    bus: bus.clone(),
+                    settings: settings.retention.clone(),
+                });
         let dicom = DicomListener::bind(ctx).await.with_context(|| {
             format!(
                 "binding the DICOM listener to {}:{}",

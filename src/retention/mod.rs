@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{now_ms, Backend, Database};
 use crate::events::{self, EventBus, EventType};
+use crate::store::index::recount_study;
 use crate::store::Store;
 
 /// `[retention]`
@@ -54,6 +55,13 @@ impl Default for RetentionSettings {
     }
 }
 
+impl RetentionSettings {
+    /// Whether these settings ask for a background purge at all.
+    pub fn purges_in_background(&self) -> bool {
+        self.keep_days > 0 || self.free_percent_target > 0.0
+    }
+}
+
 /// Why a study was not purged.
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
@@ -77,7 +85,7 @@ pub struct Purged {
 }
 
 /// Removes the received instances of `study_uid` now (see the module documentation).
-#[tracing::instrument(skip(store, db, bus), fields(study_uid))]
+#[tracing::instrument(skip(store, db, bus))]
 pub async fn purge_study(
     store: &Store,
     db: &Database,
@@ -171,11 +179,10 @@ pub async fn purge_study(
     .bind(study_uid)
     .execute(&mut *tx)
     .await?;
+    recount_study(&mut tx, study_uid).await?;
     let now = now_ms();
     let patient_id: Option<String> = sqlx::query_scalar(
-        "UPDATE studies SET purged_at = $2, updated_at = $2, \
-           num_instances = (SELECT COUNT(*) FROM instances WHERE study_uid = $1), \
-           num_series = (SELECT COUNT(*) FROM series WHERE study_uid = $1) \
+        "UPDATE studies SET purged_at = $2, updated_at = $2 \
          WHERE study_uid = $1 RETURNING patient_id",
     )
     .bind(study_uid)
@@ -240,13 +247,18 @@ async fn remove_files(db: &Database, store: &Store, paths: Vec<String>) -> Resul
             tracing::warn!(error = %e, "removing instance files failed");
             Vec::new()
         });
+    if gone.is_empty() {
+        return Ok(());
+    }
+    // One commit for all: on SQLite with fsync each would otherwise be a sync of its own.
+    let mut tx = db.begin_write().await?;
     for path in gone {
         sqlx::query("DELETE FROM purged_files WHERE file_path = $1")
             .bind(&path)
-            .execute(&db.pool)
+            .execute(&mut *tx)
             .await?;
     }
-    Ok(())
+    tx.commit().await
 }
 
 /// Removes the files a purge committed to removing and a crash kept it from removing. Runs
@@ -324,11 +336,6 @@ impl Retention {
                 _ = tokio::time::sleep(every) => {}
             }
         }
-    }
-
-    /// Whether the settings ask for any background purge.
-    pub fn enabled(settings: &RetentionSettings) -> bool {
-        settings.keep_days > 0 || settings.free_percent_target > 0.0
     }
 
     /// One pass at the current time; returns the studies purged.
