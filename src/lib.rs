@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cli;
 pub mod compat;
 pub mod configuration;
+pub mod dataset;
 pub mod db;
 pub mod dicomweb;
 pub mod domain;

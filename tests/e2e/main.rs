@@ -11,6 +11,7 @@ mod fhir;
 mod helpers;
 mod inference;
 mod ingest;
+mod integrity;
 mod landmarks;
 mod leapai;
 mod metrics;
