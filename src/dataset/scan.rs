@@ -350,9 +350,8 @@ impl Scanner {
                 return Ok(());
             }
             if status == flate2::Status::StreamEnd {
-                if !input.iter().all(|b| *b == 0) {
-                    return Err(self.fail("bytes follow the end of the deflate stream"));
-                }
+                // Bytes after the end of the deflate stream are passed over, as pydicom and
+                // dicom-rs do (real files carry padding there).
                 return Ok(());
             }
             if input.is_empty() && made < out.len() {
@@ -726,7 +725,11 @@ impl Scanner {
         };
         let samples = a.samples.unwrap_or(1).max(1);
         let frames = a.frames.unwrap_or(1).max(1);
-        let expected = (rows * columns * samples * frames * bits).div_ceil(8);
+        // Attributes come from the peer: their product must not overflow.
+        let expected = [columns, samples, frames, bits]
+            .into_iter()
+            .fold(rows, u64::saturating_mul)
+            .div_ceil(8);
         if actual < expected {
             return Err(attributes(format!(
                 "{} holds {actual} bytes, but Rows {rows} x Columns {columns} x SamplesPerPixel \
@@ -854,10 +857,10 @@ pub(crate) mod tests {
 
     /// The shortest prefix of a data set whose scan has seen its SOP Class UID.
     fn first_cut_with_class(data: &[u8], ts: &str) -> usize {
+        let mut s = Scanner::for_transfer_syntax(ts, Limits::DEFAULT).unwrap();
         (1..data.len())
             .find(|cut| {
-                let mut s = Scanner::for_transfer_syntax(ts, Limits::DEFAULT).unwrap();
-                let _ = s.feed(&data[..*cut]);
+                s.feed(&data[cut - 1..*cut]).unwrap();
                 s.attrs.sop_class.is_some()
             })
             .unwrap()
@@ -968,6 +971,29 @@ pub(crate) mod tests {
         long(&mut d, Tag(0x0008, 0x0060), b"UN", 0);
         let e = scan_in_chunks(&d, &ts, 4096).unwrap_err();
         assert!(e.message.contains("fragment"), "{e}");
+    }
+
+    #[test]
+    fn absurd_pixel_attributes_do_not_overflow() {
+        let mut d = Vec::new();
+        for (element, value) in [
+            (0x0002u16, 0xFFFFu16),
+            (0x0010, 0xFFFF),
+            (0x0011, 0xFFFF),
+            (0x0100, 0xFFFF),
+        ] {
+            d.extend_from_slice(&0x0028u16.to_le_bytes());
+            d.extend_from_slice(&element.to_le_bytes());
+            d.extend_from_slice(b"US");
+            d.extend_from_slice(&2u16.to_le_bytes());
+            d.extend_from_slice(&value.to_le_bytes());
+        }
+        d.extend_from_slice(&[0x28, 0, 0x08, 0, b'I', b'S', 20, 0]);
+        d.extend_from_slice(b"99999999999999999999");
+        long(&mut d, PIXEL_DATA, b"OW", 4);
+        d.extend_from_slice(&[0; 4]);
+        let e = scan_in_chunks(&d, EXPLICIT, 3).unwrap_err();
+        assert_eq!(e.problem, Problem::Attributes);
     }
 
     #[test]
