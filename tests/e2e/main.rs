@@ -18,6 +18,7 @@ mod neolens;
 mod openapi;
 mod pi;
 mod pipeline;
+mod privacy;
 mod radanalyzer;
 mod radanalyzer_capture;
 mod retention;

@@ -1,0 +1,122 @@
+//! Trust at the network edge: literal LIKE searches, file modes, JWT time claims, confined
+//! result files, the Pi URL fetch, audit of DICOMweb and FHIR reads, the DICOM audit export.
+
+use std::path::{Path, PathBuf};
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{new_uid, on_both_databases, storescu, write_dx, Db, TestApp};
+
+/// A node without the inference pipeline (these tests are about the edge, not the models).
+async fn quiet_node(db: Db) -> TestApp {
+    TestApp::spawn_with(db, |s| s.pipeline.enabled = false).await
+}
+
+/// A synthetic DX instance of a new study whose PatientName is `name`; returns (study, path).
+fn instance_named(dir: &Path, name: &str) -> (String, PathBuf) {
+    let study = new_uid();
+    let path = write_dx(dir, &study, &new_uid(), &new_uid(), 8, 8);
+    let mut obj = dicom_object::open_file(&path).expect("open written instance");
+    obj.put(DataElement::new(
+        tags::PATIENT_NAME,
+        VR::PN,
+        PrimitiveValue::from(name),
+    ));
+    obj.write_to_file(&path).expect("rewrite instance");
+    (study, path)
+}
+
+/// The study UIDs a `/v1/studies` search answers.
+async fn rest_search(app: &TestApp, query: &str) -> Vec<String> {
+    let (status, body) = app.get_json(&format!("/v1/studies?{query}")).await;
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    let mut uids: Vec<String> = body["data"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|s| s["study_uid"].as_str().unwrap().to_string())
+        .collect();
+    uids.sort();
+    uids
+}
+
+/// The study UIDs a QIDO-RS study search answers.
+async fn qido_search(app: &TestApp, query: &str) -> Vec<String> {
+    let resp = app
+        .client()
+        .get(app.url(&format!("/dicomweb/studies?{query}")))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    if status == StatusCode::NO_CONTENT {
+        return Vec::new();
+    }
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    let mut uids: Vec<String> = body
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|s| s["0020000D"]["Value"][0].as_str().unwrap().to_string())
+        .collect();
+    uids.sort();
+    uids
+}
+
+fn sorted(v: &[&String]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+async fn like_wildcards_in_input_match_literally(db: Db) {
+    let app = quiet_node(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, a) = instance_named(dir.path(), "DOE^JOHN");
+    let (percent, b) = instance_named(dir.path(), "DOE%^JANE");
+    let (under, c) = instance_named(dir.path(), "DOE_^JIM");
+    let (bang, d) = instance_named(dir.path(), "DOE!^JO");
+    storescu(&app, &[a, b, c, d]).await;
+    let all = sorted(&[&plain, &percent, &under, &bang]);
+
+    // REST: a substring match, where % and _ (and the escape character) are themselves.
+    assert_eq!(
+        rest_search(&app, "patient_name=%25").await,
+        vec![percent.clone()]
+    );
+    assert_eq!(
+        rest_search(&app, "patient_name=_").await,
+        vec![under.clone()]
+    );
+    assert_eq!(
+        rest_search(&app, "patient_name=!").await,
+        vec![bang.clone()]
+    );
+    assert_eq!(rest_search(&app, "patient_name=doe").await, all);
+
+    // QIDO-RS: * and ? are wildcards, a literal % or _ matches only itself.
+    assert_eq!(
+        qido_search(&app, "PatientName=*%25*").await,
+        vec![percent.clone()]
+    );
+    assert_eq!(
+        qido_search(&app, "PatientName=DOE_*").await,
+        vec![under.clone()]
+    );
+    assert_eq!(
+        qido_search(&app, "PatientName=DOE!*").await,
+        vec![bang.clone()]
+    );
+    assert_eq!(qido_search(&app, "PatientName=doe*").await, all);
+    assert_eq!(
+        qido_search(&app, "PatientName=DOE?^J*").await,
+        sorted(&[&percent, &under, &bang])
+    );
+    assert!(qido_search(&app, "PatientName=%25").await.is_empty());
+}
+
+on_both_databases!(like_wildcards => like_wildcards_in_input_match_literally);
