@@ -120,3 +120,80 @@ async fn like_wildcards_in_input_match_literally(db: Db) {
 }
 
 on_both_databases!(like_wildcards => like_wildcards_in_input_match_literally);
+
+/// Every entry under `dir` with its mode, links not followed.
+#[cfg(unix)]
+fn modes_under(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push((p, m.permissions().mode() & 0o777, m.is_dir()));
+        }
+    }
+    out
+}
+
+/// After a node stored an instance (and generated its JWT secret), nothing under its data
+/// folder is open to group or other; a folder left loose by an earlier run is tightened.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_folder_is_the_nodes_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.auth.jwt_secret = None;
+        s.pipeline.enabled = false;
+        // What an earlier version left: a world-readable folder and export.
+        let data = &s.storage.data_dir;
+        std::fs::create_dir_all(data).unwrap();
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(data.join("old-export.json"), b"{}").unwrap();
+        std::fs::set_permissions(
+            data.join("old-export.json"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = instance_named(dir.path(), "MODE^TEST");
+    storescu(&app, &[file]).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 1);
+    let (status, _) = app.get_json("/v1/studies?patient_id=PID-TEST-1").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let data_mode = std::fs::metadata(&app.data_dir)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(data_mode, 0o700, "the data folder");
+    let entries = modes_under(&app.data_dir);
+    for name in [
+        "radstream.db",
+        "radstream.db-wal",
+        "radstream.db-shm",
+        "jwt.secret",
+    ] {
+        assert!(
+            entries.iter().any(|(p, _, _)| p.ends_with(name)),
+            "{name} exists: {entries:?}"
+        );
+    }
+    assert!(entries
+        .iter()
+        .any(|(p, _, _)| p.extension().is_some_and(|e| e == "dcm")));
+    for (path, mode, is_dir) in &entries {
+        if *is_dir {
+            assert_eq!(*mode, 0o700, "{}", path.display());
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        }
+    }
+}
