@@ -161,13 +161,21 @@ impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         match self {
-            AuthError::Missing | AuthError::Expired | AuthError::Invalid | AuthError::Revoked => {
+            AuthError::Missing
+            | AuthError::Expired
+            | AuthError::NotYetValid(_)
+            | AuthError::Invalid
+            | AuthError::Revoked => {
                 let challenge = if self == AuthError::Missing {
                     "Bearer realm=\"radstream\""
                 } else {
                     "Bearer realm=\"radstream\", error=\"invalid_token\""
                 };
-                let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+                let mut error = ApiError::new(StatusCode::UNAUTHORIZED, message);
+                if let AuthError::NotYetValid(claim) = self {
+                    error = error.with_details(json!({ "claim": claim }));
+                }
+                let mut resp = error.into_response();
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),

@@ -153,6 +153,10 @@ pub enum AuthError {
     /// A well-signed token past its `exp`.
     #[error("Token expired")]
     Expired,
+    /// A well-signed token whose `nbf` or `iat` (the claim named) lies in the future beyond
+    /// the clock leeway.
+    #[error("Token not yet valid ({0})")]
+    NotYetValid(&'static str),
     /// Malformed, tampered, wrong key, issuer or audience, or an unknown API key.
     #[error("Invalid token")]
     Invalid,

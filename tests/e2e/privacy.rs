@@ -8,6 +8,9 @@ use dicom_dictionary_std::tags;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use radstream::auth::jwt::Issuer;
+use radstream::auth::Scope;
+
 use crate::helpers::{new_uid, on_both_databases, storescu, write_dx, Db, TestApp};
 
 /// A node without the inference pipeline (these tests are about the edge, not the models).
@@ -196,4 +199,60 @@ async fn the_data_folder_is_the_nodes_alone() {
             assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
         }
     }
+}
+
+/// A correctly signed admin token whose `nbf` (or `iat`) lies an hour ahead is refused with a
+/// 401 naming the claim; one a few seconds ahead passes within `auth.clock_leeway_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_the_future_is_refused_naming_the_claim() {
+    let app = TestApp::spawn_with(Db::Sqlite, |s| s.auth.clock_leeway_secs = 60).await;
+    let issuer = Issuer::from_settings(&app.settings).unwrap();
+    let base = issuer.claims(
+        "ahead",
+        &[Scope::Admin],
+        std::time::Duration::from_secs(7200),
+    );
+    let get = |token: String| {
+        reqwest::Client::new()
+            .get(app.url("/v1/audit"))
+            .bearer_auth(token)
+            .send()
+    };
+    for (claim, claims) in [
+        (
+            "nbf",
+            radstream::auth::jwt::Claims {
+                nbf: Some(base.iat + 3600),
+                ..base.clone()
+            },
+        ),
+        (
+            "iat",
+            radstream::auth::jwt::Claims {
+                iat: base.iat + 3600,
+                ..base.clone()
+            },
+        ),
+    ] {
+        let resp = get(issuer.sign(&claims).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{claim}");
+        assert!(resp.headers().contains_key("www-authenticate"));
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            format!("Token not yet valid ({claim})"),
+            "{body}"
+        );
+        assert!(
+            body["error"]["details"].to_string().contains(claim),
+            "{body}"
+        );
+    }
+    let near = radstream::auth::jwt::Claims {
+        nbf: Some(base.iat + 20),
+        iat: base.iat + 20,
+        ..base.clone()
+    };
+    let resp = get(issuer.sign(&near).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "within the leeway");
 }
