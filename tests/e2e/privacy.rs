@@ -256,3 +256,96 @@ async fn a_token_from_the_future_is_refused_naming_the_claim() {
     let resp = get(issuer.sign(&near).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "within the leeway");
 }
+
+/// The admin's view of the audit log (the newest 100 rows).
+async fn audit_rows(app: &TestApp) -> Vec<Value> {
+    let (status, body) = app.get_json("/v1/audit?limit=100").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["items"].as_array().unwrap().clone()
+}
+
+/// QIDO-RS, WADO-RS and FHIR reads each leave an audit row naming who, what and when.
+async fn dicomweb_and_fhir_reads_are_audited(db: Db) {
+    let app = quiet_node(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (study, file) = instance_named(dir.path(), "AUDIT^ME");
+    storescu(&app, &[file]).await;
+    let reader = app.token(&[Scope::ResultsRead]);
+    let get = |path: String, accept: &'static str| {
+        reqwest::Client::new()
+            .get(app.url(&path))
+            .bearer_auth(&reader)
+            .header("accept", accept)
+            .send()
+    };
+    let started = radstream::db::now_ms();
+    let qido = get(
+        "/dicomweb/studies?PatientID=PID-TEST-1&includefield=all".into(),
+        "application/dicom+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(qido.status(), StatusCode::OK);
+    let wado = get(
+        format!("/dicomweb/studies/{study}"),
+        "multipart/related; type=\"application/dicom\"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(wado.status(), StatusCode::OK);
+    let _ = wado.bytes().await.unwrap();
+    let meta = get(
+        format!("/dicomweb/studies/{study}/metadata"),
+        "application/dicom+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta.status(), StatusCode::OK);
+    let fhir = get(
+        format!("/fhir/DiagnosticReport?identifier={study}"),
+        "application/fhir+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(fhir.status(), StatusCode::OK);
+
+    let rows = audit_rows(&app).await;
+    let find = |action: &str| {
+        rows.iter()
+            .find(|r| r["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} row in {rows:#?}"))
+            .clone()
+    };
+    for r in [
+        find("dicomweb.qido.studies"),
+        find("dicomweb.wado.study"),
+        find("dicomweb.wado.study_metadata"),
+        find("fhir.DiagnosticReport.search"),
+    ] {
+        assert_eq!(r["principal"], "test", "{r}");
+        assert_eq!(r["status"], 200, "{r}");
+        assert!(r["at_ms"].as_i64().unwrap() >= started, "{r}");
+        assert!(
+            r["request_id"].is_string() && r["remote_addr"].is_string(),
+            "{r}"
+        );
+    }
+    let q = find("dicomweb.qido.studies");
+    assert_eq!(q["patient_id"], "PID-TEST-1", "{q}");
+    assert!(
+        q["query"]
+            .as_str()
+            .unwrap()
+            .contains("PatientID=PID-TEST-1"),
+        "{q}"
+    );
+    assert_eq!(find("dicomweb.wado.study")["study_uid"], study.as_str());
+    assert_eq!(
+        find("dicomweb.wado.study_metadata")["study_uid"],
+        study.as_str()
+    );
+    let f = find("fhir.DiagnosticReport.search");
+    assert!(f["query"].as_str().unwrap().contains(&study), "{f}");
+}
+
+on_both_databases!(reads_are_audited => dicomweb_and_fhir_reads_are_audited);

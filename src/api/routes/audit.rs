@@ -82,6 +82,7 @@ async fn list(
                 "remote_addr": r.remote_addr,
                 "request_id": r.request_id,
                 "status": r.status,
+                "query": r.query,
             })
         })
         .collect();
