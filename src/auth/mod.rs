@@ -11,6 +11,7 @@
 //! [`Authenticator`] ties them together for the HTTP layer (`api::auth`), which maps
 //! [`AuthError`] to 401/403/429 answers.
 
+pub mod atna;
 pub mod audit;
 pub mod cli;
 pub mod jwt;

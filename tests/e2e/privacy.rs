@@ -346,6 +346,66 @@ async fn dicomweb_and_fhir_reads_are_audited(db: Db) {
     );
     let f = find("fhir.DiagnosticReport.search");
     assert!(f["query"].as_str().unwrap().contains(&study), "{f}");
+
+    // The same rows as DICOM audit messages, valid against PS3.15's schema.
+    let resp = app
+        .client()
+        .get(app.url("/v1/audit?format=dicom-xml&limit=100"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/xml"));
+    let xml = resp.bytes().await.unwrap();
+    let summary = check_dicom_audit(&xml);
+    let messages = summary["messages"].as_array().unwrap();
+    // The rows above, and the audit.read of reading them.
+    assert_eq!(summary["count"].as_u64().unwrap() as usize, rows.len() + 1);
+    let of =
+        |event: &str| -> Vec<&Value> { messages.iter().filter(|m| m["event"] == event).collect() };
+    let query = of("110112")
+        .into_iter()
+        .find(|m| m["queries"].to_string().contains("PatientID=PID-TEST-1"))
+        .expect("the QIDO-RS search as a Query event");
+    assert_eq!(query["action"], "E");
+    assert!(
+        query["objects"].to_string().contains("PID-TEST-1"),
+        "{query}"
+    );
+    assert_eq!(query["users"][0], "test");
+    assert_eq!(query["source"], "RADSTREAM");
+    let export = of("110106");
+    assert!(
+        export
+            .iter()
+            .any(|m| m["objects"].to_string().contains(&study)),
+        "the WADO-RS retrieve as an Export event naming the study: {export:?}"
+    );
+}
+
+/// Runs tests/python/check_dicom_audit.py on `xml`; its JSON summary.
+fn check_dicom_audit(xml: &[u8]) -> Value {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_dicom_audit.py");
+    let mut child = std::process::Command::new(crate::helpers::python())
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child.stdin.take().unwrap().write_all(xml).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(xml)
+    );
+    serde_json::from_slice(&out.stdout).expect("summary JSON")
 }
 
 on_both_databases!(reads_are_audited => dicomweb_and_fhir_reads_are_audited);
