@@ -119,6 +119,8 @@ pub enum ConfigCommand {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before any command creates a file (database, key, secret): see `file_modes`.
+    crate::file_modes::restrict_umask();
     let load = || Settings::load(cli.config.as_deref());
     match cli.command {
         Command::Config {

@@ -19,6 +19,7 @@ pub mod domain;
 pub mod events;
 pub mod export;
 pub mod fhir;
+pub mod file_modes;
 pub mod inference;
 pub mod ingest;
 pub mod job;

@@ -22,6 +22,7 @@ use super::json::{self as dj, tag_key};
 use super::{base_url, DICOM_JSON};
 use crate::api::error::valid_uid;
 use crate::api::{ApiError, AppState};
+use crate::db::{push_like_literal, LIKE_ESCAPE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -341,18 +342,14 @@ fn parse_query(raw: Option<&str>, level: Level) -> Result<Query, ApiError> {
     Ok(q)
 }
 
-/// `*`/`?` to a LIKE pattern with `\` as escape.
+/// `*`/`?` to LIKE's `%`/`_`; every other character matches itself (use with [`LIKE_ESCAPE`]).
 fn like_pattern(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         match c {
             '*' => out.push('%'),
             '?' => out.push('_'),
-            '%' | '_' | '\\' => {
-                out.push('\\');
-                out.push(c)
-            }
-            c => out.push(c),
+            c => push_like_literal(&mut out, c),
         }
     }
     out
@@ -475,7 +472,11 @@ fn add_filter(
                 ("=", value.to_string())
             };
             let p = bind(v, binds);
-            let esc = if wild { " ESCAPE '\\'" } else { "" };
+            let esc = if wild {
+                format!(" {LIKE_ESCAPE}")
+            } else {
+                String::new()
+            };
             if attr.kind == Pn {
                 clauses.push(format!("LOWER({col}) {op} LOWER({p}){esc}"));
             } else {
@@ -784,7 +785,7 @@ mod tests {
     #[test]
     fn wildcards_become_escaped_like_patterns() {
         assert_eq!(like_pattern("DOE*"), "DOE%");
-        assert_eq!(like_pattern("D?E_1%"), "D_E\\_1\\%");
+        assert_eq!(like_pattern("D?E_1%!"), "D_E!_1!%!!");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod neolens;
 mod openapi;
 mod pi;
 mod pipeline;
+mod privacy;
 mod radanalyzer;
 mod radanalyzer_capture;
 mod retention;
