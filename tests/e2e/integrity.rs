@@ -261,6 +261,17 @@ fn nested(levels: usize) -> Vec<u8> {
     d
 }
 
+/// A DX Part 10 file whose data set nests 1,500 sequences deep (54 KB): the input that
+/// overflowed the stack of the node's parser.
+pub(crate) fn deeply_nested_dx(dir: &Path) -> Vec<u8> {
+    let sop = new_uid();
+    let deep = splice(&dx_with_sequence(dir, &sop, 64), &nested(1500));
+    part10(
+        &dx_meta(&sop, b"DEEP", Some(b"1.2.840.10008.1.2.1\0")),
+        &deep,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_nesting_is_refused_on_every_path_and_the_node_stays_up() {
     let app = TestApp::spawn(Db::Sqlite).await;
