@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 
 use crate::configuration::PeerRule;
+use crate::tls::PeerCertificate;
 
 /// Access control for one incoming connection (the peer address is known per connection,
 /// which dicom-ul's trait does not pass in).
@@ -13,6 +14,8 @@ pub struct PeerPolicy<'a> {
     pub check_called_ae: bool,
     pub allowed_peers: &'a [PeerRule],
     pub peer_ip: IpAddr,
+    /// The verified client certificate of a TLS connection (`None` for plain TCP).
+    pub peer_certificate: Option<PeerCertificate>,
 }
 
 impl PeerPolicy<'_> {
@@ -22,8 +25,16 @@ impl PeerPolicy<'_> {
             return true;
         }
         let calling = calling_ae.trim();
+        let cn = self
+            .peer_certificate
+            .as_ref()
+            .and_then(PeerCertificate::common_name);
         self.allowed_peers.iter().any(|r| {
-            r.ae_title.trim() == calling && r.host.is_none_or(|h| same_ip(h, self.peer_ip))
+            r.ae_title.trim() == calling
+                && r.host.is_none_or(|h| same_ip(h, self.peer_ip))
+                && r.certificate_subject
+                    .as_deref()
+                    .is_none_or(|want| cn.as_deref() == Some(want))
         })
     }
 }
@@ -64,11 +75,12 @@ mod tests {
         vec![
             PeerRule {
                 ae_title: "MODALITY".into(),
-                host: None,
+                ..Default::default()
             },
             PeerRule {
                 ae_title: "PACS".into(),
                 host: Some("10.0.0.5".parse().unwrap()),
+                ..Default::default()
             },
         ]
     }
@@ -80,6 +92,7 @@ mod tests {
             check_called_ae: true,
             allowed_peers: &r,
             peer_ip: "127.0.0.1".parse().unwrap(),
+            peer_certificate: None,
         };
         assert!(p
             .check_access("RADSTREAM", "MODALITY", "RADSTREAM", None)
@@ -98,7 +111,7 @@ mod tests {
             .is_err());
         let p2 = PeerPolicy {
             peer_ip: "::ffff:10.0.0.5".parse().unwrap(),
-            ..p
+            ..p.clone()
         };
         assert!(p2
             .check_access("RADSTREAM", "PACS", "RADSTREAM", None)
@@ -111,6 +124,7 @@ mod tests {
             check_called_ae: false,
             allowed_peers: &[],
             peer_ip: "127.0.0.1".parse().unwrap(),
+            peer_certificate: None,
         };
         assert!(p.check_access("RADSTREAM", "ANY", "WHATEVER", None).is_ok());
     }
