@@ -429,7 +429,11 @@ impl Settings {
                 "enabled = true needs certificate and private_key (PEM files)",
             );
         }
-        if self.dicom.allowed_peers.iter().any(|p| p.certificate_subject.is_some())
+        if self
+            .dicom
+            .allowed_peers
+            .iter()
+            .any(|p| p.certificate_subject.is_some())
             && !(tls.enabled && tls.client_ca.is_some())
         {
             return invalid(

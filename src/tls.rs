@@ -44,7 +44,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads the certificates of a PEM file (at least one).
-pub fn load_certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certificates(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     // Read first so a missing or unreadable file gets the operating system's words.
     let pem = std::fs::read(path).map_err(|e| file_error(what, path, e))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
@@ -57,7 +60,10 @@ pub fn load_certificates(what: &'static str, path: &Path) -> Result<Vec<Certific
 }
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1). The error never quotes the file.
-pub fn load_private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub fn load_private_key(
+    what: &'static str,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = std::fs::read(path).map_err(|e| file_error(what, path, e))?;
     PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|_| file_error(what, path, "holds no PEM private key"))
@@ -73,10 +79,7 @@ fn load_roots(what: &'static str, path: &Path) -> Result<Arc<RootCertStore>, Tls
     Ok(Arc::new(roots))
 }
 
-fn certified_key(
-    certificate: &Path,
-    private_key: &Path,
-) -> Result<Arc<CertifiedKey>, TlsError> {
+fn certified_key(certificate: &Path, private_key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = load_certificates("certificate", certificate)?;
     let key = load_private_key("private key", private_key)?;
     let signing = provider()
@@ -109,6 +112,12 @@ pub struct ServerTls {
 pub struct PeerCertificate(Arc<Mutex<Option<String>>>);
 
 impl PeerCertificate {
+    /// A certificate already seen with this common name (for tests of the policy).
+    #[cfg(test)]
+    pub(crate) fn with_common_name(cn: &str) -> PeerCertificate {
+        PeerCertificate(Arc::new(Mutex::new(Some(cn.to_string()))))
+    }
+
     /// The subject CN of the verified client certificate, if any.
     pub fn common_name(&self) -> Option<String> {
         self.0.lock().ok().and_then(|g| g.clone())
@@ -126,9 +135,12 @@ impl ServerTls {
         let client_verifier = match client_ca {
             None => None,
             Some(ca) => Some(
-                WebPkiClientVerifier::builder_with_provider(load_roots("client CA", ca)?, provider())
-                    .build()
-                    .map_err(|e| TlsError::Config(format!("client CA {}: {e}", ca.display())))?,
+                WebPkiClientVerifier::builder_with_provider(
+                    load_roots("client CA", ca)?,
+                    provider(),
+                )
+                .build()
+                .map_err(|e| TlsError::Config(format!("client CA {}: {e}", ca.display())))?,
             ),
         };
         Ok(ServerTls {
@@ -240,9 +252,8 @@ impl ClientTlsFiles {
             .expect("BUG: ring supports the default TLS versions")
             .with_root_certificates(roots);
         let config = match (&self.certificate, &self.private_key) {
-            (Some(c), Some(k)) => {
-                builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified_key(c, k)?)))
-            }
+            (Some(c), Some(k)) => builder
+                .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified_key(c, k)?))),
             (None, None) => builder.with_no_client_auth(),
             _ => {
                 return Err(TlsError::Config(
@@ -340,7 +351,9 @@ mod tests {
         std::fs::write(&key, "SECRET-MATERIAL-not-a-key").unwrap();
         let e = ServerTls::load(&cert, &key, None).unwrap_err().to_string();
         assert!(e.contains("c.pem"), "{e}");
-        let e = load_private_key("private key", &key).unwrap_err().to_string();
+        let e = load_private_key("private key", &key)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("k.pem") && !e.contains("SECRET"), "{e}");
     }
 }

@@ -13,7 +13,6 @@ use super::transport::Assoc;
 use super::IngestContext;
 use crate::store::{FileMeta, IncomingFile, Reservation, Source, Store, StoreError, StoreOutcome};
 
-
 /// Where the data set of the current C-STORE goes.
 enum Sink {
     File(Box<(IncomingFile, FileMeta, Reservation)>),

@@ -170,7 +170,14 @@ impl Connection {
         Instant::now() + Duration::from_secs(self.ctx.settings.pre_association_timeout_secs)
     }
 
-    fn options(&self, peer_certificate: Option<PeerCertificate>) -> ServerAssociationOptions<'_, PeerPolicy<'_>, dicom_ul::association::server::DefaultNegotiation> {
+    fn options(
+        &self,
+        peer_certificate: Option<PeerCertificate>,
+    ) -> ServerAssociationOptions<
+        '_,
+        PeerPolicy<'_>,
+        dicom_ul::association::server::DefaultNegotiation,
+    > {
         let s = &self.ctx.settings;
         let policy = PeerPolicy {
             check_called_ae: s.check_called_ae,
@@ -206,7 +213,12 @@ impl Connection {
     }
 
     /// Plain TCP: the association slot is taken once the whole A-ASSOCIATE-RQ has arrived.
-    async fn plain(self, socket: TcpStream, pending: OwnedSemaphorePermit, cancel: CancellationToken) {
+    async fn plain(
+        self,
+        socket: TcpStream,
+        pending: OwnedSemaphorePermit,
+        cancel: CancellationToken,
+    ) {
         let deadline = self.deadline();
         match tokio::time::timeout_at(deadline, request_arrived(&socket)).await {
             Err(_) => return self.timed_out(),
@@ -285,7 +297,9 @@ impl Connection {
             timeout_secs = self.ctx.settings.pre_association_timeout_secs,
             "no whole A-ASSOCIATE-RQ within the pre-association time-out; closing"
         );
-        self.ctx.metrics.association_rejected("pre_association_timeout");
+        self.ctx
+            .metrics
+            .association_rejected("pre_association_timeout");
     }
 
     /// The association, or `None` after logging and counting why there is none.

@@ -119,6 +119,31 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_subject_rule_needs_that_verified_client_certificate() {
+        let r = vec![PeerRule {
+            ae_title: "MODALITY".into(),
+            certificate_subject: Some("mod1.example".into()),
+            ..Default::default()
+        }];
+        let policy = |peer_certificate| PeerPolicy {
+            check_called_ae: true,
+            allowed_peers: &r,
+            peer_ip: "10.0.0.9".parse().unwrap(),
+            peer_certificate,
+        };
+        assert!(
+            policy(Some(PeerCertificate::with_common_name("mod1.example")))
+                .calling_allowed("MODALITY")
+        );
+        assert!(
+            !policy(Some(PeerCertificate::with_common_name("mod2.example")))
+                .calling_allowed("MODALITY")
+        );
+        assert!(!policy(Some(PeerCertificate::default())).calling_allowed("MODALITY"));
+        assert!(!policy(None).calling_allowed("MODALITY"));
+    }
+
+    #[test]
     fn empty_allow_list_accepts_any_caller() {
         let p = PeerPolicy {
             check_called_ae: false,

@@ -12,13 +12,13 @@ use tokio::net::TcpStream;
 /// An association accepted on the plain or the TLS listener.
 #[derive(Debug)]
 pub enum Assoc {
-    Plain(AsyncServerAssociation<TcpStream>),
+    Plain(Box<AsyncServerAssociation<TcpStream>>),
     Tls(Box<AsyncServerAssociation<AsyncTlsStream>>),
 }
 
 impl From<AsyncServerAssociation<TcpStream>> for Assoc {
     fn from(a: AsyncServerAssociation<TcpStream>) -> Self {
-        Assoc::Plain(a)
+        Assoc::Plain(Box::new(a))
     }
 }
 
