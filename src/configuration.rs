@@ -573,6 +573,22 @@ mod tests {
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains("retention.free_percent_target"), "{e}");
         }
+        let mut s = Settings::default();
+        s.dicom.max_associations_per_peer = 0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("dicom.max_associations_per_peer"), "{e}");
+        let mut s = Settings::default();
+        s.dicom.tls.enabled = true;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("dicom.tls"), "{e}");
+        let mut s = Settings::default();
+        s.dicom.allowed_peers = vec![PeerRule {
+            ae_title: "MOD".into(),
+            certificate_subject: Some("mod.example".into()),
+            ..Default::default()
+        }];
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("certificate_subject"), "{e}");
     }
 
     #[test]
