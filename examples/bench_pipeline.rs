@@ -344,6 +344,7 @@ impl Node {
             sub: "bench".into(),
             scope: "results:read".into(),
             iat: now,
+            nbf: None,
             exp: now + 86_400,
             iss: "radstream".into(),
             aud: "radstream".into(),

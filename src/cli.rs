@@ -76,6 +76,16 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Check DICOM files as the node checks what it receives (complete, bounded, Pixel Data of
+    /// the right size), without parsing them: by default every file the store holds. Prints
+    /// one line per broken file; exits 1 when any is broken.
+    Verify {
+        /// Files or folders (searched recursively) instead of the store's instances folder.
+        paths: Vec<PathBuf>,
+        /// Print one JSON line per file checked.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the studies in the index.
     Studies {
         #[arg(long, default_value_t = 50)]
@@ -143,6 +153,8 @@ pub enum ConfigCommand {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before any command creates a file (database, key, secret): see `file_modes`.
+    crate::file_modes::restrict_umask();
     let load = || Settings::load(cli.config.as_deref());
     match cli.command {
         Command::Config {
@@ -246,6 +258,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Usage { month, key, json } => {
             crate::compat::radanalyzer::usage::cli(&load()?, month, key, json).await
         }
+        Command::Verify { paths, json } => {
+            let paths = if paths.is_empty() {
+                vec![load()?.storage.data_dir.join("instances")]
+            } else {
+                paths
+            };
+            let files = scu::collect_files(&paths);
+            let mut broken = 0usize;
+            for f in &files {
+                let verdict = crate::dataset::verify_file(f);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "path": f,
+                            "ok": verdict.is_ok(),
+                            "error": verdict.as_ref().err().map(|e| e.to_string()),
+                        })
+                    );
+                } else if let Err(e) = &verdict {
+                    println!("{}: {e}", f.display());
+                }
+                broken += usize::from(verdict.is_err());
+            }
+            eprintln!("{} files checked, {broken} broken", files.len());
+            if broken > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Studies { limit } => {
             let settings = load()?;
             let db = Database::connect(&settings).await?;
@@ -319,6 +361,18 @@ async fn send(
     let (studies, mut results) = tokio::task::spawn_blocking(move || scu::group_by_study(&files))
         .await
         .context("reading the files")?;
+    // Files that cannot be read are reported at once, with the reason.
+    for r in &results {
+        if json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            eprintln!(
+                "{}: {}",
+                r.path.display(),
+                r.error.as_deref().unwrap_or("cannot be read")
+            );
+        }
+    }
     let total: usize = studies.values().map(|v| v.len()).sum();
     let bar = if json {
         indicatif::ProgressBar::hidden()

@@ -42,10 +42,14 @@ impl Application {
     /// Connects and migrates the database, opens the store, re-arms study timers and binds
     /// both listeners (port 0 picks a free port; see [`Self::dicom_addr`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        crate::file_modes::restrict_umask();
         let cancel = CancellationToken::new();
         let db = Database::connect(&settings)
             .await
             .context("opening the index database")?;
+        crate::file_modes::tighten_folder(&settings.storage.data_dir)
+            .and_then(|_| crate::file_modes::tighten_sqlite(&settings.database_url()))
+            .context("removing group/other access from the data folder")?;
         db.migrate().await.context("migrating the index database")?;
         let metrics = Metrics::new();
         let bus = EventBus::new(db.clone(), &settings.events, metrics.clone())

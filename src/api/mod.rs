@@ -43,12 +43,21 @@ pub struct RouteSpec {
     /// Body limit of this route when it must exceed `http.max_body_bytes` (RadAnalyzer's ten
     /// base64 images of 10 MB); `None`: the configured limit.
     pub body_limit: Option<usize>,
+    /// The audit action every answer of this route is recorded under ([`auth::audit_read`]);
+    /// for routes whose handlers cannot audit themselves (DICOMweb reads).
+    pub audit: Option<&'static str>,
 }
 
 impl RouteSpec {
     /// Raises this route's body limit to at least `bytes`.
     pub fn with_body_limit(mut self, bytes: usize) -> RouteSpec {
         self.body_limit = Some(bytes);
+        self
+    }
+
+    /// Records every answer in the audit log under `action`.
+    pub fn audited(mut self, action: &'static str) -> RouteSpec {
+        self.audit = Some(action);
         self
     }
 }
@@ -86,6 +95,14 @@ pub fn routes() -> Vec<RouteSpec> {
 pub fn router(state: AppState) -> Router {
     let mut groups: std::collections::BTreeMap<usize, Router<AppState>> = Default::default();
     for (spec, handler) in route_table() {
+        // Inside authentication: the principal is known when the row is written.
+        let handler = match spec.audit {
+            Some(action) => handler.route_layer(middleware::from_fn_with_state(
+                (state.db.clone(), action),
+                auth::audit_read,
+            )),
+            None => handler,
+        };
         let handler = match spec.access {
             Access::Public => handler,
             Access::Scope(scope) => handler.route_layer(middleware::from_fn_with_state(
@@ -145,5 +162,6 @@ pub(crate) fn spec(
         access,
         summary,
         body_limit: None,
+        audit: None,
     }
 }

@@ -615,7 +615,7 @@ fn details() -> Vec<Detail> {
                             "type": { "type": "string", "enum": ["image", "eeg"], "description": "eeg is refused: no EEG model" },
                             "modality": { "type": "string", "description": "xray (chest X-ray)" },
                             "image_base64": { "type": "string" },
-                            "url": { "type": "string", "description": "Only hosts in compat.pi_url_hosts" },
+                            "url": { "type": "string", "description": "Only host:port pairs in compat.pi_url_hosts; fetched by the job after the 202" },
                         },
                     },
                     "context": { "type": "object", "description": "At most 16,000 characters serialised; `locale` is read" },

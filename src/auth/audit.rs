@@ -21,6 +21,9 @@ pub struct AuditEntry<'a> {
     pub request_id: Option<&'a str>,
     /// HTTP status answered.
     pub status: Option<u16>,
+    /// What a search asked for: its query string (never a credential: `access_token` is
+    /// removed before handlers see the URI).
+    pub query: Option<&'a str>,
 }
 
 /// Appends one row to `audit_log` and returns its id.
@@ -31,8 +34,8 @@ pub async fn record(
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO audit_log (at, principal, auth_method, action, patient_id, study_uid, \
-           remote_addr, request_id, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+           remote_addr, request_id, status, query) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(now_ms())
     .bind(&principal.subject)
@@ -43,6 +46,7 @@ pub async fn record(
     .bind(entry.remote_addr)
     .bind(entry.request_id)
     .bind(entry.status.map(i64::from))
+    .bind(entry.query)
     .fetch_one(&db.pool)
     .await
 }
@@ -62,6 +66,7 @@ pub struct AuditRecord {
     pub remote_addr: Option<String>,
     pub request_id: Option<String>,
     pub status: Option<i64>,
+    pub query: Option<String>,
 }
 
 /// Filters of [`list`].
@@ -78,7 +83,7 @@ pub struct AuditFilter {
 pub async fn list(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditRecord>, sqlx::Error> {
     let mut sql = String::from(
         "SELECT id, at, principal, auth_method, action, patient_id, study_uid, remote_addr, \
-           request_id, status FROM audit_log WHERE 1 = 1",
+           request_id, status, query FROM audit_log WHERE 1 = 1",
     );
     let mut n = 0;
     if filter.patient_id.is_some() {
@@ -101,16 +106,17 @@ pub async fn list(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditRecord
     Ok(rows
         .iter()
         .map(|r| AuditRecord {
-            id: r.get(0),
-            at: r.get(1),
-            principal: r.get(2),
-            auth_method: r.get(3),
-            action: r.get(4),
-            patient_id: r.get(5),
-            study_uid: r.get(6),
-            remote_addr: r.get(7),
-            request_id: r.get(8),
-            status: r.get(9),
+            id: r.get("id"),
+            at: r.get("at"),
+            principal: r.get("principal"),
+            auth_method: r.get("auth_method"),
+            action: r.get("action"),
+            patient_id: r.get("patient_id"),
+            study_uid: r.get("study_uid"),
+            remote_addr: r.get("remote_addr"),
+            request_id: r.get("request_id"),
+            status: r.get("status"),
+            query: r.get("query"),
         })
         .collect())
 }
@@ -166,6 +172,7 @@ mod tests {
                     remote_addr: Some("127.0.0.1:5000"),
                     request_id: Some("r"),
                     status: Some(200),
+                    query: Some("PatientID=P1"),
                 },
             )
             .await
@@ -184,6 +191,7 @@ mod tests {
         assert!(all[0].id > all[1].id, "newest first");
         assert_eq!(all[0].auth_method, "api_key");
         assert_eq!(all[0].status, Some(200));
+        assert_eq!(all[0].query.as_deref(), Some("PatientID=P1"));
         let p1 = list(
             &db,
             &AuditFilter {

@@ -3,7 +3,8 @@
 //!
 //! Claims we issue: `sub`, `scope` (space-separated scopes), `iat`, `exp`, `iss`, `aud`, `jti`.
 //! Verification requires a valid signature with the configured algorithm only (no `alg`
-//! confusion), an unexpired `exp`, and `iss`/`aud` equal to `auth.issuer`/`auth.audience`.
+//! confusion), an unexpired `exp`, an `nbf` and `iat` not in the future, and `iss`/`aud` equal
+//! to `auth.issuer`/`auth.audience`; the time claims with `auth.clock_leeway_secs` of skew.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,9 +20,6 @@ use crate::configuration::Settings;
 
 /// Name of the generated HS256 secret inside the data folder.
 pub const SECRET_FILE: &str = "jwt.secret";
-
-/// Clock skew tolerated on `exp`, in seconds.
-const LEEWAY_SECS: u64 = 30;
 
 /// Keys that could not be loaded or created, or a token that could not be signed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +57,9 @@ pub struct Claims {
     pub scope: String,
     /// Issued at, seconds since the epoch.
     pub iat: i64,
+    /// Not before, seconds since the epoch (we issue none; tests and other issuers do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
     pub iss: String,
@@ -73,6 +74,8 @@ struct Verified {
     sub: String,
     #[serde(default)]
     scope: String,
+    /// A NumericDate may have a fraction.
+    iat: Option<f64>,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -145,6 +148,7 @@ fn bad_key(what: &'static str, path: &Path, e: jsonwebtoken::errors::Error) -> K
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    leeway_secs: u64,
 }
 
 impl Verifier {
@@ -173,11 +177,16 @@ impl Verifier {
             }
         };
         let mut validation = Validation::new(algorithm(auth.jwt_algorithm));
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = auth.clock_leeway_secs;
+        validation.validate_nbf = true;
         validation.set_issuer(&[auth.issuer.as_str()]);
         validation.set_audience(&[auth.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Ok(Verifier { key, validation })
+        Ok(Verifier {
+            key,
+            validation,
+            leeway_secs: auth.clock_leeway_secs,
+        })
     }
 
     /// The principal a token stands for. Unknown scope names are ignored.
@@ -186,9 +195,16 @@ impl Verifier {
             jsonwebtoken::decode::<Verified>(token, &self.key, &self.validation).map_err(|e| {
                 match e.kind() {
                     ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid("nbf"),
                     _ => AuthError::Invalid,
                 }
             })?;
+        // jsonwebtoken does not look at `iat`; a token issued in the future was made by a
+        // clock (or a hand) not to be trusted.
+        let latest = (now_secs() as f64) + self.leeway_secs as f64;
+        if data.claims.iat.is_some_and(|iat| iat > latest) {
+            return Err(AuthError::NotYetValid("iat"));
+        }
         Ok(Principal {
             subject: data.claims.sub,
             method: AuthMethod::Jwt,
@@ -247,6 +263,7 @@ impl Issuer {
             sub: subject.to_string(),
             scope: Scope::join(scopes),
             iat,
+            nbf: None,
             exp: iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -333,6 +350,39 @@ mod tests {
         c.exp = now_secs() - 3600;
         let token = issuer.sign(&c).unwrap();
         assert!(matches!(verifier.verify(&token), Err(AuthError::Expired)));
+    }
+
+    fn sign_with_nbf(issuer: &Issuer, c: &Claims, nbf: Option<i64>) -> String {
+        issuer.sign(&Claims { nbf, ..c.clone() }).unwrap()
+    }
+
+    #[test]
+    fn future_nbf_or_iat_beyond_the_leeway_is_refused_naming_the_claim() {
+        let mut s = hs_settings(SECRET);
+        s.auth.clock_leeway_secs = 60;
+        let (issuer, verifier) = pair(&s);
+        let now = now_secs();
+        let c = issuer.claims("alice", &[Scope::Admin], DAY);
+        let t = sign_with_nbf(&issuer, &c, Some(now + 3600));
+        assert_eq!(verifier.verify(&t), Err(AuthError::NotYetValid("nbf")));
+        let t = sign_with_nbf(&issuer, &c, Some(now + 30));
+        assert!(verifier.verify(&t).is_ok(), "within the leeway");
+        let t = sign_with_nbf(&issuer, &c, Some(now - 10));
+        assert!(verifier.verify(&t).is_ok());
+
+        let mut future = c.clone();
+        future.iat = now + 3600;
+        let t = sign_with_nbf(&issuer, &future, None);
+        assert_eq!(verifier.verify(&t), Err(AuthError::NotYetValid("iat")));
+        future.iat = now + 30;
+        let t = sign_with_nbf(&issuer, &future, None);
+        assert!(verifier.verify(&t).is_ok(), "within the leeway");
+
+        // A zero leeway is strict.
+        s.auth.clock_leeway_secs = 0;
+        let (_, strict) = pair(&s);
+        let t = sign_with_nbf(&issuer, &c, Some(now + 30));
+        assert_eq!(strict.verify(&t), Err(AuthError::NotYetValid("nbf")));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! [`Authenticator`] ties them together for the HTTP layer (`api::auth`), which maps
 //! [`AuthError`] to 401/403/429 answers.
 
+pub mod atna;
 pub mod audit;
 pub mod cli;
 pub mod jwt;
@@ -153,6 +154,10 @@ pub enum AuthError {
     /// A well-signed token past its `exp`.
     #[error("Token expired")]
     Expired,
+    /// A well-signed token whose `nbf` or `iat` (the claim named) lies in the future beyond
+    /// the clock leeway.
+    #[error("Token not yet valid ({0})")]
+    NotYetValid(&'static str),
     /// Malformed, tampered, wrong key, issuer or audience, or an unknown API key.
     #[error("Invalid token")]
     Invalid,

@@ -50,6 +50,8 @@ pub struct AuthSettings {
     pub token_ttl_days: u32,
     /// Requests per minute allowed to one principal (token subject or API key); 0 = no limit.
     pub rate_limit_per_minute: u32,
+    /// Clock skew tolerated on a JWT's `exp`, `nbf` and `iat`, in seconds (at most 600).
+    pub clock_leeway_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -63,6 +65,7 @@ impl Default for AuthSettings {
             audience: "radstream".into(),
             token_ttl_days: 30,
             rate_limit_per_minute: 1200,
+            clock_leeway_secs: 60,
         }
     }
 }
@@ -110,6 +113,9 @@ impl AuthSettings {
         }
         if self.audience.trim().is_empty() {
             return invalid("auth.audience", "must not be empty");
+        }
+        if self.clock_leeway_secs > 600 {
+            return invalid("auth.clock_leeway_secs", "must be at most 600");
         }
         if !(1..=3650).contains(&self.token_ttl_days) {
             return invalid("auth.token_ttl_days", "must be between 1 and 3650");

@@ -202,11 +202,19 @@ async fn infer_file(
     Ok((data_for(&r, &header, &patient_id), analysed, note))
 }
 
-async fn write_json(dir: &Path, name: &str, data: &Value) -> std::io::Result<PathBuf> {
-    let path = dir.join(format!("{name}.json"));
+/// `<name>.json` in `dir`, confined to the output roots and never written through a link
+/// (see [`Roots::write_file`]).
+async fn write_json(
+    roots: &Roots,
+    dir: &Path,
+    name: &str,
+    data: &Value,
+) -> std::io::Result<PathBuf> {
     let text = serde_json::to_vec_pretty(data).unwrap_or_default();
-    tokio::fs::write(&path, text).await?;
-    Ok(path)
+    let (roots, dir, name) = (roots.clone(), dir.to_path_buf(), format!("{name}.json"));
+    tokio::task::spawn_blocking(move || roots.write_file(&dir, &name, &text))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 async fn single(State(state): State<AppState>, body: Bytes) -> Result<Response, Failure> {
@@ -275,10 +283,12 @@ async fn single(State(state): State<AppState>, body: Bytes) -> Result<Response, 
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let p = write_json(&dir, &name, &data).await.map_err(|e| {
-            tracing::error!(error = %e, "LeapAI result file");
-            internal("Single Inference failed due to an internal error")
-        })?;
+        let p = write_json(&state.leapai.output, &dir, &name, &data)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "LeapAI result file");
+                internal("Single Inference failed due to an internal error")
+            })?;
         data["output_file"] = json!(p.display().to_string());
         message.push_str(&format!("; result saved to {}", p.display()));
     }
@@ -362,7 +372,7 @@ async fn run_bulk(state: AppState, files: Arc<Vec<PathBuf>>, out_dir: PathBuf, b
                     .and_then(|s| s.to_str())
                     .unwrap_or("result")
                     .to_string();
-                match write_json(&out_dir, &name, &data).await {
+                match write_json(&state.leapai.output, &out_dir, &name, &data).await {
                     Ok(p) => Ok(p.display().to_string()),
                     Err(e) => Err(format!("writing the result: {e}")),
                 }

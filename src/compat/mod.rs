@@ -33,7 +33,8 @@ pub struct CompatSettings {
     pub output_roots: Vec<PathBuf>,
     /// Pi Health Triage analyses accepted (`false`: 403 `health_triage_disabled`).
     pub pi_enabled: bool,
-    /// Hosts Pi's `input.url` may name; empty: URL input is refused (no open fetching).
+    /// Hosts Pi's `input.url` may name, as `host:port` (a bare host: the scheme's default port
+    /// only); empty: URL input is refused (no open fetching).
     pub pi_url_hosts: Vec<String>,
     /// Key of VoxRay's `patient_id_hash` (HMAC-SHA256). Unset: a random key is generated into
     /// `<data_dir>/voxray_hash.key` (mode 0600) on first start. Printed as `[redacted]`.

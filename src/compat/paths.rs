@@ -84,6 +84,50 @@ impl Roots {
             Err(_) => anc,
         })
     }
+
+    /// Writes `bytes` as the file `name` in `dir`, a folder under a root, never through a
+    /// link: the bytes go to a fresh temporary file beside it (created exclusively, 0600,
+    /// so nothing already there is opened), which is then renamed over `name`. A rename
+    /// replaces a symlink sitting at `name` itself, never its target. Refused when `name` is
+    /// not a plain file name or `dir` resolves (through symlinks) outside every root.
+    pub fn write_file(&self, dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        use std::io::{Error, ErrorKind, Write};
+        let plain = Path::new(name).components().count() == 1
+            && matches!(
+                Path::new(name).components().next(),
+                Some(Component::Normal(_))
+            );
+        if !plain || name.contains('\0') {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{name:?} is not a plain file name"),
+            ));
+        }
+        let dir = dir.canonicalize()?;
+        if !self.contains(&dir) {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!("{} leads outside the output roots", dir.display()),
+            ));
+        }
+        let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let written = opts.open(&tmp).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        let target = dir.join(name);
+        match written.and_then(|()| std::fs::rename(&tmp, &target)) {
+            Ok(()) => Ok(target),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The canonical form of the nearest ancestor of `p` (or `p`) that exists.
@@ -146,5 +190,43 @@ mod tests {
         assert!(Roots::new(&[])
             .existing(&s(&root.join("sub/a.dcm")))
             .is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn written_files_replace_links_and_stay_inside() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let victim = outside.join("victim.json");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("r.json")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let roots = Roots::new(std::slice::from_ref(&root));
+
+        let p = roots.write_file(&root, "r.json", b"result").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(&p).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&p).unwrap(), b"result");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        assert!(roots
+            .write_file(&root.join("escape"), "x.json", b"x")
+            .is_err());
+        assert!(!outside.join("x.json").exists());
+        for bad in ["../x.json", "a/b.json", "", ".."] {
+            assert!(roots.write_file(&root, bad, b"x").is_err(), "{bad}");
+        }
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            2,
+            "no temporary left"
+        );
     }
 }

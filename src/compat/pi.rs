@@ -116,14 +116,20 @@ const XRAY: [&str; 7] = [
     "radiograph",
 ];
 
-/// The validated request: image bytes, locale and the echo of the input.
+/// Where the image comes from: the request itself, or a URL the job fetches after the 202.
+enum ImageSource {
+    Bytes(Vec<u8>),
+    Url(url::Url),
+}
+
+/// The validated request: the image, locale and the echo of the input.
 struct Analyze {
-    image: Vec<u8>,
+    image: ImageSource,
     locale: Option<String>,
     input_echo: Value,
 }
 
-async fn parse(state: &AppState, body: &Bytes) -> Result<Analyze, PiError> {
+fn parse(state: &AppState, body: &Bytes) -> Result<Analyze, PiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?;
     let input = v
@@ -180,20 +186,21 @@ async fn parse(state: &AppState, body: &Bytes) -> Result<Analyze, PiError> {
         (Some((field, data)), None) => {
             // A data URL prefix (`data:image/png;base64,`) is allowed.
             let raw = data.rsplit_once("base64,").map_or(data, |(_, d)| d);
-            base64::engine::general_purpose::STANDARD
+            let bytes = base64::engine::general_purpose::STANDARD
                 .decode(raw.trim())
-                .map_err(|e| invalid(format!("input.{field} is not valid base64: {e}")))?
+                .map_err(|e| invalid(format!("input.{field} is not valid base64: {e}")))?;
+            if bytes.is_empty() {
+                return Err(invalid("the image is empty"));
+            }
+            ImageSource::Bytes(bytes)
         }
-        (None, Some(u)) => fetch(state, u).await?,
+        (None, Some(u)) => ImageSource::Url(allowed_url(state, u)?),
         (None, None) => {
             return Err(invalid(
                 "input.image_base64 (or input.url) is required for image input",
             ))
         }
     };
-    if image.is_empty() {
-        return Err(invalid("the image is empty"));
-    }
     let locale = v
         .pointer("/options/locale")
         .or_else(|| v.pointer("/context/locale"))
@@ -206,49 +213,110 @@ async fn parse(state: &AppState, body: &Bytes) -> Result<Analyze, PiError> {
     })
 }
 
-/// Fetches an image URL, only from the hosts in `compat.pi_url_hosts` (no open fetching).
-async fn fetch(state: &AppState, raw: &str) -> Result<Vec<u8>, PiError> {
+/// Whether `entry` of `compat.pi_url_hosts` allows `url`: `host:port` names one port, a bare
+/// host the scheme's default port only (so an allowed host is no port scanner).
+pub fn host_allows(entry: &str, url: &url::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    let entry = entry.trim();
+    // `[v6]:port`, `host:port`, or a bare host (an IPv6 address only in brackets).
+    let (name, want) = match entry.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.ends_with(']')) => {
+            match p.parse::<u16>() {
+                Ok(p) => (h, p),
+                Err(_) => return false,
+            }
+        }
+        _ => match url.scheme() {
+            "http" => (entry, 80),
+            "https" => (entry, 443),
+            _ => return false,
+        },
+    };
+    name.eq_ignore_ascii_case(host) && want == port
+}
+
+/// Checks `input.url` against `compat.pi_url_hosts` (scheme, host and port); nothing is
+/// fetched here: the job does it after the 202.
+fn allowed_url(state: &AppState, raw: &str) -> Result<url::Url, PiError> {
     let url = url::Url::parse(raw).map_err(|e| invalid(format!("input.url is not a URL: {e}")))?;
-    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
     let allowed = matches!(url.scheme(), "http" | "https")
         && state
             .compat_pi
             .url_hosts
             .iter()
-            .any(|h| h.eq_ignore_ascii_case(&host));
+            .any(|h| host_allows(h, &url));
     if !allowed {
+        let host = url.host_str().unwrap_or("");
+        let port = url
+            .port_or_known_default()
+            .map_or(String::new(), |p| format!(":{p}"));
         return Err(invalid(format!(
-            "input.url host \"{host}\" is not allowed: images are fetched only from the hosts in \
-             compat.pi_url_hosts; send the image as input.image_base64 instead"
+            "input.url host \"{host}{port}\" is not allowed: images are fetched only from the \
+             hosts and ports in compat.pi_url_hosts; send the image as input.image_base64 instead"
         )));
     }
+    Ok(url)
+}
+
+/// Longest a URL fetch may take, connection to last byte.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Fetches an allowed image URL: no redirects, at most `limit` bytes, refused as soon as the
+/// answer declares or sends more (it is never read whole first). The error is the job's.
+async fn fetch(url: &url::Url, limit: usize) -> Result<Vec<u8>, String> {
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| invalid(format!("input.url cannot be fetched: {e}")))?;
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| invalid(format!("input.url cannot be fetched: {e}")))?;
+        .map_err(|e| format!("input.url cannot be fetched: {e}"))?;
+    let mut resp = client.get(url.clone()).send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!(
+                "input.url did not answer within {} s",
+                FETCH_TIMEOUT.as_secs()
+            )
+        } else {
+            "input.url cannot be fetched: the connection failed".to_string()
+        }
+    })?;
     if !resp.status().is_success() {
-        return Err(invalid(format!(
-            "input.url answered HTTP {}",
+        return Err(format!(
+            "input.url answered HTTP {} (redirects are not followed)",
             resp.status().as_u16()
-        )));
+        ));
     }
-    let limit = state.http_limits.max_body_bytes;
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| invalid(format!("input.url cannot be read: {e}")))?;
-    if bytes.len() > limit {
-        return Err(invalid(format!(
-            "input.url image is larger than {limit} bytes"
-        )));
+    let too_large = || format!("input.url image is larger than {limit} bytes");
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
     }
-    Ok(bytes.to_vec())
+    let mut image = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if image.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                image.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(image),
+            Err(e) if e.is_timeout() => {
+                return Err(format!(
+                    "input.url did not finish within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                ))
+            }
+            Err(_) => return Err("input.url cannot be read: the connection broke".into()),
+        }
+    }
 }
 
 async fn analyze(
@@ -263,14 +331,19 @@ async fn analyze(
             "Health triage is disabled on this node (compat.pi_enabled = false)".into(),
         ));
     }
-    let req = parse(&state, &body).await?;
+    let req = parse(&state, &body)?;
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
-    let stored = json!({
+    let mut stored = json!({
         "input": req.input_echo,
-        "image_base64": base64::engine::general_purpose::STANDARD.encode(&req.image),
         "locale": req.locale,
     });
+    match &req.image {
+        ImageSource::Bytes(b) => {
+            stored["image_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        ImageSource::Url(u) => stored["url"] = json!(u.as_str()),
+    }
     sqlx::query(
         "INSERT INTO adapter_jobs (id, kind, state, request, principal, created_at, updated_at) \
          VALUES ($1, $2, 'queued', $3, $4, $5, $5)",
@@ -336,55 +409,31 @@ async fn run(state: AppState, id: String) {
     let Some(request) = request.and_then(|r| serde_json::from_str::<Value>(&r).ok()) else {
         return;
     };
-    let image = request["image_base64"]
-        .as_str()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .unwrap_or_default();
+    let loaded = match request["url"].as_str() {
+        Some(u) => match url::Url::parse(u) {
+            Ok(u) => fetch(&u, state.http_limits.max_body_bytes).await,
+            Err(e) => Err(format!("input.url is not a URL: {e}")),
+        },
+        None => Ok(request["image_base64"]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .unwrap_or_default()),
+    };
     let locale = pi_text::pick(request["locale"].as_str());
     let t_decode = t0.elapsed();
     let model = state.pipeline_model.clone();
-    let outcome = state
-        .engine
-        .infer_image_bytes(model.as_deref(), &image)
-        .await;
-    let t_infer = t0.elapsed();
-    let (state_name, output, error) = match outcome {
-        Ok(r) => {
-            let entry = ImageEntry::from_inference("", "", "", &r);
-            let summary = Summary::from_images(std::slice::from_ref(&entry));
-            let triage = state.triage.decide(&summary);
-            let mut out = report(
-                &entry,
-                &summary,
-                triage.urgency,
-                locale,
-                &r.model_id,
-                &r.model_version,
-            );
-            match write_overlay(&state, &id, &image, &entry, triage.urgency).await {
-                Ok(()) => out["overlay_url"] = json!(format!("/api/v1/jobs/{id}/overlay")),
-                Err(e) => tracing::warn!(job_id = %id, error = %e, "triage overlay not rendered"),
-            }
-            ("completed", Some(out), None)
-        }
-        Err(e) if e.is_input_error() => (
-            "failed",
-            None,
-            Some(
-                json!({"code": "invalid_request_body", "message": format!("the image cannot be read: {e}")}),
-            ),
-        ),
-        Err(e) => {
-            tracing::error!(job_id = %id, error = %e, "Pi triage inference");
+    let (state_name, output, error) = match loaded {
+        Err(message) => {
+            tracing::info!(job_id = %id, reason = %message, "triage image not fetched");
             (
                 "failed",
                 None,
-                Some(
-                    json!({"code": "job_trigger_failed", "message": "the inference worker failed"}),
-                ),
+                Some(json!({"code": "invalid_request_body", "message": message})),
             )
         }
+        Ok(image) => analyse(&state, &id, &image, locale, model.as_deref()).await,
     };
+    let t_infer = t0.elapsed();
     let diagnostics = json!({
         "routing": { "input_type": "image", "model": model.unwrap_or_else(|| "default".into()), "provider": "onnxruntime" },
         "steps": [
@@ -407,6 +456,53 @@ async fn run(state: AppState, id: String) {
     .await;
     if let Err(e) = res {
         tracing::error!(job_id = %id, error = %e, "storing a triage job's output failed");
+    }
+}
+
+/// Runs the ensemble on one image: the job's final state, output and error.
+async fn analyse(
+    state: &AppState,
+    id: &str,
+    image: &[u8],
+    locale: &'static str,
+    model: Option<&str>,
+) -> (&'static str, Option<Value>, Option<Value>) {
+    match state.engine.infer_image_bytes(model, image).await {
+        Ok(r) => {
+            let entry = ImageEntry::from_inference("", "", "", &r);
+            let summary = Summary::from_images(std::slice::from_ref(&entry));
+            let triage = state.triage.decide(&summary);
+            let mut out = report(
+                &entry,
+                &summary,
+                triage.urgency,
+                locale,
+                &r.model_id,
+                &r.model_version,
+            );
+            match write_overlay(state, id, image, &entry, triage.urgency).await {
+                Ok(()) => out["overlay_url"] = json!(format!("/api/v1/jobs/{id}/overlay")),
+                Err(e) => tracing::warn!(job_id = %id, error = %e, "triage overlay not rendered"),
+            }
+            ("completed", Some(out), None)
+        }
+        Err(e) if e.is_input_error() => (
+            "failed",
+            None,
+            Some(
+                json!({"code": "invalid_request_body", "message": format!("the image cannot be read: {e}")}),
+            ),
+        ),
+        Err(e) => {
+            tracing::error!(job_id = %id, error = %e, "Pi triage inference");
+            (
+                "failed",
+                None,
+                Some(
+                    json!({"code": "job_trigger_failed", "message": "the inference worker failed"}),
+                ),
+            )
+        }
     }
 }
 
@@ -617,5 +713,49 @@ async fn job(
             return Ok(Json(json!({ "data": data })).into_response());
         }
         tokio::time::sleep(Duration::from_millis(100).min(deadline - Instant::now())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allows;
+
+    #[test]
+    fn allow_list_entries_name_a_host_and_a_port() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        assert!(host_allows(
+            "pacs.example:8443",
+            &u("https://PACS.example:8443/a.png")
+        ));
+        assert!(!host_allows(
+            "pacs.example:8443",
+            &u("https://pacs.example:8444/a.png")
+        ));
+        assert!(!host_allows(
+            "pacs.example:8443",
+            &u("https://pacs.example/a.png")
+        ));
+        assert!(host_allows(
+            "pacs.example",
+            &u("https://pacs.example/a.png")
+        ));
+        assert!(host_allows(
+            "pacs.example",
+            &u("http://pacs.example:80/a.png")
+        ));
+        assert!(!host_allows(
+            "pacs.example",
+            &u("http://pacs.example:8080/a.png")
+        ));
+        assert!(!host_allows(
+            "pacs.example",
+            &u("http://pacs.example.evil/a.png")
+        ));
+        assert!(host_allows("[::1]:9000", &u("http://[::1]:9000/a.png")));
+        assert!(!host_allows("[::1]:9000", &u("http://[::1]:9001/a.png")));
+        assert!(!host_allows(
+            "pacs.example:http",
+            &u("http://pacs.example/a.png")
+        ));
     }
 }

@@ -51,6 +51,31 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The escape clause of every `LIKE` built from user input. `!` rather than `\\`: a backslash
+/// literal means different things to PostgreSQL with `standard_conforming_strings` off.
+pub const LIKE_ESCAPE: &str = "ESCAPE '!'";
+
+/// LIKE's escape character (see [`LIKE_ESCAPE`]).
+pub const LIKE_ESCAPE_CHAR: char = '!';
+
+/// Appends `c` to a LIKE pattern so that it matches itself only: `%`, `_` and the escape
+/// character get escaped. Use with [`LIKE_ESCAPE`].
+pub fn push_like_literal(pattern: &mut String, c: char) {
+    if matches!(c, '%' | '_' | LIKE_ESCAPE_CHAR) {
+        pattern.push(LIKE_ESCAPE_CHAR);
+    }
+    pattern.push(c);
+}
+
+/// `s` as a LIKE pattern matching exactly `s` (see [`push_like_literal`]).
+pub fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        push_like_literal(&mut out, c);
+    }
+    out
+}
+
 /// Epoch milliseconds as RFC 3339 UTC (`2026-11-22T10:03:12.123Z`).
 pub fn format_ms(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -182,6 +207,34 @@ fn create_sqlite_folder(url: &str) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An escaped pattern matches itself and nothing else, on SQLite (PostgreSQL in e2e).
+    #[tokio::test]
+    async fn like_literal_matches_only_itself() {
+        assert_eq!(like_literal("a%b_c!d"), "a!%b!_c!!d");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Database::connect_url(&url, Some(1), Durability::Os)
+            .await
+            .unwrap();
+        for (text, needle, hit) in [
+            ("abc", "%", false),
+            ("a%c", "%", true),
+            ("abc", "_", false),
+            ("a_c", "_", true),
+            ("a!c", "!", true),
+            ("abc", "!", false),
+        ] {
+            let sql = format!("SELECT CASE WHEN $1 LIKE $2 {LIKE_ESCAPE} THEN 1 ELSE 0 END");
+            let n: i32 = sqlx::query_scalar(&sql)
+                .bind(text)
+                .bind(format!("%{}%", like_literal(needle)))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            assert_eq!(n == 1, hit, "{text} LIKE %{needle}%");
+        }
+    }
 
     /// A write transaction that reads first, while another connection commits a write in
     /// between, must wait for its turn rather than fail with "database is locked".

@@ -166,7 +166,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies",
                 read,
                 "QIDO-RS: search studies",
-            ),
+            )
+            .audited("dicomweb.qido.studies"),
             get(qido::studies),
         ),
         (
@@ -175,7 +176,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/series",
                 read,
                 "QIDO-RS: search series",
-            ),
+            )
+            .audited("dicomweb.qido.all_series"),
             get(qido::all_series),
         ),
         (
@@ -184,7 +186,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series",
                 read,
                 "QIDO-RS: search the series of a study",
-            ),
+            )
+            .audited("dicomweb.qido.study_series"),
             get(qido::study_series),
         ),
         (
@@ -193,7 +196,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/instances",
                 read,
                 "QIDO-RS: search instances",
-            ),
+            )
+            .audited("dicomweb.qido.all_instances"),
             get(qido::all_instances),
         ),
         (
@@ -202,7 +206,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/instances",
                 read,
                 "QIDO-RS: search the instances of a study",
-            ),
+            )
+            .audited("dicomweb.qido.study_instances"),
             get(qido::study_instances),
         ),
         (
@@ -211,7 +216,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances",
                 read,
                 "QIDO-RS: search the instances of a series",
-            ),
+            )
+            .audited("dicomweb.qido.series_instances"),
             get(qido::series_instances),
         ),
         (
@@ -220,7 +226,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}",
                 read,
                 "WADO-RS: retrieve a study (multipart/related; type=\"application/dicom\")",
-            ),
+            )
+            .audited("dicomweb.wado.study"),
             get(wado::study),
         ),
         (
@@ -229,7 +236,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}",
                 read,
                 "WADO-RS: retrieve a series",
-            ),
+            )
+            .audited("dicomweb.wado.series"),
             get(wado::series),
         ),
         (
@@ -238,7 +246,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
                 read,
                 "WADO-RS: retrieve an instance",
-            ),
+            )
+            .audited("dicomweb.wado.instance"),
             get(wado::instance),
         ),
         (
@@ -247,7 +256,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/metadata",
                 read,
                 "WADO-RS: metadata of a study (application/dicom+json)",
-            ),
+            )
+            .audited("dicomweb.wado.study_metadata"),
             get(wado::study_metadata),
         ),
         (
@@ -256,7 +266,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/metadata",
                 read,
                 "WADO-RS: metadata of a series",
-            ),
+            )
+            .audited("dicomweb.wado.series_metadata"),
             get(wado::series_metadata),
         ),
         (
@@ -265,7 +276,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata",
                 read,
                 "WADO-RS: metadata of an instance",
-            ),
+            )
+            .audited("dicomweb.wado.instance_metadata"),
             get(wado::instance_metadata),
         ),
         (
@@ -274,7 +286,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
                 read,
                 "WADO-RS: a top-level bulk data value of an instance",
-            ),
+            )
+            .audited("dicomweb.wado.bulkdata"),
             get(wado::bulkdata),
         ),
         (
@@ -283,7 +296,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
                 read,
                 "WADO-RS: frames of an instance (as stored, or application/octet-stream)",
-            ),
+            )
+            .audited("dicomweb.frames.frames"),
             get(frames::frames),
         ),
         (
@@ -292,7 +306,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
                 read,
                 "WADO-RS: one frame rendered (image/jpeg or image/png)",
-            ),
+            )
+            .audited("dicomweb.frames.frame_rendered"),
             get(frames::frame_rendered),
         ),
         (
@@ -301,7 +316,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered",
                 read,
                 "WADO-RS: an instance's first frame rendered (image/jpeg or image/png)",
-            ),
+            )
+            .audited("dicomweb.frames.instance_rendered"),
             get(frames::instance_rendered),
         ),
         (
@@ -310,7 +326,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail",
                 read,
                 "WADO-RS: thumbnail of an instance",
-            ),
+            )
+            .audited("dicomweb.frames.instance_thumbnail"),
             get(frames::instance_thumbnail),
         ),
         (
@@ -319,7 +336,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/series/{series}/thumbnail",
                 read,
                 "WADO-RS: thumbnail of a series (its middle image)",
-            ),
+            )
+            .audited("dicomweb.frames.series_thumbnail"),
             get(frames::series_thumbnail),
         ),
         (
@@ -328,7 +346,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 "/dicomweb/studies/{study}/thumbnail",
                 read,
                 "WADO-RS: thumbnail of a study (middle image of its first series with images)",
-            ),
+            )
+            .audited("dicomweb.frames.study_thumbnail"),
             get(frames::study_thumbnail),
         ),
     ]

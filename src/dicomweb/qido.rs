@@ -14,7 +14,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dicom_core::Tag;
 use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_object::OpenFileOptions;
 use serde_json::{json, Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -23,6 +22,7 @@ use super::json::{self as dj, tag_key};
 use super::{base_url, DICOM_JSON};
 use crate::api::error::valid_uid;
 use crate::api::{ApiError, AppState};
+use crate::db::{push_like_literal, LIKE_ESCAPE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -342,18 +342,14 @@ fn parse_query(raw: Option<&str>, level: Level) -> Result<Query, ApiError> {
     Ok(q)
 }
 
-/// `*`/`?` to a LIKE pattern with `\` as escape.
+/// `*`/`?` to LIKE's `%`/`_`; every other character matches itself (use with [`LIKE_ESCAPE`]).
 fn like_pattern(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         match c {
             '*' => out.push('%'),
             '?' => out.push('_'),
-            '%' | '_' | '\\' => {
-                out.push('\\');
-                out.push(c)
-            }
-            c => out.push(c),
+            c => push_like_literal(&mut out, c),
         }
     }
     out
@@ -476,7 +472,11 @@ fn add_filter(
                 ("=", value.to_string())
             };
             let p = bind(v, binds);
-            let esc = if wild { " ESCAPE '\\'" } else { "" };
+            let esc = if wild {
+                format!(" {LIKE_ESCAPE}")
+            } else {
+                String::new()
+            };
             if attr.kind == Pn {
                 clauses.push(format!("LOWER({col}) {op} LOWER({p}){esc}"));
             } else {
@@ -635,9 +635,7 @@ async fn search(
 /// The JSON model of a stored file's header (up to Pixel Data), off the runtime.
 async fn read_header(path: std::path::PathBuf) -> Option<Map<String, Value>> {
     tokio::task::spawn_blocking(move || {
-        OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(&path)
+        crate::dataset::open_file(&path, crate::dataset::Part::Header)
             .ok()
             .map(|obj| dj::dataset(&obj, None))
     })
@@ -787,7 +785,7 @@ mod tests {
     #[test]
     fn wildcards_become_escaped_like_patterns() {
         assert_eq!(like_pattern("DOE*"), "DOE%");
-        assert_eq!(like_pattern("D?E_1%"), "D_E\\_1\\%");
+        assert_eq!(like_pattern("D?E_1%!"), "D_E!_1!%!!");
     }
 
     #[test]

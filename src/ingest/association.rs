@@ -179,6 +179,9 @@ async fn handle_pdv(
             if pc_id != pdv.presentation_context_id {
                 return Err("command fragments on two presentation contexts");
             }
+            if bytes.len() + pdv.data.len() > dimse::MAX_COMMAND_BYTES {
+                return Err("command set larger than 64 KiB");
+            }
             bytes.extend_from_slice(&pdv.data);
             *pending = Pending::Command { pc_id, bytes };
         }

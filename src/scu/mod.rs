@@ -170,25 +170,22 @@ impl OutgoingFile {
             path: path.display().to_string(),
             reason,
         };
-        let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-        use std::io::{Read, Seek, SeekFrom};
-        let mut preamble = [0u8; 128];
-        f.read_exact(&mut preamble)
-            .map_err(|_| err("not a DICOM Part 10 file (too short)".into()))?;
-        let meta = dicom_object::meta::FileMetaTable::from_reader(&mut f)
-            .map_err(|e| err(format!("not a DICOM Part 10 file: {e}")))?;
-        let data_offset = 128 + 4 + 12 + u64::from(meta.information_group_length);
-        f.seek(SeekFrom::Start(data_offset))
-            .map_err(|e| err(e.to_string()))?;
+        // The meta is read leniently and the data set checked as the node checks what it
+        // receives; the data set is sent as it is in the file.
+        let meta = crate::dataset::read_meta(path).map_err(|e| err(e.to_string()))?;
         let header = crate::store::InstanceHeader::read(path).map_err(|e| err(e.to_string()))?;
-        let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+        let uid = |from_meta: Option<String>, from_data_set: Option<crate::domain::Uid>| {
+            from_meta
+                .or_else(|| from_data_set.map(|u| u.to_string()))
+                .unwrap_or_default()
+        };
         Ok(OutgoingFile {
             path: path.to_path_buf(),
-            sop_class_uid: trim(meta.media_storage_sop_class_uid()),
-            sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
-            transfer_syntax: trim(meta.transfer_syntax()),
+            sop_class_uid: uid(meta.sop_class_uid, header.sop_class_uid),
+            sop_instance_uid: uid(meta.sop_instance_uid, header.sop_instance_uid),
+            transfer_syntax: meta.transfer_syntax.unwrap_or_default(),
             study_uid: header.study_uid.map(|u| u.to_string()).unwrap_or_default(),
-            data_offset,
+            data_offset: meta.data_set_offset as u64,
         })
     }
 }

@@ -457,6 +457,7 @@ async fn audit_log_is_filtered(db: Db) {
                 remote_addr: Some("10.0.0.9:4000"),
                 request_id: Some("req-1"),
                 status: Some(200),
+                query: None,
             },
         )
         .await

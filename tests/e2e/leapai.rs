@@ -401,3 +401,59 @@ async fn bulk_inference_runs_as_a_job_with_progress_events() {
         );
     }
 }
+
+/// A symlink already sitting at a result file's name (planted by someone who can write in the
+/// output root) is replaced, never written through: the file it points to outside the root
+/// stays unchanged, for single and bulk inference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_files_never_write_through_a_planted_symlink() {
+    let s = setup().await;
+    let victim = s.outside.join("victim.json");
+    std::fs::write(&victim, b"precious").unwrap();
+    let plant = |dir: &Path, name: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(name)).unwrap();
+    };
+    let sop = dicom_object::open_file(s.input.join("cardio.dcm"))
+        .unwrap()
+        .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    let single = s.output.join("single");
+    plant(&single, &format!("{sop}.json"));
+    let (status, body) = post(
+        &s,
+        "/single_inference",
+        json!({"input_image_path": p(&s.input.join("cardio.dcm")), "save_to_disk": true, "output_folder_path": p(&single)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let file = PathBuf::from(body["Data"]["output_file"].as_str().unwrap());
+    assert_eq!(file, single.join(format!("{sop}.json")));
+    assert!(!std::fs::symlink_metadata(&file).unwrap().is_symlink());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+
+    let reader = s.app.token(&[Scope::ResultsRead]);
+    let mut sse = SseClient::open(&s.app, "/v1/events?type=bulk.completed", &reader, None).await;
+    let bulk = s.output.join("bulk");
+    plant(&bulk, "cardio.json");
+    let (status, body) = post(
+        &s,
+        "/bulk_inference",
+        json!({"input_folder_path": p(&s.input), "output_folder_path": p(&bulk)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let done = sse.next(60).await.expect("bulk.completed");
+    assert_eq!(done.data["data"]["succeeded"], 2, "{:?}", done.data);
+    assert!(!std::fs::symlink_metadata(bulk.join("cardio.json"))
+        .unwrap()
+        .is_symlink());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(bulk.join("cardio.json")).unwrap()).unwrap();
+    assert!(saved["findings"].is_array());
+}

@@ -185,3 +185,164 @@ async fn pi_error_codes() {
         (403, "health_triage_disabled")
     );
 }
+
+/// An image server for `input.url` (a test peer): `/ok.png` a real image, `/endless` a body
+/// without length that never ends (counting what it hands out), `/silent` no answer at all,
+/// `/moved` a redirect to `/ok.png`.
+async fn image_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::body::Body;
+    use axum::routing::get;
+    use futures::StreamExt as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let png =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images/cxr_normal.png"))
+            .unwrap();
+    let app = axum::Router::new()
+        .route("/ok.png", get(move || async move { png }))
+        .route(
+            "/endless",
+            get(move || async move {
+                let chunk = bytes::Bytes::from(vec![0u8; 64 * 1024]);
+                // Bounded so a regression ends: 300 MB, the size the finding was made with.
+                let stream = futures::stream::iter(0..4800).map(move |_| {
+                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(chunk.clone())
+                });
+                Body::from_stream(stream)
+            }),
+        )
+        .route(
+            "/silent",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/moved",
+            get(|| async { axum::response::Redirect::temporary("/ok.png") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, sent)
+}
+
+/// The job's `data` once it finished (or after `wait` seconds).
+async fn pi_job(app: &TestApp, token: &str, id: &str, wait: u64) -> Value {
+    let resp = reqwest::Client::new()
+        .get(app.url(&format!("/api/v1/jobs/{id}?wait={wait}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_input_is_fetched_by_the_job_from_allowed_host_and_port_within_the_limit() {
+    let (port, sent) = image_server().await;
+    let limit = 1024 * 1024;
+    let app = TestApp::spawn_with(Db::Sqlite, move |s| {
+        s.compat.pi_url_hosts = vec![format!("127.0.0.1:{port}"), "localhost".into()];
+        s.http.max_body_bytes = limit;
+    })
+    .await;
+    let token = app.token(&[Scope::InferenceWrite, Scope::ResultsRead]);
+    let body = |url: String| json!({"input": {"type": "image", "modality": "xray", "url": url}});
+
+    // Another port of an allowed host, and a bare host on a port other than 80: refused at
+    // once, naming neither what answers there nor whether anything does.
+    for url in [
+        format!("http://127.0.0.1:{}/ok.png", free_port()),
+        format!("ftp://127.0.0.1:{port}/ok.png"),
+        format!("http://localhost:{port}/ok.png"),
+    ] {
+        let (status, answer) = analyze(&app, Some(&token), &body(url.clone())).await;
+        assert_eq!(status, 400, "{url}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request_body");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not allowed"),
+            "{answer}"
+        );
+    }
+
+    // The allowed host and port: 202, and the job fetches and analyses the image.
+    let (status, queued) = analyze(
+        &app,
+        Some(&token),
+        &body(format!("http://127.0.0.1:{port}/ok.png")),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let job = pi_job(&app, &token, queued["job_id"].as_str().unwrap(), 30).await;
+    assert_eq!(job["status"], "completed", "{job}");
+
+    // A silent URL does not hold the request: the 202 comes at once, the job waits.
+    let t0 = std::time::Instant::now();
+    let (status, queued) = analyze(
+        &app,
+        Some(&token),
+        &body(format!("http://127.0.0.1:{port}/silent")),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t0.elapsed()
+    );
+    let job = pi_job(&app, &token, queued["job_id"].as_str().unwrap(), 0).await;
+    assert!(
+        matches!(job["status"].as_str(), Some("queued" | "running")),
+        "{job}"
+    );
+
+    // An endless body: the job fails on the limit, having read little more than the limit.
+    let (status, queued) = analyze(
+        &app,
+        Some(&token),
+        &body(format!("http://127.0.0.1:{port}/endless")),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let job = pi_job(&app, &token, queued["job_id"].as_str().unwrap(), 30).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "invalid_request_body", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("larger than {limit} bytes")),
+        "{job}"
+    );
+    let handed_out = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        handed_out < 32 * 1024 * 1024,
+        "the server handed out {handed_out} bytes for a {limit}-byte limit"
+    );
+
+    // Redirects are not followed.
+    let (status, queued) = analyze(
+        &app,
+        Some(&token),
+        &body(format!("http://127.0.0.1:{port}/moved")),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let job = pi_job(&app, &token, queued["job_id"].as_str().unwrap(), 30).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 307"),
+        "{job}"
+    );
+}

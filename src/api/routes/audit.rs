@@ -1,9 +1,11 @@
 //! `GET /v1/audit` (admin): the read audit, newest first, filtered by `patient_id`, `since`
-//! (epoch ms or RFC 3339) and `limit` (default 100, at most 1000).
+//! (epoch ms or RFC 3339) and `limit` (default 100, at most 1000); `format=dicom-xml` renders
+//! it as DICOM audit messages (PS3.15 A.5, see [`crate::auth::atna`]).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,7 +13,8 @@ use serde_json::json;
 use crate::api::auth::Audit;
 use crate::api::error::query_rejection;
 use crate::api::response::format_ms;
-use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
+use crate::api::{spec, Access, ApiError, AppState, Ctx, RouteSpec};
+use crate::auth::atna;
 use crate::auth::audit::{self, AuditFilter};
 use crate::auth::Scope;
 
@@ -24,7 +27,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             Method::GET,
             "/v1/audit",
             Access::Scope(Scope::Admin),
-            "Audit log of patient data reads (filters: patient_id, since, limit)",
+            "Audit log of patient data reads (filters: patient_id, since, limit; \
+             format=dicom-xml: DICOM audit messages, PS3.15 A.5)",
         ),
         get(list),
     )]
@@ -38,15 +42,20 @@ pub(crate) struct AuditQuery {
     since: Option<String>,
     /// Entries, 1..=1000 (default 100).
     limit: Option<i64>,
+    /// `json` (default), `csv`, `xml`, or `dicom-xml` (DICOM audit messages, PS3.15 A.5).
+    format: Option<String>,
 }
+
+/// `?format=` value of the DICOM audit message rendering.
+pub const DICOM_XML: &str = "dicom-xml";
 
 /// Reading the log is itself audited (`audit.read`, with the `patient_id` filter if any).
 async fn list(
     State(state): State<AppState>,
-    ctx: Ctx,
+    ctx: Result<Ctx, ApiError>,
     audit_ctx: Audit,
     query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Reply, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_rejection)?;
     let since_ms = match q.since.as_deref() {
         None | Some("") => None,
@@ -66,7 +75,24 @@ async fn list(
         since_ms,
         limit,
     };
+    let dicom_xml = q.format.as_deref() == Some(DICOM_XML);
+    // Other formats are the envelope's (json, csv, xml); it refuses unknown ones.
+    let ctx = if dicom_xml { None } else { Some(ctx?) };
     let rows = audit::list(&state.db, &filter).await?;
+    audit_ctx
+        .record(
+            &state.db,
+            "audit.read",
+            filter.patient_id.as_deref(),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    let Some(ctx) = ctx else {
+        let xml = atna::document(&rows, &state.ae_title);
+        let content_type = [(header::CONTENT_TYPE, "application/xml; charset=utf-8")];
+        return Ok((content_type, xml).into_response());
+    };
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {
@@ -82,17 +108,11 @@ async fn list(
                 "remote_addr": r.remote_addr,
                 "request_id": r.request_id,
                 "status": r.status,
+                "query": r.query,
             })
         })
         .collect();
-    audit_ctx
-        .record(
-            &state.db,
-            "audit.read",
-            filter.patient_id.as_deref(),
-            None,
-            StatusCode::OK,
-        )
-        .await?;
-    Ok(ctx.reply(json!({ "count": items.len(), "items": items })))
+    Ok(ctx
+        .reply(json!({ "count": items.len(), "items": items }))
+        .into_response())
 }

@@ -226,10 +226,10 @@ async fn search_handler(
     audit: Audit,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query = query.unwrap_or_default();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     let s = match search::parse(rt, &pairs) {
         Ok(s) => s,
         Err(e) => return error_response(e),
@@ -247,11 +247,12 @@ async fn search_handler(
             None => None,
         };
         if audit
-            .record(
+            .record_query(
                 &state.db,
                 &action(rt, "search"),
                 patient_id.as_deref(),
                 None,
+                Some(&query),
                 StatusCode::OK,
             )
             .await

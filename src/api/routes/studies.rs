@@ -14,6 +14,7 @@ use crate::api::error::{query_rejection, valid_uid};
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
+use crate::db::{like_literal, LIKE_ESCAPE};
 use crate::domain::Urgency;
 use crate::inference::manifest::TASK_CLASSIFICATION;
 use crate::job;
@@ -226,17 +227,19 @@ async fn search(
     let name_pattern = q
         .patient_name
         .as_ref()
-        .map(|n| format!("%{}%", n.to_lowercase().replace(['%', '_'], "")));
+        .map(|n| format!("%{}%", like_literal(&n.to_lowercase())));
     let modality_pattern = q
         .modality
         .as_ref()
         .map(|m| format!("%|{}|%", m.to_uppercase()));
-    let where_sql = "WHERE ($1 IS NULL OR patient_id = $1) \
-         AND ($2 IS NULL OR LOWER(patient_name) LIKE $2) \
+    let where_sql = format!(
+        "WHERE ($1 IS NULL OR patient_id = $1) \
+         AND ($2 IS NULL OR LOWER(patient_name) LIKE $2 {LIKE_ESCAPE}) \
          AND ($3 IS NULL OR study_date >= $3) AND ($4 IS NULL OR study_date <= $4) \
          AND ($5 IS NULL OR status = $5) \
          AND ($6 IS NULL OR urgency IN ($6, $7, $8, $9)) \
-         AND ($10 IS NULL OR ('|' || REPLACE(modalities, '\\', '|') || '|') LIKE $10)";
+         AND ($10 IS NULL OR ('|' || REPLACE(modalities, '\\', '|') || '|') LIKE $10)"
+    );
     macro_rules! bind_filters {
         ($query:expr) => {
             $query
