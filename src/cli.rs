@@ -42,6 +42,8 @@ pub enum Command {
         calling_ae: String,
         #[arg(long, default_value = "ANY-SCP")]
         called_ae: String,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Send DICOM files or folders to HOST:PORT, one association per study.
     Send {
@@ -60,6 +62,8 @@ pub enum Command {
         /// Print one JSON line per file instead of a progress bar.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// List the installed models: members, checksums, execution provider.
     Models,
@@ -111,6 +115,36 @@ pub enum Command {
     },
 }
 
+/// DICOM TLS for `echo` and `send` (PS3.15 B.1).
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// Use DICOM TLS; the peer's certificate must chain to this PEM CA file and name the host
+    /// dialled.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Our PEM certificate, for peers that require one (with --tls-key).
+    #[arg(long, requires = "tls_ca", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_ca", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The peer with TLS set when --tls-ca is given.
+    fn apply(self, mut peer: Peer) -> anyhow::Result<Peer> {
+        if let Some(ca) = self.tls_ca {
+            let files = crate::tls::ClientTlsFiles {
+                ca,
+                certificate: self.tls_cert,
+                private_key: self.tls_key,
+            };
+            peer.tls = Some(files.client_config()?);
+        }
+        Ok(peer)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print it with secrets redacted.
@@ -149,8 +183,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
             calling_ae,
             called_ae,
+            tls,
         } => {
-            let peer = Peer::new(addr, &calling_ae, &called_ae);
+            let peer = tls.apply(Peer::new(addr, &calling_ae, &called_ae))?;
             let t = Instant::now();
             let status = scu::echo(&peer).await?;
             println!(
@@ -168,7 +203,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             called_ae,
             associations,
             json,
-        } => send(addr, paths, calling_ae, called_ae, associations, json).await,
+            tls,
+        } => {
+            let peer = tls.apply(Peer::new(addr, &calling_ae, &called_ae))?;
+            send(peer, paths, associations, json).await
+        }
         Command::Models => {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
@@ -312,10 +351,8 @@ fn is_dicom(path: &std::path::Path) -> bool {
 }
 
 async fn send(
-    addr: String,
+    peer: Peer,
     paths: Vec<PathBuf>,
-    calling_ae: String,
-    called_ae: String,
     associations: usize,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -347,7 +384,6 @@ async fn send(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         )
     };
-    let peer = Peer::new(addr, &calling_ae, &called_ae);
     let started = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(associations.max(1)));
     let mut tasks = tokio::task::JoinSet::new();

@@ -3,17 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use dicom_ul::association::Association;
 use dicom_ul::pdu::{AbortRQSource, PDataValue, PDataValueType};
 use dicom_ul::Pdu;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dimse::{self, status, Command};
+use super::transport::Assoc;
 use super::IngestContext;
 use crate::store::{FileMeta, IncomingFile, Reservation, Source, Store, StoreError, StoreOutcome};
-
-type Assoc = dicom_ul::association::AsyncServerAssociation<tokio::net::TcpStream>;
 
 /// Where the data set of the current C-STORE goes.
 enum Sink {

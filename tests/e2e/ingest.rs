@@ -160,7 +160,7 @@ async fn unknown_calling_ae_is_rejected_with_its_reason() {
     let app = TestApp::spawn_with(Db::Sqlite, |s| {
         s.dicom.allowed_peers = vec![radstream::configuration::PeerRule {
             ae_title: "MODALITY1".into(),
-            host: None,
+            ..Default::default()
         }];
     })
     .await;

@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod crash;
 mod dicomweb;
+mod edge;
 mod events;
 mod export;
 mod export_http;
