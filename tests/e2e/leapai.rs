@@ -43,11 +43,6 @@ async fn setup() -> Setup {
     )
     .unwrap();
     std::fs::write(input.join("garbage.dcm"), b"not a dicom file at all").unwrap();
-    std::fs::write(
-        input.join("deep.dcm"),
-        crate::integrity::deeply_nested_dx(dir.path()),
-    )
-    .unwrap();
     std::fs::copy(
         fixtures.join("dicom/dx_normal/002.dcm"),
         outside.join("secret.dcm"),
@@ -166,6 +161,12 @@ async fn single_inference_success_as_documented() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_inference_error_table_verbatim() {
     let s = setup().await;
+    // Nesting that overflowed the parser's stack is refused like any unreadable file.
+    std::fs::write(
+        s.input.join("deep.dcm"),
+        crate::integrity::deeply_nested_dx(&s.outside),
+    )
+    .unwrap();
     let ok = p(&s.input.join("cardio.dcm"));
     let missing = p(&s.input.join("nope.dcm"));
     let secret = p(&s.outside.join("secret.dcm"));
