@@ -42,6 +42,8 @@ pub enum Command {
         calling_ae: String,
         #[arg(long, default_value = "ANY-SCP")]
         called_ae: String,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Send DICOM files or folders to HOST:PORT, one association per study.
     Send {
@@ -60,6 +62,8 @@ pub enum Command {
         /// Print one JSON line per file instead of a progress bar.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// List the installed models: members, checksums, execution provider.
     Models,
@@ -71,6 +75,16 @@ pub enum Command {
         /// Model id (default: the first installed classification model).
         #[arg(long)]
         model: Option<String>,
+    },
+    /// Check DICOM files as the node checks what it receives (complete, bounded, Pixel Data of
+    /// the right size), without parsing them: by default every file the store holds. Prints
+    /// one line per broken file; exits 1 when any is broken.
+    Verify {
+        /// Files or folders (searched recursively) instead of the store's instances folder.
+        paths: Vec<PathBuf>,
+        /// Print one JSON line per file checked.
+        #[arg(long)]
+        json: bool,
     },
     /// List the studies in the index.
     Studies {
@@ -104,6 +118,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// DICOM TLS for `echo` and `send` (PS3.15 B.1).
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// Use DICOM TLS; the peer's certificate must chain to this PEM CA file and name the host
+    /// dialled.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Our PEM certificate, for peers that require one (with --tls-key).
+    #[arg(long, requires = "tls_ca", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_ca", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The peer with TLS set when --tls-ca is given.
+    fn apply(self, mut peer: Peer) -> anyhow::Result<Peer> {
+        if let Some(ca) = self.tls_ca {
+            let files = crate::tls::ClientTlsFiles {
+                ca,
+                certificate: self.tls_cert,
+                private_key: self.tls_key,
+            };
+            peer.tls = Some(files.client_config()?);
+        }
+        Ok(peer)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,8 +188,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
             calling_ae,
             called_ae,
+            tls,
         } => {
-            let peer = Peer::new(addr, &calling_ae, &called_ae);
+            let peer = tls.apply(Peer::new(addr, &calling_ae, &called_ae))?;
             let t = Instant::now();
             let status = scu::echo(&peer).await?;
             println!(
@@ -163,7 +208,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             called_ae,
             associations,
             json,
-        } => send(addr, paths, calling_ae, called_ae, associations, json).await,
+            tls,
+        } => {
+            let peer = tls.apply(Peer::new(addr, &calling_ae, &called_ae))?;
+            send(peer, paths, associations, json).await
+        }
         Command::Models => {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
@@ -214,6 +263,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => crate::auth::cli::audit(&load()?, command).await,
         Command::Usage { month, key, json } => {
             crate::compat::radanalyzer::usage::cli(&load()?, month, key, json).await
+        }
+        Command::Verify { paths, json } => {
+            let paths = if paths.is_empty() {
+                vec![load()?.storage.data_dir.join("instances")]
+            } else {
+                paths
+            };
+            let files = scu::collect_files(&paths);
+            let mut broken = 0usize;
+            for f in &files {
+                let verdict = crate::dataset::verify_file(f);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "path": f,
+                            "ok": verdict.is_ok(),
+                            "error": verdict.as_ref().err().map(|e| e.to_string()),
+                        })
+                    );
+                } else if let Err(e) = &verdict {
+                    println!("{}: {e}", f.display());
+                }
+                broken += usize::from(verdict.is_err());
+            }
+            eprintln!("{} files checked, {broken} broken", files.len());
+            if broken > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Studies { limit } => {
             let settings = load()?;
@@ -278,10 +357,8 @@ fn is_dicom(path: &std::path::Path) -> bool {
 }
 
 async fn send(
-    addr: String,
+    peer: Peer,
     paths: Vec<PathBuf>,
-    calling_ae: String,
-    called_ae: String,
     associations: usize,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -290,6 +367,18 @@ async fn send(
     let (studies, mut results) = tokio::task::spawn_blocking(move || scu::group_by_study(&files))
         .await
         .context("reading the files")?;
+    // Files that cannot be read are reported at once, with the reason.
+    for r in &results {
+        if json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            eprintln!(
+                "{}: {}",
+                r.path.display(),
+                r.error.as_deref().unwrap_or("cannot be read")
+            );
+        }
+    }
     let total: usize = studies.values().map(|v| v.len()).sum();
     let bar = if json {
         indicatif::ProgressBar::hidden()
@@ -301,7 +390,6 @@ async fn send(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         )
     };
-    let peer = Peer::new(addr, &calling_ae, &called_ae);
     let started = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(associations.max(1)));
     let mut tasks = tokio::task::JoinSet::new();

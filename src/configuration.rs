@@ -70,10 +70,16 @@ pub struct DicomSettings {
     pub check_called_ae: bool,
     /// Largest PDU we accept, in bytes (dicom-rs's default is 16 KiB).
     pub max_pdu_length: u32,
-    /// Associations served at once; further ones are rejected (transient, no reason given).
+    /// Associations served at once; further ones are rejected (transient, local limit exceeded).
     pub max_associations: usize,
-    /// Seconds to wait for the A-ASSOCIATE-RQ after a connection opens (ARTIM).
-    pub artim_timeout_secs: u64,
+    /// Associations served at once for one peer address; further ones are rejected likewise.
+    pub max_associations_per_peer: usize,
+    /// Connections that have not yet sent a whole A-ASSOCIATE-RQ; further ones are closed.
+    /// They hold no association slot.
+    pub max_pending_connections: usize,
+    /// Seconds from the TCP connection (and TLS handshake) to a whole A-ASSOCIATE-RQ (ARTIM).
+    #[serde(alias = "artim_timeout_secs")]
+    pub pre_association_timeout_secs: u64,
     /// Seconds to wait for the next fragment of a DIMSE message.
     pub dimse_timeout_secs: u64,
     /// Seconds an established association may stay silent between messages.
@@ -86,10 +92,39 @@ pub struct DicomSettings {
     /// `all_storage`: every standard storage SOP class plus `sop_classes`;
     /// `allow`: only `sop_classes`; `deny`: every storage class except `sop_classes`.
     pub sop_class_mode: SopClassMode,
+    /// The DICOM TLS listener (`[dicom.tls]`).
+    pub tls: DicomTlsSettings,
+}
+
+/// `[dicom.tls]`: a second port speaking DICOM over TLS (PS3.15 B.1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomTlsSettings {
+    pub enabled: bool,
+    /// TCP port of the TLS listener (0 picks a free one); same address as the plain one.
+    pub port: u16,
+    /// PEM certificate chain of the node.
+    pub certificate: Option<std::path::PathBuf>,
+    /// PEM private key of `certificate` (a secret: never logged).
+    pub private_key: Option<std::path::PathBuf>,
+    /// PEM CA: when set, clients must present a certificate that chains to it.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl Default for DicomTlsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: 2762,
+            certificate: None,
+            private_key: None,
+            client_ca: None,
+        }
+    }
 }
 
 /// One entry of the calling-AE allow-list.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRule {
     /// Calling AE title.
@@ -97,6 +132,10 @@ pub struct PeerRule {
     /// When set, the association must also come from this address.
     #[serde(default)]
     pub host: Option<IpAddr>,
+    /// When set, the association must come over TLS with a client certificate whose subject
+    /// common name is this (needs `dicom.tls.client_ca`).
+    #[serde(default)]
+    pub certificate_subject: Option<String>,
 }
 
 /// See [`DicomSettings::sop_class_mode`].
@@ -117,12 +156,15 @@ impl Default for DicomSettings {
             check_called_ae: true,
             max_pdu_length: 262_144,
             max_associations: 64,
-            artim_timeout_secs: 30,
+            max_associations_per_peer: 16,
+            max_pending_connections: 256,
+            pre_association_timeout_secs: 5,
             dimse_timeout_secs: 60,
             idle_timeout_secs: 300,
             allowed_peers: Vec::new(),
             sop_classes: Vec::new(),
             sop_class_mode: SopClassMode::AllStorage,
+            tls: DicomTlsSettings::default(),
         }
     }
 }
@@ -374,7 +416,32 @@ impl Settings {
         if self.dicom.max_associations == 0 {
             return invalid("dicom.max_associations", "must be at least 1");
         }
-        if self.dicom.artim_timeout_secs == 0
+        if self.dicom.max_associations_per_peer == 0 {
+            return invalid("dicom.max_associations_per_peer", "must be at least 1");
+        }
+        if self.dicom.max_pending_connections == 0 {
+            return invalid("dicom.max_pending_connections", "must be at least 1");
+        }
+        let tls = &self.dicom.tls;
+        if tls.enabled && (tls.certificate.is_none() || tls.private_key.is_none()) {
+            return invalid(
+                "dicom.tls",
+                "enabled = true needs certificate and private_key (PEM files)",
+            );
+        }
+        if self
+            .dicom
+            .allowed_peers
+            .iter()
+            .any(|p| p.certificate_subject.is_some())
+            && !(tls.enabled && tls.client_ca.is_some())
+        {
+            return invalid(
+                "dicom.allowed_peers.certificate_subject",
+                "needs dicom.tls.enabled and dicom.tls.client_ca (client certificates)",
+            );
+        }
+        if self.dicom.pre_association_timeout_secs == 0
             || self.dicom.dimse_timeout_secs == 0
             || self.dicom.idle_timeout_secs == 0
         {
@@ -506,6 +573,22 @@ mod tests {
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains("retention.free_percent_target"), "{e}");
         }
+        let mut s = Settings::default();
+        s.dicom.max_associations_per_peer = 0;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("dicom.max_associations_per_peer"), "{e}");
+        let mut s = Settings::default();
+        s.dicom.tls.enabled = true;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("dicom.tls"), "{e}");
+        let mut s = Settings::default();
+        s.dicom.allowed_peers = vec![PeerRule {
+            ae_title: "MOD".into(),
+            certificate_subject: Some("mod.example".into()),
+            ..Default::default()
+        }];
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("certificate_subject"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cli;
 pub mod compat;
 pub mod configuration;
+pub mod dataset;
 pub mod db;
 pub mod dicomweb;
 pub mod domain;
@@ -33,6 +34,7 @@ pub mod startup;
 pub mod store;
 pub mod study;
 pub mod telemetry;
+pub mod tls;
 
 /// Implementation Class UID written in every file meta and association we make.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.38873186743228840502222543848523493133";

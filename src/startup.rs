@@ -131,12 +131,7 @@ impl Application {
                     bus: bus.clone(),
                     settings: settings.retention.clone(),
                 });
-        let dicom = DicomListener::bind(ctx).await.with_context(|| {
-            format!(
-                "binding the DICOM listener to {}:{}",
-                settings.dicom.host, settings.dicom.port
-            )
-        })?;
+        let dicom = DicomListener::bind(ctx).await?;
         let auth = Authenticator::from_settings(&settings, db.clone())
             .context("loading the API authentication keys")?;
         let http_addr = SocketAddr::new(settings.http.host, settings.http.port);
@@ -197,6 +192,11 @@ impl Application {
         self.dicom
             .local_addr()
             .expect("BUG: bound listener has an address")
+    }
+
+    /// The DICOM TLS listener's address (`dicom.tls.enabled`).
+    pub fn dicom_tls_addr(&self) -> Option<SocketAddr> {
+        self.dicom.tls_addr()
     }
 
     pub fn http_addr(&self) -> SocketAddr {

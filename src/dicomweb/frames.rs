@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::VoiLutFunction;
 use serde_json::json;
 
@@ -40,10 +40,12 @@ fn pixel_error(e: PixelError, field: &str) -> ApiError {
 }
 
 async fn open(path: std::path::PathBuf) -> Result<DefaultDicomObject, ApiError> {
-    tokio::task::spawn_blocking(move || OpenFileOptions::new().open_file(&path))
-        .await
-        .map_err(|e| ApiError::internal("pixel task failed", e))?
-        .map_err(|e| ApiError::internal("stored file unreadable", e))
+    tokio::task::spawn_blocking(move || {
+        crate::dataset::open_file(&path, crate::dataset::Part::Whole)
+    })
+    .await
+    .map_err(|e| ApiError::internal("pixel task failed", e))?
+    .map_err(|e| ApiError::internal("stored file unreadable", e))
 }
 
 /// How frames are sent.

@@ -14,7 +14,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dicom_core::Tag;
 use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_object::OpenFileOptions;
 use serde_json::{json, Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -636,9 +635,7 @@ async fn search(
 /// The JSON model of a stored file's header (up to Pixel Data), off the runtime.
 async fn read_header(path: std::path::PathBuf) -> Option<Map<String, Value>> {
     tokio::task::spawn_blocking(move || {
-        OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(&path)
+        crate::dataset::open_file(&path, crate::dataset::Part::Header)
             .ok()
             .map(|obj| dj::dataset(&obj, None))
     })

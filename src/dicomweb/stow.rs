@@ -26,9 +26,6 @@ use dicom_dictionary_std::tags;
 /// The Source AE Title written into files received over STOW-RS (and their index rows).
 pub const STOW_AE: &str = "STOW-RS";
 
-/// Largest file meta group we wait for before giving up on a part.
-const MAX_META_BYTES: usize = 64 * 1024;
-
 /// One part's outcome.
 struct Failure {
     sop_class: Option<String>,
@@ -251,27 +248,22 @@ where
     E: std::fmt::Display,
 {
     let dw = &state.dicomweb;
-    // Collect the preamble and file meta group.
+    // Collect the preamble and file meta group, read leniently (odd lengths, a missing
+    // transfer syntax); the store writes a correct meta group of its own.
     let mut head: Vec<u8> = Vec::new();
-    let meta_end = loop {
-        if let Some(end) = meta_length(&head) {
-            match end {
-                Ok(end) if head.len() >= end => break end,
-                Ok(_) => {}
-                Err(problem) => {
-                    skip(reader).await?;
-                    return Ok(Err(fail(None, None, status::CANNOT_UNDERSTAND, problem)));
-                }
+    let meta = loop {
+        match crate::dataset::meta::read(&head) {
+            Ok(Some(meta)) => break meta,
+            Ok(None) => {}
+            Err(problem) => {
+                skip(reader).await?;
+                return Ok(Err(fail(
+                    None,
+                    None,
+                    status::CANNOT_UNDERSTAND,
+                    problem.to_string(),
+                )));
             }
-        }
-        if head.len() > MAX_META_BYTES {
-            skip(reader).await?;
-            return Ok(Err(fail(
-                None,
-                None,
-                status::CANNOT_UNDERSTAND,
-                "no DICOM file meta group in the first 64 KiB".into(),
-            )));
         }
         match reader.chunk().await? {
             Some(c) => head.extend_from_slice(&c),
@@ -280,27 +272,16 @@ where
                     None,
                     None,
                     status::CANNOT_UNDERSTAND,
-                    "the part is not a DICOM Part 10 file (no preamble and DICM prefix)".into(),
+                    "the part ends before its DICOM file meta group does".into(),
                 )))
             }
         }
     };
-    let meta = match dicom_object::meta::FileMetaTable::from_reader(&head[128..meta_end]) {
-        Ok(m) => m,
-        Err(e) => {
-            skip(reader).await?;
-            return Ok(Err(fail(
-                None,
-                None,
-                status::CANNOT_UNDERSTAND,
-                format!("unreadable file meta group: {e}"),
-            )));
-        }
-    };
+    let meta_end = meta.data_set_offset;
     let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-    let class = trim(meta.media_storage_sop_class_uid());
-    let sop = trim(meta.media_storage_sop_instance_uid());
-    let ts = trim(meta.transfer_syntax());
+    let class = trim(meta.sop_class_uid.as_deref().unwrap_or_default());
+    let sop = trim(meta.sop_instance_uid.as_deref().unwrap_or_default());
+    let ts = trim(meta.transfer_syntax.as_deref().unwrap_or_default());
     let (class_o, sop_o) = (Some(class.clone()), Some(sop.clone()));
     let checks = || -> Result<(), (u16, String)> {
         Uid::parse("MediaStorageSOPClassUID", &class)
@@ -441,44 +422,4 @@ where
 {
     while reader.chunk().await?.is_some() {}
     Ok(())
-}
-
-/// Where the file meta group ends, once enough bytes are there to tell: `None` to read more,
-/// an error when the bytes are not a Part 10 file.
-fn meta_length(head: &[u8]) -> Option<Result<usize, String>> {
-    if head.len() < 132 + 12 {
-        return None;
-    }
-    if &head[128..132] != b"DICM" {
-        return Some(Err(
-            "the part is not a DICOM Part 10 file (no DICM prefix after the 128-byte preamble)"
-                .into(),
-        ));
-    }
-    let e = &head[132..144];
-    if e[0..4] != [0x02, 0x00, 0x00, 0x00] || &e[4..6] != b"UL" {
-        return Some(Err(
-            "the file meta group does not start with its group length (0002,0000)".into(),
-        ));
-    }
-    let len = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as usize;
-    if len > MAX_META_BYTES {
-        return Some(Err(format!("file meta group length {len} is implausible")));
-    }
-    Some(Ok(144 + len))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::meta_length;
-
-    #[test]
-    fn meta_length_needs_preamble_and_group_length() {
-        assert!(meta_length(&[0u8; 100]).is_none());
-        assert!(meta_length(&[0u8; 200]).unwrap().is_err());
-        let mut h = vec![0u8; 128];
-        h.extend_from_slice(b"DICM");
-        h.extend_from_slice(&[0x02, 0, 0, 0, b'U', b'L', 4, 0, 0x10, 0, 0, 0]);
-        assert_eq!(meta_length(&h).unwrap().unwrap(), 144 + 16);
-    }
 }

@@ -9,7 +9,7 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{PixelRepresentation, PlanarConfiguration, Transcode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
@@ -51,8 +51,7 @@ pub fn transcode(path: &Path, ts: &str) -> Result<Vec<u8>, TranscodeError> {
         .get(ts)
         .filter(|_| can_write(ts))
         .ok_or_else(|| TranscodeError::Encode(format!("{ts} is not a target")))?;
-    let mut obj = OpenFileOptions::new()
-        .open_file(path)
+    let mut obj = crate::dataset::open_file(path, crate::dataset::Part::Whole)
         .map_err(|e| TranscodeError::Read(e.to_string()))?;
     let stored = obj
         .meta()
@@ -177,6 +176,7 @@ fn to_native(obj: &mut DefaultDicomObject, stored: &str) -> Result<(), Transcode
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_object::OpenFileOptions;
     use std::path::PathBuf;
 
     fn fixture(name: &str) -> PathBuf {
@@ -243,6 +243,14 @@ mod tests {
             .open_file(fixture("ts_implicit/001.dcm"))
             .unwrap();
         obj.remove_element(tags::PIXEL_DATA);
+        // An image class without Pixel Data is refused as cut short: make it a Basic Text SR.
+        let sr = "1.2.840.10008.5.1.4.1.1.88.11";
+        obj.put(dicom_core::DataElement::new(
+            tags::SOP_CLASS_UID,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from(sr),
+        ));
+        obj.meta_mut().media_storage_sop_class_uid = sr.to_string();
         let src = dir.path().join("no-pixels.dcm");
         obj.write_to_file(&src).unwrap();
         let out = rewritten(&src, JPEG_LS_LOSSLESS);

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use dicom_core::value::Value as DicomValue;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
 use serde_json::{json, Value};
 use sqlx::Row;
 use tokio_util::io::ReaderStream;
@@ -290,9 +289,7 @@ async fn metadata(
         );
         let path = f.path.clone();
         let obj = tokio::task::spawn_blocking(move || {
-            OpenFileOptions::new()
-                .read_until(tags::PIXEL_DATA)
-                .open_file(&path)
+            crate::dataset::open_file(&path, crate::dataset::Part::Header)
         })
         .await
         .map_err(|e| ApiError::internal("metadata task failed", e))?
@@ -372,8 +369,7 @@ pub async fn bulkdata(
     let files = instances(&s, &study, Some(&series), Some(&sop)).await?;
     let path = files[0].path.clone();
     let parts = tokio::task::spawn_blocking(move || -> Result<Option<Vec<Vec<u8>>>, String> {
-        let obj = OpenFileOptions::new()
-            .open_file(&path)
+        let obj = crate::dataset::open_file(&path, crate::dataset::Part::Whole)
             .map_err(|e| e.to_string())?;
         let Some(elem) = obj.get(t) else {
             return Ok(None);

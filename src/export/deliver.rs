@@ -185,6 +185,14 @@ impl Exporter {
             d.ae_title.as_deref().unwrap_or_default(),
         );
         peer.timeout = Duration::from_secs(self.settings.timeout_secs.max(1));
+        // Read at each delivery, so renewed certificates are picked up without a restart.
+        if let Some(files) = d.tls_files() {
+            peer.tls = Some(
+                files
+                    .client_config()
+                    .map_err(|e| DeliveryError::Transient(e.to_string()))?,
+            );
+        }
         let results = scu::send_study(&peer, std::slice::from_ref(&file), |_| {})
             .await
             .map_err(|e| DeliveryError::Transient(e.to_string()))?;

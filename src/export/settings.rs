@@ -112,6 +112,15 @@ pub struct Destination {
     /// `dicom`: our calling AE title (default: `dicom.ae_title`).
     #[serde(default)]
     pub calling_ae: Option<String>,
+    /// `dicom`: DICOM TLS; the peer's certificate must chain to this PEM CA file and name
+    /// `host`.
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// `dicom` with `tls_ca`: our PEM certificate and private key, for mutual TLS.
+    #[serde(default)]
+    pub tls_certificate: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub tls_private_key: Option<std::path::PathBuf>,
     /// `stow`: the STOW-RS URL, e.g. `https://pacs/dicom-web/studies`; `fhir`: the server's
     /// base URL, e.g. `https://ehr/fhir` (the transaction Bundle is POSTed there).
     #[serde(default)]
@@ -168,6 +177,15 @@ impl Destination {
                 (Some(min), Some(u)) => u >= min,
                 (Some(_), None) => false,
             }
+    }
+
+    /// The TLS files of a `dicom` destination with `tls_ca`.
+    pub fn tls_files(&self) -> Option<crate::tls::ClientTlsFiles> {
+        self.tls_ca.as_ref().map(|ca| crate::tls::ClientTlsFiles {
+            ca: ca.clone(),
+            certificate: self.tls_certificate.clone(),
+            private_key: self.tls_private_key.clone(),
+        })
     }
 
     /// Whether this destination receives `kind` outputs.
@@ -242,6 +260,24 @@ impl ExportSettings {
                                 "destination '{}' needs an AE title of 1 to 16 ASCII characters",
                                 d.name
                             ),
+                        ));
+                    }
+                    if d.tls_ca.is_none()
+                        && (d.tls_certificate.is_some() || d.tls_private_key.is_some())
+                    {
+                        return Err((
+                            "export.destinations.tls_ca",
+                            format!(
+                                "destination '{}': a client certificate needs tls_ca",
+                                d.name
+                            ),
+                        ));
+                    }
+                    // Missing or unreadable files stop the node at start, not at first delivery.
+                    if let Some(Err(e)) = d.tls_files().map(|f| f.client_config()) {
+                        return Err((
+                            "export.destinations.tls_ca",
+                            format!("destination '{}': {e}", d.name),
                         ));
                     }
                     if d.calling_ae.as_deref().is_some_and(|a| !ae_ok(a)) {

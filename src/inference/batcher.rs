@@ -2,14 +2,17 @@
 //!
 //! Each model has `pool_size` worker threads. Each worker owns one session per member (and one
 //! for the gate), so no session is shared and `Session::run(&mut self)` needs no lock. Workers
-//! take jobs from one channel: the first job opens a batch, which then collects more jobs for up
-//! to `max_delay_ms` or until it holds `max_batch` images (a multi-frame job is never split, so a
-//! batch can exceed `max_batch` by that job's extra frames). The batch runs once per member,
+//! take jobs from one channel: the first job opens a batch, which takes every job already queued
+//! (up to `max_batch` images; a multi-frame job is never split, so a batch can exceed `max_batch`
+//! by that job's extra frames). Only while another batch of the model is running does it wait,
+//! up to `max_delay_ms`, for more: a lone request runs at once, and under load the jobs that
+//! queue while a batch runs make the next one. The batch runs once per member,
 //! members (and the gate) concurrently on scoped threads, and each job gets its own slice of
 //! every member's output back through a oneshot channel.
 
 use ort::session::Session;
 use ort::value::TensorRef;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -199,12 +202,14 @@ fn run_one(
 }
 
 /// Worker loop: batch jobs from `rx` and run them until the channel closes.
+/// `running` counts the model's batches being run, shared by its workers.
 pub(crate) fn worker(
     rx: Arc<Mutex<Receiver<Job>>>,
     mut sessions: SessionSet,
     spec: Arc<RunSpec>,
     max_batch: usize,
     max_delay: Duration,
+    running: Arc<AtomicUsize>,
 ) {
     loop {
         let jobs = {
@@ -218,8 +223,13 @@ pub(crate) fn worker(
             };
             let mut items = first.items;
             let mut jobs = vec![first];
-            let deadline = Instant::now() + max_delay;
             while items < max_batch {
+                let Ok(j) = rx.try_recv() else { break };
+                items += j.items;
+                jobs.push(j);
+            }
+            let deadline = Instant::now() + max_delay;
+            while items < max_batch && running.load(Ordering::Acquire) > 0 {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -240,6 +250,7 @@ pub(crate) fn worker(
             continue;
         }
         let n: usize = jobs.iter().map(|j| j.items).sum();
+        running.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let input: Vec<f32> = if jobs.len() == 1 {
             Vec::new()
@@ -259,6 +270,7 @@ pub(crate) fn worker(
             run_batch(&spec, &mut sessions, data, n)
         }))
         .unwrap_or_else(|_| Err(InferenceError::Task("inference batch panicked".into())));
+        running.fetch_sub(1, Ordering::AcqRel);
         let run_ms = started.elapsed().as_secs_f64() * 1000.0;
         debug!(model = %spec.id, batch = n, jobs = jobs.len(), run_ms, "batch done");
         match result {

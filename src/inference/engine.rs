@@ -701,8 +701,10 @@ fn load_model(
     }
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for (n, set) in sets.into_iter().enumerate() {
         let rx = rx.clone();
+        let running = running.clone();
         let spec = spec.clone();
         let (max_batch, delay) = (
             settings.max_batch,
@@ -710,7 +712,7 @@ fn load_model(
         );
         std::thread::Builder::new()
             .name(format!("infer-{}-{n}", manifest.id))
-            .spawn(move || batcher::worker(rx, set, spec, max_batch, delay))
+            .spawn(move || batcher::worker(rx, set, spec, max_batch, delay, running))
             .map_err(|e| InferenceError::Task(format!("cannot start worker thread: {e}")))?;
     }
     let info = ModelInfo {

@@ -12,7 +12,7 @@
 //! source, tools/train/train.py), resize and normalise as above.
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{DecodedPixelData, PixelRepresentation, PlanarConfiguration, VoiLutFunction};
 use fast_image_resize::images::{TypedImage, TypedImageRef};
 use fast_image_resize::pixels::F32;
@@ -117,8 +117,7 @@ pub fn open_dicom(path: &Path) -> Result<DefaultDicomObject, InferenceError> {
         return Err(InferenceError::io(path, e));
     }
     guard(|| {
-        OpenFileOptions::new()
-            .open_file(path)
+        crate::dataset::open_file(path, crate::dataset::Part::Whole)
             .map_err(|e| InferenceError::Dicom(e.to_string()))
     })
 }

@@ -3,17 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use dicom_ul::association::Association;
 use dicom_ul::pdu::{AbortRQSource, PDataValue, PDataValueType};
 use dicom_ul::Pdu;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dimse::{self, status, Command};
+use super::transport::Assoc;
 use super::IngestContext;
 use crate::store::{FileMeta, IncomingFile, Reservation, Source, Store, StoreError, StoreOutcome};
-
-type Assoc = dicom_ul::association::AsyncServerAssociation<tokio::net::TcpStream>;
 
 /// Where the data set of the current C-STORE goes.
 enum Sink {
@@ -180,6 +178,9 @@ async fn handle_pdv(
         (PDataValueType::Command, Pending::Command { pc_id, mut bytes }) => {
             if pc_id != pdv.presentation_context_id {
                 return Err("command fragments on two presentation contexts");
+            }
+            if bytes.len() + pdv.data.len() > dimse::MAX_COMMAND_BYTES {
+                return Err("command set larger than 64 KiB");
             }
             bytes.extend_from_slice(&pdv.data);
             *pending = Pending::Command { pc_id, bytes };

@@ -1,6 +1,7 @@
 //! DIMSE command sets (PS3.7 §9.3): parsing requests, building responses. Commands are always
 //! Implicit VR Little Endian, whatever the presentation context says.
 
+use crate::dataset::{Encoding, Limits, Scanner};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -53,10 +54,24 @@ fn uid_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
         .unwrap_or_default()
 }
 
+/// A command set is a few hundred bytes; one growing past this is refused, not buffered.
+pub const MAX_COMMAND_BYTES: usize = 64 << 10;
+
+/// Reads a command set (implicit VR little endian) after the same structural check data
+/// sets get: a peer's bytes reach the parser only when bounded.
+fn read_command_set(bytes: &[u8]) -> Result<InMemDicomObject, CommandError> {
+    let mut check = Scanner::new(Encoding::IMPLICIT_LE, Limits::DEFAULT);
+    check
+        .feed(bytes)
+        .and_then(|()| check.finish().map(|_| ()))
+        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| CommandError::Parse(e.to_string()))
+}
+
 /// Parses a complete command set.
 pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let obj = read_command_set(bytes)?;
     let u16_of = |tag, name| -> Result<u16, CommandError> {
         obj.get(tag)
             .and_then(|e| e.to_int::<u16>().ok())
@@ -167,8 +182,7 @@ pub fn request(
 
 /// Reads Status (and Error Comment) from a response command set.
 pub fn parse_status(bytes: &[u8]) -> Result<(u16, Option<String>), CommandError> {
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let obj = read_command_set(bytes)?;
     let status = obj
         .get(tags::STATUS)
         .and_then(|e| e.to_int::<u16>().ok())

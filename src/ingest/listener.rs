@@ -1,40 +1,66 @@
-//! Accept loop: TCP_NODELAY, the association limit, negotiation with the peer policy, and one
-//! task per association (tracked, so shutdown can wait for them).
+//! Accept loops (plain TCP and, when enabled, DICOM TLS), the pre-association phase with its
+//! own slots and time-out, negotiation with the peer policy, and one task per connection
+//! (tracked, so shutdown can wait for them).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJSource,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::association::{self, Ending};
 use super::policy::PeerPolicy;
+use super::slots::{AssociationSlot, Refusal, Slots};
+use super::transport::Assoc;
 use super::IngestContext;
+use crate::tls::{PeerCertificate, ServerTls};
 
-/// A bound DICOM listener, not yet accepting.
+/// Bound DICOM listeners, not yet accepting.
 pub struct DicomListener {
     listener: TcpListener,
+    /// The DICOM TLS listener and its certificate (`dicom.tls.enabled`).
+    tls: Option<(TcpListener, ServerTls)>,
     ctx: Arc<IngestContext>,
     open: Arc<AtomicUsize>,
 }
 
 impl DicomListener {
-    pub async fn bind(ctx: IngestContext) -> std::io::Result<DicomListener> {
-        let addr = SocketAddr::new(ctx.settings.host, ctx.settings.port);
-        let listener = TcpListener::bind(addr).await?;
+    /// Binds the plain port and, when enabled, loads the TLS files and binds the TLS port.
+    pub async fn bind(ctx: IngestContext) -> anyhow::Result<DicomListener> {
+        let s = &ctx.settings;
+        let addr = SocketAddr::new(s.host, s.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the DICOM listener to {addr}"))?;
+        let tls = match (&s.tls.enabled, &s.tls.certificate, &s.tls.private_key) {
+            (true, Some(cert), Some(key)) => {
+                let server = ServerTls::load(cert, key, s.tls.client_ca.as_deref())
+                    .context("loading the DICOM TLS files (dicom.tls)")?;
+                let addr = SocketAddr::new(s.host, s.tls.port);
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the DICOM TLS listener to {addr}"))?;
+                Some((l, server))
+            }
+            (true, _, _) => anyhow::bail!("dicom.tls.enabled needs certificate and private_key"),
+            _ => None,
+        };
         Ok(DicomListener {
             listener,
+            tls,
             ctx: Arc::new(ctx),
             open: Arc::default(),
         })
@@ -44,6 +70,11 @@ impl DicomListener {
         self.listener.local_addr()
     }
 
+    /// The address of the TLS listener, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Count of associations being served (for `/health`).
     pub fn open_associations(&self) -> Arc<AtomicUsize> {
         self.open.clone()
@@ -51,43 +82,70 @@ impl DicomListener {
 
     /// Accepts until `cancel` fires, then aborts open associations and waits for them.
     pub async fn run(self, cancel: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(self.ctx.settings.max_associations));
+        let s = &self.ctx.settings;
+        let slots = Arc::new(Slots::new(
+            s.max_associations,
+            s.max_associations_per_peer,
+            s.max_pending_connections,
+        ));
         let tasks = TaskTracker::new();
         tracing::info!(
             addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            ae_title = %self.ctx.settings.ae_title,
+            tls_addr = %self.tls_addr().map(|a| a.to_string()).unwrap_or_default(),
+            ae_title = %s.ae_title,
             "DICOM listener ready"
         );
+        let accept_tls = || async {
+            match &self.tls {
+                Some((l, server)) => l.accept().await.map(|a| (a, Some(server.clone()))),
+                None => std::future::pending().await,
+            }
+        };
         loop {
-            let (socket, peer) = tokio::select! {
+            let accepted = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                r = self.listener.accept() => r.map(|a| (a, None)),
+                r = accept_tls() => r,
+            };
+            let ((socket, peer), tls) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = socket.set_nodelay(true);
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, max = self.ctx.settings.max_associations, "association limit reached; rejecting");
-                self.ctx.metrics.association_rejected("association_limit");
-                tasks.spawn(reject_busy(socket));
+            let Some(pending) = slots.pending() else {
+                tracing::warn!(
+                    %peer,
+                    max = s.max_pending_connections,
+                    "too many connections without an A-ASSOCIATE-RQ; closing this one"
+                );
+                self.ctx.metrics.association_rejected("pending_limit");
                 continue;
             };
-            let ctx = self.ctx.clone();
+            let conn = Connection {
+                peer,
+                ctx: self.ctx.clone(),
+                slots: slots.clone(),
+                open: self.open.clone(),
+                association_id: uuid::Uuid::new_v4().simple().to_string(),
+            };
+            let span = tracing::info_span!(
+                "association",
+                %peer,
+                tls = tls.is_some(),
+                association_id = %conn.association_id,
+                calling_ae = tracing::field::Empty
+            );
             let cancel = cancel.child_token();
-            let open = self.open.clone();
-            let association_id = uuid::Uuid::new_v4().simple().to_string();
-            let span = tracing::info_span!("association", %peer, association_id = %association_id, calling_ae = tracing::field::Empty);
             tasks.spawn(
                 async move {
-                    open.fetch_add(1, Ordering::Relaxed);
-                    handle_connection(socket, peer, &ctx, &association_id, cancel).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
+                    match tls {
+                        None => conn.plain(socket, pending, cancel).await,
+                        Some(server) => conn.tls(socket, &server, pending, cancel).await,
+                    }
                 }
                 .instrument(span),
             );
@@ -98,61 +156,235 @@ impl DicomListener {
     }
 }
 
-async fn handle_connection(
-    socket: TcpStream,
+/// One accepted connection, from its pre-association phase to the end of its association.
+struct Connection {
     peer: SocketAddr,
-    ctx: &IngestContext,
-    association_id: &str,
-    cancel: CancellationToken,
-) {
-    let s = &ctx.settings;
-    let policy = PeerPolicy {
-        check_called_ae: s.check_called_ae,
-        allowed_peers: &s.allowed_peers,
-        peer_ip: peer.ip(),
-    };
-    let mut options = ServerAssociationOptions::new()
-        .ae_access_control(policy)
-        .ae_title(s.ae_title.as_str())
-        .max_pdu_length(s.max_pdu_length)
-        .write_timeout(Duration::from_secs(s.dimse_timeout_secs));
-    for a in &ctx.abstract_syntaxes {
-        options = options.with_abstract_syntax(a.as_str());
+    ctx: Arc<IngestContext>,
+    slots: Arc<Slots>,
+    open: Arc<AtomicUsize>,
+    association_id: String,
+}
+
+impl Connection {
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.ctx.settings.pre_association_timeout_secs)
     }
-    for t in &ctx.transfer_syntaxes {
-        options = options.with_transfer_syntax(*t);
+
+    fn options(
+        &self,
+        peer_certificate: Option<PeerCertificate>,
+    ) -> ServerAssociationOptions<
+        '_,
+        PeerPolicy<'_>,
+        dicom_ul::association::server::DefaultNegotiation,
+    > {
+        let s = &self.ctx.settings;
+        let policy = PeerPolicy {
+            check_called_ae: s.check_called_ae,
+            allowed_peers: &s.allowed_peers,
+            peer_ip: self.peer.ip(),
+            peer_certificate,
+        };
+        let mut options = ServerAssociationOptions::new()
+            .ae_access_control(policy)
+            .ae_title(s.ae_title.as_str())
+            .max_pdu_length(s.max_pdu_length)
+            .write_timeout(Duration::from_secs(s.dimse_timeout_secs));
+        for a in &self.ctx.abstract_syntaxes {
+            options = options.with_abstract_syntax(a.as_str());
+        }
+        for t in &self.ctx.transfer_syntaxes {
+            options = options.with_transfer_syntax(*t);
+        }
+        options
     }
-    let artim = Duration::from_secs(s.artim_timeout_secs);
-    let assoc = match tokio::time::timeout(artim, options.establish_async(socket)).await {
-        Err(_) => {
-            tracing::warn!("no A-ASSOCIATE-RQ within the ARTIM time-out; closing");
-            ctx.metrics.association_rejected("artim_timeout");
+
+    /// Logs and counts a refused association slot.
+    fn refused(&self, why: Refusal) {
+        let s = &self.ctx.settings;
+        tracing::warn!(
+            peer = %self.peer.ip(),
+            limit = why.label(),
+            max_associations = s.max_associations,
+            max_associations_per_peer = s.max_associations_per_peer,
+            "association limit reached; rejecting (transient, local limit exceeded)"
+        );
+        self.ctx.metrics.association_rejected(why.label());
+    }
+
+    /// Plain TCP: the association slot is taken once the whole A-ASSOCIATE-RQ has arrived.
+    async fn plain(
+        self,
+        socket: TcpStream,
+        pending: OwnedSemaphorePermit,
+        cancel: CancellationToken,
+    ) {
+        let deadline = self.deadline();
+        match tokio::time::timeout_at(deadline, request_arrived(&socket)).await {
+            Err(_) => return self.timed_out(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "connection closed before an A-ASSOCIATE-RQ");
+                self.ctx.metrics.association_rejected("protocol_error");
+                return;
+            }
+            Ok(Ok(())) => {}
+        }
+        let slot = match self.slots.associate(self.peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                self.refused(why);
+                // Read the request first: closing with unread bytes would reset the
+                // connection under the rejection.
+                let _ = socket.try_read(&mut vec![0; REQUEST_PEEK_LIMIT]);
+                let mut socket = socket;
+                let _ = tokio::time::timeout_at(deadline, reject_busy(&mut socket)).await;
+                return;
+            }
+        };
+        drop(pending);
+        let options = self.options(None);
+        let established = tokio::time::timeout_at(deadline, options.establish_async(socket)).await;
+        drop(options);
+        if let Some(assoc) = self.established(established) {
+            self.serve(assoc.into(), slot, cancel).await;
+        }
+    }
+
+    /// TLS: the handshake and the A-ASSOCIATE-RQ share the pre-association time-out. The
+    /// slot is checked before the handshake (so a full node answers A-ASSOCIATE-RJ) and taken
+    /// after it; a peer that lost the race meanwhile gets A-ABORT.
+    async fn tls(
+        self,
+        mut socket: TcpStream,
+        server: &ServerTls,
+        pending: OwnedSemaphorePermit,
+        cancel: CancellationToken,
+    ) {
+        let deadline = self.deadline();
+        let (config, peer_certificate) = server.for_connection();
+        if let Some(why) = self.slots.would_refuse(self.peer.ip()) {
+            self.refused(why);
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let _ = tokio::time::timeout_at(deadline, async {
+                if let Ok(mut tls) = acceptor.accept(&mut socket).await {
+                    reject_busy(&mut tls).await;
+                }
+            })
+            .await;
             return;
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "association not established");
-            ctx.metrics.association_rejected(rejection_reason(&e));
+        let options = self.options(Some(peer_certificate)).tls_config(config);
+        let established =
+            tokio::time::timeout_at(deadline, options.establish_tls_async(socket)).await;
+        drop(options);
+        let Some(assoc) = self.established(established) else {
             return;
+        };
+        match self.slots.associate(self.peer.ip()) {
+            Ok(slot) => {
+                drop(pending);
+                self.serve(assoc.into(), slot, cancel).await
+            }
+            Err(why) => {
+                self.refused(why);
+                let _ = assoc.abort().await;
+            }
         }
-        Ok(Ok(a)) => a,
-    };
-    use dicom_ul::association::Association;
-    ctx.metrics.association_accepted();
-    let calling = assoc.peer_ae_title().trim().to_string();
-    tracing::Span::current().record("calling_ae", calling.as_str());
-    let accepted = assoc
-        .presentation_contexts()
-        .iter()
-        .filter(|pc| pc.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
-        .count();
-    tracing::info!(
-        accepted_contexts = accepted,
-        max_pdu = assoc.peer_max_pdu_length(),
-        "association established"
-    );
-    let ending = association::serve(assoc, ctx, association_id, cancel).await;
-    ctx.tracker
-        .association_ended(association_id, ending == Ending::Released);
+    }
+
+    fn timed_out(&self) {
+        tracing::warn!(
+            timeout_secs = self.ctx.settings.pre_association_timeout_secs,
+            "no whole A-ASSOCIATE-RQ within the pre-association time-out; closing"
+        );
+        self.ctx
+            .metrics
+            .association_rejected("pre_association_timeout");
+    }
+
+    /// The association, or `None` after logging and counting why there is none.
+    fn established<T>(
+        &self,
+        r: Result<Result<T, dicom_ul::association::Error>, tokio::time::error::Elapsed>,
+    ) -> Option<T> {
+        match r {
+            Err(_) => {
+                self.timed_out();
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "association not established");
+                self.ctx.metrics.association_rejected(rejection_reason(&e));
+                None
+            }
+            Ok(Ok(a)) => Some(a),
+        }
+    }
+
+    async fn serve(self, assoc: Assoc, slot: AssociationSlot, cancel: CancellationToken) {
+        let ctx = &self.ctx;
+        ctx.metrics.association_accepted();
+        let calling = assoc.peer_ae_title().trim().to_string();
+        tracing::Span::current().record("calling_ae", calling.as_str());
+        let accepted = assoc
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance)
+            .count();
+        tracing::info!(
+            accepted_contexts = accepted,
+            max_pdu = assoc.peer_max_pdu_length(),
+            "association established"
+        );
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let ending = association::serve(assoc, ctx, &self.association_id, cancel).await;
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
+        ctx.tracker
+            .association_ended(&self.association_id, ending == Ending::Released);
+    }
+}
+
+/// Largest A-ASSOCIATE-RQ waited for whole before negotiation (larger ones are read by the
+/// negotiation itself, still under the pre-association time-out).
+const REQUEST_PEEK_LIMIT: usize = 64 * 1024;
+
+/// Waits, without consuming anything, until the socket holds a whole A-ASSOCIATE-RQ PDU (or
+/// something that is not one, which negotiation then refuses). Each wake-up is a new segment:
+/// a peer dribbling bytes costs one peek per segment until the time-out.
+#[cfg(unix)]
+async fn request_arrived(socket: &TcpStream) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::fd::AsFd;
+    // A second handle on the same non-blocking socket, for a synchronous peek.
+    let peeker = std::net::TcpStream::from(socket.as_fd().try_clone_to_owned()?);
+    let mut buf = vec![0u8; 6];
+    let mut header_seen = false;
+    loop {
+        socket
+            .async_io(tokio::io::Interest::READABLE, || {
+                let n = peeker.peek(&mut buf)?;
+                if n == 0 {
+                    return Err(Error::new(ErrorKind::UnexpectedEof, "peer closed"));
+                }
+                if n < buf.len() {
+                    return Err(ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            })
+            .await?;
+        if header_seen || buf[0] != 0x01 {
+            return Ok(());
+        }
+        let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
+        header_seen = true;
+        buf = vec![0u8; (6 + len).min(REQUEST_PEEK_LIMIT)];
+    }
+}
+
+#[cfg(not(unix))]
+async fn request_arrived(_socket: &TcpStream) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The metric label for an association that was not established.
@@ -176,8 +408,8 @@ fn rejection_reason(e: &dicom_ul::association::Error) -> &'static str {
     }
 }
 
-/// Answers an association beyond the limit with a transient rejection (local limit exceeded).
-async fn reject_busy(mut socket: TcpStream) {
+/// Answers an association beyond a limit with a transient rejection (local limit exceeded).
+async fn reject_busy<S: AsyncWrite + Unpin>(socket: &mut S) {
     let rj = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
         source: AssociationRJSource::ServiceProviderPresentation(

@@ -1,6 +1,8 @@
 //! The DICOM SCP: where instances enter the node.
 //!
-//! - [`listener`]: accept loop, association limit, one task per association;
+//! - [`listener`]: accept loops (plain and TLS), one task per connection;
+//! - [`slots`]: pending-connection and association slots (global and per peer);
+//! - [`transport`]: an established association over plain TCP or TLS;
 //! - [`policy`]: called/calling AE checks with their A-ASSOCIATE-RJ reasons;
 //! - [`association`]: C-ECHO and C-STORE on one association, answering a store only once
 //!   [`crate::store::Store::accept`] says the instance is durable;
@@ -11,7 +13,9 @@ pub mod association;
 pub mod dimse;
 pub mod listener;
 pub mod policy;
+pub mod slots;
 pub mod sop_classes;
+pub mod transport;
 
 use crate::configuration::DicomSettings;
 use crate::db::Database;

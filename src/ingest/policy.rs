@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 
 use crate::configuration::PeerRule;
+use crate::tls::PeerCertificate;
 
 /// Access control for one incoming connection (the peer address is known per connection,
 /// which dicom-ul's trait does not pass in).
@@ -13,6 +14,8 @@ pub struct PeerPolicy<'a> {
     pub check_called_ae: bool,
     pub allowed_peers: &'a [PeerRule],
     pub peer_ip: IpAddr,
+    /// The verified client certificate of a TLS connection (`None` for plain TCP).
+    pub peer_certificate: Option<PeerCertificate>,
 }
 
 impl PeerPolicy<'_> {
@@ -22,8 +25,16 @@ impl PeerPolicy<'_> {
             return true;
         }
         let calling = calling_ae.trim();
+        let cn = self
+            .peer_certificate
+            .as_ref()
+            .and_then(PeerCertificate::common_name);
         self.allowed_peers.iter().any(|r| {
-            r.ae_title.trim() == calling && r.host.is_none_or(|h| same_ip(h, self.peer_ip))
+            r.ae_title.trim() == calling
+                && r.host.is_none_or(|h| same_ip(h, self.peer_ip))
+                && r.certificate_subject
+                    .as_deref()
+                    .is_none_or(|want| cn.as_deref() == Some(want))
         })
     }
 }
@@ -64,11 +75,12 @@ mod tests {
         vec![
             PeerRule {
                 ae_title: "MODALITY".into(),
-                host: None,
+                ..Default::default()
             },
             PeerRule {
                 ae_title: "PACS".into(),
                 host: Some("10.0.0.5".parse().unwrap()),
+                ..Default::default()
             },
         ]
     }
@@ -80,6 +92,7 @@ mod tests {
             check_called_ae: true,
             allowed_peers: &r,
             peer_ip: "127.0.0.1".parse().unwrap(),
+            peer_certificate: None,
         };
         assert!(p
             .check_access("RADSTREAM", "MODALITY", "RADSTREAM", None)
@@ -98,11 +111,36 @@ mod tests {
             .is_err());
         let p2 = PeerPolicy {
             peer_ip: "::ffff:10.0.0.5".parse().unwrap(),
-            ..p
+            ..p.clone()
         };
         assert!(p2
             .check_access("RADSTREAM", "PACS", "RADSTREAM", None)
             .is_ok());
+    }
+
+    #[test]
+    fn a_certificate_subject_rule_needs_that_verified_client_certificate() {
+        let r = vec![PeerRule {
+            ae_title: "MODALITY".into(),
+            certificate_subject: Some("mod1.example".into()),
+            ..Default::default()
+        }];
+        let policy = |peer_certificate| PeerPolicy {
+            check_called_ae: true,
+            allowed_peers: &r,
+            peer_ip: "10.0.0.9".parse().unwrap(),
+            peer_certificate,
+        };
+        assert!(
+            policy(Some(PeerCertificate::with_common_name("mod1.example")))
+                .calling_allowed("MODALITY")
+        );
+        assert!(
+            !policy(Some(PeerCertificate::with_common_name("mod2.example")))
+                .calling_allowed("MODALITY")
+        );
+        assert!(!policy(Some(PeerCertificate::default())).calling_allowed("MODALITY"));
+        assert!(!policy(None).calling_allowed("MODALITY"));
     }
 
     #[test]
@@ -111,6 +149,7 @@ mod tests {
             check_called_ae: false,
             allowed_peers: &[],
             peer_ip: "127.0.0.1".parse().unwrap(),
+            peer_certificate: None,
         };
         assert!(p.check_access("RADSTREAM", "ANY", "WHATEVER", None).is_ok());
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::InMemDicomObject;
 
 use super::{empty_el, ReportError};
 
@@ -40,13 +40,12 @@ const COPIED: &[(Tag, VR, bool)] = &[
 
 /// The copied attributes of the file at `path` (read up to the pixel data only).
 pub fn patient_study(path: &Path) -> Result<Vec<DataElement<InMemDicomObject>>, ReportError> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| ReportError::Source {
+    let obj = crate::dataset::open_file(path, crate::dataset::Part::Header).map_err(|e| {
+        ReportError::Source {
             path: path.display().to_string(),
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     let mut out = Vec::new();
     for (tag, vr, type2) in COPIED {
         match obj.element_opt(*tag).ok().flatten() {

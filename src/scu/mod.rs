@@ -2,16 +2,19 @@
 //! `radstream send`, and by result export.
 //!
 //! Files are sent in the transfer syntax they are stored in (no transcoding); the data set is
-//! streamed from disk in PDU-sized fragments. One association per study.
+//! streamed from disk in PDU-sized fragments. One association per study, over plain TCP or
+//! DICOM TLS ([`Peer::tls`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dicom_ul::association::client::AsyncClientAssociation;
+use dicom_ul::association::client::{AsyncClientAssociation, AsyncTlsStream};
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use dicom_ul::{ClientAssociationOptions, Pdu};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::ingest::dimse;
 
@@ -35,6 +38,8 @@ pub struct Peer {
     pub called_ae: String,
     pub max_pdu_length: u32,
     pub timeout: Duration,
+    /// DICOM TLS: the peer's certificate is verified against the CA and the host dialled.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Peer {
@@ -45,7 +50,17 @@ impl Peer {
             called_ae: called_ae.into(),
             max_pdu_length: 262_144,
             timeout: Duration::from_secs(60),
+            tls: None,
         }
+    }
+
+    /// The host part of `addr`, as the TLS server name (a name or an IP address).
+    fn host(&self) -> &str {
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 
     fn options(&self) -> ClientAssociationOptions<'static> {
@@ -59,31 +74,65 @@ impl Peer {
     }
 }
 
-type Client = AsyncClientAssociation<tokio::net::TcpStream>;
+/// What an association can run over: plain TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+type Client<S> = AsyncClientAssociation<S>;
+
+/// The error with its causes (a TLS failure is the cause of "could not connect").
+fn associate_error(peer: &Peer, e: dicom_ul::association::Error) -> ScuError {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        reason.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    ScuError::Associate {
+        addr: peer.addr.clone(),
+        reason,
+    }
+}
 
 async fn establish(
     peer: &Peer,
     opts: ClientAssociationOptions<'static>,
-) -> Result<Client, ScuError> {
+) -> Result<Client<TcpStream>, ScuError> {
     let mut assoc = opts
         .establish_async(peer.addr.as_str())
         .await
-        .map_err(|e| ScuError::Associate {
-            addr: peer.addr.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| associate_error(peer, e))?;
     let _ = assoc.inner_stream().set_nodelay(true);
+    Ok(assoc)
+}
+
+async fn establish_tls(
+    peer: &Peer,
+    opts: ClientAssociationOptions<'static>,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Client<AsyncTlsStream>, ScuError> {
+    let mut assoc = opts
+        .tls_config(tls.clone())
+        .server_name(peer.host())
+        .establish_tls_async(peer.addr.as_str())
+        .await
+        .map_err(|e| associate_error(peer, e))?;
+    let _ = assoc.inner_stream().get_ref().0.set_nodelay(true);
     Ok(assoc)
 }
 
 /// Sends a C-ECHO and returns its status.
 pub async fn echo(peer: &Peer) -> Result<u16, ScuError> {
-    let mut assoc = establish(
-        peer,
-        peer.options()
-            .with_abstract_syntax(crate::ingest::sop_classes::VERIFICATION),
-    )
-    .await?;
+    let opts = peer
+        .options()
+        .with_abstract_syntax(crate::ingest::sop_classes::VERIFICATION);
+    match &peer.tls {
+        None => echo_on(establish(peer, opts).await?).await,
+        Some(tls) => echo_on(establish_tls(peer, opts, tls).await?).await,
+    }
+}
+
+async fn echo_on<S: Stream>(mut assoc: Client<S>) -> Result<u16, ScuError> {
     let pc_id = assoc
         .presentation_contexts()
         .iter()
@@ -121,25 +170,22 @@ impl OutgoingFile {
             path: path.display().to_string(),
             reason,
         };
-        let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-        use std::io::{Read, Seek, SeekFrom};
-        let mut preamble = [0u8; 128];
-        f.read_exact(&mut preamble)
-            .map_err(|_| err("not a DICOM Part 10 file (too short)".into()))?;
-        let meta = dicom_object::meta::FileMetaTable::from_reader(&mut f)
-            .map_err(|e| err(format!("not a DICOM Part 10 file: {e}")))?;
-        let data_offset = 128 + 4 + 12 + u64::from(meta.information_group_length);
-        f.seek(SeekFrom::Start(data_offset))
-            .map_err(|e| err(e.to_string()))?;
+        // The meta is read leniently and the data set checked as the node checks what it
+        // receives; the data set is sent as it is in the file.
+        let meta = crate::dataset::read_meta(path).map_err(|e| err(e.to_string()))?;
         let header = crate::store::InstanceHeader::read(path).map_err(|e| err(e.to_string()))?;
-        let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+        let uid = |from_meta: Option<String>, from_data_set: Option<crate::domain::Uid>| {
+            from_meta
+                .or_else(|| from_data_set.map(|u| u.to_string()))
+                .unwrap_or_default()
+        };
         Ok(OutgoingFile {
             path: path.to_path_buf(),
-            sop_class_uid: trim(meta.media_storage_sop_class_uid()),
-            sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
-            transfer_syntax: trim(meta.transfer_syntax()),
+            sop_class_uid: uid(meta.sop_class_uid, header.sop_class_uid),
+            sop_instance_uid: uid(meta.sop_instance_uid, header.sop_instance_uid),
+            transfer_syntax: meta.transfer_syntax.unwrap_or_default(),
             study_uid: header.study_uid.map(|u| u.to_string()).unwrap_or_default(),
-            data_offset,
+            data_offset: meta.data_set_offset as u64,
         })
     }
 }
@@ -193,7 +239,7 @@ pub fn group_by_study(files: &[PathBuf]) -> (BTreeMap<String, Vec<OutgoingFile>>
 pub async fn send_study(
     peer: &Peer,
     files: &[OutgoingFile],
-    mut on_done: impl FnMut(&SendResult),
+    on_done: impl FnMut(&SendResult),
 ) -> Result<Vec<SendResult>, ScuError> {
     let mut contexts: Vec<(String, String)> = files
         .iter()
@@ -211,7 +257,17 @@ pub async fn send_study(
     for (class, ts) in &contexts {
         opts = opts.with_presentation_context(class.clone(), vec![ts.clone()]);
     }
-    let mut assoc = establish(peer, opts).await?;
+    match &peer.tls {
+        None => send_on(establish(peer, opts).await?, files, on_done).await,
+        Some(tls) => send_on(establish_tls(peer, opts, tls).await?, files, on_done).await,
+    }
+}
+
+async fn send_on<S: Stream>(
+    mut assoc: Client<S>,
+    files: &[OutgoingFile],
+    mut on_done: impl FnMut(&SendResult),
+) -> Result<Vec<SendResult>, ScuError> {
     let accepted: Vec<(u8, String, String)> = assoc
         .presentation_contexts()
         .iter()
@@ -263,8 +319,8 @@ pub async fn send_study(
     Ok(results)
 }
 
-async fn store_one(
-    assoc: &mut Client,
+async fn store_one<S: Stream>(
+    assoc: &mut Client<S>,
     pc_id: u8,
     message_id: u16,
     f: &OutgoingFile,
@@ -307,7 +363,11 @@ async fn store_one(
     receive_status(assoc).await
 }
 
-async fn send_command(assoc: &mut Client, pc_id: u8, data: Vec<u8>) -> Result<(), ScuError> {
+async fn send_command<S: Stream>(
+    assoc: &mut Client<S>,
+    pc_id: u8,
+    data: Vec<u8>,
+) -> Result<(), ScuError> {
     assoc
         .send(&Pdu::PData {
             data: vec![PDataValue {
@@ -321,7 +381,9 @@ async fn send_command(assoc: &mut Client, pc_id: u8, data: Vec<u8>) -> Result<()
         .map_err(|e| ScuError::Protocol(e.to_string()))
 }
 
-async fn receive_status(assoc: &mut Client) -> Result<(u16, Option<String>), ScuError> {
+async fn receive_status<S: Stream>(
+    assoc: &mut Client<S>,
+) -> Result<(u16, Option<String>), ScuError> {
     let mut command = Vec::new();
     loop {
         match assoc

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::configuration::{Durability, StorageSettings};
+use crate::dataset::{DataSetError, Limits, Problem, Scanner, Summary};
 use crate::domain::Uid;
 
 /// Errors of the file store.
@@ -147,6 +148,7 @@ impl FileStore {
         let mut buf = Vec::with_capacity(SPILL_AT + (1 << 16));
         buf.extend_from_slice(&header);
         Ok(IncomingFile {
+            check: Scanner::for_transfer_syntax(&meta.transfer_syntax, Limits::DEFAULT),
             file,
             bytes: buf.len() as u64,
             buf,
@@ -524,6 +526,9 @@ type Spill = tokio::task::JoinHandle<Result<(std::fs::File, Vec<u8>), FileError>
 /// [`finish_blocking`](Self::finish_blocking), it deletes
 /// itself: an aborted association leaves nothing behind.
 pub struct IncomingFile {
+    /// The structural check of the data set, fed as it arrives (`None`: a transfer syntax
+    /// whose encoding is unknown, refused at the end).
+    check: Option<Scanner>,
     /// A spare made ahead of time, or else created by the first spill (or at finish); away
     /// while a spill is in flight.
     file: Option<std::fs::File>,
@@ -551,7 +556,15 @@ pub struct Head {
 }
 
 impl IncomingFile {
+    /// Appends data set bytes. Once the check has found the data set broken, the bytes are
+    /// only counted: the instance will be refused, so the disk is spared the rest.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
+        if let Some(check) = &mut self.check {
+            if check.feed(data).is_err() {
+                self.bytes += data.len() as u64;
+                return Ok(());
+            }
+        }
         self.buf.extend_from_slice(data);
         self.bytes += data.len() as u64;
         if self.buf.len() >= WRITE_THROUGH
@@ -627,6 +640,20 @@ impl IncomingFile {
             self.spare = Some(buf);
         }
         Ok(())
+    }
+
+    /// The verdict of the structural check on everything written: call it once the data set
+    /// is complete. Refused: broken encoding is [`Problem::Structure`], Pixel Data at odds with
+    /// its attributes [`Problem::Attributes`].
+    pub fn check(&mut self) -> Result<Summary, DataSetError> {
+        match self.check.take() {
+            Some(scanner) => scanner.finish(),
+            None => Err(DataSetError {
+                problem: Problem::Structure,
+                offset: 0,
+                message: "the transfer syntax has no known encoding".into(),
+            }),
+        }
     }
 
     /// Bytes written so far, header included.

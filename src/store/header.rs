@@ -66,15 +66,16 @@ pub enum HeaderError {
 
 impl InstanceHeader {
     /// Parses a Part 10 file up to (not including) Pixel Data.
+    /// The file is checked first ([`crate::dataset::open_file`]): any file, from a peer or
+    /// from disk, is read within the parser limits and with a lenient file meta.
     pub fn read(path: &Path) -> Result<InstanceHeader, HeaderError> {
-        let obj = OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(path)
+        let obj = crate::dataset::open_file(path, crate::dataset::Part::Header)
             .map_err(|e| HeaderError::Unparseable(e.to_string()))?;
         Self::from_object(&obj)
     }
 
-    /// Parses a whole Part 10 file held in memory, up to (not including) Pixel Data.
+    /// Parses a whole Part 10 file held in memory, up to (not including) Pixel Data. Only for
+    /// bytes the store checked as they arrived.
     pub fn from_part10_bytes(bytes: &[u8]) -> Result<InstanceHeader, HeaderError> {
         Self::from_part10_reader(bytes)
     }

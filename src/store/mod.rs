@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{DuplicatePolicy, Durability, StorageSettings};
+use crate::dataset::Problem;
 use crate::db::{now_ms, Backend, Database};
 use crate::domain::Uid;
 use crate::events::EventBus;
@@ -157,6 +158,10 @@ impl Store {
             .map_err(|e| lookup_failed(&e))?
             .map_err(|e| lookup_failed(&e))?;
         let new_instance = existing.is_none();
+        let scanned = file.check().map_err(|e| match e.problem {
+            Problem::Structure => StoreError::Unparseable(e.to_string()),
+            Problem::Attributes => StoreError::Mismatch(e.to_string()),
+        })?;
         file.settle().await?;
         let files = self.files.clone();
         let meta_owned = meta.clone();
@@ -168,6 +173,7 @@ impl Store {
             let checks = Checks {
                 meta: &meta_owned,
                 expected_study: expected_study.as_deref(),
+                un_sequences: scanned.un_sequences > 0,
             };
             place(&files, staged, head, &checks, existing, on_duplicate)
         })
@@ -337,6 +343,9 @@ pub struct Source<'a> {
 struct Checks<'a> {
     meta: &'a FileMeta,
     expected_study: Option<&'a str>,
+    /// The data set holds undefined-length UN sequences: its header is read from the file,
+    /// through the rewrite that makes dicom-rs read them as the standard means them.
+    un_sequences: bool,
 }
 
 /// Reads the header (from memory when it is there), checks it against the command,
@@ -352,6 +361,7 @@ fn place(
 ) -> Result<Placed, StoreError> {
     let meta = checks.meta;
     let header = match head {
+        _ if checks.un_sequences => InstanceHeader::read(staged.path()),
         Some(h) if h.whole => InstanceHeader::from_part10_bytes(&h.bytes),
         // A header longer than the first chunk is read again from the file.
         Some(h) => InstanceHeader::from_part10_prefix(&h.bytes)

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::helpers::{fixture_copy, on_both_databases, python, run_async, Db, TestApp};
 
-fn multipart(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn multipart(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (ct, data) in parts {
         body.extend_from_slice(format!("--{boundary}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
@@ -19,7 +19,12 @@ fn multipart(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     body
 }
 
-async fn stow(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn stow(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
     let resp = app
         .client()
         .post(app.url(path))

@@ -126,6 +126,8 @@ pub fn test_settings(dir: &Path) -> Settings {
 /// A node running inside the test process.
 pub struct TestApp {
     pub dicom: SocketAddr,
+    /// The DICOM TLS listener, when `dicom.tls.enabled`.
+    pub dicom_tls: Option<SocketAddr>,
     pub http: SocketAddr,
     pub db: Database,
     pub data_dir: PathBuf,
@@ -158,6 +160,7 @@ impl TestApp {
             .await
             .expect("build app");
         let dicom = app.dicom_addr();
+        let dicom_tls = app.dicom_tls_addr();
         let http = app.http_addr();
         let cancel = app.shutdown_token();
         let handle = tokio::spawn(app.run_until_stopped(false));
@@ -166,6 +169,7 @@ impl TestApp {
             .expect("test db connection");
         TestApp {
             dicom,
+            dicom_tls,
             http,
             db: database,
             data_dir: settings.storage.data_dir.clone(),

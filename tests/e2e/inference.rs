@@ -165,6 +165,27 @@ async fn rust_outputs_equal_python_onnxruntime() {
 }
 
 #[tokio::test]
+async fn a_lone_request_does_not_wait_for_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tiny(dir.path(), "tiny", &[]);
+    let s = InferenceSettings {
+        max_batch: 8,
+        max_delay_ms: 1000,
+        ..settings(dir.path())
+    };
+    let engine = Engine::load(&s).unwrap();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let r = engine
+            .run_tensor(None, vec![0.5; 32 * 32], 1)
+            .await
+            .unwrap();
+        assert!(r.queue_ms < 200.0, "queued {} ms", r.queue_ms);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+}
+
+#[tokio::test]
 async fn concurrent_requests_are_batched_and_scattered_correctly() {
     let dir = tempfile::tempdir().unwrap();
     make_tiny(dir.path(), "tiny", &[]);

@@ -160,7 +160,7 @@ async fn unknown_calling_ae_is_rejected_with_its_reason() {
     let app = TestApp::spawn_with(Db::Sqlite, |s| {
         s.dicom.allowed_peers = vec![radstream::configuration::PeerRule {
             ae_title: "MODALITY1".into(),
-            host: None,
+            ..Default::default()
         }];
     })
     .await;
@@ -213,7 +213,7 @@ async fn garbage_bytes_are_closed_and_the_server_stays_up() {
     assert!(ok, "server not answering after garbage: {out}");
 }
 
-async fn connect(app: &TestApp) -> AsyncClientAssociation<tokio::net::TcpStream> {
+pub(crate) async fn connect(app: &TestApp) -> AsyncClientAssociation<tokio::net::TcpStream> {
     ClientAssociationOptions::new()
         .calling_ae_title("RAWTEST")
         .called_ae_title("RADSTREAM")
@@ -223,7 +223,7 @@ async fn connect(app: &TestApp) -> AsyncClientAssociation<tokio::net::TcpStream>
         .expect("associate")
 }
 
-async fn send_pdv(
+pub(crate) async fn send_pdv(
     a: &mut AsyncClientAssociation<tokio::net::TcpStream>,
     kind: PDataValueType,
     last: bool,
@@ -242,7 +242,7 @@ async fn send_pdv(
     .unwrap();
 }
 
-async fn read_status(a: &mut AsyncClientAssociation<tokio::net::TcpStream>) -> u16 {
+pub(crate) async fn read_status(a: &mut AsyncClientAssociation<tokio::net::TcpStream>) -> u16 {
     match a.receive().await.unwrap() {
         Pdu::PData { data } => dimse::parse_status(&data[0].data).unwrap().0,
         other => panic!("expected a response, got {other:?}"),
@@ -291,7 +291,7 @@ async fn aborted_association_mid_instance_leaves_no_file_and_no_row() {
 }
 
 /// Files below `dir`, recursively (the same walk `radstream send` uses).
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     radstream::scu::collect_files(&[dir.to_path_buf()])
 }
 

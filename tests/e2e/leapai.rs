@@ -43,6 +43,11 @@ async fn setup() -> Setup {
     )
     .unwrap();
     std::fs::write(input.join("garbage.dcm"), b"not a dicom file at all").unwrap();
+    std::fs::write(
+        input.join("deep.dcm"),
+        crate::integrity::deeply_nested_dx(dir.path()),
+    )
+    .unwrap();
     std::fs::copy(
         fixtures.join("dicom/dx_normal/002.dcm"),
         outside.join("secret.dcm"),
@@ -223,6 +228,14 @@ async fn single_inference_error_table_verbatim() {
             format!(
                 "Invalid DICOM image, unable to fetch patient ID: {}",
                 p(&s.input.join("garbage.dcm"))
+            ),
+        ),
+        (
+            json!({"input_image_path": p(&s.input.join("deep.dcm")), "save_to_disk": false}),
+            400,
+            format!(
+                "Invalid DICOM image, unable to fetch patient ID: {}",
+                p(&s.input.join("deep.dcm"))
             ),
         ),
         (

@@ -402,6 +402,15 @@ async fn status_400_invalid_image_format_missing_field_and_invalid_dicom() {
     .await;
     let e = error_of(&a, 400, "INVALID_DICOM");
     assert_eq!(e["details"]["field"], "dicom_file");
+
+    // Nesting that overflowed the parser's stack: refused, and the node answers on.
+    let dir = tempfile::tempdir().unwrap();
+    let deep = crate::integrity::deeply_nested_dx(dir.path());
+    let a = send(&app, "/v2/predict/dicom", Some(&token), "dicom_file", &deep).await;
+    let e = error_of(&a, 400, "INVALID_DICOM");
+    assert_eq!(e["details"]["field"], "dicom_file");
+    let a = send(&app, "/v2/predict/dicom", Some(&token), "dicom_file", b"x").await;
+    error_of(&a, 400, "INVALID_DICOM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
