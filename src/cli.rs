@@ -101,6 +101,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit log of patient data reads, exported.
+    Audit {
+        #[command(subcommand)]
+        command: crate::auth::cli::AuditCommand,
+    },
     /// RadAnalyzer V3 metering per API key: billable calls, rechecks, amount, tier.
     Usage {
         /// Calendar month (UTC), YYYY-MM; default the current month.
@@ -255,6 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { command } => crate::auth::cli::keys(&load()?, command).await,
         Command::Token { command } => crate::auth::cli::token(&load()?, command),
+        Command::Audit { command } => crate::auth::cli::audit(&load()?, command).await,
         Command::Usage { month, key, json } => {
             crate::compat::radanalyzer::usage::cli(&load()?, month, key, json).await
         }

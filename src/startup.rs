@@ -140,6 +140,7 @@ impl Application {
             .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
         dicomweb.http_port = http.local_addr()?.port();
         let state = AppState {
+            audit: crate::auth::audit::AuditWriter::spawn(db.clone()),
             db,
             files,
             tracker: tracker.clone(),

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::auth::audit::{self, AuditEntry};
+use crate::auth::audit::{self, AuditEntry, AuditWriter};
 use crate::auth::{AuthError, Authenticator, Credential, Principal, Scope};
 use crate::db::Database;
 
@@ -297,7 +297,7 @@ impl Audit {
 /// names and the query itself. A failed write turns the answer into a 500: data is not
 /// served unaudited.
 pub async fn audit_read(
-    State((db, action)): State<(Database, &'static str)>,
+    State((writer, action)): State<(AuditWriter, &'static str)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -319,19 +319,18 @@ pub async fn audit_read(
             .find(|(k, _)| k == "PatientID" || k == "00100020")
             .map(|(_, v)| v.into_owned())
     });
-    match audit
-        .record_query(
-            &db,
-            action,
-            patient_id.as_deref(),
-            study_uid,
-            query.as_deref(),
-            resp.status(),
-        )
-        .await
-    {
-        Ok(_) => resp,
-        Err(e) => e.into_response(),
+    let entry = AuditEntry {
+        action,
+        patient_id: patient_id.as_deref(),
+        study_uid,
+        remote_addr: audit.remote_addr.as_deref(),
+        request_id: audit.request_id.as_deref(),
+        status: Some(resp.status().as_u16()),
+        query: query.as_deref().filter(|q| !q.is_empty()),
+    };
+    match writer.record(&audit.principal, &entry).await {
+        Ok(()) => resp,
+        Err(e) => ApiError::internal("writing the audit log", e).into_response(),
     }
 }
 

@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         // Inside authentication: the principal is known when the row is written.
         let handler = match spec.audit {
             Some(action) => handler.route_layer(middleware::from_fn_with_state(
-                (state.db.clone(), action),
+                (state.audit.clone(), action),
                 auth::audit_read,
             )),
             None => handler,

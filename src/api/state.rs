@@ -15,6 +15,8 @@ use crate::study::StudyTracker;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Database,
+    /// Group commit of the audit rows of DICOMweb reads (see `api::auth::audit_read`).
+    pub audit: crate::auth::audit::AuditWriter,
     pub files: FileStore,
     pub tracker: StudyTracker,
     /// Associations being served by the DICOM listener.

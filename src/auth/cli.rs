@@ -1,4 +1,4 @@
-//! `radstream keys create|list|revoke` and `radstream token issue`.
+//! `radstream keys create|list|revoke`, `radstream token issue` and `radstream audit export`.
 
 use clap::Subcommand;
 
@@ -43,6 +43,66 @@ pub enum TokenCommand {
         #[arg(long)]
         days: Option<u32>,
     },
+}
+
+/// `radstream audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the audit log, newest first: DICOM audit messages (PS3.15 A.5) or JSON lines.
+    Export {
+        /// `dicom` (an `<AuditMessages>` document of PS3.15 `AuditMessage`s) or `json`.
+        #[arg(long, default_value = "dicom")]
+        format: AuditFormat,
+        /// Rows at or after this time: epoch milliseconds or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// Reads of this patient only.
+        #[arg(long)]
+        patient_id: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+}
+
+/// Renderings of `radstream audit export`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AuditFormat {
+    Dicom,
+    Json,
+}
+
+/// Runs an `audit` subcommand.
+pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::Export {
+        format,
+        since,
+        patient_id,
+        limit,
+    } = command;
+    let since_ms = match since.as_deref() {
+        None => None,
+        Some(s) => Some(super::audit::parse_since(s).ok_or_else(|| {
+            anyhow::anyhow!("--since {s:?}: expected epoch milliseconds or an RFC 3339 time")
+        })?),
+    };
+    anyhow::ensure!(limit >= 1, "--limit must be at least 1");
+    let db = open_db(settings).await?;
+    let filter = super::audit::AuditFilter {
+        patient_id,
+        since_ms,
+        limit,
+    };
+    let rows = super::audit::list(&db, &filter).await?;
+    match format {
+        AuditFormat::Dicom => print!("{}", super::atna::document(&rows, &settings.dicom.ae_title)),
+        AuditFormat::Json => {
+            for r in &rows {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn open_db(settings: &Settings) -> anyhow::Result<Database> {

@@ -384,6 +384,26 @@ async fn dicomweb_and_fhir_reads_are_audited(db: Db) {
             .any(|m| m["objects"].to_string().contains(&study)),
         "the WADO-RS retrieve as an Export event naming the study: {export:?}"
     );
+
+    // The CLI exports the same log.
+    let (ok, out, err) = app
+        .cli(&[
+            "audit",
+            "export",
+            "--format",
+            "dicom",
+            "--patient-id",
+            "PID-TEST-1",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let summary = check_dicom_audit(out.as_bytes());
+    assert!(summary["count"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(summary["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["objects"].to_string().contains("PID-TEST-1")));
 }
 
 /// Runs tests/python/check_dicom_audit.py on `xml`; its JSON summary.
