@@ -53,10 +53,41 @@ fn uid_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
         .unwrap_or_default()
 }
 
+/// Reads a command set from a peer. A command set holds only group 0000 elements, each of a
+/// defined length (PS3.7 §6.3.1, §E.1); that is checked first, because dicom-rs allocates a
+/// declared length before reading it (a 4 GB length in a 100-byte command asked for 4 GB)
+/// and follows undefined lengths into nested items.
+fn read_command_set(bytes: &[u8]) -> Result<InMemDicomObject, CommandError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some((head, tail)) = rest.split_first_chunk::<8>() else {
+            return Err(CommandError::Parse(
+                "the command set ends inside an element header".into(),
+            ));
+        };
+        let group = u16::from_le_bytes([head[0], head[1]]);
+        let element = u16::from_le_bytes([head[2], head[3]]);
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if group != 0x0000 {
+            return Err(CommandError::Parse(format!(
+                "element ({group:04X},{element:04X}) outside group 0000"
+            )));
+        }
+        let Some(value) = usize::try_from(len).ok().filter(|&n| n <= tail.len()) else {
+            return Err(CommandError::Parse(format!(
+                "element (0000,{element:04X}) declares {len} bytes, {} remain",
+                tail.len()
+            )));
+        };
+        rest = &tail[value..];
+    }
+    InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| CommandError::Parse(e.to_string()))
+}
+
 /// Parses a complete command set.
 pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let obj = read_command_set(bytes)?;
     let u16_of = |tag, name| -> Result<u16, CommandError> {
         obj.get(tag)
             .and_then(|e| e.to_int::<u16>().ok())
@@ -167,8 +198,7 @@ pub fn request(
 
 /// Reads Status (and Error Comment) from a response command set.
 pub fn parse_status(bytes: &[u8]) -> Result<(u16, Option<String>), CommandError> {
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let obj = read_command_set(bytes)?;
     let status = obj
         .get(tags::STATUS)
         .and_then(|e| e.to_int::<u16>().ok())
@@ -209,6 +239,25 @@ mod tests {
         let (st, comment) = parse_status(&rsp).unwrap();
         assert_eq!(st, 0xA700);
         assert_eq!(comment.as_deref(), Some("disk fullx"));
+    }
+
+    /// Found by the `pdu` fuzz target: a command element declaring 1.5 GB in a 62-byte command
+    /// set made dicom-rs allocate 1.5 GB before reading it.
+    #[test]
+    fn declared_lengths_past_the_end_and_other_groups_are_refused_before_parsing() {
+        let mut huge = request(C_ECHO_RQ, 1, "1.2.840.10008.1.1", None, false);
+        huge.extend_from_slice(&[0x00, 0x00, 0x00, 0x08, 0x12, 0x00, 0x00, 0x5b]);
+        let e = parse_command(&huge).unwrap_err().to_string();
+        assert!(e.contains("declares 1526726674 bytes"), "{e}");
+        assert!(parse_status(&huge).is_err());
+        // An undefined-length sequence, as nested items would start.
+        let nested = [0x08, 0x00, 0x15, 0x11, 0xff, 0xff, 0xff, 0xff];
+        let e = parse_command(&nested).unwrap_err().to_string();
+        assert!(e.contains("outside group 0000"), "{e}");
+        let e = parse_command(&[0x00, 0x00, 0x00, 0x01, 0x02])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside an element header"), "{e}");
     }
 
     #[test]
