@@ -1,7 +1,9 @@
 //! Replays the inputs the fuzzers found (`fuzz/regressions/<target>/*`) through the very code
 //! the fuzz targets run (`fuzz/harness/`): none may panic, overflow the stack or exhaust
-//! memory. Inputs whose fix is not in yet wait in `fuzz/regressions/pending/` and are not
-//! replayed. The fuzzers themselves run with `bench/fuzz.sh`, not here.
+//! memory (the fuzz binaries' allocator is installed here too: a single allocation over
+//! 256 MiB aborts the test binary). Inputs whose fix is not in yet wait in
+//! `fuzz/regressions/pending/` and are not replayed. The fuzzers themselves run with
+//! `bench/fuzz.sh`, not here.
 
 use std::path::Path;
 
@@ -19,9 +21,15 @@ mod image_decode;
 mod multipart;
 #[path = "../fuzz/harness/pdu.rs"]
 mod pdu;
+#[path = "../fuzz/harness/support.rs"]
+mod support;
+
+#[global_allocator]
+static ALLOCATOR: support::Limited = support::Limited;
 
 /// Runs `run` on every file of `fuzz/regressions/<target>/`; returns how many there were.
 fn replay(target: &str, run: fn(&[u8])) -> usize {
+    support::init(support::DECODER_LIMIT);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/regressions")
         .join(target);

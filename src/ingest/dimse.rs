@@ -1,8 +1,9 @@
 //! DIMSE command sets (PS3.7 §9.3): parsing requests, building responses. Commands are always
 //! Implicit VR Little Endian, whatever the presentation context says.
 
-use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
@@ -54,9 +55,11 @@ fn uid_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
 }
 
 /// Reads a command set from a peer. A command set holds only group 0000 elements, each of a
-/// defined length (PS3.7 §6.3.1, §E.1); that is checked first, because dicom-rs allocates a
-/// declared length before reading it (a 4 GB length in a 100-byte command asked for 4 GB)
-/// and follows undefined lengths into nested items.
+/// defined length that is a whole number of values of its VR (PS3.7 §6.3.1, §E.1; PS3.5
+/// §7.1.1); that is checked first, because dicom-rs allocates a declared length before
+/// reading it (a 1.5 GB length in a 70-byte command asked for 1.5 GB), follows undefined
+/// lengths into nested items, and reads a UL of length 3 or 34 short, taking the next
+/// header from inside the value.
 fn read_command_set(bytes: &[u8]) -> Result<InMemDicomObject, CommandError> {
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -71,6 +74,20 @@ fn read_command_set(bytes: &[u8]) -> Result<InMemDicomObject, CommandError> {
         if group != 0x0000 {
             return Err(CommandError::Parse(format!(
                 "element ({group:04X},{element:04X}) outside group 0000"
+            )));
+        }
+        // The size of one value: a length that is not a multiple of it is read short.
+        let unit = match StandardDataDictionary
+            .by_tag(Tag(group, element))
+            .map(|e| e.vr())
+        {
+            Some(VirtualVr::Exact(VR::UL | VR::SL | VR::FL | VR::AT)) => 4,
+            Some(VirtualVr::Exact(VR::FD | VR::SV | VR::UV)) => 8,
+            _ => 2,
+        };
+        if len % unit != 0 {
+            return Err(CommandError::Parse(format!(
+                "element (0000,{element:04X}) has the length {len}, not a multiple of {unit}"
             )));
         }
         let Some(value) = usize::try_from(len).ok().filter(|&n| n <= tail.len()) else {
@@ -254,6 +271,15 @@ mod tests {
         let nested = [0x08, 0x00, 0x15, 0x11, 0xff, 0xff, 0xff, 0xff];
         let e = parse_command(&nested).unwrap_err().to_string();
         assert!(e.contains("outside group 0000"), "{e}");
+        // Found next: group lengths dicom-rs reads short, then a length from inside the value.
+        let odd = [0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, 1, 0, 0, 0, 2];
+        let e = parse_command(&odd).unwrap_err().to_string();
+        assert!(e.contains("length 3, not a multiple of 4"), "{e}");
+        // Then: a group length of 34 (8 UL values and 2 bytes).
+        let mut long = vec![0, 0, 0, 0, 34, 0, 0, 0];
+        long.extend_from_slice(&[0; 34]);
+        let e = parse_command(&long).unwrap_err().to_string();
+        assert!(e.contains("length 34, not a multiple of 4"), "{e}");
         let e = parse_command(&[0x00, 0x00, 0x00, 0x01, 0x02])
             .unwrap_err()
             .to_string();
