@@ -315,7 +315,7 @@ impl Exporter {
 /// Why a STOW-RS response says `sop_instance_uid` failed: the instance is in
 /// FailedSOPSequence (0008,1198), with its FailureReason (0008,1197) when given. `None` when
 /// the body is not a DICOM JSON response (some servers answer nothing) or does not list it.
-fn stow_failure(body: &[u8], sop_instance_uid: &str) -> Option<String> {
+pub fn stow_failure(body: &[u8], sop_instance_uid: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     // The response is a data set, or (some servers) an array holding one.
     let ds = v.as_array().and_then(|a| a.first()).unwrap_or(&v);

@@ -20,6 +20,9 @@ use super::InferenceError;
 /// frames go to libjpeg-turbo, and an image stored in them is lossy whatever its attributes say.
 pub(crate) const LOSSY_JPEG: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
 
+/// RLE Lossless.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
 /// Number of Frames (1 when absent or not a positive number).
 pub(crate) fn number_of_frames(obj: &DefaultDicomObject) -> u32 {
     obj.element_opt(tags::NUMBER_OF_FRAMES)
@@ -48,6 +51,9 @@ pub fn decode_pixels(
         return Err(InferenceError::PixelData(
             "the file has no Pixel Data".into(),
         ));
+    }
+    if obj.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
+        check_rle_headers(obj)?;
     }
     let frames = number_of_frames(obj);
     // One frame of a multi-frame image alone; dicom-rs slices 1-bit data only whole.
@@ -85,6 +91,35 @@ pub fn decode_pixels(
         other => other,
     })?;
     Ok((px, index))
+}
+
+/// Checks the header of each RLE fragment (one per frame, PS3.5 A.4.2) before dicom-pixeldata
+/// reads it: 64 bytes holding at most 15 segments (PS3.5 G.5). Its reader allocates the declared
+/// number of segment offsets (a 12-byte fragment could ask for 16 GiB) and slices the fragment
+/// by it unchecked.
+fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
+    let Some(DicomValue::PixelSequence(seq)) = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .map(|e| e.value())
+    else {
+        return Ok(());
+    };
+    for (i, f) in seq.fragments().iter().enumerate() {
+        let segments = f.first_chunk::<4>().map(|b| u32::from_le_bytes(*b));
+        match segments {
+            Some(n) if f.len() >= 64 && n <= 15 => {}
+            _ => {
+                return Err(InferenceError::PixelData(format!(
+                    "RLE fragment {i} ({} bytes) does not start with an RLE header of at most \
+                     15 segments",
+                    f.len()
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decodes every frame (or only `single`) with libjpeg-turbo into a native copy of `obj`
@@ -129,6 +164,8 @@ fn decode_with_libjpeg_turbo(
     };
     // Frames before the one asked for stay zero: dicom-pixeldata slices frame k at its offset.
     let in_buffer = single.map_or(frames, |k| k + 1) as usize;
+    let encapsulated: usize = seq.fragments().iter().map(Vec::len).sum();
+    jpeg12::plausible_size(frame_len * in_buffer * 2, encapsulated)?;
     let mut values = vec![0u16; frame_len * in_buffer];
     for f in wanted {
         let codestream: Vec<u8> = groups[f as usize]
@@ -262,5 +299,64 @@ mod tests {
             vec![vec![0, 1, 2]]
         );
         assert!(fragment_groups::<Vec<u8>>(&[], &frags, 5).is_err());
+    }
+
+    /// Found by the `image_decode` fuzz target (fuzz/regressions/image_decode/): a 1-byte
+    /// lossy JPEG "frame" of 11 bits stored in a data set saying 65535 x 7437 x 3 made the node
+    /// allocate 2.9 GB before reading the codestream.
+    #[test]
+    fn implausibly_large_12_bit_jpeg_frames_are_refused_before_allocating() {
+        let e = jpeg12::plausible_size(65535 * 7437 * 3 * 2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2924302770 bytes"), "{e}");
+        assert!(jpeg12::plausible_size(512 * 512 * 2, 9).is_ok());
+        assert!(jpeg12::plausible_size(4096 * 4096 * 2, 1 << 20).is_ok());
+    }
+
+    /// Found by the `image_decode` fuzz target (fuzz/regressions/image_decode/): dicom-pixeldata
+    /// allocated the segment count an RLE fragment declares (here 2^30, 4 GiB) and then sliced
+    /// the 12-byte fragment by it.
+    #[test]
+    fn rle_fragments_declaring_too_many_segments_are_refused() {
+        use dicom_core::value::PixelFragmentSequence;
+        use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+        let mut obj = InMemDicomObject::new_empty();
+        for (tag, v) in [
+            (tags::ROWS, 2u16),
+            (tags::COLUMNS, 2),
+            (tags::BITS_ALLOCATED, 8),
+            (tags::BITS_STORED, 8),
+            (tags::HIGH_BIT, 7),
+            (tags::SAMPLES_PER_PIXEL, 1),
+            (tags::PIXEL_REPRESENTATION, 0),
+        ] {
+            obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+        }
+        obj.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from("MONOCHROME2"),
+        ));
+        let fragment = vec![0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0];
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]),
+        ));
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.1.1")
+            .media_storage_sop_instance_uid("2.25.1")
+            .transfer_syntax(RLE_LOSSLESS)
+            .build()
+            .unwrap();
+        let obj = obj.with_exact_meta(meta);
+        for frame in [None, Some(0)] {
+            let Err(e) = decode_pixels(&obj, frame) else {
+                panic!("a 12-byte RLE fragment decoded");
+            };
+            let e = e.to_string();
+            assert!(e.contains("RLE fragment 0 (12 bytes)"), "{e}");
+        }
     }
 }

@@ -70,6 +70,24 @@ impl Drop for Handle {
     }
 }
 
+/// Output sizes from this many bytes up must come from at least 1/[`MAX_RATIO`] as many
+/// compressed bytes (dicom-pixeldata's own decoders use the same rule).
+const LARGE_OUTPUT: usize = 16 << 20;
+/// Highest compression ratio believed above [`LARGE_OUTPUT`].
+const MAX_RATIO: usize = 64;
+
+/// Refuses to allocate `output` bytes for `input` compressed bytes when the ratio is
+/// implausible: the dimensions come from the data set (and the JPEG header), not from the
+/// data, so a few bytes could otherwise ask for gigabytes.
+pub fn plausible_size(output: usize, input: usize) -> Result<(), InferenceError> {
+    if output >= LARGE_OUTPUT && input < output / MAX_RATIO {
+        return Err(InferenceError::PixelData(format!(
+            "{output} bytes of samples from {input} bytes of JPEG is implausible"
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes one lossy JPEG codestream that must be `rows x cols` with `samples` components
 /// (1, or 3: converted to RGB as the JPEG's own colour space says). Warnings (a truncated or
 /// corrupt stream) are errors: a half-grey image must not reach a model.
@@ -119,6 +137,7 @@ pub fn decode(
         tj::TJPF_TJPF_RGB
     } as c_int;
     let len = rows as usize * cols as usize * samples as usize;
+    plausible_size(len * 2, codestream.len())?;
     let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
     let out = match precision {
         8 => {

@@ -1,9 +1,9 @@
 //! DIMSE command sets (PS3.7 §9.3): parsing requests, building responses. Commands are always
 //! Implicit VR Little Endian, whatever the presentation context says.
 
-use crate::dataset::{Encoding, Limits, Scanner};
-use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
@@ -57,14 +57,50 @@ fn uid_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
 /// A command set is a few hundred bytes; one growing past this is refused, not buffered.
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 
-/// Reads a command set (implicit VR little endian) after the same structural check data
-/// sets get: a peer's bytes reach the parser only when bounded.
+/// Reads a command set from a peer. A command set holds only group 0000 elements, each of a
+/// defined length that is a whole number of values of its VR (PS3.7 §6.3.1, §E.1; PS3.5
+/// §7.1.1); that is checked first, because dicom-rs allocates a declared length before
+/// reading it (a 1.5 GB length in a 70-byte command asked for 1.5 GB), follows undefined
+/// lengths into nested items, and reads a UL of length 3 or 34 short, taking the next
+/// header from inside the value.
 fn read_command_set(bytes: &[u8]) -> Result<InMemDicomObject, CommandError> {
-    let mut check = Scanner::new(Encoding::IMPLICIT_LE, Limits::DEFAULT);
-    check
-        .feed(bytes)
-        .and_then(|()| check.finish().map(|_| ()))
-        .map_err(|e| CommandError::Parse(e.to_string()))?;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some((head, tail)) = rest.split_first_chunk::<8>() else {
+            return Err(CommandError::Parse(
+                "the command set ends inside an element header".into(),
+            ));
+        };
+        let group = u16::from_le_bytes([head[0], head[1]]);
+        let element = u16::from_le_bytes([head[2], head[3]]);
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if group != 0x0000 {
+            return Err(CommandError::Parse(format!(
+                "element ({group:04X},{element:04X}) outside group 0000"
+            )));
+        }
+        // The size of one value: a length that is not a multiple of it is read short.
+        let unit = match StandardDataDictionary
+            .by_tag(Tag(group, element))
+            .map(|e| e.vr())
+        {
+            Some(VirtualVr::Exact(VR::UL | VR::SL | VR::FL | VR::AT)) => 4,
+            Some(VirtualVr::Exact(VR::FD | VR::SV | VR::UV)) => 8,
+            _ => 2,
+        };
+        if len % unit != 0 {
+            return Err(CommandError::Parse(format!(
+                "element (0000,{element:04X}) has the length {len}, not a multiple of {unit}"
+            )));
+        }
+        let Some(value) = usize::try_from(len).ok().filter(|&n| n <= tail.len()) else {
+            return Err(CommandError::Parse(format!(
+                "element (0000,{element:04X}) declares {len} bytes, {} remain",
+                tail.len()
+            )));
+        };
+        rest = &tail[value..];
+    }
     InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| CommandError::Parse(e.to_string()))
 }
@@ -223,6 +259,34 @@ mod tests {
         let (st, comment) = parse_status(&rsp).unwrap();
         assert_eq!(st, 0xA700);
         assert_eq!(comment.as_deref(), Some("disk fullx"));
+    }
+
+    /// Found by the `pdu` fuzz target: a command element declaring 1.5 GB in a 62-byte command
+    /// set made dicom-rs allocate 1.5 GB before reading it.
+    #[test]
+    fn declared_lengths_past_the_end_and_other_groups_are_refused_before_parsing() {
+        let mut huge = request(C_ECHO_RQ, 1, "1.2.840.10008.1.1", None, false);
+        huge.extend_from_slice(&[0x00, 0x00, 0x00, 0x08, 0x12, 0x00, 0x00, 0x5b]);
+        let e = parse_command(&huge).unwrap_err().to_string();
+        assert!(e.contains("declares 1526726674 bytes"), "{e}");
+        assert!(parse_status(&huge).is_err());
+        // An undefined-length sequence, as nested items would start.
+        let nested = [0x08, 0x00, 0x15, 0x11, 0xff, 0xff, 0xff, 0xff];
+        let e = parse_command(&nested).unwrap_err().to_string();
+        assert!(e.contains("outside group 0000"), "{e}");
+        // Found next: group lengths dicom-rs reads short, then a length from inside the value.
+        let odd = [0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, 1, 0, 0, 0, 2];
+        let e = parse_command(&odd).unwrap_err().to_string();
+        assert!(e.contains("length 3, not a multiple of 4"), "{e}");
+        // Then: a group length of 34 (8 UL values and 2 bytes).
+        let mut long = vec![0, 0, 0, 0, 34, 0, 0, 0];
+        long.extend_from_slice(&[0; 34]);
+        let e = parse_command(&long).unwrap_err().to_string();
+        assert!(e.contains("length 34, not a multiple of 4"), "{e}");
+        let e = parse_command(&[0x00, 0x00, 0x00, 0x01, 0x02])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside an element header"), "{e}");
     }
 
     #[test]

@@ -485,7 +485,9 @@ fn sync_dir(dir: &Path) -> Result<(), FileError> {
         .map_err(io_err(dir))
 }
 
-fn part10_header(meta: &FileMeta) -> Result<Vec<u8>, FileError> {
+/// The 128-byte preamble, `DICM` and the file meta group that [`FileStore::begin`] writes
+/// before the data set a C-STORE delivers.
+pub fn part10_header(meta: &FileMeta) -> Result<Vec<u8>, FileError> {
     let table = dicom_object::meta::FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(meta.sop_class_uid.as_str())
         .media_storage_sop_instance_uid(meta.sop_instance_uid.as_str())
