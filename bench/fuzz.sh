@@ -8,6 +8,7 @@
 #   bench/fuzz.sh runs=1000000          # every target for 10^6 executions
 #   FUZZ_FRESH=1 bench/fuzz.sh ...      # start from the seeds again (drops the grown corpus)
 #   FUZZ_BUILD=0 FUZZ_BIN=DIR bench/fuzz.sh ...   # run binaries built before, from DIR
+#   FUZZ_MAX_LEN=65536 bench/fuzz.sh ...          # largest input (default 1 MiB): smaller is faster
 #
 # Needs the nightly toolchain (`rustup toolchain install nightly`); installs cargo-fuzz when
 # missing. Builds all targets in one build without a sanitizer (the code is Rust, the C
@@ -55,7 +56,7 @@ for t in "${TARGETS[@]}"; do
   log="$OUT/$t.log"
   echo "== $t (${LIMIT}); log: $log" >&2
   "$BIN/$t" "$corpus" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
-    -rss_limit_mb=2048 -max_len=1048576 -timeout=10 "${STOP[@]}" \
+    -rss_limit_mb=2048 -max_len="${FUZZ_MAX_LEN:-1048576}" -timeout=10 "${STOP[@]}" \
     -artifact_prefix="$art/" -print_final_stats=1 >"$log" 2>&1 || true
   # Fork mode status lines: "#EXECS: cov: .. corp: .. exec/s: .. oom/timeout/crash: a/b/c time: Ns".
   last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -n1 || true)

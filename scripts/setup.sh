@@ -20,6 +20,8 @@ if [ "$want_test" = 1 ]; then
   command -v storescu >/dev/null || need_apt+=(dcmtk)
   command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)
   command -v Orthanc >/dev/null || need_apt+=(orthanc)
+  # The DICOM TLS tests make their CA and certificates with the openssl CLI.
+  command -v openssl >/dev/null || need_apt+=(openssl)
   [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_apt+=(orthanc-dicomweb)
   # The RadAnalyzer JavaScript example (tests/js) runs under node (fetch: node >= 18).
   command -v node >/dev/null || need_apt+=(nodejs)

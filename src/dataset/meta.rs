@@ -9,7 +9,7 @@
 
 use dicom_core::VR;
 
-use super::scan::{DataSetError, Encoding, Problem};
+use super::scan::{has_long_length, DataSetError, Encoding, Problem};
 
 /// The meta group may not exceed this (real ones are a few hundred bytes).
 pub const MAX_META_BYTES: usize = 64 << 10;
@@ -80,7 +80,7 @@ pub fn read(head: &[u8]) -> Result<Option<MetaInfo>, DataSetError> {
         };
         // Explicit VR as PS3.10 says; some old writers used implicit VR for the meta too.
         let (header, len) = match VR::from_binary([vr_bytes[0], vr_bytes[1]]) {
-            Some(vr) if long_length(vr) => match head.get(at + 8..at + 12) {
+            Some(vr) if has_long_length(vr) => match head.get(at + 8..at + 12) {
                 Some(l) => (12, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize),
                 None => return Ok(None),
             },
@@ -125,25 +125,6 @@ pub fn read(head: &[u8]) -> Result<Option<MetaInfo>, DataSetError> {
         info.transfer_syntax = Some(transfer_syntax_of(detect_encoding(first)).to_string());
     }
     Ok(Some(info))
-}
-
-fn long_length(vr: VR) -> bool {
-    matches!(
-        vr,
-        VR::OB
-            | VR::OD
-            | VR::OF
-            | VR::OL
-            | VR::OV
-            | VR::OW
-            | VR::SQ
-            | VR::SV
-            | VR::UC
-            | VR::UN
-            | VR::UR
-            | VR::UT
-            | VR::UV
-    )
 }
 
 /// The encoding of a data set from its first element header: explicit VR where bytes 4-5 are

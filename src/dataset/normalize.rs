@@ -11,7 +11,7 @@
 
 use dicom_core::{Tag, VR};
 
-use super::scan::{dictionary_vr, tag_name, DataSetError, Problem};
+use super::scan::{dictionary_vr, has_long_length, tag_name, DataSetError, Problem};
 
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
 const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
@@ -32,25 +32,6 @@ struct Frame {
     implicit: bool,
 }
 
-fn short_length(vr: VR) -> bool {
-    !matches!(
-        vr,
-        VR::OB
-            | VR::OD
-            | VR::OF
-            | VR::OL
-            | VR::OV
-            | VR::OW
-            | VR::SQ
-            | VR::SV
-            | VR::UC
-            | VR::UN
-            | VR::UR
-            | VR::UT
-            | VR::UV
-    )
-}
-
 fn put_tag(out: &mut Vec<u8>, tag: Tag) {
     out.extend_from_slice(&tag.0.to_le_bytes());
     out.extend_from_slice(&tag.1.to_le_bytes());
@@ -63,9 +44,9 @@ fn put_delimiter(out: &mut Vec<u8>, tag: Tag, len: u32) {
 
 fn put_header(out: &mut Vec<u8>, tag: Tag, vr: VR, len: u32) {
     put_tag(out, tag);
-    let (vr, short) = if short_length(vr) && len <= 0xFFFF {
+    let (vr, short) = if !has_long_length(vr) && len <= 0xFFFF {
         (vr, true)
-    } else if short_length(vr) {
+    } else if !has_long_length(vr) {
         (VR::UN, false)
     } else {
         (vr, false)
@@ -120,7 +101,7 @@ pub fn un_sequences(data: &[u8], until_pixel_data: bool) -> Result<Vec<u8>, Data
             (vr, u32_at(pos + 4), 8)
         } else {
             let vr = VR::from_binary([data[pos + 4], data[pos + 5]]).unwrap_or(VR::UN);
-            if short_length(vr) {
+            if !has_long_length(vr) {
                 (Some(vr), u32::from(u16_at(pos + 6)), 8)
             } else {
                 if pos + 12 > data.len() {

@@ -741,7 +741,8 @@ impl Scanner {
     }
 }
 
-fn has_long_length(vr: VR) -> bool {
+/// VRs whose explicit-VR header has a 4-byte length (PS3.5 7.1.2); unknown VRs read as UN.
+pub(crate) fn has_long_length(vr: VR) -> bool {
     matches!(
         vr,
         VR::OB

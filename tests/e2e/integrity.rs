@@ -155,6 +155,17 @@ async fn c_store(
     read_status(a).await
 }
 
+/// One Part 10 file over STOW-RS: the HTTP status and the answer.
+async fn stow_file(app: &TestApp, file: Vec<u8>) -> (u16, Value) {
+    stow(
+        app,
+        "/dicomweb/studies",
+        STOW_CT,
+        multipart("XYZ", &[("application/dicom", file)]),
+    )
+    .await
+}
+
 async fn ping(app: &TestApp) {
     let r = reqwest::get(app.url("/ping"))
         .await
@@ -220,13 +231,7 @@ async fn cut_short(db: Db) {
     let data2 = dx_with_sequence(dir.path(), &sop2, 600);
     let meta = dx_meta(&sop2, b"STOWTEST", Some(b"1.2.840.10008.1.2.1\0"));
     let cut = part10(&meta, &data2[..data2.len() - 200_000]);
-    let (status, v) = stow(
-        &app,
-        "/dicomweb/studies",
-        STOW_CT,
-        multipart("XYZ", &[("application/dicom", cut)]),
-    )
-    .await;
+    let (status, v) = stow_file(&app, cut).await;
     assert_eq!(status, 409, "{v}");
     assert!(
         v.get("00081199").is_none(),
@@ -234,13 +239,7 @@ async fn cut_short(db: Db) {
     );
     assert_eq!(v["00081198"]["Value"][0]["00081197"]["Value"][0], 0xC000);
     let whole = part10(&meta, &data2);
-    let (status, v) = stow(
-        &app,
-        "/dicomweb/studies",
-        STOW_CT,
-        multipart("XYZ", &[("application/dicom", whole)]),
-    )
-    .await;
+    let (status, v) = stow_file(&app, whole).await;
     assert_eq!(status, 200, "{v}");
     assert_no_leftovers(&app, 2);
     ping(&app).await;
@@ -285,13 +284,7 @@ async fn deep_nesting_is_refused_on_every_path_and_the_node_stays_up() {
 
     let meta = dx_meta(&sop, b"DEEP", Some(b"1.2.840.10008.1.2.1\0"));
     let file = part10(&meta, &deep);
-    let (status, v) = stow(
-        &app,
-        "/dicomweb/studies",
-        STOW_CT,
-        multipart("XYZ", &[("application/dicom", file.clone())]),
-    )
-    .await;
+    let (status, v) = stow_file(&app, file.clone()).await;
     assert_eq!(status, 409, "{v}");
     ping(&app).await;
 
@@ -417,13 +410,7 @@ async fn odd_but_valid(db: Db) {
         let (ok, out, err) = app.cli(&["verify", p.to_str().unwrap()]).await;
         assert!(ok, "verify {}: {out}{err}", p.display());
     }
-    let (status, v) = stow(
-        &app,
-        "/dicomweb/studies",
-        STOW_CT,
-        multipart("XYZ", &[("application/dicom", odd.clone())]),
-    )
-    .await;
+    let (status, v) = stow_file(&app, odd.clone()).await;
     assert_eq!(status, 200, "{v}");
     let port = app.dicom_port();
     let (ok, out, err) = app
