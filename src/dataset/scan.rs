@@ -482,6 +482,10 @@ impl Scanner {
     fn fits(&self, tag: Tag, len: u32) -> Result<u64, DataSetError> {
         let end = self.pos + u64::from(len);
         match self.bound() {
+            Some(bound) if self.pos > bound => Err(self.fail(format!(
+                "the header of {} runs past the end of the sequence or item that holds it",
+                tag_name(tag)
+            ))),
             Some(bound) if end > bound => Err(self.fail(format!(
                 "{} declares {len} bytes, but what encloses it ends {} bytes from there",
                 tag_name(tag),
@@ -922,6 +926,17 @@ pub(crate) mod tests {
         d.extend_from_slice(&[0; 100]);
         let e = scan_in_chunks(&d, EXPLICIT, 7).unwrap_err();
         assert!(e.message.contains("declares 100 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_header_that_runs_past_its_item_is_refused() {
+        // An item of 4 bytes holding an 8-byte header (found by the dataset_network fuzzer).
+        let mut d = Vec::new();
+        long(&mut d, Tag(0x0040, 0xA730), b"SQ", 12);
+        delimiter(&mut d, ITEM, 4);
+        d.extend_from_slice(&[0x08, 0x00, 0x60, 0x00, b'C', b'S', 0, 0]);
+        let e = scan_in_chunks(&d, EXPLICIT, 3).unwrap_err();
+        assert!(e.message.contains("runs past the end"), "{e}");
     }
 
     #[test]
