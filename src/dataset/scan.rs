@@ -638,6 +638,14 @@ impl Scanner {
         if top && matches!(tag, PIXEL_DATA | FLOAT_PIXEL_DATA | DOUBLE_PIXEL_DATA) {
             self.attrs.native = Some((tag, u64::from(len)));
         }
+        // dicom-rs reads whole values of a binary VR only: a remainder would shift its reading
+        // of every later header away from this one's (the dataset_file fuzzer's find).
+        if let Some(unit) = value_size(vr).filter(|u| len % u != 0) {
+            return Err(self.fail(format!(
+                "{} ({vr:?}) has the length {len}, not a multiple of its value size {unit}",
+                tag_name(tag)
+            )));
+        }
         self.skip_value(tag, len)
     }
 
@@ -742,6 +750,16 @@ impl Scanner {
             )));
         }
         Ok(())
+    }
+}
+
+/// The size of one value of a binary VR, whose length must be a multiple of it.
+fn value_size(vr: VR) -> Option<u32> {
+    match vr {
+        VR::US | VR::SS | VR::OW => Some(2),
+        VR::UL | VR::SL | VR::FL | VR::AT | VR::OL | VR::OF => Some(4),
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => Some(8),
+        _ => None,
     }
 }
 
@@ -926,6 +944,18 @@ pub(crate) mod tests {
         d.extend_from_slice(&[0; 100]);
         let e = scan_in_chunks(&d, EXPLICIT, 7).unwrap_err();
         assert!(e.message.contains("declares 100 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_binary_value_of_a_partial_length_is_refused() {
+        // (0000,0000) UL of length 2 in implicit VR: dicom-rs would read the next header two
+        // bytes early (found by the dataset_file fuzzer).
+        let d = [0, 0, 0, 0, 2, 0, 0, 0, 0, 0];
+        let e = scan_in_chunks(&d, "1.2.840.10008.1.2", 3).unwrap_err();
+        assert!(
+            e.message.contains("not a multiple of its value size 4"),
+            "{e}"
+        );
     }
 
     #[test]

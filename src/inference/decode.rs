@@ -55,6 +55,7 @@ pub fn decode_pixels(
     if obj.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
         check_rle_headers(obj)?;
     }
+    check_codestream_sizes(obj)?;
     let frames = number_of_frames(obj);
     // One frame of a multi-frame image alone; dicom-rs slices 1-bit data only whole.
     let single = frame.filter(|_| frames > 1 && attr_u16(obj, tags::BITS_ALLOCATED) != Some(1));
@@ -120,6 +121,83 @@ fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
         }
     }
     Ok(())
+}
+
+/// Checks that no JPEG, JPEG-LS or JPEG 2000 codestream declares an image larger than Rows x
+/// Columns before a decoder reads it: the decoders allocate what the codestream's own header
+/// declares (the dataset_file fuzzer found a 32 x 32 image whose J2K codestream asked openjpeg
+/// for over a gigabyte). A codestream starts a frame's first fragment.
+fn check_codestream_sizes(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
+    let Some(DicomValue::PixelSequence(seq)) = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .map(|e| e.value())
+    else {
+        return Ok(());
+    };
+    let rows = u32::from(attr_u16(obj, tags::ROWS).unwrap_or(0));
+    let cols = u32::from(attr_u16(obj, tags::COLUMNS).unwrap_or(0));
+    for (i, f) in seq.fragments().iter().enumerate() {
+        if let Some((height, width)) = codestream_size(f) {
+            if height > rows || width > cols {
+                return Err(InferenceError::PixelData(format!(
+                    "the codestream in fragment {i} declares {width} x {height} pixels, the \
+                     image is {cols} x {rows}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (height, width) from the header of a JPEG (SOF), JPEG-LS (SOF55) or JPEG 2000 (SIZ)
+/// codestream at the start of `b`; `None` when `b` starts no such codestream or the header is
+/// not found in it.
+fn codestream_size(b: &[u8]) -> Option<(u32, u32)> {
+    let u16_at = |i: usize| {
+        b.get(i..i + 2)
+            .map(|x| u32::from(u16::from_be_bytes([x[0], x[1]])))
+    };
+    let u32_at = |i: usize| {
+        b.get(i..i + 4)
+            .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    match b.get(..4)? {
+        // JPEG 2000: SOC then SIZ (Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz).
+        [0xFF, 0x4F, 0xFF, 0x51] => {
+            let (x, y) = (u32_at(8)?, u32_at(12)?);
+            let (x0, y0) = (u32_at(16)?, u32_at(20)?);
+            Some((y.saturating_sub(y0), x.saturating_sub(x0)))
+        }
+        // JPEG and JPEG-LS: walk the marker segments to the frame header as the decoders do:
+        // bytes between segments, fill bytes and markers without a length (SOI again, TEM,
+        // RSTn) are passed over.
+        [0xFF, 0xD8, ..] => {
+            let mut at = 2;
+            loop {
+                at += b.get(at..)?.iter().position(|&x| x == 0xFF)?;
+                while b.get(at + 1) == Some(&0xFF) {
+                    at += 1;
+                }
+                let marker = *b.get(at + 1)?;
+                if matches!(marker, 0x01 | 0xD0..=0xD8) {
+                    at += 2;
+                    continue;
+                }
+                let sof = matches!(marker, 0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC))
+                    || marker == 0xF7;
+                if sof {
+                    return Some((u16_at(at + 5)?, u16_at(at + 7)?));
+                }
+                if matches!(marker, 0xD9 | 0xDA) {
+                    return None;
+                }
+                at += 2 + u16_at(at + 2)? as usize;
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Decodes every frame (or only `single`) with libjpeg-turbo into a native copy of `obj`
@@ -278,6 +356,29 @@ pub(crate) fn fragment_groups<F: AsRef<[u8]>>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn codestream_headers_give_their_image_size() {
+        let mut j2k = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 41, 0, 0];
+        for v in [5000u32, 4000, 0, 0] {
+            j2k.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(codestream_size(&j2k), Some((4000, 5000)));
+        // SOI, an APP0 of 4 bytes, then SOF0: precision 8, 300 lines, 200 columns.
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0, 0xFF, 0xC0, 0, 11, 8, 1, 44, 0, 200, 1,
+        ];
+        assert_eq!(codestream_size(&jpeg), Some((300, 200)));
+        // A stray byte, a second SOI and fill bytes before the frame header (the image_decode
+        // fuzzer's find).
+        let odd = [
+            0xFF, 0xD8, 0x00, 0xFF, 0xD8, 0xFF, 0xFF, 0xC0, 0, 11, 8, 1, 44, 0, 200, 1,
+        ];
+        assert_eq!(codestream_size(&odd), Some((300, 200)));
+        assert_eq!(codestream_size(&[0xFF, 0xD8, 0xFF]), None);
+        assert_eq!(codestream_size(b"RLE data"), None);
+    }
+
     use super::*;
 
     #[test]
