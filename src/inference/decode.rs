@@ -94,20 +94,23 @@ pub fn decode_pixels(
     Ok((px, index))
 }
 
+/// The fragments of an encapsulated Pixel Data (the offset table left out).
+fn fragments(obj: &DefaultDicomObject) -> Option<&[Vec<u8>]> {
+    match obj.element_opt(tags::PIXEL_DATA).ok().flatten()?.value() {
+        DicomValue::PixelSequence(seq) => Some(seq.fragments()),
+        _ => None,
+    }
+}
+
 /// Checks the header of each RLE fragment (one per frame, PS3.5 A.4.2) before dicom-pixeldata
 /// reads it: 64 bytes holding at most 15 segments (PS3.5 G.5). Its reader allocates the declared
 /// number of segment offsets (a 12-byte fragment could ask for 16 GiB) and slices the fragment
 /// by it unchecked.
 fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
-    let Some(DicomValue::PixelSequence(seq)) = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .map(|e| e.value())
-    else {
+    let Some(fragments) = fragments(obj) else {
         return Ok(());
     };
-    for (i, f) in seq.fragments().iter().enumerate() {
+    for (i, f) in fragments.iter().enumerate() {
         let segments = f.first_chunk::<4>().map(|b| u32::from_le_bytes(*b));
         match segments {
             Some(n) if f.len() >= 64 && n <= 15 => {}
@@ -125,20 +128,15 @@ fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
 
 /// Checks that no JPEG, JPEG-LS or JPEG 2000 codestream declares an image larger than Rows x
 /// Columns before a decoder reads it: the decoders allocate what the codestream's own header
-/// declares (the dataset_file fuzzer found a 32 x 32 image whose J2K codestream asked openjpeg
-/// for over a gigabyte). A codestream starts a frame's first fragment.
+/// declares (the image_decode fuzzer found a JPEG whose frame header made jpeg-decoder ask for
+/// 4 GB). A codestream starts a frame's first fragment.
 fn check_codestream_sizes(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
-    let Some(DicomValue::PixelSequence(seq)) = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .map(|e| e.value())
-    else {
+    let Some(fragments) = fragments(obj) else {
         return Ok(());
     };
     let rows = u32::from(attr_u16(obj, tags::ROWS).unwrap_or(0));
     let cols = u32::from(attr_u16(obj, tags::COLUMNS).unwrap_or(0));
-    for (i, f) in seq.fragments().iter().enumerate() {
+    for (i, f) in fragments.iter().enumerate() {
         if let Some((height, width)) = codestream_size(f) {
             if height > rows || width > cols {
                 return Err(InferenceError::PixelData(format!(

@@ -166,6 +166,13 @@ async fn stow_file(app: &TestApp, file: Vec<u8>) -> (u16, Value) {
     .await
 }
 
+/// `radstream send --json` of one file to the node's own DICOM port.
+async fn send_to_itself(app: &TestApp, path: &str) -> (bool, String, String) {
+    let addr = format!("127.0.0.1:{}", app.dicom_port());
+    app.cli(&["send", &addr, "--called-ae", "RADSTREAM", "--json", path])
+        .await
+}
+
 async fn ping(app: &TestApp) {
     let r = reqwest::get(app.url("/ping"))
         .await
@@ -310,17 +317,7 @@ async fn deep_nesting_is_refused_on_every_path_and_the_node_stays_up() {
         format!("{out}{err}").contains("nested deeper"),
         "infer: {out}{err}"
     );
-    let port = app.dicom_port();
-    let (ok, out, err) = app
-        .cli(&[
-            "send",
-            &format!("127.0.0.1:{port}"),
-            "--called-ae",
-            "RADSTREAM",
-            "--json",
-            p,
-        ])
-        .await;
+    let (ok, out, err) = send_to_itself(&app, p).await;
     assert!(!ok, "send of a broken file succeeded: {out}");
     assert!(
         format!("{out}{err}").contains("nested deeper"),
@@ -412,17 +409,7 @@ async fn odd_but_valid(db: Db) {
     }
     let (status, v) = stow_file(&app, odd.clone()).await;
     assert_eq!(status, 200, "{v}");
-    let port = app.dicom_port();
-    let (ok, out, err) = app
-        .cli(&[
-            "send",
-            &format!("127.0.0.1:{port}"),
-            "--called-ae",
-            "RADSTREAM",
-            "--json",
-            no_ts_path.to_str().unwrap(),
-        ])
-        .await;
+    let (ok, out, err) = send_to_itself(&app, no_ts_path.to_str().unwrap()).await;
     assert!(ok, "send: {out}{err}");
     assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 2);
     // Stored with a correct meta group the strict reader accepts, the data set as received.
