@@ -35,6 +35,7 @@ pub mod store;
 pub mod study;
 pub mod telemetry;
 pub mod tls;
+pub mod xml;
 
 /// Implementation Class UID written in every file meta and association we make.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.38873186743228840502222543848523493133";

@@ -242,14 +242,6 @@ fn xml_name(k: &str) -> String {
     s
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-}
-
 fn xml_value(name: &str, v: &Value, out: &mut String) {
     let name = xml_name(name);
     match v {
@@ -268,7 +260,7 @@ fn xml_value(name: &str, v: &Value, out: &mut String) {
             }
             out.push_str(&format!("</{name}>"));
         }
-        Value::String(s) => out.push_str(&format!("<{name}>{}</{name}>", xml_escape(s))),
+        Value::String(s) => out.push_str(&format!("<{name}>{}</{name}>", crate::xml::escape(s))),
         Value::Bool(_) | Value::Number(_) => out.push_str(&format!("<{name}>{v}</{name}>")),
     }
 }

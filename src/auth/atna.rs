@@ -9,6 +9,7 @@
 //! audit log → Audit Log Used (110101, R); every other read → DICOM Instances Accessed
 //! (110103, R). HTTP status → EventOutcomeIndicator: 2xx/3xx 0, 4xx 4 (minor failure), 5xx 8.
 
+use crate::xml::escape;
 use base64::Engine as _;
 
 use super::audit::AuditRecord;
@@ -53,24 +54,6 @@ fn outcome(status: Option<i64>) -> &'static str {
     }
 }
 
-/// XML attribute/text escaping.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Not representable in XML 1.0.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn coded(element: &str, (code, scheme, meaning): Code) -> String {
     format!(r#"<{element} csd-code="{code}" codeSystemName="{scheme}" originalText="{meaning}"/>"#)
 }
@@ -99,18 +82,18 @@ pub fn message(row: &AuditRecord, source_id: &str) -> String {
     let access_point = ip.map_or(String::new(), |ip| {
         format!(
             r#" NetworkAccessPointID="{}" NetworkAccessPointTypeCode="2""#,
-            esc(ip)
+            escape(ip)
         )
     });
     x.push_str(&format!(
         r#"<ActiveParticipant UserID="{}" AlternativeUserID="{}" UserIsRequestor="true"{access_point}>{}</ActiveParticipant>"#,
-        esc(&row.principal),
-        esc(&row.auth_method),
+        escape(&row.principal),
+        escape(&row.auth_method),
         if export { coded("RoleIDCode", DESTINATION_ROLE) } else { String::new() },
     ));
     x.push_str(&format!(
         r#"<ActiveParticipant UserID="{}" UserIsRequestor="false">{}</ActiveParticipant>"#,
-        esc(source_id),
+        escape(source_id),
         if export {
             coded("RoleIDCode", SOURCE_ROLE)
         } else {
@@ -119,7 +102,7 @@ pub fn message(row: &AuditRecord, source_id: &str) -> String {
     ));
     x.push_str(&format!(
         r#"<AuditSourceIdentification AuditSourceID="{}"><AuditSourceTypeCode csd-code="4"/></AuditSourceIdentification>"#,
-        esc(source_id)
+        escape(source_id)
     ));
     // Every object carries a name (or, for a query, the query itself): PS3.15's schema
     // requires one of the two. The request id travels as a detail of each.
@@ -133,14 +116,14 @@ pub fn message(row: &AuditRecord, source_id: &str) -> String {
         x.push_str(&format!(
             r#"<ParticipantObjectIdentification ParticipantObjectID="{p}" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">{}<ParticipantObjectName>{p}</ParticipantObjectName>{detail}</ParticipantObjectIdentification>"#,
             coded("ParticipantObjectIDTypeCode", PATIENT_NUMBER),
-            p = esc(pid),
+            p = escape(pid),
         ));
     }
     if let Some(uid) = row.study_uid.as_deref().filter(|u| !u.is_empty()) {
         x.push_str(&format!(
             r#"<ParticipantObjectIdentification ParticipantObjectID="{u}" ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3">{}<ParticipantObjectName>{u}</ParticipantObjectName>{detail}<ParticipantObjectDescription><ParticipantObjectContainsStudy><StudyIDs UID="{u}"/></ParticipantObjectContainsStudy></ParticipantObjectDescription></ParticipantObjectIdentification>"#,
             coded("ParticipantObjectIDTypeCode", STUDY_UID),
-            u = esc(uid),
+            u = escape(uid),
         ));
     }
     if event_id == QUERY {
@@ -151,7 +134,7 @@ pub fn message(row: &AuditRecord, source_id: &str) -> String {
         };
         x.push_str(&format!(
             r#"<ParticipantObjectIdentification ParticipantObjectID="{}" ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="24">{}<ParticipantObjectQuery>{}</ParticipantObjectQuery><ParticipantObjectDetail type="QueryEncoding" value="{}"/>{detail}</ParticipantObjectIdentification>"#,
-            esc(&id),
+            escape(&id),
             coded("ParticipantObjectIDTypeCode", id_type),
             b64(row.query.as_deref().unwrap_or("")),
             b64("UTF-8"),
