@@ -101,6 +101,10 @@ pub fn handler_docs() -> utoipa::openapi::OpenApi {
         routes::exports::Doc::openapi(),
         routes::fhir::Doc::openapi(),
         crate::dicomweb::Doc::openapi(),
+        crate::compat::leapai::Doc::openapi(),
+        crate::compat::pi::Doc::openapi(),
+        crate::compat::voxray::Doc::openapi(),
+        crate::compat::radanalyzer::Doc::openapi(),
     ] {
         doc.merge(area);
     }
