@@ -1,7 +1,8 @@
 //! The HTTP API. Every route is declared once in [`route_table`] with the scope it needs;
 //! the router, the authentication layer and the auth test matrix are all built from it, so no
 //! route escapes authentication by being forgotten. The OpenAPI document ([`openapi`],
-//! served at `/openapi.json` and as HTML at `/docs`) is generated from it too.
+//! served at `/openapi.json` and as HTML at `/docs`) is generated from the handlers'
+//! `#[utoipa::path]` attributes ([`handler_docs`]) and completed from it.
 
 pub mod auth;
 pub mod error;
@@ -82,6 +83,32 @@ pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     table.extend(crate::dicomweb::routes());
     table.extend(routes::exports::routes());
     table
+}
+
+/// The operations the handlers of [`route_table`] document with `#[utoipa::path]`, area by
+/// area; [`openapi`] completes them from the table.
+pub fn handler_docs() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = routes::health::Doc::openapi();
+    for area in [
+        routes::metrics::Doc::openapi(),
+        routes::studies::Doc::openapi(),
+        routes::events::Doc::openapi(),
+        routes::jobs::Doc::openapi(),
+        routes::models::Doc::openapi(),
+        routes::audit::Doc::openapi(),
+        routes::docs::Doc::openapi(),
+        routes::exports::Doc::openapi(),
+        routes::fhir::Doc::openapi(),
+        crate::dicomweb::Doc::openapi(),
+        crate::compat::leapai::Doc::openapi(),
+        crate::compat::pi::Doc::openapi(),
+        crate::compat::voxray::Doc::openapi(),
+        crate::compat::radanalyzer::Doc::openapi(),
+    ] {
+        doc.merge(area);
+    }
+    doc
 }
 
 /// The route list alone (for tests and the OpenAPI document).

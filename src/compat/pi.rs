@@ -33,6 +33,10 @@ pub const MAX_CONTEXT_CHARS: usize = 16_000;
 pub const MAX_WAIT_SECS: u64 = 60;
 const KIND: &str = "health.analyze";
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(analyze, job, overlay))]
+pub struct Doc;
+
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![
         (
@@ -319,6 +323,14 @@ async fn fetch(url: &url::Url, limit: usize) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The body: `{"input": {"type": "image" (`eeg` is refused: no EEG model), "modality":
+/// "xray", "image_base64"?, "url"? (only hosts in `compat.pi_url_hosts`, fetched by the job
+/// after the 202)}, "context"? (at most 16,000 characters serialised; `locale` is read),
+/// "options"?: {"locale"}}`.
+#[utoipa::path(post, path = "/api/v1/health/analyze",
+    request_body(content = Object, description = "`{input: {type, modality, image_base64?, url?}, context?, options?}`"),
+    responses((status = 202, description = "Queued: `{job_id, status, poll_url, created_at}`", body = Object)),
+)]
 async fn analyze(
     State(state): State<AppState>,
     principal: Principal,
@@ -556,6 +568,9 @@ async fn write_overlay(
         .map_err(|e| e.to_string())
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/overlay", responses(
+    (status = 200, description = "The uploaded image with the triage level, findings and disclaimer burnt in", body = String, content_type = "image/png"),
+))]
 async fn overlay(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -635,15 +650,20 @@ fn report(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobQuery {
     /// Seconds to wait for the job to finish (0..=60).
     pub wait: Option<u64>,
     /// `diagnostics` adds routing and step timings.
     pub include: Option<String>,
+    #[param(ignore)]
     pub access_token: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", params(JobQuery), responses(
+    (status = 200, description = "Pi job: `{data: {id, type, status, payload: {input, output}, error, diagnostics?}}`; errors `{error: {code, message}}`", body = Object),
+))]
 async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,

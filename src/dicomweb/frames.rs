@@ -14,9 +14,18 @@ use serde_json::json;
 use super::multipart::split_params;
 use super::pixels::{self, ImageFormat, PixelError, RenderParams};
 use super::wado::{instances, Stored};
+use super::MULTIPART_OCTETS as OCTETS;
 use crate::api::{ApiError, AppState};
 
 /// Frames are native `application/octet-stream` in Explicit VR Little Endian.
+/// A rendered image.
+const RENDERED: &str = "8-bit image (image/jpeg, or image/png per Accept). Query: \
+    `window=center,width,linear|sigmoid` (default the stored window, else min/max), \
+    `viewport=vw,vh` (fit, aspect kept), `quality=1..100` (JPEG)";
+
+/// A thumbnail.
+const THUMBNAIL: &str = "Like rendered, fitted into 128x128 unless `viewport` says otherwise";
+
 const NATIVE_TS: &str = "1.2.840.10008.1.2.1";
 /// Default bounding box of a thumbnail when no `viewport` is given.
 const THUMBNAIL_SIZE: u32 = 128;
@@ -112,6 +121,12 @@ fn frames_delivery(headers: &HeaderMap, ts: &str) -> Result<Delivery, ApiError> 
 }
 
 /// `GET …/instances/{instance}/frames/{list}`: one part per frame, in the order asked for.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", responses(
+    (status = 200, description = "One part per frame (1-based comma list): as stored \
+        (application/octet-stream for native, the compressed media type such as image/jp2 or \
+        image/dicom-rle for encapsulated), or decoded with Accept application/octet-stream", body = String, content_type = OCTETS),
+    (status = 406, description = "The frames cannot be sent in an accepted media type"),
+))]
 pub async fn frames(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -273,6 +288,9 @@ async fn render_one(f: Stored, frame: u32, params: RenderParams) -> Result<Respo
 }
 
 /// `GET …/instances/{instance}/rendered`: the first frame.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered", responses(
+    (status = 200, description = RENDERED, body = String, content_type = "image/jpeg"),
+))]
 pub async fn instance_rendered(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -287,6 +305,9 @@ pub async fn instance_rendered(
 }
 
 /// `GET …/instances/{instance}/frames/{frame}/rendered`: one frame.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered", responses(
+    (status = 200, description = RENDERED, body = String, content_type = "image/jpeg"),
+))]
 pub async fn frame_rendered(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -335,6 +356,9 @@ async fn thumbnail(
 }
 
 /// `GET /studies/{study}/thumbnail`.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/thumbnail", responses(
+    (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
+))]
 pub async fn study_thumbnail(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -345,6 +369,9 @@ pub async fn study_thumbnail(
 }
 
 /// `GET /studies/{study}/series/{series}/thumbnail`.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/thumbnail", responses(
+    (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
+))]
 pub async fn series_thumbnail(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -355,6 +382,9 @@ pub async fn series_thumbnail(
 }
 
 /// `GET …/instances/{instance}/thumbnail`.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail", responses(
+    (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
+))]
 pub async fn instance_thumbnail(
     State(s): State<AppState>,
     h: HeaderMap,

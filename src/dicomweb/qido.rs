@@ -20,6 +20,10 @@ use sqlx::Row;
 
 use super::json::{self as dj, tag_key};
 use super::{base_url, DICOM_JSON};
+
+/// The answer of a search.
+const MATCHES: &str = "Matches as DICOM JSON. Query: attribute keywords or tags as matching \
+    keys, `includefield`, `limit`, `offset`, `fuzzymatching`";
 use crate::api::error::valid_uid;
 use crate::api::{ApiError, AppState};
 use crate::db::{push_like_literal, LIKE_ESCAPE};
@@ -663,6 +667,10 @@ fn row_json(row: &AnyRow, attrs: &[&Attr]) -> Map<String, Value> {
     m
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn studies(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -681,6 +689,10 @@ pub async fn studies(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/series", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn all_series(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -699,6 +711,10 @@ pub async fn all_series(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn study_series(
     State(s): State<AppState>,
     Path(study): Path<String>,
@@ -719,6 +735,10 @@ pub async fn study_series(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/instances", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn all_instances(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -737,6 +757,10 @@ pub async fn all_instances(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/instances", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn study_instances(
     State(s): State<AppState>,
     Path(study): Path<String>,
@@ -757,6 +781,10 @@ pub async fn study_instances(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn series_instances(
     State(s): State<AppState>,
     Path((study, series)): Path<(String, String)>,

@@ -26,6 +26,10 @@ use dicom_dictionary_std::tags;
 /// The Source AE Title written into files received over STOW-RS (and their index rows).
 pub const STOW_AE: &str = "STOW-RS";
 
+/// The answer of a store.
+const STORED: &str = "PS3.18 store response: ReferencedSOPSequence (and FailedSOPSequence); \
+    every instance stored";
+
 /// One part's outcome.
 struct Failure {
     sop_class: Option<String>,
@@ -41,6 +45,12 @@ struct Stored {
     series: String,
 }
 
+#[utoipa::path(post, path = "/dicomweb/studies", responses(
+    (status = 200, description = STORED, body = Object, content_type = DICOM_JSON),
+    (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
+    (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
+    (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+))]
 pub async fn store_any(
     State(state): State<AppState>,
     principal: Principal,
@@ -50,6 +60,12 @@ pub async fn store_any(
     store(state, principal, headers, None, body).await
 }
 
+#[utoipa::path(post, path = "/dicomweb/studies/{study}", responses(
+    (status = 200, description = STORED, body = Object, content_type = DICOM_JSON),
+    (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
+    (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
+    (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+))]
 pub async fn store_study(
     State(state): State<AppState>,
     principal: Principal,

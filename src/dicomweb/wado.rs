@@ -25,7 +25,7 @@ use tokio_util::io::ReaderStream;
 use super::json::{self as dj, tag_key};
 use super::multipart::split_params;
 use super::transcode;
-use super::{base_url, DICOM_JSON};
+use super::{base_url, DICOM_JSON, MULTIPART_DICOM as INSTANCES, MULTIPART_OCTETS as OCTETS};
 use crate::api::error::valid_uid;
 use crate::api::{ApiError, AppState};
 
@@ -248,6 +248,9 @@ async fn retrieve(
     multipart(files, target).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}", responses(
+    (status = 200, description = "The study's instances as stored", body = String, content_type = INSTANCES),
+))]
 pub async fn study(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -256,6 +259,9 @@ pub async fn study(
     retrieve(&s, &h, &study, None, None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}", responses(
+    (status = 200, description = "The series' instances as stored", body = String, content_type = INSTANCES),
+))]
 pub async fn series(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -264,6 +270,9 @@ pub async fn series(
     retrieve(&s, &h, &study, Some(&series), None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}", responses(
+    (status = 200, description = "The instance as stored", body = String, content_type = INSTANCES),
+))]
 pub async fn instance(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -327,6 +336,9 @@ async fn metadata(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/metadata", responses(
+    (status = 200, description = "Metadata of each instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
+))]
 pub async fn study_metadata(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -335,6 +347,9 @@ pub async fn study_metadata(
     metadata(&s, &h, &study, None, None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/metadata", responses(
+    (status = 200, description = "Metadata of each instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
+))]
 pub async fn series_metadata(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -343,6 +358,9 @@ pub async fn series_metadata(
     metadata(&s, &h, &study, Some(&series), None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", responses(
+    (status = 200, description = "Metadata of the instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
+))]
 pub async fn instance_metadata(
     State(s): State<AppState>,
     h: HeaderMap,
@@ -353,6 +371,9 @@ pub async fn instance_metadata(
 
 /// A top-level bulk value as `multipart/related; type="application/octet-stream"`: one part,
 /// or one part per fragment of encapsulated pixel data.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}", responses(
+    (status = 200, description = "The value (one part per fragment for encapsulated pixel data)", body = String, content_type = OCTETS),
+))]
 pub async fn bulkdata(
     State(s): State<AppState>,
     Path((study, series, sop, tag)): Path<(String, String, String, String)>,

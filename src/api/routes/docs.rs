@@ -1,5 +1,5 @@
 //! The API describing itself: `GET /openapi.json`, the OpenAPI 3.1 document generated from
-//! the route table ([`crate::api::openapi`]), and `GET /docs`, an HTML page rendered here
+//! the handlers and the route table ([`crate::api::openapi`]), and `GET /docs`, an HTML page rendered here
 //! from that document.
 //!
 //! The page is self-contained (inline style, no script, no font or asset from elsewhere) so
@@ -39,12 +39,22 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(openapi_json, docs_page))]
+pub struct Doc;
+
+#[utoipa::path(get, path = "/openapi.json", responses(
+    (status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json"),
+))]
 async fn openapi_json() -> impl IntoResponse {
     static TEXT: OnceLock<String> = OnceLock::new();
     let text = TEXT.get_or_init(|| openapi::document().to_string());
     ([(header::CONTENT_TYPE, "application/json")], text.as_str())
 }
 
+#[utoipa::path(get, path = "/docs", responses(
+    (status = 200, description = "This document as a self-contained HTML page", body = String, content_type = "text/html; charset=utf-8"),
+))]
 async fn docs_page() -> impl IntoResponse {
     static PAGE: OnceLock<String> = OnceLock::new();
     let page = PAGE.get_or_init(|| render(openapi::document()));
@@ -284,7 +294,7 @@ mod tests {
 
     #[test]
     fn page_lists_every_route_and_loads_nothing() {
-        let doc = openapi::build(&crate::api::routes());
+        let doc = openapi::build(&crate::api::routes(), crate::api::handler_docs());
         let page = render(&doc);
         for r in crate::api::routes() {
             let path = escape(&openapi::openapi_path(r.path));

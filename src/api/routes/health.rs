@@ -7,7 +7,9 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::routing::{get, MethodRouter};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::api::{spec, Access, AppState, RouteSpec};
 
@@ -29,13 +31,71 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
-async fn ping() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(ping, health))]
+pub struct Doc;
+
+/// `GET /ping`.
+#[derive(Serialize, ToSchema)]
+pub struct Ping {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/ping", responses((status = 200, description = "The node is up", body = Ping)))]
+async fn ping() -> Json<Ping> {
+    Json(Ping { status: "ok" })
+}
+
+/// `GET /health`: the native fields; VoxRay's `services`, `timestamp` and `errors` are added
+/// to the same body by its adapter.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    pub database: HealthDatabase,
+    pub storage: HealthStorage,
+    pub dicom: HealthDicom,
+    /// Node version.
+    pub version: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthDatabase {
+    /// `up` or `down`.
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthStorage {
+    /// `up` or `low_space`.
+    pub status: &'static str,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthDicom {
+    /// `up`.
+    pub status: &'static str,
+    /// Address the DICOM listener is bound to.
+    pub address: String,
+    pub ae_title: String,
+    pub open_associations: u64,
+    pub studies_pending_completion: u64,
 }
 
 /// Database reachability, free space against the A700 threshold, the DICOM listener and the
-/// model; VoxRay's `services`, `timestamp` and `errors` are part of the same body.
+/// model. VoxRay's fields are part of the same body: `services` (`medical_model` `loaded` or
+/// `not_loaded`; `stt_model`, `tts_service` and `llm_service` always `not_available`, not part
+/// of radstream), `timestamp` (RFC 3339) and, when unhealthy, `errors`.
 /// Answers 503 when any part is down, so load balancers can act on the status alone.
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "Unhealthy (database down, storage low or no model loaded): the same body, with `errors`", body = Health),
+))]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db_ok = state.db.ping().await;
     let space = state.files.space();
@@ -43,26 +103,27 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let model_loaded = crate::compat::voxray::model_loaded(&state);
     let healthy = db_ok.is_ok() && room.is_ok() && model_loaded;
     let (free, total) = space.unwrap_or((0, 0));
-    let mut body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "database": {
-            "status": if db_ok.is_ok() { "up" } else { "down" },
-            "backend": format!("{:?}", state.db.backend).to_lowercase(),
+    let health = Health {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        database: HealthDatabase {
+            status: if db_ok.is_ok() { "up" } else { "down" },
+            backend: format!("{:?}", state.db.backend).to_lowercase(),
         },
-        "storage": {
-            "status": if room.is_ok() { "up" } else { "low_space" },
-            "free_bytes": free,
-            "total_bytes": total,
+        storage: HealthStorage {
+            status: if room.is_ok() { "up" } else { "low_space" },
+            free_bytes: free,
+            total_bytes: total,
         },
-        "dicom": {
-            "status": "up",
-            "address": state.dicom_addr,
-            "ae_title": state.ae_title,
-            "open_associations": state.open_associations.load(Ordering::Relaxed),
-            "studies_pending_completion": state.tracker.pending(),
+        dicom: HealthDicom {
+            status: "up",
+            address: state.dicom_addr.clone(),
+            ae_title: state.ae_title.clone(),
+            open_associations: state.open_associations.load(Ordering::Relaxed) as u64,
+            studies_pending_completion: state.tracker.pending() as u64,
         },
-        "version": env!("CARGO_PKG_VERSION"),
-    });
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut body = serde_json::to_value(&health).unwrap_or_default();
     let errors: Vec<String> = [
         (db_ok.is_err(), "Database unreachable"),
         (room.is_err(), "Storage below the free-space threshold"),

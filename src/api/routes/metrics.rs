@@ -23,6 +23,13 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     )]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(metrics))]
+pub struct Doc;
+
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Prometheus metrics in the OpenMetrics text format", body = String, content_type = CONTENT_TYPE),
+))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let open = state.open_associations.load(Ordering::Relaxed);
     let body = state.metrics.render(&state.db, open).await;

@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::billing::{self, Tier};
 use crate::api::error::query_rejection;
+use crate::api::openapi::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 use crate::db::{now_ms, Database};
@@ -233,6 +234,7 @@ pub async fn cli(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UsageQuery {
     /// `YYYY-MM` (UTC); default the current month.
     month: Option<String>,
@@ -240,6 +242,18 @@ pub(crate) struct UsageQuery {
     key_id: Option<i64>,
 }
 
+/// `GET /v1/radanalyzer/usage`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UsagePage {
+    /// One per key with calls in the month.
+    pub items: Vec<KeyUsage>,
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+}
+
+#[utoipa::path(get, path = "/v1/radanalyzer/usage", params(UsageQuery), responses(
+    (status = 200, description = "RadAnalyzer metering per API key for the month", body = UsagePage, content_type = ENVELOPE),
+))]
 async fn usage(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -259,9 +273,7 @@ async fn usage(
             UsageError::Db(e) => ApiError::from(e),
         })?;
     let rows = serde_json::to_value(&items).unwrap_or_default();
-    Ok(ctx
-        .reply(serde_json::json!({ "month": month, "items": items }))
-        .csv_rows(rows))
+    Ok(ctx.reply(UsagePage { items, month }).csv_rows(rows))
 }
 
 #[cfg(test)]

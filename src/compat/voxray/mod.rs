@@ -97,6 +97,17 @@ impl VoxRayContext {
     }
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    predict::image,
+    predict::v1_image,
+    predict::v2_image,
+    predict::v2_dicom,
+    report::diagnostic_report,
+    feature_flags,
+))]
+pub struct Doc;
+
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let write = Access::Scope(Scope::InferenceWrite);
     let read = Access::Scope(Scope::ResultsRead);
@@ -108,7 +119,7 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
                 write,
                 "VoxRay v1: diagnosis of an uploaded X-ray (multipart image_file)",
             ),
-            post(predict::v1_image),
+            post(predict::image),
         ),
         (
             spec(
@@ -314,6 +325,9 @@ pub async fn finish_error(resp: Response) -> Response {
 
 /// `GET /api/feature-flags`: VoxRay's twelve flags; only the four this node implements can be
 /// on, from `[compat.voxray_flags]`.
+#[utoipa::path(get, path = "/api/feature-flags", responses(
+    (status = 200, description = "VoxRay: `{flags: {…twelve booleans}, environment}`", body = Object),
+))]
 async fn feature_flags(State(state): State<AppState>) -> Json<Value> {
     let f = state.voxray.flags;
     Json(json!({
