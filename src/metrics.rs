@@ -459,10 +459,14 @@ async fn read_state(db: &Database) -> Result<DbState, sqlx::Error> {
     )
     .fetch_all(&db.pool)
     .await?;
-    let receiving: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM studies WHERE status = 'receiving'")
-            .fetch_one(&db.pool)
-            .await?;
+    let receiving = crate::store::index::count_studies(
+        db,
+        &crate::store::index::StudyFilter {
+            status: Some("receiving".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
     let mut state = DbState {
         queued: 0,
         running: 0,

@@ -6,20 +6,18 @@ use axum::routing::{delete, get, post, MethodRouter};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use crate::api::auth::Audit;
 use crate::api::error::{query_rejection, valid_uid};
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
-use crate::db::{like_literal, LIKE_ESCAPE};
 use crate::domain::Urgency;
 use crate::inference::manifest::TASK_CLASSIFICATION;
 use crate::job;
 use crate::result::{self, StudyResult};
 use crate::retention::{self, PurgeError};
+use crate::store::index::{self, InstanceRow, SeriesRow, StudyFilter, StudyRow};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let read = Access::Scope(Scope::ResultsRead);
@@ -125,42 +123,70 @@ fn dicom_date(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-fn opt_ms(r: &AnyRow, i: usize) -> Value {
-    r.get::<Option<i64>, _>(i)
-        .map_or(Value::Null, |ms| Value::String(format_ms(ms)))
+fn opt_ms(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(format_ms(ms)))
 }
 
-const STUDY_COLUMNS: &str = "study_uid, patient_id, patient_name, patient_birth_date, \
-    patient_sex, patient_age, accession_number, study_date, study_time, study_description, \
-    modalities, num_series, num_instances, status, version, urgency, result_version, \
-    first_received_at, last_received_at, completed_at, result_at, referring_physician, purged_at";
-
-fn study_json(r: &AnyRow) -> Value {
-    let modalities: String = r.get(10);
+fn study_json(r: &StudyRow) -> Value {
     json!({
-        "study_uid": r.get::<String, _>(0),
-        "patient_id": r.get::<Option<String>, _>(1),
-        "patient_name": r.get::<Option<String>, _>(2),
-        "patient_birth_date": r.get::<Option<String>, _>(3),
-        "patient_sex": r.get::<Option<String>, _>(4),
-        "patient_age": r.get::<Option<String>, _>(5),
-        "accession_number": r.get::<Option<String>, _>(6),
-        "study_date": r.get::<Option<String>, _>(7),
-        "study_time": r.get::<Option<String>, _>(8),
-        "study_description": r.get::<Option<String>, _>(9),
-        "modalities": modalities.split('\\').filter(|m| !m.is_empty()).collect::<Vec<_>>(),
-        "num_series": r.get::<i64, _>(11),
-        "num_instances": r.get::<i64, _>(12),
-        "status": r.get::<String, _>(13),
-        "version": r.get::<i64, _>(14),
-        "urgency": r.get::<Option<String>, _>(15),
-        "result_version": r.get::<Option<i64>, _>(16),
-        "first_received_at": format_ms(r.get::<i64, _>(17)),
-        "last_received_at": format_ms(r.get::<i64, _>(18)),
-        "completed_at": opt_ms(r, 19),
-        "result_at": opt_ms(r, 20),
-        "referring_physician": r.get::<Option<String>, _>(21),
-        "purged_at": opt_ms(r, 22),
+        "study_uid": r.study_uid,
+        "patient_id": r.patient_id,
+        "patient_name": r.patient_name,
+        "patient_birth_date": r.patient_birth_date,
+        "patient_sex": r.patient_sex,
+        "patient_age": r.patient_age,
+        "accession_number": r.accession_number,
+        "study_date": r.study_date,
+        "study_time": r.study_time,
+        "study_description": r.study_description,
+        "modalities": r.modality_list(),
+        "num_series": r.num_series,
+        "num_instances": r.num_instances,
+        "status": r.status,
+        "version": r.version,
+        "urgency": r.urgency,
+        "result_version": r.result_version,
+        "first_received_at": format_ms(r.first_received_at),
+        "last_received_at": format_ms(r.last_received_at),
+        "completed_at": opt_ms(r.completed_at),
+        "result_at": opt_ms(r.result_at),
+        "referring_physician": r.referring_physician,
+        "purged_at": opt_ms(r.purged_at),
+    })
+}
+
+fn instance_json(i: &InstanceRow) -> Value {
+    json!({
+        "sop_instance_uid": i.sop_instance_uid,
+        "sop_class_uid": i.sop_class_uid,
+        "transfer_syntax": i.transfer_syntax,
+        "instance_number": i.instance_number,
+        "rows": i.rows,
+        "columns": i.columns,
+        "frames": i.frames,
+        "photometric": i.photometric,
+        "file_size": i.file_size,
+        "received_at": format_ms(i.received_at),
+        "calling_ae": i.calling_ae,
+        "study_version": i.study_version,
+    })
+}
+
+fn series_json(s: &SeriesRow, instances: &[InstanceRow]) -> Value {
+    let inst: Vec<Value> = instances
+        .iter()
+        .filter(|i| i.series_uid == s.series_uid)
+        .map(instance_json)
+        .collect();
+    json!({
+        "series_uid": s.series_uid,
+        "modality": s.modality,
+        "body_part": s.body_part,
+        "view_position": s.view_position,
+        "series_number": s.series_number,
+        "series_description": s.series_description,
+        "num_instances": s.num_instances,
+        "instances": inst,
     })
 }
 
@@ -198,22 +224,22 @@ async fn search(
             ));
         }
     }
-    let urgencies: Option<Vec<String>> = match &q.urgency {
-        None => None,
-        Some(list) => {
-            let mut v = Vec::new();
-            for u in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-                Urgency::parse(u).ok_or_else(|| {
-                    ApiError::invalid(
-                        "urgency",
-                        format!("'{u}' is not one of low, standard, urgent, critical"),
-                    )
-                })?;
-                v.push(u.to_string());
-            }
-            Some(v)
-        }
-    };
+    let mut urgencies = Vec::new();
+    for u in q
+        .urgency
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        Urgency::parse(u).ok_or_else(|| {
+            ApiError::invalid(
+                "urgency",
+                format!("'{u}' is not one of low, standard, urgent, critical"),
+            )
+        })?;
+        urgencies.push(u.to_string());
+    }
     if let Some(m) = &q.modality {
         if m.is_empty() || m.len() > 16 || !m.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ApiError::invalid(
@@ -222,52 +248,17 @@ async fn search(
             ));
         }
     }
-    // Up to four urgencies, each its own parameter; unused ones stay NULL.
-    let u = |i: usize| urgencies.as_ref().and_then(|v| v.get(i).cloned());
-    let name_pattern = q
-        .patient_name
-        .as_ref()
-        .map(|n| format!("%{}%", like_literal(&n.to_lowercase())));
-    let modality_pattern = q
-        .modality
-        .as_ref()
-        .map(|m| format!("%|{}|%", m.to_uppercase()));
-    let where_sql = format!(
-        "WHERE ($1 IS NULL OR patient_id = $1) \
-         AND ($2 IS NULL OR LOWER(patient_name) LIKE $2 {LIKE_ESCAPE}) \
-         AND ($3 IS NULL OR study_date >= $3) AND ($4 IS NULL OR study_date <= $4) \
-         AND ($5 IS NULL OR status = $5) \
-         AND ($6 IS NULL OR urgency IN ($6, $7, $8, $9)) \
-         AND ($10 IS NULL OR ('|' || REPLACE(modalities, '\\', '|') || '|') LIKE $10)"
-    );
-    macro_rules! bind_filters {
-        ($query:expr) => {
-            $query
-                .bind(q.patient_id.as_deref())
-                .bind(name_pattern.as_deref())
-                .bind(from.as_deref())
-                .bind(to.as_deref())
-                .bind(q.status.as_deref())
-                .bind(u(0))
-                .bind(u(1))
-                .bind(u(2))
-                .bind(u(3))
-                .bind(modality_pattern.as_deref())
-        };
-    }
-    let total: i64 = bind_filters!(sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM studies {where_sql}"
-    )))
-    .fetch_one(&state.db.pool)
-    .await?;
-    let rows = bind_filters!(sqlx::query(&format!(
-        "SELECT {STUDY_COLUMNS} FROM studies {where_sql} \
-         ORDER BY last_received_at DESC, study_uid LIMIT $11 OFFSET $12"
-    )))
-    .bind(page_size)
-    .bind((page - 1) * page_size)
-    .fetch_all(&state.db.pool)
-    .await?;
+    let filter = StudyFilter {
+        patient_id: q.patient_id.clone(),
+        patient_name: q.patient_name.clone(),
+        date_from: from,
+        date_to: to,
+        status: q.status.clone(),
+        urgencies,
+        modality: q.modality.clone(),
+    };
+    let total = index::count_studies(&state.db, &filter).await?;
+    let rows = index::search_studies(&state.db, &filter, page_size, (page - 1) * page_size).await?;
     audit
         .record(
             &state.db,
@@ -293,13 +284,9 @@ async fn detail(
     Path(raw): Path<String>,
 ) -> Result<Reply, ApiError> {
     let uid = study_uid(&raw)?;
-    let row = sqlx::query(&format!(
-        "SELECT {STUDY_COLUMNS} FROM studies WHERE study_uid = $1"
-    ))
-    .bind(&uid)
-    .fetch_optional(&state.db.pool)
-    .await?
-    .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
+    let row = index::find_study(&state.db.pool, &uid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
     let mut study = study_json(&row);
     audit
         .record(
@@ -310,58 +297,9 @@ async fn detail(
             StatusCode::OK,
         )
         .await?;
-    let series = sqlx::query(
-        "SELECT series_uid, modality, body_part, view_position, series_number, \
-           series_description, num_instances FROM series WHERE study_uid = $1 \
-         ORDER BY series_number, series_uid",
-    )
-    .bind(&uid)
-    .fetch_all(&state.db.pool)
-    .await?;
-    let instances = sqlx::query(
-        "SELECT series_uid, sop_instance_uid, sop_class_uid, transfer_syntax, instance_number, \
-           rows_, columns_, frames, photometric, file_size, received_at, calling_ae, study_version \
-         FROM instances WHERE study_uid = $1 ORDER BY instance_number, sop_instance_uid",
-    )
-    .bind(&uid)
-    .fetch_all(&state.db.pool)
-    .await?;
-    let series_json: Vec<Value> = series
-        .iter()
-        .map(|s| {
-            let series_uid: String = s.get(0);
-            let inst: Vec<Value> = instances
-                .iter()
-                .filter(|i| i.get::<String, _>(0) == series_uid)
-                .map(|i| {
-                    json!({
-                        "sop_instance_uid": i.get::<String, _>(1),
-                        "sop_class_uid": i.get::<String, _>(2),
-                        "transfer_syntax": i.get::<String, _>(3),
-                        "instance_number": i.get::<Option<i64>, _>(4),
-                        "rows": i.get::<Option<i64>, _>(5),
-                        "columns": i.get::<Option<i64>, _>(6),
-                        "frames": i.get::<Option<i64>, _>(7),
-                        "photometric": i.get::<Option<String>, _>(8),
-                        "file_size": i.get::<i64, _>(9),
-                        "received_at": format_ms(i.get::<i64, _>(10)),
-                        "calling_ae": i.get::<String, _>(11),
-                        "study_version": i.get::<i64, _>(12),
-                    })
-                })
-                .collect();
-            json!({
-                "series_uid": series_uid,
-                "modality": s.get::<Option<String>, _>(1),
-                "body_part": s.get::<Option<String>, _>(2),
-                "view_position": s.get::<Option<String>, _>(3),
-                "series_number": s.get::<Option<i64>, _>(4),
-                "series_description": s.get::<Option<String>, _>(5),
-                "num_instances": s.get::<i64, _>(6),
-                "instances": inst,
-            })
-        })
-        .collect();
+    let series = index::series_of_study(&state.db, &uid).await?;
+    let instances = index::instances_of_study(&state.db, &uid).await?;
+    let series_json: Vec<Value> = series.iter().map(|s| series_json(s, &instances)).collect();
     study["series"] = Value::Array(series_json);
     study["results"] =
         serde_json::to_value(result::versions(&state.db, &uid).await?).unwrap_or(Value::Null);
@@ -404,12 +342,8 @@ pub struct ResultQuery {
 }
 
 async fn not_yet(state: &AppState, uid: &str) -> Result<ApiError, ApiError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM studies WHERE study_uid = $1")
-            .bind(uid)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    let Some(status) = status else {
+    let study = index::find_study(&state.db.pool, uid).await?;
+    let Some(StudyRow { status, .. }) = study else {
         return Ok(ApiError::not_found(format!("Study {uid} not found")));
     };
     let jobs = job::list(&state.db, None, Some(uid), 1, 0).await?;
@@ -540,11 +474,9 @@ async fn reprocess(
     let Some(job) =
         job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), &principal.subject).await?
     else {
-        let purged: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT purged_at FROM studies WHERE study_uid = $1")
-                .bind(&uid)
-                .fetch_optional(&state.db.pool)
-                .await?;
+        let purged = index::find_study(&state.db.pool, &uid)
+            .await?
+            .map(|s| s.purged_at);
         return Err(match purged {
             None => ApiError::not_found(format!("Study {uid} not found")),
             Some(at) => ApiError::new(StatusCode::CONFLICT, "Conflict").with_details(json!({
