@@ -94,8 +94,8 @@ pub async fn report(
         ""
     };
     let sql = format!(
-        "SELECT c.key_id, k.name, k.key_prefix, c.call_type, c.reason, COUNT(*), \
-                CAST(COALESCE(SUM(c.rate_cents), 0) AS BIGINT) \
+        "SELECT c.key_id, k.name, k.key_prefix, c.call_type, c.reason, COUNT(*) AS calls, \
+                CAST(COALESCE(SUM(c.rate_cents), 0) AS BIGINT) AS cents \
          FROM radanalyzer_calls c JOIN api_keys k ON k.id = c.key_id \
          WHERE c.month = $1{filter} \
          GROUP BY c.key_id, k.name, k.key_prefix, c.call_type, c.reason \
@@ -109,18 +109,23 @@ pub async fn report(
     let mut out: Vec<KeyUsage> = Vec::new();
     let mut cents = Vec::new();
     for r in &rows {
-        let id: i64 = r.get(0);
+        let id: i64 = r.get("key_id");
         if out.last().is_none_or(|u| u.key_id != id) {
-            out.push(KeyUsage::empty(id, r.get(1), r.get(2), month));
+            out.push(KeyUsage::empty(
+                id,
+                r.get("name"),
+                r.get("key_prefix"),
+                month,
+            ));
             cents.push(0i64);
         }
         let (Some(u), Some(c)) = (out.last_mut(), cents.last_mut()) else {
             continue;
         };
-        let call_type: String = r.get(3);
-        let reason: String = r.get(4);
-        let n: i64 = r.get(5);
-        *c += r.get::<i64, _>(6);
+        let call_type: String = r.get("call_type");
+        let reason: String = r.get("reason");
+        let n: i64 = r.get("calls");
+        *c += r.get::<i64, _>("cents");
         match reason.as_str() {
             "valid_vhs" => {
                 u.billable_calls += n;
