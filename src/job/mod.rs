@@ -260,6 +260,39 @@ pub async fn list(
     .await
 }
 
+/// Jobs in one state, for the queue gauges.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StateCount {
+    pub state: String,
+    pub jobs: i64,
+    /// Epoch milliseconds the oldest was created.
+    pub oldest_created_at: Option<i64>,
+}
+
+/// How many jobs are queued and running, and the oldest of each.
+pub async fn active_counts(db: &Database) -> Result<Vec<StateCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, COUNT(*) AS jobs, MIN(created_at) AS oldest_created_at FROM jobs \
+         WHERE state IN ('queued', 'running') GROUP BY state",
+    )
+    .fetch_all(&db.pool)
+    .await
+}
+
+/// Whether a job on the study is queued or running (read in the caller's transaction).
+pub async fn study_busy(
+    tx: &mut Transaction<'_, Any>,
+    study_uid: &str,
+) -> Result<bool, sqlx::Error> {
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE study_uid = $1 AND state IN ('queued', 'running')",
+    )
+    .bind(study_uid)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(jobs > 0)
+}
+
 /// Jobs waiting or running (queue depth).
 pub async fn depth(db: &Database) -> Result<(i64, i64), sqlx::Error> {
     #[derive(sqlx::FromRow)]

@@ -107,23 +107,10 @@ pub async fn purge_study(
         Some("complete") => {}
         Some(_) => return Err(busy("it is still being received")),
     }
-    let jobs: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE study_uid = $1 AND state IN ('queued', 'running')",
-    )
-    .bind(study_uid)
-    .fetch_one(&mut *tx)
-    .await?;
-    if jobs > 0 {
+    if crate::job::study_busy(&mut tx, study_uid).await? {
         return Err(busy("a job on it is queued or running"));
     }
-    let outputs: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM report_outputs o JOIN results r ON r.id = o.result_id \
-         WHERE r.study_uid = $1 AND o.state = 'pending'",
-    )
-    .bind(study_uid)
-    .fetch_one(&mut *tx)
-    .await?;
-    if outputs > 0 {
+    if crate::report::generate::outputs_pending(&mut tx, study_uid).await? {
         return Err(busy("its SR or overlay is still to be generated"));
     }
 
