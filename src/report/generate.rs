@@ -27,21 +27,6 @@ use crate::store::FileStore;
 /// `association_id` prefix of instances we generated; the pipeline never analyses them.
 pub const DERIVED_PREFIX: &str = "derived:";
 
-/// Whether an SR or overlay of one of the study's results is still to be generated (read in
-/// the caller's transaction).
-pub async fn outputs_pending(
-    tx: &mut Transaction<'_, Any>,
-    study_uid: &str,
-) -> Result<bool, sqlx::Error> {
-    let outputs: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM report_outputs WHERE study_uid = $1 AND state = 'pending'",
-    )
-    .bind(study_uid)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(outputs > 0)
-}
-
 /// Queues the outputs of a stored result (called in the result's transaction).
 pub async fn owe_outputs(
     tx: &mut Transaction<'_, Any>,

@@ -110,7 +110,15 @@ pub async fn purge_study(
     if crate::job::study_busy(&mut tx, study_uid).await? {
         return Err(busy("a job on it is queued or running"));
     }
-    if crate::report::generate::outputs_pending(&mut tx, study_uid).await? {
+    // The report worker's table, read here: `report` sits above the API (report -> fhir -> api),
+    // which calls this module, so importing it would close a cycle.
+    let outputs: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM report_outputs WHERE study_uid = $1 AND state = 'pending'",
+    )
+    .bind(study_uid)
+    .fetch_one(&mut *tx)
+    .await?;
+    if outputs > 0 {
         return Err(busy("its SR or overlay is still to be generated"));
     }
 

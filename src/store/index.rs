@@ -365,7 +365,12 @@ async fn replace_instance(
 ) -> Result<(), sqlx::Error> {
     let h = &rec.header;
     let sop_uid = uid(&h.sop_instance_uid);
-    let (old_series, old_study): (String, String) =
+    #[derive(sqlx::FromRow)]
+    struct Placed {
+        series_uid: String,
+        study_uid: String,
+    }
+    let old: Placed =
         sqlx::query_as("SELECT series_uid, study_uid FROM instances WHERE sop_instance_uid = $1")
             .bind(sop_uid)
             .fetch_one(&mut **tx)
@@ -382,10 +387,10 @@ async fn replace_instance(
         .await?;
     let new_series = uid(&h.series_uid);
     let new_study = uid(&h.study_uid);
-    for series in dedup([old_series.as_str(), new_series]) {
+    for series in dedup([old.series_uid.as_str(), new_series]) {
         recount_series(tx, series).await?;
     }
-    for study in dedup([old_study.as_str(), new_study]) {
+    for study in dedup([old.study_uid.as_str(), new_study]) {
         recount_study(tx, study).await?;
     }
     Ok(())
