@@ -709,26 +709,26 @@ async fn job(
                 format!("job {id} not found"),
             )
         })?;
-        let st: String = row.get(0);
+        let st: String = row.get("state");
         let finished = st == "completed" || st == "failed";
         if finished || Instant::now() >= deadline {
-            let parse = |i: usize| {
-                row.get::<Option<String>, _>(i)
+            let parse = |column: &str| {
+                row.get::<Option<String>, _>(column)
                     .and_then(|s| serde_json::from_str::<Value>(&s).ok())
                     .unwrap_or(Value::Null)
             };
-            let request = parse(1);
+            let request = parse("request");
             let mut data = json!({
                 "id": id,
                 "type": KIND,
                 "status": st,
-                "payload": { "input": request["input"], "output": parse(2) },
-                "error": parse(3),
-                "created_at": format_ms(row.get(5)),
-                "updated_at": format_ms(row.get(6)),
+                "payload": { "input": request["input"], "output": parse("output") },
+                "error": parse("error"),
+                "created_at": format_ms(row.get("created_at")),
+                "updated_at": format_ms(row.get("updated_at")),
             });
             if diagnostics {
-                data["diagnostics"] = parse(4);
+                data["diagnostics"] = parse("diagnostics");
             }
             return Ok(Json(json!({ "data": data })).into_response());
         }

@@ -409,12 +409,11 @@ where
 }
 
 async fn series_of(state: &AppState, sop: &str) -> Option<String> {
-    sqlx::query_scalar::<_, String>("SELECT series_uid FROM instances WHERE sop_instance_uid = $1")
-        .bind(sop)
-        .fetch_optional(&state.db.pool)
+    crate::store::index::find_instance(&state.db, sop)
         .await
         .ok()
         .flatten()
+        .map(|f| f.series_uid)
 }
 
 fn fail(

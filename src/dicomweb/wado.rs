@@ -19,7 +19,6 @@ use dicom_core::value::Value as DicomValue;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use serde_json::{json, Value};
-use sqlx::Row;
 use tokio_util::io::ReaderStream;
 
 use super::json::{self as dj, tag_key};
@@ -48,16 +47,9 @@ pub(super) async fn instances(
     let study = valid_uid("study", study)?;
     let series = series.map(|s| valid_uid("series", s)).transpose()?;
     let sop = sop.map(|s| valid_uid("instance", s)).transpose()?;
-    let rows = sqlx::query(
-        "SELECT study_uid, series_uid, sop_instance_uid, transfer_syntax, CAST(rows_ AS BIGINT), file_path \
-         FROM instances WHERE study_uid = $1 AND ($2 = '' OR series_uid = $2) \
-         AND ($3 = '' OR sop_instance_uid = $3) ORDER BY series_uid, instance_number, sop_instance_uid",
-    )
-    .bind(&study)
-    .bind(series.clone().unwrap_or_default())
-    .bind(sop.clone().unwrap_or_default())
-    .fetch_all(&state.db.pool)
-    .await?;
+    let rows =
+        crate::store::index::retrievable(&state.db, &study, series.as_deref(), sop.as_deref())
+            .await?;
     if rows.is_empty() {
         let what = match (&series, &sop) {
             (_, Some(i)) => format!("Instance {i} not found"),
@@ -67,16 +59,14 @@ pub(super) async fn instances(
         return Err(ApiError::not_found(what));
     }
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|r| Stored {
-            study: r.get(0),
-            series: r.get(1),
-            sop: r.get(2),
-            transfer_syntax: r.get(3),
-            rows: r.get(4),
-            path: state
-                .files
-                .absolute(std::path::Path::new(&r.get::<String, _>(5))),
+            path: state.files.absolute(std::path::Path::new(&r.file_path)),
+            study: r.study_uid,
+            series: r.series_uid,
+            sop: r.sop_instance_uid,
+            transfer_syntax: r.transfer_syntax,
+            rows: r.rows,
         })
         .collect())
 }

@@ -119,13 +119,13 @@ pub struct Event {
 
 impl Event {
     fn from_row(r: &AnyRow) -> Event {
-        let payload: String = r.get(5);
+        let payload: String = r.get("payload");
         Event::new(
-            r.get(0),
-            r.get(1),
-            r.get(2),
-            r.get(3),
-            r.get(4),
+            r.get("id"),
+            r.get("type"),
+            r.get("study_uid"),
+            r.get("patient_id"),
+            r.get("created_at"),
             serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
         )
     }

@@ -275,12 +275,13 @@ async fn stream_study(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(query_rejection)?;
     valid_uid("study_uid", &study_uid)?;
-    let row: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT version, patient_id FROM studies WHERE study_uid = $1")
-            .bind(&study_uid)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    let Some((version, patient_id)) = row else {
+    let study = crate::store::index::find_study(&state.db.pool, &study_uid).await?;
+    let Some(crate::store::index::StudyRow {
+        version,
+        patient_id,
+        ..
+    }) = study
+    else {
         return Err(ApiError::not_found(format!("Study {study_uid} not found")));
     };
     audit

@@ -6,8 +6,6 @@ use axum::routing::{delete, get, post, MethodRouter};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
@@ -16,12 +14,12 @@ use crate::api::openapi::ENVELOPE;
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
-use crate::db::{like_literal, LIKE_ESCAPE};
 use crate::domain::Urgency;
 use crate::inference::manifest::TASK_CLASSIFICATION;
 use crate::job::{self, Job};
 use crate::result::{self, StudyResult, VersionInfo};
 use crate::retention::{self, PurgeError};
+use crate::store::index::{self, InstanceRow, SeriesRow, StudyFilter, StudyRow};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let read = Access::Scope(Scope::ResultsRead);
@@ -229,45 +227,65 @@ fn dicom_date(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-fn opt_ms(r: &AnyRow, i: usize) -> Option<String> {
-    r.get::<Option<i64>, _>(i).map(format_ms)
+fn study_json(r: &StudyRow) -> Study {
+    Study {
+        study_uid: r.study_uid.clone(),
+        patient_id: r.patient_id.clone(),
+        patient_name: r.patient_name.clone(),
+        patient_birth_date: r.patient_birth_date.clone(),
+        patient_sex: r.patient_sex.clone(),
+        patient_age: r.patient_age.clone(),
+        accession_number: r.accession_number.clone(),
+        study_date: r.study_date.clone(),
+        study_time: r.study_time.clone(),
+        study_description: r.study_description.clone(),
+        modalities: r.modality_list().into_iter().map(str::to_string).collect(),
+        num_series: r.num_series,
+        num_instances: r.num_instances,
+        status: r.status.clone(),
+        version: r.version,
+        urgency: r.urgency.clone(),
+        result_version: r.result_version,
+        first_received_at: format_ms(r.first_received_at),
+        last_received_at: format_ms(r.last_received_at),
+        completed_at: r.completed_at.map(format_ms),
+        result_at: r.result_at.map(format_ms),
+        referring_physician: r.referring_physician.clone(),
+        purged_at: r.purged_at.map(format_ms),
+    }
 }
 
-const STUDY_COLUMNS: &str = "study_uid, patient_id, patient_name, patient_birth_date, \
-    patient_sex, patient_age, accession_number, study_date, study_time, study_description, \
-    modalities, num_series, num_instances, status, version, urgency, result_version, \
-    first_received_at, last_received_at, completed_at, result_at, referring_physician, purged_at";
+fn instance_json(i: &InstanceRow) -> Instance {
+    Instance {
+        sop_instance_uid: i.sop_instance_uid.clone(),
+        sop_class_uid: i.sop_class_uid.clone(),
+        transfer_syntax: i.transfer_syntax.clone(),
+        instance_number: i.instance_number,
+        rows: i.rows,
+        columns: i.columns,
+        frames: i.frames,
+        photometric: i.photometric.clone(),
+        file_size: i.file_size,
+        received_at: format_ms(i.received_at),
+        calling_ae: i.calling_ae.clone(),
+        study_version: i.study_version,
+    }
+}
 
-fn study_json(r: &AnyRow) -> Study {
-    let modalities: String = r.get(10);
-    Study {
-        study_uid: r.get(0),
-        patient_id: r.get(1),
-        patient_name: r.get(2),
-        patient_birth_date: r.get(3),
-        patient_sex: r.get(4),
-        patient_age: r.get(5),
-        accession_number: r.get(6),
-        study_date: r.get(7),
-        study_time: r.get(8),
-        study_description: r.get(9),
-        modalities: modalities
-            .split('\\')
-            .filter(|m| !m.is_empty())
-            .map(str::to_string)
+fn series_json(s: &SeriesRow, instances: &[InstanceRow]) -> Series {
+    Series {
+        series_uid: s.series_uid.clone(),
+        modality: s.modality.clone(),
+        body_part: s.body_part.clone(),
+        view_position: s.view_position.clone(),
+        series_number: s.series_number,
+        series_description: s.series_description.clone(),
+        num_instances: s.num_instances,
+        instances: instances
+            .iter()
+            .filter(|i| i.series_uid == s.series_uid)
+            .map(instance_json)
             .collect(),
-        num_series: r.get(11),
-        num_instances: r.get(12),
-        status: r.get(13),
-        version: r.get(14),
-        urgency: r.get(15),
-        result_version: r.get(16),
-        first_received_at: format_ms(r.get(17)),
-        last_received_at: format_ms(r.get(18)),
-        completed_at: opt_ms(r, 19),
-        result_at: opt_ms(r, 20),
-        referring_physician: r.get(21),
-        purged_at: opt_ms(r, 22),
     }
 }
 
@@ -308,22 +326,22 @@ async fn search(
             ));
         }
     }
-    let urgencies: Option<Vec<String>> = match &q.urgency {
-        None => None,
-        Some(list) => {
-            let mut v = Vec::new();
-            for u in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-                Urgency::parse(u).ok_or_else(|| {
-                    ApiError::invalid(
-                        "urgency",
-                        format!("'{u}' is not one of low, standard, urgent, critical"),
-                    )
-                })?;
-                v.push(u.to_string());
-            }
-            Some(v)
-        }
-    };
+    let mut urgencies = Vec::new();
+    for u in q
+        .urgency
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        Urgency::parse(u).ok_or_else(|| {
+            ApiError::invalid(
+                "urgency",
+                format!("'{u}' is not one of low, standard, urgent, critical"),
+            )
+        })?;
+        urgencies.push(u.to_string());
+    }
     if let Some(m) = &q.modality {
         if m.is_empty() || m.len() > 16 || !m.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ApiError::invalid(
@@ -332,52 +350,17 @@ async fn search(
             ));
         }
     }
-    // Up to four urgencies, each its own parameter; unused ones stay NULL.
-    let u = |i: usize| urgencies.as_ref().and_then(|v| v.get(i).cloned());
-    let name_pattern = q
-        .patient_name
-        .as_ref()
-        .map(|n| format!("%{}%", like_literal(&n.to_lowercase())));
-    let modality_pattern = q
-        .modality
-        .as_ref()
-        .map(|m| format!("%|{}|%", m.to_uppercase()));
-    let where_sql = format!(
-        "WHERE ($1 IS NULL OR patient_id = $1) \
-         AND ($2 IS NULL OR LOWER(patient_name) LIKE $2 {LIKE_ESCAPE}) \
-         AND ($3 IS NULL OR study_date >= $3) AND ($4 IS NULL OR study_date <= $4) \
-         AND ($5 IS NULL OR status = $5) \
-         AND ($6 IS NULL OR urgency IN ($6, $7, $8, $9)) \
-         AND ($10 IS NULL OR ('|' || REPLACE(modalities, '\\', '|') || '|') LIKE $10)"
-    );
-    macro_rules! bind_filters {
-        ($query:expr) => {
-            $query
-                .bind(q.patient_id.as_deref())
-                .bind(name_pattern.as_deref())
-                .bind(from.as_deref())
-                .bind(to.as_deref())
-                .bind(q.status.as_deref())
-                .bind(u(0))
-                .bind(u(1))
-                .bind(u(2))
-                .bind(u(3))
-                .bind(modality_pattern.as_deref())
-        };
-    }
-    let total: i64 = bind_filters!(sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM studies {where_sql}"
-    )))
-    .fetch_one(&state.db.pool)
-    .await?;
-    let rows = bind_filters!(sqlx::query(&format!(
-        "SELECT {STUDY_COLUMNS} FROM studies {where_sql} \
-         ORDER BY last_received_at DESC, study_uid LIMIT $11 OFFSET $12"
-    )))
-    .bind(page_size)
-    .bind((page - 1) * page_size)
-    .fetch_all(&state.db.pool)
-    .await?;
+    let filter = StudyFilter {
+        patient_id: q.patient_id.clone(),
+        patient_name: q.patient_name.clone(),
+        date_from: from,
+        date_to: to,
+        status: q.status.clone(),
+        urgencies,
+        modality: q.modality.clone(),
+    };
+    let total = index::count_studies(&state.db, &filter).await?;
+    let rows = index::search_studies(&state.db, &filter, page_size, (page - 1) * page_size).await?;
     audit
         .record(
             &state.db,
@@ -406,13 +389,9 @@ async fn detail(
     Path(raw): Path<String>,
 ) -> Result<Reply, ApiError> {
     let uid = study_uid(&raw)?;
-    let row = sqlx::query(&format!(
-        "SELECT {STUDY_COLUMNS} FROM studies WHERE study_uid = $1"
-    ))
-    .bind(&uid)
-    .fetch_optional(&state.db.pool)
-    .await?
-    .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
+    let row = index::find_study(&state.db.pool, &uid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
     let study = study_json(&row);
     audit
         .record(
@@ -423,56 +402,9 @@ async fn detail(
             StatusCode::OK,
         )
         .await?;
-    let series = sqlx::query(
-        "SELECT series_uid, modality, body_part, view_position, series_number, \
-           series_description, num_instances FROM series WHERE study_uid = $1 \
-         ORDER BY series_number, series_uid",
-    )
-    .bind(&uid)
-    .fetch_all(&state.db.pool)
-    .await?;
-    let instances = sqlx::query(
-        "SELECT series_uid, sop_instance_uid, sop_class_uid, transfer_syntax, instance_number, \
-           rows_, columns_, frames, photometric, file_size, received_at, calling_ae, study_version \
-         FROM instances WHERE study_uid = $1 ORDER BY instance_number, sop_instance_uid",
-    )
-    .bind(&uid)
-    .fetch_all(&state.db.pool)
-    .await?;
-    let series: Vec<Series> = series
-        .iter()
-        .map(|s| {
-            let series_uid: String = s.get(0);
-            let instances = instances
-                .iter()
-                .filter(|i| i.get::<String, _>(0) == series_uid)
-                .map(|i| Instance {
-                    sop_instance_uid: i.get(1),
-                    sop_class_uid: i.get(2),
-                    transfer_syntax: i.get(3),
-                    instance_number: i.get(4),
-                    rows: i.get(5),
-                    columns: i.get(6),
-                    frames: i.get(7),
-                    photometric: i.get(8),
-                    file_size: i.get(9),
-                    received_at: format_ms(i.get(10)),
-                    calling_ae: i.get(11),
-                    study_version: i.get(12),
-                })
-                .collect();
-            Series {
-                series_uid,
-                modality: s.get(1),
-                body_part: s.get(2),
-                view_position: s.get(3),
-                series_number: s.get(4),
-                series_description: s.get(5),
-                num_instances: s.get(6),
-                instances,
-            }
-        })
-        .collect();
+    let series = index::series_of_study(&state.db, &uid).await?;
+    let instances = index::instances_of_study(&state.db, &uid).await?;
+    let series: Vec<Series> = series.iter().map(|s| series_json(s, &instances)).collect();
     let rows = serde_json::to_value(&series).unwrap_or_default();
     let detail = StudyDetail {
         study,
@@ -519,12 +451,8 @@ pub struct ResultQuery {
 }
 
 async fn not_yet(state: &AppState, uid: &str) -> Result<ApiError, ApiError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM studies WHERE study_uid = $1")
-            .bind(uid)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    let Some(status) = status else {
+    let study = index::find_study(&state.db.pool, uid).await?;
+    let Some(StudyRow { status, .. }) = study else {
         return Ok(ApiError::not_found(format!("Study {uid} not found")));
     };
     let jobs = job::list(&state.db, None, Some(uid), 1, 0).await?;
@@ -672,11 +600,9 @@ async fn reprocess(
     let Some(job) =
         job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), &principal.subject).await?
     else {
-        let purged: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT purged_at FROM studies WHERE study_uid = $1")
-                .bind(&uid)
-                .fetch_optional(&state.db.pool)
-                .await?;
+        let purged = index::find_study(&state.db.pool, &uid)
+            .await?
+            .map(|s| s.purged_at);
         return Err(match purged {
             None => ApiError::not_found(format!("Study {uid} not found")),
             Some(at) => ApiError::new(StatusCode::CONFLICT, "Conflict").with_details(json!({
