@@ -339,7 +339,7 @@ impl Node {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let now = radstream::db::now_ms() / 1000;
+        let now = radstream::clock::now_ms() / 1000;
         let claims = radstream::auth::jwt::Claims {
             sub: "bench".into(),
             scope: "results:read".into(),
@@ -956,7 +956,7 @@ async fn main() {
         "release -> inference.completed", "p50 ms", "p95 ms", "max ms"
     );
     for (q, s) in &latency_rows {
-        let label = if *q == radstream::configuration::StudySettings::default().quiet_window_ms {
+        let label = if *q == radstream::study::StudySettings::default().quiet_window_ms {
             format!("quiet_window_ms={q} (default)")
         } else {
             format!("quiet_window_ms={q}")
@@ -1041,7 +1041,7 @@ async fn main() {
     }
 
     let report = json!({
-        "date": radstream::api::response::format_ms(radstream::db::now_ms()),
+        "date": radstream::clock::format_ms(radstream::clock::now_ms()),
         "machine": { "cores": cores },
         "studies": { "count": studies.len(), "images_per_study": images, "file_mb": size_mb },
         "latency": latency_json,

@@ -33,28 +33,30 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Send a C-ECHO to HOST:PORT.
+    /// Send a C-ECHO to [AE@]HOST:PORT.
     Echo {
-        /// HOST:PORT of the peer.
+        /// HOST:PORT or AE@HOST:PORT of the peer.
         addr: String,
         #[arg(long, default_value = "RADSTREAM")]
         calling_ae: String,
-        #[arg(long, default_value = "ANY-SCP")]
-        called_ae: String,
+        /// Called AE title (default: the AE of AE@HOST:PORT, else this node's dicom.ae_title).
+        #[arg(long)]
+        called_ae: Option<String>,
         #[command(flatten)]
         tls: TlsArgs,
     },
-    /// Send DICOM files or folders to HOST:PORT, one association per study.
+    /// Send DICOM files or folders to [AE@]HOST:PORT, one association per study.
     Send {
-        /// HOST:PORT of the peer.
+        /// HOST:PORT or AE@HOST:PORT of the peer.
         addr: String,
         /// Files or folders (searched recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[arg(long, default_value = "RADSTREAM")]
         calling_ae: String,
-        #[arg(long, default_value = "ANY-SCP")]
-        called_ae: String,
+        /// Called AE title (default: the AE of AE@HOST:PORT, else this node's dicom.ae_title).
+        #[arg(long)]
+        called_ae: Option<String>,
         /// Studies sent at once, each on its own association.
         #[arg(long, default_value_t = 1)]
         associations: usize,
@@ -149,6 +151,39 @@ impl TlsArgs {
     }
 }
 
+/// Splits `AE@HOST:PORT` (or `HOST:PORT`) and picks the called AE title: the one in the
+/// address, else `--called-ae`, else `own_ae()` (this node's, so that sending to one's own
+/// node works as typed). Both given and different is an error.
+pub fn called_peer(
+    addr: &str,
+    called_ae: Option<&str>,
+    own_ae: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<(String, String)> {
+    let (in_addr, host_port) = match addr.split_once('@') {
+        Some((ae, rest)) => (Some(ae), rest),
+        None => (None, addr),
+    };
+    anyhow::ensure!(
+        !host_port.is_empty() && in_addr.is_none_or(|ae| !ae.is_empty()),
+        "{addr:?}: expected HOST:PORT or AE@HOST:PORT"
+    );
+    let ae = match (in_addr, called_ae) {
+        (Some(a), Some(b)) if a != b => {
+            anyhow::bail!("{addr:?} names called AE {a:?} but --called-ae says {b:?}")
+        }
+        (Some(a), _) | (None, Some(a)) => a.to_string(),
+        (None, None) => own_ae()?,
+    };
+    Ok((host_port.to_string(), ae))
+}
+
+/// Opens and migrates the index database (for the commands that read or write it).
+async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+    let db = settings.connect_database().await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print it with secrets redacted.
@@ -172,14 +207,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
+            settings.log_effective();
             let app = Application::build(settings).await?;
             app.run_until_stopped(true).await
         }
         Command::Migrate => {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
-            let db = Database::connect(&settings).await?;
-            db.migrate().await?;
+            let db = open_database(&settings).await?;
             println!("migrations applied ({:?})", db.backend);
             Ok(())
         }
@@ -189,7 +224,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             called_ae,
             tls,
         } => {
-            let peer = tls.apply(Peer::new(addr, &calling_ae, &called_ae))?;
+            let (host_port, called) =
+                called_peer(&addr, called_ae.as_deref(), || Ok(load()?.dicom.ae_title))?;
+            let peer = tls.apply(Peer::new(host_port, &calling_ae, &called))?;
             let t = Instant::now();
             let status = scu::echo(&peer).await?;
             println!(
@@ -209,7 +246,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             tls,
         } => {
-            let peer = tls.apply(Peer::new(addr, &calling_ae, &called_ae))?;
+            let (host_port, called) =
+                called_peer(&addr, called_ae.as_deref(), || Ok(load()?.dicom.ae_title))?;
+            let peer = tls.apply(Peer::new(host_port, &calling_ae, &called))?;
             send(peer, paths, associations, json).await
         }
         Command::Models => {
@@ -257,11 +296,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} file(s) could not be analysed");
             Ok(())
         }
-        Command::Keys { command } => crate::auth::cli::keys(&load()?, command).await,
-        Command::Token { command } => crate::auth::cli::token(&load()?, command),
-        Command::Audit { command } => crate::auth::cli::audit(&load()?, command).await,
+        Command::Keys { command } => {
+            crate::auth::cli::keys(&open_database(&load()?).await?, command).await
+        }
+        Command::Token { command } => {
+            let settings = load()?;
+            crate::auth::cli::token(&settings.auth, &settings.storage.data_dir, command)
+        }
+        Command::Audit { command } => {
+            let settings = load()?;
+            let db = open_database(&settings).await?;
+            crate::auth::cli::audit(&db, &settings.dicom.ae_title, command).await
+        }
         Command::Usage { month, key, json } => {
-            crate::compat::radanalyzer::usage::cli(&load()?, month, key, json).await
+            let db = open_database(&load()?).await?;
+            crate::compat::radanalyzer::usage::cli(&db, month, key, json).await
         }
         Command::Verify { paths, json } => {
             let paths = if paths.is_empty() {
@@ -294,9 +343,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Studies { limit } => {
-            let settings = load()?;
-            let db = Database::connect(&settings).await?;
-            db.migrate().await?;
+            let db = open_database(&load()?).await?;
             let rows = crate::store::index::search_studies(
                 &db,
                 &crate::store::index::StudyFilter::default(),

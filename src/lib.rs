@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod compat;
 pub mod configuration;
 pub mod dataset;

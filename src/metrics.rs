@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::db::now_ms;
+use crate::clock::now_ms;
 
 /// Content type of [`Metrics::render`]'s output (OpenMetrics 1.0 text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -489,8 +489,7 @@ fn status_class(status: u16) -> &'static str {
 mod tests {
     use super::*;
     use crate::api::routes::metrics::db_state;
-    use crate::configuration::Durability;
-    use crate::db::Database;
+    use crate::db::{Database, Durability};
 
     async fn memory_db() -> Database {
         // One connection: every connection to `sqlite::memory:` is its own database.

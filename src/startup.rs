@@ -13,7 +13,6 @@ use crate::api::limits::HttpLimits;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::configuration::Settings;
-use crate::db::Database;
 use crate::events::EventBus;
 use crate::inference::Engine;
 use crate::ingest::{DicomListener, IngestContext};
@@ -44,7 +43,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         crate::file_modes::restrict_umask();
         let cancel = CancellationToken::new();
-        let db = Database::connect(&settings)
+        let db = settings
+            .connect_database()
             .await
             .context("opening the index database")?;
         crate::file_modes::tighten_folder(&settings.storage.data_dir)
@@ -80,7 +80,12 @@ impl Application {
             );
         }
         let files = store.files.clone();
-        let mut dicomweb = crate::dicomweb::DicomWebContext::new(&settings, store.clone());
+        let mut dicomweb = crate::dicomweb::DicomWebContext::new(
+            &settings.dicomweb,
+            &settings.dicom,
+            settings.http.port,
+            store.clone(),
+        );
         let ctx = IngestContext::new(
             settings.dicom.clone(),
             store.clone(),
@@ -96,7 +101,8 @@ impl Application {
                 bus.clone(),
                 jobs_ready.clone(),
                 metrics.clone(),
-                &settings,
+                settings.pipeline.clone(),
+                settings.triage.clone(),
             )
         });
         let outputs = settings.export.enabled.then(|| {
@@ -132,8 +138,9 @@ impl Application {
                     settings: settings.retention.clone(),
                 });
         let dicom = DicomListener::bind(ctx).await?;
-        let auth = Authenticator::from_settings(&settings, db.clone())
-            .context("loading the API authentication keys")?;
+        let auth =
+            Authenticator::from_settings(&settings.auth, &settings.storage.data_dir, db.clone())
+                .context("loading the API authentication keys")?;
         let http_addr = SocketAddr::new(settings.http.host, settings.http.port);
         let http = TcpListener::bind(http_addr)
             .await

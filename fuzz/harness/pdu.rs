@@ -5,8 +5,8 @@
 //! a peer's response to our C-STORE (`parse_status`).
 
 use dicom_ul::pdu::{read_pdu, PDataValueType, Pdu};
-use radstream::configuration::DicomSettings;
 use radstream::ingest::dimse::{parse_command, parse_status};
+use radstream::ingest::DicomSettings;
 
 pub fn run(data: &[u8]) {
     if let Some((&0xFF, command)) = data.split_first() {

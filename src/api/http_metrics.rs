@@ -38,8 +38,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::configuration::Durability;
     use crate::db::Database;
+    use crate::db::Durability;
 
     #[tokio::test]
     async fn requests_are_labelled_by_route_template_and_status_class() {

@@ -16,7 +16,7 @@ use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::error::ApiError;
-use crate::configuration::HttpSettings;
+use super::settings::HttpSettings;
 
 /// The limits in force, from `[http]`.
 #[derive(Debug, Clone, Copy)]

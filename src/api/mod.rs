@@ -11,6 +11,7 @@ pub mod limits;
 pub mod openapi;
 pub mod response;
 pub mod routes;
+pub mod settings;
 pub mod state;
 
 use axum::http::Method;

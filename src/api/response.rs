@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use crate::clock::format_ms;
 
 /// API version reported in `meta.version`.
 pub const API_VERSION: &str = "v1";
@@ -20,11 +21,9 @@ pub const API_VERSION: &str = "v1";
 /// UTC time to the second (`2025-07-24T10:03:12Z`), as the envelope's `timestamp` (the
 /// Neolens document's form; a client parsing it with a fixed pattern keeps working).
 pub fn timestamp() -> String {
-    let now = crate::db::now_ms();
+    let now = crate::clock::now_ms();
     format_ms(now - now.rem_euclid(1000))
 }
-
-pub use crate::db::format_ms;
 
 /// Response rendering asked for by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use crate::xml::escape;
 use base64::Engine as _;
 
 use super::audit::AuditRecord;
-use crate::db::format_ms;
+use crate::clock::format_ms;
 
 /// Study Root Query/Retrieve Information Model - FIND: the SOP class a QIDO-RS search is.
 const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";

@@ -6,7 +6,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::Principal;
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 
 /// What was done, to whom, and how it ended.
 #[derive(Debug, Clone, Default)]
@@ -233,9 +234,7 @@ pub fn parse_since(s: &str) -> Option<i64> {
     if let Ok(ms) = s.trim().parse::<i64>() {
         return Some(ms);
     }
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    crate::clock::parse_rfc3339_ms(s.trim())
 }
 
 #[cfg(test)]
@@ -258,7 +257,7 @@ mod tests {
     async fn the_writer_commits_concurrent_rows_before_answering() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Database::connect_url(&url, None, crate::configuration::Durability::Fsync)
+        let db = Database::connect_url(&url, None, crate::db::Durability::Fsync)
             .await
             .unwrap();
         db.migrate().await.unwrap();
@@ -300,7 +299,7 @@ mod tests {
     async fn record_and_filter() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Database::connect_url(&url, None, crate::configuration::Durability::Os)
+        let db = Database::connect_url(&url, None, crate::db::Durability::Os)
             .await
             .unwrap();
         db.migrate().await.unwrap();

@@ -2,9 +2,8 @@
 
 use clap::Subcommand;
 
-use super::{jwt, keys, Scope};
-use crate::api::response::format_ms;
-use crate::configuration::Settings;
+use super::{jwt, keys, AuthSettings, Scope};
+use crate::clock::format_ms;
 use crate::db::Database;
 
 /// `radstream keys …`
@@ -72,8 +71,8 @@ pub enum AuditFormat {
     Json,
 }
 
-/// Runs an `audit` subcommand.
-pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result<()> {
+/// Runs an `audit` subcommand; `ae_title` names the node in DICOM audit messages.
+pub async fn audit(db: &Database, ae_title: &str, command: AuditCommand) -> anyhow::Result<()> {
     let AuditCommand::Export {
         format,
         since,
@@ -87,15 +86,14 @@ pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
         })?),
     };
     anyhow::ensure!(limit >= 1, "--limit must be at least 1");
-    let db = open_db(settings).await?;
     let filter = super::audit::AuditFilter {
         patient_id,
         since_ms,
         limit,
     };
-    let rows = super::audit::list(&db, &filter).await?;
+    let rows = super::audit::list(db, &filter).await?;
     match format {
-        AuditFormat::Dicom => print!("{}", super::atna::document(&rows, &settings.dicom.ae_title)),
+        AuditFormat::Dicom => print!("{}", super::atna::document(&rows, ae_title)),
         AuditFormat::Json => {
             for r in &rows {
                 println!("{}", serde_json::to_string(r)?);
@@ -105,22 +103,15 @@ pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
     Ok(())
 }
 
-async fn open_db(settings: &Settings) -> anyhow::Result<Database> {
-    let db = Database::connect(settings).await?;
-    db.migrate().await?;
-    Ok(db)
-}
-
 fn when(ms: Option<i64>) -> String {
     ms.map(format_ms).unwrap_or_else(|| "-".into())
 }
 
 /// Runs a `keys` subcommand.
-pub async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
-    let db = open_db(settings).await?;
+pub async fn keys(db: &Database, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, scopes } => {
-            let (key, secret) = keys::create(&db, &name, &scopes).await?;
+            let (key, secret) = keys::create(db, &name, &scopes).await?;
             println!("{secret}");
             eprintln!(
                 "created API key {} ({:?}, scopes: {}); send it as the x-api-key header. \
@@ -135,7 +126,7 @@ pub async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<(
                 "{:>4}  {:<24} {:<14} {:<36} {:<24} {:<24} {:<24}",
                 "ID", "NAME", "PREFIX", "SCOPES", "CREATED", "REVOKED", "LAST USED"
             );
-            for k in keys::list(&db).await? {
+            for k in keys::list(db).await? {
                 println!(
                     "{:>4}  {:<24} {:<14} {:<36} {:<24} {:<24} {:<24}",
                     k.id,
@@ -149,7 +140,7 @@ pub async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<(
             }
         }
         KeysCommand::Revoke { id_or_name } => {
-            let k = keys::revoke(&db, &id_or_name).await?;
+            let k = keys::revoke(db, &id_or_name).await?;
             println!("revoked API key {} ({:?})", k.id, k.name);
         }
     }
@@ -157,7 +148,11 @@ pub async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<(
 }
 
 /// Runs a `token` subcommand.
-pub fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
+pub fn token(
+    settings: &AuthSettings,
+    data_dir: &std::path::Path,
+    command: TokenCommand,
+) -> anyhow::Result<()> {
     match command {
         TokenCommand::Issue {
             subject,
@@ -168,12 +163,12 @@ pub fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
             if let Some(d) = days {
                 anyhow::ensure!((1..=3650).contains(&d), "--days must be between 1 and 3650");
             }
-            let issuer = jwt::Issuer::from_settings(settings)?;
+            let issuer = jwt::Issuer::from_settings(settings, data_dir)?;
             println!("{}", issuer.issue(&subject, &scopes, days)?);
             eprintln!(
                 "token for {subject:?} with scopes {}, valid {} days",
                 Scope::join(&scopes),
-                days.unwrap_or(settings.auth.token_ttl_days)
+                days.unwrap_or(settings.token_ttl_days)
             );
         }
     }

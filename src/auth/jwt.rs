@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::settings::{AuthSettings, JwtAlgorithm, MIN_SECRET_BYTES};
 use super::{AuthError, AuthMethod, Principal, Scope};
-use crate::configuration::Settings;
 
 /// Name of the generated HS256 secret inside the data folder.
 pub const SECRET_FILE: &str = "jwt.secret";
@@ -87,7 +86,7 @@ fn algorithm(a: JwtAlgorithm) -> Algorithm {
 }
 
 fn now_secs() -> i64 {
-    crate::db::now_ms() / 1000
+    crate::clock::now_ms() / 1000
 }
 
 /// The HS256 secret: `auth.jwt_secret` when set, else `<data_dir>/jwt.secret`, created with 32
@@ -154,11 +153,10 @@ pub struct Verifier {
 impl Verifier {
     /// Loads the verification key for `auth.jwt_algorithm` (generating the HS256 secret file
     /// if needed).
-    pub fn from_settings(settings: &Settings) -> Result<Verifier, KeyError> {
-        let auth = &settings.auth;
+    pub fn from_settings(auth: &AuthSettings, data_dir: &Path) -> Result<Verifier, KeyError> {
         let key = match auth.jwt_algorithm {
             JwtAlgorithm::HS256 => {
-                let secret = hs256_secret(auth, &settings.storage.data_dir)?;
+                let secret = hs256_secret(auth, data_dir)?;
                 DecodingKey::from_secret(secret.expose_secret().as_bytes())
             }
             alg => {
@@ -225,11 +223,10 @@ pub struct Issuer {
 
 impl Issuer {
     /// HS256: the same secret the server uses; RS256/ES256: `auth.jwt_private_key_file`.
-    pub fn from_settings(settings: &Settings) -> Result<Issuer, KeyError> {
-        let auth = &settings.auth;
+    pub fn from_settings(auth: &AuthSettings, data_dir: &Path) -> Result<Issuer, KeyError> {
         let key = match auth.jwt_algorithm {
             JwtAlgorithm::HS256 => {
-                let secret = hs256_secret(auth, &settings.storage.data_dir)?;
+                let secret = hs256_secret(auth, data_dir)?;
                 EncodingKey::from_secret(secret.expose_secret().as_bytes())
             }
             alg => {
@@ -292,6 +289,7 @@ impl Issuer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::configuration::Settings;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-unit-test";
 
@@ -303,8 +301,8 @@ mod tests {
 
     fn pair(s: &Settings) -> (Issuer, Verifier) {
         (
-            Issuer::from_settings(s).unwrap(),
-            Verifier::from_settings(s).unwrap(),
+            Issuer::from_settings(&s.auth, &s.storage.data_dir).unwrap(),
+            Verifier::from_settings(&s.auth, &s.storage.data_dir).unwrap(),
         )
     }
 
@@ -441,13 +439,13 @@ mod tests {
             s.auth.jwt_algorithm = alg;
             s.auth.jwt_public_key_file = Some(fixture(&format!("{stem}-public.pem")));
             s.validate().unwrap();
-            let verifier = Verifier::from_settings(&s).unwrap();
+            let verifier = Verifier::from_settings(&s.auth, &s.storage.data_dir).unwrap();
             assert!(matches!(
-                Issuer::from_settings(&s),
+                Issuer::from_settings(&s.auth, &s.storage.data_dir),
                 Err(KeyError::NoPrivateKey(_))
             ));
             s.auth.jwt_private_key_file = Some(fixture(&format!("{stem}-private.pem")));
-            let issuer = Issuer::from_settings(&s).unwrap();
+            let issuer = Issuer::from_settings(&s.auth, &s.storage.data_dir).unwrap();
             let token = issuer.issue("svc", &[Scope::ResultsRead], Some(1)).unwrap();
             assert_eq!(verifier.verify(&token).unwrap().subject, "svc", "{alg:?}");
 
@@ -468,7 +466,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Settings::default();
         s.storage.data_dir = dir.path().join("data");
-        let issuer = Issuer::from_settings(&s).unwrap();
+        let issuer = Issuer::from_settings(&s.auth, &s.storage.data_dir).unwrap();
         let path = s.storage.data_dir.join(SECRET_FILE);
         let first = std::fs::read_to_string(&path).unwrap();
         assert_eq!(first.trim().len(), 64);
@@ -479,7 +477,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         // A second resolution (the server after the CLI) reuses the file.
-        let verifier = Verifier::from_settings(&s).unwrap();
+        let verifier = Verifier::from_settings(&s.auth, &s.storage.data_dir).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
         let token = issuer.issue("cli", &[Scope::Admin], None).unwrap();
         assert_eq!(verifier.verify(&token).unwrap().subject, "cli");

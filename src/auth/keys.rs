@@ -8,7 +8,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::Scope;
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 
 /// Every key starts with this, so a leaked key is recognisable (and greppable).
 pub const KEY_PREFIX: &str = "rsk_";
@@ -237,7 +238,7 @@ mod tests {
     async fn db() -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Database::connect_url(&url, None, crate::configuration::Durability::Os)
+        let db = Database::connect_url(&url, None, crate::db::Durability::Os)
             .await
             .unwrap();
         db.migrate().await.unwrap();

@@ -28,8 +28,8 @@ use serde::Serialize;
 
 pub use settings::{AuthSettings, JwtAlgorithm};
 
-use crate::configuration::Settings;
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 use rate_limit::RateLimiter;
 
 /// What a credential allows. `admin` implies the other two.
@@ -200,13 +200,14 @@ impl Authenticator {
     /// Loads the JWT verification key (creating `<data_dir>/jwt.secret` for HS256 without a
     /// configured secret) and sets up the rate limiter.
     pub fn from_settings(
-        settings: &Settings,
+        settings: &AuthSettings,
+        data_dir: &std::path::Path,
         db: Database,
     ) -> Result<Authenticator, jwt::KeyError> {
         Ok(Authenticator {
-            verifier: jwt::Verifier::from_settings(settings)?,
+            verifier: jwt::Verifier::from_settings(settings, data_dir)?,
             db,
-            limiter: RateLimiter::new(settings.auth.rate_limit_per_minute),
+            limiter: RateLimiter::new(settings.rate_limit_per_minute),
             touched: Mutex::new(HashMap::new()),
         })
     }

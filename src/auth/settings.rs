@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::configuration::ConfigError;
-
 /// Signature algorithm of the JSON Web Tokens we accept (and issue).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum JwtAlgorithm {
@@ -87,13 +85,8 @@ impl AuthSettings {
     }
 
     /// Checks what serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, problem: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                problem: problem.to_string(),
-            })
-        };
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let invalid = |field, problem: &str| Err((field, problem.to_string()));
         if let Some(secret) = self.configured_secret() {
             if secret.len() < MIN_SECRET_BYTES {
                 return invalid(

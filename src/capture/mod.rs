@@ -8,7 +8,8 @@
 //! - [`rectify`](mod@rectify): homography from the corners, bilinear warp to an upright
 //!   rectangle; level restoration for the model.
 //! - [`quality`]: geometry, edge blur, glare and exposure against limits, with a hint.
-//! - [`synth`]: deterministic synthetic screen photos with their true corners (tests).
+//! - `synth`: deterministic synthetic screen photos with their true corners: test data, built
+//!   only for the tests (`cfg(test)` or the `test-support` feature).
 //! - [`geometry`], [`raster`]: the plane geometry and grey-image helpers underneath.
 
 pub mod corners;
@@ -16,6 +17,7 @@ pub mod geometry;
 pub mod quality;
 pub mod raster;
 pub mod rectify;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synth;
 
 use std::io::Cursor;

@@ -21,10 +21,10 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::pi_text;
-use crate::api::response::format_ms;
 use crate::api::{spec, Access, AppState, RouteSpec};
 use crate::auth::{Principal, Scope};
-use crate::db::now_ms;
+use crate::clock::format_ms;
+use crate::clock::now_ms;
 use crate::result::{ImageEntry, Summary};
 
 /// Longest serialised `context`, in characters.

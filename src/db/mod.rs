@@ -10,7 +10,9 @@ use std::time::Duration;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Arguments, Encode, Executor, QueryBuilder, Type};
 
-use crate::configuration::{Durability, Settings};
+pub mod settings;
+
+pub use settings::{redact_credentials, DatabaseSettings, Durability};
 
 /// How a SQLite write transaction starts (see [`Database::begin_write`]).
 pub const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -43,14 +45,6 @@ pub struct Database {
     pub backend: Backend,
 }
 
-/// Milliseconds since the Unix epoch: the time type of every table.
-pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// The escape clause of every `LIKE` built from user input. `!` rather than `\\`: a backslash
 /// literal means different things to PostgreSQL with `standard_conforming_strings` off.
 pub const LIKE_ESCAPE: &str = "ESCAPE '!'";
@@ -74,14 +68,6 @@ pub fn like_literal(s: &str) -> String {
         push_like_literal(&mut out, c);
     }
     out
-}
-
-/// Epoch milliseconds as RFC 3339 UTC (`2026-11-22T10:03:12.123Z`).
-pub fn format_ms(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Dynamic SQL for both backends: [`SqlBuilder::push_bind`] writes numbered `$n` parameters.
@@ -143,12 +129,16 @@ impl<'a> SqlBuilder<'a> {
 }
 
 impl Database {
-    /// Connects with the settings' URL (SQLite in the data folder when none is given).
-    pub async fn connect(settings: &Settings) -> Result<Database, DbError> {
+    /// Connects with the settings' URL (SQLite in `data_dir` when none is given).
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        data_dir: &std::path::Path,
+        durability: Durability,
+    ) -> Result<Database, DbError> {
         Self::connect_url(
-            &settings.database_url(),
-            settings.database.max_connections,
-            settings.storage.durability,
+            &settings.url(data_dir),
+            settings.max_connections,
+            durability,
         )
         .await
     }
@@ -160,7 +150,7 @@ impl Database {
         durability: Durability,
     ) -> Result<Database, DbError> {
         sqlx::any::install_default_drivers();
-        let redacted = crate::configuration::redact_credentials(url);
+        let redacted = redact_credentials(url);
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {

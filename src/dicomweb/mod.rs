@@ -65,20 +65,23 @@ pub struct DicomWebContext {
 }
 
 impl DicomWebContext {
-    pub fn new(settings: &crate::configuration::Settings, store: Store) -> Self {
+    /// `dicom`: the C-STORE SCP's SOP class policy, which STOW-RS follows too.
+    pub fn new(
+        settings: &DicomWebSettings,
+        dicom: &crate::ingest::DicomSettings,
+        http_port: u16,
+        store: Store,
+    ) -> Self {
         DicomWebContext {
             store,
-            abstract_syntaxes: crate::ingest::sop_classes::accepted_abstract_syntaxes(
-                &settings.dicom,
-            ),
+            abstract_syntaxes: crate::ingest::sop_classes::accepted_abstract_syntaxes(dicom),
             transfer_syntaxes: crate::ingest::sop_classes::accepted_transfer_syntaxes(),
-            cors_allowed_origins: settings.dicomweb.cors_allowed_origins.clone(),
+            cors_allowed_origins: settings.cors_allowed_origins.clone(),
             public_url: settings
-                .dicomweb
                 .public_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
-            http_port: settings.http.port,
+            http_port,
         }
     }
 

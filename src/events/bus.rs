@@ -30,6 +30,19 @@ pub struct EventSettings {
     pub retry_ms: u64,
 }
 
+impl EventSettings {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.heartbeat_secs == 0 {
+            return Err(("events.heartbeat_secs", "must be at least 1".into()));
+        }
+        if self.buffer < 16 {
+            return Err(("events.buffer", "must be at least 16".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for EventSettings {
     fn default() -> Self {
         Self {

@@ -10,7 +10,8 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::db::{now_ms, Backend, Database};
+use crate::clock::now_ms;
+use crate::db::{Backend, Database};
 
 /// One event as clients receive it: the JSON of an SSE `data:` line and of a history item.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -156,7 +157,7 @@ impl Event {
             kind: self.kind.clone(),
             study_uid: self.study_uid.clone(),
             patient_id: self.patient_id.clone(),
-            time: crate::db::format_ms(self.created_at),
+            time: crate::clock::format_ms(self.created_at),
             data: self.data.clone(),
         }
     }

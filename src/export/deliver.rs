@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::outbox::{self, ExportRow};
 use super::settings::{Destination, DestinationKind, ExportSettings};
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 use crate::events::EventBus;
 use crate::fhir::{BundleKind, FhirSettings};
 use crate::inference::ModelInfo;

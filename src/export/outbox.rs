@@ -9,7 +9,8 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 use crate::events::{self, EventType};
 
 pub const PENDING: &str = "pending";

@@ -109,7 +109,7 @@ pub fn effective(study_date: Option<&str>, first_received_at: i64) -> (String, i
         }
     }
     (
-        crate::api::response::format_ms(first_received_at),
+        crate::clock::format_ms(first_received_at),
         first_received_at,
         first_received_at + 1,
     )

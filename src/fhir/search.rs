@@ -211,10 +211,7 @@ pub fn parse_date(name: &str, raw: &str) -> Result<DateParam, FhirError> {
             (start, start + 86_400_000)
         }
         _ => {
-            let t =
-                time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| bad())?;
-            let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad())?;
+            let ms = crate::clock::parse_rfc3339_ms(value).ok_or_else(bad)?;
             // Second precision: the value names that second.
             (ms, ms + 1000)
         }

@@ -126,7 +126,7 @@ pub async fn report_bundle(
     Ok(Some(json!({
         "resourceType": "Bundle",
         "type": match kind { BundleKind::Transaction => "transaction", BundleKind::Collection => "collection" },
-        "timestamp": crate::api::response::format_ms(crate::db::now_ms()),
+        "timestamp": crate::clock::format_ms(crate::clock::now_ms()),
         "entry": entries,
     })))
 }
@@ -351,7 +351,7 @@ impl Fhir<'_> {
         let mut b = json!({
             "resourceType": "Bundle",
             "type": "searchset",
-            "timestamp": crate::api::response::format_ms(crate::db::now_ms()),
+            "timestamp": crate::clock::format_ms(crate::clock::now_ms()),
             "total": total,
             "link": links,
         });
@@ -381,7 +381,7 @@ impl Fhir<'_> {
         json!({
             "resourceType": "CapabilityStatement",
             "status": "active",
-            "date": crate::api::response::format_ms(crate::db::now_ms()),
+            "date": crate::clock::format_ms(crate::clock::now_ms()),
             "publisher": "radstream",
             "kind": "instance",
             "software": { "name": "radstream", "version": env!("CARGO_PKG_VERSION") },

@@ -13,17 +13,18 @@ pub mod association;
 pub mod dimse;
 pub mod listener;
 pub mod policy;
+pub mod settings;
 pub mod slots;
 pub mod sop_classes;
 pub mod transport;
 
-use crate::configuration::DicomSettings;
 use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::study::StudyTracker;
 
 pub use listener::DicomListener;
+pub use settings::{DicomSettings, DicomTlsSettings, PeerRule, SopClassMode};
 
 /// What every association task needs.
 pub struct IngestContext {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 
-use crate::configuration::PeerRule;
+use super::settings::PeerRule;
 use crate::tls::PeerCertificate;
 
 /// Access control for one incoming connection (the peer address is known per connection,

@@ -2,7 +2,7 @@
 
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::configuration::{DicomSettings, SopClassMode};
+use super::settings::{DicomSettings, SopClassMode};
 pub use crate::dataset::storage_classes::{standard_storage_classes, STORAGE_SOP_CLASSES};
 
 /// Verification (C-ECHO) is always accepted.

@@ -9,7 +9,8 @@
 use serde::Serialize;
 use sqlx::{Any, Transaction};
 
-use crate::db::{now_ms, Backend, Database};
+use crate::clock::now_ms;
+use crate::db::{Backend, Database};
 
 /// Job states as stored.
 pub const QUEUED: &str = "queued";

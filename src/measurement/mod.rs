@@ -1,5 +1,5 @@
 //! Measurements computed from anatomical landmarks. No models here: callers hand in points
-//! (from the landmark ensemble, `crate::inference`, or drawn by hand) and get numbers back.
+//! (from the landmark ensemble in the inference module, or drawn by hand) and get numbers back.
 //!
 //! # Submodules
 //! - [`ctr`]: the cardiothoracic ratio ([`Ctr`], [`cardiothoracic_ratio`]).

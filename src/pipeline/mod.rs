@@ -16,8 +16,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::Settings;
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 use crate::events::{self, EventBus, EventType};
 use crate::inference::{Engine, InferenceError, Manifest};
 use crate::job::{self, Job};
@@ -75,6 +75,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Database,
         files: FileStore,
@@ -82,15 +83,16 @@ impl Pipeline {
         bus: EventBus,
         jobs_ready: Arc<Notify>,
         metrics: Metrics,
-        settings: &Settings,
+        settings: PipelineSettings,
+        triage: TriageSettings,
     ) -> Pipeline {
         Pipeline {
             db,
             files,
             engine,
             bus,
-            settings: settings.pipeline.clone(),
-            triage: settings.triage.clone(),
+            settings,
+            triage,
             jobs_ready,
             metrics,
         }
@@ -168,7 +170,7 @@ impl Pipeline {
         let outcome = self.run_job(&job, started).await;
         heartbeat.abort();
         match outcome {
-            Ok(result) => match result::store::store(&self.db, worker, &result).await {
+            Ok(result) => match self.store_result(worker, &result).await {
                 Ok(Some(stored)) => {
                     self.bus.notify();
                     self.record(&result);
@@ -191,6 +193,31 @@ impl Pipeline {
             Err(e) if e.is_permanent() => self.fail(&job, worker, &e.to_string()).await,
             Err(e) => self.retry(&job, worker, &e.to_string()).await,
         }
+    }
+
+    /// The result and, for a final one, the outputs it owes (SR, overlays), in one
+    /// transaction: a crash before they are written loses nothing.
+    async fn store_result(
+        &self,
+        worker: &str,
+        result: &StudyResult,
+    ) -> Result<Option<result::store::Stored>, sqlx::Error> {
+        let mut tx = self.db.begin_write().await?;
+        let Some(stored) = result::store::store(&mut tx, self.db.backend, worker, result).await?
+        else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        if result.status == "final" {
+            crate::report::generate::owe_outputs(
+                &mut tx,
+                stored.result_id,
+                &result.study_instance_uid,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(stored))
     }
 
     fn record(&self, r: &StudyResult) {
@@ -379,7 +406,7 @@ impl Pipeline {
                 inference_ms: finished - started,
                 receipt_to_result_ms: finished - first_received_at,
             },
-            created_at: crate::db::format_ms(finished),
+            created_at: crate::clock::format_ms(finished),
             superseded: false,
         })
     }

@@ -25,6 +25,25 @@ pub struct PipelineSettings {
     pub max_images_per_study: usize,
 }
 
+impl PipelineSettings {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.workers == 0 || self.workers > 64 {
+            return Err(("pipeline.workers", "must be 1..=64".into()));
+        }
+        if self.lease_secs == 0 {
+            return Err(("pipeline.lease_secs", "must be at least 1".into()));
+        }
+        if self.max_attempts == 0 {
+            return Err(("pipeline.max_attempts", "must be at least 1".into()));
+        }
+        if self.max_images_per_study == 0 {
+            return Err(("pipeline.max_images_per_study", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {

@@ -2,9 +2,11 @@
 //! transaction) and reading results back.
 
 use serde_json::json;
+use sqlx::{Any, Transaction};
 
 use super::model::StudyResult;
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::{Backend, Database};
 use crate::domain::Urgency;
 use crate::events::{self, EventType};
 use crate::job;
@@ -16,21 +18,22 @@ pub struct Stored {
     pub version: i64,
 }
 
-/// Stores `result` for the job held by `worker`: the result row, the job's success, the
-/// study's current urgency, `inference.completed` and (critical/urgent) `study.urgent`.
-/// Returns `None` (and writes nothing) when the job is no longer held by `worker`, so a job
-/// taken over after a lost lease never yields two results.
+/// Stores `result` for the job held by `worker` in `tx`: the result row, the job's success,
+/// the study's current urgency, `inference.completed` and (critical/urgent) `study.urgent`.
+/// The caller commits, after adding what the result owes others in the same transaction.
+/// Returns `None` when the job is no longer held by `worker`: the caller rolls back, so
+/// nothing is written and a job taken over after a lost lease never yields two results.
 pub async fn store(
-    db: &Database,
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     worker: &str,
     result: &StudyResult,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let mut tx = db.begin_write().await?;
     let version: i64 = sqlx::query_scalar(
         "SELECT COALESCE(MAX(version), 0) + 1 FROM results WHERE study_uid = $1",
     )
     .bind(&result.study_instance_uid)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     let now = now_ms();
     let body = serde_json::to_string(result).unwrap_or_default();
@@ -51,14 +54,13 @@ pub async fn store(
     .bind(patient_id)
     .bind(body)
     .bind(now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    if !job::mark_succeeded(&mut tx, result.job_id, worker, result_id).await? {
-        tx.rollback().await?;
+    if !job::mark_succeeded(tx, result.job_id, worker, result_id).await? {
         return Ok(None);
     }
     crate::store::index::set_current_result(
-        &mut tx,
+        tx,
         &result.study_instance_uid,
         result.urgency.as_str(),
         version,
@@ -80,8 +82,8 @@ pub async fn store(
         "timings": result.timings,
     });
     events::append(
-        &mut tx,
-        db.backend,
+        tx,
+        backend,
         EventType::InferenceCompleted,
         Some(&result.study_instance_uid),
         patient_id,
@@ -90,8 +92,8 @@ pub async fn store(
     .await?;
     if result.urgency >= Urgency::Urgent {
         events::append(
-            &mut tx,
-            db.backend,
+            tx,
+            backend,
             EventType::StudyUrgent,
             Some(&result.study_instance_uid),
             patient_id,
@@ -106,12 +108,6 @@ pub async fn store(
         )
         .await?;
     }
-    if result.status == "final" {
-        // Owed in the result's transaction: a crash before they are written loses nothing.
-        crate::report::generate::owe_outputs(&mut tx, result_id, &result.study_instance_uid)
-            .await?;
-    }
-    tx.commit().await?;
     Ok(Some(Stored { result_id, version }))
 }
 

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 use crate::events::{self, EventBus, EventType};
 use crate::store::index;
 use crate::store::Store;
@@ -55,6 +56,20 @@ impl Default for RetentionSettings {
 }
 
 impl RetentionSettings {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.interval_secs == 0 {
+            return Err(("retention.interval_secs", "must be at least 1".into()));
+        }
+        if !(0.0..=100.0).contains(&self.free_percent_target) {
+            return Err((
+                "retention.free_percent_target",
+                "must be in [0, 100]".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether these settings ask for a background purge at all.
     pub fn purges_in_background(&self) -> bool {
         self.keep_days > 0 || self.free_percent_target > 0.0
@@ -163,7 +178,7 @@ pub async fn purge_study(
         study_uid: study_uid.to_string(),
         instances_removed: count,
         bytes_freed: bytes,
-        purged_at: crate::db::format_ms(now),
+        purged_at: crate::clock::format_ms(now),
     })
 }
 

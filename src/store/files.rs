@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::configuration::{Durability, StorageSettings};
+use super::settings::{Durability, StorageSettings};
 use crate::dataset::{DataSetError, Limits, Problem, Scanner, Summary};
 use crate::domain::Uid;
 

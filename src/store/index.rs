@@ -524,7 +524,7 @@ pub(crate) fn merge_modalities(list: &str, modality: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configuration::Durability;
+    use crate::db::Durability;
     use crate::domain::Uid;
 
     fn record(series: &str, sop: &str, modality: &str) -> InstanceRecord {

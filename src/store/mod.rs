@@ -11,6 +11,7 @@
 pub mod files;
 pub mod header;
 pub mod index;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,14 +21,15 @@ use sqlx::{Any, Connection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::{DuplicatePolicy, Durability, StorageSettings};
+use crate::clock::now_ms;
 use crate::dataset::Problem;
-use crate::db::{now_ms, Backend, Database};
+use crate::db::{Backend, Database};
 use crate::domain::Uid;
 use crate::events::EventBus;
 pub use files::{FileError, FileMeta, FileStore, FolderSync, IncomingFile, StagedFile};
 pub use header::{HeaderError, InstanceHeader};
 pub use index::{IndexOutcome, InstanceRecord};
+pub use settings::{DuplicatePolicy, Durability, StorageSettings};
 
 /// Why an instance was not stored; each maps to one DIMSE status family.
 #[derive(Debug, thiserror::Error)]

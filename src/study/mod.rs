@@ -8,6 +8,8 @@
 //! `study.complete` event. Deadlines live in memory and are rebuilt from the `receiving`
 //! studies at start, so a crash loses no completion.
 
+pub mod settings;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,11 +19,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::StudySettings;
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 use crate::events::{self, EventBus, EventType};
 use crate::job;
 use crate::store::index::{complete_study, Completed};
+pub use settings::StudySettings;
 
 #[derive(Debug)]
 struct Entry {

@@ -259,12 +259,12 @@ async fn tls_node_with(
         s.dicom.tls.private_key = Some(certs().join("server.key"));
         s.dicom.tls.client_ca = Some(certs().join("ca.crt"));
         s.dicom.allowed_peers = vec![
-            radstream::configuration::PeerRule {
+            radstream::ingest::PeerRule {
                 ae_title: "STORESCU".into(),
                 certificate_subject: Some("MODALITY1".into()),
                 ..Default::default()
             },
-            radstream::configuration::PeerRule {
+            radstream::ingest::PeerRule {
                 ae_title: "PLAIN".into(),
                 ..Default::default()
             },

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use radstream::configuration::Durability;
 use radstream::db::Database;
+use radstream::db::Durability;
 use radstream::events::{self, EventBus, EventFilter, EventSettings, EventType, Subscription};
 use radstream::metrics::Metrics;
 use serde_json::json;

@@ -363,7 +363,7 @@ async fn kill_9_with_pending_exports_then_each_output_delivered_once() {
     let db = radstream::db::Database::connect_url(
         &settings.database_url(),
         Some(2),
-        radstream::configuration::Durability::Fsync,
+        radstream::db::Durability::Fsync,
     )
     .await
     .unwrap();

@@ -12,9 +12,10 @@ use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use radstream::auth::jwt::Issuer;
 use radstream::auth::Scope;
-use radstream::configuration::{Settings, StorageSettings};
+use radstream::configuration::Settings;
 use radstream::db::Database;
 use radstream::startup::Application;
+use radstream::store::StorageSettings;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
@@ -164,7 +165,8 @@ impl TestApp {
         let http = app.http_addr();
         let cancel = app.shutdown_token();
         let handle = tokio::spawn(app.run_until_stopped(false));
-        let database = Database::connect(&settings)
+        let database = settings
+            .connect_database()
             .await
             .expect("test db connection");
         TestApp {
@@ -191,7 +193,7 @@ impl TestApp {
 
     /// A JWT the node accepts, for subject `test` with `scopes`, signed with its own key.
     pub fn token(&self, scopes: &[Scope]) -> String {
-        Issuer::from_settings(&self.settings)
+        Issuer::from_settings(&self.settings.auth, &self.settings.storage.data_dir)
             .expect("test token issuer")
             .issue("test", scopes, Some(1))
             .expect("sign test token")
@@ -199,7 +201,8 @@ impl TestApp {
 
     /// A JWT signed with the node's key that expired an hour ago.
     pub fn expired_token(&self, scopes: &[Scope]) -> String {
-        let issuer = Issuer::from_settings(&self.settings).expect("test token issuer");
+        let issuer = Issuer::from_settings(&self.settings.auth, &self.settings.storage.data_dir)
+            .expect("test token issuer");
         let mut claims = issuer.claims("test", scopes, Duration::from_secs(60));
         claims.iat -= 7200;
         claims.exp -= 3600 + 60;

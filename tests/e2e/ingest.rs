@@ -158,7 +158,7 @@ assoc.release()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_calling_ae_is_rejected_with_its_reason() {
     let app = TestApp::spawn_with(Db::Sqlite, |s| {
-        s.dicom.allowed_peers = vec![radstream::configuration::PeerRule {
+        s.dicom.allowed_peers = vec![radstream::ingest::PeerRule {
             ae_title: "MODALITY1".into(),
             ..Default::default()
         }];
@@ -408,7 +408,7 @@ async fn a_late_instance_reopens_the_study_as_a_new_version_with_its_own_job() {
 /// instance and recounted only on a replacement).
 async fn replaced_duplicates_keep_the_counts_true(db: Db) {
     let app = TestApp::spawn_with(db, |s| {
-        s.storage.on_duplicate = radstream::configuration::DuplicatePolicy::Replace
+        s.storage.on_duplicate = radstream::store::DuplicatePolicy::Replace
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

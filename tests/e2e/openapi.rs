@@ -217,3 +217,19 @@ async fn docs_page_lists_every_route_and_loads_nothing() {
         assert!(!lower.contains(banned), "/docs contains {banned}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_redirects_to_the_docs_without_a_credential() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_follow.get(app.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/docs");
+    // A browser follows it to the page, which asks for a credential.
+    let resp = reqwest::get(app.url("/")).await.unwrap();
+    assert_eq!(resp.url().path(), "/docs");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}

@@ -322,7 +322,7 @@ async fn bad_parameters_are_named() {
 async fn concurrent_claims_on_postgres_never_share_a_job() {
     let pg = PgDatabase::create().await;
     let node = |_: usize| async {
-        let db = Database::connect_url(&pg.url, Some(4), radstream::configuration::Durability::Os)
+        let db = Database::connect_url(&pg.url, Some(4), radstream::db::Durability::Os)
             .await
             .unwrap();
         db.migrate().await.unwrap();
@@ -426,7 +426,7 @@ async fn kill_9_during_inference_yields_exactly_one_result_after_restart() {
     let db = Database::connect_url(
         &format!("sqlite://{}?mode=rwc", data.join("radstream.db").display()),
         Some(1),
-        radstream::configuration::Durability::Fsync,
+        radstream::db::Durability::Fsync,
     )
     .await
     .unwrap();
@@ -515,7 +515,7 @@ async fn two_node_processes_on_one_postgres_never_run_the_same_job() {
     }
     storescu_to(dicom_a, &[], &files).await;
 
-    let db = Database::connect_url(&pg.url, Some(2), radstream::configuration::Durability::Os)
+    let db = Database::connect_url(&pg.url, Some(2), radstream::db::Durability::Os)
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);

@@ -206,7 +206,7 @@ async fn the_data_folder_is_the_nodes_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_the_future_is_refused_naming_the_claim() {
     let app = TestApp::spawn_with(Db::Sqlite, |s| s.auth.clock_leeway_secs = 60).await;
-    let issuer = Issuer::from_settings(&app.settings).unwrap();
+    let issuer = Issuer::from_settings(&app.settings.auth, &app.settings.storage.data_dir).unwrap();
     let base = issuer.claims(
         "ahead",
         &[Scope::Admin],
@@ -278,7 +278,7 @@ async fn dicomweb_and_fhir_reads_are_audited(db: Db) {
             .header("accept", accept)
             .send()
     };
-    let started = radstream::db::now_ms();
+    let started = radstream::clock::now_ms();
     let qido = get(
         "/dicomweb/studies?PatientID=PID-TEST-1&includefield=all".into(),
         "application/dicom+json",

@@ -215,7 +215,7 @@ async fn a_start_finishes_removing_the_files_of_an_interrupted_purge() {
     let db = radstream::db::Database::connect_url(
         &format!("sqlite://{}?mode=rwc", data.join("radstream.db").display()),
         Some(1),
-        radstream::configuration::Durability::Fsync,
+        radstream::db::Durability::Fsync,
     )
     .await
     .unwrap();

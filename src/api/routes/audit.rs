@@ -13,11 +13,11 @@ use utoipa::ToSchema;
 use crate::api::auth::Audit;
 use crate::api::error::query_rejection;
 use crate::api::openapi::ENVELOPE;
-use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, RouteSpec};
 use crate::auth::atna;
 use crate::auth::audit::{self, AuditFilter, AuditRecord};
 use crate::auth::Scope;
+use crate::clock::format_ms;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;

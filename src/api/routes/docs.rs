@@ -2,6 +2,8 @@
 //! the handlers and the route table ([`crate::api::openapi`]), and `GET /docs`, an HTML page rendered here
 //! from that document.
 //!
+//! `GET /` sends a browser on to `/docs` (public: it answers nothing but the way there).
+//!
 //! The page is self-contained (inline style, no script, no font or asset from elsewhere) so
 //! it works on air-gapped hospital networks; its `Content-Security-Policy` forbids loading
 //! anything. Both need `results:read`, like the rest of the API; a browser can pass
@@ -12,7 +14,7 @@ use std::fmt::Write;
 use std::sync::OnceLock;
 
 use axum::http::{header, Method};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, MethodRouter};
 use serde_json::Value;
 
@@ -36,12 +38,29 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
             spec(Method::GET, "/docs", read, "This API as an HTML page"),
             get(docs_page),
         ),
+        (
+            spec(
+                Method::GET,
+                "/",
+                Access::Public,
+                "Redirect to the API page (/docs)",
+            ),
+            get(root),
+        ),
     ]
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(openapi_json, docs_page))]
+#[openapi(paths(openapi_json, docs_page, root))]
 pub struct Doc;
+
+/// `/` to `/docs` (an `?access_token=` was taken off the URI before, and stays off).
+#[utoipa::path(get, path = "/", responses(
+    (status = 303, description = "To /docs", headers(("Location" = String, description = "/docs"))),
+))]
+async fn root() -> Redirect {
+    Redirect::to("/docs")
+}
 
 #[utoipa::path(get, path = "/openapi.json", responses(
     (status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json"),

@@ -202,15 +202,13 @@ pub fn dollars(cents: i64) -> f64 {
 
 /// The calendar month (UTC) of an epoch-millisecond time, `YYYY-MM`.
 pub fn month_of(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = crate::clock::datetime_of_ms(ms);
     format!("{:04}-{:02}", t.year(), u8::from(t.month()))
 }
 
 /// The date (UTC) of an epoch-millisecond time, `YYYY-MM-DD`.
 pub fn date_of(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = crate::clock::datetime_of_ms(ms);
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
 }
 

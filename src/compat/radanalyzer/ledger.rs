@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use sqlx::{Any, Row, Transaction};
 
 use super::billing::{self, Billing, CallType, Rates, Reason};
-use crate::db::{now_ms, Backend, Database};
+use crate::clock::now_ms;
+use crate::db::{Backend, Database};
 
 /// Lock namespace for the per-key billing lock on PostgreSQL ("rana" in ASCII, high half).
 const LOCK_NAMESPACE: i64 = 0x7261_6e61 << 32;
@@ -219,7 +220,7 @@ mod tests {
     async fn db() -> (tempfile::TempDir, Database, i64) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Database::connect_url(&url, None, crate::configuration::Durability::Os)
+        let db = Database::connect_url(&url, None, crate::db::Durability::Os)
             .await
             .unwrap();
         db.migrate().await.unwrap();

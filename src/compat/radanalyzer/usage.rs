@@ -15,7 +15,8 @@ use crate::api::error::query_rejection;
 use crate::api::openapi::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
-use crate::db::{now_ms, Database};
+use crate::clock::now_ms;
+use crate::db::Database;
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![(
@@ -167,7 +168,7 @@ pub fn current_month() -> String {
 /// `radstream usage`: one line per key (or JSON), for `month` (default the current one) and
 /// optionally one key by id or name.
 pub async fn cli(
-    settings: &crate::configuration::Settings,
+    db: &Database,
     month: Option<String>,
     key: Option<String>,
     json: bool,
@@ -179,12 +180,10 @@ pub async fn cli(
             billing::parse_month(&m).with_context(|| format!("--month {m:?}: expected YYYY-MM"))?
         }
     };
-    let db = Database::connect(settings).await?;
-    db.migrate().await?;
     let key_id = match key {
         None => None,
         Some(k) => {
-            let keys = crate::auth::keys::list(&db).await?;
+            let keys = crate::auth::keys::list(db).await?;
             let found = match k.parse::<i64>() {
                 Ok(id) => keys.iter().find(|x| x.id == id),
                 // An active key of that name, else the newest revoked one.
@@ -201,7 +200,7 @@ pub async fn cli(
             )
         }
     };
-    let rows = report(&db, &month, key_id).await?;
+    let rows = report(db, &month, key_id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -295,7 +294,7 @@ mod tests {
     async fn counts_and_amounts_per_key_and_month() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Database::connect_url(&url, None, crate::configuration::Durability::Os)
+        let db = Database::connect_url(&url, None, crate::db::Durability::Os)
             .await
             .unwrap();
         db.migrate().await.unwrap();
