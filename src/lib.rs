@@ -21,6 +21,7 @@ pub mod events;
 pub mod export;
 pub mod fhir;
 pub mod file_modes;
+pub mod imaging;
 pub mod inference;
 pub mod ingest;
 pub mod job;

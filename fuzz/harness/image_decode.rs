@@ -8,10 +8,10 @@
 //! path, one codestream.
 //!
 //! DICOM objects go through `inference::preprocess::preprocess_dicom_object` (inference) or
-//! `inference::decode::decode_pixels` for one frame (WADO-RS frames, rendered), photos through
+//! `imaging::decode::decode_pixels` for one frame (WADO-RS frames, rendered), photos through
 //! `preprocess_image` (VoxRay and Pi image uploads; byte 1 even) or `capture::decode_photo`
 //! and the capture steps after it (RadAnalyzer `/v3`; byte 1 odd), codestreams through
-//! `inference::jpeg12::decode`.
+//! `imaging::jpeg12::decode`.
 
 use std::time::Instant;
 
@@ -20,8 +20,8 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use radstream::capture;
-use radstream::inference::decode::decode_pixels;
-use radstream::inference::jpeg12;
+use radstream::imaging::decode::decode_pixels;
+use radstream::imaging::jpeg12;
 use radstream::inference::preprocess::{header_attrs, preprocess_dicom_object, preprocess_image};
 
 use super::common::small_spec;

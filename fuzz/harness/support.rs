@@ -7,7 +7,7 @@
 //!   `-rss_limit_mb` sees only the pages touched; a low limit also keeps the fuzzer fast, as
 //!   zeroing a declared length of hundreds of MiB costs more than the parse.
 //! - A panic hook that prints each new panic location once and does not abort: the node
-//!   catches panics inside decoders (`inference::preprocess::guard`), so the fuzz binary does
+//!   catches panics inside decoders (`imaging::guard`), so the fuzz binary does
 //!   too; a panic that nothing catches still ends in libfuzzer-sys's `catch_unwind` and is a
 //!   crash.
 

@@ -1,7 +1,7 @@
 //! Pixel data for WADO-RS: frames cut out of the stored Pixel Data (native or encapsulated,
 //! PS3.5 A.4), and frames rendered to 8-bit JPEG/PNG (PS3.18 8.3.5: modality LUT, VOI
-//! window, MONOCHROME1 inverted, fit into a viewport). Decoding is the inference module's
-//! ([`crate::inference::decode`]), so both decode the same transfer syntaxes. No HTTP here.
+//! window, MONOCHROME1 inverted, fit into a viewport). Decoding is [`crate::imaging`]'s, as for
+//! inference, so both decode the same transfer syntaxes. No HTTP here.
 
 use dicom_core::value::{PrimitiveValue, Value as DicomValue};
 use dicom_dictionary_std::tags;
@@ -9,9 +9,9 @@ use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::VoiLutFunction;
 use std::io::Cursor;
 
-use crate::inference::decode::{decode_pixels, fragment_groups, number_of_frames};
-use crate::inference::preprocess::{apply_window, guard, raw_frame, resize};
-use crate::inference::InferenceError;
+use crate::imaging::decode::{decode_pixels, fragment_groups, number_of_frames, raw_frame};
+use crate::imaging::window::apply_window;
+use crate::imaging::{guard, resize, ImagingError};
 
 /// Why frames could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +33,8 @@ pub enum PixelError {
     Encode(String),
 }
 
-impl From<InferenceError> for PixelError {
-    fn from(e: InferenceError) -> Self {
+impl From<ImagingError> for PixelError {
+    fn from(e: ImagingError) -> Self {
         PixelError::Decode(e.to_string())
     }
 }
@@ -159,14 +159,14 @@ pub fn decoded_frames(
 ) -> Result<Vec<Vec<u8>>, PixelError> {
     let n = frame_count(obj)?;
     check_range(frames, n)?;
-    guard(|| {
+    guard::<_, ImagingError>(|| {
         frames
             .iter()
             .map(|&f| {
                 let (px, index) = decode_pixels(obj, Some(f - 1))?;
                 let d = px
                     .frame_data(index)
-                    .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+                    .map_err(|e| ImagingError::PixelData(e.to_string()))?;
                 Ok(d.to_vec())
             })
             .collect()
@@ -297,11 +297,11 @@ fn render_planes(
     obj: &DefaultDicomObject,
     frame: u32,
     window: Option<(f64, f64, VoiLutFunction)>,
-) -> Result<(u32, u32, usize, Vec<Vec<f32>>), InferenceError> {
+) -> Result<(u32, u32, usize, Vec<Vec<f32>>), ImagingError> {
     let (px, idx) = decode_pixels(obj, Some(frame))?;
     let (w, h) = (px.columns(), px.rows());
     if w == 0 || h == 0 {
-        return Err(InferenceError::PixelData(
+        return Err(ImagingError::PixelData(
             "image has no rows or columns".into(),
         ));
     }
@@ -330,7 +330,7 @@ fn render_planes(
         return Ok((w, h, 3, planes));
     }
     if px.samples_per_pixel() != 1 {
-        return Err(InferenceError::Unsupported(format!(
+        return Err(ImagingError::Unsupported(format!(
             "{} samples per pixel",
             px.samples_per_pixel()
         )));

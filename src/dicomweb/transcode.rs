@@ -1,6 +1,6 @@
 //! Stored instances rewritten in another transfer syntax, for a WADO-RS retrieve that asks for
-//! one (PS3.18 8.7.3.5). Compressed pixel data is decoded by the inference module's decoder
-//! ([`crate::inference::decode`]), so whatever the node can analyse it can also hand out
+//! one (PS3.18 8.7.3.5). Compressed pixel data is decoded by [`crate::imaging::decode`],
+//! as for inference, so whatever the node can analyse it can also hand out
 //! uncompressed; JPEG-LS lossless output is dicom-pixeldata's CharLS encoder. No HTTP here.
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{PixelRepresentation, PlanarConfiguration, Transcode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::inference::decode::{decode_pixels, LOSSY_JPEG};
+use crate::imaging::decode::{decode_pixels, LOSSY_JPEG};
 
 /// Explicit VR Little Endian: PS3.18's default transfer syntax for `application/dicom`.
 pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";

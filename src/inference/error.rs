@@ -103,6 +103,18 @@ pub enum InferenceError {
     Task(String),
 }
 
+/// Same messages as before the imaging code left this module.
+impl From<crate::imaging::ImagingError> for InferenceError {
+    fn from(e: crate::imaging::ImagingError) -> Self {
+        use crate::imaging::ImagingError;
+        match e {
+            ImagingError::PixelData(m) => Self::PixelData(m),
+            ImagingError::Unsupported(m) => Self::Unsupported(m),
+            ImagingError::Resize(m) => Self::Resize(m),
+        }
+    }
+}
+
 impl InferenceError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

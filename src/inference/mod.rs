@@ -13,9 +13,7 @@
 //!   `error_on_failure`; a failure is logged (`warn!`, with the reason) and the session falls
 //!   back to CPU; [`ModelInfo::provider`] says what is actually used.
 //! - [`preprocess`]: DICOM / PNG / JPEG to the input tensor ([`Preprocessed`]).
-//! - [`decode`]: [`decode::decode_pixels`], the pixel data decoder shared with DICOMweb:
-//!   dicom-pixeldata, then libjpeg-turbo ([`jpeg12`]) for 12-bit lossy JPEG frames it rejects
-//!   (public for the fuzz target `image_decode`).
+//!   Decoding, windowing and resizing are [`crate::imaging`]'s, shared with DICOMweb.
 //! - [`applicability`]: [`check_applicability`], the manifest's DICOM header rules.
 //! - `batcher`: dynamic batching across concurrent requests (`max_batch`, `max_delay_ms`),
 //!   members and gate run concurrently, one worker thread per session set (`pool_size`).
@@ -54,10 +52,8 @@
 
 pub mod applicability;
 mod batcher;
-pub mod decode;
 mod engine;
 mod error;
-pub mod jpeg12;
 pub mod landmarks;
 pub mod manifest;
 pub mod postprocess;

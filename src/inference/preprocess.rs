@@ -13,17 +13,16 @@
 
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::{DecodedPixelData, PixelRepresentation, PlanarConfiguration, VoiLutFunction};
-use fast_image_resize::images::{TypedImage, TypedImageRef};
-use fast_image_resize::pixels::F32;
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use dicom_pixeldata::{DecodedPixelData, PixelRepresentation, VoiLutFunction};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 
-use super::decode::{decode_pixels, number_of_frames};
 use super::manifest::InputSpec;
 use super::InferenceError;
+use crate::imaging::decode::{decode_pixels, number_of_frames, raw_frame};
+use crate::imaging::window::{apply_window, percentiles};
+use crate::imaging::{guard, resize};
 
 /// A preprocessed image: the tensor for one or more frames plus what we learnt on the way.
 #[derive(Debug, Clone)]
@@ -300,21 +299,6 @@ pub fn preprocess_image(bytes: &[u8], spec: &InputSpec) -> Result<Preprocessed, 
     })
 }
 
-/// Runs `f`, turning a panic inside a decoder into an error (no input may crash the node).
-pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, InferenceError>) -> Result<T, InferenceError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "decoder panicked".into());
-            Err(InferenceError::PixelData(format!("decoder failed: {msg}")))
-        }
-    }
-}
-
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
@@ -341,96 +325,6 @@ fn decode(
         )));
     }
     Ok(px)
-}
-
-/// Stored values of one frame as f64, sign-extended from Bits Stored for signed data.
-pub(crate) fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, InferenceError> {
-    let n = px.rows() as usize * px.columns() as usize * px.samples_per_pixel() as usize;
-    let signed = px.pixel_representation() == PixelRepresentation::Signed;
-    let bits_stored = px.bits_stored() as u32;
-    let ba = px.bits_allocated();
-    let short = || {
-        InferenceError::PixelData(format!(
-            "frame {frame} is shorter than {n} samples of {ba} bits"
-        ))
-    };
-    let sign_extend = |v: i64, bits: u32| -> f64 {
-        if signed && bits_stored > 0 && bits_stored < bits {
-            let shift = 64 - bits_stored;
-            ((v << shift) >> shift) as f64
-        } else {
-            v as f64
-        }
-    };
-    let out: Vec<f64> = match ba {
-        1 => {
-            // dicom-pixeldata expands 1-bit samples to one byte each, 0 or 255.
-            let d = px
-                .frame_data(frame)
-                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
-            let d = d.get(..n).ok_or_else(short)?;
-            d.iter().map(|&b| if b != 0 { 1.0 } else { 0.0 }).collect()
-        }
-        8 => {
-            let d = px
-                .frame_data(frame)
-                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
-            let d = d.get(..n).ok_or_else(short)?;
-            if signed {
-                d.iter().map(|&b| sign_extend(b as i8 as i64, 8)).collect()
-            } else {
-                d.iter().map(|&b| b as f64).collect()
-            }
-        }
-        16 => {
-            let d = px
-                .frame_data(frame)
-                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
-            let d = d.get(..n * 2).ok_or_else(short)?;
-            d.chunks_exact(2)
-                .map(|c| {
-                    let b = [c[0], c[1]];
-                    if signed {
-                        sign_extend(i16::from_ne_bytes(b) as i64, 16)
-                    } else {
-                        u16::from_ne_bytes(b) as f64
-                    }
-                })
-                .collect()
-        }
-        32 => {
-            let d = px
-                .frame_data(frame)
-                .map_err(|e| InferenceError::PixelData(e.to_string()))?;
-            let d = d.get(..n * 4).ok_or_else(short)?;
-            d.chunks_exact(4)
-                .map(|c| {
-                    let b = [c[0], c[1], c[2], c[3]];
-                    if signed {
-                        sign_extend(i32::from_ne_bytes(b) as i64, 32)
-                    } else {
-                        u32::from_ne_bytes(b) as f64
-                    }
-                })
-                .collect()
-        }
-        other => {
-            return Err(InferenceError::Unsupported(format!(
-                "{other} bits allocated"
-            )))
-        }
-    };
-    if px.samples_per_pixel() == 3 && px.planar_configuration() != PlanarConfiguration::Standard {
-        // Colour-by-plane: reorder RRR..GGG..BBB.. into RGBRGB...
-        let plane = n / 3;
-        let mut inter = vec![0.0; n];
-        for (i, v) in out.iter().enumerate() {
-            let (c, p) = (i / plane, i % plane);
-            inter[p * 3 + c] = *v;
-        }
-        return Ok(inter);
-    }
-    Ok(out)
 }
 
 /// Pixel padding range in stored-value units: values to ignore in the percentile window.
@@ -602,57 +496,6 @@ fn percentile_window_grey(grey: &[f32], spec: &InputSpec) -> (Vec<f32>, WindowIn
     (out, info)
 }
 
-/// DICOM PS3.3 C.11.2.1.2 window functions, mapped to [0, 1].
-pub fn apply_window(x: f64, c: f64, w: f64, function: VoiLutFunction) -> f64 {
-    match function {
-        VoiLutFunction::Linear => {
-            let w1 = (w - 1.0).max(0.0);
-            if w1 == 0.0 {
-                return if x > c - 0.5 { 1.0 } else { 0.0 };
-            }
-            if x <= c - 0.5 - w1 / 2.0 {
-                0.0
-            } else if x > c - 0.5 + w1 / 2.0 {
-                1.0
-            } else {
-                ((x - (c - 0.5)) / w1 + 0.5).clamp(0.0, 1.0)
-            }
-        }
-        VoiLutFunction::LinearExact => {
-            if x <= c - w / 2.0 {
-                0.0
-            } else if x > c + w / 2.0 {
-                1.0
-            } else {
-                ((x - c) / w + 0.5).clamp(0.0, 1.0)
-            }
-        }
-        VoiLutFunction::Sigmoid => 1.0 / (1.0 + (-4.0 * (x - c) / w).exp()),
-    }
-}
-
-/// Two percentiles (in percent) with numpy's default linear interpolation. Reorders `v`.
-pub fn percentiles(v: &mut [f64], low: f64, high: f64) -> (f64, f64) {
-    (percentile(v, low), percentile(v, high))
-}
-
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let n = v.len();
-    let rank = (q / 100.0).clamp(0.0, 1.0) * (n - 1) as f64;
-    let k = rank.floor() as usize;
-    let frac = rank - k as f64;
-    let (_, kth, right) = v.select_nth_unstable_by(k, f64::total_cmp);
-    let a = *kth;
-    if frac == 0.0 || right.is_empty() {
-        return a;
-    }
-    let b = right.iter().copied().fold(f64::INFINITY, f64::min);
-    a + (b - a) * frac
-}
-
 /// Interleaved 3-sample pixels of `bits_stored` bits to grey [0, 1] and a colour flag.
 fn colour_to_grey(raw: &[f64], bits_stored: u16, ybr: bool) -> (Vec<f32>, bool) {
     let top = ((1u64 << bits_stored.clamp(1, 32)) - 1) as f64;
@@ -711,59 +554,9 @@ fn push_resized(
     Ok(())
 }
 
-/// Convolution resize with a bilinear filter (as PIL's `Image.resize(..., BILINEAR)`).
-pub fn resize(
-    grey: &[f32],
-    width: u32,
-    height: u32,
-    dst_w: u32,
-    dst_h: u32,
-) -> Result<Vec<f32>, InferenceError> {
-    if grey.len() != width as usize * height as usize {
-        return Err(InferenceError::Resize(format!(
-            "{} values for a {width}x{height} image",
-            grey.len()
-        )));
-    }
-    if width == dst_w && height == dst_h {
-        return Ok(grey.to_vec());
-    }
-    let src_pixels: Vec<F32> = grey.iter().map(|&v| F32::new(v)).collect();
-    let src = TypedImageRef::new(width, height, &src_pixels)
-        .map_err(|e| InferenceError::Resize(e.to_string()))?;
-    let mut dst = TypedImage::<F32>::new(dst_w, dst_h);
-    Resizer::new()
-        .resize_typed(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
-        )
-        .map_err(|e| InferenceError::Resize(e.to_string()))?;
-    Ok(dst.pixels().iter().map(|p| p.0).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_match_numpy_linear() {
-        // numpy.percentile(np.arange(11), [0.5, 99.5]) == [0.05, 9.95]
-        let mut v: Vec<f64> = (0..11).rev().map(f64::from).collect();
-        let (lo, hi) = percentiles(&mut v, 0.5, 99.5);
-        assert!(
-            (lo - 0.05).abs() < 1e-12 && (hi - 9.95).abs() < 1e-12,
-            "{lo} {hi}"
-        );
-    }
-
-    #[test]
-    fn linear_window_follows_the_standard() {
-        let f = VoiLutFunction::Linear;
-        assert_eq!(apply_window(0.0, 100.0, 50.0, f), 0.0);
-        assert_eq!(apply_window(200.0, 100.0, 50.0, f), 1.0);
-        assert!((apply_window(99.5, 100.0, 50.0, f) - 0.5).abs() < 1e-12);
-    }
 
     #[test]
     fn colour_detection() {

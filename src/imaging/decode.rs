@@ -1,5 +1,5 @@
-//! Pixel data decoding shared by preprocessing ([`super::preprocess`]) and DICOMweb
-//! (`dicomweb::pixels`), so that both decode every transfer syntax the same way.
+//! Pixel data decoding shared by inference preprocessing and DICOMweb (`dicomweb::pixels`,
+//! `dicomweb::transcode`), so that both decode every transfer syntax the same way.
 //!
 //! dicom-pixeldata decodes first. When it rejects a lossy JPEG frame (1.2.840.10008.1.2.4.50
 //! or .51) whose Bits Stored is above 8 (jpeg-decoder has no 12-bit DCT), the frames asked for
@@ -10,11 +10,11 @@ use dicom_core::value::{PrimitiveValue, Value as DicomValue};
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::{DecodedPixelData, PixelDecoder};
+use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, PlanarConfiguration};
 use dicom_transfer_syntax_registry::{entries, TransferSyntaxIndex, TransferSyntaxRegistry};
 
 use super::jpeg12;
-use super::InferenceError;
+use super::ImagingError;
 
 /// Lossy JPEG transfer syntaxes (Baseline, Process 1; Extended, Process 2 & 4): their 12-bit
 /// frames go to libjpeg-turbo, and an image stored in them is lossy whatever its attributes say.
@@ -46,11 +46,9 @@ fn attr_u16(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u16> {
 pub fn decode_pixels(
     obj: &DefaultDicomObject,
     frame: Option<u32>,
-) -> Result<(DecodedPixelData<'_>, u32), InferenceError> {
+) -> Result<(DecodedPixelData<'_>, u32), ImagingError> {
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
-        return Err(InferenceError::PixelData(
-            "the file has no Pixel Data".into(),
-        ));
+        return Err(ImagingError::PixelData("the file has no Pixel Data".into()));
     }
     if obj.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
         check_rle_headers(obj)?;
@@ -78,7 +76,7 @@ pub fn decode_pixels(
     let failed = format!("{e} (transfer syntax {ts}, {name})");
     let bits_stored = attr_u16(obj, tags::BITS_STORED).unwrap_or(0);
     if !LOSSY_JPEG.contains(&ts) || bits_stored <= 8 {
-        return Err(InferenceError::PixelData(failed));
+        return Err(ImagingError::PixelData(failed));
     }
     tracing::debug!(
         ts,
@@ -86,8 +84,8 @@ pub fn decode_pixels(
         "dicom-pixeldata rejected the JPEG ({e}); trying libjpeg-turbo"
     );
     let px = decode_with_libjpeg_turbo(obj, frames, single).map_err(|e2| match e2 {
-        InferenceError::PixelData(m) => {
-            InferenceError::PixelData(format!("{failed}; libjpeg-turbo: {m}"))
+        ImagingError::PixelData(m) => {
+            ImagingError::PixelData(format!("{failed}; libjpeg-turbo: {m}"))
         }
         other => other,
     })?;
@@ -106,7 +104,7 @@ fn fragments(obj: &DefaultDicomObject) -> Option<&[Vec<u8>]> {
 /// reads it: 64 bytes holding at most 15 segments (PS3.5 G.5). Its reader allocates the declared
 /// number of segment offsets (a 12-byte fragment could ask for 16 GiB) and slices the fragment
 /// by it unchecked.
-fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
+fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), ImagingError> {
     let Some(fragments) = fragments(obj) else {
         return Ok(());
     };
@@ -115,7 +113,7 @@ fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
         match segments {
             Some(n) if f.len() >= 64 && n <= 15 => {}
             _ => {
-                return Err(InferenceError::PixelData(format!(
+                return Err(ImagingError::PixelData(format!(
                     "RLE fragment {i} ({} bytes) does not start with an RLE header of at most \
                      15 segments",
                     f.len()
@@ -130,7 +128,7 @@ fn check_rle_headers(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
 /// Columns before a decoder reads it: the decoders allocate what the codestream's own header
 /// declares (the image_decode fuzzer found a JPEG whose frame header made jpeg-decoder ask for
 /// 4 GB). A codestream starts a frame's first fragment.
-fn check_codestream_sizes(obj: &DefaultDicomObject) -> Result<(), InferenceError> {
+fn check_codestream_sizes(obj: &DefaultDicomObject) -> Result<(), ImagingError> {
     let Some(fragments) = fragments(obj) else {
         return Ok(());
     };
@@ -139,7 +137,7 @@ fn check_codestream_sizes(obj: &DefaultDicomObject) -> Result<(), InferenceError
     for (i, f) in fragments.iter().enumerate() {
         if let Some((height, width)) = codestream_size(f) {
             if height > rows || width > cols {
-                return Err(InferenceError::PixelData(format!(
+                return Err(ImagingError::PixelData(format!(
                     "the codestream in fragment {i} declares {width} x {height} pixels, the \
                      image is {cols} x {rows}"
                 )));
@@ -204,15 +202,15 @@ fn decode_with_libjpeg_turbo(
     obj: &DefaultDicomObject,
     frames: u32,
     single: Option<u32>,
-) -> Result<DecodedPixelData<'static>, InferenceError> {
-    let missing = |what: &str| InferenceError::PixelData(format!("{what} is missing"));
+) -> Result<DecodedPixelData<'static>, ImagingError> {
+    let missing = |what: &str| ImagingError::PixelData(format!("{what} is missing"));
     let rows = attr_u16(obj, tags::ROWS).ok_or_else(|| missing("Rows"))?;
     let cols = attr_u16(obj, tags::COLUMNS).ok_or_else(|| missing("Columns"))?;
     let samples = attr_u16(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let bits_allocated =
         attr_u16(obj, tags::BITS_ALLOCATED).ok_or_else(|| missing("Bits Allocated"))?;
     if !matches!(samples, 1 | 3) || !matches!(bits_allocated, 8 | 16) {
-        return Err(InferenceError::Unsupported(format!(
+        return Err(ImagingError::Unsupported(format!(
             "lossy JPEG with {samples} samples per pixel and {bits_allocated} bits allocated"
         )));
     }
@@ -222,16 +220,16 @@ fn decode_with_libjpeg_turbo(
         .flatten()
         .ok_or_else(|| missing("Pixel Data"))?;
     let DicomValue::PixelSequence(seq) = element.value() else {
-        return Err(InferenceError::PixelData(
+        return Err(ImagingError::PixelData(
             "a JPEG transfer syntax with native (not encapsulated) Pixel Data".into(),
         ));
     };
     let groups = fragment_groups(seq.offset_table(), seq.fragments(), frames)
-        .map_err(InferenceError::PixelData)?;
+        .map_err(ImagingError::PixelData)?;
     let frame_len = rows as usize * cols as usize * samples as usize;
     let wanted: Vec<u32> = match single {
         Some(k) if k >= frames => {
-            return Err(InferenceError::PixelData(format!(
+            return Err(ImagingError::PixelData(format!(
                 "frame {k} asked for, the image has {frames}"
             )))
         }
@@ -250,14 +248,12 @@ fn decode_with_libjpeg_turbo(
             .collect();
         let decoded = jpeg12::decode(&codestream, rows.into(), cols.into(), samples).map_err(
             |e| match e {
-                InferenceError::PixelData(m) => {
-                    InferenceError::PixelData(format!("frame {f}: {m}"))
-                }
+                ImagingError::PixelData(m) => ImagingError::PixelData(format!("frame {f}: {m}")),
                 other => other,
             },
         )?;
         if decoded.precision > 8 && bits_allocated == 8 {
-            return Err(InferenceError::PixelData(format!(
+            return Err(ImagingError::PixelData(format!(
                 "a {}-bit JPEG frame in 8 bits allocated",
                 decoded.precision
             )));
@@ -293,7 +289,7 @@ fn decode_with_libjpeg_turbo(
         Some(k) => native.decode_pixel_data_frame(k),
         None => native.decode_pixel_data(),
     }
-    .map_err(|e| InferenceError::PixelData(e.to_string()))?;
+    .map_err(|e| ImagingError::PixelData(e.to_string()))?;
     Ok(px.to_owned())
 }
 
@@ -350,6 +346,92 @@ pub(crate) fn fragment_groups<F: AsRef<[u8]>>(
             fragments.len()
         ))
     }
+}
+
+/// Stored values of one frame as f64, sign-extended from Bits Stored for signed data.
+pub fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, ImagingError> {
+    let n = px.rows() as usize * px.columns() as usize * px.samples_per_pixel() as usize;
+    let signed = px.pixel_representation() == PixelRepresentation::Signed;
+    let bits_stored = px.bits_stored() as u32;
+    let ba = px.bits_allocated();
+    let short = || {
+        ImagingError::PixelData(format!(
+            "frame {frame} is shorter than {n} samples of {ba} bits"
+        ))
+    };
+    let sign_extend = |v: i64, bits: u32| -> f64 {
+        if signed && bits_stored > 0 && bits_stored < bits {
+            let shift = 64 - bits_stored;
+            ((v << shift) >> shift) as f64
+        } else {
+            v as f64
+        }
+    };
+    let out: Vec<f64> = match ba {
+        1 => {
+            // dicom-pixeldata expands 1-bit samples to one byte each, 0 or 255.
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| ImagingError::PixelData(e.to_string()))?;
+            let d = d.get(..n).ok_or_else(short)?;
+            d.iter().map(|&b| if b != 0 { 1.0 } else { 0.0 }).collect()
+        }
+        8 => {
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| ImagingError::PixelData(e.to_string()))?;
+            let d = d.get(..n).ok_or_else(short)?;
+            if signed {
+                d.iter().map(|&b| sign_extend(b as i8 as i64, 8)).collect()
+            } else {
+                d.iter().map(|&b| b as f64).collect()
+            }
+        }
+        16 => {
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| ImagingError::PixelData(e.to_string()))?;
+            let d = d.get(..n * 2).ok_or_else(short)?;
+            d.chunks_exact(2)
+                .map(|c| {
+                    let b = [c[0], c[1]];
+                    if signed {
+                        sign_extend(i16::from_ne_bytes(b) as i64, 16)
+                    } else {
+                        u16::from_ne_bytes(b) as f64
+                    }
+                })
+                .collect()
+        }
+        32 => {
+            let d = px
+                .frame_data(frame)
+                .map_err(|e| ImagingError::PixelData(e.to_string()))?;
+            let d = d.get(..n * 4).ok_or_else(short)?;
+            d.chunks_exact(4)
+                .map(|c| {
+                    let b = [c[0], c[1], c[2], c[3]];
+                    if signed {
+                        sign_extend(i32::from_ne_bytes(b) as i64, 32)
+                    } else {
+                        u32::from_ne_bytes(b) as f64
+                    }
+                })
+                .collect()
+        }
+        other => return Err(ImagingError::Unsupported(format!("{other} bits allocated"))),
+    };
+    if px.samples_per_pixel() == 3 && px.planar_configuration() != PlanarConfiguration::Standard {
+        // Colour-by-plane: reorder RRR..GGG..BBB.. into RGBRGB...
+        let plane = n / 3;
+        let mut inter = vec![0.0; n];
+        for (i, v) in out.iter().enumerate() {
+            let (c, p) = (i / plane, i % plane);
+            inter[p * 3 + c] = *v;
+        }
+        return Ok(inter);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

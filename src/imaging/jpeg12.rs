@@ -9,7 +9,7 @@
 use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
 
-use super::InferenceError;
+use super::ImagingError;
 
 /// Samples of one decoded codestream, row-major, components interleaved (RGB for colour).
 #[derive(Debug, Clone, PartialEq)]
@@ -24,11 +24,11 @@ pub struct Decoded {
 struct Handle(tj::tjhandle);
 
 impl Handle {
-    fn decompressor() -> Result<Self, InferenceError> {
+    fn decompressor() -> Result<Self, ImagingError> {
         // SAFETY: tj3Init has no preconditions; a null handle is checked below.
         let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as c_int) };
         if h.is_null() {
-            return Err(InferenceError::PixelData(
+            return Err(ImagingError::PixelData(
                 "libjpeg-turbo could not create a decompressor".into(),
             ));
         }
@@ -40,7 +40,7 @@ impl Handle {
         unsafe { tj::tj3Get(self.0, param as c_int) }
     }
 
-    fn set(&self, param: tj::TJPARAM, value: c_int) -> Result<(), InferenceError> {
+    fn set(&self, param: tj::TJPARAM, value: c_int) -> Result<(), ImagingError> {
         // SAFETY: the handle is valid for the life of `self`.
         match unsafe { tj::tj3Set(self.0, param as c_int, value) } {
             0 => Ok(()),
@@ -48,7 +48,7 @@ impl Handle {
         }
     }
 
-    fn error(&self, what: &str) -> InferenceError {
+    fn error(&self, what: &str) -> ImagingError {
         // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle (or a
         // static one), valid until the next call on it; it is copied at once.
         let msg = unsafe {
@@ -59,7 +59,7 @@ impl Handle {
                 CStr::from_ptr(p).to_string_lossy().into_owned()
             }
         };
-        InferenceError::PixelData(format!("JPEG {what} failed: {msg}"))
+        ImagingError::PixelData(format!("JPEG {what} failed: {msg}"))
     }
 }
 
@@ -79,9 +79,9 @@ const MAX_RATIO: usize = 64;
 /// Refuses to allocate `output` bytes for `input` compressed bytes when the ratio is
 /// implausible: the dimensions come from the data set (and the JPEG header), not from the
 /// data, so a few bytes could otherwise ask for gigabytes.
-pub fn plausible_size(output: usize, input: usize) -> Result<(), InferenceError> {
+pub fn plausible_size(output: usize, input: usize) -> Result<(), ImagingError> {
     if output >= LARGE_OUTPUT && input < output / MAX_RATIO {
-        return Err(InferenceError::PixelData(format!(
+        return Err(ImagingError::PixelData(format!(
             "{output} bytes of samples from {input} bytes of JPEG is implausible"
         )));
     }
@@ -96,7 +96,7 @@ pub fn decode(
     rows: u32,
     cols: u32,
     samples: u16,
-) -> Result<Decoded, InferenceError> {
+) -> Result<Decoded, ImagingError> {
     let h = Handle::decompressor()?;
     h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
     // SAFETY: the pointer and length describe `codestream`, which outlives the call.
@@ -107,7 +107,7 @@ pub fn decode(
         return Err(h.error("header"));
     }
     if h.get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1 {
-        return Err(InferenceError::Unsupported(
+        return Err(ImagingError::Unsupported(
             "a lossless JPEG codestream in a lossy JPEG transfer syntax".into(),
         ));
     }
@@ -116,7 +116,7 @@ pub fn decode(
         h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
     );
     if i64::from(width) != i64::from(cols) || i64::from(height) != i64::from(rows) {
-        return Err(InferenceError::PixelData(format!(
+        return Err(ImagingError::PixelData(format!(
             "the JPEG frame is {width}x{height}, the data set says {cols}x{rows}"
         )));
     }
@@ -127,7 +127,7 @@ pub fn decode(
         _ => 4,
     };
     if components != samples {
-        return Err(InferenceError::PixelData(format!(
+        return Err(ImagingError::PixelData(format!(
             "the JPEG frame has {components} components, the data set says {samples} samples per pixel"
         )));
     }
@@ -179,7 +179,7 @@ pub fn decode(
             buf.into_iter().map(|v| v as u16).collect()
         }
         other => {
-            return Err(InferenceError::Unsupported(format!(
+            return Err(ImagingError::Unsupported(format!(
                 "{other}-bit lossy JPEG (8 or 12 bits only)"
             )))
         }
