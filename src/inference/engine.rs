@@ -247,11 +247,11 @@ impl Engine {
     }
 
     fn classifier(&self, model_id: Option<&str>) -> Result<&Model, InferenceError> {
-        self.model_of(model_id, TASK_CLASSIFICATION)
+        self.model_of(model_id, Findings::TASK)
     }
 
     fn landmark_model(&self, model_id: Option<&str>) -> Result<&Model, InferenceError> {
-        self.model_of(model_id, TASK_LANDMARKS)
+        self.model_of(model_id, Landmarks::TASK)
     }
 
     /// Reads and preprocesses a DICOM file for a model (blocking).
@@ -278,32 +278,12 @@ impl Engine {
         model_id: Option<&str>,
         path: &Path,
     ) -> Result<ImageResult, InferenceError> {
-        let t0 = Instant::now();
-        let model = self.classifier(model_id)?;
-        let manifest = model.manifest.clone();
-        let path = path.to_owned();
-        let span = tracing::info_span!("infer_dicom", model = %manifest.id);
-        let pre = spawn_blocking(span.clone(), move || {
-            preprocess_applicable_dicom(&manifest, &path, t0)
-        })
-        .await?;
-        match pre {
-            Ok(pre) => self.finish(model, pre, t0).instrument(span).await,
-            Err(reason) => Ok(ImageResult {
-                applicable: false,
-                reason: Some(reason),
-                timings: Timings {
-                    decode_ms: ms(t0),
-                    total_ms: ms(t0),
-                    ..Timings::default()
-                },
-                image: ImageInfo {
-                    source: "dicom".into(),
-                    ..ImageInfo::default()
-                },
-                ..empty_result(model)
-            }),
-        }
+        self.run_dicom::<Findings>(
+            model_id,
+            path,
+            |id| tracing::info_span!("infer_dicom", model = %id),
+        )
+        .await
     }
 
     /// Full pipeline on PNG/JPEG bytes: decode, preprocess, colour check, gate, ensemble.
@@ -312,11 +292,12 @@ impl Engine {
         model_id: Option<&str>,
         bytes: &[u8],
     ) -> Result<ImageResult, InferenceError> {
-        let t0 = Instant::now();
-        let model = self.classifier(model_id)?;
-        let span = tracing::info_span!("infer_image", model = %model.manifest.id);
-        let pre = preprocess_image_blocking(model, bytes, &span).await?;
-        self.finish(model, pre, t0).instrument(span).await
+        self.run_bytes::<Findings>(
+            model_id,
+            bytes,
+            |id| tracing::info_span!("infer_image", model = %id),
+        )
+        .await
     }
 
     /// Gate and ensemble on an already preprocessed image (header rules are not checked).
@@ -326,8 +307,8 @@ impl Engine {
         pre: Preprocessed,
     ) -> Result<ImageResult, InferenceError> {
         let t0 = Instant::now();
-        let model = self.classifier(model_id)?;
-        self.finish(model, pre, t0).await
+        let model = self.model_of(model_id, Findings::TASK)?;
+        self.finish::<Findings>(model, pre, t0).await
     }
 
     /// Landmarks, their spread and the measurement for PNG/JPEG bytes (`model_id` None: the
@@ -337,11 +318,12 @@ impl Engine {
         model_id: Option<&str>,
         bytes: &[u8],
     ) -> Result<LandmarkResult, InferenceError> {
-        let t0 = Instant::now();
-        let model = self.landmark_model(model_id)?;
-        let span = tracing::info_span!("infer_landmarks_image", model = %model.manifest.id);
-        let pre = preprocess_image_blocking(model, bytes, &span).await?;
-        self.finish_landmarks(model, pre, t0).instrument(span).await
+        self.run_bytes::<Landmarks>(
+            model_id,
+            bytes,
+            |id| tracing::info_span!("infer_landmarks_image", model = %id),
+        )
+        .await
     }
 
     /// Landmarks for a DICOM file: header rules, decode, preprocess, gate, ensemble.
@@ -350,27 +332,57 @@ impl Engine {
         model_id: Option<&str>,
         path: &Path,
     ) -> Result<LandmarkResult, InferenceError> {
+        self.run_dicom::<Landmarks>(
+            model_id,
+            path,
+            |id| tracing::info_span!("infer_landmarks_dicom", model = %id),
+        )
+        .await
+    }
+
+    /// Every task's path for a DICOM file: the task's model, header rules, decode and
+    /// preprocess off the runtime, then [`Self::finish`]; `span` names the call in logs.
+    async fn run_dicom<K: ModelTask>(
+        &self,
+        model_id: Option<&str>,
+        path: &Path,
+        span: impl FnOnce(&str) -> tracing::Span,
+    ) -> Result<K::Output, InferenceError> {
         let t0 = Instant::now();
-        let model = self.landmark_model(model_id)?;
+        let model = self.model_of(model_id, K::TASK)?;
         let manifest = model.manifest.clone();
         let path = path.to_owned();
-        let span = tracing::info_span!("infer_landmarks_dicom", model = %manifest.id);
+        let span = span(&manifest.id);
         let pre = spawn_blocking(span.clone(), move || {
             preprocess_applicable_dicom(&manifest, &path, t0)
         })
         .await?;
         match pre {
-            Ok(pre) => self.finish_landmarks(model, pre, t0).instrument(span).await,
-            Err(reason) => Ok(LandmarkResult {
-                status: LandmarkStatus::NotApplicable { reason },
-                timings_ms: Timings {
+            Ok(pre) => self.finish::<K>(model, pre, t0).instrument(span).await,
+            Err(reason) => {
+                let timings = Timings {
                     decode_ms: ms(t0),
                     total_ms: ms(t0),
                     ..Timings::default()
-                },
-                ..empty_landmarks(model, &ImageInfo::default())
-            }),
+                };
+                Ok(K::with_timings(K::not_applicable(model, reason), timings))
+            }
         }
+    }
+
+    /// Every task's path for PNG/JPEG bytes: decode and preprocess off the runtime, then
+    /// [`Self::finish`].
+    async fn run_bytes<K: ModelTask>(
+        &self,
+        model_id: Option<&str>,
+        bytes: &[u8],
+        span: impl FnOnce(&str) -> tracing::Span,
+    ) -> Result<K::Output, InferenceError> {
+        let t0 = Instant::now();
+        let model = self.model_of(model_id, K::TASK)?;
+        let span = span(&model.manifest.id);
+        let pre = preprocess_image_blocking(model, bytes, &span).await?;
+        self.finish::<K>(model, pre, t0).instrument(span).await
     }
 
     /// Runs a raw input tensor (`items x C x H x W`) through the members and the gate via the
@@ -385,30 +397,23 @@ impl Engine {
         submit(model, tensor, items).await
     }
 
-    async fn finish(
+    /// Every task's tail: a colour image is refused, the rest runs through the members and
+    /// the gate; a gate below its threshold refuses, else the task reads the members' outputs.
+    async fn finish<K: ModelTask>(
         &self,
         model: &Model,
         pre: Preprocessed,
         t0: Instant,
-    ) -> Result<ImageResult, InferenceError> {
-        let m = &model.manifest;
+    ) -> Result<K::Output, InferenceError> {
         let mut timings = Timings {
             decode_ms: pre.decode_ms,
             preprocess_ms: pre.preprocess_ms,
             ..Timings::default()
         };
-        let base = ImageResult {
-            image: pre.image.clone(),
-            ..empty_result(model)
-        };
         if pre.is_colour {
             timings.total_ms = ms(t0);
-            return Ok(ImageResult {
-                rejected: true,
-                reason: Some(REJECTED_REASON.into()),
-                timings,
-                ..base
-            });
+            let out = K::refused(model, &pre.image, Refusal::Colour);
+            return Ok(K::with_timings(out, timings));
         }
         let raw = submit(model, pre.tensor, pre.items).await?;
         let t_post = Instant::now();
@@ -418,96 +423,157 @@ impl Engine {
         let gate_probability = raw.gate.as_ref().map(|g| {
             g.iter().map(|&v| postprocess::sigmoid(v)).sum::<f32>() / g.len().max(1) as f32
         });
-        let rejected = match (&m.gate, gate_probability) {
-            (Some(g), Some(p)) => p < g.threshold,
-            _ => false,
-        };
-        let result = if rejected {
-            ImageResult {
-                rejected: true,
-                reason: Some(REJECTED_REASON.into()),
-                gate_probability,
-                ..base
+        let out = match (&model.manifest.gate, gate_probability) {
+            (Some(g), Some(p)) if p < g.threshold => {
+                K::refused(model, &pre.image, Refusal::Gate(p))
             }
-        } else {
-            let probs = postprocess::member_probabilities(m, &raw.members, pre.items);
-            let (labels, uncertainty) = postprocess::combine(m, &probs);
-            ImageResult {
-                gate_probability,
-                labels,
-                uncertainty: Some(uncertainty),
-                ..base
-            }
+            _ => K::predicted(model, &pre.image, &raw, pre.items, gate_probability),
         };
         timings.postprocess_ms = ms(t_post);
         timings.total_ms = ms(t0);
-        Ok(ImageResult { timings, ..result })
+        Ok(K::with_timings(out, timings))
     }
 }
 
-impl Engine {
-    async fn finish_landmarks(
-        &self,
+/// Why an image got no prediction.
+enum Refusal {
+    /// A colour image: not a radiograph.
+    Colour,
+    /// The gate's probability, below its threshold.
+    Gate(f32),
+}
+
+/// What differs between model tasks: which models serve them and how their answer is built;
+/// the path from input to member outputs is [`Engine::finish`]'s, the same for all.
+trait ModelTask {
+    /// The manifest `task` of the models serving it.
+    const TASK: &'static str;
+    type Output;
+
+    /// The model's header rules exclude the image.
+    fn not_applicable(model: &Model, reason: String) -> Self::Output;
+    fn refused(model: &Model, image: &ImageInfo, refusal: Refusal) -> Self::Output;
+    fn predicted(
         model: &Model,
-        pre: Preprocessed,
-        t0: Instant,
-    ) -> Result<LandmarkResult, InferenceError> {
-        let m = &model.manifest;
-        let mut timings = Timings {
-            decode_ms: pre.decode_ms,
-            preprocess_ms: pre.preprocess_ms,
-            ..Timings::default()
-        };
-        let base = empty_landmarks(model, &pre.image);
-        if pre.is_colour {
-            timings.total_ms = ms(t0);
-            return Ok(LandmarkResult {
-                status: LandmarkStatus::Rejected {
-                    reason: LANDMARK_REJECTED_REASON.into(),
-                    classifier_confidence: 1.0,
-                },
-                timings_ms: timings,
-                ..base
-            });
-        }
-        let raw = submit(model, pre.tensor, pre.items).await?;
-        let t_post = Instant::now();
-        timings.queue_ms = raw.queue_ms;
-        timings.inference_ms = raw.run_ms;
-        timings.batch_size = raw.batch_items;
-        let gate_probability = raw.gate.as_ref().map(|g| {
-            g.iter().map(|&v| postprocess::sigmoid(v)).sum::<f32>() / g.len().max(1) as f32
-        });
-        let result = match (&m.gate, gate_probability) {
-            (Some(g), Some(p)) if p < g.threshold => LandmarkResult {
-                status: LandmarkStatus::Rejected {
-                    reason: LANDMARK_REJECTED_REASON.into(),
-                    classifier_confidence: 1.0 - p,
-                },
-                gate_probability,
-                ..base
+        image: &ImageInfo,
+        raw: &RawOutputs,
+        items: usize,
+        gate_probability: Option<f32>,
+    ) -> Self::Output;
+    fn with_timings(out: Self::Output, timings: Timings) -> Self::Output;
+}
+
+/// Findings of a classification model ([`ImageResult`]).
+struct Findings;
+
+impl ModelTask for Findings {
+    const TASK: &'static str = TASK_CLASSIFICATION;
+    type Output = ImageResult;
+
+    fn not_applicable(model: &Model, reason: String) -> ImageResult {
+        ImageResult {
+            applicable: false,
+            reason: Some(reason),
+            image: ImageInfo {
+                source: "dicom".into(),
+                ..ImageInfo::default()
             },
-            _ => {
-                let (points, members, spread, tier, measurement) =
-                    landmarks::evaluate(m, &raw.members);
-                LandmarkResult {
-                    status: LandmarkStatus::Predicted,
-                    gate_probability,
-                    landmarks: points,
-                    member_landmarks: members,
-                    spread: Some(spread),
-                    tier: Some(tier),
-                    measurement,
-                    ..base
-                }
-            }
+            ..empty_result(model)
+        }
+    }
+
+    fn refused(model: &Model, image: &ImageInfo, refusal: Refusal) -> ImageResult {
+        ImageResult {
+            rejected: true,
+            reason: Some(REJECTED_REASON.into()),
+            gate_probability: match refusal {
+                Refusal::Colour => None,
+                Refusal::Gate(p) => Some(p),
+            },
+            image: image.clone(),
+            ..empty_result(model)
+        }
+    }
+
+    fn predicted(
+        model: &Model,
+        image: &ImageInfo,
+        raw: &RawOutputs,
+        items: usize,
+        gate_probability: Option<f32>,
+    ) -> ImageResult {
+        let m = &model.manifest;
+        let probs = postprocess::member_probabilities(m, &raw.members, items);
+        let (labels, uncertainty) = postprocess::combine(m, &probs);
+        ImageResult {
+            gate_probability,
+            labels,
+            uncertainty: Some(uncertainty),
+            image: image.clone(),
+            ..empty_result(model)
+        }
+    }
+
+    fn with_timings(out: ImageResult, timings: Timings) -> ImageResult {
+        ImageResult { timings, ..out }
+    }
+}
+
+/// Points and the measurement of a landmark model ([`LandmarkResult`]).
+struct Landmarks;
+
+impl ModelTask for Landmarks {
+    const TASK: &'static str = TASK_LANDMARKS;
+    type Output = LandmarkResult;
+
+    fn not_applicable(model: &Model, reason: String) -> LandmarkResult {
+        LandmarkResult {
+            status: LandmarkStatus::NotApplicable { reason },
+            ..empty_landmarks(model, &ImageInfo::default())
+        }
+    }
+
+    fn refused(model: &Model, image: &ImageInfo, refusal: Refusal) -> LandmarkResult {
+        let (classifier_confidence, gate_probability) = match refusal {
+            Refusal::Colour => (1.0, None),
+            Refusal::Gate(p) => (1.0 - p, Some(p)),
         };
-        timings.postprocess_ms = ms(t_post);
-        timings.total_ms = ms(t0);
-        Ok(LandmarkResult {
+        LandmarkResult {
+            status: LandmarkStatus::Rejected {
+                reason: LANDMARK_REJECTED_REASON.into(),
+                classifier_confidence,
+            },
+            gate_probability,
+            ..empty_landmarks(model, image)
+        }
+    }
+
+    fn predicted(
+        model: &Model,
+        image: &ImageInfo,
+        raw: &RawOutputs,
+        _items: usize,
+        gate_probability: Option<f32>,
+    ) -> LandmarkResult {
+        let (points, members, spread, tier, measurement) =
+            landmarks::evaluate(&model.manifest, &raw.members);
+        LandmarkResult {
+            status: LandmarkStatus::Predicted,
+            gate_probability,
+            landmarks: points,
+            member_landmarks: members,
+            spread: Some(spread),
+            tier: Some(tier),
+            measurement,
+            ..empty_landmarks(model, image)
+        }
+    }
+
+    fn with_timings(out: LandmarkResult, timings: Timings) -> LandmarkResult {
+        LandmarkResult {
             timings_ms: timings,
-            ..result
-        })
+            ..out
+        }
     }
 }
 
