@@ -1,6 +1,246 @@
-//! VOI windows (PS3.3 C.11.2.1.2) and percentile windows.
+//! From stored values to grey in [0, 1]: the modality LUT, VOI windows and LUTs (PS3.3
+//! C.11.2.1.2), percentile windows, MONOCHROME1 inverted, colour as luma.
 
-use dicom_pixeldata::VoiLutFunction;
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+use dicom_pixeldata::{DecodedPixelData, PixelRepresentation, VoiLutFunction};
+use serde::Serialize;
+
+/// Which VOI transform was used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowInfo {
+    /// `file` (Window Center/Width), `voi-lut` (VOI LUT Sequence) or `percentile`.
+    pub source: String,
+    /// Window center in modality units (for `file` and `percentile`).
+    pub center: Option<f64>,
+    /// Window width in modality units (for `file` and `percentile`).
+    pub width: Option<f64>,
+    /// VOI LUT function (`LINEAR`, `LINEAR_EXACT`, `SIGMOID`) for `file`.
+    pub function: Option<String>,
+}
+
+/// How a monochrome frame is mapped to [0, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Windowing {
+    /// The file's window (or VOI LUT) when it has one; else, or when false, percentiles.
+    pub use_file: bool,
+    /// Lower percentile of the percentile window, in percent.
+    pub percentile_low: f64,
+    /// Upper percentile of the percentile window, in percent.
+    pub percentile_high: f64,
+}
+
+/// One frame of `px` as grey in [0, 1] (`raw`: its stored values, see
+/// [`super::decode::raw_frame`]): monochrome through the modality LUT and `windowing`
+/// (MONOCHROME1 inverted), three samples as luma. Also the window used (monochrome) and
+/// whether the frame is meaningfully colour.
+pub fn grey_frame(
+    px: &DecodedPixelData<'_>,
+    frame: u32,
+    raw: &[f64],
+    padding: Option<(f64, f64)>,
+    windowing: &Windowing,
+) -> (Vec<f32>, Option<WindowInfo>, bool) {
+    let photometric = px.photometric_interpretation().to_string();
+    if !photometric.starts_with("MONOCHROME") {
+        let (grey, colour) = colour_to_grey(raw, px.bits_stored(), photometric.starts_with("YBR"));
+        return (grey, None, colour);
+    }
+    let (grey, info) = voi_frame(px, frame, raw, padding, windowing);
+    let grey = if photometric == "MONOCHROME1" {
+        grey.into_iter().map(|v| 1.0 - v).collect()
+    } else {
+        grey
+    };
+    (grey, Some(info), false)
+}
+
+/// Pixel padding range in stored-value units: values to ignore in the percentile window.
+pub fn padding_range(obj: &DefaultDicomObject, repr: PixelRepresentation) -> Option<(f64, f64)> {
+    let get = |tag| {
+        obj.element_opt(tag).ok().flatten().and_then(|e| {
+            // Pixel Padding Value is US or SS (ambiguous VR); read it as raw 16 bits.
+            e.to_int::<i64>().ok()
+        })
+    };
+    let fix = |v: i64| {
+        if repr == PixelRepresentation::Signed && v > i16::MAX as i64 && v <= u16::MAX as i64 {
+            (v as u16 as i16) as f64
+        } else {
+            v as f64
+        }
+    };
+    let a = fix(get(tags::PIXEL_PADDING_VALUE)?);
+    let b = get(tags::PIXEL_PADDING_RANGE_LIMIT).map(fix).unwrap_or(a);
+    Some((a.min(b), a.max(b)))
+}
+
+/// Modality LUT then VOI for one monochrome frame; output clamped to [0, 1].
+pub fn voi_frame(
+    px: &DecodedPixelData<'_>,
+    frame: u32,
+    raw: &[f64],
+    padding: Option<(f64, f64)>,
+    windowing: &Windowing,
+) -> (Vec<f32>, WindowInfo) {
+    let rescale = px
+        .rescale()
+        .ok()
+        .and_then(|r| r.get(frame as usize).or_else(|| r.first()).copied());
+    let (slope, intercept) = rescale
+        .filter(|r| r.slope.is_finite() && r.intercept.is_finite() && r.slope != 0.0)
+        .map_or((1.0, 0.0), |r| (r.slope, r.intercept));
+    let modality = |v: f64| v * slope + intercept;
+    if windowing.use_file {
+        let window = px
+            .window()
+            .ok()
+            .flatten()
+            .and_then(|w| w.get(frame as usize).or_else(|| w.first()).copied())
+            .filter(|w| w.width.is_finite() && w.center.is_finite() && w.width > 0.0);
+        if let Some(w) = window {
+            let function = px
+                .voi_lut_function()
+                .ok()
+                .flatten()
+                .and_then(|f| f.get(frame as usize).or_else(|| f.first()).copied())
+                .unwrap_or_default();
+            let (c, wd) = (w.center, w.width);
+            let out = raw
+                .iter()
+                .map(|&v| apply_window(modality(v), c, wd, function) as f32)
+                .collect();
+            let name = match function {
+                VoiLutFunction::Linear => "LINEAR",
+                VoiLutFunction::LinearExact => "LINEAR_EXACT",
+                VoiLutFunction::Sigmoid => "SIGMOID",
+            };
+            return (
+                out,
+                WindowInfo {
+                    source: "file".into(),
+                    center: Some(c),
+                    width: Some(wd),
+                    function: Some(name.into()),
+                },
+            );
+        }
+        let lut = px
+            .voi_lut_sequence()
+            .ok()
+            .flatten()
+            .and_then(|l| l.first())
+            .filter(|l| !l.data.is_empty());
+        if let Some(lut) = lut {
+            let max = lut.data.iter().copied().max().unwrap_or(0);
+            let used_bits = u16::BITS - max.leading_zeros();
+            let bits = if used_bits == 0 || used_bits > lut.bits_stored as u32 {
+                lut.bits_stored as u32
+            } else {
+                used_bits
+            }
+            .clamp(1, 16);
+            let top = ((1u32 << bits) - 1) as f64;
+            let last = lut.data.len() as i64 - 1;
+            let out = raw
+                .iter()
+                .map(|&v| {
+                    let x = modality(v).round();
+                    let idx = if x.is_finite() {
+                        (x as i64 - lut.min_pixel_value as i64).clamp(0, last)
+                    } else {
+                        0
+                    };
+                    (lut.data[idx as usize] as f64 / top).clamp(0.0, 1.0) as f32
+                })
+                .collect();
+            return (
+                out,
+                WindowInfo {
+                    source: "voi-lut".into(),
+                    center: None,
+                    width: None,
+                    function: None,
+                },
+            );
+        }
+    }
+
+    // Percentile window over the non-padding pixels.
+    let mut values: Vec<f64> = raw
+        .iter()
+        .filter(|&&v| padding.is_none_or(|(a, b)| v < a || v > b))
+        .map(|&v| modality(v))
+        .collect();
+    if values.is_empty() {
+        values = raw.iter().map(|&v| modality(v)).collect();
+    }
+    let (lo, hi) = percentiles(
+        &mut values,
+        windowing.percentile_low,
+        windowing.percentile_high,
+    );
+    let range = hi - lo;
+    let out = raw
+        .iter()
+        .map(|&v| {
+            if range > 0.0 {
+                ((modality(v) - lo) / range).clamp(0.0, 1.0) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    (
+        out,
+        WindowInfo {
+            source: "percentile".into(),
+            center: Some((lo + hi) / 2.0),
+            width: Some(range),
+            function: None,
+        },
+    )
+}
+
+/// Interleaved 3-sample pixels of `bits_stored` bits to grey [0, 1] and a colour flag.
+pub fn colour_to_grey(raw: &[f64], bits_stored: u16, ybr: bool) -> (Vec<f32>, bool) {
+    let top = ((1u64 << bits_stored.clamp(1, 32)) - 1) as f64;
+    let unit: Vec<f64> = raw.iter().map(|v| v / top).collect();
+    if ybr {
+        // Y is the grey value; colour shows in Cb/Cr away from the middle.
+        let mut chroma = 0.0;
+        let grey = unit
+            .chunks_exact(3)
+            .map(|p| {
+                chroma += (p[1] - 0.5).abs().max((p[2] - 0.5).abs());
+                p[0].clamp(0.0, 1.0) as f32
+            })
+            .collect::<Vec<_>>();
+        let n = grey.len().max(1) as f64;
+        (grey, chroma / n > COLOUR_CHROMA)
+    } else {
+        colour_to_grey_unit(&unit)
+    }
+}
+
+/// Mean chroma (max - min channel, in [0, 1]) above which an image counts as colour. Grey
+/// images saved as lossy RGB JPEG stay well below 0.01; photos are typically above 0.1.
+const COLOUR_CHROMA: f64 = 0.03;
+
+/// Interleaved RGB in [0, 1] to ITU-R 601 luma, and whether the image is meaningfully colour.
+pub fn colour_to_grey_unit(rgb: &[f64]) -> (Vec<f32>, bool) {
+    let mut chroma = 0.0;
+    let grey = rgb
+        .chunks_exact(3)
+        .map(|p| {
+            let (r, g, b) = (p[0], p[1], p[2]);
+            chroma += r.max(g).max(b) - r.min(g).min(b);
+            (0.299 * r + 0.587 * g + 0.114 * b).clamp(0.0, 1.0) as f32
+        })
+        .collect::<Vec<_>>();
+    let n = grey.len().max(1) as f64;
+    (grey, chroma / n > COLOUR_CHROMA)
+}
 
 /// DICOM PS3.3 C.11.2.1.2 window functions, mapped to [0, 1].
 pub fn apply_window(x: f64, c: f64, w: f64, function: VoiLutFunction) -> f64 {
@@ -56,6 +296,16 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_detection() {
+        let grey = vec![0.5f64; 30];
+        assert!(!colour_to_grey_unit(&grey).1);
+        let red: Vec<f64> = (0..30)
+            .map(|i| if i % 3 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        assert!(colour_to_grey_unit(&red).1);
+    }
 
     #[test]
     fn percentiles_match_numpy_linear() {

@@ -61,6 +61,7 @@ pub mod preprocess;
 mod runtime;
 mod settings;
 
+pub use crate::imaging::window::WindowInfo;
 pub use applicability::{check_applicability, Applicability};
 pub use batcher::RawOutputs;
 pub use engine::{Engine, ImageResult, ModelInfo, Timings, REJECTED_REASON};
@@ -68,6 +69,6 @@ pub use error::InferenceError;
 pub use landmarks::{Landmark, LandmarkResult, LandmarkStatus, LANDMARK_REJECTED_REASON};
 pub use manifest::{CodeScheme, Manifest};
 pub use postprocess::{ConfidenceTier, LabelResult, Uncertainty};
-pub use preprocess::{HeaderAttrs, ImageInfo, Preprocessed, WindowInfo};
+pub use preprocess::{HeaderAttrs, ImageInfo, Preprocessed};
 pub use runtime::Provider;
 pub use settings::InferenceSettings;

@@ -13,7 +13,7 @@
 
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
-use dicom_pixeldata::{DecodedPixelData, PixelRepresentation, VoiLutFunction};
+use dicom_pixeldata::DecodedPixelData;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -21,7 +21,9 @@ use std::time::Instant;
 use super::manifest::InputSpec;
 use super::InferenceError;
 use crate::imaging::decode::{decode_pixels, number_of_frames, raw_frame};
-use crate::imaging::window::{apply_window, percentiles};
+use crate::imaging::window::{
+    colour_to_grey_unit, grey_frame, padding_range, percentiles, WindowInfo, Windowing,
+};
 use crate::imaging::{guard, resize};
 
 /// A preprocessed image: the tensor for one or more frames plus what we learnt on the way.
@@ -78,19 +80,6 @@ pub struct ImageInfo {
     pub bits_stored: Option<u16>,
     /// VOI window used for the first frame (DICOM).
     pub window: Option<WindowInfo>,
-}
-
-/// Which VOI transform was used.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WindowInfo {
-    /// `file` (Window Center/Width), `voi-lut` (VOI LUT Sequence) or `percentile`.
-    pub source: String,
-    /// Window center in modality units (for `file` and `percentile`).
-    pub center: Option<f64>,
-    /// Window width in modality units (for `file` and `percentile`).
-    pub width: Option<f64>,
-    /// VOI LUT function (`LINEAR`, `LINEAR_EXACT`, `SIGMOID`) for `file`.
-    pub function: Option<String>,
 }
 
 /// Raw decoded pixel values (stored values, before any LUT), for comparison with other decoders.
@@ -188,7 +177,6 @@ pub fn preprocess_dicom_object(
         let total_frames = number_of_frames(obj).max(px.number_of_frames());
         let frames_used = if first_only { 1 } else { px.number_of_frames() };
         let padding = padding_range(obj, px.pixel_representation());
-        let monochrome1 = photometric == "MONOCHROME1";
         let monochrome = photometric.starts_with("MONOCHROME");
         if !monochrome && px.samples_per_pixel() != 3 {
             return Err(InferenceError::Unsupported(format!(
@@ -198,22 +186,15 @@ pub fn preprocess_dicom_object(
         let mut tensor = Vec::with_capacity(frames_used as usize * plane_len(spec));
         let mut is_colour = false;
         let mut window_info = None;
+        let windowing = Windowing {
+            use_file: spec.windowing == "voi-or-percentile",
+            percentile_low: spec.percentile_low,
+            percentile_high: spec.percentile_high,
+        };
         for f in 0..frames_used {
             let raw = raw_frame(&px, f)?;
-            let (grey, info) = if monochrome {
-                let (v, info) = voi_frame(&px, f, &raw, padding, spec)?;
-                (v, Some(info))
-            } else {
-                let (v, colour) =
-                    colour_to_grey(&raw, px.bits_stored(), photometric.starts_with("YBR"));
-                is_colour |= colour;
-                (v, None)
-            };
-            let grey = if monochrome1 {
-                grey.into_iter().map(|v| 1.0 - v).collect()
-            } else {
-                grey
-            };
+            let (grey, info, colour) = grey_frame(&px, f, &raw, padding, &windowing);
+            is_colour |= colour;
             if f == 0 {
                 window_info = info;
             }
@@ -327,151 +308,6 @@ fn decode(
     Ok(px)
 }
 
-/// Pixel padding range in stored-value units: values to ignore in the percentile window.
-fn padding_range(obj: &DefaultDicomObject, repr: PixelRepresentation) -> Option<(f64, f64)> {
-    let get = |tag| {
-        obj.element_opt(tag).ok().flatten().and_then(|e| {
-            // Pixel Padding Value is US or SS (ambiguous VR); read it as raw 16 bits.
-            e.to_int::<i64>().ok()
-        })
-    };
-    let fix = |v: i64| {
-        if repr == PixelRepresentation::Signed && v > i16::MAX as i64 && v <= u16::MAX as i64 {
-            (v as u16 as i16) as f64
-        } else {
-            v as f64
-        }
-    };
-    let a = fix(get(tags::PIXEL_PADDING_VALUE)?);
-    let b = get(tags::PIXEL_PADDING_RANGE_LIMIT).map(fix).unwrap_or(a);
-    Some((a.min(b), a.max(b)))
-}
-
-/// Modality LUT then VOI for one monochrome frame; output clamped to [0, 1].
-fn voi_frame(
-    px: &DecodedPixelData<'_>,
-    frame: u32,
-    raw: &[f64],
-    padding: Option<(f64, f64)>,
-    spec: &InputSpec,
-) -> Result<(Vec<f32>, WindowInfo), InferenceError> {
-    let rescale = px
-        .rescale()
-        .ok()
-        .and_then(|r| r.get(frame as usize).or_else(|| r.first()).copied());
-    let (slope, intercept) = rescale
-        .filter(|r| r.slope.is_finite() && r.intercept.is_finite() && r.slope != 0.0)
-        .map_or((1.0, 0.0), |r| (r.slope, r.intercept));
-    let modality = |v: f64| v * slope + intercept;
-    let use_file = spec.windowing == "voi-or-percentile";
-
-    if use_file {
-        let window = px
-            .window()
-            .ok()
-            .flatten()
-            .and_then(|w| w.get(frame as usize).or_else(|| w.first()).copied())
-            .filter(|w| w.width.is_finite() && w.center.is_finite() && w.width > 0.0);
-        if let Some(w) = window {
-            let function = px
-                .voi_lut_function()
-                .ok()
-                .flatten()
-                .and_then(|f| f.get(frame as usize).or_else(|| f.first()).copied())
-                .unwrap_or_default();
-            let (c, wd) = (w.center, w.width);
-            let out = raw
-                .iter()
-                .map(|&v| apply_window(modality(v), c, wd, function) as f32)
-                .collect();
-            let name = match function {
-                VoiLutFunction::Linear => "LINEAR",
-                VoiLutFunction::LinearExact => "LINEAR_EXACT",
-                VoiLutFunction::Sigmoid => "SIGMOID",
-            };
-            return Ok((
-                out,
-                WindowInfo {
-                    source: "file".into(),
-                    center: Some(c),
-                    width: Some(wd),
-                    function: Some(name.into()),
-                },
-            ));
-        }
-        let lut = px
-            .voi_lut_sequence()
-            .ok()
-            .flatten()
-            .and_then(|l| l.first())
-            .filter(|l| !l.data.is_empty());
-        if let Some(lut) = lut {
-            let max = lut.data.iter().copied().max().unwrap_or(0);
-            let used_bits = u16::BITS - max.leading_zeros();
-            let bits = if used_bits == 0 || used_bits > lut.bits_stored as u32 {
-                lut.bits_stored as u32
-            } else {
-                used_bits
-            }
-            .clamp(1, 16);
-            let top = ((1u32 << bits) - 1) as f64;
-            let last = lut.data.len() as i64 - 1;
-            let out = raw
-                .iter()
-                .map(|&v| {
-                    let x = modality(v).round();
-                    let idx = if x.is_finite() {
-                        (x as i64 - lut.min_pixel_value as i64).clamp(0, last)
-                    } else {
-                        0
-                    };
-                    (lut.data[idx as usize] as f64 / top).clamp(0.0, 1.0) as f32
-                })
-                .collect();
-            return Ok((
-                out,
-                WindowInfo {
-                    source: "voi-lut".into(),
-                    center: None,
-                    width: None,
-                    function: None,
-                },
-            ));
-        }
-    }
-
-    // Percentile window over the non-padding pixels.
-    let mut values: Vec<f64> = raw
-        .iter()
-        .filter(|&&v| padding.is_none_or(|(a, b)| v < a || v > b))
-        .map(|&v| modality(v))
-        .collect();
-    if values.is_empty() {
-        values = raw.iter().map(|&v| modality(v)).collect();
-    }
-    let (lo, hi) = percentiles(&mut values, spec.percentile_low, spec.percentile_high);
-    let range = hi - lo;
-    let out = raw
-        .iter()
-        .map(|&v| {
-            if range > 0.0 {
-                ((modality(v) - lo) / range).clamp(0.0, 1.0) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Ok((
-        out,
-        WindowInfo {
-            source: "percentile".into(),
-            center: Some((lo + hi) / 2.0),
-            width: Some(range),
-            function: None,
-        },
-    ))
-}
-
 /// Percentile window of a grey [0, 1] image (PNG/JPEG).
 fn percentile_window_grey(grey: &[f32], spec: &InputSpec) -> (Vec<f32>, WindowInfo) {
     let mut values: Vec<f64> = grey.iter().map(|&v| v as f64).collect();
@@ -496,46 +332,6 @@ fn percentile_window_grey(grey: &[f32], spec: &InputSpec) -> (Vec<f32>, WindowIn
     (out, info)
 }
 
-/// Interleaved 3-sample pixels of `bits_stored` bits to grey [0, 1] and a colour flag.
-fn colour_to_grey(raw: &[f64], bits_stored: u16, ybr: bool) -> (Vec<f32>, bool) {
-    let top = ((1u64 << bits_stored.clamp(1, 32)) - 1) as f64;
-    let unit: Vec<f64> = raw.iter().map(|v| v / top).collect();
-    if ybr {
-        // Y is the grey value; colour shows in Cb/Cr away from the middle.
-        let mut chroma = 0.0;
-        let grey = unit
-            .chunks_exact(3)
-            .map(|p| {
-                chroma += (p[1] - 0.5).abs().max((p[2] - 0.5).abs());
-                p[0].clamp(0.0, 1.0) as f32
-            })
-            .collect::<Vec<_>>();
-        let n = grey.len().max(1) as f64;
-        (grey, chroma / n > COLOUR_CHROMA)
-    } else {
-        colour_to_grey_unit(&unit)
-    }
-}
-
-/// Mean chroma (max - min channel, in [0, 1]) above which an image counts as colour. Grey
-/// images saved as lossy RGB JPEG stay well below 0.01; photos are typically above 0.1.
-const COLOUR_CHROMA: f64 = 0.03;
-
-/// Interleaved RGB in [0, 1] to ITU-R 601 luma, and whether the image is meaningfully colour.
-fn colour_to_grey_unit(rgb: &[f64]) -> (Vec<f32>, bool) {
-    let mut chroma = 0.0;
-    let grey = rgb
-        .chunks_exact(3)
-        .map(|p| {
-            let (r, g, b) = (p[0], p[1], p[2]);
-            chroma += r.max(g).max(b) - r.min(g).min(b);
-            (0.299 * r + 0.587 * g + 0.114 * b).clamp(0.0, 1.0) as f32
-        })
-        .collect::<Vec<_>>();
-    let n = grey.len().max(1) as f64;
-    (grey, chroma / n > COLOUR_CHROMA)
-}
-
 /// Resizes a grey [0, 1] plane to the model size, normalises it and appends `channels` copies.
 fn push_resized(
     out: &mut Vec<f32>,
@@ -557,16 +353,6 @@ fn push_resized(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn colour_detection() {
-        let grey = vec![0.5f64; 30];
-        assert!(!colour_to_grey_unit(&grey).1);
-        let red: Vec<f64> = (0..30)
-            .map(|i| if i % 3 == 0 { 1.0 } else { 0.0 })
-            .collect();
-        assert!(colour_to_grey_unit(&red).1);
-    }
 
     #[test]
     fn garbage_bytes_are_errors() {

@@ -7,7 +7,6 @@
 //! The demo model gives no localisation, so there is no heat map or box; the band says so.
 
 use std::path::Path;
-use std::time::Instant;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -19,7 +18,9 @@ use super::{
     da_tm, derived_uid, empty_el, result_key, seq_el, str_el, ReportError, OVERLAY_SERIES_NUMBER,
     SECONDARY_CAPTURE,
 };
-use crate::inference::manifest::InputSpec;
+use crate::imaging::decode::{decode_pixels, raw_frame};
+use crate::imaging::window::{grey_frame, padding_range, Windowing};
+use crate::imaging::{guard, resize, ImagingError};
 use crate::inference::preprocess;
 use crate::result::{ImageEntry, StudyResult};
 
@@ -176,26 +177,22 @@ fn source_pixels(path: &Path) -> Result<(u32, u32, Vec<u8>), ReportError> {
     let scale = f64::from(LONG_SIDE) / f64::from(rows.max(cols));
     let width = ((f64::from(cols) * scale).round() as u32).max(1);
     let height = ((f64::from(rows) * scale).round() as u32).max(1);
-    let spec = InputSpec {
-        name: "overlay".into(),
-        width,
-        height,
-        channels: 1,
-        layout: "NCHW".into(),
-        windowing: "voi-or-percentile".into(),
+    // The file's window, else the 0.5 to 99.5 percentile window, as a model would see it.
+    let windowing = Windowing {
+        use_file: true,
         percentile_low: 0.5,
         percentile_high: 99.5,
-        mean: 0.0,
-        std: 1.0,
-        frames: "first".into(),
     };
-    let header = preprocess::header_attrs(&obj);
-    let pre = preprocess::preprocess_dicom_object(&obj, header, &spec, Instant::now())
-        .map_err(|e| ReportError::Pixels(e.to_string()))?;
-    let px = pre
-        .tensor
+    let grey = guard(|| {
+        let (px, frame) = decode_pixels(&obj, Some(0))?;
+        let raw = raw_frame(&px, frame)?;
+        let padding = padding_range(&obj, px.pixel_representation());
+        let (grey, _, _) = grey_frame(&px, frame, &raw, padding, &windowing);
+        resize(&grey, px.columns(), px.rows(), width, height)
+    })
+    .map_err(|e: ImagingError| ReportError::Pixels(e.to_string()))?;
+    let px = grey
         .iter()
-        .take((width * height) as usize)
         .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
         .collect();
     Ok((width, height, px))
