@@ -1,5 +1,7 @@
-//! Wiring: database, store, study tracker, DICOM and HTTP listeners, and graceful shutdown.
+//! Wiring: database, store, study tracker, DICOM and HTTP listeners, all supervised under
+//! one cancellation token, and graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::study::StudyTracker;
+use crate::supervisor::Supervisor;
 
 /// A node with its listeners bound, ready to run.
 pub struct Application {
@@ -211,66 +214,66 @@ impl Application {
     }
 
     /// Runs until the token is cancelled (or a signal arrives, with `listen_for_signals`).
+    /// Every task runs under the one token: when one stops on its own, the others are
+    /// stopped too and the error names it (see [`Supervisor`]).
     pub async fn run_until_stopped(self, listen_for_signals: bool) -> anyhow::Result<()> {
         let cancel = self.cancel.clone();
         if listen_for_signals {
             let c = cancel.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
-                tracing::info!("shutdown requested");
+                tokio::select! {
+                    _ = shutdown_signal() => tracing::info!("shutdown requested"),
+                    _ = c.cancelled() => {}
+                }
                 c.cancel();
             });
         }
         tracing::info!(http = %self.http_addr(), dicom = %self.dicom_addr(), "radstream ready");
+        let mut node = Supervisor::new(cancel.clone());
         // Connect info gives handlers the peer address (for the audit log).
         let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
-        let http = tokio::spawn(async move {
-            // Without TCP_NODELAY a response's last small write (a multipart boundary, the
-            // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.
-            let listener = self.http.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
-                }
-            });
+        // Without TCP_NODELAY a response's last small write (a multipart boundary, the
+        // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.
+        let listener = self.http.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
+            }
+        });
+        node.spawn("HTTP server", async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_cancel.cancelled().await })
                 .await
+                .context("HTTP server failed")
         });
-        let dicom = tokio::spawn(self.dicom.run(cancel.clone()));
-        let tracker = tokio::spawn(self.tracker.run(cancel.clone()));
-        let bus = tokio::spawn(self.bus.run(cancel.clone()));
-        let pipeline = self.pipeline.map(|p| tokio::spawn(p.run(cancel.clone())));
-        let outputs = self.outputs.map(|(r, e)| {
-            (
-                tokio::spawn(r.run(cancel.clone())),
-                tokio::spawn(e.run(cancel.clone())),
-            )
-        });
-
-        let retention = self.retention.map(|r| tokio::spawn(r.run(cancel.clone())));
-
-        let (h, d, t) = tokio::join!(http, dicom, tracker);
-        let _ = bus.await;
-        if let Some(p) = pipeline {
-            p.await.context("pipeline panicked")?;
+        node.spawn("DICOM listener", quiet(self.dicom.run(cancel.clone())));
+        node.spawn("study tracker", quiet(self.tracker.run(cancel.clone())));
+        node.spawn("event bus", quiet(self.bus.run(cancel.clone())));
+        if let Some(p) = self.pipeline {
+            node.spawn("pipeline", quiet(p.run(cancel.clone())));
         }
-        if let Some((r, e)) = outputs {
-            r.await.context("report output worker panicked")?;
-            e.await.context("export worker panicked")?;
+        if let Some((r, e)) = self.outputs {
+            node.spawn("report output worker", quiet(r.run(cancel.clone())));
+            node.spawn("export worker", quiet(e.run(cancel.clone())));
         }
-        if let Some(r) = retention {
-            r.await.context("retention task panicked")?;
+        if let Some(r) = self.retention {
+            node.spawn("retention", quiet(r.run(cancel.clone())));
         }
         // The committer drains what the associations handed it before stopping.
-        let _ = self.committer.await;
-        h.context("HTTP task panicked")?
-            .context("HTTP server failed")?;
-        d.context("DICOM task panicked")?;
-        t.context("study tracker panicked")?;
+        let committer = self.committer;
+        node.spawn("index committer", async move {
+            committer.await.context("panicked")
+        });
+        let result = node.wait().await;
         tracing::info!("radstream stopped");
-        Ok(())
+        result
     }
+}
+
+/// A task that reports nothing: it logs its own troubles and ends when cancelled.
+async fn quiet(task: impl Future<Output = ()>) -> anyhow::Result<()> {
+    task.await;
+    Ok(())
 }
 
 /// Loads every installed model (blocking work, off the runtime) and checks the triage rules
