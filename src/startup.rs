@@ -1,5 +1,7 @@
-//! Wiring: database, store, study tracker, DICOM and HTTP listeners, all supervised under
-//! one cancellation token, and graceful shutdown.
+//! Wiring: database, store, study tracker, DICOM and HTTP listeners ([`http`] assembles the
+//! HTTP surface), all supervised under one cancellation token, and graceful shutdown.
+
+pub mod http;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::limits::HttpLimits;
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::auth::Authenticator;
 use crate::configuration::Settings;
 use crate::db::Database;
@@ -23,13 +25,15 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::study::StudyTracker;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Background, Supervisor};
 
 /// A node with its listeners bound, ready to run.
 pub struct Application {
     dicom: DicomListener,
     http: TcpListener,
-    state: AppState,
+    parts: http::Parts,
+    /// Work requests started that outlives them (adapter jobs).
+    background: Background,
     tracker: StudyTracker,
     committer: tokio::task::JoinHandle<()>,
     cancel: CancellationToken,
@@ -142,10 +146,11 @@ impl Application {
             .await
             .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
         dicomweb.http_port = http.local_addr()?.port();
-        let state = AppState {
+        let app = AppState {
             audit: crate::auth::audit::AuditWriter::spawn(db.clone()),
             db,
             files,
+            store: store.clone(),
             tracker: tracker.clone(),
             open_associations: dicom.open_associations(),
             dicom_addr: dicom.local_addr()?.to_string(),
@@ -153,34 +158,18 @@ impl Application {
             engine,
             bus: bus.clone(),
             jobs_ready: jobs_ready.clone(),
-            leapai: crate::compat::leapai::LeapAiPaths {
-                input: crate::compat::paths::Roots::new(&settings.compat.input_roots),
-                output: crate::compat::paths::Roots::new(&settings.compat.output_roots),
-            },
             pipeline_model: settings.pipeline.model.clone(),
-            compat_pi: crate::compat::PiSettings {
-                enabled: settings.compat.pi_enabled,
-                url_hosts: settings.compat.pi_url_hosts.clone(),
-            },
-            triage: settings.triage.clone(),
             metrics,
             auth: Arc::new(auth),
             http_limits: HttpLimits::from_settings(&settings.http),
-            fhir: settings.fhir.clone(),
-            dicomweb,
-            voxray: crate::compat::voxray::VoxRayContext::from_settings(
-                &settings.compat,
-                &settings.storage.data_dir,
-            )
-            .context("loading the VoxRay patient hash key")?,
-            radanalyzer: crate::compat::radanalyzer::RadAnalyzerContext::from_settings(
-                &settings.compat.radanalyzer,
-            ),
         };
+        let background = Background::new(cancel.clone());
+        let parts = http::Parts::new(&settings, app, dicomweb, background.clone())?;
         Ok(Application {
             dicom,
             http,
-            state,
+            parts,
+            background,
             tracker,
             committer,
             cancel,
@@ -230,8 +219,10 @@ impl Application {
         }
         tracing::info!(http = %self.http_addr(), dicom = %self.dicom_addr(), "radstream ready");
         let mut node = Supervisor::new(cancel.clone());
+        // Adapter jobs a previous run left unfinished.
+        crate::compat::pi::resume(&self.parts.pi);
         // Connect info gives handlers the peer address (for the audit log).
-        let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(self.parts).into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
         // Without TCP_NODELAY a response's last small write (a multipart boundary, the
         // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.
@@ -259,6 +250,7 @@ impl Application {
         if let Some(r) = self.retention {
             node.spawn("retention", quiet(r.run(cancel.clone())));
         }
+        node.spawn("background work", self.background.run());
         // The committer drains what the associations handed it before stopping.
         let committer = self.committer;
         node.spawn("index committer", async move {

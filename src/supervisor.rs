@@ -9,6 +9,7 @@ use std::future::Future;
 
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Named tasks sharing one cancellation token.
 pub struct Supervisor {
@@ -70,6 +71,45 @@ impl Supervisor {
     }
 }
 
+/// Work a request starts that outlives it (an adapter's analysis job): tracked, and stopped
+/// when the node stops. [`Background::run`] is the supervised task that waits for it.
+#[derive(Clone)]
+pub struct Background {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Background {
+    pub fn new(cancel: CancellationToken) -> Background {
+        Background {
+            tracker: TaskTracker::new(),
+            cancel,
+        }
+    }
+
+    /// Runs `work` until it ends or the node stops.
+    pub fn spawn<F>(&self, what: &'static str, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => tracing::info!(work = what, "stopped by the node's shutdown"),
+                _ = work => {}
+            }
+        });
+    }
+
+    /// Ends once the node is stopping and all background work has stopped.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.cancel.cancelled().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,6 +167,26 @@ mod tests {
         node.spawn("http", async { Err(anyhow::anyhow!("address in use")) });
         let err = node.wait().await.unwrap_err();
         assert_eq!(format!("{err:#}"), "http stopped: address in use");
+    }
+
+    #[tokio::test]
+    async fn background_work_stops_with_the_node() {
+        let cancel = CancellationToken::new();
+        let work = Background::new(cancel.clone());
+        let finished = Arc::new(AtomicBool::new(false));
+        let f = finished.clone();
+        work.spawn("a long job", async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            f.store(true, Ordering::SeqCst);
+        });
+        let mut node = Supervisor::new(cancel.clone());
+        node.spawn("background work", work.run());
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), node.wait())
+            .await
+            .expect("the job stops with the node")
+            .expect("a requested stop is not a failure");
+        assert!(!finished.load(Ordering::SeqCst));
     }
 
     #[tokio::test]

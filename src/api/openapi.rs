@@ -1,5 +1,5 @@
-//! The OpenAPI 3.1 document of the HTTP API, generated from [`super::route_table`] so that it
-//! cannot drift from the router.
+//! The OpenAPI 3.1 document of the HTTP API, generated from the node's route list
+//! ([`crate::startup::http::routes`]) so that it cannot drift from the router.
 //!
 //! - Every [`RouteSpec`] becomes one operation: its method, path and summary, path parameters
 //!   from its `{…}` segments, `security` from its [`Access`] (public routes get `[]`), and one
@@ -49,7 +49,7 @@ const SCHEMES: [&str; 3] = ["bearerAuth", "apiKey", "accessToken"];
 /// The document for this build's route table, made on first use.
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| build(&super::routes()))
+    DOC.get_or_init(|| build(&crate::startup::http::routes()))
 }
 
 /// The document for `routes`.
@@ -990,7 +990,7 @@ fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {
             responses.insert("429".into(), response_ref("TooManyRequests"));
         }
     }
-    if crate::compat::dialect_for(spec.path) == Some(crate::compat::Dialect::RadAnalyzer) {
+    if spec.dialect == Some(crate::compat::radanalyzer::DIALECT) {
         // RadAnalyzer answers every authentication failure with its own 403.
         responses.remove("401");
     }
@@ -1158,6 +1158,7 @@ mod tests {
     use super::*;
     use crate::api::routes;
     use crate::events::Event;
+    use crate::startup::http::routes;
 
     fn op<'a>(doc: &'a Value, spec: &RouteSpec) -> &'a Value {
         &doc["paths"][openapi_path(spec.path)][spec.method.as_str().to_lowercase()]
@@ -1196,8 +1197,7 @@ mod tests {
                         "{what}"
                     );
                     assert_eq!(op["x-required-scope"], s, "{what}");
-                    let radanalyzer = crate::compat::dialect_for(spec.path)
-                        == Some(crate::compat::Dialect::RadAnalyzer);
+                    let radanalyzer = spec.dialect == Some(crate::compat::radanalyzer::DIALECT);
                     for code in ["401", "403", "429"] {
                         let documented = op["responses"].get(code).is_some();
                         // RadAnalyzer refuses every bad credential with its 403.

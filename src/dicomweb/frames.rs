@@ -14,7 +14,8 @@ use serde_json::json;
 use super::multipart::split_params;
 use super::pixels::{self, ImageFormat, PixelError, RenderParams};
 use super::wado::{instances, Stored};
-use crate::api::{ApiError, AppState};
+use super::DicomWeb;
+use crate::api::ApiError;
 
 /// Frames are native `application/octet-stream` in Explicit VR Little Endian.
 const NATIVE_TS: &str = "1.2.840.10008.1.2.1";
@@ -113,7 +114,7 @@ fn frames_delivery(headers: &HeaderMap, ts: &str) -> Result<Delivery, ApiError> 
 
 /// `GET …/instances/{instance}/frames/{list}`: one part per frame, in the order asked for.
 pub async fn frames(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -274,7 +275,7 @@ async fn render_one(f: Stored, frame: u32, params: RenderParams) -> Result<Respo
 
 /// `GET …/instances/{instance}/rendered`: the first frame.
 pub async fn instance_rendered(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -288,7 +289,7 @@ pub async fn instance_rendered(
 
 /// `GET …/instances/{instance}/frames/{frame}/rendered`: one frame.
 pub async fn frame_rendered(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -320,7 +321,7 @@ fn representative(files: Vec<Stored>) -> Option<Stored> {
 }
 
 async fn thumbnail(
-    s: &AppState,
+    s: &DicomWeb,
     h: &HeaderMap,
     q: &HashMap<String, String>,
     study: &str,
@@ -336,7 +337,7 @@ async fn thumbnail(
 
 /// `GET /studies/{study}/thumbnail`.
 pub async fn study_thumbnail(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path(study): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -346,7 +347,7 @@ pub async fn study_thumbnail(
 
 /// `GET /studies/{study}/series/{series}/thumbnail`.
 pub async fn series_thumbnail(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -356,7 +357,7 @@ pub async fn series_thumbnail(
 
 /// `GET …/instances/{instance}/thumbnail`.
 pub async fn instance_thumbnail(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,

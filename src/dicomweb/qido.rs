@@ -19,9 +19,10 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::json::{self as dj, tag_key};
+use super::DicomWeb;
 use super::{base_url, DICOM_JSON};
 use crate::api::error::valid_uid;
-use crate::api::{ApiError, AppState};
+use crate::api::ApiError;
 use crate::db::{push_like_literal, LIKE_ESCAPE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -496,7 +497,7 @@ struct Scope<'a> {
 }
 
 async fn search(
-    state: &AppState,
+    state: &DicomWeb,
     headers: &HeaderMap,
     scope: Scope<'_>,
     raw: Option<&str>,
@@ -553,7 +554,7 @@ async fn search(
             String::new()
         }
     });
-    let limit = if limit == " LIMIT -1" && state.db.backend == crate::db::Backend::Postgres {
+    let limit = if limit == " LIMIT -1" && state.app.db.backend == crate::db::Backend::Postgres {
         " LIMIT ALL".to_string()
     } else {
         limit
@@ -571,7 +572,7 @@ async fn search(
     for b in &binds {
         query = query.bind(b);
     }
-    let rows = query.fetch_all(&state.db.pool).await?;
+    let rows = query.fetch_all(&state.app.db.pool).await?;
     if rows.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -607,6 +608,7 @@ async fn search(
         let all = q.include_all && scope.level == Instance;
         if (all || !extra.is_empty()) && file.is_some() {
             let path = state
+                .app
                 .files
                 .absolute(std::path::Path::new(&file.unwrap_or_default()));
             let header = read_header(path).await;
@@ -664,7 +666,7 @@ fn row_json(row: &AnyRow, attrs: &[&Attr]) -> Map<String, Value> {
 }
 
 pub async fn studies(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -682,7 +684,7 @@ pub async fn studies(
 }
 
 pub async fn all_series(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -700,7 +702,7 @@ pub async fn all_series(
 }
 
 pub async fn study_series(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path(study): Path<String>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
@@ -720,7 +722,7 @@ pub async fn study_series(
 }
 
 pub async fn all_instances(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -738,7 +740,7 @@ pub async fn all_instances(
 }
 
 pub async fn study_instances(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path(study): Path<String>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
@@ -758,7 +760,7 @@ pub async fn study_instances(
 }
 
 pub async fn series_instances(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
     RawQuery(q): RawQuery,

@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 
 use super::json::tag_key;
 use super::multipart::{parse_content_type, MultipartError, MultipartReader};
+use super::DicomWeb;
 use super::{base_url, DICOM_JSON};
-use crate::api::{ApiError, AppState};
+use crate::api::ApiError;
 use crate::auth::Principal;
 use crate::domain::Uid;
 use crate::ingest::dimse::status;
@@ -42,7 +43,7 @@ struct Stored {
 }
 
 pub async fn store_any(
-    State(state): State<AppState>,
+    State(state): State<DicomWeb>,
     principal: Principal,
     headers: HeaderMap,
     body: Body,
@@ -51,7 +52,7 @@ pub async fn store_any(
 }
 
 pub async fn store_study(
-    State(state): State<AppState>,
+    State(state): State<DicomWeb>,
     principal: Principal,
     Path(study): Path<String>,
     headers: HeaderMap,
@@ -70,7 +71,7 @@ fn unsupported(problem: String) -> ApiError {
 }
 
 async fn store(
-    state: AppState,
+    state: DicomWeb,
     principal: Principal,
     headers: HeaderMap,
     study: Option<String>,
@@ -93,7 +94,7 @@ async fn store(
     }
     let association_id = format!("stow-{}", uuid::Uuid::new_v4().simple());
     let base = base_url(&state.dicomweb, &headers);
-    let limit = state.http_limits.max_body_bytes;
+    let limit = state.app.http_limits.max_body_bytes;
     let mut reader = MultipartReader::new(body.into_data_stream(), &related.boundary, limit);
     let mut stored: Vec<Stored> = Vec::new();
     let mut failed: Vec<Failure> = Vec::new();
@@ -124,7 +125,7 @@ async fn store(
     }
     .await;
     // The request is over whatever happened: the "association" is released.
-    state.tracker.association_ended(&association_id, true);
+    state.app.tracker.association_ended(&association_id, true);
     match outcome {
         Ok(()) => {}
         Err(MultipartError::TooLarge(max)) => {
@@ -238,7 +239,7 @@ fn response(base: &str, study: Option<&str>, stored: &[Stored], failed: &[Failur
 /// Reads one part into the store. The outer error stops the whole body; the inner one is
 /// this part's failure.
 async fn store_part<S, E>(
-    state: &AppState,
+    state: &DicomWeb,
     reader: &mut MultipartReader<S>,
     study: Option<&str>,
     association_id: &str,
@@ -313,7 +314,7 @@ where
         sop_instance_uid: sop.clone(),
         transfer_syntax: ts,
         source_ae: STOW_AE.into(),
-        receiving_ae: state.ae_title.clone(),
+        receiving_ae: state.app.ae_title.clone(),
     };
     // Claimed before the upload so the index lookup overlaps it.
     let reservation = dw.store.reserve(&file_meta.sop_instance_uid).await;
@@ -362,12 +363,15 @@ where
         Ok(outcome) => {
             let (study_uid, series) = match &outcome {
                 StoreOutcome::Stored(o) => {
-                    state.tracker.instance_stored(&o.study_uid, association_id);
+                    state
+                        .app
+                        .tracker
+                        .instance_stored(&o.study_uid, association_id);
                     (o.study_uid.clone(), None)
                 }
                 StoreOutcome::DuplicateKept { study_uid } => (study_uid.clone(), None::<String>),
             };
-            state.metrics.instance_stored(size);
+            state.app.metrics.instance_stored(size);
             let series = match series {
                 Some(s) => s,
                 None => series_of(state, &sop).await.unwrap_or_default(),
@@ -386,16 +390,16 @@ where
                 StoreError::Mismatch(_) => status::DATA_SET_MISMATCH,
                 StoreError::Unparseable(_) => status::CANNOT_UNDERSTAND,
             };
-            state.metrics.store_failed(st);
+            state.app.metrics.store_failed(st);
             Ok(Err(fail(class_o, sop_o, st, e.to_string())))
         }
     }
 }
 
-async fn series_of(state: &AppState, sop: &str) -> Option<String> {
+async fn series_of(state: &DicomWeb, sop: &str) -> Option<String> {
     sqlx::query_scalar::<_, String>("SELECT series_uid FROM instances WHERE sop_instance_uid = $1")
         .bind(sop)
-        .fetch_optional(&state.db.pool)
+        .fetch_optional(&state.app.db.pool)
         .await
         .ok()
         .flatten()

@@ -25,9 +25,10 @@ use tokio_util::io::ReaderStream;
 use super::json::{self as dj, tag_key};
 use super::multipart::split_params;
 use super::transcode;
+use super::DicomWeb;
 use super::{base_url, DICOM_JSON};
 use crate::api::error::valid_uid;
-use crate::api::{ApiError, AppState};
+use crate::api::ApiError;
 
 /// One stored instance, from the index.
 pub(super) struct Stored {
@@ -40,7 +41,7 @@ pub(super) struct Stored {
 }
 
 pub(super) async fn instances(
-    state: &AppState,
+    state: &DicomWeb,
     study: &str,
     series: Option<&str>,
     sop: Option<&str>,
@@ -56,7 +57,7 @@ pub(super) async fn instances(
     .bind(&study)
     .bind(series.clone().unwrap_or_default())
     .bind(sop.clone().unwrap_or_default())
-    .fetch_all(&state.db.pool)
+    .fetch_all(&state.app.db.pool)
     .await?;
     if rows.is_empty() {
         let what = match (&series, &sop) {
@@ -75,6 +76,7 @@ pub(super) async fn instances(
             transfer_syntax: r.get(3),
             rows: r.get(4),
             path: state
+                .app
                 .files
                 .absolute(std::path::Path::new(&r.get::<String, _>(5))),
         })
@@ -231,7 +233,7 @@ async fn multipart(files: Vec<Stored>, target: Option<String>) -> Result<Respons
 }
 
 async fn retrieve(
-    state: &AppState,
+    state: &DicomWeb,
     headers: &HeaderMap,
     study: &str,
     series: Option<&str>,
@@ -249,7 +251,7 @@ async fn retrieve(
 }
 
 pub async fn study(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path(study): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -257,7 +259,7 @@ pub async fn study(
 }
 
 pub async fn series(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -265,7 +267,7 @@ pub async fn series(
 }
 
 pub async fn instance(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -273,7 +275,7 @@ pub async fn instance(
 }
 
 async fn metadata(
-    state: &AppState,
+    state: &DicomWeb,
     headers: &HeaderMap,
     study: &str,
     series: Option<&str>,
@@ -328,7 +330,7 @@ async fn metadata(
 }
 
 pub async fn study_metadata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path(study): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -336,7 +338,7 @@ pub async fn study_metadata(
 }
 
 pub async fn series_metadata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -344,7 +346,7 @@ pub async fn series_metadata(
 }
 
 pub async fn instance_metadata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -354,7 +356,7 @@ pub async fn instance_metadata(
 /// A top-level bulk value as `multipart/related; type="application/octet-stream"`: one part,
 /// or one part per fragment of encapsulated pixel data.
 pub async fn bulkdata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path((study, series, sop, tag)): Path<(String, String, String, String)>,
 ) -> Result<Response, ApiError> {
     let t = (tag.len() == 8)

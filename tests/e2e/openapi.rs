@@ -6,7 +6,7 @@
 //! `RADSTREAM_KEEP_OPENAPI=DIR` keeps the document, the answers and the page in `DIR`.
 
 use radstream::api::openapi::openapi_path;
-use radstream::api::routes;
+use radstream::startup::http::routes;
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -1,5 +1,5 @@
 //! The API describing itself: `GET /openapi.json`, the OpenAPI 3.1 document generated from
-//! the route table ([`crate::api::openapi`]), and `GET /docs`, an HTML page rendered here
+//! the node's route tables ([`crate::api::openapi`]), and `GET /docs`, an HTML page rendered here
 //! from that document.
 //!
 //! The page is self-contained (inline style, no script, no font or asset from elsewhere) so
@@ -13,14 +13,14 @@ use std::sync::OnceLock;
 
 use axum::http::{header, Method};
 use axum::response::IntoResponse;
-use axum::routing::{get, MethodRouter};
+use axum::routing::get;
 use serde_json::Value;
 
 use crate::api::openapi;
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::Scope;
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+pub fn routes() -> Routes<AppState> {
     let read = Access::Scope(Scope::ResultsRead);
     vec![
         (
@@ -284,9 +284,9 @@ mod tests {
 
     #[test]
     fn page_lists_every_route_and_loads_nothing() {
-        let doc = openapi::build(&crate::api::routes());
+        let doc = openapi::build(&crate::startup::http::routes());
         let page = render(&doc);
-        for r in crate::api::routes() {
+        for r in crate::startup::http::routes() {
             let path = escape(&openapi::openapi_path(r.path));
             assert!(
                 page.contains(&format!("{}</span>{path}</h3>", r.method)),

@@ -496,7 +496,7 @@ async fn purge(
     Path(raw): Path<String>,
 ) -> Result<Reply, ApiError> {
     let uid = study_uid(&raw)?;
-    let store = &state.dicomweb.store;
+    let store = &state.store;
     match retention::purge_study(store, &state.db, &state.bus, &uid, &principal.subject).await {
         Ok(purged) => Ok(ctx.reply(&purged)),
         Err(PurgeError::NotFound(_)) => Err(ApiError::not_found(format!("Study {uid} not found"))),

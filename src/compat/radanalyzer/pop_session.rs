@@ -36,8 +36,8 @@ use super::capture::{
 use super::ledger::{self, Call};
 use super::outcome::{description, PredictError, PredictOutcome};
 use super::request::uuid_field;
+use super::RadAnalyzer;
 use super::{model_facts, predict_one, RadError, RadKey};
-use crate::api::AppState;
 use crate::capture::{self, Quality};
 use crate::inference::ConfidenceTier;
 use crate::telemetry::spawn_blocking_with_tracing;
@@ -240,7 +240,7 @@ impl Session {
 
 /// `POST /v3/pop-session/start`: body `{}` (members ignored); 503 without a landmark model.
 pub async fn start(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -318,7 +318,7 @@ fn look_at(photo: &image::RgbImage) -> Result<FrameWork, RadError> {
 
 /// `POST /v3/pop-session`: `{image, session_id, uuid?}`.
 pub async fn frame(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -498,7 +498,7 @@ fn quality_json(q: &Quality) -> Value {
 }
 
 async fn complete(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     session: &Session,
     session_id: &str,
@@ -509,7 +509,7 @@ async fn complete(
         .as_ref()
         .expect("BUG: a session completes only after good frames were offered");
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,
@@ -557,7 +557,7 @@ async fn complete(
 }
 
 async fn failed(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     session: &Session,
     session_id: &str,
@@ -566,7 +566,7 @@ async fn failed(
     feedback: Option<String>,
 ) -> Value {
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,

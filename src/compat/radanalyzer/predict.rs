@@ -22,14 +22,14 @@ use super::capture::predict_photo;
 use super::ledger::{self, Call, Settled};
 use super::outcome::{PredictError, PredictOutcome};
 use super::request::{self, Image, PredictRequest};
+use super::RadAnalyzer;
 use super::{model_facts, RadError, RadKey};
-use crate::api::AppState;
 
 /// `GET /v3/health`: `degraded` when no landmark model is loaded or the database does not
 /// answer.
-pub async fn health(State(state): State<AppState>, _key: RadKey) -> Json<Value> {
+pub async fn health(State(state): State<RadAnalyzer>, _key: RadKey) -> Json<Value> {
     let facts = model_facts(&state);
-    let db_ok = state.db.ping().await.is_ok();
+    let db_ok = state.app.db.ping().await.is_ok();
     let status = if facts.models_loaded > 0 && db_ok {
         "healthy"
     } else {
@@ -44,7 +44,7 @@ pub async fn health(State(state): State<AppState>, _key: RadKey) -> Json<Value> 
     }))
 }
 
-fn check_model(state: &AppState) -> Result<String, RadError> {
+fn check_model(state: &RadAnalyzer) -> Result<String, RadError> {
     let facts = model_facts(state);
     if facts.models_loaded == 0 {
         return Err(PredictError::NoModel.to_error("image"));
@@ -64,7 +64,7 @@ fn history_fields(out: &mut Map<String, Value>, settled: &Settled) {
 
 /// `POST /v3/predict`.
 pub async fn predict(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -89,7 +89,7 @@ pub async fn predict(
 }
 
 async fn predict_single(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     image: Arc<Vec<u8>>,
     uuid: Option<&str>,
@@ -99,7 +99,7 @@ async fn predict_single(
         .await
         .map_err(|e| e.to_error("image"))?;
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,
@@ -147,7 +147,7 @@ fn batch_body(
 }
 
 async fn predict_batch(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     images: Vec<Arc<Vec<u8>>>,
     uuid: Option<&str>,
@@ -165,7 +165,7 @@ async fn predict_batch(
     let frames: Vec<Option<&PredictOutcome>> = outcomes.iter().map(Some).collect();
     let summary = batch::summarize(&frames);
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,
@@ -200,7 +200,7 @@ fn event(name: &str, data: Value) -> Event {
 /// with the batch figures and the session's `billing` and `historic_*`. Billing happens once
 /// the last image is done; a client that disconnects earlier is not billed.
 pub async fn stream(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Response, RadError> {
@@ -257,7 +257,7 @@ pub async fn stream(
         let frames: Vec<Option<&PredictOutcome>> = outcomes.iter().map(Option::as_ref).collect();
         let summary = batch::summarize(&frames);
         let settled = ledger::settle(
-            &state.db,
+            &state.app.db,
             &state.radanalyzer.rates,
             &Call {
                 key_id: key.key_id,

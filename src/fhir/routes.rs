@@ -3,20 +3,27 @@
 //! errors are OperationOutcome (the authentication layer's 401/403/429 keep the native error
 //! envelope, like every protected route). Reads of patient data are audited.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::get;
 use serde_json::{json, Value};
 
+use super::search::{self, ResourceType};
+use super::server::Fhir;
+use super::{data, FhirError, FhirSettings, CONTENT_TYPE};
 use crate::api::auth::Audit;
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::Scope;
-use crate::fhir::search::{self, ResourceType};
-use crate::fhir::server::Fhir;
-use crate::fhir::{data, FhirError, CONTENT_TYPE};
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// State of the FHIR routes.
+#[derive(Clone, FromRef)]
+pub struct FhirApi {
+    pub app: AppState,
+    pub fhir: FhirSettings,
+}
+
+pub fn routes() -> Routes<FhirApi> {
     let read = Access::Scope(Scope::ResultsRead);
     let mut v = vec![(
         spec(
@@ -67,7 +74,7 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         v.push((
             spec(Method::GET, search_path, read, search_summary),
             get(
-                move |state: State<AppState>, headers: HeaderMap, audit: Audit, q: RawQuery| {
+                move |state: State<FhirApi>, headers: HeaderMap, audit: Audit, q: RawQuery| {
                     search_handler(rt, state, headers, audit, q)
                 },
             ),
@@ -75,7 +82,7 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         v.push((
             spec(Method::GET, read_path, read, read_summary),
             get(
-                move |state: State<AppState>, headers: HeaderMap, audit: Audit, id: Path<String>| {
+                move |state: State<FhirApi>, headers: HeaderMap, audit: Audit, id: Path<String>| {
                     read_handler(rt, state, headers, audit, id)
                 },
             ),
@@ -155,7 +162,7 @@ fn audit_failed() -> Response {
 }
 
 /// The base URL answers name: `[fhir] base_url`, else `http://<Host>/fhir`.
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+fn base_url(state: &FhirApi, headers: &HeaderMap) -> String {
     if let Some(b) = &state.fhir.base_url {
         return b.trim_end_matches('/').to_string();
     }
@@ -171,16 +178,16 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}/fhir")
 }
 
-fn fhir<'a>(state: &'a AppState, headers: &HeaderMap) -> Fhir<'a> {
+fn fhir<'a>(state: &'a FhirApi, headers: &HeaderMap) -> Fhir<'a> {
     Fhir {
-        db: &state.db,
-        models: state.engine.models(),
+        db: &state.app.db,
+        models: state.app.engine.models(),
         settings: &state.fhir,
         base: base_url(state, headers),
     }
 }
 
-async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn metadata(State(state): State<FhirApi>, headers: HeaderMap) -> Response {
     fhir_json(
         StatusCode::OK,
         &fhir(&state, &headers).capability_statement(),
@@ -193,7 +200,7 @@ fn action(rt: ResourceType, what: &str) -> String {
 
 async fn read_handler(
     rt: ResourceType,
-    State(state): State<AppState>,
+    State(state): State<FhirApi>,
     headers: HeaderMap,
     audit: Audit,
     Path(id): Path<String>,
@@ -205,7 +212,7 @@ async fn read_handler(
     if rt != ResourceType::Device
         && audit
             .record(
-                &state.db,
+                &state.app.db,
                 &action(rt, "read"),
                 served.patient_id.as_deref(),
                 served.study_uid.as_deref(),
@@ -221,7 +228,7 @@ async fn read_handler(
 
 async fn search_handler(
     rt: ResourceType,
-    State(state): State<AppState>,
+    State(state): State<FhirApi>,
     headers: HeaderMap,
     audit: Audit,
     RawQuery(query): RawQuery,
@@ -240,7 +247,7 @@ async fn search_handler(
     };
     if rt != ResourceType::Device {
         let patient_id = match s.patient {
-            Some(pk) => match data::patient(&state.db, pk).await {
+            Some(pk) => match data::patient(&state.app.db, pk).await {
                 Ok(p) => p.and_then(|p| p.patient_id),
                 Err(e) => return error_response(e.into()),
             },
@@ -248,7 +255,7 @@ async fn search_handler(
         };
         if audit
             .record_query(
-                &state.db,
+                &state.app.db,
                 &action(rt, "search"),
                 patient_id.as_deref(),
                 None,
