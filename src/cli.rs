@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sqlx::Row;
 
 use crate::auth::cli::{KeysCommand, TokenCommand};
 use crate::configuration::Settings;
@@ -298,13 +297,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load()?;
             let db = Database::connect(&settings).await?;
             db.migrate().await?;
-            let rows = sqlx::query(
-                "SELECT study_uid, COALESCE(patient_id, ''), COALESCE(study_date, ''), modalities, \
-                   num_series, num_instances, status, version FROM studies \
-                 ORDER BY last_received_at DESC LIMIT $1",
+            let rows = crate::store::index::search_studies(
+                &db,
+                &crate::store::index::StudyFilter::default(),
+                limit,
+                0,
             )
-            .bind(limit)
-            .fetch_all(&db.pool)
             .await?;
             println!(
                 "{:<64} {:<16} {:<8} {:<8} {:>6} {:>9} {:<9} {:>3}",
@@ -313,14 +311,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             for r in rows {
                 println!(
                     "{:<64} {:<16} {:<8} {:<8} {:>6} {:>9} {:<9} {:>3}",
-                    r.get::<String, _>(0),
-                    r.get::<String, _>(1),
-                    r.get::<String, _>(2),
-                    r.get::<String, _>(3),
-                    r.get::<i64, _>(4),
-                    r.get::<i64, _>(5),
-                    r.get::<String, _>(6),
-                    r.get::<i64, _>(7)
+                    r.study_uid,
+                    r.patient_id.unwrap_or_default(),
+                    r.study_date.unwrap_or_default(),
+                    r.modalities,
+                    r.num_series,
+                    r.num_instances,
+                    r.status,
+                    r.version
                 );
             }
             Ok(())

@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::db::{now_ms, Database};
+use crate::db::now_ms;
 
 /// Content type of [`Metrics::render`]'s output (OpenMetrics 1.0 text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -383,7 +383,13 @@ impl Metrics {
     /// read now: jobs queued and running, the age of the oldest queued job, studies still
     /// receiving, and `open_associations`. When the database does not answer (within a few
     /// seconds) its gauges are left out and `radstream_database_up` is 0.
-    pub async fn render(&self, db: &Database, open_associations: usize) -> String {
+    /// The exposition; `db_state` reads the queue and study gauges (from above this module:
+    /// the store's events report to these metrics), given [`DB_TIMEOUT`] to answer.
+    pub async fn render(
+        &self,
+        db_state: impl std::future::Future<Output = Result<DbState, sqlx::Error>>,
+        open_associations: usize,
+    ) -> String {
         let mut now = Registry::with_prefix("radstream");
         let open = Gauge::<i64>::default();
         open.set(i64::try_from(open_associations).unwrap_or(i64::MAX));
@@ -393,7 +399,7 @@ impl Metrics {
             open,
         );
         let up = Gauge::<i64>::default();
-        match tokio::time::timeout(DB_TIMEOUT, read_state(db)).await {
+        match tokio::time::timeout(DB_TIMEOUT, db_state).await {
             Ok(Ok(state)) => {
                 up.set(1);
                 state.register(&mut now);
@@ -417,11 +423,13 @@ impl Metrics {
 }
 
 /// Gauges describing the database's state at scrape time.
-struct DbState {
-    queued: i64,
-    running: i64,
-    oldest_queued_ms: Option<i64>,
-    receiving: i64,
+pub struct DbState {
+    pub queued: i64,
+    pub running: i64,
+    /// Epoch milliseconds the oldest queued job was created.
+    pub oldest_queued_ms: Option<i64>,
+    /// Studies still receiving.
+    pub receiving: i64,
 }
 
 impl DbState {
@@ -452,36 +460,6 @@ impl DbState {
     }
 }
 
-async fn read_state(db: &Database) -> Result<DbState, sqlx::Error> {
-    let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT state, COUNT(*), MIN(created_at) FROM jobs \
-         WHERE state IN ('queued', 'running') GROUP BY state",
-    )
-    .fetch_all(&db.pool)
-    .await?;
-    let receiving: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM studies WHERE status = 'receiving'")
-            .fetch_one(&db.pool)
-            .await?;
-    let mut state = DbState {
-        queued: 0,
-        running: 0,
-        oldest_queued_ms: None,
-        receiving,
-    };
-    for (s, count, oldest) in rows {
-        match s.as_str() {
-            "queued" => {
-                state.queued = count;
-                state.oldest_queued_ms = oldest;
-            }
-            "running" => state.running = count,
-            _ => {}
-        }
-    }
-    Ok(state)
-}
-
 /// Standard methods by name; anything else is `other` (methods are client-chosen).
 fn method_label(method: &str) -> &'static str {
     match method {
@@ -510,7 +488,9 @@ fn status_class(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::routes::metrics::db_state;
     use crate::configuration::Durability;
+    use crate::db::Database;
 
     async fn memory_db() -> Database {
         // One connection: every connection to `sqlite::memory:` is its own database.
@@ -532,7 +512,7 @@ mod tests {
     #[tokio::test]
     async fn fresh_registry_renders_every_family_at_zero() {
         let db = memory_db().await;
-        let text = Metrics::new().render(&db, 0).await;
+        let text = Metrics::new().render(db_state(&db), 0).await;
         for series in [
             "radstream_dicom_instances_stored_total",
             "radstream_dicom_stored_bytes_total",
@@ -599,7 +579,7 @@ mod tests {
         m.prediction("demo-cxr", "effusion", false);
         m.prediction("demo-cxr", "effusion", false);
         m.event_published("job.succeeded");
-        let text = m.render(&db, 3).await;
+        let text = m.render(db_state(&db), 3).await;
         let expect = [
             ("radstream_dicom_instances_stored_total", 2.0),
             ("radstream_dicom_stored_bytes_total", 1024.0),
@@ -659,17 +639,26 @@ mod tests {
         let a = m.sse_subscriber_opened();
         let b = m.sse_subscriber_opened();
         assert_eq!(
-            sample(&m.render(&db, 0).await, "radstream_sse_subscribers"),
+            sample(
+                &m.render(db_state(&db), 0).await,
+                "radstream_sse_subscribers"
+            ),
             Some(2.0)
         );
         drop(a);
         assert_eq!(
-            sample(&m.render(&db, 0).await, "radstream_sse_subscribers"),
+            sample(
+                &m.render(db_state(&db), 0).await,
+                "radstream_sse_subscribers"
+            ),
             Some(1.0)
         );
         drop(b);
         assert_eq!(
-            sample(&m.render(&db, 0).await, "radstream_sse_subscribers"),
+            sample(
+                &m.render(db_state(&db), 0).await,
+                "radstream_sse_subscribers"
+            ),
             Some(0.0)
         );
     }
@@ -714,7 +703,7 @@ mod tests {
             .await
             .expect("job row");
         }
-        let text = Metrics::new().render(&db, 0).await;
+        let text = Metrics::new().render(db_state(&db), 0).await;
         assert_eq!(sample(&text, "radstream_jobs{state=\"queued\"}"), Some(2.0));
         assert_eq!(
             sample(&text, "radstream_jobs{state=\"running\"}"),
@@ -731,7 +720,7 @@ mod tests {
         db.pool.close().await;
         let m = Metrics::new();
         m.instance_stored(5);
-        let text = m.render(&db, 1).await;
+        let text = m.render(db_state(&db), 1).await;
         assert_eq!(sample(&text, "radstream_database_up"), Some(0.0));
         assert!(!text.contains("radstream_jobs{"), "{text}");
         assert_eq!(

@@ -297,8 +297,10 @@ pub fn subject_common_name(cert: &[u8]) -> Option<String> {
 
 /// One DER TLV: (tag, content, rest). Short and long definite lengths only.
 fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *b.first()?;
-    let first = *b.get(1)? as usize;
+    let &[tag, first, ..] = b else {
+        return None;
+    };
+    let first = usize::from(first);
     let (len, header) = if first < 0x80 {
         (first, 2)
     } else {

@@ -68,7 +68,9 @@ mod tests {
         let db = Database::connect_url("sqlite::memory:", Some(1), Durability::Os)
             .await
             .unwrap();
-        let text = metrics.render(&db, 0).await;
+        let text = metrics
+            .render(crate::api::routes::metrics::db_state(&db), 0)
+            .await;
         assert!(
             text.contains(
                 "radstream_http_requests_total{method=\"GET\",route=\"/studies/{study_uid}\",status=\"2xx\"} 2\n"

@@ -4,7 +4,8 @@
 //! declares its routes once as a [`Routes`] table with the scope each needs, and is served
 //! through [`mount`], so no route escapes authentication by being forgotten. The parts are
 //! assembled in `startup::http`; the auth test matrix and the OpenAPI document ([`openapi`],
-//! served at `/openapi.json` and as HTML at `/docs`) walk the same tables.
+//! served at `/openapi.json` and as HTML at `/docs`, completing the handlers'
+//! `#[utoipa::path]` attributes) walk the same tables.
 
 pub mod auth;
 pub mod dialect;

@@ -1,71 +1,71 @@
-//! The OpenAPI 3.1 document of the HTTP API, generated from the node's route list
-//! ([`crate::startup::http::routes`]) so that it cannot drift from the router.
+//! The OpenAPI 3.1 document of the HTTP API. Each operation comes from its handler's
+//! `#[utoipa::path]` (parameters, request body, answers, and the schemas of the types the
+//! handler returns); [`build`] completes it from the handler's [`RouteSpec`], so that the
+//! document cannot drift from the router:
 //!
-//! - Every [`RouteSpec`] becomes one operation: its method, path and summary, path parameters
-//!   from its `{…}` segments, `security` from its [`Access`] (public routes get `[]`), and one
-//!   tag, the first path segment after the API version (`/v1/studies/…` → `studies`,
-//!   `/openapi.json` → `openapi`).
-//! - [`details`] adds what the table does not say, keyed by method and path: the query
-//!   parameters (the handlers' own query structs, through `utoipa::IntoParams`), the request
-//!   body and the success answer. Its schemas are derived with `utoipa::ToSchema` from the
-//!   types the handlers serialise ([`StudyResult`], [`Job`], [`ModelInfo`], …) or, for
-//!   answers built with `json!`, from the mirrors in [`views`].
-//! - Components: the success and error envelopes, the shared error answers (400, 401, 403,
-//!   404, 429) and the three ways of presenting a credential.
+//! - summary, tag (the first path segment after the API version: `/v1/studies/…` →
+//!   `studies`, `/openapi.json` → `openapi`) and operation id; `security` from the route's
+//!   [`Access`] (public routes get `[]`), with the shared 401, 403 and 429 answers;
+//! - path parameters from the path's `{…}` segments, where the handler does not document
+//!   them; the shared 400, 404 and `default` answers, where it does not answer them itself;
+//! - an answer declared with the media type [`ENVELOPE`] becomes the success envelope around
+//!   its `body`, also as CSV and XML, and the operation gets `?format=`; one declared with
+//!   [`EVENT_STREAM`] becomes `text/event-stream` whose `data:` lines hold its `body`.
 //!
-//! The tests below fail when a route is missing from the document or from [`details`], when
-//! a detail outlives its route, or when a `$ref` dangles.
-
-pub mod views;
+//! The handler's doc comment is the operation's description. The tests below fail when a
+//! route has no annotated handler, an annotated handler no route, or a `$ref` dangles.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use axum::http::Method;
 use serde_json::{json, Map, Value};
-use utoipa::openapi::path::ParameterIn;
-use utoipa::openapi::schema::Schema;
-use utoipa::openapi::RefOr;
-use utoipa::{IntoParams, ToSchema};
 
 use super::auth::ACCESS_TOKEN_PARAM;
-use super::routes::audit::AuditQuery;
-use super::routes::events::EventQuery;
-use super::routes::exports::ExportQuery;
-use super::routes::jobs::{ListQuery, OneQuery};
-use super::routes::studies::{ReprocessBody, ResultQuery, SearchQuery};
 use super::{Access, RouteSpec};
-use crate::export::outbox::ExportRow;
-use crate::inference::ModelInfo;
-use crate::job::Job;
-use crate::result::StudyResult;
 
 /// The OpenAPI version the document follows.
 pub const OPENAPI_VERSION: &str = "3.1.0";
 
+/// Media type of a `#[utoipa::path]` answer that is the success envelope ([`super::Reply`])
+/// around its `body`: the document lists it as JSON, CSV and XML.
+pub const ENVELOPE: &str = "application/x-radstream-envelope";
+
+/// Media type of a `#[utoipa::path]` answer that is a server-sent event stream whose `data:`
+/// lines hold its `body` as JSON.
+pub const EVENT_STREAM: &str = "text/x-radstream-event-stream";
+
 /// Names of the security schemes in `components.securitySchemes`.
 const SCHEMES: [&str; 3] = ["bearerAuth", "apiKey", "accessToken"];
 
-/// The document for this build's route table, made on first use.
+/// The document for this build's route table and handlers, made on first use.
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| build(&crate::startup::http::routes()))
+    DOC.get_or_init(|| {
+        build(
+            &crate::startup::http::routes(),
+            crate::startup::http::handler_docs(),
+        )
+    })
 }
 
-/// The document for `routes`.
-pub fn build(routes: &[RouteSpec]) -> Value {
-    let details = details();
+/// The document for `routes`, with the operations `handlers` documents.
+pub fn build(routes: &[RouteSpec], handlers: utoipa::openapi::OpenApi) -> Value {
+    let handlers = serde_json::to_value(handlers).unwrap_or_default();
     let mut paths = Map::new();
     let mut tags = BTreeSet::new();
     for spec in routes {
-        let detail = details
-            .iter()
-            .find(|d| d.method == spec.method && d.path == spec.path);
-        let item = paths
-            .entry(openapi_path(spec.path))
-            .or_insert_with(|| json!({}));
-        item[spec.method.as_str().to_lowercase()] = operation(spec, detail);
+        let path = openapi_path(spec.path);
+        let method = spec.method.as_str().to_lowercase();
+        let annotated = handlers["paths"][&path][&method].clone();
+        let item = paths.entry(path).or_insert_with(|| json!({}));
+        item[method] = operation(spec, annotated);
         tags.insert(tag(spec.path));
+    }
+    let mut components = components();
+    if let Some(derived) = handlers["components"]["schemas"].as_object() {
+        for (name, schema) in derived {
+            components["schemas"][name] = schema.clone();
+        }
     }
     json!({
         "openapi": OPENAPI_VERSION,
@@ -78,7 +78,7 @@ pub fn build(routes: &[RouteSpec]) -> Value {
         },
         "tags": tags.into_iter().map(|t| json!({ "name": t })).collect::<Vec<_>>(),
         "paths": paths,
-        "components": components(),
+        "components": components,
     })
 }
 
@@ -144,6 +144,7 @@ fn operation_id(spec: &RouteSpec) -> String {
     id
 }
 
+/// A path parameter the handler does not document itself.
 fn path_param(name: &str) -> Value {
     let (schema, description) = match name {
         "study_uid" => (
@@ -155,6 +156,9 @@ fn path_param(name: &str) -> Value {
             json!({ "type": "integer", "minimum": 1 }),
             "Result version (1 = the study's first result)",
         ),
+        "study" => (json!({ "type": "string" }), "Study Instance UID"),
+        "series" => (json!({ "type": "string" }), "Series Instance UID"),
+        "instance" => (json!({ "type": "string" }), "SOP Instance UID"),
         _ => (json!({ "type": "string" }), ""),
     };
     let mut p = json!({ "name": name, "in": "path", "required": true, "schema": schema });
@@ -176,796 +180,97 @@ fn format_param() -> Value {
     })
 }
 
-/// The query parameters of a handler's query struct. `format` and `access_token` are left
-/// out: the first is [`format_param`], the second a security scheme.
-fn query<T: IntoParams>() -> Vec<Value> {
-    T::into_params(|| Some(ParameterIn::Query))
-        .into_iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
-        .filter(|p| {
-            !matches!(
-                p["name"].as_str(),
-                Some("format") | Some(ACCESS_TOKEN_PARAM)
-            )
-        })
-        .collect()
-}
-
-/// A reference to a component schema.
-fn schema<T: ToSchema>() -> Value {
-    json!({ "$ref": format!("#/components/schemas/{}", T::name()) })
-}
-
-fn list<T: ToSchema>() -> Value {
-    json!({ "type": "array", "items": schema::<T>() })
-}
-
 fn response_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/responses/{name}") })
 }
 
-/// What an operation answers on success.
-enum Success {
-    /// The success envelope with this `data` schema, also as CSV and XML.
-    Envelope {
-        status: &'static str,
-        description: &'static str,
-        data: Value,
-    },
-    /// `text/event-stream`.
-    EventStream { description: &'static str },
-    /// A bare JSON body (no envelope).
-    Json {
-        status: &'static str,
-        description: &'static str,
-        schema: Value,
-    },
-    /// A body of another media type.
-    Other {
-        content_type: &'static str,
-        description: &'static str,
-    },
-}
-
-impl Success {
-    fn response(&self) -> (&'static str, Value) {
-        match self {
-            Success::Envelope {
-                status,
-                description,
-                data,
-            } => (
-                status,
-                json!({
-                    "description": description,
-                    "content": {
-                        "application/json": { "schema": { "allOf": [
-                            { "$ref": "#/components/schemas/SuccessEnvelope" },
-                            { "type": "object", "properties": { "data": data } },
-                        ] } },
-                        "text/csv": { "schema": { "type": "string" } },
-                        "application/xml": { "schema": { "type": "string" } },
-                    },
-                }),
-            ),
-            Success::EventStream { description } => (
-                "200",
-                json!({
-                    "description": format!(
-                        "{description}. Server-sent events: each has `id:` (the event id), \
-                         `event:` (its type) and a `data:` line holding an `Event` as JSON; \
-                         lines starting with `:` are keep-alives."
-                    ),
-                    "headers": {
-                        "Last-Event-ID": {
-                            "description": "Newest event id published when the stream opened",
-                            "schema": { "type": "string" },
-                        },
-                    },
-                    "content": { "text/event-stream": {
-                        "schema": { "type": "string" },
-                        "x-data-schema": schema::<views::Event>(),
-                    } },
-                }),
-            ),
-            Success::Json {
-                status,
-                description,
-                schema,
-            } => (
-                status,
-                json!({
-                    "description": description,
-                    "content": { "application/json": { "schema": schema } },
-                }),
-            ),
-            Success::Other {
-                content_type,
-                description,
-            } => (
-                "200",
-                json!({
-                    "description": description,
-                    "content": { *content_type: { "schema": { "type": "string" } } },
-                }),
-            ),
-        }
-    }
-}
-
-/// What the route table leaves out about one operation.
-struct Detail {
-    method: Method,
-    path: &'static str,
-    query: Vec<Value>,
-    headers: Vec<Value>,
-    body: Option<Value>,
-    /// Content type of `body` (`application/json` unless a form upload).
-    body_type: &'static str,
-    ok: Option<Success>,
-    /// Answers besides the success and the shared errors.
-    more: Vec<(&'static str, Value)>,
-}
-
-impl Detail {
-    fn new(method: Method, path: &'static str) -> Detail {
-        Detail {
-            method,
-            path,
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: None,
-            body_type: "application/json",
-            ok: None,
-            more: Vec::new(),
-        }
-    }
-
-    fn get(path: &'static str) -> Detail {
-        Detail::new(Method::GET, path)
-    }
-
-    fn post(path: &'static str) -> Detail {
-        Detail::new(Method::POST, path)
-    }
-
-    fn delete(path: &'static str) -> Detail {
-        Detail::new(Method::DELETE, path)
-    }
-
-    fn query<T: IntoParams>(mut self) -> Detail {
-        self.query.extend(query::<T>());
-        self
-    }
-
-    fn header(mut self, name: &str, description: &str) -> Detail {
-        self.headers.push(json!({
-            "name": name,
-            "in": "header",
-            "required": false,
-            "description": description,
-            "schema": { "type": "string" },
-        }));
-        self
-    }
-
-    fn body(mut self, schema: Value) -> Detail {
-        self.body = Some(schema);
-        self
-    }
-
-    /// A `multipart/form-data` upload of one file field.
-    fn form_file(mut self, field: &str, description: &str) -> Detail {
-        self.body = Some(json!({
-            "type": "object",
-            "required": [field],
-            "properties": { field: { "type": "string", "format": "binary", "description": description } },
-        }));
-        self.body_type = "multipart/form-data";
-        self
-    }
-
-    fn envelope(mut self, description: &'static str, data: Value) -> Detail {
-        self.ok = Some(Success::Envelope {
-            status: "200",
-            description,
-            data,
-        });
-        self
-    }
-
-    fn accepted(mut self, description: &'static str, data: Value) -> Detail {
-        self.ok = Some(Success::Envelope {
-            status: "202",
-            description,
-            data,
-        });
-        self
-    }
-
-    fn events(mut self, description: &'static str) -> Detail {
-        self.ok = Some(Success::EventStream { description });
-        self
-    }
-
-    fn json(mut self, description: &'static str, schema: Value) -> Detail {
-        self.ok = Some(Success::Json {
-            status: "200",
-            description,
-            schema,
-        });
-        self
-    }
-
-    /// A bare JSON 202 (an adapter's queued job).
-    fn json_accepted(mut self, description: &'static str, schema: Value) -> Detail {
-        self.ok = Some(Success::Json {
-            status: "202",
-            description,
-            schema,
-        });
-        self
-    }
-
-    fn other(mut self, content_type: &'static str, description: &'static str) -> Detail {
-        self.ok = Some(Success::Other {
-            content_type,
-            description,
-        });
-        self
-    }
-
-    fn also(mut self, status: &'static str, response: Value) -> Detail {
-        self.more.push((status, response));
-        self
-    }
-}
-
-/// Pi's answers: an object (job, or `{error: {code, message}}`).
-fn pi_object() -> Value {
-    json!({ "type": "object" })
-}
-
-/// VoxRay's v1 prediction body.
-fn voxray_v1() -> Value {
-    json!({
-        "type": "object",
-        "required": ["diagnosis", "confidence"],
-        "additionalProperties": false,
-        "properties": {
-            "diagnosis": { "type": "string", "description": "e.g. 06_PNEUMONIA, 00_NORMAL_LUNG (README table)" },
-            "confidence": { "type": "number" },
-        },
-    })
-}
-
-fn voxray_object() -> Value {
-    json!({ "type": "object" })
-}
-
-/// RadAnalyzer's prediction request (single `image` or batch `images`).
-fn radanalyzer_request() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "image": { "type": "string", "description": "Base64 JPEG or PNG, at most 10 MiB decoded" },
-            "images": {
-                "type": "array", "maxItems": 10,
-                "items": { "type": "string" },
-                "description": "Batch: base64 JPEG or PNG images, instead of image",
-            },
-            "uuid": { "type": "string", "description": "Patient identifier: history and 24 h recheck grace" },
-            "render": { "type": "boolean", "description": "Return rendered_image (default false)" },
-        },
-    })
-}
-
-/// A picture-of-picture request: `image`, plus `corners` (rectify) or `session_id` and
-/// `uuid` (a capture session's frame).
-fn capture_request(corners: bool, session: bool) -> Value {
-    let mut props = json!({
-        "image": { "type": "string", "description": "Base64 JPEG or PNG photo, at most 10 MiB decoded" },
-    });
-    let mut required = vec!["image"];
-    if corners {
-        props["corners"] = json!({
-            "type": "array", "minItems": 4, "maxItems": 4,
-            "items": { "type": "array", "minItems": 2, "maxItems": 2, "items": { "type": "number" } },
-            "description": "Four [x, y] pixel positions inside the image (any order; TL,TR,BR,BL used)",
-        });
-        required.push("corners");
-    }
-    if session {
-        props["session_id"] =
-            json!({ "type": "string", "description": "From /v3/pop-session/start" });
-        props["uuid"] = json!({ "type": "string", "description": "Patient identifier" });
-        required.push("session_id");
-    }
-    json!({ "type": "object", "required": required, "properties": props })
-}
-
-/// RadAnalyzer's refusals: `{"error": "…"}` (plus `field` when one is at fault).
-fn radanalyzer_error(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": { "application/json": { "schema": {
-            "type": "object",
-            "required": ["error"],
-            "properties": { "error": { "type": "string" }, "field": { "type": "string" } },
-        } } },
-    })
-}
-
-fn radanalyzer_object() -> Value {
-    json!({ "type": "object" })
-}
-
-/// LeapAI's `{"Result","Data","Message"}` envelope.
-fn leapai_envelope() -> Value {
-    json!({
-        "type": "object",
-        "required": ["Result", "Data", "Message"],
-        "properties": {
-            "Result": { "type": "string", "enum": ["Success", "Warning", "Failure"] },
-            "Data": {},
-            "Message": { "type": "string" },
-        },
-    })
-}
-
-/// Query parameters, bodies and answers, by method and path. A new route needs an entry
-/// here (the tests say so); its method, path, summary and access come from the table.
-fn details() -> Vec<Detail> {
-    let last_event_id = "Resume after this event id: events after it are replayed, then the \
-        stream goes live. Wins over `last_event_id`.";
-    let mut v = vec![
-        Detail::get("/ping").json("The node is up", schema::<views::Ping>()),
-        Detail::get("/health")
-            .json("Healthy", schema::<views::Health>())
-            .also(
-                "503",
-                json!({
-                    "description": "Unhealthy (database down, storage low or no model loaded): the same body, with `errors`",
-                    "content": { "application/json": { "schema": schema::<views::Health>() } },
-                }),
-            ),
-        Detail::get("/metrics").other(
-            crate::metrics::CONTENT_TYPE,
-            "Prometheus metrics in the OpenMetrics text format",
-        ),
-        Detail::get("/v1/studies")
-            .query::<SearchQuery>()
-            .envelope("Matching studies, one page", schema::<views::StudyPage>()),
-        Detail::get("/v1/studies/{study_uid}").envelope(
-            "The study; CSV has one row per series",
-            schema::<views::StudyDetail>(),
-        ),
-        Detail::get("/v1/studies/{study_uid}/results")
-            .query::<ResultQuery>()
-            .envelope(
-                "The current result (or the version asked for); CSV has one row per image \
-                 and finding. 404 while there is none, with the study status and its job in \
-                 `details`",
-                schema::<StudyResult>(),
-            ),
-        Detail::get("/v1/studies/{study_uid}/results/{version}").envelope(
-            "The result version; CSV has one row per image and finding",
-            schema::<StudyResult>(),
-        ),
-        Detail::post("/v1/studies/{study_uid}/reprocess")
-            .body(schema::<ReprocessBody>())
-            .accepted("The queued reprocess job", schema::<Job>()),
-        Detail::delete("/v1/studies/{study_uid}/instances")
-            .envelope(
-                "What was removed. 409 (with the reason in `details`) while the study is \
-                 being received, a job on it is queued or running, or its SR/overlay is still \
-                 to be generated",
-                schema::<crate::retention::Purged>(),
-            ),
-        Detail::get("/v1/events")
-            .query::<EventQuery>()
-            .header("Last-Event-ID", last_event_id)
-            .events("Live events matching the filters"),
-        Detail::get("/v1/events/history")
-            .query::<EventQuery>()
-            .envelope("Stored events after `after`", schema::<views::EventPage>()),
-        Detail::get("/v1/studies/{study_uid}/events")
-            .query::<EventQuery>()
-            .header("Last-Event-ID", last_event_id)
-            .events(
-                "The study's events from the start (or the resume point); the stream ends \
-                 after the result (or final failure) of the study version current when it \
-                 opened",
-            ),
-        Detail::get("/v1/jobs")
-            .query::<ListQuery>()
-            .envelope("Jobs, newest first", schema::<views::JobPage>()),
-        Detail::get("/v1/jobs/{job_id}")
-            .query::<OneQuery>()
-            .envelope(
-                "The job (finished, or as it is when `wait` ran out)",
-                schema::<Job>(),
-            ),
-        Detail::get("/v1/models").envelope("Installed models", list::<ModelInfo>()),
-        Detail::post("/single_inference")
-            .body(json!({
-                "type": "object",
-                "required": ["input_image_path", "save_to_disk"],
-                "properties": {
-                    "input_image_path": { "type": "string", "description": "Server path of a .dcm file under compat.input_roots" },
-                    "patient_id": { "type": "string" },
-                    "save_to_disk": { "type": "boolean" },
-                    "output_folder_path": { "type": "string", "description": "Required when save_to_disk; under compat.output_roots" },
-                },
-            }))
-            .json(
-                "LeapAI envelope {Result, Data: {findings, metadata}, Message}; errors use the \
-                 same envelope with Result \"Failure\" and LeapAI's messages",
-                leapai_envelope(),
-            ),
-        Detail::post("/api/v1/health/analyze")
-            .body(json!({
-                "type": "object",
-                "required": ["input"],
-                "properties": {
-                    "input": {
-                        "type": "object",
-                        "required": ["type", "modality"],
-                        "properties": {
-                            "type": { "type": "string", "enum": ["image", "eeg"], "description": "eeg is refused: no EEG model" },
-                            "modality": { "type": "string", "description": "xray (chest X-ray)" },
-                            "image_base64": { "type": "string" },
-                            "url": { "type": "string", "description": "Only host:port pairs in compat.pi_url_hosts; fetched by the job after the 202" },
-                        },
-                    },
-                    "context": { "type": "object", "description": "At most 16,000 characters serialised; `locale` is read" },
-                    "options": { "type": "object", "properties": { "locale": { "type": "string" } } },
-                },
-            }))
-            .json_accepted("Queued: {job_id, status, poll_url, created_at}", pi_object()),
-        Detail::get("/api/v1/jobs/{job_id}/overlay").other(
-            "image/png",
-            "The uploaded image with the triage level, findings and disclaimer burnt in",
-        ),
-        Detail::get("/api/v1/jobs/{job_id}")
-            .query::<crate::compat::pi::JobQuery>()
-            .json(
-                "Pi job: {data: {id, type, status, payload: {input, output}, error, diagnostics?}}; \
-                 errors {error: {code, message}}",
-                pi_object(),
-            ),
-        Detail::post("/bulk_inference")
-            .body(json!({
-                "type": "object",
-                "required": ["input_folder_path", "output_folder_path"],
-                "properties": {
-                    "input_folder_path": { "type": "string" },
-                    "output_folder_path": { "type": "string" },
-                },
-            }))
-            .json(
-                "LeapAI envelope with Data null; progress as bulk.progress events",
-                leapai_envelope(),
-            ),
-        Detail::post("/predict/image")
-            .form_file("image_file", "PNG or JPEG chest X-ray, at most 10 MiB")
-            .json("VoxRay v1: exactly {diagnosis, confidence}", voxray_v1()),
-        Detail::post("/v1/predict/image")
-            .form_file("image_file", "PNG or JPEG chest X-ray, at most 10 MiB")
-            .json("VoxRay v1: exactly {diagnosis, confidence}", voxray_v1()),
-        Detail::post("/v2/predict/image")
-            .form_file("image_file", "PNG or JPEG chest X-ray, at most 10 MiB")
-            .json(
-                "VoxRay v2: {diagnosis, confidence, uncertainty, ensemble, meta}; blocks whose \
-                 flag is off are left out (both off: the v1 body)",
-                voxray_object(),
-            ),
-        Detail::post("/v2/predict/dicom")
-            .form_file("dicom_file", "DICOM Part 10 file (CR/DX chest)")
-            .json(
-                "VoxRay v2: {diagnosis, confidence, dicom_metadata: {patient_id_hash, \
-                 study_instance_uid, study_date, modality}, image_extracted, \
-                 anonymization_applied}; 503 FEATURE_DISABLED when dicom_support is off",
-                voxray_object(),
-            ),
-        Detail::get("/v2/fhir/diagnostic-report/{patient_id}").other(
-            crate::fhir::CONTENT_TYPE,
-            "FHIR R4 DiagnosticReport of the patient's latest result ({patient_id}: DICOM \
-             Patient ID, patient_id_hash or pt-<n>); 404/503 in VoxRay's error body",
-        ),
-        Detail::get("/api/feature-flags").json(
-            "VoxRay: {flags: {…twelve booleans}, environment}",
-            voxray_object(),
-        ),
-        Detail::get("/v3/health")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .json(
-                "RadAnalyzer: {status, models_loaded, pop_models_loaded, pop_pipeline_enabled, \
-                 model_version}",
-                radanalyzer_object(),
-            )
-            .also("403", radanalyzer_error("Invalid API key")),
-        Detail::post("/v3/predict")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .body(radanalyzer_request())
-            .json(
-                "RadAnalyzer: single image {vhs (= CTR), vlas (null), prediction, result_code, \
-                 result_description, model_confidence, spread, pop_detected, model_version, \
-                 measurement, rendered_image?, historic_vhs, historic_vlas, billing}; a batch \
-                 adds best/median/std, per_photo and the n_photos_* counts",
-                radanalyzer_object(),
-            )
-            .also("403", radanalyzer_error("Invalid API key"))
-            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB"))
-            .also("503", radanalyzer_error("Landmark model not loaded")),
-        Detail::post("/v3/predict/stream")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .body(radanalyzer_request())
-            .other(
-                "text/event-stream",
-                "Server-sent events processing_started, photo (one per image), error (an \
-                 image that could not be used), summary (with billing)",
-            )
-            .also("403", radanalyzer_error("Invalid API key"))
-            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB")),
-        Detail::post("/v3/corners")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .body(capture_request(false, false))
-            .json(
-                "RadAnalyzer: {corners: [[x, y] ×4 in pixels, TL,TR,BR,BL], order, image_width, \
-                 image_height, model_version}",
-                radanalyzer_object(),
-            )
-            .also("403", radanalyzer_error("Invalid API key"))
-            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB"))
-            .also("422", radanalyzer_error("Corner detection failed")),
-        Detail::post("/v3/rectify")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .body(capture_request(true, false))
-            .json(
-                "RadAnalyzer: {rectified_image (base64 JPEG), width, height, model_version}",
-                radanalyzer_object(),
-            )
-            .also("403", radanalyzer_error("Invalid API key"))
-            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB")),
-        Detail::post("/v3/preprocess")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .body(capture_request(false, false))
-            .json(
-                "RadAnalyzer: {rectified_image, corners, order, width, height, model_version}",
-                radanalyzer_object(),
-            )
-            .also("403", radanalyzer_error("Invalid API key"))
-            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB"))
-            .also("422", radanalyzer_error("Corner detection failed")),
-        Detail::post("/v3/pop-session/start")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .body(json!({ "type": "object", "description": "Empty: {}" }))
-            .json(
-                "RadAnalyzer: {session_id, session_status: ready, pop_pipeline_enabled, \
-                 models_loaded, pop_models_loaded, model_version, session_config}",
-                radanalyzer_object(),
-            )
-            .also("403", radanalyzer_error("Invalid API key"))
-            .also("429", radanalyzer_error("Too many open PoP sessions"))
-            .also("503", radanalyzer_error("PoP pipeline not available")),
-        Detail::post("/v3/pop-session")
-            .header("x-api-key", "RadAnalyzer API key (rsk_…); missing or unknown: 403")
-            .body(capture_request(false, true))
-            .json(
-                "RadAnalyzer: session_status continue {reason, frame_index, frames_processed, \
-                 good_frames, result_code, frame_result, feedback, quality}, complete \
-                 {rectified_image, prediction, billing} or failed {error, billing}",
-                radanalyzer_object(),
-            )
-            .also("403", radanalyzer_error("Invalid API key"))
-            .also("404", radanalyzer_error("Unknown or closed PoP session"))
-            .also("413", radanalyzer_error("Image exceeds maximum size of 10MB")),
-        Detail::get("/v1/radanalyzer/usage")
-            .query::<crate::compat::radanalyzer::usage::UsageQuery>()
-            .envelope(
-                "RadAnalyzer metering per API key for the month",
-                json!({
-                    "type": "object",
-                    "properties": {
-                        "month": { "type": "string" },
-                        "items": list::<crate::compat::radanalyzer::usage::KeyUsage>(),
-                    },
-                }),
-            ),
-        Detail::get("/v1/audit")
-            .query::<AuditQuery>()
-            .envelope("Audit entries, newest first", schema::<views::AuditPage>()),
-        Detail::get("/openapi.json").json(
-            "This document",
-            json!({ "type": "object", "description": "An OpenAPI 3.1 document" }),
-        ),
-        Detail::get("/v1/exports").query::<ExportQuery>().envelope(
-            "Outbox rows, newest first",
-            json!({
-                "type": "object",
-                "properties": {
-                    "items": list::<ExportRow>(),
-                    "limit": { "type": "integer" },
-                    "offset": { "type": "integer" },
-                },
-            }),
-        ),
-        Detail::post("/v1/exports/{export_id}/retry")
-            .envelope("The row, pending and due now", schema::<ExportRow>()),
-        Detail::post("/v1/exports/{export_id}/cancel")
-            .envelope("The row, cancelled", schema::<ExportRow>()),
-        Detail::get("/docs").other(
-            "text/html; charset=utf-8",
-            "This document as a self-contained HTML page",
-        ),
-    ];
-    v.extend(fhir_details());
-    v.extend(dicomweb_details());
-    v
-}
-
-/// The FHIR routes: `application/fhir+json` answers, search parameters from the same table
-/// the CapabilityStatement lists.
-fn fhir_details() -> Vec<Detail> {
-    use crate::fhir::search::{self, ResourceType};
-    use crate::fhir::CONTENT_TYPE;
-    let mut v = vec![
-        Detail::get("/fhir/metadata").other(CONTENT_TYPE, "A FHIR R4 CapabilityStatement"),
-        Detail::get("/fhir/{resource_type}").other(
-            CONTENT_TYPE,
-            "Never: any type not listed is answered 404 with an OperationOutcome",
-        ),
-        Detail::get("/fhir/{resource_type}/{id}").other(
-            CONTENT_TYPE,
-            "Never: any type not listed is answered 404 with an OperationOutcome",
-        ),
-    ];
-    for rt in ResourceType::ALL {
-        let (search_path, read_path) = match rt {
-            ResourceType::DiagnosticReport => {
-                ("/fhir/DiagnosticReport", "/fhir/DiagnosticReport/{id}")
-            }
-            ResourceType::Observation => ("/fhir/Observation", "/fhir/Observation/{id}"),
-            ResourceType::ImagingStudy => ("/fhir/ImagingStudy", "/fhir/ImagingStudy/{id}"),
-            ResourceType::Patient => ("/fhir/Patient", "/fhir/Patient/{id}"),
-            ResourceType::Device => ("/fhir/Device", "/fhir/Device/{id}"),
-        };
-        let mut search_detail = Detail::get(search_path).other(
-            CONTENT_TYPE,
-            "A Bundle of type searchset with total and self/next/previous links; errors \
-             (400 for an unknown parameter or a bad value) are OperationOutcome",
+/// Replaces the placeholder media types [`ENVELOPE`] and [`EVENT_STREAM`] of one answer;
+/// true when it is the envelope.
+fn resolve_media_types(response: &mut Value) -> bool {
+    let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    if let Some(media) = content.remove(ENVELOPE) {
+        let text = json!({ "schema": { "type": "string" } });
+        content.insert(
+            "application/json".into(),
+            json!({ "schema": { "allOf": [
+                { "$ref": "#/components/schemas/SuccessEnvelope" },
+                { "type": "object", "properties": { "data": media["schema"] } },
+            ] } }),
         );
-        for p in search::params(rt).iter().chain(search::PAGING.iter()) {
-            search_detail.query.push(json!({
-                "name": p.name,
-                "in": "query",
-                "required": false,
-                "description": p.documentation,
-                "schema": { "type": if p.kind == "number" { "integer" } else { "string" } },
-            }));
-        }
-        v.push(search_detail);
-        v.push(Detail::get(read_path).other(
-            CONTENT_TYPE,
-            "The resource; 404 OperationOutcome when there is none",
+        content.insert("text/csv".into(), text.clone());
+        content.insert("application/xml".into(), text);
+        return true;
+    }
+    if let Some(media) = content.remove(EVENT_STREAM) {
+        content.insert(
+            "text/event-stream".into(),
+            json!({ "schema": { "type": "string" }, "x-data-schema": media["schema"] }),
+        );
+        let described = response["description"].as_str().unwrap_or("");
+        response["description"] = json!(format!(
+            "{described}. Server-sent events: each has `id:` (the event id), `event:` (its \
+             type) and a `data:` line holding the `x-data-schema` as JSON; lines starting \
+             with `:` are keep-alives."
         ));
     }
-    v
+    false
 }
 
-/// DICOMweb answers are PS3.18 media types, not the envelope.
-fn dicomweb_details() -> Vec<Detail> {
-    let dj = crate::dicomweb::DICOM_JSON;
-    let dicom = "multipart/related; type=\"application/dicom\"";
-    let qido = "Matches as DICOM JSON; 204 when nothing matches. Query: attribute keywords or \
-        tags as matching keys, `includefield`, `limit`, `offset`, `fuzzymatching`";
-    let stow = "PS3.18 store response: ReferencedSOPSequence, FailedSOPSequence \
-        (200 all stored, 202 some failed, 409 all failed; 415 wrong Content-Type)";
-    let rendered = "8-bit image (image/jpeg, or image/png per Accept). Query: \
-        `window=center,width,linear|sigmoid` (default the stored window, else min/max), \
-        `viewport=vw,vh` (fit, aspect kept), `quality=1..100` (JPEG)";
-    let thumb = "Like rendered, fitted into 128x128 unless `viewport` says otherwise";
-    vec![
-        Detail::post("/dicomweb/studies").other(dj, stow),
-        Detail::post("/dicomweb/studies/{study}").other(dj, stow),
-        Detail::get("/dicomweb/studies").other(dj, qido),
-        Detail::get("/dicomweb/series").other(dj, qido),
-        Detail::get("/dicomweb/studies/{study}/series").other(dj, qido),
-        Detail::get("/dicomweb/instances").other(dj, qido),
-        Detail::get("/dicomweb/studies/{study}/instances").other(dj, qido),
-        Detail::get("/dicomweb/studies/{study}/series/{series}/instances").other(dj, qido),
-        Detail::get("/dicomweb/studies/{study}").other(dicom, "The study's instances as stored"),
-        Detail::get("/dicomweb/studies/{study}/series/{series}")
-            .other(dicom, "The series' instances as stored"),
-        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}")
-            .other(dicom, "The instance as stored"),
-        Detail::get("/dicomweb/studies/{study}/metadata")
-            .other(dj, "Metadata of each instance, with BulkDataURIs"),
-        Detail::get("/dicomweb/studies/{study}/series/{series}/metadata")
-            .other(dj, "Metadata of each instance, with BulkDataURIs"),
-        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata")
-            .other(dj, "Metadata of the instance, with BulkDataURIs"),
-        Detail::get(
-            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
-        )
-        .other(
-            "multipart/related; type=\"application/octet-stream\"",
-            "The value (one part per fragment for encapsulated pixel data)",
-        ),
-        Detail::get(
-            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-        )
-        .other(
-            "multipart/related; type=\"application/octet-stream\"",
-            "One part per frame (1-based comma list): as stored (application/octet-stream for \
-             native, the compressed media type such as image/jp2 or image/dicom-rle for \
-             encapsulated), or decoded with Accept application/octet-stream; 406 otherwise",
-        ),
-        Detail::get(
-            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
-        )
-        .other("image/jpeg", rendered),
-        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered")
-            .other("image/jpeg", rendered),
-        Detail::get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail")
-            .other("image/jpeg", thumb),
-        Detail::get("/dicomweb/studies/{study}/series/{series}/thumbnail").other("image/jpeg", thumb),
-        Detail::get("/dicomweb/studies/{study}/thumbnail").other("image/jpeg", thumb),
-    ]
-}
-
-fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {
+/// One operation: the handler's `annotated` operation (`null` when it has none) completed
+/// from its route.
+fn operation(spec: &RouteSpec, annotated: Value) -> Value {
+    let mut op = match annotated {
+        Value::Object(op) => op,
+        _ => Map::new(),
+    };
+    // utoipa splits the handler's doc comment into summary and description; the summary is
+    // the route table's, the whole comment the description.
+    let mut description: Vec<String> = ["summary", "description"]
+        .iter()
+        .filter_map(|k| op.remove(*k))
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .filter(|s| !s.is_empty())
+        .collect();
     let path_names = path_param_names(spec.path);
-    let mut parameters: Vec<Value> = path_names.iter().map(|n| path_param(n)).collect();
-    let mut responses = Map::new();
-    let mut op = Map::new();
-    op.insert("tags".into(), json!([tag(spec.path)]));
-    op.insert("summary".into(), json!(spec.summary));
-    op.insert("operationId".into(), json!(operation_id(spec)));
-    match detail {
-        Some(d) => {
-            // A query filter the path fixes (`study_uid` of a study's stream) is not offered.
-            let shadowed = |p: &&Value| path_names.iter().any(|n| p["name"] == *n);
-            parameters.extend(d.query.iter().filter(|p| !shadowed(p)).cloned());
-            parameters.extend(d.headers.iter().cloned());
-            if matches!(d.ok, Some(Success::Envelope { .. })) {
-                parameters.push(format_param());
-            }
-            if let Some(body) = &d.body {
-                let rb = if d.body_type == "application/json" {
-                    json!({
-                        "description": "JSON; an empty body takes the defaults",
-                        "required": false,
-                        "content": { "application/json": { "schema": body } },
-                    })
-                } else {
-                    json!({ "required": true, "content": { d.body_type: { "schema": body } } })
-                };
-                op.insert("requestBody".into(), rb);
-            }
-            match &d.ok {
-                Some(ok) => {
-                    let (status, response) = ok.response();
-                    responses.insert(status.into(), response);
-                }
-                None => {
-                    responses.insert("200".into(), json!({ "description": "Success" }));
-                }
-            }
-            for (status, response) in &d.more {
-                responses.insert((*status).into(), response.clone());
-            }
-        }
-        None => {
-            responses.insert("200".into(), json!({ "description": "Success" }));
-        }
+    let declared = match op.remove("parameters") {
+        Some(Value::Array(ps)) => ps,
+        _ => Vec::new(),
+    };
+    let mut parameters: Vec<Value> = path_names
+        .iter()
+        .map(|n| {
+            declared
+                .iter()
+                .find(|p| p["in"] == "path" && p["name"] == *n)
+                .cloned()
+                .unwrap_or_else(|| path_param(n))
+        })
+        .collect();
+    // A query filter the path fixes (`study_uid` of a study's stream) is not offered.
+    parameters.extend(
+        declared
+            .into_iter()
+            .filter(|p| p["in"] != "path" && !path_names.iter().any(|n| p["name"] == *n)),
+    );
+    let mut responses = match op.remove("responses") {
+        Some(Value::Object(rs)) if !rs.is_empty() => rs,
+        _ => Map::from_iter([("200".into(), json!({ "description": "Success" }))]),
+    };
+    let mut enveloped = false;
+    for response in responses.values_mut() {
+        enveloped |= resolve_media_types(response);
     }
-    if !parameters.is_empty() || detail.is_some_and(|d| d.body.is_some()) {
-        responses.insert("400".into(), response_ref("BadRequest"));
+    if enveloped && !parameters.iter().any(|p| p["name"] == "format") {
+        parameters.push(format_param());
+    }
+    let mut shared = Vec::new();
+    if !parameters.is_empty() || op.contains_key("requestBody") {
+        shared.push(("400", "BadRequest"));
     }
     if !path_names.is_empty() {
-        responses.insert("404".into(), response_ref("NotFound"));
+        shared.push(("404", "NotFound"));
     }
     match spec.access {
         Access::Public => {
@@ -981,26 +286,28 @@ fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {
             } else {
                 " (or `admin`)"
             };
-            op.insert(
-                "description".into(),
-                json!(format!("Requires scope `{scope}`{or_admin}.")),
-            );
-            responses.insert("401".into(), response_ref("Unauthorized"));
-            responses.insert("403".into(), response_ref("Forbidden"));
-            responses.insert("429".into(), response_ref("TooManyRequests"));
+            description.push(format!("Requires scope `{scope}`{or_admin}."));
+            // RadAnalyzer answers every authentication failure with its own 403.
+            if spec.dialect != Some(crate::compat::radanalyzer::DIALECT) {
+                shared.push(("401", "Unauthorized"));
+            }
+            shared.push(("403", "Forbidden"));
+            shared.push(("429", "TooManyRequests"));
         }
     }
-    if spec.dialect == Some(crate::compat::radanalyzer::DIALECT) {
-        // RadAnalyzer answers every authentication failure with its own 403.
-        responses.remove("401");
-    }
+    shared.push(("default", "Error"));
     // An operation's own answers win over the shared ones.
-    if let Some(d) = detail {
-        for (status, response) in &d.more {
-            responses.insert((*status).into(), response.clone());
-        }
+    for (status, name) in shared {
+        responses
+            .entry(status)
+            .or_insert_with(|| response_ref(name));
     }
-    responses.insert("default".into(), response_ref("Error"));
+    op.insert("tags".into(), json!([tag(spec.path)]));
+    op.insert("summary".into(), json!(spec.summary));
+    op.insert("operationId".into(), json!(operation_id(spec)));
+    if !description.is_empty() {
+        op.insert("description".into(), json!(description.join("\n\n")));
+    }
     if !parameters.is_empty() {
         op.insert("parameters".into(), Value::Array(parameters));
     }
@@ -1008,34 +315,8 @@ fn operation(spec: &RouteSpec, detail: Option<&Detail>) -> Value {
     Value::Object(op)
 }
 
-/// Adds `T`'s schema and every schema it refers to.
-fn add<T: ToSchema>(all: &mut Vec<(String, RefOr<Schema>)>) {
-    all.push((T::name().into_owned(), T::schema()));
-    T::schemas(all);
-}
-
 fn components() -> Value {
-    let mut derived = Vec::new();
-    add::<StudyResult>(&mut derived);
-    add::<Job>(&mut derived);
-    add::<ModelInfo>(&mut derived);
-    add::<ReprocessBody>(&mut derived);
-    add::<views::Ping>(&mut derived);
-    add::<views::Health>(&mut derived);
-    add::<views::StudyPage>(&mut derived);
-    add::<views::StudyDetail>(&mut derived);
-    add::<views::JobPage>(&mut derived);
-    add::<views::EventPage>(&mut derived);
-    add::<views::AuditPage>(&mut derived);
-    add::<ExportRow>(&mut derived);
-    add::<crate::retention::Purged>(&mut derived);
-    add::<crate::compat::radanalyzer::usage::KeyUsage>(&mut derived);
     let mut schemas = Map::new();
-    for (name, schema) in derived {
-        if let Ok(v) = serde_json::to_value(schema) {
-            schemas.insert(name, v);
-        }
-    }
     let timestamp =
         json!({ "type": "string", "format": "date-time", "description": "RFC 3339, UTC" });
     schemas.insert(
@@ -1155,10 +436,10 @@ fn components() -> Value {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::Method;
+
     use super::*;
-    use crate::api::routes;
-    use crate::events::Event;
-    use crate::startup::http::routes;
+    use crate::startup::http::{handler_docs, routes};
 
     fn op<'a>(doc: &'a Value, spec: &RouteSpec) -> &'a Value {
         &doc["paths"][openapi_path(spec.path)][spec.method.as_str().to_lowercase()]
@@ -1166,7 +447,7 @@ mod tests {
 
     #[test]
     fn every_route_is_an_operation_with_its_method_and_security() {
-        let doc = build(&routes());
+        let doc = build(&routes(), handler_docs());
         let mut operations = 0;
         for item in doc["paths"].as_object().unwrap().values() {
             operations += item.as_object().unwrap().len();
@@ -1224,35 +505,57 @@ mod tests {
     }
 
     #[test]
-    fn every_route_has_details_and_every_detail_a_route() {
+    fn every_route_has_an_annotated_handler_and_every_handler_a_route() {
         let routes = routes();
-        let details = details();
+        let handlers = serde_json::to_value(handler_docs()).unwrap();
+        let annotated = |spec: &RouteSpec| {
+            handlers["paths"][openapi_path(spec.path)][spec.method.as_str().to_lowercase()]
+                .is_object()
+        };
         for spec in &routes {
-            let d = details
-                .iter()
-                .find(|d| d.method == spec.method && d.path == spec.path);
             assert!(
-                d.is_some_and(|d| d.ok.is_some()),
-                "{} {}: add its parameters and answer to openapi::details()",
+                annotated(spec),
+                "{} {}: give its handler a #[utoipa::path] and list it in its module's Doc",
                 spec.method,
                 spec.path
             );
         }
-        for d in &details {
+        for (path, item) in handlers["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                assert!(
+                    routes.iter().any(|r| openapi_path(r.path) == *path
+                        && r.method.as_str().eq_ignore_ascii_case(method)),
+                    "#[utoipa::path] documents {method} {path}, which is no route"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn derived_schemas_keep_clear_of_the_shared_ones() {
+        let handlers = serde_json::to_value(handler_docs()).unwrap();
+        let shared = components();
+        for name in handlers["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
             assert!(
-                routes
-                    .iter()
-                    .any(|r| r.method == d.method && r.path == d.path),
-                "openapi::details() has {} {}, which is no route",
-                d.method,
-                d.path
+                shared["schemas"].get(name).is_none(),
+                "a handler's type is named {name}, like a shared schema: rename it"
             );
         }
     }
 
     #[test]
+    fn placeholder_media_types_are_resolved() {
+        let text = build(&routes(), handler_docs()).to_string();
+        assert!(!text.contains(ENVELOPE) && !text.contains(EVENT_STREAM));
+    }
+
+    #[test]
     fn answers_follow_the_handlers() {
-        let doc = build(&routes());
+        let doc = build(&routes(), handler_docs());
         let op = |m: &str, p: &str| doc["paths"][p][m].clone();
         let reprocess = op("post", "/v1/studies/{study_uid}/reprocess");
         assert!(reprocess["responses"].get("202").is_some());
@@ -1311,7 +614,7 @@ mod tests {
 
     #[test]
     fn every_ref_resolves_and_operation_ids_are_unique() {
-        let doc = build(&routes());
+        let doc = build(&routes(), handler_docs());
         let mut found = Vec::new();
         refs(&doc, &mut found);
         assert!(found.len() > 20);
@@ -1326,33 +629,6 @@ mod tests {
                 assert!(ids.insert(id.clone()), "duplicate {id}");
             }
         }
-    }
-
-    #[test]
-    fn event_schema_matches_event_json() {
-        let e = Event::new(
-            7,
-            "study.complete".into(),
-            Some("1.2.3".into()),
-            None,
-            0,
-            json!({}),
-        );
-        let sent: BTreeSet<String> = routes::events::event_json(&e)
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        let schema =
-            serde_json::to_value(<views::Event as utoipa::PartialSchema>::schema()).unwrap();
-        let documented: BTreeSet<String> = schema["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        assert_eq!(sent, documented);
     }
 
     #[test]

@@ -85,13 +85,13 @@ const COLUMNS: &str = "id, name, key_prefix, scopes, created_at, revoked_at, las
 
 fn from_row(r: &AnyRow) -> ApiKey {
     ApiKey {
-        id: r.get(0),
-        name: r.get(1),
-        key_prefix: r.get(2),
-        scopes: Scope::parse_list(&r.get::<String, _>(3)),
-        created_at: r.get(4),
-        revoked_at: r.get(5),
-        last_used_at: r.get(6),
+        id: r.get("id"),
+        name: r.get("name"),
+        key_prefix: r.get("key_prefix"),
+        scopes: Scope::parse_list(&r.get::<String, _>("scopes")),
+        created_at: r.get("created_at"),
+        revoked_at: r.get("revoked_at"),
+        last_used_at: r.get("last_used_at"),
     }
 }
 

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Json;
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use super::paths::{PathProblem, Roots};
 use crate::api::dialect::{Cause, Dialect, Refusal};
@@ -22,6 +24,24 @@ use crate::events::{self, EventType};
 use crate::inference::ImageResult;
 use crate::store::InstanceHeader;
 use crate::supervisor::Background;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(single, bulk))]
+pub struct Doc;
+
+/// LeapAI's envelope of every answer, refusals included (fields in the order `json!` wrote
+/// them).
+#[derive(Serialize, ToSchema)]
+pub struct LeapAiEnvelope {
+    /// The answer; null on failure.
+    #[serde(rename = "Data")]
+    pub data: Value,
+    #[serde(rename = "Message")]
+    pub message: String,
+    /// `Success`, `Warning` or `Failure`.
+    #[serde(rename = "Result")]
+    pub result: &'static str,
+}
 
 /// Paths the adapter may touch, canonicalised at start.
 #[derive(Debug, Clone, Default)]
@@ -97,7 +117,11 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         (
             self.0,
-            Json(json!({ "Result": "Failure", "Data": Value::Null, "Message": self.1 })),
+            Json(LeapAiEnvelope {
+                data: Value::Null,
+                message: self.1,
+                result: "Failure",
+            }),
         )
             .into_response()
     }
@@ -111,8 +135,13 @@ fn internal(message: &str) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, message.to_string())
 }
 
-fn success(result: &str, data: Value, message: String) -> Response {
-    Json(json!({ "Result": result, "Data": data, "Message": message })).into_response()
+fn success(result: &'static str, data: Value, message: String) -> Response {
+    Json(LeapAiEnvelope {
+        data,
+        message,
+        result,
+    })
+    .into_response()
 }
 
 /// The body as a JSON object, or LeapAI's 415.
@@ -249,6 +278,14 @@ async fn write_json(
         .map_err(std::io::Error::other)?
 }
 
+/// The body: `{"input_image_path", "patient_id"?, "save_to_disk", "output_folder_path"?}`:
+/// the server path of a `.dcm` file under `compat.input_roots`, and, when `save_to_disk`,
+/// a folder under `compat.output_roots`. Errors use the same envelope with `Result`
+/// `Failure` and LeapAI's messages.
+#[utoipa::path(post, path = "/single_inference",
+    request_body(content = Object, description = "`{input_image_path, patient_id?, save_to_disk, output_folder_path?}`"),
+    responses((status = 200, description = "LeapAI envelope: `Data` holds `{findings, metadata}`", body = LeapAiEnvelope)),
+)]
 async fn single(State(state): State<LeapAi>, body: Bytes) -> Result<Response, Failure> {
     let m = body_object(&body)?;
     let input = m
@@ -331,6 +368,12 @@ async fn single(State(state): State<LeapAi>, body: Bytes) -> Result<Response, Fa
     ))
 }
 
+/// The body: `{"input_folder_path", "output_folder_path"}`; progress comes as
+/// `bulk.progress` events.
+#[utoipa::path(post, path = "/bulk_inference",
+    request_body(content = Object, description = "`{input_folder_path, output_folder_path}`"),
+    responses((status = 200, description = "LeapAI envelope with `Data` null", body = LeapAiEnvelope)),
+)]
 async fn bulk(
     State(state): State<LeapAi>,
     principal: Principal,

@@ -46,6 +46,10 @@ pub struct Pi {
     pub jobs: Background,
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(analyze, job, overlay))]
+pub struct Doc;
+
 pub fn routes() -> Routes<Pi> {
     vec![
         (
@@ -354,6 +358,14 @@ async fn fetch(url: &url::Url, limit: usize) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The body: `{"input": {"type": "image" (`eeg` is refused: no EEG model), "modality":
+/// "xray", "image_base64"?, "url"? (only hosts in `compat.pi_url_hosts`, fetched by the job
+/// after the 202)}, "context"? (at most 16,000 characters serialised; `locale` is read),
+/// "options"?: {"locale"}}`.
+#[utoipa::path(post, path = "/api/v1/health/analyze",
+    request_body(content = Object, description = "`{input: {type, modality, image_base64?, url?}, context?, options?}`"),
+    responses((status = 202, description = "Queued: `{job_id, status, poll_url, created_at}`", body = Object)),
+)]
 async fn analyze(
     State(state): State<Pi>,
     principal: Principal,
@@ -607,6 +619,9 @@ async fn write_overlay(
         .map_err(|e| e.to_string())
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/overlay", responses(
+    (status = 200, description = "The uploaded image with the triage level, findings and disclaimer burnt in", body = String, content_type = "image/png"),
+))]
 async fn overlay(State(state): State<Pi>, Path(id): Path<String>) -> Result<Response, PiError> {
     let missing = || {
         PiError(
@@ -683,15 +698,20 @@ fn report(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobQuery {
     /// Seconds to wait for the job to finish (0..=60).
     pub wait: Option<u64>,
     /// `diagnostics` adds routing and step timings.
     pub include: Option<String>,
+    #[param(ignore)]
     pub access_token: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", params(JobQuery), responses(
+    (status = 200, description = "Pi job: `{data: {id, type, status, payload: {input, output}, error, diagnostics?}}`; errors `{error: {code, message}}`", body = Object),
+))]
 async fn job(
     State(state): State<Pi>,
     Path(id): Path<String>,
@@ -737,26 +757,26 @@ async fn job(
                 format!("job {id} not found"),
             )
         })?;
-        let st: String = row.get(0);
+        let st: String = row.get("state");
         let finished = st == "completed" || st == "failed";
         if finished || Instant::now() >= deadline {
-            let parse = |i: usize| {
-                row.get::<Option<String>, _>(i)
+            let parse = |column: &str| {
+                row.get::<Option<String>, _>(column)
                     .and_then(|s| serde_json::from_str::<Value>(&s).ok())
                     .unwrap_or(Value::Null)
             };
-            let request = parse(1);
+            let request = parse("request");
             let mut data = json!({
                 "id": id,
                 "type": KIND,
                 "status": st,
-                "payload": { "input": request["input"], "output": parse(2) },
-                "error": parse(3),
-                "created_at": format_ms(row.get(5)),
-                "updated_at": format_ms(row.get(6)),
+                "payload": { "input": request["input"], "output": parse("output") },
+                "error": parse("error"),
+                "created_at": format_ms(row.get("created_at")),
+                "updated_at": format_ms(row.get("updated_at")),
             });
             if diagnostics {
-                data["diagnostics"] = parse(4);
+                data["diagnostics"] = parse("diagnostics");
             }
             return Ok(Json(json!({ "data": data })).into_response());
         }

@@ -7,8 +7,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Arguments, Encode, Executor, QueryBuilder, Type};
 
 use crate::configuration::{Durability, Settings};
 
@@ -82,6 +82,64 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Dynamic SQL for both backends: [`SqlBuilder::push_bind`] writes numbered `$n` parameters.
+/// sqlx's own `QueryBuilder::push_bind` writes `?` for the Any driver, which PostgreSQL refuses;
+/// [`SqlBuilder::build`] hands the text and its arguments to a `QueryBuilder` once written.
+#[derive(Default)]
+pub struct SqlBuilder<'a> {
+    sql: String,
+    args: AnyArguments<'a>,
+    has_where: bool,
+}
+
+impl<'a> SqlBuilder<'a> {
+    pub fn new(init: impl Into<String>) -> Self {
+        SqlBuilder {
+            sql: init.into(),
+            args: AnyArguments::default(),
+            has_where: false,
+        }
+    }
+
+    /// Starts a condition: ` WHERE ` the first time, ` AND ` after.
+    pub fn push_condition(&mut self) -> &mut Self {
+        let word = if self.has_where { " AND " } else { " WHERE " };
+        self.has_where = true;
+        self.push(word)
+    }
+
+    /// Appends SQL text as is.
+    pub fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        let _ = write!(self.sql, "{sql}");
+        self
+    }
+
+    /// Appends a parameter placeholder and binds `value` to it.
+    pub fn push_bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'a + Encode<'a, Any> + Type<Any>,
+    {
+        // As QueryBuilder::push_bind: the Any driver refuses only types it cannot carry,
+        // which is a programming error, not a runtime condition.
+        self.args
+            .add(value)
+            .expect("BUG: a type the Any driver cannot bind");
+        let n = self.args.len();
+        self.push(format_args!("${n}"))
+    }
+
+    /// The SQL written so far.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// A query builder holding the text and its arguments; run it with its `build*` methods.
+    pub fn build(self) -> QueryBuilder<'a, Any> {
+        QueryBuilder::with_arguments(self.sql, self.args)
+    }
 }
 
 impl Database {

@@ -15,9 +15,18 @@ use super::multipart::split_params;
 use super::pixels::{self, ImageFormat, PixelError, RenderParams};
 use super::wado::{instances, Stored};
 use super::DicomWeb;
+use super::MULTIPART_OCTETS as OCTETS;
 use crate::api::ApiError;
 
 /// Frames are native `application/octet-stream` in Explicit VR Little Endian.
+/// A rendered image.
+const RENDERED: &str = "8-bit image (image/jpeg, or image/png per Accept). Query: \
+    `window=center,width,linear|sigmoid` (default the stored window, else min/max), \
+    `viewport=vw,vh` (fit, aspect kept), `quality=1..100` (JPEG)";
+
+/// A thumbnail.
+const THUMBNAIL: &str = "Like rendered, fitted into 128x128 unless `viewport` says otherwise";
+
 const NATIVE_TS: &str = "1.2.840.10008.1.2.1";
 /// Default bounding box of a thumbnail when no `viewport` is given.
 const THUMBNAIL_SIZE: u32 = 128;
@@ -113,6 +122,12 @@ fn frames_delivery(headers: &HeaderMap, ts: &str) -> Result<Delivery, ApiError> 
 }
 
 /// `GET …/instances/{instance}/frames/{list}`: one part per frame, in the order asked for.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", responses(
+    (status = 200, description = "One part per frame (1-based comma list): as stored \
+        (application/octet-stream for native, the compressed media type such as image/jp2 or \
+        image/dicom-rle for encapsulated), or decoded with Accept application/octet-stream", body = String, content_type = OCTETS),
+    (status = 406, description = "The frames cannot be sent in an accepted media type"),
+))]
 pub async fn frames(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -274,6 +289,9 @@ async fn render_one(f: Stored, frame: u32, params: RenderParams) -> Result<Respo
 }
 
 /// `GET …/instances/{instance}/rendered`: the first frame.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered", responses(
+    (status = 200, description = RENDERED, body = String, content_type = "image/jpeg"),
+))]
 pub async fn instance_rendered(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -288,6 +306,9 @@ pub async fn instance_rendered(
 }
 
 /// `GET …/instances/{instance}/frames/{frame}/rendered`: one frame.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered", responses(
+    (status = 200, description = RENDERED, body = String, content_type = "image/jpeg"),
+))]
 pub async fn frame_rendered(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -336,6 +357,9 @@ async fn thumbnail(
 }
 
 /// `GET /studies/{study}/thumbnail`.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/thumbnail", responses(
+    (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
+))]
 pub async fn study_thumbnail(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -346,6 +370,9 @@ pub async fn study_thumbnail(
 }
 
 /// `GET /studies/{study}/series/{series}/thumbnail`.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/thumbnail", responses(
+    (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
+))]
 pub async fn series_thumbnail(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -356,6 +383,9 @@ pub async fn series_thumbnail(
 }
 
 /// `GET …/instances/{instance}/thumbnail`.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail", responses(
+    (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
+))]
 pub async fn instance_thumbnail(
     State(s): State<DicomWeb>,
     h: HeaderMap,

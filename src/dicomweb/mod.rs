@@ -31,6 +31,12 @@ use crate::store::Store;
 /// Media type of DICOM JSON answers.
 pub const DICOM_JSON: &str = "application/dicom+json";
 
+/// Media type of instances as stored (WADO-RS).
+pub const MULTIPART_DICOM: &str = "multipart/related; type=\"application/dicom\"";
+
+/// Media type of bulk data and frames.
+pub const MULTIPART_OCTETS: &str = "multipart/related; type=\"application/octet-stream\"";
+
 /// `[dicomweb]` settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +150,32 @@ pub struct DicomWeb {
     pub app: AppState,
     pub dicomweb: DicomWebContext,
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    stow::store_any,
+    stow::store_study,
+    qido::studies,
+    qido::all_series,
+    qido::study_series,
+    qido::all_instances,
+    qido::study_instances,
+    qido::series_instances,
+    wado::study,
+    wado::series,
+    wado::instance,
+    wado::study_metadata,
+    wado::series_metadata,
+    wado::instance_metadata,
+    wado::bulkdata,
+    frames::frames,
+    frames::frame_rendered,
+    frames::instance_rendered,
+    frames::instance_thumbnail,
+    frames::series_thumbnail,
+    frames::study_thumbnail,
+))]
+pub struct Doc;
 
 pub fn routes() -> Routes<DicomWeb> {
     let read = Access::Scope(Scope::ResultsRead);

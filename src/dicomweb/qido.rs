@@ -15,22 +15,18 @@ use axum::response::{IntoResponse, Response};
 use dicom_core::Tag;
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use serde_json::{json, Map, Value};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::json::{self as dj, tag_key};
 use super::DicomWeb;
 use super::{base_url, DICOM_JSON};
+
+/// The answer of a search.
+const MATCHES: &str = "Matches as DICOM JSON. Query: attribute keywords or tags as matching \
+    keys, `includefield`, `limit`, `offset`, `fuzzymatching`";
 use crate::api::error::valid_uid;
 use crate::api::ApiError;
-use crate::db::{push_like_literal, LIKE_ESCAPE};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Study,
-    Series,
-    Instance,
-}
+use crate::db::push_like_literal;
+use crate::store::index::qido::{self as index, Field, Level, Match, QidoQuery, QidoRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -50,25 +46,16 @@ struct Attr {
     keyword: &'static str,
     tag: Tag,
     vr: &'static str,
-    column: &'static str,
-    level: Level,
+    field: Field,
     kind: Kind,
 }
 
-const fn a(
-    keyword: &'static str,
-    tag: Tag,
-    vr: &'static str,
-    column: &'static str,
-    level: Level,
-    kind: Kind,
-) -> Attr {
+const fn a(keyword: &'static str, tag: Tag, vr: &'static str, field: Field, kind: Kind) -> Attr {
     Attr {
         keyword,
         tag,
         vr,
-        column,
-        level,
+        field,
         kind,
     }
 }
@@ -76,186 +63,146 @@ const fn a(
 use Kind::*;
 use Level::*;
 
-/// The attributes the index answers, and the column holding each.
+/// The attributes the index answers, and the field holding each.
 const ATTRS: &[Attr] = &[
     a(
         "StudyInstanceUID",
         tags::STUDY_INSTANCE_UID,
         "UI",
-        "s.study_uid",
-        Study,
+        Field::StudyUid,
         Uid,
     ),
-    a(
-        "PatientID",
-        tags::PATIENT_ID,
-        "LO",
-        "s.patient_id",
-        Study,
-        Text,
-    ),
+    a("PatientID", tags::PATIENT_ID, "LO", Field::PatientId, Text),
     a(
         "PatientName",
         tags::PATIENT_NAME,
         "PN",
-        "s.patient_name",
-        Study,
+        Field::PatientName,
         Pn,
     ),
     a(
         "PatientBirthDate",
         tags::PATIENT_BIRTH_DATE,
         "DA",
-        "s.patient_birth_date",
-        Study,
+        Field::PatientBirthDate,
         Date,
     ),
     a(
         "PatientSex",
         tags::PATIENT_SEX,
         "CS",
-        "s.patient_sex",
-        Study,
+        Field::PatientSex,
         Text,
     ),
     a(
         "AccessionNumber",
         tags::ACCESSION_NUMBER,
         "SH",
-        "s.accession_number",
-        Study,
+        Field::AccessionNumber,
         Text,
     ),
-    a("StudyID", tags::STUDY_ID, "SH", "s.study_id", Study, Text),
-    a(
-        "StudyDate",
-        tags::STUDY_DATE,
-        "DA",
-        "s.study_date",
-        Study,
-        Date,
-    ),
-    a(
-        "StudyTime",
-        tags::STUDY_TIME,
-        "TM",
-        "s.study_time",
-        Study,
-        Time,
-    ),
+    a("StudyID", tags::STUDY_ID, "SH", Field::StudyId, Text),
+    a("StudyDate", tags::STUDY_DATE, "DA", Field::StudyDate, Date),
+    a("StudyTime", tags::STUDY_TIME, "TM", Field::StudyTime, Time),
     a(
         "StudyDescription",
         tags::STUDY_DESCRIPTION,
         "LO",
-        "s.study_description",
-        Study,
+        Field::StudyDescription,
         Text,
     ),
     a(
         "ReferringPhysicianName",
         tags::REFERRING_PHYSICIAN_NAME,
         "PN",
-        "s.referring_physician",
-        Study,
+        Field::ReferringPhysician,
         Pn,
     ),
     a(
         "ModalitiesInStudy",
         tags::MODALITIES_IN_STUDY,
         "CS",
-        "s.modalities",
-        Study,
+        Field::Modalities,
         Modalities,
     ),
     a(
         "NumberOfStudyRelatedSeries",
         tags::NUMBER_OF_STUDY_RELATED_SERIES,
         "IS",
-        "s.num_series",
-        Study,
+        Field::StudySeriesCount,
         Count,
     ),
     a(
         "NumberOfStudyRelatedInstances",
         tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
         "IS",
-        "s.num_instances",
-        Study,
+        Field::StudyInstanceCount,
         Count,
     ),
     a(
         "SeriesInstanceUID",
         tags::SERIES_INSTANCE_UID,
         "UI",
-        "e.series_uid",
-        Series,
+        Field::SeriesUid,
         Uid,
     ),
-    a("Modality", tags::MODALITY, "CS", "e.modality", Series, Text),
+    a("Modality", tags::MODALITY, "CS", Field::Modality, Text),
     a(
         "SeriesNumber",
         tags::SERIES_NUMBER,
         "IS",
-        "e.series_number",
-        Series,
+        Field::SeriesNumber,
         Int,
     ),
     a(
         "SeriesDescription",
         tags::SERIES_DESCRIPTION,
         "LO",
-        "e.series_description",
-        Series,
+        Field::SeriesDescription,
         Text,
     ),
     a(
         "BodyPartExamined",
         tags::BODY_PART_EXAMINED,
         "CS",
-        "e.body_part",
-        Series,
+        Field::BodyPart,
         Text,
     ),
     a(
         "NumberOfSeriesRelatedInstances",
         tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
         "IS",
-        "e.num_instances",
-        Series,
+        Field::SeriesInstanceCount,
         Count,
     ),
     a(
         "SOPInstanceUID",
         tags::SOP_INSTANCE_UID,
         "UI",
-        "i.sop_instance_uid",
-        Instance,
+        Field::SopInstanceUid,
         Uid,
     ),
     a(
         "SOPClassUID",
         tags::SOP_CLASS_UID,
         "UI",
-        "i.sop_class_uid",
-        Instance,
+        Field::SopClassUid,
         Uid,
     ),
     a(
         "InstanceNumber",
         tags::INSTANCE_NUMBER,
         "IS",
-        "i.instance_number",
-        Instance,
+        Field::InstanceNumber,
         Int,
     ),
-    a("Rows", tags::ROWS, "US", "i.rows_", Instance, Int),
-    a("Columns", tags::COLUMNS, "US", "i.columns_", Instance, Int),
+    a("Rows", tags::ROWS, "US", Field::Rows, Int),
+    a("Columns", tags::COLUMNS, "US", Field::Columns, Int),
     a(
         "NumberOfFrames",
         tags::NUMBER_OF_FRAMES,
         "IS",
-        "i.frames",
-        Instance,
+        Field::Frames,
         Int,
     ),
 ];
@@ -327,7 +274,7 @@ fn parse_query(raw: Option<&str>, level: Level) -> Result<Query, ApiError> {
                         "matching on this attribute is not supported (the index does not hold it)",
                     )
                 })?;
-                if attr.level > level {
+                if attr.field.level() > level {
                     return Err(ApiError::invalid(
                         &k,
                         "is not an attribute of this query level or above",
@@ -343,7 +290,8 @@ fn parse_query(raw: Option<&str>, level: Level) -> Result<Query, ApiError> {
     Ok(q)
 }
 
-/// `*`/`?` to LIKE's `%`/`_`; every other character matches itself (use with [`LIKE_ESCAPE`]).
+/// `*`/`?` to LIKE's `%`/`_`; every other character matches itself (the pattern of
+/// [`Match::Like`], escaped for [`crate::db::LIKE_ESCAPE`]).
 fn like_pattern(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
@@ -383,36 +331,26 @@ fn check_range_part(field: &str, kind: Kind, v: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Adds one matching key to the WHERE clause.
-fn add_filter(
-    attr: &Attr,
-    value: &str,
-    clauses: &mut Vec<String>,
-    binds: &mut Vec<String>,
-) -> Result<(), ApiError> {
+/// The match of one matching key; `None` for an empty value (universal matching).
+fn matching(attr: &Attr, value: &str) -> Result<Option<Match>, ApiError> {
     if value.is_empty() {
-        return Ok(()); // universal matching
+        return Ok(None);
     }
-    let bind = |v: String, binds: &mut Vec<String>| {
-        binds.push(v);
-        format!("${}", binds.len())
-    };
-    let col = attr.column;
     let field = attr.keyword;
-    match attr.kind {
+    let m = match attr.kind {
         Uid => {
             let list: Vec<&str> = value
                 .split([',', '\\'])
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .collect();
-            let mut ps = Vec::new();
+            let mut uids = Vec::new();
             for u in list {
                 crate::domain::Uid::parse("uid", u)
                     .map_err(|e| ApiError::invalid(field, e.problem))?;
-                ps.push(bind(u.to_string(), binds));
+                uids.push(u.to_string());
             }
-            clauses.push(format!("{col} IN ({})", ps.join(", ")));
+            Match::AnyOf(uids)
         }
         Date | Time => {
             let v = if attr.kind == Time {
@@ -421,29 +359,30 @@ fn add_filter(
                 value.to_string()
             };
             if let Some((lo, hi)) = v.split_once('-') {
-                if !lo.is_empty() {
+                let from = if lo.is_empty() {
+                    None
+                } else {
                     check_range_part(field, attr.kind, lo)?;
-                    let p = bind(lo.to_string(), binds);
-                    clauses.push(format!("{col} >= {p}"));
-                }
-                if !hi.is_empty() {
+                    Some(lo.to_string())
+                };
+                let to = if hi.is_empty() {
+                    None
+                } else {
                     check_range_part(field, attr.kind, hi)?;
                     // A time upper bound `1030` includes 10:30:59.
-                    let hi = if attr.kind == Time {
+                    Some(if attr.kind == Time {
                         format!("{hi}\u{7f}")
                     } else {
                         hi.to_string()
-                    };
-                    let p = bind(hi, binds);
-                    clauses.push(format!("{col} <= {p}"));
-                }
-                if lo.is_empty() && hi.is_empty() {
+                    })
+                };
+                if from.is_none() && to.is_none() {
                     return Err(ApiError::invalid(field, "a range needs at least one bound"));
                 }
+                Match::Range { from, to }
             } else {
                 check_range_part(field, attr.kind, &v)?;
-                let p = bind(v, binds);
-                clauses.push(format!("{col} = {p}"));
+                Match::Equals(v)
             }
         }
         Int => {
@@ -451,42 +390,31 @@ fn add_filter(
                 .trim()
                 .parse()
                 .map_err(|_| ApiError::invalid(field, format!("'{value}' is not an integer")))?;
-            let p = bind(n.to_string(), binds);
-            clauses.push(format!("CAST({col} AS TEXT) = {p}"));
+            Match::Integer(n)
         }
-        Modalities => {
-            let list: Vec<&str> = value.split([',', '\\']).filter(|s| !s.is_empty()).collect();
-            let mut ps = Vec::new();
-            for m in list {
-                ps.push(bind(m.to_string(), binds));
-            }
-            clauses.push(format!(
-                "EXISTS (SELECT 1 FROM series m WHERE m.study_uid = s.study_uid AND m.modality IN ({}))",
-                ps.join(", ")
-            ));
-        }
+        Modalities => Match::SeriesModality(
+            value
+                .split([',', '\\'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
         Text | Pn => {
-            let wild = value.contains(['*', '?']);
-            let (op, v) = if wild {
-                ("LIKE", like_pattern(value))
+            let ignore_case = attr.kind == Pn;
+            if value.contains(['*', '?']) {
+                Match::Like {
+                    pattern: like_pattern(value),
+                    ignore_case,
+                }
+            } else if ignore_case {
+                Match::EqualsIgnoreCase(value.to_string())
             } else {
-                ("=", value.to_string())
-            };
-            let p = bind(v, binds);
-            let esc = if wild {
-                format!(" {LIKE_ESCAPE}")
-            } else {
-                String::new()
-            };
-            if attr.kind == Pn {
-                clauses.push(format!("LOWER({col}) {op} LOWER({p}){esc}"));
-            } else {
-                clauses.push(format!("{col} {op} {p}{esc}"));
+                Match::Equals(value.to_string())
             }
         }
-        Count => {}
-    }
-    Ok(())
+        Count => return Ok(None),
+    };
+    Ok(Some(m))
 }
 
 /// The fixed part of a search: level and the study/series the path names.
@@ -503,79 +431,29 @@ async fn search(
     raw: Option<&str>,
 ) -> Result<Response, ApiError> {
     let q = parse_query(raw, scope.level)?;
-    let mut clauses = Vec::new();
-    let mut binds: Vec<String> = Vec::new();
-    if let Some(s) = scope.study {
-        binds.push(s.to_string());
-        clauses.push(format!("s.study_uid = ${}", binds.len()));
-    }
-    if let Some(s) = scope.series {
-        binds.push(s.to_string());
-        clauses.push(format!("e.series_uid = ${}", binds.len()));
-    }
+    let mut filters = Vec::new();
     for (tag, v) in &q.filters {
         let attr = attr_by_tag(*tag).expect("BUG: filter tags were checked against ATTRS");
-        add_filter(attr, v, &mut clauses, &mut binds)?;
-    }
-    let attrs: Vec<&Attr> = ATTRS.iter().filter(|a| a.level <= scope.level).collect();
-    let cols: Vec<String> = attrs
-        .iter()
-        .map(|a| match a.kind {
-            Int | Count => format!("CAST({} AS BIGINT)", a.column),
-            _ => format!("CAST({} AS TEXT)", a.column),
-        })
-        .collect();
-    let (from, order, file_col) = match scope.level {
-        Study => (
-            "studies s",
-            "s.study_date DESC, s.study_time DESC, s.study_uid",
-            "(SELECT f.file_path FROM instances f WHERE f.study_uid = s.study_uid ORDER BY f.sop_instance_uid LIMIT 1)",
-        ),
-        Series => (
-            "series e JOIN studies s ON s.study_uid = e.study_uid",
-            "s.study_uid, e.series_number, e.series_uid",
-            "(SELECT f.file_path FROM instances f WHERE f.series_uid = e.series_uid ORDER BY f.sop_instance_uid LIMIT 1)",
-        ),
-        Instance => (
-            "instances i JOIN series e ON e.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid",
-            "s.study_uid, e.series_number, e.series_uid, i.instance_number, i.sop_instance_uid",
-            "i.file_path",
-        ),
-    };
-    let where_ = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", clauses.join(" AND "))
-    };
-    let limit = q.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_else(|| {
-        if q.offset > 0 {
-            " LIMIT -1".into()
-        } else {
-            String::new()
+        if let Some(m) = matching(attr, v)? {
+            filters.push((attr.field, m));
         }
-    });
-    let limit = if limit == " LIMIT -1" && state.app.db.backend == crate::db::Backend::Postgres {
-        " LIMIT ALL".to_string()
-    } else {
-        limit
-    };
-    let offset = if q.offset > 0 {
-        format!(" OFFSET {}", q.offset)
-    } else {
-        String::new()
-    };
-    let sql = format!(
-        "SELECT {}, {file_col} FROM {from}{where_} ORDER BY {order}{limit}{offset}",
-        cols.join(", ")
-    );
-    let mut query = sqlx::query(&sql);
-    for b in &binds {
-        query = query.bind(b);
     }
-    let rows = query.fetch_all(&state.app.db.pool).await?;
+    let query = QidoQuery {
+        level: scope.level,
+        study_uid: scope.study.map(str::to_string),
+        series_uid: scope.series.map(str::to_string),
+        filters,
+        limit: q.limit,
+        offset: q.offset,
+    };
+    let rows = index::search(&state.app.db, &query).await?;
     if rows.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let attrs: Vec<&Attr> = ATTRS
+        .iter()
+        .filter(|a| a.field.level() <= scope.level)
+        .collect();
     let base = base_url(&state.dicomweb, headers);
     let extra: Vec<Tag> = q
         .include
@@ -586,25 +464,26 @@ async fn search(
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut m = row_json(row, &attrs);
+        let uid = |f: Field| row.text(f).unwrap_or_default();
         let url = match scope.level {
-            Study => format!("{base}/studies/{}", text(row, 0).unwrap_or_default()),
+            Study => format!("{base}/studies/{}", uid(Field::StudyUid)),
             Series => format!(
                 "{base}/studies/{}/series/{}",
-                text(row, 0).unwrap_or_default(),
-                text(row, 14).unwrap_or_default()
+                uid(Field::StudyUid),
+                uid(Field::SeriesUid)
             ),
             Instance => format!(
                 "{base}/studies/{}/series/{}/instances/{}",
-                text(row, 0).unwrap_or_default(),
-                text(row, 14).unwrap_or_default(),
-                text(row, 20).unwrap_or_default()
+                uid(Field::StudyUid),
+                uid(Field::SeriesUid),
+                uid(Field::SopInstanceUid)
             ),
         };
         m.insert(
             tag_key(tags::RETRIEVE_URL),
             json!({"vr":"UR","Value":[url]}),
         );
-        let file: Option<String> = row.try_get(attrs.len()).ok().flatten();
+        let file = row.file_path();
         let all = q.include_all && scope.level == Instance;
         if (all || !extra.is_empty()) && file.is_some() {
             let path = state
@@ -646,17 +525,13 @@ async fn read_header(path: std::path::PathBuf) -> Option<Map<String, Value>> {
     .flatten()
 }
 
-fn text(row: &AnyRow, i: usize) -> Option<String> {
-    row.try_get::<Option<String>, _>(i).ok().flatten()
-}
-
-fn row_json(row: &AnyRow, attrs: &[&Attr]) -> Map<String, Value> {
+fn row_json(row: &QidoRow, attrs: &[&Attr]) -> Map<String, Value> {
     let mut m = Map::new();
-    for (i, a) in attrs.iter().enumerate() {
+    for a in attrs {
         let v = match a.kind {
-            Int | Count => dj::integer(a.vr, row.try_get::<Option<i64>, _>(i).ok().flatten()),
+            Int | Count => dj::integer(a.vr, row.integer(a.field)),
             _ => {
-                let t = text(row, i).filter(|t| !t.is_empty());
+                let t = row.text(a.field).filter(|t| !t.is_empty());
                 dj::string(a.vr, t.as_deref())
             }
         };
@@ -665,6 +540,10 @@ fn row_json(row: &AnyRow, attrs: &[&Attr]) -> Map<String, Value> {
     m
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn studies(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -683,6 +562,10 @@ pub async fn studies(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/series", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn all_series(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -701,6 +584,10 @@ pub async fn all_series(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn study_series(
     State(s): State<DicomWeb>,
     Path(study): Path<String>,
@@ -721,6 +608,10 @@ pub async fn study_series(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/instances", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn all_instances(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -739,6 +630,10 @@ pub async fn all_instances(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/instances", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn study_instances(
     State(s): State<DicomWeb>,
     Path(study): Path<String>,
@@ -759,6 +654,10 @@ pub async fn study_instances(
     .await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances", responses(
+    (status = 200, description = MATCHES, body = Vec<Object>, content_type = DICOM_JSON),
+    (status = 204, description = "Nothing matches"),
+))]
 pub async fn series_instances(
     State(s): State<DicomWeb>,
     Path((study, series)): Path<(String, String)>,
@@ -807,16 +706,23 @@ mod tests {
     }
 
     #[test]
-    fn ranges_and_lists_build_clauses() {
+    fn ranges_and_lists_become_matches() {
         let attr = attr_by_tag(tags::STUDY_DATE).unwrap();
-        let (mut c, mut b) = (Vec::new(), Vec::new());
-        add_filter(attr, "20200101-", &mut c, &mut b).unwrap();
-        assert_eq!(c, vec!["s.study_date >= $1"]);
-        assert!(add_filter(attr, "2020-01-01", &mut c, &mut b).is_err());
+        assert_eq!(
+            matching(attr, "20200101-").unwrap(),
+            Some(Match::Range {
+                from: Some("20200101".into()),
+                to: None
+            })
+        );
+        assert!(matching(attr, "2020-01-01").is_err());
+        assert!(matching(attr, "-").is_err());
         let uid = attr_by_tag(tags::STUDY_INSTANCE_UID).unwrap();
-        let (mut c, mut b) = (Vec::new(), Vec::new());
-        add_filter(uid, "1.2,1.3", &mut c, &mut b).unwrap();
-        assert_eq!(c, vec!["s.study_uid IN ($1, $2)"]);
-        assert!(add_filter(uid, "1.2,x", &mut c, &mut b).is_err());
+        assert_eq!(
+            matching(uid, "1.2,1.3").unwrap(),
+            Some(Match::AnyOf(vec!["1.2".into(), "1.3".into()]))
+        );
+        assert!(matching(uid, "1.2,x").is_err());
+        assert_eq!(matching(uid, "").unwrap(), None);
     }
 }

@@ -27,6 +27,10 @@ use dicom_dictionary_std::tags;
 /// The Source AE Title written into files received over STOW-RS (and their index rows).
 pub const STOW_AE: &str = "STOW-RS";
 
+/// The answer of a store.
+const STORED: &str = "PS3.18 store response: ReferencedSOPSequence (and FailedSOPSequence); \
+    every instance stored";
+
 /// One part's outcome.
 struct Failure {
     sop_class: Option<String>,
@@ -42,6 +46,12 @@ struct Stored {
     series: String,
 }
 
+#[utoipa::path(post, path = "/dicomweb/studies", responses(
+    (status = 200, description = STORED, body = Object, content_type = DICOM_JSON),
+    (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
+    (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
+    (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+))]
 pub async fn store_any(
     State(state): State<DicomWeb>,
     principal: Principal,
@@ -51,6 +61,12 @@ pub async fn store_any(
     store(state, principal, headers, None, body).await
 }
 
+#[utoipa::path(post, path = "/dicomweb/studies/{study}", responses(
+    (status = 200, description = STORED, body = Object, content_type = DICOM_JSON),
+    (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
+    (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
+    (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+))]
 pub async fn store_study(
     State(state): State<DicomWeb>,
     principal: Principal,
@@ -397,12 +413,11 @@ where
 }
 
 async fn series_of(state: &DicomWeb, sop: &str) -> Option<String> {
-    sqlx::query_scalar::<_, String>("SELECT series_uid FROM instances WHERE sop_instance_uid = $1")
-        .bind(sop)
-        .fetch_optional(&state.app.db.pool)
+    crate::store::index::find_instance(&state.app.db, sop)
         .await
         .ok()
         .flatten()
+        .map(|f| f.series_uid)
 }
 
 fn fail(

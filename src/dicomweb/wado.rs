@@ -19,14 +19,13 @@ use dicom_core::value::Value as DicomValue;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use serde_json::{json, Value};
-use sqlx::Row;
 use tokio_util::io::ReaderStream;
 
 use super::json::{self as dj, tag_key};
 use super::multipart::split_params;
 use super::transcode;
 use super::DicomWeb;
-use super::{base_url, DICOM_JSON};
+use super::{base_url, DICOM_JSON, MULTIPART_DICOM as INSTANCES, MULTIPART_OCTETS as OCTETS};
 use crate::api::error::valid_uid;
 use crate::api::ApiError;
 
@@ -49,16 +48,9 @@ pub(super) async fn instances(
     let study = valid_uid("study", study)?;
     let series = series.map(|s| valid_uid("series", s)).transpose()?;
     let sop = sop.map(|s| valid_uid("instance", s)).transpose()?;
-    let rows = sqlx::query(
-        "SELECT study_uid, series_uid, sop_instance_uid, transfer_syntax, CAST(rows_ AS BIGINT), file_path \
-         FROM instances WHERE study_uid = $1 AND ($2 = '' OR series_uid = $2) \
-         AND ($3 = '' OR sop_instance_uid = $3) ORDER BY series_uid, instance_number, sop_instance_uid",
-    )
-    .bind(&study)
-    .bind(series.clone().unwrap_or_default())
-    .bind(sop.clone().unwrap_or_default())
-    .fetch_all(&state.app.db.pool)
-    .await?;
+    let rows =
+        crate::store::index::retrievable(&state.app.db, &study, series.as_deref(), sop.as_deref())
+            .await?;
     if rows.is_empty() {
         let what = match (&series, &sop) {
             (_, Some(i)) => format!("Instance {i} not found"),
@@ -68,17 +60,14 @@ pub(super) async fn instances(
         return Err(ApiError::not_found(what));
     }
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|r| Stored {
-            study: r.get(0),
-            series: r.get(1),
-            sop: r.get(2),
-            transfer_syntax: r.get(3),
-            rows: r.get(4),
-            path: state
-                .app
-                .files
-                .absolute(std::path::Path::new(&r.get::<String, _>(5))),
+            path: state.app.files.absolute(std::path::Path::new(&r.file_path)),
+            study: r.study_uid,
+            series: r.series_uid,
+            sop: r.sop_instance_uid,
+            transfer_syntax: r.transfer_syntax,
+            rows: r.rows,
         })
         .collect())
 }
@@ -250,6 +239,9 @@ async fn retrieve(
     multipart(files, target).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}", responses(
+    (status = 200, description = "The study's instances as stored", body = String, content_type = INSTANCES),
+))]
 pub async fn study(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -258,6 +250,9 @@ pub async fn study(
     retrieve(&s, &h, &study, None, None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}", responses(
+    (status = 200, description = "The series' instances as stored", body = String, content_type = INSTANCES),
+))]
 pub async fn series(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -266,6 +261,9 @@ pub async fn series(
     retrieve(&s, &h, &study, Some(&series), None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}", responses(
+    (status = 200, description = "The instance as stored", body = String, content_type = INSTANCES),
+))]
 pub async fn instance(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -329,6 +327,9 @@ async fn metadata(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/metadata", responses(
+    (status = 200, description = "Metadata of each instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
+))]
 pub async fn study_metadata(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -337,6 +338,9 @@ pub async fn study_metadata(
     metadata(&s, &h, &study, None, None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/metadata", responses(
+    (status = 200, description = "Metadata of each instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
+))]
 pub async fn series_metadata(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -345,6 +349,9 @@ pub async fn series_metadata(
     metadata(&s, &h, &study, Some(&series), None).await
 }
 
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", responses(
+    (status = 200, description = "Metadata of the instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
+))]
 pub async fn instance_metadata(
     State(s): State<DicomWeb>,
     h: HeaderMap,
@@ -355,6 +362,9 @@ pub async fn instance_metadata(
 
 /// A top-level bulk value as `multipart/related; type="application/octet-stream"`: one part,
 /// or one part per fragment of encapsulated pixel data.
+#[utoipa::path(get, path = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}", responses(
+    (status = 200, description = "The value (one part per fragment for encapsulated pixel data)", body = String, content_type = OCTETS),
+))]
 pub async fn bulkdata(
     State(s): State<DicomWeb>,
     Path((study, series, sop, tag)): Path<(String, String, String, String)>,

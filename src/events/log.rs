@@ -12,6 +12,23 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::db::{now_ms, Backend, Database};
 
+/// One event as clients receive it: the JSON of an SSE `data:` line and of a history item.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventView {
+    /// Increasing; resume after it with `Last-Event-ID`.
+    pub id: i64,
+    /// `study.received`, `study.complete`, `store.failed`, `inference.started`,
+    /// `inference.completed`, `inference.failed` or `study.urgent`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub study_uid: Option<String>,
+    pub patient_id: Option<String>,
+    /// RFC 3339.
+    pub time: String,
+    /// Type-specific payload.
+    pub data: serde_json::Value,
+}
+
 /// The kinds of event the node emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EventType {
@@ -102,13 +119,13 @@ pub struct Event {
 
 impl Event {
     fn from_row(r: &AnyRow) -> Event {
-        let payload: String = r.get(5);
+        let payload: String = r.get("payload");
         Event::new(
-            r.get(0),
-            r.get(1),
-            r.get(2),
-            r.get(3),
-            r.get(4),
+            r.get("id"),
+            r.get("type"),
+            r.get("study_uid"),
+            r.get("patient_id"),
+            r.get("created_at"),
             serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
         )
     }
@@ -132,17 +149,21 @@ impl Event {
         }
     }
 
-    /// The JSON clients receive (SSE `data:` and the history):
-    /// `{"id","type","study_uid","patient_id","time","data"}`.
+    /// What clients receive (SSE `data:` and the history).
+    pub fn view(&self) -> EventView {
+        EventView {
+            id: self.id,
+            kind: self.kind.clone(),
+            study_uid: self.study_uid.clone(),
+            patient_id: self.patient_id.clone(),
+            time: crate::db::format_ms(self.created_at),
+            data: self.data.clone(),
+        }
+    }
+
+    /// [`Event::view`] as JSON.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "type": self.kind,
-            "study_uid": self.study_uid,
-            "patient_id": self.patient_id,
-            "time": crate::db::format_ms(self.created_at),
-            "data": self.data,
-        })
+        serde_json::to_value(self.view()).unwrap_or_default()
     }
 
     /// [`Event::to_json`] as text, serialised once per event.

@@ -320,7 +320,9 @@ pub fn stow_failure(body: &[u8], sop_instance_uid: &str) -> Option<String> {
     // The response is a data set, or (some servers) an array holding one.
     let ds = v.as_array().and_then(|a| a.first()).unwrap_or(&v);
     let failed = ds.get("00081198")?.get("Value")?.as_array()?;
-    let first = |item: &serde_json::Value, tag: &str| item.get(tag)?.get("Value")?.get(0).cloned();
+    let first = |item: &serde_json::Value, tag: &str| {
+        item.get(tag)?.get("Value")?.as_array()?.first().cloned()
+    };
     let item = failed.iter().find(|item| {
         first(item, "00081155").and_then(|u| u.as_str().map(str::to_string))
             == Some(sop_instance_uid.to_string())
@@ -385,7 +387,7 @@ fn outcome_text(v: &serde_json::Value) -> Option<String> {
     if v["resourceType"] != "OperationOutcome" {
         return None;
     }
-    let issue = v["issue"].get(0)?;
+    let issue = v["issue"].as_array()?.first()?;
     let text = issue["diagnostics"]
         .as_str()
         .or_else(|| issue["details"]["text"].as_str())

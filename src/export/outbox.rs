@@ -54,22 +54,22 @@ const COLUMNS: &str = "id, result_id, study_uid, destination, kind, output, sop_
 
 fn from_row(r: &AnyRow) -> ExportRow {
     ExportRow {
-        id: r.get(0),
-        result_id: r.get(1),
-        study_uid: r.get(2),
-        destination: r.get(3),
-        kind: r.get(4),
-        output: r.get(5),
-        sop_instance_uid: r.get(6),
-        state: r.get(7),
-        attempts: r.get(8),
-        max_attempts: r.get(9),
-        next_attempt_at: r.get(10),
-        last_error: r.get(11),
-        created_at: r.get(12),
-        updated_at: r.get(13),
-        sent_at: r.get(14),
-        file_path: r.get(15),
+        id: r.get("id"),
+        result_id: r.get("result_id"),
+        study_uid: r.get("study_uid"),
+        destination: r.get("destination"),
+        kind: r.get("kind"),
+        output: r.get("output"),
+        sop_instance_uid: r.get("sop_instance_uid"),
+        state: r.get("state"),
+        attempts: r.get("attempts"),
+        max_attempts: r.get("max_attempts"),
+        next_attempt_at: r.get("next_attempt_at"),
+        last_error: r.get("last_error"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        sent_at: r.get("sent_at"),
+        file_path: r.get("file_path"),
     }
 }
 

@@ -8,6 +8,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{json, Value};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::Required;
 
 use super::search::{self, ResourceType};
 use super::server::Fhir;
@@ -34,59 +37,50 @@ pub fn routes() -> Routes<FhirApi> {
         ),
         get(metadata),
     )];
-    for (rt, search_path, read_path, search_summary, read_summary) in [
+    for (search_path, read_path, search_summary, read_summary, search_route, read_route) in [
         (
-            ResourceType::DiagnosticReport,
             "/fhir/DiagnosticReport",
             "/fhir/DiagnosticReport/{id}",
             "Search DiagnosticReports (one per result version): patient, subject, identifier, date, status",
             "A DiagnosticReport (rs-<result id>)",
+            get(search_reports),
+            get(read_report),
         ),
         (
-            ResourceType::Observation,
             "/fhir/Observation",
             "/fhir/Observation/{id}",
             "Search Observations (one per finding): patient, subject, derived-from",
             "An Observation (rs-<result id>-<finding>)",
+            get(search_observations),
+            get(read_observation),
         ),
         (
-            ResourceType::ImagingStudy,
             "/fhir/ImagingStudy",
             "/fhir/ImagingStudy/{id}",
             "Search ImagingStudies: patient, identifier",
             "An ImagingStudy (id = Study Instance UID)",
+            get(search_imaging_studies),
+            get(read_imaging_study),
         ),
         (
-            ResourceType::Patient,
             "/fhir/Patient",
             "/fhir/Patient/{id}",
             "Search Patients: identifier (DICOM Patient ID)",
             "A Patient (pt-<n>) from the DICOM header",
+            get(search_patients),
+            get(read_patient),
         ),
         (
-            ResourceType::Device,
             "/fhir/Device",
             "/fhir/Device/{id}",
             "The algorithms (installed models and those of past results) as Devices",
             "A Device (<model id>-<version>)",
+            get(search_devices),
+            get(read_device),
         ),
     ] {
-        v.push((
-            spec(Method::GET, search_path, read, search_summary),
-            get(
-                move |state: State<FhirApi>, headers: HeaderMap, audit: Audit, q: RawQuery| {
-                    search_handler(rt, state, headers, audit, q)
-                },
-            ),
-        ));
-        v.push((
-            spec(Method::GET, read_path, read, read_summary),
-            get(
-                move |state: State<FhirApi>, headers: HeaderMap, audit: Audit, id: Path<String>| {
-                    read_handler(rt, state, headers, audit, id)
-                },
-            ),
-        ));
+        v.push((spec(Method::GET, search_path, read, search_summary), search_route));
+        v.push((spec(Method::GET, read_path, read, read_summary), read_route));
     }
     v.push((
         spec(
@@ -104,10 +98,140 @@ pub fn routes() -> Routes<FhirApi> {
             read,
             "Any other FHIR resource type: 404 OperationOutcome",
         ),
-        get(unsupported_type),
+        get(unsupported_read),
     ));
     v
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    metadata,
+    search_reports,
+    read_report,
+    search_observations,
+    read_observation,
+    search_imaging_studies,
+    read_imaging_study,
+    search_patients,
+    read_patient,
+    search_devices,
+    read_device,
+    unsupported_type,
+    unsupported_read,
+))]
+pub struct Doc;
+
+/// A search's answer.
+const SEARCHSET: &str = "A Bundle of type searchset with total and self/next/previous links; \
+    errors (400 for an unknown parameter or a bad value) are OperationOutcome";
+
+/// A read's answer.
+const READ: &str = "The resource; 404 OperationOutcome when there is none";
+
+/// The answer for resource types not served.
+const NOT_SERVED: &str = "Never: any type not listed is answered 404 with an OperationOutcome";
+
+/// The search parameters of a resource type and the paging ones, from the table the
+/// CapabilityStatement lists.
+fn search_parameters(rt: ResourceType) -> Vec<Parameter> {
+    search::params(rt)
+        .iter()
+        .chain(search::PAGING.iter())
+        .map(|p| {
+            let kind = if p.kind == "number" {
+                Type::Integer
+            } else {
+                Type::String
+            };
+            ParameterBuilder::new()
+                .name(p.name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(p.documentation))
+                .schema(Some(ObjectBuilder::new().schema_type(kind)))
+                .build()
+        })
+        .collect()
+}
+
+/// A resource type's search and read handlers with their `#[utoipa::path]`, and the search
+/// parameters as `IntoParams`.
+macro_rules! resource_handlers {
+    ($rt:expr, $params:ident, $search:ident, $search_path:tt, $read:ident, $read_path:tt) => {
+        struct $params;
+
+        impl utoipa::IntoParams for $params {
+            fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+                search_parameters($rt)
+            }
+        }
+
+        #[utoipa::path(get, path = $search_path, params($params), responses(
+            (status = 200, description = SEARCHSET, body = Object, content_type = CONTENT_TYPE),
+        ))]
+        async fn $search(
+            state: State<FhirApi>,
+            headers: HeaderMap,
+            audit: Audit,
+            q: RawQuery,
+        ) -> Response {
+            search_handler($rt, state, headers, audit, q).await
+        }
+
+        #[utoipa::path(get, path = $read_path, responses(
+            (status = 200, description = READ, body = Object, content_type = CONTENT_TYPE),
+        ))]
+        async fn $read(
+            state: State<FhirApi>,
+            headers: HeaderMap,
+            audit: Audit,
+            id: Path<String>,
+        ) -> Response {
+            read_handler($rt, state, headers, audit, id).await
+        }
+    };
+}
+
+resource_handlers!(
+    ResourceType::DiagnosticReport,
+    ReportSearch,
+    search_reports,
+    "/fhir/DiagnosticReport",
+    read_report,
+    "/fhir/DiagnosticReport/{id}"
+);
+resource_handlers!(
+    ResourceType::Observation,
+    ObservationSearch,
+    search_observations,
+    "/fhir/Observation",
+    read_observation,
+    "/fhir/Observation/{id}"
+);
+resource_handlers!(
+    ResourceType::ImagingStudy,
+    ImagingStudySearch,
+    search_imaging_studies,
+    "/fhir/ImagingStudy",
+    read_imaging_study,
+    "/fhir/ImagingStudy/{id}"
+);
+resource_handlers!(
+    ResourceType::Patient,
+    PatientSearch,
+    search_patients,
+    "/fhir/Patient",
+    read_patient,
+    "/fhir/Patient/{id}"
+);
+resource_handlers!(
+    ResourceType::Device,
+    DeviceSearch,
+    search_devices,
+    "/fhir/Device",
+    read_device,
+    "/fhir/Device/{id}"
+);
 
 /// A FHIR JSON answer.
 fn fhir_json(status: StatusCode, body: &Value) -> Response {
@@ -187,6 +311,9 @@ fn fhir<'a>(state: &'a FhirApi, headers: &HeaderMap) -> Fhir<'a> {
     }
 }
 
+#[utoipa::path(get, path = "/fhir/metadata", responses(
+    (status = 200, description = "A FHIR R4 CapabilityStatement", body = Object, content_type = CONTENT_TYPE),
+))]
 async fn metadata(State(state): State<FhirApi>, headers: HeaderMap) -> Response {
     fhir_json(
         StatusCode::OK,
@@ -271,6 +398,9 @@ async fn search_handler(
     fhir_json(StatusCode::OK, &bundle)
 }
 
+#[utoipa::path(get, path = "/fhir/{resource_type}", responses(
+    (status = 404, description = NOT_SERVED, body = Object, content_type = CONTENT_TYPE),
+))]
 async fn unsupported_type(Path(params): Path<Vec<(String, String)>>) -> Response {
     let rt = params.first().map(|(_, v)| v.as_str()).unwrap_or("");
     outcome(
@@ -281,4 +411,11 @@ async fn unsupported_type(Path(params): Path<Vec<(String, String)>>) -> Response
              ImagingStudy, Patient, Device; see /fhir/metadata)"
         ),
     )
+}
+
+#[utoipa::path(get, path = "/fhir/{resource_type}/{id}", responses(
+    (status = 404, description = NOT_SERVED, body = Object, content_type = CONTENT_TYPE),
+))]
+async fn unsupported_read(params: Path<Vec<(String, String)>>) -> Response {
+    unsupported_type(params).await
 }

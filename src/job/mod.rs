@@ -7,8 +7,7 @@
 //! (its worker crashed) is claimable again.
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
 use crate::db::{now_ms, Backend, Database};
 
@@ -23,7 +22,7 @@ const COLUMNS: &str = "id, study_uid, study_version, kind, state, attempts, last
     created_at, updated_at";
 
 /// A job row.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,
     pub study_uid: String,
@@ -57,28 +56,6 @@ pub struct Job {
 }
 
 impl Job {
-    fn from_row(r: &AnyRow) -> Job {
-        Job {
-            id: r.get(0),
-            study_uid: r.get(1),
-            study_version: r.get(2),
-            kind: r.get(3),
-            state: r.get(4),
-            attempts: r.get(5),
-            last_error: r.get(6),
-            model_id: r.get(7),
-            requested_by: r.get(8),
-            worker: r.get(9),
-            lease_until: r.get(10),
-            run_after: r.get(11),
-            started_at: r.get(12),
-            finished_at: r.get(13),
-            result_id: r.get(14),
-            created_at: r.get(15),
-            updated_at: r.get(16),
-        }
-    }
-
     /// Succeeded or failed for good.
     pub fn is_finished(&self) -> bool {
         self.state == SUCCEEDED || self.state == FAILED
@@ -117,24 +94,28 @@ pub async fn enqueue_reprocess(
     requested_by: &str,
 ) -> Result<Option<Job>, sqlx::Error> {
     let now = now_ms();
-    let lock = match db.backend {
-        Backend::Postgres => " FOR SHARE",
-        Backend::Sqlite => "",
+    let mut tx = db.begin_write().await?;
+    let Some(version) =
+        crate::store::index::unpurged_version(&mut tx, db.backend, study_uid).await?
+    else {
+        tx.rollback().await?;
+        return Ok(None);
     };
-    let row = sqlx::query(&format!(
+    let job: Job = sqlx::query_as(&format!(
         "INSERT INTO jobs (study_uid, study_version, kind, state, attempts, model_id, \
            requested_by, created_at, updated_at) \
-         SELECT study_uid, version, 'reprocess', $2, 0, $3, $4, $5, $5 FROM studies \
-         WHERE study_uid = $1 AND purged_at IS NULL{lock} RETURNING {COLUMNS}"
+         VALUES ($1, $2, 'reprocess', $3, 0, $4, $5, $6, $6) RETURNING {COLUMNS}"
     ))
     .bind(study_uid)
+    .bind(version)
     .bind(QUEUED)
     .bind(model_id)
     .bind(requested_by)
     .bind(now)
-    .fetch_optional(&db.pool)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(row.as_ref().map(Job::from_row))
+    tx.commit().await?;
+    Ok(Some(job))
 }
 
 /// Takes the oldest runnable job (queued and due, or running with an expired lease) for
@@ -154,13 +135,12 @@ pub async fn claim(db: &Database, worker: &str, lease_ms: i64) -> Result<Option<
                      ORDER BY id LIMIT 1 {lock}) \
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(&sql)
+    sqlx::query_as(&sql)
         .bind(worker)
         .bind(now + lease_ms)
         .bind(now)
         .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.as_ref().map(Job::from_row))
+        .await
 }
 
 /// Extends the lease; `false` when the job is no longer ours (lease lost to another worker).
@@ -254,11 +234,10 @@ pub async fn mark_failed(
 }
 
 pub async fn get(db: &Database, id: i64) -> Result<Option<Job>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
         .bind(id)
         .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.as_ref().map(Job::from_row))
+        .await
 }
 
 /// Jobs newest first, optionally by state and study.
@@ -269,7 +248,7 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE ($1 IS NULL OR state = $1) \
          AND ($2 IS NULL OR study_uid = $2) ORDER BY id DESC LIMIT $3 OFFSET $4"
     ))
@@ -278,17 +257,55 @@ pub async fn list(
     .bind(limit)
     .bind(offset)
     .fetch_all(&db.pool)
+    .await
+}
+
+/// Jobs in one state, for the queue gauges.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StateCount {
+    pub state: String,
+    pub jobs: i64,
+    /// Epoch milliseconds the oldest was created.
+    pub oldest_created_at: Option<i64>,
+}
+
+/// How many jobs are queued and running, and the oldest of each.
+pub async fn active_counts(db: &Database) -> Result<Vec<StateCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, COUNT(*) AS jobs, MIN(created_at) AS oldest_created_at FROM jobs \
+         WHERE state IN ('queued', 'running') GROUP BY state",
+    )
+    .fetch_all(&db.pool)
+    .await
+}
+
+/// Whether a job on the study is queued or running (read in the caller's transaction).
+pub async fn study_busy(
+    tx: &mut Transaction<'_, Any>,
+    study_uid: &str,
+) -> Result<bool, sqlx::Error> {
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE study_uid = $1 AND state IN ('queued', 'running')",
+    )
+    .bind(study_uid)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(rows.iter().map(Job::from_row).collect())
+    Ok(jobs > 0)
 }
 
 /// Jobs waiting or running (queue depth).
 pub async fn depth(db: &Database) -> Result<(i64, i64), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0), \
-                COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) FROM jobs",
+    #[derive(sqlx::FromRow)]
+    struct Depth {
+        queued: i64,
+        running: i64,
+    }
+    let d: Depth = sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0) AS queued, \
+                COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running \
+         FROM jobs",
     )
     .fetch_one(&db.pool)
     .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok((d.queued, d.running))
 }

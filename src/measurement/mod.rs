@@ -3,12 +3,15 @@
 //!
 //! # Submodules
 //! - [`ctr`]: the cardiothoracic ratio ([`Ctr`], [`cardiothoracic_ratio`]).
+//! - [`lungs`]: lung fields from a segmentation model's output, their plausibility, the CTR
+//!   from their borders and their contours.
 //!
 //! Coordinates are normalised to the image: `x` = column / width (0 left, 1 right), `y` = row
 //! / height (0 top, 1 bottom). In a PA/AP chest radiograph the patient's right is on the image
 //! left, so `heart_right` has a smaller `x` than `heart_left`.
 
 pub mod ctr;
+pub mod lungs;
 
 use serde::{Deserialize, Serialize};
 

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::json;
-use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::result::{
     self, ImageEntry, Metadata, ModelRef, ResultTimings, StudyResult, Summary, TriageSettings,
 };
+use crate::store::index::{self, SourceInstance as Candidate};
 use crate::store::FileStore;
 
 pub use settings::PipelineSettings;
@@ -72,15 +72,6 @@ pub struct Pipeline {
     triage: TriageSettings,
     jobs_ready: Arc<Notify>,
     metrics: Metrics,
-}
-
-/// A stored instance of the study, as the worker sees it.
-struct Candidate {
-    sop_instance_uid: String,
-    series_uid: String,
-    sop_class_uid: String,
-    modality: Option<String>,
-    file_path: String,
 }
 
 impl Pipeline {
@@ -242,12 +233,9 @@ impl Pipeline {
         kind: EventType,
         extra: serde_json::Value,
     ) -> Result<(), sqlx::Error> {
-        let patient_id: Option<String> =
-            sqlx::query_scalar("SELECT patient_id FROM studies WHERE study_uid = $1")
-                .bind(&job.study_uid)
-                .fetch_optional(&mut **tx)
-                .await?
-                .flatten();
+        let patient_id = index::find_study(&mut **tx, &job.study_uid)
+            .await?
+            .and_then(|s| s.patient_id);
         let mut payload = json!({
             "study_uid": job.study_uid,
             "study_version": job.study_version,
@@ -327,15 +315,10 @@ impl Pipeline {
             e @ InferenceError::WrongTask { .. } => PipelineError::UnusableModel(e.to_string()),
             other => PipelineError::Inference(other),
         })?;
-        let study = sqlx::query(
-            "SELECT patient_id, patient_name, patient_age, patient_sex, first_received_at, \
-               completed_at FROM studies WHERE study_uid = $1",
-        )
-        .bind(&job.study_uid)
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or_else(|| PipelineError::UnknownStudy(job.study_uid.clone()))?;
-        let candidates = self.candidates(&job.study_uid).await?;
+        let study = index::find_study(&self.db.pool, &job.study_uid)
+            .await?
+            .ok_or_else(|| PipelineError::UnknownStudy(job.study_uid.clone()))?;
+        let candidates = index::source_instances(&self.db, &job.study_uid).await?;
         if candidates.is_empty() {
             return Err(PipelineError::NoInstances(job.study_uid.clone()));
         }
@@ -344,8 +327,8 @@ impl Pipeline {
         let summary = Summary::from_images(&images);
         let triage = self.triage.decide(&summary);
         let finished = now_ms();
-        let first_received_at: i64 = study.get(4);
-        let completed_at: Option<i64> = study.get(5);
+        let first_received_at = study.first_received_at;
+        let completed_at = study.completed_at;
         let first_uid = images
             .iter()
             .find(|i| i.status == "analysed")
@@ -359,13 +342,8 @@ impl Pipeline {
             .find(|m| m.id == manifest.id)
             .map(|m| m.provider)
             .unwrap_or_default();
-        let text = |i: usize| -> String {
-            study
-                .get::<Option<String>, _>(i)
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        };
+        let text =
+            |v: &Option<String>| -> String { v.as_deref().unwrap_or_default().trim().to_string() };
         Ok(StudyResult {
             id: 0,
             version: 0,
@@ -386,11 +364,11 @@ impl Pipeline {
             images,
             metadata: Metadata {
                 model_version: format!("{}-{}", manifest.id, manifest.version),
-                patient_id: text(0),
-                patient_name: text(1),
+                patient_id: text(&study.patient_id),
+                patient_name: text(&study.patient_name),
                 sop_instance_uid: first_uid,
-                age: text(2),
-                sex: text(3),
+                age: text(&study.patient_age),
+                sex: text(&study.patient_sex),
             },
             timings: ResultTimings {
                 first_received_at,
@@ -404,28 +382,6 @@ impl Pipeline {
             created_at: crate::db::format_ms(finished),
             superseded: false,
         })
-    }
-
-    async fn candidates(&self, study_uid: &str) -> Result<Vec<Candidate>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT i.sop_instance_uid, i.series_uid, i.sop_class_uid, s.modality, i.file_path \
-             FROM instances i JOIN series s ON s.series_uid = i.series_uid \
-             WHERE i.study_uid = $1 AND i.association_id NOT LIKE 'derived:%' \
-             ORDER BY s.series_number, i.series_uid, i.instance_number, i.sop_instance_uid",
-        )
-        .bind(study_uid)
-        .fetch_all(&self.db.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Candidate {
-                sop_instance_uid: r.get(0),
-                series_uid: r.get(1),
-                sop_class_uid: r.get(2),
-                modality: r.get(3),
-                file_path: r.get(4),
-            })
-            .collect())
     }
 
     /// Runs the model on every candidate at once (the engine batches them). Modalities the

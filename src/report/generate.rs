@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ use crate::export::outbox::{self, NewExport};
 use crate::export::settings::RouteFacts;
 use crate::export::{ExportSettings, OutputKind};
 use crate::result::StudyResult;
+use crate::store::index::{self, DerivedInstance};
 use crate::store::FileStore;
 
 /// `association_id` prefix of instances we generated; the pipeline never analyses them.
@@ -116,7 +117,7 @@ impl Reporter {
         .fetch_all(&self.db.pool)
         .await?;
         for id in due {
-            let claimed = sqlx::query(
+            let claimed: Option<i64> = sqlx::query_scalar(
                 "UPDATE report_outputs SET lease_until = $2, attempts = attempts + 1, updated_at = $1 \
                  WHERE result_id = $3 AND state = 'pending' AND (lease_until IS NULL OR lease_until < $1) \
                  RETURNING attempts",
@@ -126,8 +127,7 @@ impl Reporter {
             .bind(id)
             .fetch_optional(&self.db.pool)
             .await?;
-            if let Some(r) = claimed {
-                let attempts: i64 = r.get(0);
+            if let Some(attempts) = claimed {
                 self.process(id, attempts).await?;
                 return Ok(true);
             }
@@ -202,40 +202,29 @@ impl Reporter {
     }
 
     async fn generate(&self, result_id: i64) -> Result<usize, GenError> {
-        let row = sqlx::query("SELECT id, version, body FROM results WHERE id = $1")
-            .bind(result_id)
-            .fetch_one(&self.db.pool)
-            .await?;
-        let body: String = row.get(2);
-        let mut result: StudyResult = serde_json::from_str(&body)
+        let record = crate::result::store::record(&self.db, result_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        let result: StudyResult = record
+            .parse()
             .map_err(|e| GenError::Report(ReportError::Pixels(format!("result body: {e}"))))?;
-        result.id = row.get(0);
-        result.version = row.get(1);
         tracing::Span::current().record("study_uid", result.study_instance_uid.as_str());
 
-        let rows = sqlx::query(
-            "SELECT i.sop_instance_uid, i.series_uid, i.sop_class_uid, i.file_path, i.calling_ae, \
-               s.modality FROM instances i JOIN series s ON s.series_uid = i.series_uid \
-             WHERE i.study_uid = $1 AND i.association_id NOT LIKE 'derived:%'",
-        )
-        .bind(&result.study_instance_uid)
-        .fetch_all(&self.db.pool)
-        .await?;
+        let rows = index::source_instances(&self.db, &result.study_instance_uid).await?;
         let mut images = Vec::new();
         let mut facts = RouteFacts {
             urgency: Some(result.urgency),
             ..Default::default()
         };
-        for r in &rows {
-            let rel: String = r.get(3);
+        for r in rows {
             images.push(SourceImage {
-                sop_instance_uid: r.get(0),
-                series_uid: r.get(1),
-                sop_class_uid: r.get(2),
-                path: self.files.absolute(rel.as_ref()),
+                path: self.files.absolute(r.file_path.as_ref()),
+                sop_instance_uid: r.sop_instance_uid,
+                series_uid: r.series_uid,
+                sop_class_uid: r.sop_class_uid,
             });
-            let ae: String = r.get(4);
-            let modality: Option<String> = r.get(5);
+            let ae = r.calling_ae;
+            let modality = r.modality;
             if !facts.calling_aes.contains(&ae) {
                 facts.calling_aes.push(ae);
             }
@@ -384,18 +373,6 @@ async fn index_output(
         OutputKind::Sr => "AI result (unverified)",
         OutputKind::Overlay | OutputKind::Report => "AI result overlay (unverified)",
     };
-    sqlx::query(
-        "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
-           created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (series_uid) DO NOTHING",
-    )
-    .bind(&b.series_uid)
-    .bind(&result.study_instance_uid)
-    .bind(b.modality)
-    .bind(i64::from(b.series_number))
-    .bind(description)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
     let (rows, cols, photometric) = if w.kind == OutputKind::Overlay {
         let g = |t| {
             b.obj
@@ -412,46 +389,28 @@ async fn index_output(
     } else {
         (None, None, None)
     };
-    sqlx::query(
-        "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid, \
-           transfer_syntax, instance_number, rows_, columns_, frames, photometric, file_path, \
-           file_size, received_at, calling_ae, association_id, study_version) \
-         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (sop_instance_uid) DO NOTHING",
+    index::add_derived(
+        tx,
+        &DerivedInstance {
+            study_uid: &result.study_instance_uid,
+            series_uid: &b.series_uid,
+            sop_instance_uid: &b.sop_instance_uid,
+            sop_class_uid: &b.sop_class_uid,
+            transfer_syntax: super::EXPLICIT_VR_LE,
+            modality: b.modality,
+            series_number: i64::from(b.series_number),
+            series_description: description,
+            rows,
+            columns: cols,
+            frames: rows.map(|_| 1i64),
+            photometric,
+            file_path: &w.rel_path,
+            file_size: w.size,
+            calling_ae,
+            association_id: format!("{DERIVED_PREFIX}{}", result.id),
+            study_version: result.study_version,
+            now,
+        },
     )
-    .bind(&b.sop_instance_uid)
-    .bind(&b.series_uid)
-    .bind(&result.study_instance_uid)
-    .bind(&b.sop_class_uid)
-    .bind(super::EXPLICIT_VR_LE)
-    .bind(rows)
-    .bind(cols)
-    .bind(rows.map(|_| 1i64))
-    .bind(photometric)
-    .bind(&w.rel_path)
-    .bind(w.size)
-    .bind(now)
-    .bind(calling_ae)
-    .bind(format!("{DERIVED_PREFIX}{}", result.id))
-    .bind(result.study_version)
-    .execute(&mut **tx)
-    .await?;
-    crate::store::index::recount_series(tx, &b.series_uid).await?;
-    // ModalitiesInStudy covers every series, ours included (SR, OT).
-    let modalities: Option<String> =
-        sqlx::query_scalar("SELECT modalities FROM studies WHERE study_uid = $1")
-            .bind(&result.study_instance_uid)
-            .fetch_optional(&mut **tx)
-            .await?;
-    let modalities = crate::store::index::merge_modalities(
-        modalities.as_deref().unwrap_or_default(),
-        b.modality,
-    );
-    crate::store::index::recount_study(tx, &result.study_instance_uid).await?;
-    sqlx::query("UPDATE studies SET modalities = $2 WHERE study_uid = $1")
-        .bind(&result.study_instance_uid)
-        .bind(&modalities)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    .await
 }

@@ -2,8 +2,6 @@
 //! transaction) and reading results back.
 
 use serde_json::json;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::model::StudyResult;
 use crate::db::{now_ms, Database};
@@ -59,14 +57,13 @@ pub async fn store(
         tx.rollback().await?;
         return Ok(None);
     }
-    sqlx::query(
-        "UPDATE studies SET urgency = $2, result_version = $3, result_at = $4 WHERE study_uid = $1",
+    crate::store::index::set_current_result(
+        &mut tx,
+        &result.study_instance_uid,
+        result.urgency.as_str(),
+        version,
+        now,
     )
-    .bind(&result.study_instance_uid)
-    .bind(result.urgency.as_str())
-    .bind(version)
-    .bind(now)
-    .execute(&mut *tx)
     .await?;
     let payload = json!({
         "study_uid": result.study_instance_uid,
@@ -118,31 +115,45 @@ pub async fn store(
     Ok(Some(Stored { result_id, version }))
 }
 
-fn from_row(r: &AnyRow, latest_version: Option<i64>) -> Option<StudyResult> {
-    let body: String = r.get(2);
-    let mut res: StudyResult = serde_json::from_str(&body).ok()?;
-    res.id = r.get(0);
-    res.version = r.get(1);
-    res.superseded = latest_version.is_some_and(|v| v > res.version);
-    Some(res)
+/// A stored result: its row id, version and JSON body.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResultRecord {
+    pub id: i64,
+    pub version: i64,
+    pub body: String,
+    /// The highest result version of the study.
+    pub latest_version: i64,
 }
 
-async fn latest_version(db: &Database, study_uid: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MAX(version) FROM results WHERE study_uid = $1")
-        .bind(study_uid)
-        .fetch_one(&db.pool)
-        .await
+impl ResultRecord {
+    /// The body with the row's id and version (`superseded` is left to the caller).
+    pub fn parse(&self) -> Result<StudyResult, serde_json::Error> {
+        let mut res: StudyResult = serde_json::from_str(&self.body)?;
+        res.id = self.id;
+        res.version = self.version;
+        Ok(res)
+    }
+
+    fn into_result(self, superseded: bool) -> Option<StudyResult> {
+        let mut res = self.parse().ok()?;
+        res.superseded = superseded && self.latest_version > res.version;
+        Some(res)
+    }
 }
+
+const RECORD_COLUMNS: &str = "r.id, r.version, r.body, \
+    (SELECT MAX(m.version) FROM results m WHERE m.study_uid = r.study_uid) AS latest_version";
 
 /// The current result of a study.
 pub async fn latest(db: &Database, study_uid: &str) -> Result<Option<StudyResult>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT id, version, body FROM results WHERE study_uid = $1 ORDER BY version DESC LIMIT 1",
-    )
+    let row: Option<ResultRecord> = sqlx::query_as(&format!(
+        "SELECT {RECORD_COLUMNS} FROM results r WHERE r.study_uid = $1 \
+         ORDER BY r.version DESC LIMIT 1"
+    ))
     .bind(study_uid)
     .fetch_optional(&db.pool)
     .await?;
-    Ok(row.as_ref().and_then(|r| from_row(r, None)))
+    Ok(row.and_then(|r| r.into_result(false)))
 }
 
 /// One result version of a study.
@@ -151,18 +162,77 @@ pub async fn by_version(
     study_uid: &str,
     version: i64,
 ) -> Result<Option<StudyResult>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT id, version, body FROM results WHERE study_uid = $1 AND version = $2")
-            .bind(study_uid)
-            .bind(version)
-            .fetch_optional(&db.pool)
-            .await?;
-    let latest = latest_version(db, study_uid).await?;
-    Ok(row.as_ref().and_then(|r| from_row(r, latest)))
+    let row: Option<ResultRecord> = sqlx::query_as(&format!(
+        "SELECT {RECORD_COLUMNS} FROM results r WHERE r.study_uid = $1 AND r.version = $2"
+    ))
+    .bind(study_uid)
+    .bind(version)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.and_then(|r| r.into_result(true)))
+}
+
+/// One result by its row id.
+pub async fn record(db: &Database, id: i64) -> Result<Option<ResultRecord>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RECORD_COLUMNS} FROM results r WHERE r.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await
+}
+
+/// A result row without its body: enough to list and filter results.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResultSummary {
+    pub id: i64,
+    pub study_uid: String,
+    pub version: i64,
+    /// The highest result version of the study.
+    pub latest_version: i64,
+}
+
+/// Results, optionally of one study, oldest first.
+pub async fn summaries(
+    db: &Database,
+    study_uid: Option<&str>,
+) -> Result<Vec<ResultSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.id, r.study_uid, r.version, \
+           (SELECT MAX(m.version) FROM results m WHERE m.study_uid = r.study_uid) AS latest_version \
+         FROM results r WHERE ($1 IS NULL OR r.study_uid = $1) ORDER BY r.id",
+    )
+    .bind(study_uid)
+    .fetch_all(&db.pool)
+    .await
+}
+
+/// The id of the study's latest result version, if any.
+pub async fn latest_id(db: &Database, study_uid: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM results WHERE study_uid = $1 ORDER BY version DESC LIMIT 1")
+        .bind(study_uid)
+        .fetch_optional(&db.pool)
+        .await
+}
+
+/// A model that produced results.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ModelUsed {
+    pub model_id: String,
+    pub model_version: String,
+}
+
+/// Models that produced results, by id and version.
+pub async fn models_used(db: &Database) -> Result<Vec<ModelUsed>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT model_id, model_version FROM results ORDER BY model_id, model_version",
+    )
+    .fetch_all(&db.pool)
+    .await
 }
 
 /// One line per result version of a study, newest first.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct VersionInfo {
     pub id: i64,
     /// Result version (1 = first).
@@ -179,25 +249,11 @@ pub struct VersionInfo {
 }
 
 pub async fn versions(db: &Database, study_uid: &str) -> Result<Vec<VersionInfo>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT id, version, study_version, job_id, model_id, model_version, status, urgency, \
            created_at FROM results WHERE study_uid = $1 ORDER BY version DESC",
     )
     .bind(study_uid)
     .fetch_all(&db.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| VersionInfo {
-            id: r.get(0),
-            version: r.get(1),
-            study_version: r.get(2),
-            job_id: r.get(3),
-            model_id: r.get(4),
-            model_version: r.get(5),
-            status: r.get(6),
-            urgency: r.get(7),
-            created_at: r.get(8),
-        })
-        .collect())
+    .await
 }

@@ -23,12 +23,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{now_ms, Backend, Database};
+use crate::db::{now_ms, Database};
 use crate::events::{self, EventBus, EventType};
-use crate::store::index::recount_study;
+use crate::store::index;
 use crate::store::Store;
 
 /// `[retention]`
@@ -93,32 +92,12 @@ pub async fn purge_study(
     study_uid: &str,
     by: &str,
 ) -> Result<Purged, PurgeError> {
-    let rows = sqlx::query(
-        "SELECT sop_instance_uid, file_path, file_size FROM instances \
-         WHERE study_uid = $1 AND association_id NOT LIKE 'derived:%' \
-         ORDER BY sop_instance_uid",
-    )
-    .bind(study_uid)
-    .fetch_all(&db.pool)
-    .await?;
-    let listed: Vec<(String, String, i64)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let sops: Vec<String> = listed.iter().map(|(s, _, _)| s.clone()).collect();
+    let listed = index::received_files(db, study_uid).await?;
+    let sops: Vec<String> = listed.iter().map(|f| f.sop_instance_uid.clone()).collect();
     let holds = store.hold(&sops).await;
 
     let mut tx = db.begin_write().await?;
-    let lock = match db.backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    };
-    let status: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT status FROM studies WHERE study_uid = $1{lock}"
-    ))
-    .bind(study_uid)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let status = index::lock_status(&mut tx, db.backend, study_uid).await?;
     let busy = |reason: &str| PurgeError::Busy {
         study_uid: study_uid.to_string(),
         reason: reason.to_string(),
@@ -128,18 +107,13 @@ pub async fn purge_study(
         Some("complete") => {}
         Some(_) => return Err(busy("it is still being received")),
     }
-    let jobs: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE study_uid = $1 AND state IN ('queued', 'running')",
-    )
-    .bind(study_uid)
-    .fetch_one(&mut *tx)
-    .await?;
-    if jobs > 0 {
+    if crate::job::study_busy(&mut tx, study_uid).await? {
         return Err(busy("a job on it is queued or running"));
     }
+    // The report worker's table, read here: `report` sits above the API (report -> fhir -> api),
+    // which calls this module, so importing it would close a cycle.
     let outputs: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM report_outputs o JOIN results r ON r.id = o.result_id \
-         WHERE r.study_uid = $1 AND o.state = 'pending'",
+        "SELECT COUNT(*) FROM report_outputs WHERE study_uid = $1 AND state = 'pending'",
     )
     .bind(study_uid)
     .fetch_one(&mut *tx)
@@ -148,49 +122,11 @@ pub async fn purge_study(
         return Err(busy("its SR or overlay is still to be generated"));
     }
 
-    // (size, path in the index) of each row removed.
-    let mut removed: Vec<(i64, String)> = Vec::with_capacity(listed.len());
-    for (sop, path, size) in &listed {
-        let r = sqlx::query(
-            "DELETE FROM instances WHERE sop_instance_uid = $1 AND study_uid = $2 \
-             AND file_path = $3",
-        )
-        .bind(sop)
-        .bind(study_uid)
-        .bind(path)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 1 {
-            removed.push((*size, path.clone()));
-        }
-    }
-    sqlx::query(
-        "DELETE FROM series WHERE study_uid = $1 AND NOT EXISTS \
-         (SELECT 1 FROM instances i WHERE i.series_uid = series.series_uid)",
-    )
-    .bind(study_uid)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE series SET num_instances = \
-         (SELECT COUNT(*) FROM instances i WHERE i.series_uid = series.series_uid) \
-         WHERE study_uid = $1",
-    )
-    .bind(study_uid)
-    .execute(&mut *tx)
-    .await?;
-    recount_study(&mut tx, study_uid).await?;
+    let removed = index::remove_received(&mut tx, study_uid, &listed).await?;
     let now = now_ms();
-    let patient_id: Option<String> = sqlx::query_scalar(
-        "UPDATE studies SET purged_at = $2, updated_at = $2 \
-         WHERE study_uid = $1 RETURNING patient_id",
-    )
-    .bind(study_uid)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    let bytes: i64 = removed.iter().map(|(s, _)| s).sum();
-    for (_, path) in &removed {
+    let patient_id = index::mark_purged(&mut tx, study_uid, now).await?;
+    let bytes: i64 = removed.iter().map(|f| f.file_size).sum();
+    for path in removed.iter().map(|f| &f.file_path) {
         sqlx::query(
             "INSERT INTO purged_files (file_path, study_uid, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (file_path) DO NOTHING",
@@ -219,7 +155,7 @@ pub async fn purge_study(
     bus.notify();
 
     let count = removed.len();
-    let paths: Vec<String> = removed.into_iter().map(|(_, p)| p).collect();
+    let paths: Vec<String> = removed.into_iter().map(|f| f.file_path.clone()).collect();
     remove_files(db, store, paths).await?;
     drop(holds);
     tracing::info!(instances = count, bytes, by, "study purged");
@@ -266,15 +202,20 @@ async fn remove_files(db: &Database, store: &Store, paths: Vec<String>) -> Resul
 pub async fn finish_interrupted(db: &Database, store: &Store) -> Result<usize, sqlx::Error> {
     // A path the index names again holds an instance stored since (after an unlink that
     // failed): it is forgotten here, not removed.
-    sqlx::query(
-        "DELETE FROM purged_files WHERE EXISTS \
-         (SELECT 1 FROM instances i WHERE i.file_path = purged_files.file_path)",
-    )
-    .execute(&db.pool)
-    .await?;
-    let paths: Vec<String> = sqlx::query_scalar("SELECT file_path FROM purged_files")
+    let listed: Vec<String> = sqlx::query_scalar("SELECT file_path FROM purged_files")
         .fetch_all(&db.pool)
         .await?;
+    let indexed = index::indexed_paths(db, &listed).await?;
+    for path in &indexed {
+        sqlx::query("DELETE FROM purged_files WHERE file_path = $1")
+            .bind(path)
+            .execute(&db.pool)
+            .await?;
+    }
+    let paths: Vec<String> = listed
+        .into_iter()
+        .filter(|p| !indexed.contains(p))
+        .collect();
     let n = paths.len();
     if n > 0 {
         remove_files(db, store, paths).await?;
@@ -382,18 +323,18 @@ impl Retention {
         // Keyset paging: a busy study is passed over, not met again.
         let mut after = (i64::MIN, String::new());
         loop {
-            let due: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT study_uid, last_received_at FROM studies WHERE status = 'complete' \
-                 AND purged_at IS NULL AND last_received_at < $1 \
-                 AND (last_received_at > $2 OR (last_received_at = $2 AND study_uid > $3)) \
-                 ORDER BY last_received_at, study_uid LIMIT 100",
+            let due = index::purge_candidates(
+                &self.db,
+                cutoff.unwrap_or(i64::MAX),
+                (after.0, after.1.as_str()),
+                100,
             )
-            .bind(cutoff.unwrap_or(i64::MAX))
-            .bind(after.0)
-            .bind(&after.1)
-            .fetch_all(&self.db.pool)
             .await?;
-            for (uid, received) in &due {
+            for index::PurgeCandidate {
+                study_uid: uid,
+                last_received_at: received,
+            } in &due
+            {
                 if cutoff.is_none() && !self.below_target() {
                     return Ok(());
                 }

@@ -3,7 +3,7 @@
 //! (the node's [`AppState`] beside what only that part reads), served through the kernel's
 //! [`api::mount`]; an adapter is mounted with its error dialect. [`routes`] lists what
 //! [`router`] serves (the auth test matrix and the OpenAPI document walk it), both from the
-//! one list in [`assemble`].
+//! one list in [`assemble`]; [`handler_docs`] gathers the parts' `#[utoipa::path]` operations.
 
 use axum::Router;
 
@@ -19,7 +19,7 @@ use crate::supervisor::Background;
 #[derive(Clone)]
 pub struct Parts {
     pub app: AppState,
-    health: health::Health,
+    health: health::HealthState,
     dicomweb: DicomWeb,
     fhir: FhirApi,
     leapai: leapai::LeapAi,
@@ -39,7 +39,7 @@ impl Parts {
         use anyhow::Context;
         let compat = &settings.compat;
         Ok(Parts {
-            health: health::Health {
+            health: health::HealthState {
                 app: app.clone(),
                 fields: vec![&voxray::HealthFields as &dyn health::HealthFields],
             },
@@ -145,6 +145,32 @@ pub fn routes() -> Vec<RouteSpec> {
     let mut list = List(Vec::new());
     assemble(&mut list);
     list.0
+}
+
+/// The operations the handlers of [`routes`] document with `#[utoipa::path]`, part by part;
+/// [`api::openapi`] completes them from the route list.
+pub fn handler_docs() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = native::health::Doc::openapi();
+    for part in [
+        native::metrics::Doc::openapi(),
+        native::studies::Doc::openapi(),
+        native::events::Doc::openapi(),
+        native::jobs::Doc::openapi(),
+        native::models::Doc::openapi(),
+        native::audit::Doc::openapi(),
+        native::docs::Doc::openapi(),
+        native::exports::Doc::openapi(),
+        fhir::Doc::openapi(),
+        dicomweb::Doc::openapi(),
+        leapai::Doc::openapi(),
+        pi::Doc::openapi(),
+        voxray::Doc::openapi(),
+        radanalyzer::Doc::openapi(),
+    ] {
+        doc.merge(part);
+    }
+    doc
 }
 
 /// The node's router: every part mounted with its state, inside the kernel's outer layers.

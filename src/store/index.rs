@@ -1,14 +1,34 @@
-//! The index half of the store: patients, studies, series and instances rows.
+//! The index half of the store: patients, studies, series and instances rows. The only
+//! module with SQL on those tables: this file indexes received instances; `studies`,
+//! `instances` and `patients` hold the typed rows (read by column name) and the named
+//! queries other modules call; [`qido`] builds the QIDO-RS search.
 //!
-//! Each function takes the caller's transaction; the caller commits. A study row carries its
-//! completion state: `receiving` until the study module completes it; an instance arriving
-//! for a `complete` study re-opens it with `version + 1`.
+//! The indexing functions take the caller's transaction; the caller commits. A study row
+//! carries its completion state: `receiving` until the study module completes it; an instance
+//! arriving for a `complete` study re-opens it with `version + 1`.
 
 use std::sync::LazyLock;
 
 use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
+
+mod instances;
+mod patients;
+pub mod qido;
+mod studies;
+
+pub use instances::{
+    add_derived, indexed_paths, instances_of_study, received_files, remove_received, retrievable,
+    series_of_study, source_instances, DerivedInstance, InstanceRow, ReceivedFile, SeriesRow,
+    SourceInstance,
+};
+pub use patients::{find_patient, patients, PatientRow};
+pub use studies::{
+    complete_study, count_studies, find_study, lock_status, mark_purged, purge_candidates,
+    receiving_studies, search_studies, set_current_result, studies_of_patient, unpurged_version,
+    Completed, PurgeCandidate, ReceivingStudy, StudyFilter, StudyRow,
+};
 
 use super::header::InstanceHeader;
 use crate::db::{Backend, Database};
@@ -36,9 +56,10 @@ pub struct IndexOutcome {
 }
 
 /// Where an already indexed instance lives.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IndexedFile {
     pub study_uid: String,
+    pub series_uid: String,
     pub file_path: String,
     pub file_size: i64,
 }
@@ -48,17 +69,21 @@ pub async fn find_instance(
     db: &Database,
     sop_instance_uid: &str,
 ) -> Result<Option<IndexedFile>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT study_uid, file_path, file_size FROM instances WHERE sop_instance_uid = $1",
+    sqlx::query_as(
+        "SELECT study_uid, series_uid, file_path, file_size FROM instances \
+         WHERE sop_instance_uid = $1",
     )
     .bind(sop_instance_uid)
     .fetch_optional(&db.pool)
-    .await?;
-    Ok(row.map(|r| IndexedFile {
-        study_uid: r.get(0),
-        file_path: r.get(1),
-        file_size: r.get(2),
-    }))
+    .await
+}
+
+/// The state of a study row an instance is indexed into.
+#[derive(sqlx::FromRow)]
+struct OpenState {
+    status: String,
+    version: i64,
+    modalities: String,
 }
 
 /// Upserts patient, study, series and instance rows for one stored file.
@@ -94,34 +119,27 @@ pub async fn index_instance(
     } else {
         ""
     };
-    let existing = sqlx::query(&format!(
+    let existing: Option<OpenState> = sqlx::query_as(&format!(
         "SELECT status, version, modalities FROM studies WHERE study_uid = $1{lock}"
     ))
     .bind(study_uid)
     .fetch_optional(&mut **tx)
     .await?;
-    let existing = existing.map(|row| {
-        (
-            row.get::<String, _>(0),
-            row.get::<i64, _>(1),
-            row.get::<String, _>(2),
-        )
-    });
 
     // Patient demographics are taken when a study opens (new, or re-opened by a later send),
     // not re-written by every instance of it.
-    let reopened = matches!(&existing, Some((status, _, _)) if status == "complete");
+    let reopened = matches!(&existing, Some(s) if s.status == "complete");
     let version = match &existing {
         None => {
             let patient_pk = upsert_patient(tx, rec, study_uid).await?;
             insert_study(tx, rec, study_uid, patient_pk, &modality).await?;
             1
         }
-        Some((_, version, _)) if reopened => {
+        Some(s) if reopened => {
             upsert_patient(tx, rec, study_uid).await?;
-            version + 1
+            s.version + 1
         }
-        Some((_, version, _)) => *version,
+        Some(s) => s.version,
     };
     let opened = existing.is_none() || reopened;
 
@@ -144,7 +162,7 @@ pub async fn index_instance(
     .await?;
     let new_series = series_instances == 1;
 
-    if let Some((_, _, modalities)) = &existing {
+    if let Some(OpenState { modalities, .. }) = &existing {
         sqlx::query(
             "UPDATE studies SET status = 'receiving', version = $2, modalities = $3, \
                last_received_at = $4, updated_at = $4, purged_at = NULL, \
@@ -347,7 +365,12 @@ async fn replace_instance(
 ) -> Result<(), sqlx::Error> {
     let h = &rec.header;
     let sop_uid = uid(&h.sop_instance_uid);
-    let (old_series, old_study): (String, String) =
+    #[derive(sqlx::FromRow)]
+    struct Placed {
+        series_uid: String,
+        study_uid: String,
+    }
+    let old: Placed =
         sqlx::query_as("SELECT series_uid, study_uid FROM instances WHERE sop_instance_uid = $1")
             .bind(sop_uid)
             .fetch_one(&mut **tx)
@@ -364,10 +387,10 @@ async fn replace_instance(
         .await?;
     let new_series = uid(&h.series_uid);
     let new_study = uid(&h.study_uid);
-    for series in dedup([old_series.as_str(), new_series]) {
+    for series in dedup([old.series_uid.as_str(), new_series]) {
         recount_series(tx, series).await?;
     }
-    for study in dedup([old_study.as_str(), new_study]) {
+    for study in dedup([old.study_uid.as_str(), new_study]) {
         recount_study(tx, study).await?;
     }
     Ok(())

@@ -2,7 +2,8 @@
 //!
 //! - [`files`]: temporary file, fsync, atomic rename into `instances/`;
 //! - [`header`]: the attributes the index needs, read without the pixel data;
-//! - [`index`]: the SQL for patients, studies, series, instances;
+//! - [`index`]: every SQL statement on patients, studies, series and instances: indexing,
+//!   typed rows and the named queries the rest of the node calls;
 //! - this module: [`Store::accept`], the one path every ingest route (C-STORE, STOW-RS) takes,
 //!   and the group committer that batches index rows from concurrent associations into one
 //!   transaction, so durable mode costs one database sync per batch, not per instance.

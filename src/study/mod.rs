@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::Row;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +21,7 @@ use crate::configuration::StudySettings;
 use crate::db::{now_ms, Database};
 use crate::events::{self, EventBus, EventType};
 use crate::job;
+use crate::store::index::{complete_study, Completed};
 
 #[derive(Debug)]
 struct Entry {
@@ -84,17 +84,14 @@ impl StudyTracker {
 
     /// Re-arms the timers of studies that were still receiving when the node stopped.
     pub async fn restore(&self) -> Result<usize, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT study_uid, last_received_at FROM studies WHERE status = 'receiving'",
-        )
-        .fetch_all(&self.db.pool)
-        .await?;
+        let rows = crate::store::index::receiving_studies(&self.db).await?;
         let now_wall = now_ms();
         let now = Instant::now();
+        let n = rows.len();
         let mut st = self.lock();
-        for r in &rows {
-            let uid: String = r.get(0);
-            let last: i64 = r.get(1);
+        for r in rows {
+            let uid = r.study_uid;
+            let last = r.last_received_at;
             let due_in = (last + self.stable.as_millis() as i64 - now_wall).max(0) as u64;
             st.studies.insert(
                 uid,
@@ -107,7 +104,7 @@ impl StudyTracker {
         }
         drop(st);
         self.wake.notify_one();
-        Ok(rows.len())
+        Ok(n)
     }
 
     /// An instance of `study_uid` was stored (and indexed) on `association_id`.
@@ -212,24 +209,17 @@ impl StudyTracker {
     pub async fn complete(&self, study_uid: &str) -> Result<Option<Completion>, sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
         let now = now_ms();
-        let row = sqlx::query(
-            "UPDATE studies SET status = 'complete', completed_at = $2, updated_at = $2 \
-             WHERE study_uid = $1 AND status = 'receiving' \
-             RETURNING version, patient_id, num_instances, num_series, first_received_at",
-        )
-        .bind(study_uid)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
+        let Some(Completed {
+            version,
+            patient_id,
+            num_instances,
+            num_series,
+            first_received_at: first,
+        }) = complete_study(&mut tx, study_uid, now).await?
+        else {
             tx.rollback().await?;
             return Ok(None);
         };
-        let version: i64 = row.get(0);
-        let patient_id: Option<String> = row.get(1);
-        let num_instances: i64 = row.get(2);
-        let num_series: i64 = row.get(3);
-        let first: i64 = row.get(4);
         tracing::Span::current().record("study_version", version);
         let job_id = job::enqueue(&mut tx, study_uid, version).await?;
         events::append(

@@ -294,8 +294,8 @@ impl TestApp {
                 .await
                 .unwrap();
             if let Some(r) = row {
-                if r.get::<String, _>(0) == "complete" {
-                    return r.get::<i64, _>(1);
+                if r.get::<String, _>("status") == "complete" {
+                    return r.get::<i64, _>("version");
                 }
             }
             assert!(

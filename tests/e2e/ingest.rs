@@ -54,10 +54,10 @@ async fn storescu_round_trip(db: Db) {
         .fetch_one(&app.db.pool)
         .await
         .unwrap();
-    assert_eq!(row.get::<String, _>(0), "PID-TEST-1");
-    assert_eq!(row.get::<String, _>(1), "DX");
-    assert_eq!(row.get::<i64, _>(2), 3);
-    assert_eq!(row.get::<i64, _>(3), 1);
+    assert_eq!(row.get::<String, _>("patient_id"), "PID-TEST-1");
+    assert_eq!(row.get::<String, _>("modalities"), "DX");
+    assert_eq!(row.get::<i64, _>("num_instances"), 3);
+    assert_eq!(row.get::<i64, _>("num_series"), 1);
     assert_stored_identically(&app, &paths).await;
 }
 
@@ -399,7 +399,7 @@ async fn a_late_instance_reopens_the_study_as_a_new_version_with_its_own_job() {
             .fetch_all(&app.db.pool)
             .await
             .unwrap();
-    let versions: Vec<i64> = jobs.iter().map(|r| r.get(0)).collect();
+    let versions: Vec<i64> = jobs.iter().map(|r| r.get("study_version")).collect();
     assert_eq!(versions, vec![1, 2]);
 }
 

@@ -7,15 +7,16 @@ use axum::extract::{Query, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
 use crate::api::error::query_rejection;
+use crate::api::openapi::ENVELOPE;
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, RouteSpec};
 use crate::auth::atna;
-use crate::auth::audit::{self, AuditFilter};
+use crate::auth::audit::{self, AuditFilter, AuditRecord};
 use crate::auth::Scope;
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -34,7 +35,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     )]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Doc;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
     /// Reads of this patient only.
     patient_id: Option<String>,
@@ -49,7 +55,61 @@ pub(crate) struct AuditQuery {
 /// `?format=` value of the DICOM audit message rendering.
 pub const DICOM_XML: &str = "dicom-xml";
 
+/// One audit log entry.
+#[derive(Serialize, ToSchema)]
+pub struct AuditItem {
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// Epoch milliseconds.
+    pub at_ms: i64,
+    /// Credential subject (JWT `sub` or API key name).
+    pub principal: String,
+    /// `jwt` or `api_key`.
+    pub auth_method: String,
+    /// e.g. `results.read`, `studies.search`, `events.subscribe`, `audit.read`.
+    pub action: String,
+    pub patient_id: Option<String>,
+    pub study_uid: Option<String>,
+    pub remote_addr: Option<String>,
+    pub request_id: Option<String>,
+    /// HTTP status answered.
+    pub status: Option<i64>,
+    /// What a search asked for: its query string.
+    pub query: Option<String>,
+}
+
+impl From<AuditRecord> for AuditItem {
+    fn from(r: AuditRecord) -> AuditItem {
+        AuditItem {
+            id: r.id,
+            at: format_ms(r.at),
+            at_ms: r.at,
+            principal: r.principal,
+            auth_method: r.auth_method,
+            action: r.action,
+            patient_id: r.patient_id,
+            study_uid: r.study_uid,
+            remote_addr: r.remote_addr,
+            request_id: r.request_id,
+            status: r.status,
+            query: r.query,
+        }
+    }
+}
+
+/// `GET /v1/audit`.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub count: usize,
+    /// Newest first.
+    pub items: Vec<AuditItem>,
+}
+
 /// Reading the log is itself audited (`audit.read`, with the `patient_id` filter if any).
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery), responses(
+    (status = 200, description = "Audit entries, newest first; `format=dicom-xml`: DICOM audit messages (PS3.15 A.5) as `application/xml`", body = AuditPage, content_type = ENVELOPE),
+))]
 async fn list(
     State(state): State<AppState>,
     ctx: Result<Ctx, ApiError>,
@@ -93,26 +153,11 @@ async fn list(
         let content_type = [(header::CONTENT_TYPE, "application/xml; charset=utf-8")];
         return Ok((content_type, xml).into_response());
     };
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "at": format_ms(r.at),
-                "at_ms": r.at,
-                "principal": r.principal,
-                "auth_method": r.auth_method,
-                "action": r.action,
-                "patient_id": r.patient_id,
-                "study_uid": r.study_uid,
-                "remote_addr": r.remote_addr,
-                "request_id": r.request_id,
-                "status": r.status,
-                "query": r.query,
-            })
-        })
-        .collect();
+    let items: Vec<AuditItem> = rows.into_iter().map(AuditItem::from).collect();
     Ok(ctx
-        .reply(json!({ "count": items.len(), "items": items }))
+        .reply(AuditPage {
+            count: items.len(),
+            items,
+        })
         .into_response())
 }

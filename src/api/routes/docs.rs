@@ -1,6 +1,6 @@
 //! The API describing itself: `GET /openapi.json`, the OpenAPI 3.1 document generated from
-//! the node's route tables ([`crate::api::openapi`]), and `GET /docs`, an HTML page rendered here
-//! from that document.
+//! the handlers and the node's route tables ([`crate::api::openapi`]), and `GET /docs`, an HTML
+//! page rendered here from that document.
 //!
 //! The page is self-contained (inline style, no script, no font or asset from elsewhere) so
 //! it works on air-gapped hospital networks; its `Content-Security-Policy` forbids loading
@@ -39,12 +39,22 @@ pub fn routes() -> Routes<AppState> {
     ]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(openapi_json, docs_page))]
+pub struct Doc;
+
+#[utoipa::path(get, path = "/openapi.json", responses(
+    (status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json"),
+))]
 async fn openapi_json() -> impl IntoResponse {
     static TEXT: OnceLock<String> = OnceLock::new();
     let text = TEXT.get_or_init(|| openapi::document().to_string());
     ([(header::CONTENT_TYPE, "application/json")], text.as_str())
 }
 
+#[utoipa::path(get, path = "/docs", responses(
+    (status = 200, description = "This document as a self-contained HTML page", body = String, content_type = "text/html; charset=utf-8"),
+))]
 async fn docs_page() -> impl IntoResponse {
     static PAGE: OnceLock<String> = OnceLock::new();
     let page = PAGE.get_or_init(|| render(openapi::document()));
@@ -284,7 +294,10 @@ mod tests {
 
     #[test]
     fn page_lists_every_route_and_loads_nothing() {
-        let doc = openapi::build(&crate::startup::http::routes());
+        let doc = openapi::build(
+            &crate::startup::http::routes(),
+            crate::startup::http::handler_docs(),
+        );
         let page = render(&doc);
         for r in crate::startup::http::routes() {
             let path = escape(&openapi::openapi_path(r.path));

@@ -15,14 +15,17 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
 use crate::api::error::{query_rejection, valid_uid};
+use crate::api::openapi::{ENVELOPE, EVENT_STREAM};
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 use crate::domain::Urgency;
+use crate::events::log::EventView;
 use crate::events::{fetch_after, Event, EventFilter, EventType, Subscription};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -58,8 +61,13 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(stream_all, stream_study, history))]
+pub struct Doc;
+
 /// Filters shared by the streams and the history.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Comma-separated event types.
@@ -79,8 +87,21 @@ pub struct EventQuery {
     /// History only: at most this many events, 1..=1000 (default 100).
     pub limit: Option<i64>,
     /// Accepted for EventSource clients; checked by the authentication layer.
+    #[param(ignore)]
     pub access_token: Option<String>,
+    #[param(ignore)]
     pub format: Option<String>,
+}
+
+/// `GET /v1/events/history`.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    /// Oldest first.
+    pub items: Vec<EventView>,
+    /// Pass as `after` for the next page; null when empty.
+    pub next_after: Option<i64>,
+    /// Newest event id published on this node.
+    pub newest_id: i64,
 }
 
 impl EventQuery {
@@ -145,10 +166,9 @@ fn resume_point(headers: &HeaderMap, q: &EventQuery) -> Result<Option<i64>, ApiE
     }
 }
 
-/// The JSON carried in an SSE `data:` line and in the history.
-pub fn event_json(e: &Event) -> serde_json::Value {
-    e.to_json()
-}
+/// The request header of a resume.
+const LAST_EVENT_ID: &str = "Resume after this event id: events after it are replayed, then the \
+    stream goes live. Wins over `last_event_id`.";
 
 fn to_sse(e: &Event) -> SseEvent {
     SseEvent::default()
@@ -211,6 +231,11 @@ fn with_newest_id(state: &AppState, mut resp: Response) -> Response {
     resp
 }
 
+#[utoipa::path(get, path = "/v1/events",
+    params(EventQuery, ("Last-Event-ID" = Option<String>, Header, description = LAST_EVENT_ID)),
+    responses((status = 200, description = "Live events matching the filters", body = EventView,
+        content_type = EVENT_STREAM, headers(("Last-Event-ID" = String, description = "Newest event id published when the stream opened")))),
+)]
 async fn stream_all(
     State(state): State<AppState>,
     audit: Audit,
@@ -233,6 +258,14 @@ async fn stream_all(
     Ok(sse_response(&state, sub, None))
 }
 
+#[utoipa::path(get, path = "/v1/studies/{study_uid}/events",
+    params(EventQuery, ("Last-Event-ID" = Option<String>, Header, description = LAST_EVENT_ID)),
+    responses((status = 200,
+        description = "The study's events from the start (or the resume point); the stream ends \
+            after the result (or final failure) of the study version current when it opened",
+        body = EventView, content_type = EVENT_STREAM,
+        headers(("Last-Event-ID" = String, description = "Newest event id published when the stream opened")))),
+)]
 async fn stream_study(
     State(state): State<AppState>,
     audit: Audit,
@@ -242,12 +275,13 @@ async fn stream_study(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(query_rejection)?;
     valid_uid("study_uid", &study_uid)?;
-    let row: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT version, patient_id FROM studies WHERE study_uid = $1")
-            .bind(&study_uid)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    let Some((version, patient_id)) = row else {
+    let study = crate::store::index::find_study(&state.db.pool, &study_uid).await?;
+    let Some(crate::store::index::StudyRow {
+        version,
+        patient_id,
+        ..
+    }) = study
+    else {
         return Err(ApiError::not_found(format!("Study {study_uid} not found")));
     };
     audit
@@ -266,6 +300,9 @@ async fn stream_study(
     Ok(sse_response(&state, sub, Some(version)))
 }
 
+#[utoipa::path(get, path = "/v1/events/history", params(EventQuery), responses(
+    (status = 200, description = "Stored events after `after`", body = EventPage, content_type = ENVELOPE),
+))]
 async fn history(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -291,7 +328,7 @@ async fn history(
         for e in batch {
             cursor = e.id;
             if filter.matches(&e) {
-                items.push(event_json(&e));
+                items.push(e.view());
                 if items.len() as i64 >= limit {
                     break;
                 }
@@ -310,10 +347,10 @@ async fn history(
             StatusCode::OK,
         )
         .await?;
-    let next_after = items.last().and_then(|e| e["id"].as_i64());
-    Ok(ctx.reply(json!({
-        "items": items,
-        "next_after": next_after,
-        "newest_id": state.bus.published_id(),
-    })))
+    let next_after = items.last().map(|e| e.id);
+    Ok(ctx.reply(EventPage {
+        items,
+        next_after,
+        newest_id: state.bus.published_id(),
+    }))
 }

@@ -4,13 +4,15 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::routing::{get, post, MethodRouter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::api::error::{paging, query_rejection, valid_uid};
+use crate::api::openapi::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
-use crate::export::outbox::{self, ActionError, Filter};
+use crate::export::outbox::{self, ActionError, ExportRow, Filter};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let admin = Access::Scope(Scope::Admin);
@@ -40,7 +42,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, retry, cancel))]
+pub struct Doc;
+
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// `pending`, `sent`, `dead` or `cancelled`.
@@ -53,10 +60,24 @@ pub struct ExportQuery {
     pub limit: Option<i64>,
     /// Rows to skip (default 0).
     pub offset: Option<i64>,
+    #[param(ignore)]
     pub format: Option<String>,
+    #[param(ignore)]
     pub access_token: Option<String>,
 }
 
+/// `GET /v1/exports`.
+#[derive(Serialize, ToSchema)]
+pub struct ExportPage {
+    /// Newest first.
+    pub items: Vec<ExportRow>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/v1/exports", params(ExportQuery), responses(
+    (status = 200, description = "Outbox rows, newest first", body = ExportPage, content_type = ENVELOPE),
+))]
 async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -85,7 +106,11 @@ async fn list(
         result_id: q.result_id,
     };
     let items = outbox::list(&state.db, &filter, limit, offset).await?;
-    Ok(ctx.reply(json!({ "items": items, "limit": limit, "offset": offset })))
+    Ok(ctx.reply(ExportPage {
+        items,
+        limit,
+        offset,
+    }))
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
@@ -106,6 +131,9 @@ fn action_error(id: i64, e: ActionError, action: &str) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/exports/{export_id}/retry", responses(
+    (status = 200, description = "The row, pending and due now", body = ExportRow, content_type = ENVELOPE),
+))]
 async fn retry(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -119,6 +147,9 @@ async fn retry(
     Ok(ctx.reply(&row))
 }
 
+#[utoipa::path(post, path = "/v1/exports/{export_id}/cancel", responses(
+    (status = 200, description = "The row, cancelled", body = ExportRow, content_type = ENVELOPE),
+))]
 async fn cancel(
     State(state): State<AppState>,
     ctx: Ctx,

@@ -8,7 +8,9 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::api::{spec, Access, AppState, Routes};
 
@@ -20,12 +22,12 @@ pub trait HealthFields: Send + Sync + 'static {
 
 /// State of the health routes: the node's, and the fields other parts add.
 #[derive(Clone)]
-pub struct Health {
+pub struct HealthState {
     pub app: AppState,
     pub fields: Vec<&'static dyn HealthFields>,
 }
 
-pub fn routes() -> Routes<Health> {
+pub fn routes() -> Routes<HealthState> {
     vec![
         (
             spec(Method::GET, "/ping", Access::Public, "Liveness"),
@@ -43,14 +45,75 @@ pub fn routes() -> Routes<Health> {
     ]
 }
 
-async fn ping() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(ping, health))]
+pub struct Doc;
+
+/// `GET /ping`.
+#[derive(Serialize, ToSchema)]
+pub struct Ping {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/ping", responses((status = 200, description = "The node is up", body = Ping)))]
+async fn ping() -> Json<Ping> {
+    Json(Ping { status: "ok" })
+}
+
+/// `GET /health`: the native fields; other parts add theirs to the same body
+/// ([`HealthFields`]).
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    pub database: HealthDatabase,
+    pub storage: HealthStorage,
+    pub dicom: HealthDicom,
+    /// Node version.
+    pub version: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthDatabase {
+    /// `up` or `down`.
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthStorage {
+    /// `up` or `low_space`.
+    pub status: &'static str,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthDicom {
+    /// `up`.
+    pub status: &'static str,
+    /// Address the DICOM listener is bound to.
+    pub address: String,
+    pub ae_title: String,
+    pub open_associations: u64,
+    pub studies_pending_completion: u64,
 }
 
 /// Database reachability, free space against the A700 threshold, the DICOM listener and the
-/// model (the pipeline's, else the first installed), plus the fields other parts add.
+/// model (the pipeline's, else the first installed), plus the fields other parts add: VoxRay's
+/// `services` (`medical_model` `loaded` or `not_loaded`; `stt_model`, `tts_service` and
+/// `llm_service` always `not_available`, not part of radstream), `timestamp` (RFC 3339) and,
+/// when unhealthy, `errors`.
 /// Answers 503 when any part is down, so load balancers can act on the status alone.
-async fn health(State(Health { app: state, fields }): State<Health>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "Unhealthy (database down, storage low or no model loaded): the same body, with `errors`", body = Health),
+))]
+async fn health(
+    State(HealthState { app: state, fields }): State<HealthState>,
+) -> (StatusCode, Json<Value>) {
     let db_ok = state.db.ping().await;
     let space = state.files.space();
     let room = state.files.check_room();
@@ -60,26 +123,27 @@ async fn health(State(Health { app: state, fields }): State<Health>) -> (StatusC
         .is_ok();
     let healthy = db_ok.is_ok() && room.is_ok() && model_loaded;
     let (free, total) = space.unwrap_or((0, 0));
-    let mut body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "database": {
-            "status": if db_ok.is_ok() { "up" } else { "down" },
-            "backend": format!("{:?}", state.db.backend).to_lowercase(),
+    let health = Health {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        database: HealthDatabase {
+            status: if db_ok.is_ok() { "up" } else { "down" },
+            backend: format!("{:?}", state.db.backend).to_lowercase(),
         },
-        "storage": {
-            "status": if room.is_ok() { "up" } else { "low_space" },
-            "free_bytes": free,
-            "total_bytes": total,
+        storage: HealthStorage {
+            status: if room.is_ok() { "up" } else { "low_space" },
+            free_bytes: free,
+            total_bytes: total,
         },
-        "dicom": {
-            "status": "up",
-            "address": state.dicom_addr,
-            "ae_title": state.ae_title,
-            "open_associations": state.open_associations.load(Ordering::Relaxed),
-            "studies_pending_completion": state.tracker.pending(),
+        dicom: HealthDicom {
+            status: "up",
+            address: state.dicom_addr.clone(),
+            ae_title: state.ae_title.clone(),
+            open_associations: state.open_associations.load(Ordering::Relaxed) as u64,
+            studies_pending_completion: state.tracker.pending() as u64,
         },
-        "version": env!("CARGO_PKG_VERSION"),
-    });
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut body = serde_json::to_value(&health).unwrap_or_default();
     let errors: Vec<String> = [
         (db_ok.is_err(), "Database unreachable"),
         (room.is_err(), "Storage below the free-space threshold"),

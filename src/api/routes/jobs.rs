@@ -5,14 +5,15 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::routing::{get, MethodRouter};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use utoipa::ToSchema;
 
 use crate::api::error::{paging, query_rejection, valid_uid};
+use crate::api::openapi::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
-use crate::job;
+use crate::job::{self, Job};
 
 /// Longest `wait` accepted, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -33,7 +34,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, one))]
+pub struct Doc;
+
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `queued`, `running`, `succeeded` or `failed`.
@@ -44,10 +50,28 @@ pub struct ListQuery {
     pub limit: Option<i64>,
     /// Jobs to skip (default 0).
     pub offset: Option<i64>,
+    #[param(ignore)]
     pub format: Option<String>,
+    #[param(ignore)]
     pub access_token: Option<String>,
 }
 
+/// `GET /v1/jobs`.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    /// Newest first.
+    pub items: Vec<Job>,
+    pub limit: i64,
+    pub offset: i64,
+    /// Jobs waiting, over the whole queue.
+    pub queued: i64,
+    /// Jobs being worked on, over the whole queue.
+    pub running: i64,
+}
+
+#[utoipa::path(get, path = "/v1/jobs", params(ListQuery), responses(
+    (status = 200, description = "Jobs, newest first", body = JobPage, content_type = ENVELOPE),
+))]
 async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -75,24 +99,30 @@ async fn list(
     )
     .await?;
     let (queued, running) = job::depth(&state.db).await?;
-    Ok(ctx.reply(json!({
-        "items": jobs,
-        "limit": limit,
-        "offset": offset,
-        "queued": queued,
-        "running": running,
-    })))
+    Ok(ctx.reply(JobPage {
+        items: jobs,
+        limit,
+        offset,
+        queued,
+        running,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OneQuery {
     /// Seconds to wait for the job to finish (0..=60).
     pub wait: Option<u64>,
+    #[param(ignore)]
     pub format: Option<String>,
+    #[param(ignore)]
     pub access_token: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", params(OneQuery), responses(
+    (status = 200, description = "The job (finished, or as it is when `wait` ran out)", body = Job, content_type = ENVELOPE),
+))]
 async fn one(
     State(state): State<AppState>,
     ctx: Ctx,

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::routing::{get, MethodRouter};
 
+use crate::api::openapi::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 
@@ -19,6 +20,13 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     )]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Doc;
+
+#[utoipa::path(get, path = "/v1/models", responses(
+    (status = 200, description = "Installed models", body = Vec<crate::inference::ModelInfo>, content_type = ENVELOPE),
+))]
 async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(ctx.reply(state.engine.models()))
 }

@@ -4,22 +4,22 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, post, MethodRouter};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::any::AnyRow;
-use sqlx::Row;
+use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
 use crate::api::error::{query_rejection, valid_uid};
+use crate::api::openapi::ENVELOPE;
 use crate::api::response::format_ms;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
-use crate::db::{like_literal, LIKE_ESCAPE};
 use crate::domain::Urgency;
 use crate::inference::manifest::TASK_CLASSIFICATION;
-use crate::job;
-use crate::result::{self, StudyResult};
+use crate::job::{self, Job};
+use crate::result::{self, StudyResult, VersionInfo};
 use crate::retention::{self, PurgeError};
+use crate::store::index::{self, InstanceRow, SeriesRow, StudyFilter, StudyRow};
 
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let read = Access::Scope(Scope::ResultsRead);
@@ -76,11 +76,16 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(search, detail, latest_result, result_version, reprocess, purge))]
+pub struct Doc;
+
 fn study_uid(raw: &str) -> Result<String, ApiError> {
     valid_uid("study_uid", raw)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// Exact Patient ID.
@@ -101,8 +106,105 @@ pub struct SearchQuery {
     pub page: Option<i64>,
     /// Studies per page, 1..=500 (default 50).
     pub page_size: Option<i64>,
+    #[param(ignore)]
     pub format: Option<String>,
+    #[param(ignore)]
     pub access_token: Option<String>,
+}
+
+/// A study as searched and shown (times RFC 3339).
+#[derive(Serialize, ToSchema)]
+pub struct Study {
+    pub study_uid: String,
+    pub patient_id: Option<String>,
+    /// DICOM person name, e.g. `DOE^JANE`.
+    pub patient_name: Option<String>,
+    /// `YYYYMMDD`.
+    pub patient_birth_date: Option<String>,
+    pub patient_sex: Option<String>,
+    pub patient_age: Option<String>,
+    pub accession_number: Option<String>,
+    /// `YYYYMMDD`.
+    pub study_date: Option<String>,
+    pub study_time: Option<String>,
+    pub study_description: Option<String>,
+    /// Modality codes of its series, e.g. `["DX"]`.
+    pub modalities: Vec<String>,
+    pub num_series: i64,
+    pub num_instances: i64,
+    /// `receiving` or `complete`.
+    pub status: String,
+    /// Study version: each instance arriving after completion re-opens the study.
+    pub version: i64,
+    /// Urgency of the current result.
+    #[schema(value_type = Option<Urgency>)]
+    pub urgency: Option<String>,
+    /// Current result version.
+    pub result_version: Option<i64>,
+    pub first_received_at: String,
+    pub last_received_at: String,
+    pub completed_at: Option<String>,
+    pub result_at: Option<String>,
+    pub referring_physician: Option<String>,
+    /// When the received instances were removed (retention); results and derived outputs stay.
+    pub purged_at: Option<String>,
+}
+
+/// `GET /v1/studies`.
+#[derive(Serialize, ToSchema)]
+pub struct StudyPage {
+    /// Newest received first.
+    pub items: Vec<Study>,
+    pub page: i64,
+    pub page_size: i64,
+    /// Studies matching the filters, over all pages.
+    pub total: i64,
+}
+
+/// `GET /v1/studies/{study_uid}`: the study with its series, instances, result versions and
+/// jobs.
+#[derive(Serialize, ToSchema)]
+pub struct StudyDetail {
+    #[serde(flatten)]
+    pub study: Study,
+    pub series: Vec<Series>,
+    /// Result versions, newest first.
+    pub results: Vec<VersionInfo>,
+    /// The study's jobs, newest first (at most 50).
+    pub jobs: Vec<Job>,
+}
+
+/// One series of a study.
+#[derive(Serialize, ToSchema)]
+pub struct Series {
+    pub series_uid: String,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub view_position: Option<String>,
+    pub series_number: Option<i64>,
+    pub series_description: Option<String>,
+    pub num_instances: i64,
+    pub instances: Vec<Instance>,
+}
+
+/// One stored instance.
+#[derive(Serialize, ToSchema)]
+pub struct Instance {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax: String,
+    pub instance_number: Option<i64>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub frames: Option<i64>,
+    pub photometric: Option<String>,
+    pub file_size: i64,
+    /// RFC 3339.
+    pub received_at: String,
+    /// AE title of the sender.
+    pub calling_ae: String,
+    /// Study version the instance arrived in.
+    pub study_version: i64,
 }
 
 /// `YYYYMMDD` from `YYYYMMDD` or `YYYY-MM-DD`, checked as a calendar date.
@@ -125,45 +227,71 @@ fn dicom_date(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-fn opt_ms(r: &AnyRow, i: usize) -> Value {
-    r.get::<Option<i64>, _>(i)
-        .map_or(Value::Null, |ms| Value::String(format_ms(ms)))
+fn study_json(r: &StudyRow) -> Study {
+    Study {
+        study_uid: r.study_uid.clone(),
+        patient_id: r.patient_id.clone(),
+        patient_name: r.patient_name.clone(),
+        patient_birth_date: r.patient_birth_date.clone(),
+        patient_sex: r.patient_sex.clone(),
+        patient_age: r.patient_age.clone(),
+        accession_number: r.accession_number.clone(),
+        study_date: r.study_date.clone(),
+        study_time: r.study_time.clone(),
+        study_description: r.study_description.clone(),
+        modalities: r.modality_list().into_iter().map(str::to_string).collect(),
+        num_series: r.num_series,
+        num_instances: r.num_instances,
+        status: r.status.clone(),
+        version: r.version,
+        urgency: r.urgency.clone(),
+        result_version: r.result_version,
+        first_received_at: format_ms(r.first_received_at),
+        last_received_at: format_ms(r.last_received_at),
+        completed_at: r.completed_at.map(format_ms),
+        result_at: r.result_at.map(format_ms),
+        referring_physician: r.referring_physician.clone(),
+        purged_at: r.purged_at.map(format_ms),
+    }
 }
 
-const STUDY_COLUMNS: &str = "study_uid, patient_id, patient_name, patient_birth_date, \
-    patient_sex, patient_age, accession_number, study_date, study_time, study_description, \
-    modalities, num_series, num_instances, status, version, urgency, result_version, \
-    first_received_at, last_received_at, completed_at, result_at, referring_physician, purged_at";
-
-fn study_json(r: &AnyRow) -> Value {
-    let modalities: String = r.get(10);
-    json!({
-        "study_uid": r.get::<String, _>(0),
-        "patient_id": r.get::<Option<String>, _>(1),
-        "patient_name": r.get::<Option<String>, _>(2),
-        "patient_birth_date": r.get::<Option<String>, _>(3),
-        "patient_sex": r.get::<Option<String>, _>(4),
-        "patient_age": r.get::<Option<String>, _>(5),
-        "accession_number": r.get::<Option<String>, _>(6),
-        "study_date": r.get::<Option<String>, _>(7),
-        "study_time": r.get::<Option<String>, _>(8),
-        "study_description": r.get::<Option<String>, _>(9),
-        "modalities": modalities.split('\\').filter(|m| !m.is_empty()).collect::<Vec<_>>(),
-        "num_series": r.get::<i64, _>(11),
-        "num_instances": r.get::<i64, _>(12),
-        "status": r.get::<String, _>(13),
-        "version": r.get::<i64, _>(14),
-        "urgency": r.get::<Option<String>, _>(15),
-        "result_version": r.get::<Option<i64>, _>(16),
-        "first_received_at": format_ms(r.get::<i64, _>(17)),
-        "last_received_at": format_ms(r.get::<i64, _>(18)),
-        "completed_at": opt_ms(r, 19),
-        "result_at": opt_ms(r, 20),
-        "referring_physician": r.get::<Option<String>, _>(21),
-        "purged_at": opt_ms(r, 22),
-    })
+fn instance_json(i: &InstanceRow) -> Instance {
+    Instance {
+        sop_instance_uid: i.sop_instance_uid.clone(),
+        sop_class_uid: i.sop_class_uid.clone(),
+        transfer_syntax: i.transfer_syntax.clone(),
+        instance_number: i.instance_number,
+        rows: i.rows,
+        columns: i.columns,
+        frames: i.frames,
+        photometric: i.photometric.clone(),
+        file_size: i.file_size,
+        received_at: format_ms(i.received_at),
+        calling_ae: i.calling_ae.clone(),
+        study_version: i.study_version,
+    }
 }
 
+fn series_json(s: &SeriesRow, instances: &[InstanceRow]) -> Series {
+    Series {
+        series_uid: s.series_uid.clone(),
+        modality: s.modality.clone(),
+        body_part: s.body_part.clone(),
+        view_position: s.view_position.clone(),
+        series_number: s.series_number,
+        series_description: s.series_description.clone(),
+        num_instances: s.num_instances,
+        instances: instances
+            .iter()
+            .filter(|i| i.series_uid == s.series_uid)
+            .map(instance_json)
+            .collect(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/studies", params(SearchQuery), responses(
+    (status = 200, description = "Matching studies, one page", body = StudyPage, content_type = ENVELOPE),
+))]
 async fn search(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -198,22 +326,22 @@ async fn search(
             ));
         }
     }
-    let urgencies: Option<Vec<String>> = match &q.urgency {
-        None => None,
-        Some(list) => {
-            let mut v = Vec::new();
-            for u in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-                Urgency::parse(u).ok_or_else(|| {
-                    ApiError::invalid(
-                        "urgency",
-                        format!("'{u}' is not one of low, standard, urgent, critical"),
-                    )
-                })?;
-                v.push(u.to_string());
-            }
-            Some(v)
-        }
-    };
+    let mut urgencies = Vec::new();
+    for u in q
+        .urgency
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        Urgency::parse(u).ok_or_else(|| {
+            ApiError::invalid(
+                "urgency",
+                format!("'{u}' is not one of low, standard, urgent, critical"),
+            )
+        })?;
+        urgencies.push(u.to_string());
+    }
     if let Some(m) = &q.modality {
         if m.is_empty() || m.len() > 16 || !m.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ApiError::invalid(
@@ -222,52 +350,17 @@ async fn search(
             ));
         }
     }
-    // Up to four urgencies, each its own parameter; unused ones stay NULL.
-    let u = |i: usize| urgencies.as_ref().and_then(|v| v.get(i).cloned());
-    let name_pattern = q
-        .patient_name
-        .as_ref()
-        .map(|n| format!("%{}%", like_literal(&n.to_lowercase())));
-    let modality_pattern = q
-        .modality
-        .as_ref()
-        .map(|m| format!("%|{}|%", m.to_uppercase()));
-    let where_sql = format!(
-        "WHERE ($1 IS NULL OR patient_id = $1) \
-         AND ($2 IS NULL OR LOWER(patient_name) LIKE $2 {LIKE_ESCAPE}) \
-         AND ($3 IS NULL OR study_date >= $3) AND ($4 IS NULL OR study_date <= $4) \
-         AND ($5 IS NULL OR status = $5) \
-         AND ($6 IS NULL OR urgency IN ($6, $7, $8, $9)) \
-         AND ($10 IS NULL OR ('|' || REPLACE(modalities, '\\', '|') || '|') LIKE $10)"
-    );
-    macro_rules! bind_filters {
-        ($query:expr) => {
-            $query
-                .bind(q.patient_id.as_deref())
-                .bind(name_pattern.as_deref())
-                .bind(from.as_deref())
-                .bind(to.as_deref())
-                .bind(q.status.as_deref())
-                .bind(u(0))
-                .bind(u(1))
-                .bind(u(2))
-                .bind(u(3))
-                .bind(modality_pattern.as_deref())
-        };
-    }
-    let total: i64 = bind_filters!(sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM studies {where_sql}"
-    )))
-    .fetch_one(&state.db.pool)
-    .await?;
-    let rows = bind_filters!(sqlx::query(&format!(
-        "SELECT {STUDY_COLUMNS} FROM studies {where_sql} \
-         ORDER BY last_received_at DESC, study_uid LIMIT $11 OFFSET $12"
-    )))
-    .bind(page_size)
-    .bind((page - 1) * page_size)
-    .fetch_all(&state.db.pool)
-    .await?;
+    let filter = StudyFilter {
+        patient_id: q.patient_id.clone(),
+        patient_name: q.patient_name.clone(),
+        date_from: from,
+        date_to: to,
+        status: q.status.clone(),
+        urgencies,
+        modality: q.modality.clone(),
+    };
+    let total = index::count_studies(&state.db, &filter).await?;
+    let rows = index::search_studies(&state.db, &filter, page_size, (page - 1) * page_size).await?;
     audit
         .record(
             &state.db,
@@ -277,15 +370,18 @@ async fn search(
             StatusCode::OK,
         )
         .await?;
-    let items: Vec<Value> = rows.iter().map(study_json).collect();
-    Ok(ctx.reply(json!({
-        "items": items,
-        "page": page,
-        "page_size": page_size,
-        "total": total,
-    })))
+    let items: Vec<Study> = rows.iter().map(study_json).collect();
+    Ok(ctx.reply(StudyPage {
+        items,
+        page,
+        page_size,
+        total,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/studies/{study_uid}", responses(
+    (status = 200, description = "The study; CSV has one row per series", body = StudyDetail, content_type = ENVELOPE),
+))]
 async fn detail(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -293,82 +389,30 @@ async fn detail(
     Path(raw): Path<String>,
 ) -> Result<Reply, ApiError> {
     let uid = study_uid(&raw)?;
-    let row = sqlx::query(&format!(
-        "SELECT {STUDY_COLUMNS} FROM studies WHERE study_uid = $1"
-    ))
-    .bind(&uid)
-    .fetch_optional(&state.db.pool)
-    .await?
-    .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
-    let mut study = study_json(&row);
+    let row = index::find_study(&state.db.pool, &uid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Study {uid} not found")))?;
+    let study = study_json(&row);
     audit
         .record(
             &state.db,
             "study.read",
-            study["patient_id"].as_str(),
+            study.patient_id.as_deref(),
             Some(&uid),
             StatusCode::OK,
         )
         .await?;
-    let series = sqlx::query(
-        "SELECT series_uid, modality, body_part, view_position, series_number, \
-           series_description, num_instances FROM series WHERE study_uid = $1 \
-         ORDER BY series_number, series_uid",
-    )
-    .bind(&uid)
-    .fetch_all(&state.db.pool)
-    .await?;
-    let instances = sqlx::query(
-        "SELECT series_uid, sop_instance_uid, sop_class_uid, transfer_syntax, instance_number, \
-           rows_, columns_, frames, photometric, file_size, received_at, calling_ae, study_version \
-         FROM instances WHERE study_uid = $1 ORDER BY instance_number, sop_instance_uid",
-    )
-    .bind(&uid)
-    .fetch_all(&state.db.pool)
-    .await?;
-    let series_json: Vec<Value> = series
-        .iter()
-        .map(|s| {
-            let series_uid: String = s.get(0);
-            let inst: Vec<Value> = instances
-                .iter()
-                .filter(|i| i.get::<String, _>(0) == series_uid)
-                .map(|i| {
-                    json!({
-                        "sop_instance_uid": i.get::<String, _>(1),
-                        "sop_class_uid": i.get::<String, _>(2),
-                        "transfer_syntax": i.get::<String, _>(3),
-                        "instance_number": i.get::<Option<i64>, _>(4),
-                        "rows": i.get::<Option<i64>, _>(5),
-                        "columns": i.get::<Option<i64>, _>(6),
-                        "frames": i.get::<Option<i64>, _>(7),
-                        "photometric": i.get::<Option<String>, _>(8),
-                        "file_size": i.get::<i64, _>(9),
-                        "received_at": format_ms(i.get::<i64, _>(10)),
-                        "calling_ae": i.get::<String, _>(11),
-                        "study_version": i.get::<i64, _>(12),
-                    })
-                })
-                .collect();
-            json!({
-                "series_uid": series_uid,
-                "modality": s.get::<Option<String>, _>(1),
-                "body_part": s.get::<Option<String>, _>(2),
-                "view_position": s.get::<Option<String>, _>(3),
-                "series_number": s.get::<Option<i64>, _>(4),
-                "series_description": s.get::<Option<String>, _>(5),
-                "num_instances": s.get::<i64, _>(6),
-                "instances": inst,
-            })
-        })
-        .collect();
-    study["series"] = Value::Array(series_json);
-    study["results"] =
-        serde_json::to_value(result::versions(&state.db, &uid).await?).unwrap_or(Value::Null);
-    study["jobs"] = serde_json::to_value(job::list(&state.db, None, Some(&uid), 50, 0).await?)
-        .unwrap_or(Value::Null);
-    let rows = study["series"].clone();
-    Ok(ctx.reply(study).csv_rows(rows))
+    let series = index::series_of_study(&state.db, &uid).await?;
+    let instances = index::instances_of_study(&state.db, &uid).await?;
+    let series: Vec<Series> = series.iter().map(|s| series_json(s, &instances)).collect();
+    let rows = serde_json::to_value(&series).unwrap_or_default();
+    let detail = StudyDetail {
+        study,
+        series,
+        results: result::versions(&state.db, &uid).await?,
+        jobs: job::list(&state.db, None, Some(&uid), 50, 0).await?,
+    };
+    Ok(ctx.reply(detail).csv_rows(rows))
 }
 
 /// CSV view of a result: one row per image and finding.
@@ -395,21 +439,20 @@ fn result_rows(r: &StudyResult) -> Value {
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResultQuery {
     /// A result version instead of the current one (from 1).
     pub version: Option<i64>,
+    #[param(ignore)]
     pub format: Option<String>,
+    #[param(ignore)]
     pub access_token: Option<String>,
 }
 
 async fn not_yet(state: &AppState, uid: &str) -> Result<ApiError, ApiError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM studies WHERE study_uid = $1")
-            .bind(uid)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    let Some(status) = status else {
+    let study = index::find_study(&state.db.pool, uid).await?;
+    let Some(StudyRow { status, .. }) = study else {
         return Ok(ApiError::not_found(format!("Study {uid} not found")));
     };
     let jobs = job::list(&state.db, None, Some(uid), 1, 0).await?;
@@ -440,6 +483,11 @@ async fn serve_result(
     Ok(ctx.reply(&r).csv_rows(rows))
 }
 
+#[utoipa::path(get, path = "/v1/studies/{study_uid}/results", params(ResultQuery), responses(
+    (status = 200, description = "The current result (or the version asked for); CSV has one row \
+        per image and finding. 404 while there is none, with the study status and its job in \
+        `details`", body = StudyResult, content_type = ENVELOPE),
+))]
 async fn latest_result(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -464,6 +512,9 @@ async fn latest_result(
     }
 }
 
+#[utoipa::path(get, path = "/v1/studies/{study_uid}/results/{version}", responses(
+    (status = 200, description = "The result version; CSV has one row per image and finding", body = StudyResult, content_type = ENVELOPE),
+))]
 async fn result_version(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -489,6 +540,11 @@ pub struct ReprocessBody {
     pub model: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/v1/studies/{study_uid}/instances", responses(
+    (status = 200, description = "What was removed. 409 (with the reason in `details`) while the \
+        study is being received, a job on it is queued or running, or its SR/overlay is still to \
+        be generated", body = crate::retention::Purged, content_type = ENVELOPE),
+))]
 async fn purge(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -506,6 +562,10 @@ async fn purge(
     }
 }
 
+#[utoipa::path(post, path = "/v1/studies/{study_uid}/reprocess",
+    request_body(content = Option<ReprocessBody>, description = "JSON; an empty body takes the defaults"),
+    responses((status = 202, description = "The queued reprocess job", body = Job, content_type = ENVELOPE)),
+)]
 async fn reprocess(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -540,11 +600,9 @@ async fn reprocess(
     let Some(job) =
         job::enqueue_reprocess(&state.db, &uid, body.model.as_deref(), &principal.subject).await?
     else {
-        let purged: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT purged_at FROM studies WHERE study_uid = $1")
-                .bind(&uid)
-                .fetch_optional(&state.db.pool)
-                .await?;
+        let purged = index::find_study(&state.db.pool, &uid)
+            .await?
+            .map(|s| s.purged_at);
         return Err(match purged {
             None => ApiError::not_found(format!("Study {uid} not found")),
             Some(at) => ApiError::new(StatusCode::CONFLICT, "Conflict").with_details(json!({

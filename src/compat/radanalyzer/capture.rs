@@ -20,7 +20,10 @@ use serde_json::{json, Map, Value};
 use super::outcome::{PredictError, PredictOutcome};
 use super::request::decode;
 use super::RadAnalyzer;
-use super::{model_facts, pop_session, predict_one, RadError, RadKey, MAX_IMAGE_BYTES};
+use super::{
+    model_facts, pop_session, predict_one, RadError, RadErrorBody, RadKey, KEY_HEADER,
+    MAX_IMAGE_BYTES, PHOTO_BODY,
+};
 use crate::api::{spec, Access, Routes};
 use crate::auth::Scope;
 use crate::capture::{self, CaptureError, Point, Quad};
@@ -154,6 +157,13 @@ pub(crate) fn png_bytes(img: &GrayImage) -> Result<Vec<u8>, RadError> {
 
 /// `POST /v3/corners`: `{corners, order, image_width, image_height, model_version}`, or 422
 /// when the photo shows no screen (a plain radiograph included).
+#[utoipa::path(post, path = "/v3/corners", params(("x-api-key" = String, Header, description = KEY_HEADER)), request_body(content = Object, description = PHOTO_BODY), responses(
+    (status = 200, description = "RadAnalyzer: `{corners: [[x, y] ×4 in pixels, TL,TR,BR,BL], \
+        order, image_width, image_height, model_version}`", body = Object),
+    (status = 403, description = "Invalid API key", body = RadErrorBody),
+    (status = 413, description = "Image exceeds maximum size of 10MB", body = RadErrorBody),
+    (status = 422, description = "Corner detection failed", body = RadErrorBody),
+))]
 pub async fn corners(
     State(state): State<RadAnalyzer>,
     _key: RadKey,
@@ -223,6 +233,16 @@ pub fn parse_corners(v: Option<Value>, width: u32, height: u32) -> Result<Quad, 
 
 /// `POST /v3/rectify`: the photo inside `corners` warped upright, `{rectified_image, width,
 /// height, model_version}`.
+#[utoipa::path(post, path = "/v3/rectify", params(("x-api-key" = String, Header, description = KEY_HEADER)),
+    request_body(content = Object, description = "`{image, corners}`: the photo and four [x, y] \
+        pixel positions inside it (any order; TL,TR,BR,BL used)"),
+    responses(
+        (status = 200, description = "RadAnalyzer: `{rectified_image (base64 JPEG), width, height, \
+            model_version}`", body = Object),
+        (status = 403, description = "Invalid API key", body = RadErrorBody),
+        (status = 413, description = "Image exceeds maximum size of 10MB", body = RadErrorBody),
+    ),
+)]
 pub async fn rectify(
     State(state): State<RadAnalyzer>,
     _key: RadKey,
@@ -245,6 +265,13 @@ pub async fn rectify(
 
 /// `POST /v3/preprocess`: corners then rectification, `{rectified_image, corners, order,
 /// width, height, model_version}`; 422 when no screen is found.
+#[utoipa::path(post, path = "/v3/preprocess", params(("x-api-key" = String, Header, description = KEY_HEADER)), request_body(content = Object, description = PHOTO_BODY), responses(
+    (status = 200, description = "RadAnalyzer: `{rectified_image, corners, order, width, height, \
+        model_version}`", body = Object),
+    (status = 403, description = "Invalid API key", body = RadErrorBody),
+    (status = 413, description = "Image exceeds maximum size of 10MB", body = RadErrorBody),
+    (status = 422, description = "Corner detection failed", body = RadErrorBody),
+))]
 pub async fn preprocess(
     State(state): State<RadAnalyzer>,
     _key: RadKey,

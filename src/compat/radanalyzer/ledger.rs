@@ -181,7 +181,12 @@ async fn read_history(
     Ok(History {
         vhs: rows
             .iter()
-            .map(|r| (billing::date_of(r.get(0)), r.get::<f64, _>(1)))
+            .map(|r| {
+                (
+                    billing::date_of(r.get("measured_at")),
+                    r.get::<f64, _>("vhs"),
+                )
+            })
             .collect(),
         vlas: Vec::new(),
     })

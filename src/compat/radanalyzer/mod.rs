@@ -40,7 +40,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::api::dialect::{Cause, Dialect, Refusal};
 use crate::api::{spec, Access, AppState, Routes};
@@ -233,15 +232,47 @@ impl RadError {
         RadError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 
-    /// The body as JSON.
-    pub fn body(&self) -> Value {
-        let mut v = json!({ "error": self.message });
-        if let Some(f) = &self.field {
-            v["field"] = json!(f);
+    /// The body.
+    pub fn body(&self) -> RadErrorBody {
+        RadErrorBody {
+            error: self.message.clone(),
+            field: self.field.clone(),
         }
-        v
     }
 }
+
+/// RadAnalyzer's refusal: `{"error"}`, plus `field` when one is at fault.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RadErrorBody {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The credential header of every `/v3` route.
+pub const KEY_HEADER: &str = "RadAnalyzer API key (`rsk_…`); missing or unknown: 403";
+
+/// A prediction request.
+pub const PREDICT_BODY: &str = "`{image}` (base64 JPEG or PNG, at most 10 MiB decoded) or \
+    `{images}` (a batch of at most 10), with `uuid` (patient identifier: history and the 24 h \
+    recheck grace) and `render` (return `rendered_image`, default false)";
+
+/// A picture-of-picture request.
+pub const PHOTO_BODY: &str = "`{image}`: a base64 JPEG or PNG photo, at most 10 MiB decoded";
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    predict::health,
+    predict::predict,
+    predict::stream,
+    capture::corners,
+    capture::rectify,
+    capture::preprocess,
+    pop_session::start,
+    pop_session::frame,
+    usage::usage,
+))]
+pub struct Doc;
 
 impl IntoResponse for RadError {
     fn into_response(self) -> Response {
@@ -347,6 +378,8 @@ pub fn model_facts(state: &RadAnalyzer) -> ModelFacts {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
 
     #[test]

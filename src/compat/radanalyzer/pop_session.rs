@@ -37,7 +37,7 @@ use super::ledger::{self, Call};
 use super::outcome::{description, PredictError, PredictOutcome};
 use super::request::uuid_field;
 use super::RadAnalyzer;
-use super::{model_facts, predict_one, RadError, RadKey};
+use super::{model_facts, predict_one, RadError, RadErrorBody, RadKey, KEY_HEADER};
 use crate::capture::{self, Quality};
 use crate::inference::ConfidenceTier;
 use crate::telemetry::spawn_blocking_with_tracing;
@@ -239,6 +239,17 @@ impl Session {
 }
 
 /// `POST /v3/pop-session/start`: body `{}` (members ignored); 503 without a landmark model.
+#[utoipa::path(post, path = "/v3/pop-session/start", params(("x-api-key" = String, Header, description = KEY_HEADER)),
+    request_body(content = Object, description = "Empty: `{}`"),
+    responses(
+        (status = 200, description = "RadAnalyzer: `{session_id, session_status: ready, \
+            pop_pipeline_enabled, models_loaded, pop_models_loaded, model_version, \
+            session_config}`", body = Object),
+        (status = 403, description = "Invalid API key", body = RadErrorBody),
+        (status = 429, description = "Too many open PoP sessions", body = RadErrorBody),
+        (status = 503, description = "PoP pipeline not available", body = RadErrorBody),
+    ),
+)]
 pub async fn start(
     State(state): State<RadAnalyzer>,
     key: RadKey,
@@ -317,6 +328,19 @@ fn look_at(photo: &image::RgbImage) -> Result<FrameWork, RadError> {
 }
 
 /// `POST /v3/pop-session`: `{image, session_id, uuid?}`.
+#[utoipa::path(post, path = "/v3/pop-session", params(("x-api-key" = String, Header, description = KEY_HEADER)),
+    request_body(content = Object, description = "`{image, session_id, uuid?}`: a base64 photo, \
+        the session from `/v3/pop-session/start` and the patient identifier"),
+    responses(
+        (status = 200, description = "RadAnalyzer: `session_status` `continue` `{reason, \
+            frame_index, frames_processed, good_frames, result_code, frame_result, feedback, \
+            quality}`, `complete` `{rectified_image, prediction, billing}` or `failed` \
+            `{error, billing}`", body = Object),
+        (status = 403, description = "Invalid API key", body = RadErrorBody),
+        (status = 404, description = "Unknown or closed PoP session", body = RadErrorBody),
+        (status = 413, description = "Image exceeds maximum size of 10MB", body = RadErrorBody),
+    ),
+)]
 pub async fn frame(
     State(state): State<RadAnalyzer>,
     key: RadKey,

@@ -23,10 +23,15 @@ use super::ledger::{self, Call, Settled};
 use super::outcome::{PredictError, PredictOutcome};
 use super::request::{self, Image, PredictRequest};
 use super::RadAnalyzer;
-use super::{model_facts, RadError, RadKey};
+use super::{model_facts, RadError, RadErrorBody, RadKey, KEY_HEADER, PREDICT_BODY};
 
 /// `GET /v3/health`: `degraded` when no landmark model is loaded or the database does not
 /// answer.
+#[utoipa::path(get, path = "/v3/health", params(("x-api-key" = String, Header, description = KEY_HEADER)), responses(
+    (status = 200, description = "RadAnalyzer: `{status, models_loaded, pop_models_loaded, \
+        pop_pipeline_enabled, model_version}`", body = Object),
+    (status = 403, description = "Invalid API key", body = RadErrorBody),
+))]
 pub async fn health(State(state): State<RadAnalyzer>, _key: RadKey) -> Json<Value> {
     let facts = model_facts(&state);
     let db_ok = state.app.db.ping().await.is_ok();
@@ -62,7 +67,15 @@ fn history_fields(out: &mut Map<String, Value>, settled: &Settled) {
     out.insert("historic_vlas".into(), vlas);
 }
 
-/// `POST /v3/predict`.
+#[utoipa::path(post, path = "/v3/predict", params(("x-api-key" = String, Header, description = KEY_HEADER)), request_body(content = Object, description = PREDICT_BODY), responses(
+    (status = 200, description = "RadAnalyzer: single image `{vhs (= CTR), vlas (null), \
+        prediction, result_code, result_description, model_confidence, spread, pop_detected, \
+        model_version, measurement, rendered_image?, historic_vhs, historic_vlas, billing}`; \
+        a batch adds best/median/std, per_photo and the n_photos_* counts", body = Object),
+    (status = 403, description = "Invalid API key", body = RadErrorBody),
+    (status = 413, description = "Image exceeds maximum size of 10MB", body = RadErrorBody),
+    (status = 503, description = "Landmark model not loaded", body = RadErrorBody),
+))]
 pub async fn predict(
     State(state): State<RadAnalyzer>,
     key: RadKey,
@@ -199,6 +212,13 @@ fn event(name: &str, data: Value) -> Event {
 /// `error` for an image whose data is unusable or whose prediction failed), then `summary`
 /// with the batch figures and the session's `billing` and `historic_*`. Billing happens once
 /// the last image is done; a client that disconnects earlier is not billed.
+#[utoipa::path(post, path = "/v3/predict/stream", params(("x-api-key" = String, Header, description = KEY_HEADER)), request_body(content = Object, description = PREDICT_BODY), responses(
+    (status = 200, description = "Server-sent events `processing_started`, `photo` (one per \
+        image), `error` (an image that could not be used), `summary` (with `billing`)",
+        body = String, content_type = "text/event-stream"),
+    (status = 403, description = "Invalid API key", body = RadErrorBody),
+    (status = 413, description = "Image exceeds maximum size of 10MB", body = RadErrorBody),
+))]
 pub async fn stream(
     State(state): State<RadAnalyzer>,
     key: RadKey,

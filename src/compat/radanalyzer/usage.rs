@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::billing::{self, Tier};
 use crate::api::error::query_rejection;
+use crate::api::openapi::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 use crate::db::{now_ms, Database};
@@ -94,11 +95,11 @@ pub async fn report(
         ""
     };
     let sql = format!(
-        "SELECT c.key_id, k.name, k.key_prefix, c.call_type, c.reason, COUNT(*), \
-                CAST(COALESCE(SUM(c.rate_cents), 0) AS BIGINT) \
-         FROM radanalyzer_calls c JOIN api_keys k ON k.id = c.key_id \
+        "SELECT c.key_id, c.call_type, c.reason, COUNT(*) AS calls, \
+                CAST(COALESCE(SUM(c.rate_cents), 0) AS BIGINT) AS cents \
+         FROM radanalyzer_calls c \
          WHERE c.month = $1{filter} \
-         GROUP BY c.key_id, k.name, k.key_prefix, c.call_type, c.reason \
+         GROUP BY c.key_id, c.call_type, c.reason \
          ORDER BY c.key_id"
     );
     let mut q = sqlx::query(&sql).bind(month);
@@ -106,21 +107,31 @@ pub async fn report(
         q = q.bind(id);
     }
     let rows = q.fetch_all(&db.pool).await?;
+    // Every key, for names: a key's calls stay after it is revoked, and so does its row.
+    let keys = crate::auth::keys::list(db).await?;
     let mut out: Vec<KeyUsage> = Vec::new();
     let mut cents = Vec::new();
     for r in &rows {
-        let id: i64 = r.get(0);
+        let id: i64 = r.get("key_id");
+        let Some(key) = keys.iter().find(|k| k.id == id) else {
+            continue;
+        };
         if out.last().is_none_or(|u| u.key_id != id) {
-            out.push(KeyUsage::empty(id, r.get(1), r.get(2), month));
+            out.push(KeyUsage::empty(
+                id,
+                key.name.clone(),
+                key.key_prefix.clone(),
+                month,
+            ));
             cents.push(0i64);
         }
         let (Some(u), Some(c)) = (out.last_mut(), cents.last_mut()) else {
             continue;
         };
-        let call_type: String = r.get(3);
-        let reason: String = r.get(4);
-        let n: i64 = r.get(5);
-        *c += r.get::<i64, _>(6);
+        let call_type: String = r.get("call_type");
+        let reason: String = r.get("reason");
+        let n: i64 = r.get("calls");
+        *c += r.get::<i64, _>("cents");
         match reason.as_str() {
             "valid_vhs" => {
                 u.billable_calls += n;
@@ -139,8 +150,7 @@ pub async fn report(
         u.tier = Tier::for_usage(u.billable_calls);
     }
     if let (Some(id), true) = (key_id, out.is_empty()) {
-        let key = crate::auth::keys::list(db)
-            .await?
+        let key = keys
             .into_iter()
             .find(|k| k.id == id)
             .ok_or_else(|| UsageError::UnknownKey(id.to_string()))?;
@@ -233,6 +243,7 @@ pub async fn cli(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UsageQuery {
     /// `YYYY-MM` (UTC); default the current month.
     month: Option<String>,
@@ -240,6 +251,18 @@ pub(crate) struct UsageQuery {
     key_id: Option<i64>,
 }
 
+/// `GET /v1/radanalyzer/usage`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UsagePage {
+    /// One per key with calls in the month.
+    pub items: Vec<KeyUsage>,
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+}
+
+#[utoipa::path(get, path = "/v1/radanalyzer/usage", params(UsageQuery), responses(
+    (status = 200, description = "RadAnalyzer metering per API key for the month", body = UsagePage, content_type = ENVELOPE),
+))]
 async fn usage(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -259,9 +282,7 @@ async fn usage(
             UsageError::Db(e) => ApiError::from(e),
         })?;
     let rows = serde_json::to_value(&items).unwrap_or_default();
-    Ok(ctx
-        .reply(serde_json::json!({ "month": month, "items": items }))
-        .csv_rows(rows))
+    Ok(ctx.reply(UsagePage { items, month }).csv_rows(rows))
 }
 
 #[cfg(test)]

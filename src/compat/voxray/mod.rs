@@ -110,6 +110,17 @@ pub struct VoxRay {
     pub fhir: FhirSettings,
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    predict::image,
+    predict::v1_image,
+    predict::v2_image,
+    predict::v2_dicom,
+    report::diagnostic_report,
+    feature_flags,
+))]
+pub struct Doc;
+
 pub fn routes() -> Routes<VoxRay> {
     let write = Access::Scope(Scope::InferenceWrite);
     let read = Access::Scope(Scope::ResultsRead);
@@ -121,7 +132,7 @@ pub fn routes() -> Routes<VoxRay> {
                 write,
                 "VoxRay v1: diagnosis of an uploaded X-ray (multipart image_file)",
             ),
-            post(predict::v1_image),
+            post(predict::image),
         ),
         (
             spec(
@@ -337,6 +348,9 @@ impl Dialect for Errors {
 
 /// `GET /api/feature-flags`: VoxRay's twelve flags; only the four this node implements can be
 /// on, from `[compat.voxray_flags]`.
+#[utoipa::path(get, path = "/api/feature-flags", responses(
+    (status = 200, description = "VoxRay: `{flags: {…twelve booleans}, environment}`", body = Object),
+))]
 async fn feature_flags(State(state): State<VoxRay>) -> Json<Value> {
     let f = state.voxray.flags;
     Json(json!({

@@ -9,7 +9,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use super::labels::{self, round3};
 use super::VoxError;
@@ -186,20 +188,56 @@ async fn infer_image(state: &VoxRay, up: &Upload) -> Result<ImageResult, VoxErro
     }
 }
 
-fn v1_body(r: &ImageResult) -> Value {
-    let (diagnosis, confidence) = labels::diagnosis(&r.labels);
-    json!({ "diagnosis": diagnosis, "confidence": round3(confidence) })
+/// VoxRay's v1 answer: exactly these two fields.
+#[derive(Serialize, ToSchema)]
+pub struct Prediction {
+    pub confidence: f64,
+    /// e.g. `06_PNEUMONIA`, `00_NORMAL_LUNG` (README table).
+    pub diagnosis: String,
 }
 
-/// `POST /predict/image`, `/v1/predict/image`: exactly `{"diagnosis","confidence"}`.
+fn v1_prediction(r: &ImageResult) -> Prediction {
+    let (diagnosis, confidence) = labels::diagnosis(&r.labels);
+    Prediction {
+        confidence: round3(confidence),
+        diagnosis,
+    }
+}
+
+fn v1_body(r: &ImageResult) -> Value {
+    serde_json::to_value(v1_prediction(r)).unwrap_or_default()
+}
+
+/// The multipart upload of the image answers.
+const IMAGE_FILE: &str = "`multipart/form-data` with `image_file`: a PNG or JPEG chest X-ray, \
+    at most 10 MiB";
+
+/// `POST /v1/predict/image`: exactly `{"diagnosis","confidence"}`.
+#[utoipa::path(post, path = "/v1/predict/image",
+    request_body(content = String, content_type = "multipart/form-data", description = IMAGE_FILE),
+    responses((status = 200, description = "VoxRay v1: exactly `{diagnosis, confidence}`", body = Prediction)),
+)]
 pub async fn v1_image(
     State(state): State<VoxRay>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, VoxError> {
+) -> Result<Json<Prediction>, VoxError> {
     let up = read_field(&state, &headers, body, "image_file", MAX_IMAGE_BYTES).await?;
     let r = infer_image(&state, &up).await?;
-    Ok(Json(v1_body(&r)))
+    Ok(Json(v1_prediction(&r)))
+}
+
+/// `POST /predict/image`: [`v1_image`] without the version in the path.
+#[utoipa::path(post, path = "/predict/image",
+    request_body(content = String, content_type = "multipart/form-data", description = IMAGE_FILE),
+    responses((status = 200, description = "VoxRay v1: exactly `{diagnosis, confidence}`", body = Prediction)),
+)]
+pub async fn image(
+    state: State<VoxRay>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Prediction>, VoxError> {
+    v1_image(state, headers, body).await
 }
 
 /// Names of the ensemble members (their file stems, `member0`…).
@@ -225,6 +263,11 @@ fn member_names(state: &VoxRay, r: &ImageResult) -> Vec<String> {
 
 /// `POST /v2/predict/image`: the diagnosis with the `uncertainty` and `ensemble` blocks their
 /// flags allow, and `meta`; both flags off gives the v1 body, as the document's fallback says.
+#[utoipa::path(post, path = "/v2/predict/image",
+    request_body(content = String, content_type = "multipart/form-data", description = IMAGE_FILE),
+    responses((status = 200, description = "VoxRay v2: `{diagnosis, confidence, uncertainty, \
+        ensemble, meta}`; blocks whose flag is off are left out (both off: the v1 body)", body = Object)),
+)]
 pub async fn v2_image(
     State(state): State<VoxRay>,
     headers: HeaderMap,
@@ -292,6 +335,13 @@ fn invalid_dicom(problem: impl Into<String>) -> VoxError {
 /// `POST /v2/predict/dicom`: the diagnosis and anonymised metadata (Patient ID as the keyed
 /// hash; no name, birth date or sex). The file is staged under `<data_dir>/tmp` for the
 /// decoder and removed after the request.
+#[utoipa::path(post, path = "/v2/predict/dicom",
+    request_body(content = String, content_type = "multipart/form-data",
+        description = "`multipart/form-data` with `dicom_file`: a DICOM Part 10 file (CR/DX chest)"),
+    responses((status = 200, description = "VoxRay v2: `{diagnosis, confidence, dicom_metadata: \
+        {patient_id_hash, study_instance_uid, study_date, modality}, image_extracted, \
+        anonymization_applied}`; 503 `FEATURE_DISABLED` when `dicom_support` is off", body = Object)),
+)]
 pub async fn v2_dicom(
     State(state): State<VoxRay>,
     headers: HeaderMap,

@@ -44,6 +44,11 @@ async fn patient_keys(state: &VoxRay, given: &str) -> Result<Vec<i64>, VoxError>
         .collect())
 }
 
+#[utoipa::path(get, path = "/v2/fhir/diagnostic-report/{patient_id}", responses(
+    (status = 200, description = "FHIR R4 DiagnosticReport of the patient's latest result \
+        (`patient_id`: DICOM Patient ID, `patient_id_hash` or `pt-<n>`); 404/503 in VoxRay's \
+        error body", body = Object, content_type = crate::fhir::CONTENT_TYPE),
+))]
 pub async fn diagnostic_report(
     State(state): State<VoxRay>,
     audit: Audit,
