@@ -1,7 +1,10 @@
 //! Wiring: database, store, study tracker, DICOM and HTTP listeners ([`http`] assembles the
-//! HTTP surface), all supervised under one cancellation token, and graceful shutdown.
+//! HTTP surface, [`openapi`] builds its OpenAPI document and [`docs`] serves it), all
+//! supervised under one cancellation token, and graceful shutdown.
 
+pub mod docs;
 pub mod http;
+pub mod openapi;
 
 use std::future::Future;
 use std::net::SocketAddr;

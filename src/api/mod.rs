@@ -3,16 +3,16 @@
 //! ([`routes`]). Every part of the node (native, FHIR, DICOMweb, each vendor adapter)
 //! declares its routes once as a [`Routes`] table with the scope each needs, and is served
 //! through [`mount`], so no route escapes authentication by being forgotten. The parts are
-//! assembled in `startup::http`; the auth test matrix and the OpenAPI document ([`openapi`],
-//! served at `/openapi.json` and as HTML at `/docs`, completing the handlers'
-//! `#[utoipa::path]` attributes) walk the same tables.
+//! assembled in `startup::http`; the auth test matrix and the OpenAPI document (built there
+//! from the handlers' `#[utoipa::path]` attributes, served at `/openapi.json` and as HTML at
+//! `/docs`) walk the same tables. Handlers mark enveloped and event-stream answers with
+//! [`response::ENVELOPE`] and [`response::EVENT_STREAM`].
 
 pub mod auth;
 pub mod dialect;
 pub mod error;
 mod http_metrics;
 pub mod limits;
-pub mod openapi;
 pub mod response;
 pub mod routes;
 pub mod state;

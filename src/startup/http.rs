@@ -3,10 +3,12 @@
 //! (the node's [`AppState`] beside what only that part reads), served through the kernel's
 //! [`api::mount`]; an adapter is mounted with its error dialect. [`routes`] lists what
 //! [`router`] serves (the auth test matrix and the OpenAPI document walk it), both from the
-//! one list in [`assemble`]; [`handler_docs`] gathers the parts' `#[utoipa::path]` operations.
+//! one list in [`assemble`]; [`handler_docs`] gathers the parts' `#[utoipa::path]` operations,
+//! and the document built from both is handed to the docs routes ([`docs`]).
 
 use axum::Router;
 
+use super::{docs, openapi};
 use crate::api::routes::{self as native, health};
 use crate::api::{self, AppState, Dialect, RouteSpec, Routes};
 use crate::compat::{leapai, pi, radanalyzer, voxray};
@@ -26,6 +28,7 @@ pub struct Parts {
     pub pi: pi::Pi,
     voxray: voxray::VoxRay,
     radanalyzer: radanalyzer::RadAnalyzer,
+    docs: docs::Docs,
 }
 
 impl Parts {
@@ -78,6 +81,7 @@ impl Parts {
                 app: app.clone(),
                 radanalyzer: radanalyzer::RadAnalyzerContext::from_settings(&compat.radanalyzer),
             },
+            docs: docs::Docs::new(&openapi::build(&routes(), handler_docs())),
             app,
         })
     }
@@ -120,7 +124,7 @@ fn assemble(a: &mut impl Assembly) {
     );
     a.part(radanalyzer::usage::routes(), app, None);
     a.part(native::audit::routes(), app, None);
-    a.part(native::docs::routes(), app, None);
+    a.part(docs::routes(), |p| p.docs.clone(), None);
     a.part(fhir::routes(), |p| p.fhir.clone(), None);
     a.part(dicomweb::routes(), |p| p.dicomweb.clone(), None);
     a.part(native::exports::routes(), app, None);
@@ -148,7 +152,7 @@ pub fn routes() -> Vec<RouteSpec> {
 }
 
 /// The operations the handlers of [`routes`] document with `#[utoipa::path]`, part by part;
-/// [`api::openapi`] completes them from the route list.
+/// [`openapi::build`] completes them from the route list.
 pub fn handler_docs() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = native::health::Doc::openapi();
@@ -159,7 +163,7 @@ pub fn handler_docs() -> utoipa::openapi::OpenApi {
         native::jobs::Doc::openapi(),
         native::models::Doc::openapi(),
         native::audit::Doc::openapi(),
-        native::docs::Doc::openapi(),
+        docs::Doc::openapi(),
         native::exports::Doc::openapi(),
         fhir::Doc::openapi(),
         dicomweb::Doc::openapi(),

@@ -1,5 +1,4 @@
 pub mod audit;
-pub mod docs;
 pub mod events;
 pub mod exports;
 pub mod health;

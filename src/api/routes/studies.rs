@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
 use crate::api::error::{query_rejection, valid_uid};
-use crate::api::openapi::ENVELOPE;
 use crate::api::response::format_ms;
+use crate::api::response::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
 use crate::domain::Urgency;
