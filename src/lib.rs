@@ -35,6 +35,7 @@ pub mod scu;
 pub mod startup;
 pub mod store;
 pub mod study;
+pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
 pub mod xml;

@@ -1,5 +1,12 @@
-//! Wiring: database, store, study tracker, DICOM and HTTP listeners, and graceful shutdown.
+//! Wiring: database, store, study tracker, DICOM and HTTP listeners ([`http`] assembles the
+//! HTTP surface, [`openapi`] builds its OpenAPI document and [`docs`] serves it), all
+//! supervised under one cancellation token, and graceful shutdown.
 
+pub mod docs;
+pub mod http;
+pub mod openapi;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::limits::HttpLimits;
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::auth::Authenticator;
 use crate::configuration::Settings;
 use crate::events::EventBus;
@@ -20,12 +27,15 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::study::StudyTracker;
+use crate::supervisor::{Background, Supervisor};
 
 /// A node with its listeners bound, ready to run.
 pub struct Application {
     dicom: DicomListener,
     http: TcpListener,
-    state: AppState,
+    parts: http::Parts,
+    /// Work requests started that outlives them (adapter jobs).
+    background: Background,
     tracker: StudyTracker,
     committer: tokio::task::JoinHandle<()>,
     cancel: CancellationToken,
@@ -146,10 +156,11 @@ impl Application {
             .await
             .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
         dicomweb.http_port = http.local_addr()?.port();
-        let state = AppState {
+        let app = AppState {
             audit: crate::auth::audit::AuditWriter::spawn(db.clone()),
             db,
             files,
+            store: store.clone(),
             tracker: tracker.clone(),
             open_associations: dicom.open_associations(),
             dicom_addr: dicom.local_addr()?.to_string(),
@@ -157,34 +168,18 @@ impl Application {
             engine,
             bus: bus.clone(),
             jobs_ready: jobs_ready.clone(),
-            leapai: crate::compat::leapai::LeapAiPaths {
-                input: crate::compat::paths::Roots::new(&settings.compat.input_roots),
-                output: crate::compat::paths::Roots::new(&settings.compat.output_roots),
-            },
             pipeline_model: settings.pipeline.model.clone(),
-            compat_pi: crate::compat::PiSettings {
-                enabled: settings.compat.pi_enabled,
-                url_hosts: settings.compat.pi_url_hosts.clone(),
-            },
-            triage: settings.triage.clone(),
             metrics,
             auth: Arc::new(auth),
             http_limits: HttpLimits::from_settings(&settings.http),
-            fhir: settings.fhir.clone(),
-            dicomweb,
-            voxray: crate::compat::voxray::VoxRayContext::from_settings(
-                &settings.compat,
-                &settings.storage.data_dir,
-            )
-            .context("loading the VoxRay patient hash key")?,
-            radanalyzer: crate::compat::radanalyzer::RadAnalyzerContext::from_settings(
-                &settings.compat.radanalyzer,
-            ),
         };
+        let background = Background::new(cancel.clone());
+        let parts = http::Parts::new(&settings, app, dicomweb, background.clone())?;
         Ok(Application {
             dicom,
             http,
-            state,
+            parts,
+            background,
             tracker,
             committer,
             cancel,
@@ -218,66 +213,69 @@ impl Application {
     }
 
     /// Runs until the token is cancelled (or a signal arrives, with `listen_for_signals`).
+    /// Every task runs under the one token: when one stops on its own, the others are
+    /// stopped too and the error names it (see [`Supervisor`]).
     pub async fn run_until_stopped(self, listen_for_signals: bool) -> anyhow::Result<()> {
         let cancel = self.cancel.clone();
         if listen_for_signals {
             let c = cancel.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
-                tracing::info!("shutdown requested");
+                tokio::select! {
+                    _ = shutdown_signal() => tracing::info!("shutdown requested"),
+                    _ = c.cancelled() => {}
+                }
                 c.cancel();
             });
         }
         tracing::info!(http = %self.http_addr(), dicom = %self.dicom_addr(), "radstream ready");
+        let mut node = Supervisor::new(cancel.clone());
+        // Adapter jobs a previous run left unfinished.
+        crate::compat::pi::resume(&self.parts.pi);
         // Connect info gives handlers the peer address (for the audit log).
-        let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(self.parts).into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
-        let http = tokio::spawn(async move {
-            // Without TCP_NODELAY a response's last small write (a multipart boundary, the
-            // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.
-            let listener = self.http.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
-                }
-            });
+        // Without TCP_NODELAY a response's last small write (a multipart boundary, the
+        // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.
+        let listener = self.http.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
+            }
+        });
+        node.spawn("HTTP server", async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_cancel.cancelled().await })
                 .await
+                .context("HTTP server failed")
         });
-        let dicom = tokio::spawn(self.dicom.run(cancel.clone()));
-        let tracker = tokio::spawn(self.tracker.run(cancel.clone()));
-        let bus = tokio::spawn(self.bus.run(cancel.clone()));
-        let pipeline = self.pipeline.map(|p| tokio::spawn(p.run(cancel.clone())));
-        let outputs = self.outputs.map(|(r, e)| {
-            (
-                tokio::spawn(r.run(cancel.clone())),
-                tokio::spawn(e.run(cancel.clone())),
-            )
-        });
-
-        let retention = self.retention.map(|r| tokio::spawn(r.run(cancel.clone())));
-
-        let (h, d, t) = tokio::join!(http, dicom, tracker);
-        let _ = bus.await;
-        if let Some(p) = pipeline {
-            p.await.context("pipeline panicked")?;
+        node.spawn("DICOM listener", quiet(self.dicom.run(cancel.clone())));
+        node.spawn("study tracker", quiet(self.tracker.run(cancel.clone())));
+        node.spawn("event bus", quiet(self.bus.run(cancel.clone())));
+        if let Some(p) = self.pipeline {
+            node.spawn("pipeline", quiet(p.run(cancel.clone())));
         }
-        if let Some((r, e)) = outputs {
-            r.await.context("report output worker panicked")?;
-            e.await.context("export worker panicked")?;
+        if let Some((r, e)) = self.outputs {
+            node.spawn("report output worker", quiet(r.run(cancel.clone())));
+            node.spawn("export worker", quiet(e.run(cancel.clone())));
         }
-        if let Some(r) = retention {
-            r.await.context("retention task panicked")?;
+        if let Some(r) = self.retention {
+            node.spawn("retention", quiet(r.run(cancel.clone())));
         }
+        node.spawn("background work", self.background.run());
         // The committer drains what the associations handed it before stopping.
-        let _ = self.committer.await;
-        h.context("HTTP task panicked")?
-            .context("HTTP server failed")?;
-        d.context("DICOM task panicked")?;
-        t.context("study tracker panicked")?;
+        let committer = self.committer;
+        node.spawn("index committer", async move {
+            committer.await.context("panicked")
+        });
+        let result = node.wait().await;
         tracing::info!("radstream stopped");
-        Ok(())
+        result
     }
+}
+
+/// A task that reports nothing: it logs its own troubles and ends when cancelled.
+async fn quiet(task: impl Future<Output = ()>) -> anyhow::Result<()> {
+    task.await;
+    Ok(())
 }
 
 /// Loads every installed model (blocking work, off the runtime) and checks the triage rules

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 const WIRING: &[&str] = &["main", "lib", "cli", "startup"];
 
 #[test]
-#[ignore = "api <-> compat, dicomweb remains until the HTTP kernel's assembler lands \
-            (issue 19, item 2); no other cycle is left"]
 fn top_level_modules_form_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let graph = module_graph(&src);

@@ -1,5 +1,5 @@
-//! Authentication in the router: every non-public route of [`super::route_table`] is wrapped
-//! in [`require`] with its scope. Credentials, in order of precedence:
+//! Authentication in the router: every non-public route a part hands to [`super::mount`] is
+//! wrapped in [`require`] with its scope. Credentials, in order of precedence:
 //! `Authorization: Bearer <jwt | api key>`, `x-api-key: <api key>`, `x-stack-access-token:
 //! <jwt | api key>` (VoxRay clients), `?access_token=<jwt | api key>` (for EventSource, which
 //! cannot set headers). The query parameter is taken out of the

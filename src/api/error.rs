@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use super::response::timestamp;
 
 /// An error answer. Validation failures name the field and the problem in `details`.
-#[derive(Debug)]
+/// The rendered answer carries a copy in its extensions, so the part of the API a request
+/// was routed to can answer it in its own dialect ([`super::dialect`]) without parsing JSON.
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
@@ -64,16 +66,16 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.status.as_u16(), "message": self.message });
-        if let Some(d) = self.details {
+        let mut error = json!({ "code": self.status.as_u16(), "message": &self.message });
+        if let Some(d) = &self.details {
             // `details` is a string (Neolens' error object); the structured facts (`field`,
             // `problem`, `required_scope`, …) sit beside it for programs.
-            if let (Value::Object(facts), Some(e)) = (&d, error.as_object_mut()) {
+            if let (Value::Object(facts), Some(e)) = (d, error.as_object_mut()) {
                 for (k, v) in facts {
                     e.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
-            error["details"] = Value::String(details_text(&d));
+            error["details"] = Value::String(details_text(d));
         }
         let body = json!({ "status": "error", "timestamp": timestamp(), "error": error });
         let mut resp = (self.status, Json(body)).into_response();
@@ -82,6 +84,7 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
+        resp.extensions_mut().insert(self);
         resp
     }
 }

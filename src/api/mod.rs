@@ -1,14 +1,18 @@
-//! The HTTP API. Every route is declared once in [`route_table`] with the scope it needs;
-//! the router, the authentication layer and the auth test matrix are all built from it, so no
-//! route escapes authentication by being forgotten. The OpenAPI document ([`openapi`],
-//! served at `/openapi.json` and as HTML at `/docs`) is generated from the handlers'
-//! `#[utoipa::path]` attributes ([`handler_docs`]) and completed from it.
+//! The HTTP kernel: the state handlers share ([`AppState`]), the error and success envelopes,
+//! authentication, limits, error dialects and the route-spec type, plus the native routes
+//! ([`routes`]). Every part of the node (native, FHIR, DICOMweb, each vendor adapter)
+//! declares its routes once as a [`Routes`] table with the scope each needs, and is served
+//! through [`mount`], so no route escapes authentication by being forgotten. The parts are
+//! assembled in `startup::http`; the auth test matrix and the OpenAPI document (built there
+//! from the handlers' `#[utoipa::path]` attributes, served at `/openapi.json` and as HTML at
+//! `/docs`) walk the same tables. Handlers mark enveloped and event-stream answers with
+//! [`response::ENVELOPE`] and [`response::EVENT_STREAM`].
 
 pub mod auth;
+pub mod dialect;
 pub mod error;
 mod http_metrics;
 pub mod limits;
-pub mod openapi;
 pub mod response;
 pub mod routes;
 pub mod settings;
@@ -22,6 +26,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Scope;
+pub use dialect::Dialect;
 pub use error::ApiError;
 pub use response::{Ctx, Reply};
 pub use state::AppState;
@@ -48,6 +53,9 @@ pub struct RouteSpec {
     /// The audit action every answer of this route is recorded under ([`auth::audit_read`]);
     /// for routes whose handlers cannot audit themselves (DICOMweb reads).
     pub audit: Option<&'static str>,
+    /// The error dialect of the part serving it ([`Dialect::name`]); `None`: the native
+    /// envelope. Set when the node's parts are assembled.
+    pub dialect: Option<&'static str>,
 }
 
 impl RouteSpec {
@@ -64,69 +72,28 @@ impl RouteSpec {
     }
 }
 
-/// Every route the node serves, with its handler.
-pub fn route_table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
-    let mut table = Vec::new();
-    table.extend(routes::health::routes());
-    table.extend(routes::metrics::routes());
-    table.extend(routes::studies::routes());
-    table.extend(routes::events::routes());
-    table.extend(routes::jobs::routes());
-    table.extend(routes::models::routes());
-    table.extend(crate::compat::leapai::routes());
-    table.extend(crate::compat::pi::routes());
-    table.extend(crate::compat::voxray::routes());
-    table.extend(crate::compat::radanalyzer::routes());
-    table.extend(crate::compat::radanalyzer::usage::routes());
-    table.extend(routes::audit::routes());
-    table.extend(routes::docs::routes());
-    table.extend(routes::fhir::routes());
-    table.extend(crate::dicomweb::routes());
-    table.extend(routes::exports::routes());
-    table
-}
+/// A part's route table: each route with its handler, over the part's state `S`.
+pub type Routes<S> = Vec<(RouteSpec, MethodRouter<S>)>;
 
-/// The operations the handlers of [`route_table`] document with `#[utoipa::path]`, area by
-/// area; [`openapi`] completes them from the table.
-pub fn handler_docs() -> utoipa::openapi::OpenApi {
-    use utoipa::OpenApi;
-    let mut doc = routes::health::Doc::openapi();
-    for area in [
-        routes::metrics::Doc::openapi(),
-        routes::studies::Doc::openapi(),
-        routes::events::Doc::openapi(),
-        routes::jobs::Doc::openapi(),
-        routes::models::Doc::openapi(),
-        routes::audit::Doc::openapi(),
-        routes::docs::Doc::openapi(),
-        routes::exports::Doc::openapi(),
-        routes::fhir::Doc::openapi(),
-        crate::dicomweb::Doc::openapi(),
-        crate::compat::leapai::Doc::openapi(),
-        crate::compat::pi::Doc::openapi(),
-        crate::compat::voxray::Doc::openapi(),
-        crate::compat::radanalyzer::Doc::openapi(),
-    ] {
-        doc.merge(area);
-    }
-    doc
-}
-
-/// The route list alone (for tests and the OpenAPI document).
-pub fn routes() -> Vec<RouteSpec> {
-    route_table().into_iter().map(|(s, _)| s).collect()
-}
-
-/// All routes with their shared state. Each non-public route is wrapped in
+/// Serves a part's `routes` with its `state`. Each non-public route is wrapped in
 /// [`auth::require`] with its scope; every route gets the body and time limits (routes with
-/// their own body limit are grouped by it: a router's layers cover only its own routes).
-pub fn router(state: AppState) -> Router {
-    let mut groups: std::collections::BTreeMap<usize, Router<AppState>> = Default::default();
-    for (spec, handler) in route_table() {
+/// their own body limit are grouped by it: a router's layers cover only its own routes). With
+/// a `dialect`, every refusal of the part is answered in it ([`dialect::answer_in`]).
+pub fn mount<S>(
+    routes: Routes<S>,
+    state: S,
+    kernel: &AppState,
+    dialect: Option<&'static dyn Dialect>,
+) -> Router
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let mut groups: std::collections::BTreeMap<usize, Router<S>> = Default::default();
+    for (spec, handler) in routes {
         // Inside authentication: the principal is known when the row is written.
         let handler = match spec.audit {
             Some(action) => handler.route_layer(middleware::from_fn_with_state(
-                (state.audit.clone(), action),
+                (kernel.audit.clone(), action),
                 auth::audit_read,
             )),
             None => handler,
@@ -135,7 +102,7 @@ pub fn router(state: AppState) -> Router {
             Access::Public => handler,
             Access::Scope(scope) => handler.route_layer(middleware::from_fn_with_state(
                 auth::Guard {
-                    auth: state.auth.clone(),
+                    auth: kernel.auth.clone(),
                     scope,
                 },
                 auth::require,
@@ -143,8 +110,8 @@ pub fn router(state: AppState) -> Router {
         };
         let limit = spec
             .body_limit
-            .map_or(state.http_limits.max_body_bytes, |l| {
-                l.max(state.http_limits.max_body_bytes)
+            .map_or(kernel.http_limits.max_body_bytes, |l| {
+                l.max(kernel.http_limits.max_body_bytes)
             });
         let group = groups.remove(&limit).unwrap_or_default();
         groups.insert(limit, group.route(spec.path, handler));
@@ -153,15 +120,35 @@ pub fn router(state: AppState) -> Router {
     for (max_body_bytes, group) in groups {
         let limits = limits::HttpLimits {
             max_body_bytes,
-            ..state.http_limits
+            ..kernel.http_limits
         };
         router = router.merge(limits::apply(group, limits));
     }
-    let router = router.layer(middleware::from_fn_with_state(
-        state.metrics.clone(),
-        http_metrics::record,
-    ));
-    let cors = state.dicomweb.cors();
+    let router = match dialect {
+        Some(d) => router.layer(middleware::from_fn_with_state(d, dialect::answer_in)),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// The layers around all mounted parts: a path no route matched answers 404 (in the dialect
+/// of the part whose URL space holds it), requests are measured, CORS (`cors`) is answered
+/// before authentication, requests get an id and a trace span, and a query token leaves the
+/// URI before anything logs it.
+pub fn serve(
+    parts: Router,
+    kernel: &AppState,
+    dialects: Vec<&'static dyn Dialect>,
+    cors: Option<tower_http::cors::CorsLayer>,
+) -> Router {
+    let router = parts
+        .fallback(move |req: axum::extract::Request| {
+            std::future::ready(dialect::unmatched(&dialects, &req))
+        })
+        .layer(middleware::from_fn_with_state(
+            kernel.metrics.clone(),
+            http_metrics::record,
+        ));
     // CORS outside auth and limits: a preflight carries no credentials.
     let router = match cors {
         Some(c) => router.layer(c),
@@ -171,10 +158,8 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(middleware::from_fn(crate::compat::translate_errors))
         // Outermost: the query token leaves the URI before anything logs it.
         .layer(middleware::from_fn(auth::strip_access_token))
-        .with_state(state)
 }
 
 /// Shorthand for building the table.
@@ -191,5 +176,6 @@ pub(crate) fn spec(
         summary,
         body_limit: None,
         audit: None,
+        dialect: None,
     }
 }

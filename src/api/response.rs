@@ -15,6 +15,14 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use crate::clock::format_ms;
 
+/// Media type of a `#[utoipa::path]` answer that is the success envelope ([`Reply`]) around
+/// its `body`: the OpenAPI document lists it as JSON, CSV and XML.
+pub const ENVELOPE: &str = "application/x-radstream-envelope";
+
+/// Media type of a `#[utoipa::path]` answer that is a server-sent event stream whose `data:`
+/// lines hold its `body` as JSON.
+pub const EVENT_STREAM: &str = "text/x-radstream-event-stream";
+
 /// API version reported in `meta.version`.
 pub const API_VERSION: &str = "v1";
 

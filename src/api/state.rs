@@ -1,4 +1,6 @@
-//! Shared state of the HTTP handlers: one `Clone` struct.
+//! Shared state of the HTTP handlers: one `Clone` struct. What only one part of the API
+//! reads (DICOMweb's context, FHIR's settings, a vendor adapter's) lives in that part's own
+//! state, which holds this one beside it (`FromRef`).
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use crate::db::Database;
 use crate::events::EventBus;
 use crate::inference::Engine;
 use crate::metrics::Metrics;
-use crate::store::FileStore;
+use crate::store::{FileStore, Store};
 use crate::study::StudyTracker;
 
 #[derive(Clone)]
@@ -18,6 +20,8 @@ pub struct AppState {
     /// Group commit of the audit rows of DICOMweb reads (see `api::auth::audit_read`).
     pub audit: crate::auth::audit::AuditWriter,
     pub files: FileStore,
+    /// The store (its file and index operations, for purges).
+    pub store: Store,
     pub tracker: StudyTracker,
     /// Associations being served by the DICOM listener.
     pub open_associations: Arc<AtomicUsize>,
@@ -28,13 +32,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Event fan-out for the SSE streams.
     pub bus: EventBus,
-    /// Server folders the LeapAI adapter may read and write.
-    pub leapai: crate::compat::leapai::LeapAiPaths,
-    /// Pi Health Triage adapter settings.
-    pub compat_pi: crate::compat::PiSettings,
-    /// Triage rules (the pipeline's), for adapters that triage images themselves.
-    pub triage: crate::result::TriageSettings,
-    /// Model the pipeline runs (`None`: the first installed classification model), for the adapters too.
+    /// Model the pipeline runs (`None`: the first installed classification model); `/health`
+    /// reports whether it is loaded, and the adapters infer with it.
     pub pipeline_model: Option<String>,
     /// Wakes the pipeline workers (after a reprocess request).
     pub jobs_ready: Arc<tokio::sync::Notify>,
@@ -44,12 +43,4 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Body size and response time limits of every route.
     pub http_limits: HttpLimits,
-    /// `[fhir]` settings (report status, base URL).
-    pub fhir: crate::fhir::FhirSettings,
-    /// The store and accepted syntaxes for STOW-RS; CORS origins.
-    pub dicomweb: crate::dicomweb::DicomWebContext,
-    /// VoxRay adapter: feature flags and the patient-id hash key.
-    pub voxray: crate::compat::voxray::VoxRayContext,
-    /// RadAnalyzer V3 adapter: billing rates.
-    pub radanalyzer: crate::compat::radanalyzer::RadAnalyzerContext,
 }

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::extract::{FromRef, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, MethodRouter};
+use axum::routing::post;
 use axum::Json;
 use bytes::Bytes;
 use serde::Serialize;
@@ -17,11 +17,13 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::paths::{PathProblem, Roots};
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::dialect::{Cause, Dialect, Refusal};
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::{Principal, Scope};
 use crate::events::{self, EventType};
 use crate::inference::ImageResult;
 use crate::store::InstanceHeader;
+use crate::supervisor::Background;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(single, bulk))]
@@ -48,7 +50,16 @@ pub struct LeapAiPaths {
     pub output: Roots,
 }
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// State of the LeapAI routes.
+#[derive(Clone, FromRef)]
+pub struct LeapAi {
+    pub app: AppState,
+    pub leapai: LeapAiPaths,
+    /// The bulk jobs, stopped with the node.
+    pub jobs: Background,
+}
+
+pub fn routes() -> Routes<LeapAi> {
     let write = Access::Scope(Scope::InferenceWrite);
     vec![
         (
@@ -72,9 +83,30 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
-/// `{"Result":"Failure","Data":null,"Message":…}` with `status`.
-pub fn failure(status: StatusCode, message: &str) -> Response {
-    Failure(status, message.to_string()).into_response()
+/// LeapAI's envelope for the kernel's refusals on its routes (`WWW-Authenticate` and
+/// `Retry-After` kept); the handlers' own errors and plain-text rejections pass as they are.
+pub struct Errors;
+
+/// [`Errors`]' name in the route list.
+pub const DIALECT: &str = "leapai";
+
+impl Dialect for Errors {
+    fn name(&self) -> &'static str {
+        DIALECT
+    }
+
+    fn claims(&self, _path: &str) -> bool {
+        false
+    }
+
+    fn render(&self, refusal: Refusal<'_>) -> Option<Response> {
+        let Cause::Kernel(e) = refusal.cause else {
+            return None;
+        };
+        let mut out = Failure(refusal.status, e.message.clone()).into_response();
+        refusal.keep_headers(&mut out, &[header::WWW_AUTHENTICATE, header::RETRY_AFTER]);
+        Some(out)
+    }
 }
 
 /// A refusal in LeapAI's shape.
@@ -188,7 +220,7 @@ fn data_for(r: &ImageResult, h: &InstanceHeader, patient_id: &str) -> Value {
 
 /// Reads the header and runs the model on one confined file. `Err` is LeapAI's answer.
 async fn infer_file(
-    state: &AppState,
+    state: &LeapAi,
     path: &Path,
     shown_path: &str,
     patient_override: Option<&str>,
@@ -213,8 +245,8 @@ async fn infer_file(
             }
         },
     };
-    let model = state.pipeline_model.as_deref();
-    let r = match state.engine.infer_dicom(model, path).await {
+    let model = state.app.pipeline_model.as_deref();
+    let r = match state.app.engine.infer_dicom(model, path).await {
         Ok(r) => r,
         Err(e) if e.is_input_error() => {
             return Err(bad(format!(
@@ -254,7 +286,7 @@ async fn write_json(
     request_body(content = Object, description = "`{input_image_path, patient_id?, save_to_disk, output_folder_path?}`"),
     responses((status = 200, description = "LeapAI envelope: `Data` holds `{findings, metadata}`", body = LeapAiEnvelope)),
 )]
-async fn single(State(state): State<AppState>, body: Bytes) -> Result<Response, Failure> {
+async fn single(State(state): State<LeapAi>, body: Bytes) -> Result<Response, Failure> {
     let m = body_object(&body)?;
     let input = m
         .get("input_image_path")
@@ -343,7 +375,7 @@ async fn single(State(state): State<AppState>, body: Bytes) -> Result<Response, 
     responses((status = 200, description = "LeapAI envelope with `Data` null", body = LeapAiEnvelope)),
 )]
 async fn bulk(
-    State(state): State<AppState>,
+    State(state): State<LeapAi>,
     principal: Principal,
     body: Bytes,
 ) -> Result<Response, Failure> {
@@ -390,7 +422,11 @@ async fn bulk(
     let bulk_id = uuid::Uuid::new_v4().to_string();
     let total = files.len();
     tracing::info!(bulk_id, total, by = %principal.subject, "LeapAI bulk inference started");
-    tokio::spawn(run_bulk(state, Arc::new(files), out_dir, bulk_id.clone()));
+    let jobs = state.jobs.clone();
+    jobs.spawn(
+        "LeapAI bulk inference",
+        run_bulk(state, Arc::new(files), out_dir, bulk_id.clone()),
+    );
     Ok(success(
         "Success",
         Value::Null,
@@ -403,7 +439,7 @@ async fn bulk(
 
 /// Runs a bulk request file by file, writing one JSON file each and a `bulk.progress` event
 /// after each, then `bulk.completed`.
-async fn run_bulk(state: AppState, files: Arc<Vec<PathBuf>>, out_dir: PathBuf, bulk_id: String) {
+async fn run_bulk(state: LeapAi, files: Arc<Vec<PathBuf>>, out_dir: PathBuf, bulk_id: String) {
     let total = files.len();
     let (mut ok, mut failed) = (0usize, 0usize);
     for (i, path) in files.iter().enumerate() {
@@ -442,14 +478,14 @@ async fn run_bulk(state: AppState, files: Arc<Vec<PathBuf>>, out_dir: PathBuf, b
     .await;
 }
 
-async fn emit(state: &AppState, kind: EventType, payload: &Value) {
+async fn emit(state: &LeapAi, kind: EventType, payload: &Value) {
     let write = async {
-        let mut tx = state.db.begin_write().await?;
-        events::append(&mut tx, state.db.backend, kind, None, None, payload).await?;
+        let mut tx = state.app.db.begin_write().await?;
+        events::append(&mut tx, state.app.db.backend, kind, None, None, payload).await?;
         tx.commit().await
     };
     match write.await {
-        Ok(()) => state.bus.notify(),
+        Ok(()) => state.app.bus.notify(),
         Err(e) => tracing::warn!(error = %e, "writing a bulk event failed"),
     }
 }

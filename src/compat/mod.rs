@@ -2,8 +2,10 @@
 //! adapter is a thin layer over the native core — the same engine, auth, events — in its own
 //! module, answering in that vendor's shapes and messages.
 //!
-//! Errors raised before a handler runs (authentication, limits) are rendered by the native
-//! layers; [`translate_errors`] re-renders them in the dialect of the route that was called.
+//! Each adapter is its own part of the HTTP surface: a route table over its own state (the
+//! node's [`crate::api::AppState`] beside what only it reads) and an error dialect
+//! ([`crate::api::Dialect`]) in which every refusal on its routes is answered, the kernel's
+//! (authentication, limits) included. `startup::http` mounts them.
 
 pub mod leapai;
 pub mod paths;
@@ -14,11 +16,6 @@ pub mod voxray;
 
 use std::path::PathBuf;
 
-use axum::body::{to_bytes, Body};
-use axum::extract::Request;
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::Response;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -75,69 +72,4 @@ impl Default for CompatSettings {
 pub struct PiSettings {
     pub enabled: bool,
     pub url_hosts: Vec<String>,
-}
-
-/// Whose error shape a path answers in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    LeapAi,
-    Pi,
-    VoxRay,
-    RadAnalyzer,
-}
-
-/// The dialect of a request path, if it belongs to an adapter.
-pub fn dialect_for(path: &str) -> Option<Dialect> {
-    match path {
-        "/single_inference" | "/bulk_inference" => Some(Dialect::LeapAi),
-        p if voxray::owns_path(p) => Some(Dialect::VoxRay),
-        p if radanalyzer::owns_path(p) => Some(Dialect::RadAnalyzer),
-        p if p.starts_with("/api/v1/health/") || p.starts_with("/api/v1/jobs/") => {
-            Some(Dialect::Pi)
-        }
-        _ => None,
-    }
-}
-
-/// Outer layer: native error envelopes on adapter routes become the adapter's error shape.
-pub async fn translate_errors(req: Request, next: Next) -> Response {
-    let dialect = dialect_for(req.uri().path());
-    let resp = next.run(req).await;
-    let Some(dialect) = dialect else {
-        return resp;
-    };
-    if dialect == Dialect::VoxRay && !resp.status().is_success() {
-        // Every refusal on a VoxRay path, ours or the native layers', ends in VoxRay's shape.
-        return voxray::finish_error(resp).await;
-    }
-    if dialect == Dialect::RadAnalyzer && !resp.status().is_success() {
-        return radanalyzer::finish_error(resp).await;
-    }
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if resp.status().is_success() || !is_json {
-        return resp;
-    }
-    let (parts, body) = resp.into_parts();
-    let Ok(bytes) = to_bytes(body, 1 << 20).await else {
-        return Response::from_parts(parts, Body::empty());
-    };
-    let native: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if native["status"] != "error" {
-        return Response::from_parts(parts, Body::from(bytes));
-    }
-    let message = native["error"]["message"].as_str().unwrap_or("Error");
-    let mut out = match dialect {
-        Dialect::LeapAi => leapai::failure(parts.status, message),
-        _ => pi::failure(parts.status, message),
-    };
-    for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
-        if let Some(v) = parts.headers.get(&name) {
-            out.headers_mut().insert(name, v.clone());
-        }
-    }
-    out
 }

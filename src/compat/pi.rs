@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post};
 use axum::Json;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -20,12 +20,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::pi_text;
-use crate::api::{spec, Access, AppState, RouteSpec};
+use super::{pi_text, PiSettings};
+use crate::api::dialect::{Cause, Dialect, Refusal};
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::{Principal, Scope};
-use crate::clock::format_ms;
-use crate::clock::now_ms;
-use crate::result::{ImageEntry, Summary};
+use crate::clock::{format_ms, now_ms};
+use crate::result::{ImageEntry, Summary, TriageSettings};
+use crate::supervisor::Background;
 
 /// Longest serialised `context`, in characters.
 pub const MAX_CONTEXT_CHARS: usize = 16_000;
@@ -33,11 +34,22 @@ pub const MAX_CONTEXT_CHARS: usize = 16_000;
 pub const MAX_WAIT_SECS: u64 = 60;
 const KIND: &str = "health.analyze";
 
+/// State of the Pi routes.
+#[derive(Clone, FromRef)]
+pub struct Pi {
+    pub app: AppState,
+    pub compat_pi: PiSettings,
+    /// Triage rules (the pipeline's).
+    pub triage: TriageSettings,
+    /// The analysis jobs, stopped with the node.
+    pub jobs: Background,
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(analyze, job, overlay))]
 pub struct Doc;
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+pub fn routes() -> Routes<Pi> {
     vec![
         (
             spec(
@@ -91,7 +103,7 @@ fn invalid(message: impl Into<String>) -> PiError {
     )
 }
 
-/// Pi's code for a status the native layers refused with.
+/// Pi's code for a status the kernel refused with.
 pub fn code_for(status: StatusCode, message: &str) -> &'static str {
     match status {
         StatusCode::UNAUTHORIZED if message == "Token missing" => "missing_authorization_header",
@@ -105,9 +117,31 @@ pub fn code_for(status: StatusCode, message: &str) -> &'static str {
     }
 }
 
-/// Re-renders a native error in Pi's shape.
-pub fn failure(status: StatusCode, message: &str) -> Response {
-    PiError(status, code_for(status, message), message.to_string()).into_response()
+/// Pi's error body for the kernel's refusals on Pi routes (`WWW-Authenticate` and
+/// `Retry-After` kept); the handlers' own errors and plain-text rejections pass as they are.
+pub struct Errors;
+
+/// [`Errors`]' name in the route list.
+pub const DIALECT: &str = "pi";
+
+impl Dialect for Errors {
+    fn name(&self) -> &'static str {
+        DIALECT
+    }
+
+    fn claims(&self, path: &str) -> bool {
+        path.starts_with("/api/v1/health/") || path.starts_with("/api/v1/jobs/")
+    }
+
+    fn render(&self, refusal: Refusal<'_>) -> Option<Response> {
+        let Cause::Kernel(e) = refusal.cause else {
+            return None;
+        };
+        let code = code_for(refusal.status, &e.message);
+        let mut out = PiError(refusal.status, code, e.message.clone()).into_response();
+        refusal.keep_headers(&mut out, &[header::WWW_AUTHENTICATE, header::RETRY_AFTER]);
+        Some(out)
+    }
 }
 
 const XRAY: [&str; 7] = [
@@ -133,7 +167,7 @@ struct Analyze {
     input_echo: Value,
 }
 
-fn parse(state: &AppState, body: &Bytes) -> Result<Analyze, PiError> {
+fn parse(state: &Pi, body: &Bytes) -> Result<Analyze, PiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?;
     let input = v
@@ -246,7 +280,7 @@ pub fn host_allows(entry: &str, url: &url::Url) -> bool {
 
 /// Checks `input.url` against `compat.pi_url_hosts` (scheme, host and port); nothing is
 /// fetched here: the job does it after the 202.
-fn allowed_url(state: &AppState, raw: &str) -> Result<url::Url, PiError> {
+fn allowed_url(state: &Pi, raw: &str) -> Result<url::Url, PiError> {
     let url = url::Url::parse(raw).map_err(|e| invalid(format!("input.url is not a URL: {e}")))?;
     let allowed = matches!(url.scheme(), "http" | "https")
         && state
@@ -332,7 +366,7 @@ async fn fetch(url: &url::Url, limit: usize) -> Result<Vec<u8>, String> {
     responses((status = 202, description = "Queued: `{job_id, status, poll_url, created_at}`", body = Object)),
 )]
 async fn analyze(
-    State(state): State<AppState>,
+    State(state): State<Pi>,
     principal: Principal,
     body: Bytes,
 ) -> Result<Response, PiError> {
@@ -365,7 +399,7 @@ async fn analyze(
     .bind(stored.to_string())
     .bind(&principal.subject)
     .bind(now)
-    .execute(&state.db.pool)
+    .execute(&state.app.db.pool)
     .await
     .map_err(|e| {
         tracing::error!(error = %e, "Pi job insert");
@@ -375,7 +409,9 @@ async fn analyze(
             "The analysis job could not be created".into(),
         )
     })?;
-    tokio::spawn(run(state.clone(), id.clone()));
+    state
+        .jobs
+        .spawn("Pi triage job", run(state.clone(), id.clone()));
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -388,13 +424,26 @@ async fn analyze(
         .into_response())
 }
 
-/// Runs the queued adapter jobs left by a previous run (called at start).
-pub async fn resume(state: AppState) {
+/// Runs the queued adapter jobs left by a previous run (or stopped by a shutdown), one after
+/// the other, as background work of the node.
+pub fn resume(state: &Pi) {
+    // Jobs queued from now on are run by the request that queued them.
+    let started = now_ms();
+    let jobs = state.jobs.clone();
+    jobs.spawn(
+        "resuming Pi triage jobs",
+        resume_all(state.clone(), started),
+    );
+}
+
+async fn resume_all(state: Pi, before: i64) {
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM adapter_jobs WHERE kind = $1 AND state IN ('queued', 'running') ORDER BY created_at",
+        "SELECT id FROM adapter_jobs WHERE kind = $1 AND state IN ('queued', 'running') \
+         AND created_at < $2 ORDER BY created_at",
     )
     .bind(KIND)
-    .fetch_all(&state.db.pool)
+    .bind(before)
+    .fetch_all(&state.app.db.pool)
     .await
     .unwrap_or_default();
     for id in ids {
@@ -404,17 +453,17 @@ pub async fn resume(state: AppState) {
 }
 
 /// Analyses one job and stores its output (or its failure).
-async fn run(state: AppState, id: String) {
+async fn run(state: Pi, id: String) {
     let t0 = Instant::now();
     let _ = sqlx::query("UPDATE adapter_jobs SET state = 'running', updated_at = $2 WHERE id = $1")
         .bind(&id)
         .bind(now_ms())
-        .execute(&state.db.pool)
+        .execute(&state.app.db.pool)
         .await;
     let request: Option<String> =
         sqlx::query_scalar("SELECT request FROM adapter_jobs WHERE id = $1")
             .bind(&id)
-            .fetch_optional(&state.db.pool)
+            .fetch_optional(&state.app.db.pool)
             .await
             .ok()
             .flatten();
@@ -423,7 +472,7 @@ async fn run(state: AppState, id: String) {
     };
     let loaded = match request["url"].as_str() {
         Some(u) => match url::Url::parse(u) {
-            Ok(u) => fetch(&u, state.http_limits.max_body_bytes).await,
+            Ok(u) => fetch(&u, state.app.http_limits.max_body_bytes).await,
             Err(e) => Err(format!("input.url is not a URL: {e}")),
         },
         None => Ok(request["image_base64"]
@@ -433,7 +482,7 @@ async fn run(state: AppState, id: String) {
     };
     let locale = pi_text::pick(request["locale"].as_str());
     let t_decode = t0.elapsed();
-    let model = state.pipeline_model.clone();
+    let model = state.app.pipeline_model.clone();
     let (state_name, output, error) = match loaded {
         Err(message) => {
             tracing::info!(job_id = %id, reason = %message, "triage image not fetched");
@@ -464,7 +513,7 @@ async fn run(state: AppState, id: String) {
     .bind(error.map(|e| e.to_string()))
     .bind(diagnostics.to_string())
     .bind(now_ms())
-    .execute(&state.db.pool)
+    .execute(&state.app.db.pool)
     .await;
     if let Err(e) = res {
         tracing::error!(job_id = %id, error = %e, "storing a triage job's output failed");
@@ -473,13 +522,13 @@ async fn run(state: AppState, id: String) {
 
 /// Runs the ensemble on one image: the job's final state, output and error.
 async fn analyse(
-    state: &AppState,
+    state: &Pi,
     id: &str,
     image: &[u8],
     locale: &'static str,
     model: Option<&str>,
 ) -> (&'static str, Option<Value>, Option<Value>) {
-    match state.engine.infer_image_bytes(model, image).await {
+    match state.app.engine.infer_image_bytes(model, image).await {
         Ok(r) => {
             let entry = ImageEntry::from_inference("", "", "", &r);
             let summary = Summary::from_images(std::slice::from_ref(&entry));
@@ -518,11 +567,12 @@ async fn analyse(
     }
 }
 
-fn overlay_path(state: &AppState, id: &str) -> Option<std::path::PathBuf> {
+fn overlay_path(state: &Pi, id: &str) -> Option<std::path::PathBuf> {
     // Job ids are UUIDs we made; anything else never names a file.
     uuid::Uuid::parse_str(id).ok()?;
     Some(
         state
+            .app
             .files
             .data_dir()
             .join("adapter")
@@ -532,7 +582,7 @@ fn overlay_path(state: &AppState, id: &str) -> Option<std::path::PathBuf> {
 
 /// Renders the uploaded image with the triage level, findings and disclaimer burnt in.
 async fn write_overlay(
-    state: &AppState,
+    state: &Pi,
     id: &str,
     image: &[u8],
     entry: &ImageEntry,
@@ -571,10 +621,7 @@ async fn write_overlay(
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}/overlay", responses(
     (status = 200, description = "The uploaded image with the triage level, findings and disclaimer burnt in", body = String, content_type = "image/png"),
 ))]
-async fn overlay(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, PiError> {
+async fn overlay(State(state): State<Pi>, Path(id): Path<String>) -> Result<Response, PiError> {
     let missing = || {
         PiError(
             StatusCode::NOT_FOUND,
@@ -665,7 +712,7 @@ pub struct JobQuery {
     (status = 200, description = "Pi job: `{data: {id, type, status, payload: {input, output}, error, diagnostics?}}`; errors `{error: {code, message}}`", body = Object),
 ))]
 async fn job(
-    State(state): State<AppState>,
+    State(state): State<Pi>,
     Path(id): Path<String>,
     q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PiError> {
@@ -693,7 +740,7 @@ async fn job(
         )
         .bind(&id)
         .bind(KIND)
-        .fetch_optional(&state.db.pool)
+        .fetch_optional(&state.app.db.pool)
         .await
         .map_err(|e| {
             PiError(

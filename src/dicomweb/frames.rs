@@ -14,8 +14,9 @@ use serde_json::json;
 use super::multipart::split_params;
 use super::pixels::{self, ImageFormat, PixelError, RenderParams};
 use super::wado::{instances, Stored};
+use super::DicomWeb;
 use super::MULTIPART_OCTETS as OCTETS;
-use crate::api::{ApiError, AppState};
+use crate::api::ApiError;
 
 /// Frames are native `application/octet-stream` in Explicit VR Little Endian.
 /// A rendered image.
@@ -128,7 +129,7 @@ fn frames_delivery(headers: &HeaderMap, ts: &str) -> Result<Delivery, ApiError> 
     (status = 406, description = "The frames cannot be sent in an accepted media type"),
 ))]
 pub async fn frames(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -292,7 +293,7 @@ async fn render_one(f: Stored, frame: u32, params: RenderParams) -> Result<Respo
     (status = 200, description = RENDERED, body = String, content_type = "image/jpeg"),
 ))]
 pub async fn instance_rendered(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -309,7 +310,7 @@ pub async fn instance_rendered(
     (status = 200, description = RENDERED, body = String, content_type = "image/jpeg"),
 ))]
 pub async fn frame_rendered(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -341,7 +342,7 @@ fn representative(files: Vec<Stored>) -> Option<Stored> {
 }
 
 async fn thumbnail(
-    s: &AppState,
+    s: &DicomWeb,
     h: &HeaderMap,
     q: &HashMap<String, String>,
     study: &str,
@@ -360,7 +361,7 @@ async fn thumbnail(
     (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
 ))]
 pub async fn study_thumbnail(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path(study): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -373,7 +374,7 @@ pub async fn study_thumbnail(
     (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
 ))]
 pub async fn series_thumbnail(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -386,7 +387,7 @@ pub async fn series_thumbnail(
     (status = 200, description = THUMBNAIL, body = String, content_type = "image/jpeg"),
 ))]
 pub async fn instance_thumbnail(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,

@@ -19,11 +19,12 @@ pub mod stow;
 pub mod transcode;
 pub mod wado;
 
+use axum::extract::FromRef;
 use axum::http::{header, HeaderMap, Method};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::Scope;
 use crate::store::Store;
 
@@ -48,7 +49,7 @@ pub struct DicomWebSettings {
     pub public_url: Option<String>,
 }
 
-/// What the DICOMweb handlers need beyond the rest of the API.
+/// What the DICOMweb handlers need beyond the rest of the API ([`DicomWeb`]).
 #[derive(Clone)]
 pub struct DicomWebContext {
     pub store: Store,
@@ -146,6 +147,13 @@ pub fn base_url(ctx: &DicomWebContext, headers: &HeaderMap) -> String {
     }
 }
 
+/// State of the DICOMweb routes.
+#[derive(Clone, FromRef)]
+pub struct DicomWeb {
+    pub app: AppState,
+    pub dicomweb: DicomWebContext,
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
     stow::store_any,
@@ -172,7 +180,7 @@ pub fn base_url(ctx: &DicomWebContext, headers: &HeaderMap) -> String {
 ))]
 pub struct Doc;
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+pub fn routes() -> Routes<DicomWeb> {
     let read = Access::Scope(Scope::ResultsRead);
     let write = Access::Scope(Scope::InferenceWrite);
     let r = |m, p, a, s| spec(m, p, a, s);

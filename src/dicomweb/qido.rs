@@ -17,13 +17,14 @@ use dicom_dictionary_std::{tags, StandardDataDictionary};
 use serde_json::{json, Map, Value};
 
 use super::json::{self as dj, tag_key};
+use super::DicomWeb;
 use super::{base_url, DICOM_JSON};
 
 /// The answer of a search.
 const MATCHES: &str = "Matches as DICOM JSON. Query: attribute keywords or tags as matching \
     keys, `includefield`, `limit`, `offset`, `fuzzymatching`";
 use crate::api::error::valid_uid;
-use crate::api::{ApiError, AppState};
+use crate::api::ApiError;
 use crate::db::push_like_literal;
 use crate::store::index::qido::{self as index, Field, Level, Match, QidoQuery, QidoRow};
 
@@ -424,7 +425,7 @@ struct Scope<'a> {
 }
 
 async fn search(
-    state: &AppState,
+    state: &DicomWeb,
     headers: &HeaderMap,
     scope: Scope<'_>,
     raw: Option<&str>,
@@ -445,7 +446,7 @@ async fn search(
         limit: q.limit,
         offset: q.offset,
     };
-    let rows = index::search(&state.db, &query).await?;
+    let rows = index::search(&state.app.db, &query).await?;
     if rows.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -486,6 +487,7 @@ async fn search(
         let all = q.include_all && scope.level == Instance;
         if (all || !extra.is_empty()) && file.is_some() {
             let path = state
+                .app
                 .files
                 .absolute(std::path::Path::new(&file.unwrap_or_default()));
             let header = read_header(path).await;
@@ -543,7 +545,7 @@ fn row_json(row: &QidoRow, attrs: &[&Attr]) -> Map<String, Value> {
     (status = 204, description = "Nothing matches"),
 ))]
 pub async fn studies(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -565,7 +567,7 @@ pub async fn studies(
     (status = 204, description = "Nothing matches"),
 ))]
 pub async fn all_series(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -587,7 +589,7 @@ pub async fn all_series(
     (status = 204, description = "Nothing matches"),
 ))]
 pub async fn study_series(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path(study): Path<String>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
@@ -611,7 +613,7 @@ pub async fn study_series(
     (status = 204, description = "Nothing matches"),
 ))]
 pub async fn all_instances(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -633,7 +635,7 @@ pub async fn all_instances(
     (status = 204, description = "Nothing matches"),
 ))]
 pub async fn study_instances(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path(study): Path<String>,
     h: HeaderMap,
     RawQuery(q): RawQuery,
@@ -657,7 +659,7 @@ pub async fn study_instances(
     (status = 204, description = "Nothing matches"),
 ))]
 pub async fn series_instances(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
     RawQuery(q): RawQuery,

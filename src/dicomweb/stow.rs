@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 
 use super::json::tag_key;
 use super::multipart::{parse_content_type, MultipartError, MultipartReader};
+use super::DicomWeb;
 use super::{base_url, DICOM_JSON};
-use crate::api::{ApiError, AppState};
+use crate::api::ApiError;
 use crate::auth::Principal;
 use crate::domain::Uid;
 use crate::ingest::dimse::status;
@@ -52,7 +53,7 @@ struct Stored {
     (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
 ))]
 pub async fn store_any(
-    State(state): State<AppState>,
+    State(state): State<DicomWeb>,
     principal: Principal,
     headers: HeaderMap,
     body: Body,
@@ -67,7 +68,7 @@ pub async fn store_any(
     (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
 ))]
 pub async fn store_study(
-    State(state): State<AppState>,
+    State(state): State<DicomWeb>,
     principal: Principal,
     Path(study): Path<String>,
     headers: HeaderMap,
@@ -86,7 +87,7 @@ fn unsupported(problem: String) -> ApiError {
 }
 
 async fn store(
-    state: AppState,
+    state: DicomWeb,
     principal: Principal,
     headers: HeaderMap,
     study: Option<String>,
@@ -109,7 +110,7 @@ async fn store(
     }
     let association_id = format!("stow-{}", uuid::Uuid::new_v4().simple());
     let base = base_url(&state.dicomweb, &headers);
-    let limit = state.http_limits.max_body_bytes;
+    let limit = state.app.http_limits.max_body_bytes;
     let mut reader = MultipartReader::new(body.into_data_stream(), &related.boundary, limit);
     let mut stored: Vec<Stored> = Vec::new();
     let mut failed: Vec<Failure> = Vec::new();
@@ -140,7 +141,7 @@ async fn store(
     }
     .await;
     // The request is over whatever happened: the "association" is released.
-    state.tracker.association_ended(&association_id, true);
+    state.app.tracker.association_ended(&association_id, true);
     match outcome {
         Ok(()) => {}
         Err(MultipartError::TooLarge(max)) => {
@@ -254,7 +255,7 @@ fn response(base: &str, study: Option<&str>, stored: &[Stored], failed: &[Failur
 /// Reads one part into the store. The outer error stops the whole body; the inner one is
 /// this part's failure.
 async fn store_part<S, E>(
-    state: &AppState,
+    state: &DicomWeb,
     reader: &mut MultipartReader<S>,
     study: Option<&str>,
     association_id: &str,
@@ -329,7 +330,7 @@ where
         sop_instance_uid: sop.clone(),
         transfer_syntax: ts,
         source_ae: STOW_AE.into(),
-        receiving_ae: state.ae_title.clone(),
+        receiving_ae: state.app.ae_title.clone(),
     };
     // Claimed before the upload so the index lookup overlaps it.
     let reservation = dw.store.reserve(&file_meta.sop_instance_uid).await;
@@ -378,12 +379,15 @@ where
         Ok(outcome) => {
             let (study_uid, series) = match &outcome {
                 StoreOutcome::Stored(o) => {
-                    state.tracker.instance_stored(&o.study_uid, association_id);
+                    state
+                        .app
+                        .tracker
+                        .instance_stored(&o.study_uid, association_id);
                     (o.study_uid.clone(), None)
                 }
                 StoreOutcome::DuplicateKept { study_uid } => (study_uid.clone(), None::<String>),
             };
-            state.metrics.instance_stored(size);
+            state.app.metrics.instance_stored(size);
             let series = match series {
                 Some(s) => s,
                 None => series_of(state, &sop).await.unwrap_or_default(),
@@ -402,14 +406,14 @@ where
                 StoreError::Mismatch(_) => status::DATA_SET_MISMATCH,
                 StoreError::Unparseable(_) => status::CANNOT_UNDERSTAND,
             };
-            state.metrics.store_failed(st);
+            state.app.metrics.store_failed(st);
             Ok(Err(fail(class_o, sop_o, st, e.to_string())))
         }
     }
 }
 
-async fn series_of(state: &AppState, sop: &str) -> Option<String> {
-    crate::store::index::find_instance(&state.db, sop)
+async fn series_of(state: &DicomWeb, sop: &str) -> Option<String> {
+    crate::store::index::find_instance(&state.app.db, sop)
         .await
         .ok()
         .flatten()

@@ -24,9 +24,10 @@ use tokio_util::io::ReaderStream;
 use super::json::{self as dj, tag_key};
 use super::multipart::split_params;
 use super::transcode;
+use super::DicomWeb;
 use super::{base_url, DICOM_JSON, MULTIPART_DICOM as INSTANCES, MULTIPART_OCTETS as OCTETS};
 use crate::api::error::valid_uid;
-use crate::api::{ApiError, AppState};
+use crate::api::ApiError;
 
 /// One stored instance, from the index.
 pub(super) struct Stored {
@@ -39,7 +40,7 @@ pub(super) struct Stored {
 }
 
 pub(super) async fn instances(
-    state: &AppState,
+    state: &DicomWeb,
     study: &str,
     series: Option<&str>,
     sop: Option<&str>,
@@ -48,7 +49,7 @@ pub(super) async fn instances(
     let series = series.map(|s| valid_uid("series", s)).transpose()?;
     let sop = sop.map(|s| valid_uid("instance", s)).transpose()?;
     let rows =
-        crate::store::index::retrievable(&state.db, &study, series.as_deref(), sop.as_deref())
+        crate::store::index::retrievable(&state.app.db, &study, series.as_deref(), sop.as_deref())
             .await?;
     if rows.is_empty() {
         let what = match (&series, &sop) {
@@ -61,7 +62,7 @@ pub(super) async fn instances(
     Ok(rows
         .into_iter()
         .map(|r| Stored {
-            path: state.files.absolute(std::path::Path::new(&r.file_path)),
+            path: state.app.files.absolute(std::path::Path::new(&r.file_path)),
             study: r.study_uid,
             series: r.series_uid,
             sop: r.sop_instance_uid,
@@ -221,7 +222,7 @@ async fn multipart(files: Vec<Stored>, target: Option<String>) -> Result<Respons
 }
 
 async fn retrieve(
-    state: &AppState,
+    state: &DicomWeb,
     headers: &HeaderMap,
     study: &str,
     series: Option<&str>,
@@ -242,7 +243,7 @@ async fn retrieve(
     (status = 200, description = "The study's instances as stored", body = String, content_type = INSTANCES),
 ))]
 pub async fn study(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path(study): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -253,7 +254,7 @@ pub async fn study(
     (status = 200, description = "The series' instances as stored", body = String, content_type = INSTANCES),
 ))]
 pub async fn series(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -264,7 +265,7 @@ pub async fn series(
     (status = 200, description = "The instance as stored", body = String, content_type = INSTANCES),
 ))]
 pub async fn instance(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -272,7 +273,7 @@ pub async fn instance(
 }
 
 async fn metadata(
-    state: &AppState,
+    state: &DicomWeb,
     headers: &HeaderMap,
     study: &str,
     series: Option<&str>,
@@ -330,7 +331,7 @@ async fn metadata(
     (status = 200, description = "Metadata of each instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
 ))]
 pub async fn study_metadata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path(study): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -341,7 +342,7 @@ pub async fn study_metadata(
     (status = 200, description = "Metadata of each instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
 ))]
 pub async fn series_metadata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -352,7 +353,7 @@ pub async fn series_metadata(
     (status = 200, description = "Metadata of the instance, with BulkDataURIs", body = Vec<Object>, content_type = DICOM_JSON),
 ))]
 pub async fn instance_metadata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     h: HeaderMap,
     Path((study, series, sop)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
@@ -365,7 +366,7 @@ pub async fn instance_metadata(
     (status = 200, description = "The value (one part per fragment for encapsulated pixel data)", body = String, content_type = OCTETS),
 ))]
 pub async fn bulkdata(
-    State(s): State<AppState>,
+    State(s): State<DicomWeb>,
     Path((study, series, sop, tag)): Path<(String, String, String, String)>,
 ) -> Result<Response, ApiError> {
     let t = (tag.len() == 8)

@@ -1,7 +1,7 @@
 //! Sending results back: configured destinations with routing rules (`settings`), the
 //! durable outbox (`outbox`: one row per output instance per destination) and the delivery
 //! worker (`deliver`: C-STORE SCU, STOW-RS or a FHIR transaction, exponential backoff, dead
-//! letter).
+//! letter), and its HTTP routes (`routes`: `/v1/exports`, list, retry, cancel).
 //!
 //! Outbox rows are written in the same transaction that indexes the generated outputs, and
 //! the outputs are owed from the transaction that stores the result (`report_outputs`), so
@@ -13,6 +13,7 @@
 
 pub mod deliver;
 pub mod outbox;
+pub mod routes;
 pub mod settings;
 
 pub use deliver::Exporter;

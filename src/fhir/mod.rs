@@ -9,6 +9,7 @@
 //! - [`data`]: reading studies, patients and results from the index.
 //! - [`server`]: reads, searches and [`report_bundle`], the entry point other code (exports)
 //!   uses to get a report with everything it references.
+//! - [`routes`]: the HTTP routes under `/fhir`.
 //!
 //! Resources are built on request from the stored results; nothing FHIR-specific is stored.
 
@@ -16,6 +17,7 @@ pub mod codes;
 pub mod data;
 pub mod error;
 pub mod resources;
+pub mod routes;
 pub mod search;
 pub mod server;
 pub mod settings;

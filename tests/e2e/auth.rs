@@ -2,9 +2,10 @@
 //! router's own table, API keys made by the real CLI, query-string tokens, the rate limit, the
 //! audit log and the request limits.
 
-use radstream::api::{routes, Access};
+use radstream::api::Access;
 use radstream::auth::audit::{self, AuditEntry};
 use radstream::auth::{AuthMethod, Principal, Scope};
+use radstream::startup::http::routes;
 use reqwest::{header, StatusCode};
 use serde_json::Value;
 
@@ -181,8 +182,7 @@ async fn auth_matrix_over_every_route() {
                 assert_ne!(resp.status(), StatusCode::FORBIDDEN, "{what}");
             }
             Access::Scope(required)
-                if radstream::compat::dialect_for(route.path)
-                    == Some(radstream::compat::Dialect::RadAnalyzer) =>
+                if route.dialect == Some(radstream::compat::radanalyzer::DIALECT) =>
             {
                 radanalyzer_refusals(&app, &method, &path, required, &what).await;
             }
@@ -227,7 +227,7 @@ async fn auth_matrix_over_every_route() {
                     "{what}"
                 );
                 // Vendor dialects have no details field.
-                if radstream::compat::dialect_for(route.path).is_none() {
+                if route.dialect.is_none() {
                     assert_eq!(error["required_scope"], required.as_str());
                 }
 

@@ -5,8 +5,8 @@
 //!
 //! `RADSTREAM_KEEP_OPENAPI=DIR` keeps the document, the answers and the page in `DIR`.
 
-use radstream::api::openapi::openapi_path;
-use radstream::api::routes;
+use radstream::startup::http::routes;
+use radstream::startup::openapi::openapi_path;
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 

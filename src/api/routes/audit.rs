@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
 use crate::api::error::query_rejection;
-use crate::api::openapi::ENVELOPE;
+use crate::api::response::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, RouteSpec};
 use crate::auth::atna;
 use crate::auth::audit::{self, AuditFilter, AuditRecord};

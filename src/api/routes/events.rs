@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
 use crate::api::error::{query_rejection, valid_uid};
-use crate::api::openapi::{ENVELOPE, EVENT_STREAM};
+use crate::api::response::{ENVELOPE, EVENT_STREAM};
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 use crate::domain::Urgency;

@@ -1,19 +1,33 @@
-//! Liveness (`/ping`, no authentication) and health (`/health`).
+//! Liveness (`/ping`, no authentication) and health (`/health`). Other parts of the node
+//! add their own fields to the health body through [`HealthFields`] (VoxRay's `services`).
 
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::Method;
 use axum::http::StatusCode;
-use axum::routing::{get, MethodRouter};
+use axum::routing::get;
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::{spec, Access, AppState, Routes};
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// Fields another part of the node adds to the `/health` body.
+pub trait HealthFields: Send + Sync + 'static {
+    /// Adds to `body`, given whether the model is loaded and what is failing.
+    fn add(&self, body: &mut Value, model_loaded: bool, errors: &[String]);
+}
+
+/// State of the health routes: the node's, and the fields other parts add.
+#[derive(Clone)]
+pub struct HealthState {
+    pub app: AppState,
+    pub fields: Vec<&'static dyn HealthFields>,
+}
+
+pub fn routes() -> Routes<HealthState> {
     vec![
         (
             spec(Method::GET, "/ping", Access::Public, "Liveness"),
@@ -47,8 +61,8 @@ async fn ping() -> Json<Ping> {
     Json(Ping { status: "ok" })
 }
 
-/// `GET /health`: the native fields; VoxRay's `services`, `timestamp` and `errors` are added
-/// to the same body by its adapter.
+/// `GET /health`: the native fields; other parts add theirs to the same body
+/// ([`HealthFields`]).
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `healthy` or `unhealthy`.
@@ -88,19 +102,25 @@ pub struct HealthDicom {
 }
 
 /// Database reachability, free space against the A700 threshold, the DICOM listener and the
-/// model. VoxRay's fields are part of the same body: `services` (`medical_model` `loaded` or
-/// `not_loaded`; `stt_model`, `tts_service` and `llm_service` always `not_available`, not part
-/// of radstream), `timestamp` (RFC 3339) and, when unhealthy, `errors`.
+/// model (the pipeline's, else the first installed), plus the fields other parts add: VoxRay's
+/// `services` (`medical_model` `loaded` or `not_loaded`; `stt_model`, `tts_service` and
+/// `llm_service` always `not_available`, not part of radstream), `timestamp` (RFC 3339) and,
+/// when unhealthy, `errors`.
 /// Answers 503 when any part is down, so load balancers can act on the status alone.
 #[utoipa::path(get, path = "/health", responses(
     (status = 200, description = "Healthy", body = Health),
     (status = 503, description = "Unhealthy (database down, storage low or no model loaded): the same body, with `errors`", body = Health),
 ))]
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+async fn health(
+    State(HealthState { app: state, fields }): State<HealthState>,
+) -> (StatusCode, Json<Value>) {
     let db_ok = state.db.ping().await;
     let space = state.files.space();
     let room = state.files.check_room();
-    let model_loaded = crate::compat::voxray::model_loaded(&state);
+    let model_loaded = state
+        .engine
+        .manifest(state.pipeline_model.as_deref())
+        .is_ok();
     let healthy = db_ok.is_ok() && room.is_ok() && model_loaded;
     let (free, total) = space.unwrap_or((0, 0));
     let health = Health {
@@ -133,8 +153,9 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     .filter(|(failed, _)| *failed)
     .map(|(_, m)| m.to_string())
     .collect();
-    // VoxRay's health shape (services, timestamp, errors) coexists with the native fields.
-    crate::compat::voxray::health_fields(&mut body, model_loaded, &errors);
+    for f in &fields {
+        f.add(&mut body, model_loaded, &errors);
+    }
     let code = if healthy {
         StatusCode::OK
     } else {

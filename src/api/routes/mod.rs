@@ -1,8 +1,5 @@
 pub mod audit;
-pub mod docs;
 pub mod events;
-pub mod exports;
-pub mod fhir;
 pub mod health;
 pub mod jobs;
 pub mod metrics;

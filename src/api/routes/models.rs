@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::routing::{get, MethodRouter};
 
-use crate::api::openapi::ENVELOPE;
+use crate::api::response::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 

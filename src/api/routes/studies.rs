@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::api::auth::Audit;
 use crate::api::error::{query_rejection, valid_uid};
-use crate::api::openapi::ENVELOPE;
+use crate::api::response::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::{Principal, Scope};
 use crate::clock::format_ms;
@@ -552,7 +552,7 @@ async fn purge(
     Path(raw): Path<String>,
 ) -> Result<Reply, ApiError> {
     let uid = study_uid(&raw)?;
-    let store = &state.dicomweb.store;
+    let store = &state.store;
     match retention::purge_study(store, &state.db, &state.bus, &uid, &principal.subject).await {
         Ok(purged) => Ok(ctx.reply(&purged)),
         Err(PurgeError::NotFound(_)) => Err(ApiError::not_found(format!("Study {uid} not found"))),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use axum::routing::{post, MethodRouter};
+use axum::routing::post;
 use axum::Json;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -19,11 +19,12 @@ use serde_json::{json, Map, Value};
 
 use super::outcome::{PredictError, PredictOutcome};
 use super::request::decode;
+use super::RadAnalyzer;
 use super::{
     model_facts, pop_session, predict_one, RadError, RadErrorBody, RadKey, KEY_HEADER,
     MAX_IMAGE_BYTES, PHOTO_BODY,
 };
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::{spec, Access, Routes};
 use crate::auth::Scope;
 use crate::capture::{self, CaptureError, Point, Quad};
 use crate::telemetry::spawn_blocking_with_tracing;
@@ -35,7 +36,7 @@ pub const CAPTURE_BODY_BYTES: usize = MAX_IMAGE_BYTES.div_ceil(3) * 4 + (1 << 20
 /// JPEG quality of rectified images.
 const JPEG_QUALITY: u8 = 90;
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+pub fn routes() -> Routes<RadAnalyzer> {
     let write = Access::Scope(Scope::InferenceWrite);
     let route = |path: &'static str, summary: &'static str| {
         spec(Method::POST, path, write, summary).with_body_limit(CAPTURE_BODY_BYTES)
@@ -164,7 +165,7 @@ pub(crate) fn png_bytes(img: &GrayImage) -> Result<Vec<u8>, RadError> {
     (status = 422, description = "Corner detection failed", body = RadErrorBody),
 ))]
 pub async fn corners(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     _key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -243,7 +244,7 @@ pub fn parse_corners(v: Option<Value>, width: u32, height: u32) -> Result<Quad, 
     ),
 )]
 pub async fn rectify(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     _key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -272,7 +273,7 @@ pub async fn rectify(
     (status = 422, description = "Corner detection failed", body = RadErrorBody),
 ))]
 pub async fn preprocess(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     _key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -358,7 +359,7 @@ pub async fn prepare_photo(bytes: Arc<Vec<u8>>) -> PreparedPhoto {
 /// rectified radiograph with `pop_detected: true`; a screen that cannot be rectified gives
 /// result code 7; anything else is predicted as sent.
 pub async fn predict_photo(
-    state: &AppState,
+    state: &RadAnalyzer,
     bytes: Arc<Vec<u8>>,
     render: bool,
 ) -> Result<PredictOutcome, PredictError> {

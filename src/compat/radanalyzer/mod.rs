@@ -33,17 +33,16 @@ pub mod render;
 pub mod request;
 pub mod usage;
 
-use axum::body::{to_bytes, Body};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::dialect::{Cause, Dialect, Refusal};
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::{AuthMethod, Principal, Scope};
 
 pub use outcome::{predict_one, PredictOutcome};
@@ -112,7 +111,7 @@ impl RadAnalyzerSettings {
     }
 }
 
-/// What the `/v3` handlers need beyond the engine and database (`AppState::radanalyzer`).
+/// What the `/v3` handlers need beyond the engine and database.
 #[derive(Debug, Clone, Default)]
 pub struct RadAnalyzerContext {
     /// The enterprise rates from `[compat.radanalyzer]`.
@@ -130,7 +129,14 @@ impl RadAnalyzerContext {
     }
 }
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// State of the `/v3` routes.
+#[derive(Clone, FromRef)]
+pub struct RadAnalyzer {
+    pub app: AppState,
+    pub radanalyzer: RadAnalyzerContext,
+}
+
+pub fn routes() -> Routes<RadAnalyzer> {
     // Customer keys are made with `radstream keys create --scope inference:write`.
     let write = Access::Scope(Scope::InferenceWrite);
     vec![
@@ -167,11 +173,6 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     .into_iter()
     .chain(capture::routes())
     .collect()
-}
-
-/// Paths whose refusals answer in RadAnalyzer's `{"error": "…"}` body.
-pub fn owns_path(path: &str) -> bool {
-    path == "/v3" || path.starts_with("/v3/")
 }
 
 /// A refusal in RadAnalyzer's body: `{"error": message}`, plus `field` when one request field
@@ -308,50 +309,44 @@ impl<S: Send + Sync> FromRequestParts<S> for RadKey {
     }
 }
 
-/// The RadAnalyzer body for a refusal of the native layers (authentication, limits, router).
-/// Every authentication failure (401) becomes the document's 403 "Invalid API key".
-fn native_refusal(status: StatusCode, native: &Value, text: &str) -> RadError {
-    match status {
-        StatusCode::UNAUTHORIZED => RadError::invalid_key(),
-        StatusCode::PAYLOAD_TOO_LARGE => RadError::new(status, TOO_LARGE),
-        StatusCode::INTERNAL_SERVER_ERROR => RadError::new(status, "Internal server error"),
-        _ => {
-            let message = native["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .filter(|m| !m.is_empty())
-                .or_else(|| (!text.is_empty()).then(|| text.to_string()))
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("Error").to_string());
-            RadError::new(status, message)
-        }
-    }
-}
+/// RadAnalyzer's `{"error": "…"}` body for every refusal under `/v3`: the handlers' own
+/// pass through; the kernel's refusals and plain-text rejections are re-rendered
+/// (`Retry-After` kept). Every authentication failure (401) becomes the document's 403
+/// "Invalid API key".
+pub struct Errors;
 
-/// Any refusal on a `/v3` path in RadAnalyzer's body: the handlers' own pass through; native
-/// envelopes and plain-text rejections are re-rendered (`Retry-After` kept).
-pub async fn finish_error(resp: Response) -> Response {
-    let (parts, b) = resp.into_parts();
-    let bytes = to_bytes(b, 1 << 20).await.unwrap_or_default();
-    let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if parsed["error"].is_string() && parts.status != StatusCode::UNAUTHORIZED {
-        return Response::from_parts(parts, Body::from(bytes));
+/// [`Errors`]' name in the route list.
+pub const DIALECT: &str = "radanalyzer";
+
+impl Dialect for Errors {
+    fn name(&self) -> &'static str {
+        DIALECT
     }
-    let text = String::from_utf8_lossy(&bytes).trim().to_string();
-    let err = native_refusal(parts.status, &parsed, &text);
-    let mut out = err.into_response();
-    if let Some(v) = parts.headers.get(header::RETRY_AFTER) {
-        out.headers_mut().insert(header::RETRY_AFTER, v.clone());
+
+    fn claims(&self, path: &str) -> bool {
+        path == "/v3" || path.starts_with("/v3/")
     }
-    for name in ["x-request-id"] {
-        if let Some(v) = parts.headers.get(name) {
-            out.headers_mut().insert(name, v.clone());
-        }
+
+    fn render(&self, refusal: Refusal<'_>) -> Option<Response> {
+        let status = refusal.status;
+        let given = match refusal.cause {
+            Cause::Own => return None,
+            Cause::Kernel(e) => e.message.as_str(),
+            Cause::Plain(text) => text,
+        };
+        let err = match status {
+            StatusCode::UNAUTHORIZED => RadError::invalid_key(),
+            StatusCode::PAYLOAD_TOO_LARGE => RadError::new(status, TOO_LARGE),
+            StatusCode::INTERNAL_SERVER_ERROR => RadError::new(status, "Internal server error"),
+            _ if given.is_empty() => {
+                RadError::new(status, status.canonical_reason().unwrap_or("Error"))
+            }
+            _ => RadError::new(status, given),
+        };
+        let mut out = err.into_response();
+        refusal.keep_headers(&mut out, &[header::RETRY_AFTER]);
+        Some(out)
     }
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    out
 }
 
 /// What `/v3/health` and the capture session start report about the models.
@@ -371,8 +366,8 @@ pub struct ModelFacts {
 pub const POP_PIPELINE_ENABLED: bool = true;
 
 /// The landmark model's facts.
-pub fn model_facts(state: &AppState) -> ModelFacts {
-    let model = state.engine.landmark_models().into_iter().next();
+pub fn model_facts(state: &RadAnalyzer) -> ModelFacts {
+    let model = state.app.engine.landmark_models().into_iter().next();
     ModelFacts {
         models_loaded: model.as_ref().map_or(0, |m| m.members.len()),
         pop_models_loaded: 0,
@@ -383,7 +378,7 @@ pub fn model_facts(state: &AppState) -> ModelFacts {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -398,8 +393,13 @@ mod tests {
         assert!(MAX_BODY_BYTES < MAX_IMAGES * one + (2 << 20));
     }
 
+    async fn finish_error(resp: Response) -> Response {
+        crate::api::dialect::answer(&Errors, None, resp).await
+    }
+
     #[tokio::test]
     async fn native_refusals_take_the_document_shape() {
+        use axum::body::to_bytes;
         let native = crate::api::ApiError::new(StatusCode::UNAUTHORIZED, "Token missing");
         let resp = finish_error(native.into_response()).await;
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::render::{self, Annotation};
+use super::RadAnalyzer;
 use super::RadError;
-use crate::api::AppState;
 use crate::inference::{ConfidenceTier, InferenceError, LandmarkResult, LandmarkStatus};
 use crate::measurement::{Ctr, Landmark};
 
@@ -355,11 +355,12 @@ impl PredictError {
 
 /// Runs the landmark ensemble on a PNG or JPEG and, with `render`, draws the result.
 pub async fn predict_one(
-    state: &AppState,
+    state: &RadAnalyzer,
     image: Arc<Vec<u8>>,
     render: bool,
 ) -> Result<PredictOutcome, PredictError> {
     let r = state
+        .app
         .engine
         .infer_landmarks_bytes(None, &image)
         .await

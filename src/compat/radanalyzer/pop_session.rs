@@ -36,8 +36,8 @@ use super::capture::{
 use super::ledger::{self, Call};
 use super::outcome::{description, PredictError, PredictOutcome};
 use super::request::uuid_field;
+use super::RadAnalyzer;
 use super::{model_facts, predict_one, RadError, RadErrorBody, RadKey, KEY_HEADER};
-use crate::api::AppState;
 use crate::capture::{self, Quality};
 use crate::inference::ConfidenceTier;
 use crate::telemetry::spawn_blocking_with_tracing;
@@ -251,7 +251,7 @@ impl Session {
     ),
 )]
 pub async fn start(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -342,7 +342,7 @@ fn look_at(photo: &image::RgbImage) -> Result<FrameWork, RadError> {
     ),
 )]
 pub async fn frame(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -522,7 +522,7 @@ fn quality_json(q: &Quality) -> Value {
 }
 
 async fn complete(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     session: &Session,
     session_id: &str,
@@ -533,7 +533,7 @@ async fn complete(
         .as_ref()
         .expect("BUG: a session completes only after good frames were offered");
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,
@@ -581,7 +581,7 @@ async fn complete(
 }
 
 async fn failed(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     session: &Session,
     session_id: &str,
@@ -590,7 +590,7 @@ async fn failed(
     feedback: Option<String>,
 ) -> Value {
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,

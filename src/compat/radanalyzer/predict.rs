@@ -22,8 +22,8 @@ use super::capture::predict_photo;
 use super::ledger::{self, Call, Settled};
 use super::outcome::{PredictError, PredictOutcome};
 use super::request::{self, Image, PredictRequest};
+use super::RadAnalyzer;
 use super::{model_facts, RadError, RadErrorBody, RadKey, KEY_HEADER, PREDICT_BODY};
-use crate::api::AppState;
 
 /// `GET /v3/health`: `degraded` when no landmark model is loaded or the database does not
 /// answer.
@@ -32,9 +32,9 @@ use crate::api::AppState;
         pop_pipeline_enabled, model_version}`", body = Object),
     (status = 403, description = "Invalid API key", body = RadErrorBody),
 ))]
-pub async fn health(State(state): State<AppState>, _key: RadKey) -> Json<Value> {
+pub async fn health(State(state): State<RadAnalyzer>, _key: RadKey) -> Json<Value> {
     let facts = model_facts(&state);
-    let db_ok = state.db.ping().await.is_ok();
+    let db_ok = state.app.db.ping().await.is_ok();
     let status = if facts.models_loaded > 0 && db_ok {
         "healthy"
     } else {
@@ -49,7 +49,7 @@ pub async fn health(State(state): State<AppState>, _key: RadKey) -> Json<Value> 
     }))
 }
 
-fn check_model(state: &AppState) -> Result<String, RadError> {
+fn check_model(state: &RadAnalyzer) -> Result<String, RadError> {
     let facts = model_facts(state);
     if facts.models_loaded == 0 {
         return Err(PredictError::NoModel.to_error("image"));
@@ -77,7 +77,7 @@ fn history_fields(out: &mut Map<String, Value>, settled: &Settled) {
     (status = 503, description = "Landmark model not loaded", body = RadErrorBody),
 ))]
 pub async fn predict(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Json<Value>, RadError> {
@@ -102,7 +102,7 @@ pub async fn predict(
 }
 
 async fn predict_single(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     image: Arc<Vec<u8>>,
     uuid: Option<&str>,
@@ -112,7 +112,7 @@ async fn predict_single(
         .await
         .map_err(|e| e.to_error("image"))?;
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,
@@ -160,7 +160,7 @@ fn batch_body(
 }
 
 async fn predict_batch(
-    state: &AppState,
+    state: &RadAnalyzer,
     key: &RadKey,
     images: Vec<Arc<Vec<u8>>>,
     uuid: Option<&str>,
@@ -178,7 +178,7 @@ async fn predict_batch(
     let frames: Vec<Option<&PredictOutcome>> = outcomes.iter().map(Some).collect();
     let summary = batch::summarize(&frames);
     let settled = ledger::settle(
-        &state.db,
+        &state.app.db,
         &state.radanalyzer.rates,
         &Call {
             key_id: key.key_id,
@@ -220,7 +220,7 @@ fn event(name: &str, data: Value) -> Event {
     (status = 413, description = "Image exceeds maximum size of 10MB", body = RadErrorBody),
 ))]
 pub async fn stream(
-    State(state): State<AppState>,
+    State(state): State<RadAnalyzer>,
     key: RadKey,
     body: Bytes,
 ) -> Result<Response, RadError> {
@@ -277,7 +277,7 @@ pub async fn stream(
         let frames: Vec<Option<&PredictOutcome>> = outcomes.iter().map(Option::as_ref).collect();
         let summary = batch::summarize(&frames);
         let settled = ledger::settle(
-            &state.db,
+            &state.app.db,
             &state.radanalyzer.rates,
             &Call {
                 key_id: key.key_id,

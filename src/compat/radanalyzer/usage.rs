@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use super::billing::{self, Tier};
 use crate::api::error::query_rejection;
-use crate::api::openapi::ENVELOPE;
+use crate::api::response::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 use crate::clock::now_ms;

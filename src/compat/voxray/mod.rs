@@ -7,8 +7,10 @@
 //! - [`anon`]: the keyed `patient_id_hash` (HMAC-SHA256, key from config or generated).
 //! - [`report`]: `GET /v2/fhir/diagnostic-report/{patient_id}`.
 //!
-//! `GET /health` (VoxRay's fields are added to the native body by [`health_fields`]) and
+//! `GET /health` (VoxRay's fields are added to the native body by [`HealthFields`]) and
 //! `GET /metrics` stay the native routes. Speech, chat and wake-word endpoints are not served.
+//! Every refusal on a VoxRay route, the kernel's included, answers in VoxRay's error body
+//! ([`Errors`]).
 
 pub mod anon;
 pub mod labels;
@@ -18,20 +20,22 @@ pub mod report;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post};
 use axum::Json;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::CompatSettings;
+use crate::api::dialect::{Cause, Dialect, Refusal};
 use crate::api::response::timestamp;
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::routes::health;
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::Scope;
+use crate::fhir::FhirSettings;
 
 /// `[compat.voxray_flags]`: VoxRay's v2 features that this node implements. The document's
 /// other flags (voice, heatmap, worklist, batch, PWA) are features radstream does not have;
@@ -97,6 +101,15 @@ impl VoxRayContext {
     }
 }
 
+/// State of the VoxRay routes.
+#[derive(Clone, FromRef)]
+pub struct VoxRay {
+    pub app: AppState,
+    pub voxray: VoxRayContext,
+    /// `[fhir]`, for the DiagnosticReport.
+    pub fhir: FhirSettings,
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
     predict::image,
@@ -108,7 +121,7 @@ impl VoxRayContext {
 ))]
 pub struct Doc;
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+pub fn routes() -> Routes<VoxRay> {
     let write = Access::Scope(Scope::InferenceWrite);
     let read = Access::Scope(Scope::ResultsRead);
     vec![
@@ -169,17 +182,9 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
-/// Paths whose refusals answer in VoxRay's error body.
-pub fn owns_path(path: &str) -> bool {
-    matches!(
-        path,
-        "/predict/image" | "/v1/predict/image" | "/api/feature-flags"
-    ) || path.starts_with("/v2/predict/")
-        || path.starts_with("/v2/fhir/")
-}
-
-/// A refusal in VoxRay's error body. `meta.request_id` is filled in by [`finish_error`].
-#[derive(Debug)]
+/// A refusal in VoxRay's error body. `meta.request_id` is filled in by [`Errors`], which
+/// finds the error in the answer's extensions.
+#[derive(Debug, Clone)]
 pub struct VoxError {
     pub status: StatusCode,
     pub code: &'static str,
@@ -244,15 +249,22 @@ fn body(code: &str, message: &str, details: Value, request_id: Value) -> Value {
 
 impl IntoResponse for VoxError {
     fn into_response(self) -> Response {
-        (
+        let mut resp = (
             self.status,
-            Json(body(self.code, &self.message, self.details, Value::Null)),
+            Json(body(
+                self.code,
+                &self.message,
+                self.details.clone(),
+                Value::Null,
+            )),
         )
-            .into_response()
+            .into_response();
+        resp.extensions_mut().insert(self);
+        resp
     }
 }
 
-/// VoxRay's error code for a status the native layers (auth, limits, router) refused with.
+/// VoxRay's error code for a status the kernel (auth, limits, router) refused with.
 pub fn code_for(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "INVALID_REQUEST",
@@ -269,58 +281,69 @@ pub fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// Any refusal on a VoxRay path in VoxRay's body, with `meta.request_id` = `X-Request-Id`:
-/// the handlers' own errors get the id; native envelopes and plain-text rejections are
-/// re-rendered (their structured facts, such as `required_scope`, kept in `details`).
-pub async fn finish_error(resp: Response) -> Response {
-    let (mut parts, b) = resp.into_parts();
-    let bytes = to_bytes(b, 1 << 20).await.unwrap_or_default();
-    let request_id = parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map_or(Value::Null, |s| Value::String(s.to_string()));
-    let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let out = if parsed["success"] == false && parsed["error"]["code"].is_string() {
-        let mut v = parsed;
-        v["meta"]["request_id"] = request_id;
-        v
-    } else if parsed["status"] == "error" {
-        let e = &parsed["error"];
-        let message = e["message"].as_str().unwrap_or("Error");
-        let mut details = Map::new();
-        if let Some(o) = e.as_object() {
-            for (k, v) in o {
-                if !matches!(k.as_str(), "code" | "message" | "details") {
-                    details.insert(k.clone(), v.clone());
+/// VoxRay's error body for every refusal on its routes, with `meta.request_id` =
+/// `X-Request-Id`: the handlers' own errors get the id; the kernel's refusals and plain-text
+/// rejections are re-rendered (their structured facts, such as `required_scope`, kept in
+/// `details`).
+pub struct Errors;
+
+/// [`Errors`]' name in the route list.
+pub const DIALECT: &str = "voxray";
+
+impl Dialect for Errors {
+    fn name(&self) -> &'static str {
+        DIALECT
+    }
+
+    fn claims(&self, path: &str) -> bool {
+        matches!(
+            path,
+            "/predict/image" | "/v1/predict/image" | "/api/feature-flags"
+        ) || path.starts_with("/v2/predict/")
+            || path.starts_with("/v2/fhir/")
+    }
+
+    fn render(&self, refusal: Refusal<'_>) -> Option<Response> {
+        let request_id = refusal.request_id.map_or(Value::Null, |s| json!(s));
+        let status = refusal.status;
+        let out = match refusal.cause {
+            Cause::Own => {
+                let own = refusal.extensions.get::<VoxError>()?;
+                body(own.code, &own.message, own.details.clone(), request_id)
+            }
+            Cause::Kernel(e) => {
+                let mut details = Map::new();
+                if let Some(Value::Object(facts)) = &e.details {
+                    for (k, v) in facts {
+                        if !matches!(k.as_str(), "code" | "message" | "details") {
+                            details.insert(k.clone(), v.clone());
+                        }
+                    }
                 }
+                body(
+                    code_for(status),
+                    &e.message,
+                    Value::Object(details),
+                    request_id,
+                )
+            }
+            Cause::Plain(text) => {
+                let message = if text.is_empty() {
+                    status.canonical_reason().unwrap_or("Error")
+                } else {
+                    text
+                };
+                body(code_for(status), message, json!({}), request_id)
+            }
+        };
+        let mut resp = (status, Json(out)).into_response();
+        for (name, value) in refusal.headers {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                resp.headers_mut().append(name, value.clone());
             }
         }
-        body(
-            code_for(parts.status),
-            message,
-            Value::Object(details),
-            request_id,
-        )
-    } else {
-        let text = String::from_utf8_lossy(&bytes).trim().to_string();
-        let message = if text.is_empty() {
-            parts
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_string()
-        } else {
-            text
-        };
-        body(code_for(parts.status), &message, json!({}), request_id)
-    };
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(out.to_string()))
+        Some(resp)
+    }
 }
 
 /// `GET /api/feature-flags`: VoxRay's twelve flags; only the four this node implements can be
@@ -328,7 +351,7 @@ pub async fn finish_error(resp: Response) -> Response {
 #[utoipa::path(get, path = "/api/feature-flags", responses(
     (status = 200, description = "VoxRay: `{flags: {…twelve booleans}, environment}`", body = Object),
 ))]
-async fn feature_flags(State(state): State<AppState>) -> Json<Value> {
+async fn feature_flags(State(state): State<VoxRay>) -> Json<Value> {
     let f = state.voxray.flags;
     Json(json!({
         "flags": {
@@ -350,25 +373,30 @@ async fn feature_flags(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// Whether the medical model (the pipeline's, else the first installed) is loaded.
-pub fn model_loaded(state: &AppState) -> bool {
+pub fn model_loaded(state: &VoxRay) -> bool {
     state
+        .app
         .engine
-        .manifest(state.pipeline_model.as_deref())
+        .manifest(state.app.pipeline_model.as_deref())
         .is_ok()
 }
 
-/// Adds VoxRay's health fields to the native `/health` body: `services` (the medical model;
+/// VoxRay's health fields in the native `/health` body: `services` (the medical model;
 /// speech, TTS and LLM services are not part of radstream and read `not_available`),
 /// `timestamp`, and `errors` when unhealthy.
-pub fn health_fields(body: &mut Value, model_loaded: bool, errors: &[String]) {
-    body["services"] = json!({
-        "medical_model": if model_loaded { "loaded" } else { "not_loaded" },
-        "stt_model": "not_available",
-        "tts_service": "not_available",
-        "llm_service": "not_available",
-    });
-    body["timestamp"] = json!(timestamp());
-    if !errors.is_empty() {
-        body["errors"] = json!(errors);
+pub struct HealthFields;
+
+impl health::HealthFields for HealthFields {
+    fn add(&self, body: &mut Value, model_loaded: bool, errors: &[String]) {
+        body["services"] = json!({
+            "medical_model": if model_loaded { "loaded" } else { "not_loaded" },
+            "stt_model": "not_available",
+            "tts_service": "not_available",
+            "llm_service": "not_available",
+        });
+        body["timestamp"] = json!(timestamp());
+        if !errors.is_empty() {
+            body["errors"] = json!(errors);
+        }
     }
 }

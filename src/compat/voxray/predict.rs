@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::labels::{self, round3};
 use super::VoxError;
-use crate::api::AppState;
+use super::VoxRay;
 use crate::dicomweb::multipart::{split_params, MultipartError, MultipartReader};
 use crate::inference::{ImageResult, InferenceError};
 use crate::store::InstanceHeader;
@@ -88,14 +88,14 @@ fn too_large(limit: usize) -> VoxError {
 
 /// Reads the form field `field` (other fields are skipped), at most `part_limit` bytes.
 async fn read_field(
-    state: &AppState,
+    state: &VoxRay,
     headers: &HeaderMap,
     body: Body,
     field: &'static str,
     part_limit: usize,
 ) -> Result<Upload, VoxError> {
     let boundary = boundary(headers)?;
-    let body_limit = state.http_limits.max_body_bytes;
+    let body_limit = state.app.http_limits.max_body_bytes;
     let mut reader = MultipartReader::new(body.into_data_stream(), &boundary, body_limit);
     while let Some(part) = reader
         .next_part()
@@ -172,13 +172,14 @@ fn inference_error(e: InferenceError, code: &'static str, field: &str) -> VoxErr
 }
 
 /// Runs the engine on an uploaded image; only analysed results come back.
-async fn infer_image(state: &AppState, up: &Upload) -> Result<ImageResult, VoxError> {
+async fn infer_image(state: &VoxRay, up: &Upload) -> Result<ImageResult, VoxError> {
     if !super::model_loaded(state) {
         return Err(model_missing());
     }
     let r = state
+        .app
         .engine
-        .infer_image_bytes(state.pipeline_model.as_deref(), &up.bytes)
+        .infer_image_bytes(state.app.pipeline_model.as_deref(), &up.bytes)
         .await
         .map_err(|e| inference_error(e, "INVALID_IMAGE_FORMAT", "image_file"))?;
     match not_analysable(&r) {
@@ -217,7 +218,7 @@ const IMAGE_FILE: &str = "`multipart/form-data` with `image_file`: a PNG or JPEG
     responses((status = 200, description = "VoxRay v1: exactly `{diagnosis, confidence}`", body = Prediction)),
 )]
 pub async fn v1_image(
-    State(state): State<AppState>,
+    State(state): State<VoxRay>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Prediction>, VoxError> {
@@ -232,7 +233,7 @@ pub async fn v1_image(
     responses((status = 200, description = "VoxRay v1: exactly `{diagnosis, confidence}`", body = Prediction)),
 )]
 pub async fn image(
-    state: State<AppState>,
+    state: State<VoxRay>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Prediction>, VoxError> {
@@ -240,9 +241,10 @@ pub async fn image(
 }
 
 /// Names of the ensemble members (their file stems, `member0`…).
-fn member_names(state: &AppState, r: &ImageResult) -> Vec<String> {
+fn member_names(state: &VoxRay, r: &ImageResult) -> Vec<String> {
     let n = r.labels.first().map_or(0, |l| l.member_probabilities.len());
     let files: Vec<String> = state
+        .app
         .engine
         .models()
         .into_iter()
@@ -267,7 +269,7 @@ fn member_names(state: &AppState, r: &ImageResult) -> Vec<String> {
         ensemble, meta}`; blocks whose flag is off are left out (both off: the v1 body)", body = Object)),
 )]
 pub async fn v2_image(
-    State(state): State<AppState>,
+    State(state): State<VoxRay>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, VoxError> {
@@ -341,19 +343,20 @@ fn invalid_dicom(problem: impl Into<String>) -> VoxError {
         anonymization_applied}`; 503 `FEATURE_DISABLED` when `dicom_support` is off", body = Object)),
 )]
 pub async fn v2_dicom(
-    State(state): State<AppState>,
+    State(state): State<VoxRay>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, VoxError> {
     if !state.voxray.flags.dicom_support {
         return Err(VoxError::disabled("dicom_support"));
     }
-    let limit = state.http_limits.max_body_bytes;
+    let limit = state.app.http_limits.max_body_bytes;
     let up = read_field(&state, &headers, body, "dicom_file", limit).await?;
     if !super::model_loaded(&state) {
         return Err(model_missing());
     }
     let path = state
+        .app
         .files
         .data_dir()
         .join("tmp")
@@ -368,8 +371,9 @@ pub async fn v2_dicom(
         .map_err(|e| VoxError::internal("reading the DICOM header", e))?
         .map_err(|e| invalid_dicom(format!("not a readable DICOM Part 10 file ({e})")))?;
     let r = state
+        .app
         .engine
-        .infer_dicom(state.pipeline_model.as_deref(), &staged.0)
+        .infer_dicom(state.app.pipeline_model.as_deref(), &staged.0)
         .await
         .map_err(|e| inference_error(e, "INVALID_DICOM", "dicom_file"))?;
     drop(staged);

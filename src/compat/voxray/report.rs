@@ -8,17 +8,17 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::VoxError;
+use super::VoxRay;
 use crate::api::auth::Audit;
-use crate::api::AppState;
 use crate::fhir::data;
 use crate::fhir::resources as res;
 use crate::fhir::search::ResourceType;
 use crate::fhir::server::Fhir;
 
 /// Patient rows (`patients.id`) the path parameter names.
-async fn patient_keys(state: &AppState, given: &str) -> Result<Vec<i64>, VoxError> {
+async fn patient_keys(state: &VoxRay, given: &str) -> Result<Vec<i64>, VoxError> {
     let db_err = |e| VoxError::internal("reading patients", e);
-    let direct = data::patients(&state.db, Some(given))
+    let direct = data::patients(&state.app.db, Some(given))
         .await
         .map_err(db_err)?;
     if !direct.is_empty() {
@@ -32,7 +32,7 @@ async fn patient_keys(state: &AppState, given: &str) -> Result<Vec<i64>, VoxErro
         return Ok(Vec::new());
     }
     let want = given.to_ascii_lowercase();
-    let all = data::patients(&state.db, None).await.map_err(db_err)?;
+    let all = data::patients(&state.app.db, None).await.map_err(db_err)?;
     Ok(all
         .into_iter()
         .filter(|p| {
@@ -50,7 +50,7 @@ async fn patient_keys(state: &AppState, given: &str) -> Result<Vec<i64>, VoxErro
         error body", body = Object, content_type = crate::fhir::CONTENT_TYPE),
 ))]
 pub async fn diagnostic_report(
-    State(state): State<AppState>,
+    State(state): State<VoxRay>,
     audit: Audit,
     Path(patient): Path<String>,
 ) -> Result<Response, VoxError> {
@@ -66,7 +66,7 @@ pub async fn diagnostic_report(
     };
     let mut latest: Option<i64> = None;
     for pk in patient_keys(&state, &patient).await? {
-        let rows = data::result_rows(&state.db, Some(pk), None)
+        let rows = data::result_rows(&state.app.db, Some(pk), None)
             .await
             .map_err(|e| VoxError::internal("reading results", e))?;
         for r in rows.iter().filter(|r| r.version == r.latest_version) {
@@ -75,8 +75,8 @@ pub async fn diagnostic_report(
     }
     let id = latest.ok_or_else(not_found)?;
     let fhir = Fhir {
-        db: &state.db,
-        models: state.engine.models(),
+        db: &state.app.db,
+        models: state.app.engine.models(),
         settings: &state.fhir,
         base: state
             .fhir
@@ -93,7 +93,7 @@ pub async fn diagnostic_report(
         })?;
     audit
         .record(
-            &state.db,
+            &state.app.db,
             "voxray.fhir.DiagnosticReport.read",
             served.patient_id.as_deref(),
             served.study_uid.as_deref(),

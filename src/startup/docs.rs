@@ -1,6 +1,6 @@
-//! The API describing itself: `GET /openapi.json`, the OpenAPI 3.1 document generated from
-//! the handlers and the route table ([`crate::api::openapi`]), and `GET /docs`, an HTML page rendered here
-//! from that document.
+//! The API describing itself: `GET /openapi.json`, the OpenAPI 3.1 document the assembler
+//! builds from the handlers and the node's route list ([`super::openapi`]), and `GET /docs`, an
+//! HTML page rendered here from that document.
 //!
 //! `GET /` sends a browser on to `/docs` (public: it answers nothing but the way there).
 //!
@@ -11,18 +11,35 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::OnceLock;
 
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Redirect};
-use axum::routing::{get, MethodRouter};
+use axum::routing::get;
 use serde_json::Value;
 
-use crate::api::openapi;
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::{spec, Access, Routes};
 use crate::auth::Scope;
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// State of the docs routes: the document as JSON and as the HTML page, rendered once when
+/// the node is assembled.
+#[derive(Clone)]
+pub struct Docs {
+    json: Bytes,
+    page: Bytes,
+}
+
+impl Docs {
+    pub fn new(doc: &Value) -> Docs {
+        Docs {
+            json: Bytes::from(doc.to_string()),
+            page: Bytes::from(render(doc)),
+        }
+    }
+}
+
+pub fn routes() -> Routes<Docs> {
     let read = Access::Scope(Scope::ResultsRead);
     vec![
         (
@@ -65,18 +82,14 @@ async fn root() -> Redirect {
 #[utoipa::path(get, path = "/openapi.json", responses(
     (status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json"),
 ))]
-async fn openapi_json() -> impl IntoResponse {
-    static TEXT: OnceLock<String> = OnceLock::new();
-    let text = TEXT.get_or_init(|| openapi::document().to_string());
-    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
+async fn openapi_json(State(docs): State<Docs>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], docs.json)
 }
 
 #[utoipa::path(get, path = "/docs", responses(
     (status = 200, description = "This document as a self-contained HTML page", body = String, content_type = "text/html; charset=utf-8"),
 ))]
-async fn docs_page() -> impl IntoResponse {
-    static PAGE: OnceLock<String> = OnceLock::new();
-    let page = PAGE.get_or_init(|| render(openapi::document()));
+async fn docs_page(State(docs): State<Docs>) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -85,7 +98,7 @@ async fn docs_page() -> impl IntoResponse {
                 "default-src 'none'; style-src 'unsafe-inline'",
             ),
         ],
-        page.as_str(),
+        docs.page,
     )
 }
 
@@ -310,13 +323,15 @@ fn operation(h: &mut String, doc: &Value, method: &str, path: &str, op: &Value) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::startup::http::{handler_docs, routes};
+    use crate::startup::openapi::{build, openapi_path};
 
     #[test]
     fn page_lists_every_route_and_loads_nothing() {
-        let doc = openapi::build(&crate::api::routes(), crate::api::handler_docs());
+        let doc = build(&routes(), handler_docs());
         let page = render(&doc);
-        for r in crate::api::routes() {
-            let path = escape(&openapi::openapi_path(r.path));
+        for r in routes() {
+            let path = escape(&openapi_path(r.path));
             assert!(
                 page.contains(&format!("{}</span>{path}</h3>", r.method)),
                 "{path}"

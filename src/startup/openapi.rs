@@ -1,4 +1,5 @@
-//! The OpenAPI 3.1 document of the HTTP API. Each operation comes from its handler's
+//! The OpenAPI 3.1 document of the HTTP API, built by the assembler ([`super::http`]) from
+//! the node's route list and the parts' handler docs. Each operation comes from its handler's
 //! `#[utoipa::path]` (parameters, request body, answers, and the schemas of the types the
 //! handler returns); [`build`] completes it from the handler's [`RouteSpec`], so that the
 //! document cannot drift from the router:
@@ -16,32 +17,19 @@
 //! route has no annotated handler, an annotated handler no route, or a `$ref` dangles.
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
-use super::auth::ACCESS_TOKEN_PARAM;
-use super::{Access, RouteSpec};
+use crate::api::auth::ACCESS_TOKEN_PARAM;
+use crate::api::response::{ENVELOPE, EVENT_STREAM};
+use crate::api::{Access, RouteSpec};
+use crate::compat::radanalyzer;
 
 /// The OpenAPI version the document follows.
 pub const OPENAPI_VERSION: &str = "3.1.0";
 
-/// Media type of a `#[utoipa::path]` answer that is the success envelope ([`super::Reply`])
-/// around its `body`: the document lists it as JSON, CSV and XML.
-pub const ENVELOPE: &str = "application/x-radstream-envelope";
-
-/// Media type of a `#[utoipa::path]` answer that is a server-sent event stream whose `data:`
-/// lines hold its `body` as JSON.
-pub const EVENT_STREAM: &str = "text/x-radstream-event-stream";
-
 /// Names of the security schemes in `components.securitySchemes`.
 const SCHEMES: [&str; 3] = ["bearerAuth", "apiKey", "accessToken"];
-
-/// The document for this build's route table and handlers, made on first use.
-pub fn document() -> &'static Value {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| build(&super::routes(), super::handler_docs()))
-}
 
 /// The document for `routes`, with the operations `handlers` documents.
 pub fn build(routes: &[RouteSpec], handlers: utoipa::openapi::OpenApi) -> Value {
@@ -283,7 +271,7 @@ fn operation(spec: &RouteSpec, annotated: Value) -> Value {
             };
             description.push(format!("Requires scope `{scope}`{or_admin}."));
             // RadAnalyzer answers every authentication failure with its own 403.
-            if crate::compat::dialect_for(spec.path) != Some(crate::compat::Dialect::RadAnalyzer) {
+            if spec.dialect != Some(radanalyzer::DIALECT) {
                 shared.push(("401", "Unauthorized"));
             }
             shared.push(("403", "Forbidden"));
@@ -434,7 +422,7 @@ mod tests {
     use axum::http::Method;
 
     use super::*;
-    use crate::api::{handler_docs, routes};
+    use crate::startup::http::{handler_docs, routes};
 
     fn op<'a>(doc: &'a Value, spec: &RouteSpec) -> &'a Value {
         &doc["paths"][openapi_path(spec.path)][spec.method.as_str().to_lowercase()]
@@ -473,8 +461,7 @@ mod tests {
                         "{what}"
                     );
                     assert_eq!(op["x-required-scope"], s, "{what}");
-                    let radanalyzer = crate::compat::dialect_for(spec.path)
-                        == Some(crate::compat::Dialect::RadAnalyzer);
+                    let radanalyzer = spec.dialect == Some(radanalyzer::DIALECT);
                     for code in ["401", "403", "429"] {
                         let documented = op["responses"].get(code).is_some();
                         // RadAnalyzer refuses every bad credential with its 403.

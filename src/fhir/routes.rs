@@ -3,23 +3,30 @@
 //! errors are OperationOutcome (the authentication layer's 401/403/429 keep the native error
 //! envelope, like every protected route). Reads of patient data are audited.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::get;
 use serde_json::{json, Value};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::Required;
 
+use super::search::{self, ResourceType};
+use super::server::Fhir;
+use super::{data, FhirError, FhirSettings, CONTENT_TYPE};
 use crate::api::auth::Audit;
-use crate::api::{spec, Access, AppState, RouteSpec};
+use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::Scope;
-use crate::fhir::search::{self, ResourceType};
-use crate::fhir::server::Fhir;
-use crate::fhir::{data, FhirError, CONTENT_TYPE};
 
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// State of the FHIR routes.
+#[derive(Clone, FromRef)]
+pub struct FhirApi {
+    pub app: AppState,
+    pub fhir: FhirSettings,
+}
+
+pub fn routes() -> Routes<FhirApi> {
     let read = Access::Scope(Scope::ResultsRead);
     let mut v = vec![(
         spec(
@@ -163,7 +170,7 @@ macro_rules! resource_handlers {
             (status = 200, description = SEARCHSET, body = Object, content_type = CONTENT_TYPE),
         ))]
         async fn $search(
-            state: State<AppState>,
+            state: State<FhirApi>,
             headers: HeaderMap,
             audit: Audit,
             q: RawQuery,
@@ -175,7 +182,7 @@ macro_rules! resource_handlers {
             (status = 200, description = READ, body = Object, content_type = CONTENT_TYPE),
         ))]
         async fn $read(
-            state: State<AppState>,
+            state: State<FhirApi>,
             headers: HeaderMap,
             audit: Audit,
             id: Path<String>,
@@ -279,7 +286,7 @@ fn audit_failed() -> Response {
 }
 
 /// The base URL answers name: `[fhir] base_url`, else `http://<Host>/fhir`.
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+fn base_url(state: &FhirApi, headers: &HeaderMap) -> String {
     if let Some(b) = &state.fhir.base_url {
         return b.trim_end_matches('/').to_string();
     }
@@ -295,10 +302,10 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}/fhir")
 }
 
-fn fhir<'a>(state: &'a AppState, headers: &HeaderMap) -> Fhir<'a> {
+fn fhir<'a>(state: &'a FhirApi, headers: &HeaderMap) -> Fhir<'a> {
     Fhir {
-        db: &state.db,
-        models: state.engine.models(),
+        db: &state.app.db,
+        models: state.app.engine.models(),
         settings: &state.fhir,
         base: base_url(state, headers),
     }
@@ -307,7 +314,7 @@ fn fhir<'a>(state: &'a AppState, headers: &HeaderMap) -> Fhir<'a> {
 #[utoipa::path(get, path = "/fhir/metadata", responses(
     (status = 200, description = "A FHIR R4 CapabilityStatement", body = Object, content_type = CONTENT_TYPE),
 ))]
-async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn metadata(State(state): State<FhirApi>, headers: HeaderMap) -> Response {
     fhir_json(
         StatusCode::OK,
         &fhir(&state, &headers).capability_statement(),
@@ -320,7 +327,7 @@ fn action(rt: ResourceType, what: &str) -> String {
 
 async fn read_handler(
     rt: ResourceType,
-    State(state): State<AppState>,
+    State(state): State<FhirApi>,
     headers: HeaderMap,
     audit: Audit,
     Path(id): Path<String>,
@@ -332,7 +339,7 @@ async fn read_handler(
     if rt != ResourceType::Device
         && audit
             .record(
-                &state.db,
+                &state.app.db,
                 &action(rt, "read"),
                 served.patient_id.as_deref(),
                 served.study_uid.as_deref(),
@@ -348,7 +355,7 @@ async fn read_handler(
 
 async fn search_handler(
     rt: ResourceType,
-    State(state): State<AppState>,
+    State(state): State<FhirApi>,
     headers: HeaderMap,
     audit: Audit,
     RawQuery(query): RawQuery,
@@ -367,7 +374,7 @@ async fn search_handler(
     };
     if rt != ResourceType::Device {
         let patient_id = match s.patient {
-            Some(pk) => match data::patient(&state.db, pk).await {
+            Some(pk) => match data::patient(&state.app.db, pk).await {
                 Ok(p) => p.and_then(|p| p.patient_id),
                 Err(e) => return error_response(e.into()),
             },
@@ -375,7 +382,7 @@ async fn search_handler(
         };
         if audit
             .record_query(
-                &state.db,
+                &state.app.db,
                 &action(rt, "search"),
                 patient_id.as_deref(),
                 None,

@@ -9,7 +9,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::error::{paging, query_rejection, valid_uid};
-use crate::api::openapi::ENVELOPE;
+use crate::api::response::ENVELOPE;
 use crate::api::{spec, Access, ApiError, AppState, Ctx, Reply, RouteSpec};
 use crate::auth::Scope;
 use crate::export::outbox::{self, ActionError, ExportRow, Filter};
