@@ -330,9 +330,15 @@ pub async fn frame_rendered(
 }
 
 /// The representative image of a set: the middle image (by instance number) of the first
-/// series that has images.
+/// series that has images, a received series before the node's own overlays (whose series
+/// UIDs may sort first: a study's thumbnail shows what was acquired).
 fn representative(files: Vec<Stored>) -> Option<Stored> {
-    let first_series = files.iter().find(|f| f.rows.is_some())?.series.clone();
+    let any_received = files.iter().any(|f| f.rows.is_some() && !f.derived);
+    let first_series = files
+        .iter()
+        .find(|f| f.rows.is_some() && !(any_received && f.derived))?
+        .series
+        .clone();
     let mut images: Vec<Stored> = files
         .into_iter()
         .filter(|f| f.rows.is_some() && f.series == first_series)
@@ -403,6 +409,37 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, v.parse().unwrap());
         h
+    }
+
+    fn stored(series: &str, sop: &str, rows: Option<i64>, derived: bool) -> Stored {
+        Stored {
+            study: "1.2".into(),
+            series: series.into(),
+            sop: sop.into(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            rows,
+            path: std::path::PathBuf::from(sop),
+            derived,
+        }
+    }
+
+    #[test]
+    fn a_study_thumbnail_shows_a_received_image_before_an_overlay() {
+        // The overlay's series UID sorts first, as the index orders them.
+        let files = vec![
+            stored("1.2.1", "overlay", Some(512), true),
+            stored("1.2.1", "sr", None, true),
+            stored("1.2.9", "a", Some(256), false),
+            stored("1.2.9", "b", Some(256), false),
+            stored("1.2.9", "c", Some(256), false),
+        ];
+        assert_eq!(representative(files).unwrap().sop, "b");
+        let only_outputs = vec![
+            stored("1.2.1", "sr", None, true),
+            stored("1.2.1", "overlay", Some(512), true),
+        ];
+        assert_eq!(representative(only_outputs).unwrap().sop, "overlay");
+        assert!(representative(vec![stored("1.2.1", "sr", None, true)]).is_none());
     }
 
     #[test]

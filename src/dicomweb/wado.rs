@@ -37,6 +37,8 @@ pub(super) struct Stored {
     pub(super) transfer_syntax: String,
     pub(super) rows: Option<i64>,
     pub(super) path: PathBuf,
+    /// One of the node's own outputs (SR, overlay), not a received instance.
+    pub(super) derived: bool,
 }
 
 pub(super) async fn instances(
@@ -62,6 +64,7 @@ pub(super) async fn instances(
     Ok(rows
         .into_iter()
         .map(|r| Stored {
+            derived: r.is_derived(),
             path: state.app.files.absolute(std::path::Path::new(&r.file_path)),
             study: r.study_uid,
             series: r.series_uid,

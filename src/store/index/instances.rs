@@ -57,6 +57,13 @@ pub struct InstanceRow {
     pub study_version: i64,
 }
 
+impl InstanceRow {
+    /// One of the node's own outputs (SR, overlay), indexed by [`add_derived`].
+    pub fn is_derived(&self) -> bool {
+        self.association_id.starts_with("derived:")
+    }
+}
+
 const INSTANCE_ROW_COLUMNS: &str = "sop_instance_uid, series_uid, study_uid, sop_class_uid, \
     transfer_syntax, instance_number, rows_, columns_, frames, photometric, file_path, \
     file_size, received_at, calling_ae, association_id, study_version";
