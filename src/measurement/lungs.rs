@@ -60,6 +60,34 @@ pub struct Lung {
 }
 
 impl Lung {
+    fn new(side: Side, mask: Vec<u8>, width: usize, height: usize) -> Self {
+        let (mut area, mut sum_x) = (0usize, 0f64);
+        let (mut top, mut bottom, mut left, mut right) = (usize::MAX, 0, usize::MAX, 0);
+        for (i, &v) in mask.iter().enumerate() {
+            if v != 0 {
+                let (x, y) = (i % width, i / width);
+                area += 1;
+                sum_x += x as f64;
+                top = top.min(y);
+                bottom = bottom.max(y);
+                left = left.min(x);
+                right = right.max(x);
+            }
+        }
+        Lung {
+            side,
+            width,
+            height,
+            mask,
+            area,
+            top,
+            bottom,
+            left,
+            right,
+            centroid_x: (sum_x / area.max(1) as f64) as f32,
+        }
+    }
+
     /// Share of the image the field covers.
     pub fn area_fraction(&self) -> f32 {
         self.area as f32 / (self.width * self.height) as f32
@@ -164,6 +192,7 @@ impl LungFields {
                 .max_by_key(|(_, c)| c.area)
                 .map(|(i, _)| i)
         };
+        let (right_index, left_index) = (largest(true), largest(false));
         let lung = |index: Option<usize>, side| {
             index.map(|i| {
                 let id = i as u32 + 1;
@@ -171,9 +200,9 @@ impl LungFields {
                 Lung::new(side, fill_holes(&own, width, height), width, height)
             })
         };
-        let right = lung(largest(true), Side::Right);
-        let left = lung(largest(false), Side::Left);
-        let kept = [largest(true), largest(false)]
+        let right = lung(right_index, Side::Right);
+        let left = lung(left_index, Side::Left);
+        let kept = [right_index, left_index]
             .into_iter()
             .flatten()
             .map(|i| components[i].area)
@@ -267,36 +296,6 @@ impl LungFields {
 /// Outward movement of a medial border, in columns per row, above which it is the diaphragm
 /// rather than the cardiac border (see [`LungFields::ctr`]).
 pub const CARDIOPHRENIC_SLOPE: f32 = 1.0;
-
-impl Lung {
-    fn new(side: Side, mask: Vec<u8>, width: usize, height: usize) -> Self {
-        let (mut area, mut sum_x) = (0usize, 0f64);
-        let (mut top, mut bottom, mut left, mut right) = (usize::MAX, 0, usize::MAX, 0);
-        for (i, &v) in mask.iter().enumerate() {
-            if v != 0 {
-                let (x, y) = (i % width, i / width);
-                area += 1;
-                sum_x += x as f64;
-                top = top.min(y);
-                bottom = bottom.max(y);
-                left = left.min(x);
-                right = right.max(x);
-            }
-        }
-        Lung {
-            side,
-            width,
-            height,
-            mask,
-            area,
-            top,
-            bottom,
-            left,
-            right,
-            centroid_x: (sum_x / area.max(1) as f64) as f32,
-        }
-    }
-}
 
 /// One connected component's size and position.
 #[derive(Debug, Clone, Copy)]

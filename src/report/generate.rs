@@ -22,11 +22,8 @@ use crate::export::outbox::{self, NewExport};
 use crate::export::settings::RouteFacts;
 use crate::export::{ExportSettings, OutputKind};
 use crate::result::StudyResult;
-use crate::store::index::{self, DerivedInstance};
+use crate::store::index::{self, DerivedInstance, DERIVED_PREFIX};
 use crate::store::FileStore;
-
-/// `association_id` prefix of instances we generated; the pipeline never analyses them.
-pub const DERIVED_PREFIX: &str = "derived:";
 
 /// Queues the outputs of a stored result (called in the result's transaction).
 pub async fn owe_outputs(

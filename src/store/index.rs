@@ -21,7 +21,7 @@ mod studies;
 pub use instances::{
     add_derived, indexed_paths, instances_of_study, received_files, remove_received, retrievable,
     series_of_study, source_instances, DerivedInstance, InstanceRow, ReceivedFile, SeriesRow,
-    SourceInstance,
+    SourceInstance, DERIVED_PREFIX,
 };
 pub use patients::{find_patient, patients, PatientRow};
 pub use studies::{

@@ -7,7 +7,10 @@ use sqlx::{Any, Transaction};
 use super::{recount_series, recount_study, studies};
 use crate::db::{Database, SqlBuilder};
 
-/// `association_id` of the node's own outputs (SR, overlays) starts with this.
+/// `association_id` prefix of the node's own outputs (SR, overlays); the pipeline never
+/// analyses them.
+pub const DERIVED_PREFIX: &str = "derived:";
+/// [`DERIVED_PREFIX`] as a SQL `LIKE` pattern.
 const DERIVED_LIKE: &str = "'derived:%'";
 
 /// A row of `series`.
@@ -60,7 +63,7 @@ pub struct InstanceRow {
 impl InstanceRow {
     /// One of the node's own outputs (SR, overlay), indexed by [`add_derived`].
     pub fn is_derived(&self) -> bool {
-        self.association_id.starts_with("derived:")
+        self.association_id.starts_with(DERIVED_PREFIX)
     }
 }
 
