@@ -291,13 +291,19 @@ async fn load_engine(settings: &Settings) -> anyhow::Result<Engine> {
                 settings.inference.models_dir.display()
             )
         })?;
-    let manifest = engine
-        .manifest(settings.pipeline.model.as_deref())
-        .context("pipeline.model")?;
-    let labels: Vec<String> = manifest.labels.iter().map(|l| l.key.clone()).collect();
+    if let Some(id) = &settings.pipeline.model {
+        engine.manifest(Some(id)).context("pipeline.model")?;
+    }
+    crate::pipeline::plan::check_routes(&engine, &settings.pipeline)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let labels: Vec<String> = engine
+        .models()
+        .iter()
+        .flat_map(|m| m.labels.iter().map(|l| l.key.clone()))
+        .collect();
     settings
         .triage
-        .validate(&labels)
+        .validate(&labels, &crate::pipeline::MEASUREMENT_KEYS)
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     Ok(engine)
 }

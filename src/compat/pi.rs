@@ -25,6 +25,7 @@ use crate::api::dialect::{Cause, Dialect, Refusal};
 use crate::api::{spec, Access, AppState, Routes};
 use crate::auth::{Principal, Scope};
 use crate::clock::{format_ms, now_ms};
+use crate::result::triage::TriageInput;
 use crate::result::{ImageEntry, Summary, TriageSettings};
 use crate::supervisor::Background;
 
@@ -532,7 +533,17 @@ async fn analyse(
         Ok(r) => {
             let entry = ImageEntry::from_inference("", "", "", &r);
             let summary = Summary::from_images(std::slice::from_ref(&entry));
-            let triage = state.triage.decide(&summary);
+            let validation = state
+                .app
+                .engine
+                .manifest_of(&r.model_id)
+                .map(|m| m.validation.status.clone())
+                .unwrap_or_default();
+            let triage = state.triage.decide(TriageInput {
+                summary: &summary,
+                measurements: &[],
+                findings_validation: &validation,
+            });
             let mut out = report(
                 &entry,
                 &summary,

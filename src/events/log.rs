@@ -45,6 +45,10 @@ pub enum EventType {
     InferenceCompleted,
     #[serde(rename = "inference.failed")]
     InferenceFailed,
+    /// One model of a study's job finished (before the combined `inference.completed`): its
+    /// outcome, so a client sees the fast models' output while a slow one still runs.
+    #[serde(rename = "inference.model_completed")]
+    ModelCompleted,
     /// A priority push for a critical or urgent result (sent after `inference.completed`).
     #[serde(rename = "study.urgent")]
     StudyUrgent,
@@ -73,6 +77,7 @@ impl EventType {
             EventType::InferenceStarted => "inference.started",
             EventType::InferenceCompleted => "inference.completed",
             EventType::InferenceFailed => "inference.failed",
+            EventType::ModelCompleted => "inference.model_completed",
             EventType::StudyUrgent => "study.urgent",
             EventType::BulkProgress => "bulk.progress",
             EventType::BulkCompleted => "bulk.completed",
@@ -82,13 +87,14 @@ impl EventType {
         }
     }
 
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::StudyReceived,
         EventType::StudyComplete,
         EventType::StoreFailed,
         EventType::InferenceStarted,
         EventType::InferenceCompleted,
         EventType::InferenceFailed,
+        EventType::ModelCompleted,
         EventType::StudyUrgent,
         EventType::BulkProgress,
         EventType::BulkCompleted,

@@ -14,9 +14,10 @@ use super::applicability::{check_applicability, Applicability};
 use super::batcher::{self, Job, RawOutputs, RunSpec, SessionSet};
 use super::landmarks::{self, LandmarkResult, LandmarkStatus, LANDMARK_REJECTED_REASON};
 use super::manifest::{
-    read_verified, LabelSpec, LandmarkSpec, Manifest, ModelFile, TASK_CLASSIFICATION,
-    TASK_LANDMARKS,
+    read_verified, LabelSpec, LandmarkSpec, Manifest, ModelFile, ProvenanceSpec, ValidationSpec,
+    TASK_CLASSIFICATION, TASK_LANDMARKS, TASK_SEGMENTATION,
 };
+use super::segmentation::{self, SegmentationResult};
 use super::postprocess::{self, LabelResult, Uncertainty};
 use super::preprocess::{self, ImageInfo, Preprocessed};
 use super::runtime::{self, create_session, Provider, Runtime};
@@ -52,6 +53,10 @@ pub struct ModelInfo {
     pub gate: Option<ModelFile>,
     /// Input width, height and channels.
     pub input: [u32; 3],
+    /// What the model was trained and validated on.
+    pub validation: ValidationSpec,
+    /// Where the weights come from and their licence.
+    pub provenance: Option<ProvenanceSpec>,
     /// Execution provider actually in use (`cpu` or `cuda`).
     pub provider: String,
     /// Device (`cpu`, `cuda:0`).
@@ -189,6 +194,25 @@ impl Engine {
             .collect()
     }
 
+    /// The loaded segmentation models, by id.
+    pub fn segmentation_models(&self) -> Vec<ModelInfo> {
+        self.inner
+            .models
+            .values()
+            .filter(|m| m.manifest.is_segmentation_model())
+            .map(|m| m.info.clone())
+            .collect()
+    }
+
+    /// The manifest of model `model_id`, whatever its task.
+    pub fn manifest_of(&self, model_id: &str) -> Result<Arc<Manifest>, InferenceError> {
+        self.inner
+            .models
+            .get(model_id)
+            .map(|m| m.manifest.clone())
+            .ok_or_else(|| InferenceError::UnknownModel(model_id.to_owned()))
+    }
+
     /// The ONNX Runtime library in use.
     pub fn runtime_library(&self) -> &Path {
         &self.inner.runtime.dylib
@@ -281,7 +305,72 @@ impl Engine {
         self.run_dicom::<Findings>(
             model_id,
             path,
+            GatePolicy::Enforce,
             |id| tracing::info_span!("infer_dicom", model = %id),
+        )
+        .await
+    }
+
+    /// [`Self::infer_dicom`] with a [`GatePolicy`]: `Advisory` reports the gate's probability
+    /// without withholding the findings, and the caller decides (the pipeline does so from a
+    /// lung segmentation when one ran).
+    pub async fn infer_dicom_with(
+        &self,
+        model_id: Option<&str>,
+        path: &Path,
+        gate: GatePolicy,
+    ) -> Result<ImageResult, InferenceError> {
+        self.run_dicom::<Findings>(
+            model_id,
+            path,
+            gate,
+            |id| tracing::info_span!("infer_dicom", model = %id),
+        )
+        .await
+    }
+
+    /// [`Self::infer_landmarks_dicom`] with a [`GatePolicy`].
+    pub async fn infer_landmarks_dicom_with(
+        &self,
+        model_id: Option<&str>,
+        path: &Path,
+        gate: GatePolicy,
+    ) -> Result<LandmarkResult, InferenceError> {
+        self.run_dicom::<Landmarks>(
+            model_id,
+            path,
+            gate,
+            |id| tracing::info_span!("infer_landmarks_dicom", model = %id),
+        )
+        .await
+    }
+
+    /// Segmentation of a DICOM file: header rules, decode, preprocess, members, then the
+    /// manifest's post-processing (lung fields, their plausibility and measurements).
+    pub async fn infer_segmentation_dicom(
+        &self,
+        model_id: Option<&str>,
+        path: &Path,
+    ) -> Result<SegmentationResult, InferenceError> {
+        self.run_dicom::<Segments>(
+            model_id,
+            path,
+            GatePolicy::Enforce,
+            |id| tracing::info_span!("infer_segmentation_dicom", model = %id),
+        )
+        .await
+    }
+
+    /// Segmentation of PNG/JPEG bytes.
+    pub async fn infer_segmentation_bytes(
+        &self,
+        model_id: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<SegmentationResult, InferenceError> {
+        self.run_bytes::<Segments>(
+            model_id,
+            bytes,
+            |id| tracing::info_span!("infer_segmentation_image", model = %id),
         )
         .await
     }
@@ -308,7 +397,8 @@ impl Engine {
     ) -> Result<ImageResult, InferenceError> {
         let t0 = Instant::now();
         let model = self.model_of(model_id, Findings::TASK)?;
-        self.finish::<Findings>(model, pre, t0).await
+        self.finish::<Findings>(model, pre, t0, GatePolicy::Enforce)
+            .await
     }
 
     /// Landmarks, their spread and the measurement for PNG/JPEG bytes (`model_id` None: the
@@ -335,6 +425,7 @@ impl Engine {
         self.run_dicom::<Landmarks>(
             model_id,
             path,
+            GatePolicy::Enforce,
             |id| tracing::info_span!("infer_landmarks_dicom", model = %id),
         )
         .await
@@ -346,6 +437,7 @@ impl Engine {
         &self,
         model_id: Option<&str>,
         path: &Path,
+        gate: GatePolicy,
         span: impl FnOnce(&str) -> tracing::Span,
     ) -> Result<K::Output, InferenceError> {
         let t0 = Instant::now();
@@ -358,7 +450,7 @@ impl Engine {
         })
         .await?;
         match pre {
-            Ok(pre) => self.finish::<K>(model, pre, t0).instrument(span).await,
+            Ok(pre) => self.finish::<K>(model, pre, t0, gate).instrument(span).await,
             Err(reason) => {
                 let timings = Timings {
                     decode_ms: ms(t0),
@@ -382,7 +474,9 @@ impl Engine {
         let model = self.model_of(model_id, K::TASK)?;
         let span = span(&model.manifest.id);
         let pre = preprocess_image_blocking(model, bytes, &span).await?;
-        self.finish::<K>(model, pre, t0).instrument(span).await
+        self.finish::<K>(model, pre, t0, GatePolicy::Enforce)
+            .instrument(span)
+            .await
     }
 
     /// Runs a raw input tensor (`items x C x H x W`) through the members and the gate via the
@@ -404,6 +498,7 @@ impl Engine {
         model: &Model,
         pre: Preprocessed,
         t0: Instant,
+        gate: GatePolicy,
     ) -> Result<K::Output, InferenceError> {
         let mut timings = Timings {
             decode_ms: pre.decode_ms,
@@ -424,7 +519,7 @@ impl Engine {
             g.iter().map(|&v| postprocess::sigmoid(v)).sum::<f32>() / g.len().max(1) as f32
         });
         let out = match (&model.manifest.gate, gate_probability) {
-            (Some(g), Some(p)) if p < g.threshold => {
+            (Some(g), Some(p)) if p < g.threshold && gate == GatePolicy::Enforce => {
                 K::refused(model, &pre.image, Refusal::Gate(p))
             }
             _ => K::predicted(model, &pre.image, &raw, pre.items, gate_probability),
@@ -433,6 +528,15 @@ impl Engine {
         timings.total_ms = ms(t0);
         Ok(K::with_timings(out, timings))
     }
+}
+
+/// Whether a gate below its threshold withholds the prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatePolicy {
+    /// Below the threshold: refused, no prediction.
+    Enforce,
+    /// The probability is reported with the prediction; the caller decides.
+    Advisory,
 }
 
 /// Why an image got no prediction.
@@ -574,6 +678,65 @@ impl ModelTask for Landmarks {
             timings_ms: timings,
             ..out
         }
+    }
+}
+
+/// The lung fields of a segmentation model ([`SegmentationResult`]).
+struct Segments;
+
+impl ModelTask for Segments {
+    const TASK: &'static str = TASK_SEGMENTATION;
+    type Output = SegmentationResult;
+
+    fn not_applicable(model: &Model, reason: String) -> SegmentationResult {
+        SegmentationResult {
+            status: "not_applicable".into(),
+            reason: Some(reason),
+            ..empty_segmentation(model, &ImageInfo::default())
+        }
+    }
+
+    fn refused(model: &Model, image: &ImageInfo, _refusal: Refusal) -> SegmentationResult {
+        SegmentationResult {
+            status: "rejected".into(),
+            reason: Some(REJECTED_REASON.into()),
+            ..empty_segmentation(model, image)
+        }
+    }
+
+    fn predicted(
+        model: &Model,
+        image: &ImageInfo,
+        raw: &RawOutputs,
+        _items: usize,
+        _gate_probability: Option<f32>,
+    ) -> SegmentationResult {
+        SegmentationResult {
+            lungs: Some(segmentation::lung_report(
+                &model.manifest,
+                &raw.members,
+                image,
+            )),
+            ..empty_segmentation(model, image)
+        }
+    }
+
+    fn with_timings(out: SegmentationResult, timings: Timings) -> SegmentationResult {
+        SegmentationResult { timings, ..out }
+    }
+}
+
+fn empty_segmentation(model: &Model, image: &ImageInfo) -> SegmentationResult {
+    SegmentationResult {
+        model_id: model.info.id.clone(),
+        model_version: model.info.version.clone(),
+        provider: model.info.provider.clone(),
+        not_for_clinical_use: model.info.not_for_clinical_use,
+        status: "predicted".into(),
+        reason: None,
+        lungs: None,
+        image: image.clone(),
+        timings: Timings::default(),
     }
 }
 
@@ -797,6 +960,8 @@ fn load_model(
             sha256: g.sha256.to_ascii_lowercase(),
         }),
         input: [i.width, i.height, i.channels],
+        validation: manifest.validation.clone(),
+        provenance: manifest.provenance.clone(),
         provider: provider.as_str().into(),
         device: provider.device().into(),
         workers: settings.pool_size,

@@ -17,6 +17,18 @@ pub const TASK_LANDMARKS: &str = "landmark-regression";
 pub const SPREAD_LANDMARK_RMS: &str = "landmark-rms";
 /// `measurement.kind` for the cardiothoracic ratio.
 pub const MEASUREMENT_CTR: &str = "cardiothoracic-ratio";
+/// `task` of a segmentation model (a probability map the size of its input per image).
+pub const TASK_SEGMENTATION: &str = "segmentation";
+/// `segmentation.kind` of a lung-field model: one output channel "lung", split into the right
+/// and left lung by `crate::measurement::lungs`.
+pub const SEGMENTATION_LUNG_FIELDS: &str = "lung-fields";
+
+/// `validation.status` of a model checked on real patient images.
+pub const VALIDATED_REAL: &str = "real-images";
+/// `validation.status` of a model trained and checked on generated images only.
+pub const VALIDATED_SYNTHETIC: &str = "synthetic-only";
+/// `validation.status` when the manifest says nothing.
+pub const VALIDATION_UNKNOWN: &str = "unknown";
 
 /// A parsed and validated model manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,7 +42,8 @@ pub struct Manifest {
     pub name: String,
     /// Who made the model.
     pub manufacturer: String,
-    /// `multilabel-classification` (`[[labels]]`) or `landmark-regression` (`[[landmarks]]`).
+    /// `multilabel-classification` (`[[labels]]`), `landmark-regression` (`[[landmarks]]`)
+    /// or `segmentation` (`[segmentation]`).
     pub task: String,
     /// Intended use statement.
     pub intended_use: String,
@@ -45,7 +58,8 @@ pub struct Manifest {
     /// Optional "is this a radiograph at all" gate model.
     #[serde(default)]
     pub gate: Option<GateSpec>,
-    /// Thresholds of the confidence tiers.
+    /// Thresholds of the confidence tiers (classification and landmark models).
+    #[serde(default)]
     pub uncertainty: UncertaintySpec,
     /// DICOM header rules; an empty list accepts anything.
     #[serde(default)]
@@ -59,8 +73,72 @@ pub struct Manifest {
     /// What a landmark model measures from its landmarks.
     #[serde(default)]
     pub measurement: Option<MeasurementSpec>,
+    /// How a segmentation model's output becomes structures.
+    #[serde(default)]
+    pub segmentation: Option<SegmentationSpec>,
+    /// What the model was trained and validated on; every output repeats it.
+    #[serde(default)]
+    pub validation: ValidationSpec,
+    /// Where the model comes from and under which licence.
+    #[serde(default)]
+    pub provenance: Option<ProvenanceSpec>,
 }
 
+/// `[segmentation]`: the output map and its post-processing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentationSpec {
+    /// Only `lung-fields`.
+    pub kind: String,
+    /// Probability at or above which a pixel belongs to the structure.
+    pub threshold: f32,
+}
+
+/// `[validation]`: the evidence behind a model, shown with every output so a reader can tell
+/// a model checked on real images from one trained on phantoms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSpec {
+    /// `real-images`, `synthetic-only` or `unknown`.
+    pub status: String,
+    /// Training data, in a sentence.
+    pub trained_on: String,
+    /// Validation data and figures, in a sentence.
+    pub validated_on: String,
+}
+
+impl Default for ValidationSpec {
+    fn default() -> Self {
+        Self {
+            status: VALIDATION_UNKNOWN.into(),
+            trained_on: String::new(),
+            validated_on: String::new(),
+        }
+    }
+}
+
+impl ValidationSpec {
+    /// Checked on real patient images.
+    pub fn is_real(&self) -> bool {
+        self.status == VALIDATED_REAL
+    }
+}
+
+/// `[provenance]`: the source of the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenanceSpec {
+    /// Where the weights were obtained, e.g. a registry package and file.
+    pub source: String,
+    /// SHA-256 of the downloaded source archive.
+    #[serde(default)]
+    pub source_sha256: Option<String>,
+    /// Licence as the source declares it.
+    pub licence: String,
+    /// How the ONNX file was made from the source.
+    #[serde(default)]
+    pub conversion: Option<String>,
+}
 /// `[input]`: the tensor the members take and how pixels become it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +215,7 @@ pub struct GateSpec {
     pub threshold: f32,
 }
 
-/// `[uncertainty]`: confidence tiers.
+/// `[uncertainty]`: confidence tiers. Segmentation models have none (`spread = "none"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UncertaintySpec {
@@ -152,6 +230,17 @@ pub struct UncertaintySpec {
     /// classification models, absent for landmark models.
     #[serde(default)]
     pub review_entropy_above: Option<f32>,
+}
+
+impl Default for UncertaintySpec {
+    fn default() -> Self {
+        Self {
+            spread: "none".into(),
+            optimal_below: 0.0,
+            good_below: 0.0,
+            review_entropy_above: None,
+        }
+    }
 }
 
 /// `[applicability]`: DICOM header rules. Values compare case-insensitively; `""` in a list
@@ -284,15 +373,24 @@ impl Manifest {
                 self.id
             ));
         }
-        let landmark_model = match self.task.as_str() {
-            TASK_CLASSIFICATION => false,
-            TASK_LANDMARKS => true,
-            other => {
-                return Err(format!(
-                "task `{other}` is not supported (only {TASK_CLASSIFICATION} or {TASK_LANDMARKS})"
-            ))
-            }
-        };
+        if !matches!(
+            self.task.as_str(),
+            TASK_CLASSIFICATION | TASK_LANDMARKS | TASK_SEGMENTATION
+        ) {
+            return Err(format!(
+                "task `{}` is not supported (only {TASK_CLASSIFICATION}, {TASK_LANDMARKS} or {TASK_SEGMENTATION})",
+                self.task
+            ));
+        }
+        if !matches!(
+            self.validation.status.as_str(),
+            VALIDATED_REAL | VALIDATED_SYNTHETIC | VALIDATION_UNKNOWN
+        ) {
+            return Err(format!(
+                "validation.status `{}` must be {VALIDATED_REAL}, {VALIDATED_SYNTHETIC} or {VALIDATION_UNKNOWN}",
+                self.validation.status
+            ));
+        }
         let i = &self.input;
         if i.width == 0 || i.height == 0 || i.width > 4096 || i.height > 4096 {
             return Err(format!(
@@ -368,11 +466,51 @@ impl Manifest {
         if u.optimal_below > u.good_below {
             return Err("uncertainty.optimal_below must not exceed good_below".into());
         }
-        if landmark_model {
-            self.validate_landmarks()
-        } else {
-            self.validate_classification()
+        if self.task != TASK_SEGMENTATION && self.segmentation.is_some() {
+            return Err("segmentation is only for segmentation models".into());
         }
+        match self.task.as_str() {
+            TASK_LANDMARKS => self.validate_landmarks(),
+            TASK_SEGMENTATION => self.validate_segmentation(),
+            _ => self.validate_classification(),
+        }
+    }
+
+    fn validate_segmentation(&self) -> Result<(), String> {
+        let Some(seg) = &self.segmentation else {
+            return Err("segmentation models need a [segmentation] section".into());
+        };
+        if seg.kind != SEGMENTATION_LUNG_FIELDS {
+            return Err(format!(
+                "segmentation.kind `{}` is not supported (only {SEGMENTATION_LUNG_FIELDS})",
+                seg.kind
+            ));
+        }
+        if !(seg.threshold.is_finite() && seg.threshold > 0.0 && seg.threshold < 1.0) {
+            return Err(format!(
+                "segmentation.threshold must be within (0, 1), got {}",
+                seg.threshold
+            ));
+        }
+        if self.gate.is_some() {
+            return Err("segmentation models have no gate".into());
+        }
+        if self.output.activation != "identity" || self.output.layout.is_some() {
+            return Err(
+                "output of a segmentation model: activation `identity` (probabilities), no layout"
+                    .into(),
+            );
+        }
+        if self.input.frames != "first" || self.input.channels != 1 {
+            return Err("segmentation models take the first frame, one channel".into());
+        }
+        if !self.labels.is_empty() || !self.landmarks.is_empty() || self.measurement.is_some() {
+            return Err("labels, landmarks and measurement are not for segmentation models".into());
+        }
+        if self.uncertainty.spread != "none" {
+            return Err("segmentation models have no [uncertainty]".into());
+        }
+        Ok(())
     }
 
     fn validate_classification(&self) -> Result<(), String> {
@@ -483,12 +621,18 @@ impl Manifest {
         self.task == TASK_LANDMARKS
     }
 
-    /// Values per image in each member's output: one per label, or x and y per landmark.
+    /// True for `segmentation` models.
+    pub fn is_segmentation_model(&self) -> bool {
+        self.task == TASK_SEGMENTATION
+    }
+
+    /// Values per image in each member's output: one per label, x and y per landmark, or one
+    /// probability per input pixel.
     pub fn output_len(&self) -> usize {
-        if self.is_landmark_model() {
-            2 * self.landmarks.len()
-        } else {
-            self.labels.len()
+        match self.task.as_str() {
+            TASK_LANDMARKS => 2 * self.landmarks.len(),
+            TASK_SEGMENTATION => self.input.width as usize * self.input.height as usize,
+            _ => self.labels.len(),
         }
     }
 

@@ -80,6 +80,10 @@ pub struct ImageInfo {
     pub bits_stored: Option<u16>,
     /// VOI window used for the first frame (DICOM).
     pub window: Option<WindowInfo>,
+    /// Row and column spacing in mm: Imager Pixel Spacing (0018,1164) of a projection
+    /// radiograph, else Pixel Spacing (0028,0030) (DICOM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixel_spacing_mm: Option<[f64; 2]>,
 }
 
 /// Raw decoded pixel values (stored values, before any LUT), for comparison with other decoders.
@@ -129,6 +133,19 @@ pub fn header_attrs(obj: &DefaultDicomObject) -> HeaderAttrs {
         photometric: s(tags::PHOTOMETRIC_INTERPRETATION),
         sop_class_uid: s(tags::SOP_CLASS_UID),
     }
+}
+
+/// Imager Pixel Spacing, else Pixel Spacing: two positive finite numbers (row, column) in mm.
+fn pixel_spacing(obj: &DefaultDicomObject) -> Option<[f64; 2]> {
+    [tags::IMAGER_PIXEL_SPACING, tags::PIXEL_SPACING]
+        .into_iter()
+        .find_map(|tag| {
+            let v = obj.element_opt(tag).ok().flatten()?.to_multi_float64().ok()?;
+            match v.as_slice() {
+                [r, c] if r.is_finite() && c.is_finite() && *r > 0.0 && *c > 0.0 => Some([*r, *c]),
+                _ => None,
+            }
+        })
 }
 
 /// Decodes the raw stored pixel values of all frames (or only the first).
@@ -209,6 +226,7 @@ pub fn preprocess_dicom_object(
             photometric,
             bits_stored: Some(px.bits_stored()),
             window: window_info,
+            pixel_spacing_mm: pixel_spacing(obj),
         };
         Ok(Preprocessed {
             tensor,
@@ -272,6 +290,7 @@ pub fn preprocess_image(bytes: &[u8], spec: &InputSpec) -> Result<Preprocessed, 
                 photometric: colour_type,
                 bits_stored: None,
                 window: Some(window),
+                pixel_spacing_mm: None,
             },
             is_colour,
             decode_ms,

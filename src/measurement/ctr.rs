@@ -17,7 +17,7 @@ use super::{find, Landmark};
 pub const CTR_NORMAL_BELOW: f32 = 0.5;
 
 /// A cardiothoracic ratio and the widths it comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Ctr {
     /// `cardiac_width / thoracic_width`.
     pub ratio: f32,

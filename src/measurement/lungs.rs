@@ -14,7 +14,7 @@
 //! Everything is in the mask's own grid; positions handed out are normalised (x = column /
 //! width, y = row / height), which survives the resize back to the source image.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{cardiothoracic_ratio_with, Ctr, Landmark};
 
@@ -28,7 +28,7 @@ pub const MAX_STRAY_FRACTION: f32 = 0.10;
 pub const MIN_VERTICAL_OVERLAP: f32 = 0.5;
 
 /// Which lung: the patient's side, not the image's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// The patient's right lung (image left on a PA or AP view).
@@ -274,9 +274,7 @@ impl LungFields {
     pub fn ctr(&self, normal_below: f32) -> Option<(Ctr, Vec<Landmark>)> {
         let (r, l) = (self.right.as_ref()?, self.left.as_ref()?);
         let (heart_r, heart_l) = (r.cardiac_border()?, l.cardiac_border()?);
-        let thorax = (r.top.max(l.top)..=r.bottom.min(l.bottom))
-            .filter_map(|y| Some((y, r.row_extent(y)?.0, l.row_extent(y)?.1)))
-            .max_by_key(|&(_, from, to)| to.saturating_sub(from))?;
+        let thorax = self.thoracic_extent()?;
         let (w, h) = (self.width as f32, self.height as f32);
         let point = |class: &str, x: usize, y: usize| {
             Landmark::new(class, x as f32 / w, (y as f32 + 0.5) / h)
@@ -290,6 +288,17 @@ impl LungFields {
         ];
         let ctr = cardiothoracic_ratio_with(&landmarks, normal_below)?;
         Some((ctr, landmarks))
+    }
+}
+
+impl LungFields {
+    /// The row where the fields' lateral borders are furthest apart: (row, first column of
+    /// the right lung, last column of the left lung).
+    fn thoracic_extent(&self) -> Option<(usize, usize, usize)> {
+        let (r, l) = (self.right.as_ref()?, self.left.as_ref()?);
+        (r.top.max(l.top)..=r.bottom.min(l.bottom))
+            .filter_map(|y| Some((y, r.row_extent(y)?.0, l.row_extent(y)?.1)))
+            .max_by_key(|&(_, from, to)| to.saturating_sub(from))
     }
 }
 
@@ -478,6 +487,184 @@ fn simplify_open(points: &[(usize, usize)], tolerance: f32) -> Vec<(usize, usize
     left.pop();
     left.extend(right);
     left
+}
+
+/// Largest distance, in mask pixels, of a dropped border pixel from the reported contour.
+pub const CONTOUR_TOLERANCE_PX: f32 = 1.5;
+
+/// What the outputs need of one image's lung fields: the label mask, plausibility, the
+/// figures per lung and the CTR. Serialisable; stored with the study result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LungReport {
+    /// True when the fields look like a chest radiograph's two lungs.
+    pub plausible: bool,
+    /// Why not, when not.
+    pub implausible_reasons: Vec<String>,
+    /// The patient's right lung.
+    pub right: Option<LungFigures>,
+    /// The patient's left lung.
+    pub left: Option<LungFigures>,
+    /// Widest distance between the fields' lateral borders, as a fraction of the image width.
+    pub thoracic_width: Option<f32>,
+    /// Cardiothoracic ratio read from the lung borders (see [`LungFields::ctr`]).
+    pub ctr: Option<Ctr>,
+    /// Where it was read: `heart_right`, `heart_left`, `thorax_right`, `thorax_left`.
+    pub ctr_points: Vec<Landmark>,
+    /// Share of the thresholded pixels outside the two fields.
+    pub stray_fraction: f32,
+    /// The label mask in the model's grid: 0 background, 1 right lung, 2 left lung.
+    pub mask: LabelMask,
+}
+
+/// One lung's figures. Lengths in millimetres need the source's pixel spacing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LungFigures {
+    pub side: Side,
+    /// Share of the image covered.
+    pub area_fraction: f32,
+    /// Height as a share of the image height.
+    pub height_fraction: f32,
+    /// Area in source pixels.
+    pub area_px: f64,
+    /// Height in source pixels.
+    pub height_px: f64,
+    /// Area in mm² (source pixel spacing known).
+    pub area_mm2: Option<f64>,
+    /// Height in mm (source pixel spacing known).
+    pub height_mm: Option<f64>,
+    /// Outer border, simplified, in source image pixel coordinates `[column, row]`.
+    pub contour: Vec<[f32; 2]>,
+}
+
+/// A label image as run lengths: `runs` alternates value and count, row-major.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LabelMask {
+    pub width: usize,
+    pub height: usize,
+    pub runs: Vec<u32>,
+}
+
+impl LabelMask {
+    /// Run-length encodes `labels` (`width * height` values).
+    pub fn encode(labels: &[u8], width: usize, height: usize) -> Self {
+        let mut runs = Vec::new();
+        let mut iter = labels.iter().copied();
+        if let Some(mut current) = iter.next() {
+            let mut count = 1u32;
+            for v in iter {
+                if v == current {
+                    count += 1;
+                } else {
+                    runs.extend([u32::from(current), count]);
+                    current = v;
+                    count = 1;
+                }
+            }
+            runs.extend([u32::from(current), count]);
+        }
+        LabelMask {
+            width,
+            height,
+            runs,
+        }
+    }
+
+    /// The labels back, `None` when the runs do not cover exactly `width * height` pixels.
+    pub fn decode(&self) -> Option<Vec<u8>> {
+        let total = self.width.checked_mul(self.height)?;
+        let mut out = Vec::with_capacity(total);
+        for pair in self.runs.chunks(2) {
+            let [value, count] = pair else { return None };
+            let value = u8::try_from(*value).ok()?;
+            if out.len() + *count as usize > total {
+                return None;
+            }
+            out.extend(std::iter::repeat_n(value, *count as usize));
+        }
+        (out.len() == total).then_some(out)
+    }
+
+    /// The labels resampled to `cols` x `rows` (nearest neighbour, pixel centres): what the
+    /// DICOM Segmentation and the overlay draw at the source image's geometry.
+    pub fn resample(&self, cols: usize, rows: usize) -> Option<Vec<u8>> {
+        let labels = self.decode()?;
+        let xs: Vec<usize> = (0..cols)
+            .map(|c| (((c as f64 + 0.5) * self.width as f64 / cols as f64) as usize).min(self.width - 1))
+            .collect();
+        let mut out = Vec::with_capacity(cols * rows);
+        for r in 0..rows {
+            let y = (((r as f64 + 0.5) * self.height as f64 / rows as f64) as usize).min(self.height - 1);
+            let line = &labels[y * self.width..(y + 1) * self.width];
+            out.extend(xs.iter().map(|&x| line[x]));
+        }
+        Some(out)
+    }
+}
+
+impl LungFields {
+    /// The report for a source image of `cols` x `rows` pixels with `spacing_mm` (row, column)
+    /// when known; `normal_below` is the CTR limit.
+    pub fn report(
+        &self,
+        cols: u32,
+        rows: u32,
+        spacing_mm: Option<[f64; 2]>,
+        normal_below: f32,
+    ) -> LungReport {
+        let reasons = self.implausible();
+        let (sx, sy) = (
+            cols as f64 / self.width as f64,
+            rows as f64 / self.height as f64,
+        );
+        let figures = |lung: &Option<Lung>| {
+            lung.as_ref().map(|l| {
+                let area_px = l.area as f64 * sx * sy;
+                let height_px = (l.bottom + 1 - l.top) as f64 * sy;
+                LungFigures {
+                    side: l.side,
+                    area_fraction: l.area_fraction(),
+                    height_fraction: l.height_fraction(),
+                    area_px,
+                    height_px,
+                    area_mm2: spacing_mm.map(|[r, c]| area_px * r * c),
+                    height_mm: spacing_mm.map(|[r, _]| height_px * r),
+                    contour: l
+                        .contour(CONTOUR_TOLERANCE_PX)
+                        .into_iter()
+                        .map(|[x, y]| [x * cols as f32, y * rows as f32])
+                        .collect(),
+                }
+            })
+        };
+        let ctr = self.ctr(normal_below);
+        let mut labels = vec![0u8; self.width * self.height];
+        for (lung, value) in [(&self.right, 1u8), (&self.left, 2u8)] {
+            if let Some(l) = lung {
+                for (o, &m) in labels.iter_mut().zip(&l.mask) {
+                    if m != 0 {
+                        *o = value;
+                    }
+                }
+            }
+        }
+        LungReport {
+            plausible: reasons.is_empty(),
+            implausible_reasons: reasons,
+            right: figures(&self.right),
+            left: figures(&self.left),
+            thoracic_width: self.thoracic_extent().map(|(_, from, to)| {
+                (to + 1 - from) as f32 / self.width as f32
+            }),
+            ctr_points: ctr.as_ref().map(|c| c.1.clone()).unwrap_or_default(),
+            ctr: ctr.map(|c| c.0),
+            stray_fraction: if self.total == 0 {
+                0.0
+            } else {
+                self.stray as f32 / self.total as f32
+            },
+            mask: LabelMask::encode(&labels, self.width, self.height),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! instances, the model does not exist) fail the job at once with the reason. An unreadable
 //! image is neither: it is recorded in the result as that image's error.
 
+mod combine;
+pub mod plan;
 mod settings;
 
 use std::sync::Arc;
@@ -19,16 +21,20 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::db::Database;
 use crate::events::{self, EventBus, EventType};
-use crate::inference::{Engine, InferenceError, Manifest};
+use crate::inference::manifest::{TASK_CLASSIFICATION, TASK_LANDMARKS, TASK_SEGMENTATION};
+use crate::inference::{Engine, GatePolicy, InferenceError, Manifest};
 use crate::job::{self, Job};
 use crate::metrics::Metrics;
+use crate::result::triage::TriageInput;
 use crate::result::{
-    self, ImageEntry, Metadata, ModelRef, ResultTimings, StudyResult, Summary, TriageSettings,
+    self, ImageEntry, LandmarkEntry, Metadata, ModelOutcome, ModelRef, ResultTimings,
+    SegmentationEntry, StudyResult, Summary, TriageSettings,
 };
 use crate::store::index::{self, SourceInstance as Candidate};
 use crate::store::FileStore;
 
-pub use settings::PipelineSettings;
+pub use combine::MEASUREMENT_KEYS;
+pub use settings::{PipelineSettings, Route};
 
 /// Why a job did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +45,12 @@ pub enum PipelineError {
     NoInstances(String),
     #[error("unknown model '{0}'")]
     UnknownModel(String),
-    /// The job names a model the pipeline cannot run (a landmark model).
+    /// The job or a route names models the pipeline cannot run together.
     #[error("{0}")]
     UnusableModel(String),
+    /// No `[[pipeline.routes]]` entry matches the study.
+    #[error("{0}")]
+    NoRoute(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("inference: {0}")]
@@ -57,6 +66,7 @@ impl PipelineError {
                 | Self::NoInstances(_)
                 | Self::UnknownModel(_)
                 | Self::UnusableModel(_)
+                | Self::NoRoute(_)
         )
     }
 }
@@ -334,14 +344,9 @@ impl Pipeline {
         }
     }
 
-    /// Selects the instances, runs the model on each, and assembles the study result.
+    /// Selects the instances, runs the planned models on them, and assembles the study
+    /// result: each model's outcome with its own status, the lung gate, measurements, triage.
     async fn run_job(&self, job: &Job, started: i64) -> Result<StudyResult, PipelineError> {
-        let model_id = job.model_id.as_deref().or(self.settings.model.as_deref());
-        let manifest = self.engine.manifest(model_id).map_err(|e| match e {
-            InferenceError::UnknownModel(m) => PipelineError::UnknownModel(m),
-            e @ InferenceError::WrongTask { .. } => PipelineError::UnusableModel(e.to_string()),
-            other => PipelineError::Inference(other),
-        })?;
         let study = index::find_study(&self.db.pool, &job.study_uid)
             .await?
             .ok_or_else(|| PipelineError::UnknownStudy(job.study_uid.clone()))?;
@@ -349,10 +354,85 @@ impl Pipeline {
         if candidates.is_empty() {
             return Err(PipelineError::NoInstances(job.study_uid.clone()));
         }
-        let images = self.infer_all(&manifest, &candidates).await?;
+        let plan = plan::plan(
+            &self.engine,
+            &self.settings,
+            job.model_id.as_deref(),
+            &candidates,
+        )?;
+        let selected = self.select(&candidates);
+        let gate = if plan.segmenter.is_some() {
+            GatePolicy::Advisory
+        } else {
+            GatePolicy::Enforce
+        };
+        let t0 = Instant::now();
+        let runs = plan
+            .models()
+            .into_iter()
+            .map(|m| self.run_model(job, m.clone(), &candidates, &selected, gate, t0));
+        let runs: Vec<ModelRun> = join_all(runs).await;
+        if runs.iter().all(|r| r.failure.is_some()) {
+            // Nothing ran at all: a transient fault (the runtime, our disk); try again later.
+            let errors: Vec<String> = runs.iter().filter_map(|r| r.failure.clone()).collect();
+            return Err(PipelineError::Inference(InferenceError::Task(errors.join("; "))));
+        }
 
+        let classifier = plan.classifier.as_deref();
+        let mut images: Vec<ImageEntry> = Vec::with_capacity(candidates.len());
+        for (i, c) in candidates.iter().enumerate() {
+            let mut entry: Option<ImageEntry> = None;
+            let mut seg = None;
+            let mut lm = None;
+            for run in &runs {
+                match &run.outputs[i] {
+                    Output::Findings(e) => entry = Some(e.clone()),
+                    Output::Segments(s) => seg = Some(s.clone()),
+                    Output::Points(l) => lm = Some(l.clone()),
+                }
+            }
+            let mut entry = entry.unwrap_or_else(|| {
+                // No classifier: the image's status is the segmentation's (or landmarks').
+                let (status, reason) = seg
+                    .as_ref()
+                    .map(|s: &SegmentationEntry| (s.status.clone(), s.reason.clone()))
+                    .or_else(|| lm.as_ref().map(|l: &LandmarkEntry| (l.status.clone(), l.reason.clone())))
+                    .unwrap_or(("error".into(), Some("no model ran".into())));
+                let mut e = ImageEntry::error(
+                    &c.sop_instance_uid,
+                    &c.series_uid,
+                    &c.sop_class_uid,
+                    String::new(),
+                );
+                e.status = status;
+                e.reason = reason;
+                e
+            });
+            entry.segmentation = seg;
+            entry.landmarks = lm;
+            combine::apply_gate(&mut entry, classifier);
+            images.push(entry);
+        }
+
+        let validation = |id: &str| {
+            plan.models()
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.validation.status.clone())
+                .unwrap_or_default()
+        };
+        let measurements = combine::measurements(&images, validation);
+        let models: Vec<ModelOutcome> = runs.iter().map(|r| r.outcome(&images)).collect();
         let summary = Summary::from_images(&images);
-        let triage = self.triage.decide(&summary);
+        let models_planned = plan.models();
+        let primary = classifier
+            .or(models_planned.first().map(|m| m.as_ref()))
+            .expect("BUG: a plan has at least one model");
+        let triage = self.triage.decide(TriageInput {
+            summary: &summary,
+            measurements: &measurements,
+            findings_validation: &primary.validation.status,
+        });
         let finished = now_ms();
         let first_received_at = study.first_received_at;
         let completed_at = study.completed_at;
@@ -366,7 +446,7 @@ impl Pipeline {
             .engine
             .models()
             .into_iter()
-            .find(|m| m.id == manifest.id)
+            .find(|m| m.id == primary.id)
             .map(|m| m.provider)
             .unwrap_or_default();
         let text =
@@ -379,18 +459,21 @@ impl Pipeline {
             job_id: job.id,
             status: StudyResult::status_from(&summary).into(),
             model: ModelRef {
-                id: manifest.id.clone(),
-                version: manifest.version.clone(),
-                name: manifest.name.clone(),
+                id: primary.id.clone(),
+                version: primary.version.clone(),
+                name: primary.name.clone(),
                 provider,
-                not_for_clinical_use: manifest.not_for_clinical_use,
+                not_for_clinical_use: primary.not_for_clinical_use,
+                validation_status: primary.validation.status.clone(),
             },
+            models,
+            measurements,
             urgency: triage.urgency,
             triage,
             summary,
             images,
             metadata: Metadata {
-                model_version: format!("{}-{}", manifest.id, manifest.version),
+                model_version: format!("{}-{}", primary.id, primary.version),
                 patient_id: text(&study.patient_id),
                 patient_name: text(&study.patient_name),
                 sop_instance_uid: first_uid,
@@ -411,69 +494,269 @@ impl Pipeline {
         })
     }
 
-    /// Runs the model on every candidate at once (the engine batches them). Modalities the
-    /// model does not accept are skipped from the index alone, without opening the file.
-    async fn infer_all(
+    /// Which candidates are analysed at all: the first `max_images_per_study`.
+    fn select(&self, candidates: &[Candidate]) -> Vec<bool> {
+        (0..candidates.len())
+            .map(|i| i < self.settings.max_images_per_study)
+            .collect()
+    }
+
+    /// Runs one model on every selected candidate at once (the engine batches them), then
+    /// writes its `inference.model_completed` event. Modalities the model does not accept are
+    /// skipped from the index alone, without opening the file. A fault that is not the
+    /// image's (the runtime) marks the whole model failed; the other models are unaffected.
+    async fn run_model(
         &self,
-        manifest: &Manifest,
+        job: &Job,
+        manifest: Arc<Manifest>,
         candidates: &[Candidate],
-    ) -> Result<Vec<ImageEntry>, PipelineError> {
+        selected: &[bool],
+        gate: GatePolicy,
+        t0: Instant,
+    ) -> ModelRun {
         let accepted = &manifest.applicability.modalities;
-        let mut budget = self.settings.max_images_per_study;
-        let runs = candidates.iter().map(|c| {
+        let runs = candidates.iter().zip(selected).map(|(c, &selected)| {
             let modality_ok = accepted.is_empty()
                 || c.modality
                     .as_deref()
                     .is_some_and(|m| accepted.iter().any(|a| a.eq_ignore_ascii_case(m.trim())));
-            let within_budget = modality_ok && budget > 0;
-            if within_budget {
-                budget -= 1;
-            }
             let path = self.files.absolute(std::path::Path::new(&c.file_path));
             let engine = self.engine.clone();
-            let model = manifest.id.clone();
+            let manifest = manifest.clone();
             async move {
-                let skip = |reason: String| {
-                    let mut e = ImageEntry::error(
-                        &c.sop_instance_uid,
-                        &c.series_uid,
-                        &c.sop_class_uid,
-                        reason,
-                    );
-                    e.status = "not_applicable".into();
-                    e
-                };
                 if !modality_ok {
-                    return Ok(skip(format!(
-                        "modality {} is not one the model accepts",
-                        c.modality.as_deref().unwrap_or("(none)")
-                    )));
+                    return Ok(Output::skipped(
+                        &manifest,
+                        c,
+                        format!(
+                            "modality {} is not one the model accepts",
+                            c.modality.as_deref().unwrap_or("(none)")
+                        ),
+                    ));
                 }
-                if !within_budget {
-                    return Ok(skip("more images than pipeline.max_images_per_study".into()));
+                if !selected {
+                    return Ok(Output::skipped(
+                        &manifest,
+                        c,
+                        "more images than pipeline.max_images_per_study".into(),
+                    ));
                 }
-                let t = Instant::now();
-                match engine.infer_dicom(Some(&model), &path).await {
-                    Ok(r) => Ok(ImageEntry::from_inference(
-                        &c.sop_instance_uid,
-                        &c.series_uid,
-                        &c.sop_class_uid,
-                        &r,
-                    )),
-                    Err(e) if e.is_input_error() => {
-                        tracing::warn!(sop_instance_uid = %c.sop_instance_uid, error = %e, elapsed_ms = t.elapsed().as_millis() as u64, "image could not be analysed");
-                        Ok(ImageEntry::error(
+                let id = Some(manifest.id.as_str());
+                let out = match manifest.task.as_str() {
+                    TASK_SEGMENTATION => engine
+                        .infer_segmentation_dicom(id, &path)
+                        .await
+                        .map(|r| Output::Segments(combine::segmentation_entry(&r))),
+                    TASK_LANDMARKS => engine
+                        .infer_landmarks_dicom_with(id, &path, gate)
+                        .await
+                        .map(|r| Output::Points(combine::landmark_entry(&r))),
+                    _ => engine.infer_dicom_with(id, &path, gate).await.map(|r| {
+                        Output::Findings(ImageEntry::from_inference(
                             &c.sop_instance_uid,
                             &c.series_uid,
                             &c.sop_class_uid,
-                            e.to_string(),
+                            &r,
                         ))
+                    }),
+                };
+                match out {
+                    Ok(o) => Ok(o),
+                    Err(e) if e.is_input_error() => {
+                        tracing::warn!(sop_instance_uid = %c.sop_instance_uid, model = %manifest.id, error = %e, "image could not be analysed");
+                        Ok(Output::error(&manifest, c, e.to_string()))
                     }
-                    Err(e) => Err(PipelineError::Inference(e)),
+                    Err(e) => Err(e),
                 }
             }
         });
-        let entries: Vec<Result<ImageEntry, PipelineError>> = join_all(runs).await;
-        entries.into_iter().collect()
+        let results: Vec<Result<Output, InferenceError>> = join_all(runs).await;
+        let elapsed_ms = t0.elapsed().as_millis() as i64;
+        let failure = results.iter().find_map(|r| r.as_ref().err().map(|e| e.to_string()));
+        let outputs: Vec<Output> = match &failure {
+            None => results.into_iter().map(|r| r.expect("checked")).collect(),
+            Some(reason) => candidates
+                .iter()
+                .map(|c| Output::error(&manifest, c, format!("model {} failed: {reason}", manifest.id)))
+                .collect(),
+        };
+        if let Some(reason) = &failure {
+            tracing::error!(model = %manifest.id, reason, "model failed on the study; the other models' outputs stand");
+        }
+        let run = ModelRun {
+            manifest,
+            outputs,
+            failure,
+            elapsed_ms,
+        };
+        if let Err(e) = self.model_event(job, &run).await {
+            tracing::warn!(error = %e, "writing inference.model_completed failed");
+        }
+        run
+    }
+
+    /// `inference.model_completed`: one model's outcome before the combined result. Findings
+    /// here are the model's own, before the lung gate of the combined result.
+    async fn model_event(&self, job: &Job, run: &ModelRun) -> Result<(), sqlx::Error> {
+        let outcome = run.outcome(&[]);
+        let mut extra = json!({
+            "model_id": outcome.id,
+            "model_version": outcome.version,
+            "task": outcome.task,
+            "status": outcome.status,
+            "error": outcome.error,
+            "images_analysed": outcome.images_analysed,
+            "validation_status": outcome.validation_status,
+            "not_for_clinical_use": outcome.not_for_clinical_use,
+            "elapsed_ms": outcome.elapsed_ms,
+        });
+        let findings: Vec<String> = run
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Findings(e) => Some(e),
+                _ => None,
+            })
+            .flat_map(|e| e.findings.iter().filter(|f| f.presence).map(|f| f.key.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let ctr: Vec<f32> = run
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Segments(s) => s.lungs.as_ref().and_then(|l| l.ctr.as_ref()).map(|c| c.ratio),
+                Output::Points(l) => l.ctr.as_ref().map(|c| c.ratio),
+                _ => None,
+            })
+            .collect();
+        if let Some(obj) = extra.as_object_mut() {
+            if run.manifest.task == TASK_CLASSIFICATION {
+                obj.insert("findings_present".into(), json!(findings));
+            }
+            if !ctr.is_empty() {
+                obj.insert("cardiothoracic_ratio".into(), json!(ctr));
+            }
+        }
+        let mut tx = self.db.begin_write().await?;
+        self.job_event(&mut tx, job, EventType::ModelCompleted, extra)
+            .await?;
+        tx.commit().await?;
+        self.bus.notify();
+        Ok(())
+    }
+}
+
+/// One model's output for one image.
+enum Output {
+    Findings(ImageEntry),
+    Segments(SegmentationEntry),
+    Points(LandmarkEntry),
+}
+
+impl Output {
+    /// The model was not run on this image (`not_applicable`, with the reason).
+    fn skipped(m: &Manifest, c: &Candidate, reason: String) -> Output {
+        Self::with_status(m, c, "not_applicable", reason)
+    }
+
+    /// The model could not read this image, or failed altogether.
+    fn error(m: &Manifest, c: &Candidate, reason: String) -> Output {
+        Self::with_status(m, c, "error", reason)
+    }
+
+    fn with_status(m: &Manifest, c: &Candidate, status: &str, reason: String) -> Output {
+        match m.task.as_str() {
+            TASK_SEGMENTATION => Output::Segments(SegmentationEntry {
+                model_id: m.id.clone(),
+                status: status.into(),
+                reason: Some(reason),
+                lungs: None,
+            }),
+            TASK_LANDMARKS => Output::Points(LandmarkEntry {
+                model_id: m.id.clone(),
+                status: status.into(),
+                reason: Some(reason),
+                points: Vec::new(),
+                ctr: None,
+                tier: None,
+            }),
+            _ => {
+                let mut e = ImageEntry::error(
+                    &c.sop_instance_uid,
+                    &c.series_uid,
+                    &c.sop_class_uid,
+                    reason,
+                );
+                e.status = status.into();
+                Output::Findings(e)
+            }
+        }
+    }
+
+    fn status(&self) -> &str {
+        match self {
+            Output::Findings(e) => &e.status,
+            Output::Segments(s) => &s.status,
+            Output::Points(l) => &l.status,
+        }
+    }
+}
+
+/// One model's outputs over the study's candidates.
+struct ModelRun {
+    manifest: Arc<Manifest>,
+    /// One per candidate, in candidate order.
+    outputs: Vec<Output>,
+    /// Set when the model failed as a whole (not an image's fault).
+    failure: Option<String>,
+    elapsed_ms: i64,
+}
+
+impl ModelRun {
+    /// The model's outcome; with the combined `images`, an image the lung gate refused does
+    /// not count as analysed by the classifier.
+    fn outcome(&self, images: &[ImageEntry]) -> ModelOutcome {
+        let m = &self.manifest;
+        let statuses: Vec<&str> = self
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| match (o, images.get(i)) {
+                (Output::Findings(_), Some(img)) => img.status.as_str(),
+                (Output::Points(_), Some(img)) => img
+                    .landmarks
+                    .as_ref()
+                    .map_or(o.status(), |l| l.status.as_str()),
+                _ => o.status(),
+            })
+            .collect();
+        let analysed = statuses.iter().filter(|s| **s == "analysed").count();
+        let status = if self.failure.is_some() {
+            "failed"
+        } else if analysed > 0 {
+            "succeeded"
+        } else if statuses.contains(&"rejected") {
+            "rejected"
+        } else if statuses.iter().all(|s| *s == "not_applicable") {
+            "not_applicable"
+        } else {
+            "failed"
+        };
+        ModelOutcome {
+            id: m.id.clone(),
+            version: m.version.clone(),
+            name: m.name.clone(),
+            task: m.task.clone(),
+            not_for_clinical_use: m.not_for_clinical_use,
+            validation_status: m.validation.status.clone(),
+            trained_on: m.validation.trained_on.clone(),
+            status: status.into(),
+            error: self.failure.clone().or_else(|| {
+                (status == "failed").then(|| "no image could be read".to_string())
+            }),
+            images_analysed: analysed,
+            elapsed_ms: self.elapsed_ms,
+        }
     }
 }

@@ -5,6 +5,9 @@ pub mod model;
 pub mod store;
 pub mod triage;
 
-pub use model::{Finding, ImageEntry, Metadata, ModelRef, ResultTimings, StudyResult, Summary};
+pub use model::{
+    Finding, ImageEntry, LandmarkEntry, Metadata, ModelOutcome, ModelRef, ResultTimings,
+    SegmentationEntry, StudyMeasurement, StudyResult, Summary,
+};
 pub use store::{by_version, latest, versions, Stored, VersionInfo};
 pub use triage::{Triage, TriageRule, TriageSettings};

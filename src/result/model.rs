@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 
 use crate::domain::Urgency;
 use crate::inference::{ConfidenceTier, ImageResult, LabelResult, Uncertainty};
+use crate::measurement::lungs::LungReport;
+use crate::measurement::{Ctr, Landmark};
 
 use super::triage::Triage;
 
@@ -70,6 +72,75 @@ pub struct ImageEntry {
     pub uncertainty: Option<Value>,
     pub image: Option<Value>,
     pub timings: Option<Value>,
+    /// Lung fields from a segmentation model, when one ran on the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<SegmentationEntry>,
+    /// Measuring points from a landmark model, when one ran on the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landmarks: Option<LandmarkEntry>,
+}
+
+/// A segmentation model's outcome on one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SegmentationEntry {
+    pub model_id: String,
+    /// `analysed`, `not_applicable`, `rejected` or `error`.
+    pub status: String,
+    pub reason: Option<String>,
+    /// The lung fields, their plausibility, figures, contours and label mask.
+    pub lungs: Option<LungReport>,
+}
+
+/// A landmark model's outcome on one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LandmarkEntry {
+    pub model_id: String,
+    /// `analysed`, `not_applicable`, `rejected` or `error`.
+    pub status: String,
+    pub reason: Option<String>,
+    /// Points in normalised image coordinates.
+    pub points: Vec<Landmark>,
+    pub ctr: Option<Ctr>,
+    /// Confidence tier of the points (`optimal`, `good`, `review`).
+    pub tier: Option<String>,
+}
+
+/// One number measured on the study, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StudyMeasurement {
+    /// `cardiothoracic_ratio`, `right_lung_area`, `left_lung_area`, ...
+    pub key: String,
+    pub value: f64,
+    /// UCUM unit: `{ratio}`, `mm2`, `mm`, `%`.
+    pub unit: String,
+    /// The model the number comes from, and how (`lung-borders`, `landmarks`).
+    pub model_id: String,
+    pub method: String,
+    pub sop_instance_uid: String,
+    /// Validation status of the model (`real-images`, `synthetic-only`, `unknown`).
+    pub validation_status: String,
+}
+
+/// One model's part of a study result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelOutcome {
+    pub id: String,
+    pub version: String,
+    pub name: String,
+    /// `multilabel-classification`, `segmentation` or `landmark-regression`.
+    pub task: String,
+    pub not_for_clinical_use: bool,
+    /// `real-images`, `synthetic-only` or `unknown` (the manifest's `[validation]`).
+    pub validation_status: String,
+    /// What the model was trained on, from its manifest.
+    pub trained_on: String,
+    /// `succeeded` (some image analysed), `not_applicable`, `rejected`, or `failed` (the
+    /// model could not run; `error` says why; the other models' outputs stand).
+    pub status: String,
+    pub error: Option<String>,
+    pub images_analysed: usize,
+    /// Milliseconds from the job's start to this model's last image.
+    pub elapsed_ms: i64,
 }
 
 impl ImageEntry {
@@ -100,6 +171,8 @@ impl ImageEntry {
                 .and_then(|u| serde_json::to_value(u).ok()),
             image: serde_json::to_value(&r.image).ok(),
             timings: serde_json::to_value(&r.timings).ok(),
+            segmentation: None,
+            landmarks: None,
         }
     }
 
@@ -121,6 +194,8 @@ impl ImageEntry {
             uncertainty: None,
             image: None,
             timings: None,
+            segmentation: None,
+            landmarks: None,
         }
     }
 }
@@ -259,6 +334,13 @@ pub struct ModelRef {
     pub name: String,
     pub provider: String,
     pub not_for_clinical_use: bool,
+    /// `real-images`, `synthetic-only` or `unknown`.
+    #[serde(default = "unknown_validation")]
+    pub validation_status: String,
+}
+
+fn unknown_validation() -> String {
+    crate::inference::manifest::VALIDATION_UNKNOWN.into()
 }
 
 /// Patient and image facts in LeapAI's metadata shape.
@@ -303,7 +385,15 @@ pub struct StudyResult {
     /// `final` (some image analysed), `not_applicable` (no image the model applies to), or
     /// `rejected` (every applicable image rejected by the gate) or `failed` (no image readable).
     pub status: String,
+    /// The classification model whose findings `images` and `summary` hold (without one, the
+    /// first model that ran).
     pub model: ModelRef,
+    /// Every model that ran on the study, each with its own status.
+    #[serde(default)]
+    pub models: Vec<ModelOutcome>,
+    /// Measurements over the study (from segmentation and landmark models).
+    #[serde(default)]
+    pub measurements: Vec<StudyMeasurement>,
     pub urgency: Urgency,
     pub triage: Triage,
     pub summary: Summary,

@@ -2,16 +2,24 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::Summary;
+use super::model::{StudyMeasurement, Summary};
+use crate::inference::manifest::VALIDATED_REAL;
 use crate::domain::Urgency;
 
-/// One rule: when `label` is present (or its probability reaches `min_probability`), the
-/// study is at least `urgency`.
+/// One rule: when `label` is present (or its probability reaches `min_probability`), or when
+/// `measurement` is above `above`, the study is at least `urgency`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriageRule {
-    /// Finding key, e.g. `pneumothorax`.
-    pub label: String,
+    /// Finding key of any classification model, e.g. `pneumothorax`.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Measurement key instead of a label, e.g. `cardiothoracic_ratio`.
+    #[serde(default)]
+    pub measurement: Option<String>,
+    /// With `measurement`: the rule fires when some image's value is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
     pub urgency: Urgency,
     /// Probability at or above which the rule fires; unset means "finding present" (the
     /// model's own threshold).
@@ -32,12 +40,28 @@ pub struct TriageSettings {
     /// Urgency when no finding is present but the ensemble asks for review, or no image
     /// could be analysed: never lower than this, so uncertain studies are not deprioritised.
     pub uncertain: Urgency,
+    /// Let findings and measurements of models not validated on real images (the manifest's
+    /// `validation.status` is not `real-images`) raise the urgency above `standard`. Off by
+    /// default: a phantom-trained model must not push a real patient up the worklist. Demo
+    /// and test configurations turn it on.
+    pub trust_unvalidated_models: bool,
+}
+
+/// What triage reads of a study result.
+#[derive(Debug, Clone, Copy)]
+pub struct TriageInput<'a> {
+    pub summary: &'a Summary,
+    pub measurements: &'a [StudyMeasurement],
+    /// The validation status of the model whose findings `summary` holds.
+    pub findings_validation: &'a str,
 }
 
 impl Default for TriageSettings {
     fn default() -> Self {
         let rule = |label: &str, urgency| TriageRule {
-            label: label.into(),
+            label: Some(label.into()),
+            measurement: None,
+            above: None,
             urgency,
             min_probability: None,
         };
@@ -51,6 +75,7 @@ impl Default for TriageSettings {
             any_finding: Urgency::Standard,
             no_finding: Urgency::Low,
             uncertain: Urgency::Standard,
+            trust_unvalidated_models: false,
         }
     }
 }
@@ -63,15 +88,50 @@ pub struct Triage {
 }
 
 impl TriageSettings {
-    /// Checks rule labels against the labels the model produces.
-    pub fn validate(&self, known_labels: &[String]) -> Result<(), String> {
+    /// Checks each rule against the labels and measurements the installed models produce.
+    pub fn validate(
+        &self,
+        known_labels: &[String],
+        known_measurements: &[&str],
+    ) -> Result<(), String> {
         for (i, r) in self.rules.iter().enumerate() {
-            if !known_labels.contains(&r.label) {
-                return Err(format!(
-                    "triage.rules[{i}].label: '{}' is not a label of the model (known: {})",
-                    r.label,
-                    known_labels.join(", ")
-                ));
+            match (&r.label, &r.measurement) {
+                (Some(label), None) => {
+                    if !known_labels.contains(label) {
+                        return Err(format!(
+                            "triage.rules[{i}].label: '{label}' is not a label of an installed model (known: {})",
+                            known_labels.join(", ")
+                        ));
+                    }
+                    if r.above.is_some() {
+                        return Err(format!(
+                            "triage.rules[{i}].above: only for measurement rules"
+                        ));
+                    }
+                }
+                (None, Some(m)) => {
+                    if !known_measurements.contains(&m.as_str()) {
+                        return Err(format!(
+                            "triage.rules[{i}].measurement: '{m}' is not measured (known: {})",
+                            known_measurements.join(", ")
+                        ));
+                    }
+                    if !r.above.is_some_and(f64::is_finite) {
+                        return Err(format!(
+                            "triage.rules[{i}].above: a measurement rule needs a finite `above`"
+                        ));
+                    }
+                    if r.min_probability.is_some() {
+                        return Err(format!(
+                            "triage.rules[{i}].min_probability: only for label rules"
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "triage.rules[{i}]: give either `label` or `measurement`"
+                    ))
+                }
             }
             if let Some(p) = r.min_probability {
                 if !(0.0..=1.0).contains(&p) {
@@ -84,9 +144,12 @@ impl TriageSettings {
         Ok(())
     }
 
-    /// Applies the rules to a study summary.
-    pub fn decide(&self, summary: &Summary) -> Triage {
-        if summary.images_analysed == 0 {
+    /// Applies the rules to a study's findings and measurements. A rule fired by a model not
+    /// validated on real images raises the urgency to `standard` at most unless
+    /// `trust_unvalidated_models`; the reason says so.
+    pub fn decide(&self, input: TriageInput<'_>) -> Triage {
+        let summary = input.summary;
+        if summary.images_analysed == 0 && input.measurements.is_empty() {
             return Triage {
                 urgency: self.uncertain,
                 reasons: vec!["no image could be analysed".into()],
@@ -94,20 +157,58 @@ impl TriageSettings {
         }
         let mut urgency = None::<Urgency>;
         let mut reasons = Vec::new();
-        for rule in &self.rules {
-            let Some(l) = summary.labels.iter().find(|l| l.key == rule.label) else {
-                continue;
+        let mut fire = |what: String, wanted: Urgency, validation: &str, model: &str| {
+            let trusted = self.trust_unvalidated_models || validation == VALIDATED_REAL;
+            let got = if trusted {
+                wanted
+            } else {
+                wanted.min(Urgency::Standard)
             };
-            let fired = match rule.min_probability {
-                Some(p) => l.probability >= p,
-                None => l.present,
-            };
-            if fired {
+            if got < wanted {
                 reasons.push(format!(
-                    "{} (probability {:.2}) → {}",
-                    l.name, l.probability, rule.urgency
+                    "{what} → {wanted}, capped at {got}: {model} is not validated on real images ({validation})"
                 ));
-                urgency = urgency.max(Some(rule.urgency));
+            } else {
+                reasons.push(format!("{what} → {got}"));
+            }
+            urgency = urgency.max(Some(got));
+        };
+        for rule in &self.rules {
+            if let Some(label) = &rule.label {
+                let Some(l) = summary.labels.iter().find(|l| &l.key == label) else {
+                    continue;
+                };
+                let fired = match rule.min_probability {
+                    Some(p) => l.probability >= p,
+                    None => l.present,
+                };
+                if fired {
+                    fire(
+                        format!("{} (probability {:.2})", l.name, l.probability),
+                        rule.urgency,
+                        input.findings_validation,
+                        "the findings model",
+                    );
+                }
+            } else if let (Some(key), Some(above)) = (&rule.measurement, rule.above) {
+                let hit = input
+                    .measurements
+                    .iter()
+                    .filter(|m| &m.key == key && m.value > above)
+                    .max_by(|a, b| {
+                        // A validated source first, then the larger value.
+                        (a.validation_status == VALIDATED_REAL)
+                            .cmp(&(b.validation_status == VALIDATED_REAL))
+                            .then(a.value.total_cmp(&b.value))
+                    });
+                if let Some(m) = hit {
+                    fire(
+                        format!("{key} {:.2} > {above} ({}, {})", m.value, m.model_id, m.method),
+                        rule.urgency,
+                        &m.validation_status,
+                        &m.model_id,
+                    );
+                }
             }
         }
         let any_present = summary.labels.iter().any(|l| l.present);

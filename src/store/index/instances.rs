@@ -134,6 +134,8 @@ pub struct SourceInstance {
     pub series_uid: String,
     pub sop_class_uid: String,
     pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub view_position: Option<String>,
     /// Relative to the data folder.
     pub file_path: String,
     pub calling_ae: String,
@@ -145,8 +147,8 @@ pub async fn source_instances(
     study_uid: &str,
 ) -> Result<Vec<SourceInstance>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT i.sop_instance_uid, i.series_uid, i.sop_class_uid, s.modality, i.file_path, \
-           i.calling_ae \
+        "SELECT i.sop_instance_uid, i.series_uid, i.sop_class_uid, s.modality, s.body_part, \
+           s.view_position, i.file_path, i.calling_ae \
          FROM instances i JOIN series s ON s.series_uid = i.series_uid \
          WHERE i.study_uid = $1 AND i.association_id NOT LIKE {DERIVED_LIKE} \
          ORDER BY s.series_number, i.series_uid, i.instance_number, i.sop_instance_uid"
