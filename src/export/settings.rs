@@ -68,7 +68,7 @@ impl DestinationKind {
     pub fn carries(self) -> &'static [OutputKind] {
         match self {
             DestinationKind::Dicom | DestinationKind::Stow => {
-                &[OutputKind::Sr, OutputKind::Overlay]
+                &[OutputKind::Sr, OutputKind::Overlay, OutputKind::Seg]
             }
             DestinationKind::Fhir => &[OutputKind::Report],
         }
@@ -81,6 +81,8 @@ impl DestinationKind {
 pub enum OutputKind {
     Sr,
     Overlay,
+    /// The DICOM Segmentation of the lung fields (one per image a segmentation model analysed).
+    Seg,
     /// The FHIR DiagnosticReport with its Observations, ImagingStudy, Patient and Device.
     Report,
 }
@@ -90,6 +92,7 @@ impl OutputKind {
         match self {
             OutputKind::Sr => "sr",
             OutputKind::Overlay => "overlay",
+            OutputKind::Seg => "seg",
             OutputKind::Report => "report",
         }
     }
@@ -128,7 +131,7 @@ pub struct Destination {
     /// `stow`, `fhir`: the whole `Authorization` header value (`Bearer ...`, `Basic ...`); never logged.
     #[serde(default, serialize_with = "redact")]
     pub authorization: Option<SecretString>,
-    /// `dicom`/`stow`: `sr` and/or `overlay`; `fhir`: `report`. Empty or left out: all the
+    /// `dicom`/`stow`: `sr`, `overlay` and/or `seg`; `fhir`: `report`. Empty or left out: all the
     /// kind carries.
     #[serde(default)]
     pub outputs: Vec<OutputKind>,

@@ -1,5 +1,5 @@
 //! The output worker: after a result is stored (which owes a `report_outputs` row in the same
-//! transaction), builds its SR and overlays, writes them under `derived/`, and in one
+//! transaction), builds its SR, overlays and lung SEGs, writes them under `derived/`, and in one
 //! transaction indexes them into the study (new series, the study is not re-opened) and queues
 //! one outbox row per output per routed destination. A failure retries with backoff; it never
 //! touches the result or its events.
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::source::{self, SourceImage};
 use super::sr::{self, Built, DeviceInfo};
-use super::{overlay, write_part10, ReportError};
+use super::{overlay, seg, write_part10, ReportError};
 use crate::clock::now_ms;
 use crate::db::Database;
 use crate::events::EventBus;
@@ -289,7 +289,8 @@ enum GenError {
     Report(ReportError),
 }
 
-/// Builds and writes the SR and one overlay per analysed image (blocking work).
+/// Builds and writes the SR, one overlay per analysed image and one SEG per image with
+/// analysed lung fields (blocking work).
 fn build_all(
     result: &StudyResult,
     images: &[SourceImage],
@@ -347,6 +348,32 @@ fn build_all(
         )?;
         write(built, OutputKind::Overlay)?;
     }
+    let mut seg_number = 0;
+    // Lung fields stand on their own: an image the classifier did not analyse may have them.
+    let segmented = result
+        .images
+        .iter()
+        .filter(|e| e.segmentation.as_ref().map(|s| s.status.as_str()) == Some("analysed"))
+        .filter_map(|e| {
+            images
+                .iter()
+                .find(|s| s.sop_instance_uid == e.sop_instance_uid)
+                .map(|s| (e, s))
+        });
+    for (entry, src) in segmented {
+        let geometry = seg::source_geometry(&src.path)?;
+        if let Some(built) = seg::build(
+            result,
+            entry,
+            &geometry,
+            patient_study.clone(),
+            device,
+            seg_number + 1,
+        )? {
+            seg_number += 1;
+            write(built, OutputKind::Seg)?;
+        }
+    }
     Ok(out)
 }
 
@@ -369,9 +396,10 @@ async fn index_output(
     let b = &w.built;
     let description = match w.kind {
         OutputKind::Sr => "AI result (unverified)",
+        OutputKind::Seg => "AI lung segmentation (unverified)",
         OutputKind::Overlay | OutputKind::Report => "AI result overlay (unverified)",
     };
-    let (rows, cols, photometric) = if w.kind == OutputKind::Overlay {
+    let (rows, cols, photometric) = if matches!(w.kind, OutputKind::Overlay | OutputKind::Seg) {
         let g = |t| {
             b.obj
                 .element_opt(t)
@@ -400,7 +428,14 @@ async fn index_output(
             series_description: description,
             rows,
             columns: cols,
-            frames: rows.map(|_| 1i64),
+            frames: rows.map(|_| {
+                b.obj
+                    .element_opt(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.to_int::<i64>().ok())
+                    .unwrap_or(1)
+            }),
             photometric,
             file_path: &w.rel_path,
             file_size: w.size,

@@ -3,10 +3,12 @@
 //! - [`sr`]: a Comprehensive 3D SR per IHE AI Results (TID 1500, one measurement group per
 //!   finding and image);
 //! - [`overlay`]: a Secondary Capture of the source image with the findings, urgency,
-//!   confidence tier and disclaimer burnt in (the demo model gives no localisation, so there
-//!   is no heat map and no box);
+//!   confidence tier, disclaimer, lung contours and CTR line burnt in, and each model's
+//!   validation status;
+//! - [`seg`]: a DICOM Segmentation of the lung fields per image a segmentation model
+//!   analysed (the SR's lung measurements reference its segments);
 //! - [`source`]: the patient/study attributes copied from a source instance;
-//! - [`generate`]: the worker that builds both after a result is stored, indexes them and
+//! - [`generate`]: the worker that builds them after a result is stored, indexes them and
 //!   fills the export outbox in the same transaction.
 //!
 //! UIDs are derived from the study, result version and output kind (UUID v5 under `2.25.`),
@@ -14,6 +16,7 @@
 
 pub mod generate;
 pub mod overlay;
+pub mod seg;
 pub mod source;
 pub mod sr;
 
@@ -27,11 +30,14 @@ pub use generate::Reporter;
 pub const COMPREHENSIVE_3D_SR: &str = "1.2.840.10008.5.1.4.1.1.88.34";
 /// Secondary Capture Image Storage.
 pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+/// Segmentation Storage.
+pub const SEGMENTATION: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 /// Explicit VR Little Endian: what we write.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// Series numbers of our outputs (high, so they sort after the acquired series).
 pub const SR_SERIES_NUMBER: i32 = 9901;
 pub const OVERLAY_SERIES_NUMBER: i32 = 9902;
+pub const SEG_SERIES_NUMBER: i32 = 9903;
 
 /// Why an output could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -184,8 +190,78 @@ pub(crate) fn derived_object(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::result::StudyResult;
+
+    /// A result of one analysed image (`1.2.3.4.5`, 16 x 8 source) with a finding, lung
+    /// fields from `lung-seg` (synthetic-only here) and its measurements.
+    pub(crate) fn sample_result() -> StudyResult {
+        let lungs = serde_json::to_value(seg::tests::report()).unwrap();
+        let model = |id: &str, task: &str, validation: &str| {
+            serde_json::json!({
+                "id": id, "version": "0.1.0", "name": format!("{id} model"), "task": task,
+                "not_for_clinical_use": true, "validation_status": validation,
+                "trained_on": "synthetic phantoms", "status": "succeeded", "error": null,
+                "images_analysed": 1, "elapsed_ms": 5,
+            })
+        };
+        let measurement = |key: &str, value: f64, unit: &str| {
+            serde_json::json!({
+                "key": key, "value": value, "unit": unit, "model_id": "lung-seg",
+                "method": "lung-borders", "sop_instance_uid": "1.2.3.4.5",
+                "validation_status": "synthetic-only",
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "version": 1, "study_instance_uid": "1.2.3", "study_version": 1,
+            "job_id": 1, "status": "final",
+            "model": { "id": "cxr-demo", "version": "0.1.0", "name": "CXR demo",
+                       "provider": "radstream", "not_for_clinical_use": true,
+                       "validation_status": "synthetic-only" },
+            "models": [
+                model("cxr-demo", "multilabel-classification", "synthetic-only"),
+                model("lung-seg", "segmentation", "synthetic-only"),
+            ],
+            "measurements": [
+                measurement("cardiothoracic_ratio", 0.46, "{ratio}"),
+                measurement("right_lung_area", 2400.0, "mm2"),
+                measurement("left_lung_area", 2300.0, "mm2"),
+                measurement("right_lung_height", 60.0, "mm"),
+                measurement("right_lung_area_fraction", 18.75, "%"),
+            ],
+            "urgency": "standard",
+            "triage": { "urgency": "standard", "reasons": [] },
+            "summary": {
+                "images_total": 1, "images_analysed": 1, "images_rejected": 0,
+                "images_not_applicable": 0, "images_failed": 0,
+                "findings_present": ["cardiomegaly"], "labels": [], "confidence": "good",
+                "should_review": false, "max_uncertainty": null,
+            },
+            "images": [{
+                "sop_instance_uid": "1.2.3.4.5", "series_instance_uid": "1.2.3.4",
+                "sop_class_uid": "1.2.840.10008.5.1.4.1.1.1", "status": "analysed",
+                "reason": null, "gate_probability": 0.9,
+                "findings": [{
+                    "key": "cardiomegaly", "name": "Cardiomegaly",
+                    "code": { "system": "http://snomed.info/sct", "code": "8186001",
+                              "display": "Cardiomegaly" },
+                    "presence": true, "confidence": 0.8, "threshold": 0.5,
+                    "member_outputs": [0.8], "spread": 0.0,
+                }],
+                "uncertainty": null, "image": null, "timings": null,
+                "segmentation": { "model_id": "lung-seg", "status": "analysed",
+                                  "reason": null, "lungs": lungs },
+            }],
+            "metadata": { "model_version": "0.1.0", "patient_id": "P", "patient_name": "N",
+                          "sop_instance_uid": "1.2.3.4.5", "age": "", "sex": "" },
+            "timings": { "first_received_at": 0, "completed_at": null, "started_at": 0,
+                         "finished_at": 0, "queue_ms": null, "inference_ms": 0,
+                         "receipt_to_result_ms": 0 },
+            "created_at": "2026-12-06T21:00:00Z",
+        }))
+        .unwrap()
+    }
 
     #[test]
     fn derived_uids_are_stable_valid_and_distinct() {
