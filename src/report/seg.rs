@@ -24,7 +24,7 @@ use super::{
     derived_uid, result_key, seq_el, str_el, Code, ReportError, SEGMENTATION, SEG_SERIES_NUMBER,
 };
 use crate::measurement::lungs::{LungReport, Side};
-use crate::result::{ImageEntry, ModelOutcome, StudyResult};
+use crate::result::{ImageEntry, SegmentationEntry, StudyResult};
 
 /// SOP Instance and Series UIDs of the SEG of one source image.
 pub fn seg_uids(study_uid: &str, result_version: i64, source_sop: &str) -> (String, String) {
@@ -75,6 +75,18 @@ pub fn segments(report: &LungReport) -> Vec<Segment> {
         }
     }
     out
+}
+
+/// The lung fields of `entry` that get a SEG: an analysed segmentation with at least one
+/// lung, and its segments.
+pub fn lungs_of(entry: &ImageEntry) -> Option<(&SegmentationEntry, &LungReport, Vec<Segment>)> {
+    let seg = entry
+        .segmentation
+        .as_ref()
+        .filter(|s| s.status == "analysed")?;
+    let report = seg.lungs.as_ref()?;
+    let segs = segments(report);
+    (!segs.is_empty()).then_some((seg, report, segs))
 }
 
 /// Codes of the segments (checked against pydicom's dictionary by the e2e test).
@@ -173,11 +185,6 @@ fn code_seq(tag: dicom_core::Tag, c: &Code) -> DataElement<InMemDicomObject> {
     seq_el(tag, vec![c.item()])
 }
 
-/// The segmentation model's entry in the result (name and version for the algorithm).
-fn model_of<'a>(result: &'a StudyResult, model_id: &str) -> Option<&'a ModelOutcome> {
-    result.models.iter().find(|m| m.id == model_id)
-}
-
 /// Builds the SEG of the analysed segmentation of `entry`, whose source has the geometry
 /// `source`; `None` when the image has no analysed segmentation with a lung.
 pub fn build(
@@ -209,14 +216,8 @@ pub fn build(
         .ok_or_else(|| ReportError::Pixels("the lung label mask does not decode".into()))?;
     let pixels = pack_frames(&labels, &segs);
 
-    let (name, version, validation) = match model_of(result, &seg.model_id) {
-        Some(m) => (
-            m.name.clone(),
-            m.version.clone(),
-            m.validation_status.clone(),
-        ),
-        None => (seg.model_id.clone(), "unknown".into(), "unknown".into()),
-    };
+    let model = result.validation_of(&seg.model_id);
+    let (name, version, validation) = (model.name, model.version, model.status);
     let (sop_uid, series_uid) = seg_uids(
         &result.study_instance_uid,
         result.version,

@@ -16,19 +16,36 @@
 //!       CONTAINS NUM      (122157) Probability, {ratio}
 //!       CONTAINS CODE     (121052) Presence of property = (121053) Present / (121054) Absent
 //!       CONTAINS IMAGE    (121112) Source of Measurement
+//!       CONTAINS TEXT     (121106) Comment = the model's validation ("not validated on real
+//!                         images" for a synthetic-only model)
+//!     CONTAINS CONTAINER  (125007) Measurement Group, one per lung and image     TID 1410
+//!       HAS OBS CONTEXT   tracking identifiers; CONTAINS CODE (121071) Finding = Lung
+//!       HAS CONCEPT MOD   (363698007) Finding Site = Lung, with (272741003) Laterality
+//!       HAS CONCEPT MOD   algorithm, its parameters naming the validation status
+//!       CONTAINS IMAGE    (121191) Referenced Segment -> the lung's segment in the SEG
+//!       CONTAINS IMAGE    (121233) Source image for segmentation
+//!       CONTAINS NUM      (42798000) Area, mm2 / (121207) Height, mm (pixel spacing known)
+//!     CONTAINS CONTAINER  (125007) Measurement Group, one per CTR and image      TID 1501
+//!       NUM (CTR, 99RADSTREAM) Cardiothoracic ratio, {ratio}; Finding Site = Heart;
+//!       Referenced Segment to both lungs when read from the lung borders
 //! ```
-//! The demo model gives no localisation, so no Image Region (SCOORD) is written.
+//! The classifier gives no localisation, so its findings have no Image Region (SCOORD); the
+//! lung fields are in the SEG ([`super::seg`]). No standard code for the cardiothoracic ratio
+//! (the width ratio) is in PS3.16 or pydicom's dictionary, so it has a private one.
 
 use dicom_core::header::Header;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
+use super::seg::{self, Segment};
 use super::source::SourceImage;
+use super::SEGMENTATION;
 use super::{
     da_tm, derived_uid, result_key, seq_el, str_el, Code, ReportError, COMPREHENSIVE_3D_SR,
     SR_SERIES_NUMBER,
 };
+use crate::measurement::lungs::Side;
 use crate::result::StudyResult;
 
 /// Who we say we are in the report.
@@ -94,6 +111,45 @@ pub mod codes {
     pub fn processing_equipment() -> Code {
         c("109102", "DCM", "Processing Equipment")
     }
+    /// Private: PS3.16 has no concept for the cardiothoracic (width) ratio.
+    pub fn cardiothoracic_ratio() -> Code {
+        c("CTR", "99RADSTREAM", "Cardiothoracic ratio")
+    }
+    pub fn comment() -> Code {
+        c("121106", "DCM", "Comment")
+    }
+    pub fn finding_site() -> Code {
+        c("363698007", "SCT", "Finding Site")
+    }
+    pub fn laterality() -> Code {
+        c("272741003", "SCT", "Laterality")
+    }
+    pub fn heart() -> Code {
+        c("80891009", "SCT", "Heart")
+    }
+    pub fn area() -> Code {
+        c("42798000", "SCT", "Area")
+    }
+    pub fn height() -> Code {
+        c("121207", "DCM", "Height")
+    }
+    pub fn referenced_segment() -> Code {
+        c("121191", "DCM", "Referenced Segment")
+    }
+    pub fn source_for_segmentation() -> Code {
+        c("121233", "DCM", "Source image for segmentation")
+    }
+    /// The UCUM unit of a measurement (`{ratio}`, `mm2`, `mm`, `%`).
+    pub fn unit(ucum: &str) -> Code {
+        let meaning = match ucum {
+            "{ratio}" => "ratio",
+            "mm2" => "square millimeter",
+            "mm" => "mm",
+            "%" => "Percent",
+            other => other,
+        };
+        c(ucum, "UCUM", meaning)
+    }
 }
 
 /// The Coding Scheme Designator for a finding's FHIR-style system URI (SCT unless it is DCM).
@@ -110,6 +166,8 @@ enum Value {
     Uid(String),
     Num(f64, Code),
     Image(String, String),
+    /// One segment of a SEG: its SOP Instance UID and segment number.
+    Segment(String, u16),
 }
 
 struct Item {
@@ -177,6 +235,21 @@ fn value_elements(value: &Value) -> Vec<DataElement<InMemDicomObject>> {
                 ])],
             ),
         ],
+        Value::Segment(instance, number) => vec![
+            str_el(tags::VALUE_TYPE, VR::CS, "IMAGE"),
+            seq_el(
+                tags::REFERENCED_SOP_SEQUENCE,
+                vec![InMemDicomObject::from_element_iter([
+                    str_el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SEGMENTATION),
+                    str_el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
+                    DataElement::new(
+                        tags::REFERENCED_SEGMENT_NUMBER,
+                        VR::US,
+                        dicom_core::PrimitiveValue::from(*number),
+                    ),
+                ])],
+            ),
+        ],
         Value::Image(class, instance) => vec![
             str_el(tags::VALUE_TYPE, VR::CS, "IMAGE"),
             seq_el(
@@ -200,6 +273,206 @@ fn to_obj(it: &Item) -> InMemDicomObject {
         obj.put(e);
     }
     obj
+}
+
+/// TID 4019 algorithm identification of a measurement's model, its parameters naming the
+/// validation status.
+fn algorithm_items(
+    model: &crate::result::validation::ModelValidation,
+    device: &DeviceInfo,
+    method: &str,
+) -> Vec<Item> {
+    vec![
+        item(
+            CONCEPT_MOD,
+            Code::new("111001", "DCM", "Algorithm Name"),
+            Value::Text(model.name.clone()),
+        ),
+        item(
+            CONCEPT_MOD,
+            Code::new("111003", "DCM", "Algorithm Version"),
+            Value::Text(model.version.clone()),
+        ),
+        item(
+            CONCEPT_MOD,
+            Code::new("122405", "DCM", "Algorithm Manufacturer"),
+            Value::Text(device.manufacturer.clone()),
+        ),
+        item(
+            CONCEPT_MOD,
+            Code::new("111002", "DCM", "Algorithm Parameters"),
+            Value::Text(format!(
+                "model={}; validation={}; method={method}",
+                model.id, model.status
+            )),
+        ),
+    ]
+}
+
+/// The measurement groups of one image: one per lung with its area and height (referencing
+/// the lung's segment), one for the CTR (referencing both lungs' segments when it was read
+/// from the lung borders). `n` numbers the image in tracking identifiers.
+fn measurement_groups(
+    result: &StudyResult,
+    entry: &crate::result::ImageEntry,
+    src: &SourceImage,
+    n: usize,
+    device: &DeviceInfo,
+    key: &str,
+) -> Vec<Item> {
+    let of_image: Vec<_> = result
+        .measurements
+        .iter()
+        .filter(|m| m.sop_instance_uid == entry.sop_instance_uid)
+        .collect();
+    if of_image.is_empty() {
+        return Vec::new();
+    }
+    let lungs = seg::lungs_of(entry);
+    let seg_uid = seg::seg_uids(
+        &result.study_instance_uid,
+        result.version,
+        &entry.sop_instance_uid,
+    )
+    .0;
+    // Segments of the model that measured, when it is the image's segmentation model.
+    let segments_of = |model_id: &str| -> Vec<Segment> {
+        match &lungs {
+            Some((s, _, segs)) if s.model_id == model_id => segs.clone(),
+            _ => Vec::new(),
+        }
+    };
+    let tracking = |label: &str, synthetic: bool, id: &str| {
+        let text = if synthetic {
+            format!("{label} (image {n}, synthetic-only model)")
+        } else {
+            format!("{label} (image {n})")
+        };
+        vec![
+            item(
+                OBS_CONTEXT,
+                Code::new("112039", "DCM", "Tracking Identifier"),
+                Value::Text(text),
+            ),
+            item(
+                OBS_CONTEXT,
+                Code::new("112040", "DCM", "Tracking Unique Identifier"),
+                Value::Uid(derived_uid(&format!(
+                    "{key}/measurement/{}/{id}",
+                    entry.sop_instance_uid
+                ))),
+            ),
+        ]
+    };
+    let source = || {
+        item(
+            CONTAINS,
+            codes::source_for_segmentation(),
+            Value::Image(src.sop_class_uid.clone(), src.sop_instance_uid.clone()),
+        )
+    };
+    let mut out = Vec::new();
+    for side in [Side::Right, Side::Left] {
+        let prefix = match side {
+            Side::Right => "right",
+            Side::Left => "left",
+        };
+        let nums: Vec<_> = [
+            (format!("{prefix}_lung_area"), codes::area()),
+            (format!("{prefix}_lung_height"), codes::height()),
+        ]
+        .into_iter()
+        .filter_map(|(k, concept)| of_image.iter().find(|m| m.key == k).map(|m| (*m, concept)))
+        .collect();
+        let Some((first, _)) = nums.first() else {
+            continue;
+        };
+        let model = result.validation_of(&first.model_id);
+        let segs = segments_of(&first.model_id);
+        let label = match side {
+            Side::Right => "Right lung",
+            Side::Left => "Left lung",
+        };
+        let mut children = tracking(label, model.synthetic_only(), &format!("{prefix}_lung"));
+        children.push(item(
+            CONTAINS,
+            Code::new("121071", "DCM", "Finding"),
+            Value::Code(seg::codes::lung()),
+        ));
+        children.push(Item {
+            rel: CONCEPT_MOD,
+            name: Some(codes::finding_site()),
+            value: Value::Code(seg::codes::lung()),
+        });
+        children.push(item(
+            CONCEPT_MOD,
+            codes::laterality(),
+            Value::Code(match side {
+                Side::Right => Code::new("24028007", "SCT", "Right"),
+                Side::Left => Code::new("7771000", "SCT", "Left"),
+            }),
+        ));
+        children.extend(algorithm_items(&model, device, &first.method));
+        for s in segs.iter().filter(|s| s.side == side) {
+            children.push(item(
+                CONTAINS,
+                codes::referenced_segment(),
+                Value::Segment(seg_uid.clone(), s.number),
+            ));
+        }
+        children.push(source());
+        for (m, concept) in &nums {
+            children.push(item(
+                CONTAINS,
+                concept.clone(),
+                Value::Num(m.value, codes::unit(&m.unit)),
+            ));
+        }
+        children.push(item(CONTAINS, codes::comment(), Value::Text(model.note())));
+        out.push(item(
+            CONTAINS,
+            Code::new("125007", "DCM", "Measurement Group"),
+            Value::Container(children, Some("1410")),
+        ));
+    }
+    if let Some(ctr) = of_image.iter().find(|m| m.key == "cardiothoracic_ratio") {
+        let model = result.validation_of(&ctr.model_id);
+        let mut children = tracking(
+            "Cardiothoracic ratio",
+            model.synthetic_only(),
+            &format!("cardiothoracic_ratio/{}", ctr.model_id),
+        );
+        children.push(item(
+            CONCEPT_MOD,
+            codes::finding_site(),
+            Value::Code(codes::heart()),
+        ));
+        children.extend(algorithm_items(&model, device, &ctr.method));
+        for s in segments_of(&ctr.model_id) {
+            children.push(item(
+                CONTAINS,
+                codes::referenced_segment(),
+                Value::Segment(seg_uid.clone(), s.number),
+            ));
+        }
+        children.push(item(
+            CONTAINS,
+            Code::new("121112", "DCM", "Source of Measurement"),
+            Value::Image(src.sop_class_uid.clone(), src.sop_instance_uid.clone()),
+        ));
+        children.push(item(
+            CONTAINS,
+            codes::cardiothoracic_ratio(),
+            Value::Num(ctr.value, codes::unit(&ctr.unit)),
+        ));
+        children.push(item(CONTAINS, codes::comment(), Value::Text(model.note())));
+        out.push(item(
+            CONTAINS,
+            Code::new("125007", "DCM", "Measurement Group"),
+            Value::Container(children, Some("1501")),
+        ));
+    }
+    out
 }
 
 /// SOP Instance and Series UIDs of a result's SR.
@@ -284,10 +557,15 @@ pub fn build(
         ),
     );
 
+    let classifier = result.validation_of(&result.model.id);
     let mut groups = Vec::new();
     for (n, (entry, src)) in analysed.iter().enumerate() {
         for f in &entry.findings {
-            let tracking = format!("{} (image {})", f.name, n + 1);
+            let tracking = if classifier.synthetic_only() {
+                format!("{} (image {}, synthetic-only model)", f.name, n + 1)
+            } else {
+                format!("{} (image {})", f.name, n + 1)
+            };
             let tracking_uid =
                 derived_uid(&format!("{key}/finding/{}/{}", src.sop_instance_uid, f.key));
             let presence = if f.presence {
@@ -338,8 +616,8 @@ pub fn build(
                             CONCEPT_MOD,
                             Code::new("111002", "DCM", "Algorithm Parameters"),
                             Value::Text(format!(
-                                "model={}; threshold={:.4}",
-                                result.model.id, f.threshold
+                                "model={}; validation={}; threshold={:.4}",
+                                result.model.id, classifier.status, f.threshold
                             )),
                         ),
                         item(
@@ -360,10 +638,29 @@ pub fn build(
                             Code::new("121112", "DCM", "Source of Measurement"),
                             Value::Image(src.sop_class_uid.clone(), src.sop_instance_uid.clone()),
                         ),
+                        item(CONTAINS, codes::comment(), Value::Text(classifier.note())),
                     ],
                     Some("1501"),
                 ),
             ));
+        }
+    }
+    let mut seg_refs = Vec::new();
+    for (n, entry) in result.images.iter().enumerate() {
+        let Some(src) = images
+            .iter()
+            .find(|s| s.sop_instance_uid == entry.sop_instance_uid)
+        else {
+            continue;
+        };
+        groups.extend(measurement_groups(result, entry, src, n + 1, device, &key));
+        if seg::lungs_of(entry).is_some() {
+            let (seg_uid, seg_series) = seg::seg_uids(
+                &result.study_instance_uid,
+                result.version,
+                &entry.sop_instance_uid,
+            );
+            seg_refs.push((seg_series, seg_uid));
         }
     }
 
@@ -428,6 +725,16 @@ pub fn build(
         match series.iter_mut().find(|(uid, _)| *uid == s.series_uid) {
             Some((_, v)) => v.push(sop),
             None => series.push((s.series_uid.clone(), vec![sop])),
+        }
+    }
+    for (seg_series, seg_uid) in seg_refs {
+        let sop = InMemDicomObject::from_element_iter([
+            str_el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SEGMENTATION),
+            str_el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &seg_uid),
+        ]);
+        match series.iter_mut().find(|(uid, _)| *uid == seg_series) {
+            Some((_, v)) => v.push(sop),
+            None => series.push((seg_series, vec![sop])),
         }
     }
     let evidence = InMemDicomObject::from_element_iter([
@@ -511,4 +818,128 @@ pub fn build(
         modality: "SR",
         obj,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every content item below `obj`, depth first.
+    fn items(obj: &InMemDicomObject, out: &mut Vec<InMemDicomObject>) {
+        if let Ok(e) = obj.element(tags::CONTENT_SEQUENCE) {
+            for i in e.items().unwrap() {
+                out.push(i.clone());
+                items(i, out);
+            }
+        }
+    }
+
+    fn meaning(item: &InMemDicomObject) -> String {
+        item.element(tags::CONCEPT_NAME_CODE_SEQUENCE)
+            .ok()
+            .and_then(|e| e.items().map(|i| i[0].clone()))
+            .and_then(|c| {
+                c.element(tags::CODE_MEANING)
+                    .ok()?
+                    .to_str()
+                    .ok()
+                    .map(|s| s.to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn measurements_are_grouped_and_reference_their_segments() {
+        let result = crate::report::tests::sample_result();
+        let source = SourceImage {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
+            sop_instance_uid: "1.2.3.4.5".into(),
+            series_uid: "1.2.3.4".into(),
+            path: "unused".into(),
+        };
+        let built = build(&result, &[source], vec![], &DeviceInfo::new("RADSTREAM")).unwrap();
+        let mut all = Vec::new();
+        items(&built.obj, &mut all);
+        let groups: Vec<_> = all
+            .iter()
+            .filter(|i| meaning(i) == "Measurement Group")
+            .collect();
+        // The finding, each lung, the CTR.
+        assert_eq!(groups.len(), 4);
+        let (seg_uid, _) = seg::seg_uids("1.2.3", 1, "1.2.3.4.5");
+        let segment_refs = |g: &InMemDicomObject| {
+            let mut v = Vec::new();
+            items(g, &mut v);
+            v.iter()
+                .filter(|i| meaning(i) == "Referenced Segment")
+                .map(|i| {
+                    let r = i
+                        .element(tags::REFERENCED_SOP_SEQUENCE)
+                        .unwrap()
+                        .items()
+                        .unwrap()[0]
+                        .clone();
+                    let uid = r
+                        .element(tags::REFERENCED_SOP_INSTANCE_UID)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    assert_eq!(uid, seg_uid);
+                    r.element(tags::REFERENCED_SEGMENT_NUMBER)
+                        .unwrap()
+                        .to_int::<u16>()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        let texts = |g: &InMemDicomObject| {
+            let mut v = Vec::new();
+            items(g, &mut v);
+            v.iter()
+                .filter_map(|i| {
+                    i.element(tags::TEXT_VALUE)
+                        .ok()?
+                        .to_str()
+                        .ok()
+                        .map(|s| s.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        assert_eq!(segment_refs(groups[0]), Vec::<u16>::new());
+        assert_eq!(segment_refs(groups[1]), vec![1]);
+        assert_eq!(segment_refs(groups[2]), vec![2]);
+        assert_eq!(segment_refs(groups[3]), vec![1, 2]);
+        for g in &groups {
+            let t = texts(g);
+            assert!(t.contains("not validated on real images"), "{t}");
+            assert!(t.contains("validation=synthetic-only"), "{t}");
+        }
+        assert!(texts(groups[1]).contains("Right lung (image 1, synthetic-only model)"));
+        let nums: Vec<String> = all
+            .iter()
+            .filter(|i| i.element(tags::MEASURED_VALUE_SEQUENCE).is_ok())
+            .map(meaning)
+            .collect();
+        assert_eq!(
+            nums,
+            [
+                "Probability",
+                "Area",
+                "Height",
+                "Area",
+                "Cardiothoracic ratio"
+            ]
+        );
+        // The SEG is evidence of the SR.
+        let evidence = format!(
+            "{:?}",
+            built
+                .obj
+                .element(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
+                .unwrap()
+        );
+        assert!(evidence.contains(&seg_uid));
+    }
 }

@@ -4,6 +4,7 @@
 pub mod model;
 pub mod store;
 pub mod triage;
+pub mod validation;
 
 pub use model::{
     Finding, ImageEntry, LandmarkEntry, Metadata, ModelOutcome, ModelRef, ResultTimings,
