@@ -68,10 +68,129 @@ pub fn text_lines(result: &StudyResult, entry: &ImageEntry) -> Vec<String> {
         }
     }
     lines.push(format!(
-        "MODEL {} {} - NO LOCALISATION (NO HEAT MAP)",
+        "MODEL {} {} - FINDINGS NOT LOCALISED (NO HEAT MAP)",
         result.model.id, result.model.version
     ));
+    let drawn = localisation(entry);
+    if let Some(model) = &drawn.contours_by {
+        lines.push(format!("LUNG CONTOURS: {}", model.to_uppercase()));
+    }
+    if let Some((model, ratio)) = &drawn.ctr_by {
+        lines.push(format!(
+            "CTR {ratio:.2} (CARDIAC / THORACIC WIDTH LINES): {}",
+            model.to_uppercase()
+        ));
+    }
+    for m in result.validations() {
+        lines.push(m.note().to_uppercase());
+    }
     lines
+}
+
+/// What the overlay draws on one image: contours in source pixels `[column, row]`, and the
+/// CTR's points (normalised) with the model they come from.
+#[derive(Debug, Default, PartialEq)]
+pub struct Localisation {
+    pub contours: Vec<Vec<[f32; 2]>>,
+    pub contours_by: Option<String>,
+    pub ctr_points: Vec<crate::measurement::Landmark>,
+    pub ctr_by: Option<(String, f32)>,
+}
+
+/// The localisation of `entry`: the analysed lung fields' contours and CTR, else the CTR of
+/// an analysed landmark model.
+pub fn localisation(entry: &ImageEntry) -> Localisation {
+    let mut out = Localisation::default();
+    if let Some(seg) = entry
+        .segmentation
+        .as_ref()
+        .filter(|s| s.status == "analysed")
+    {
+        if let Some(lungs) = &seg.lungs {
+            out.contours = [&lungs.right, &lungs.left]
+                .into_iter()
+                .flatten()
+                .map(|f| f.contour.clone())
+                .filter(|c| c.len() >= 2)
+                .collect();
+            if !out.contours.is_empty() {
+                out.contours_by = Some(seg.model_id.clone());
+            }
+            if let (Some(ctr), 4) = (&lungs.ctr, lungs.ctr_points.len()) {
+                out.ctr_points = lungs.ctr_points.clone();
+                out.ctr_by = Some((seg.model_id.clone(), ctr.ratio));
+            }
+        }
+    }
+    if out.ctr_by.is_none() {
+        if let Some(lm) = entry.landmarks.as_ref().filter(|l| l.status == "analysed") {
+            if let Some(ctr) = &lm.ctr {
+                out.ctr_points = lm.points.clone();
+                out.ctr_by = Some((lm.model_id.clone(), ctr.ratio));
+            }
+        }
+    }
+    out
+}
+
+/// Sets the pixels within `radius` of the segment from `a` to `b` (pixel coordinates).
+fn draw_segment(px: &mut [u8], w: usize, h: usize, a: [f32; 2], b: [f32; 2], radius: i64, v: u8) {
+    let steps = ((b[0] - a[0]).abs().max((b[1] - a[1]).abs()).ceil() as usize).max(1);
+    for i in 0..=steps {
+        let t = i as f32 / steps as f32;
+        let (x, y) = (
+            (a[0] + (b[0] - a[0]) * t).round() as i64,
+            (a[1] + (b[1] - a[1]) * t).round() as i64,
+        );
+        for dy in -radius..=radius {
+            for dx in -radius..=radius {
+                let (xx, yy) = (x + dx, y + dy);
+                if xx >= 0 && yy >= 0 && (xx as usize) < w && (yy as usize) < h {
+                    px[yy as usize * w + xx as usize] = v;
+                }
+            }
+        }
+    }
+}
+
+/// A polyline drawn white on a black edge, so it shows on lung and bone alike.
+fn draw_polyline(px: &mut [u8], w: usize, h: usize, points: &[[f32; 2]], closed: bool) {
+    let n = points.len();
+    let pairs = if closed { n } else { n.saturating_sub(1) };
+    for (radius, value) in [(2, 0u8), (0, 255u8)] {
+        for i in 0..pairs {
+            draw_segment(px, w, h, points[i], points[(i + 1) % n], radius, value);
+        }
+    }
+}
+
+/// Draws `loc` on an image of `w` x `h` pixels showing a source of `cols` x `rows`.
+pub fn draw_localisation(px: &mut [u8], w: u32, h: u32, cols: u32, rows: u32, loc: &Localisation) {
+    let (w, h) = (w as usize, h as usize);
+    let (sx, sy) = (w as f32 / cols.max(1) as f32, h as f32 / rows.max(1) as f32);
+    for c in &loc.contours {
+        let scaled: Vec<[f32; 2]> = c.iter().map(|[x, y]| [x * sx, y * sy]).collect();
+        draw_polyline(px, w, h, &scaled, true);
+    }
+    let point = |class: &str| {
+        loc.ctr_points
+            .iter()
+            .find(|p| p.class == class)
+            .map(|p| [p.x * w as f32, p.y * h as f32])
+    };
+    let tick = (h as f32 / 60.0).max(3.0);
+    for (right, left) in [
+        ("heart_right", "heart_left"),
+        ("thorax_right", "thorax_left"),
+    ] {
+        if let (Some(r), Some(l)) = (point(right), point(left)) {
+            let y = (r[1] + l[1]) / 2.0;
+            draw_polyline(px, w, h, &[[r[0], y], [l[0], y]], false);
+            for x in [r[0], l[0]] {
+                draw_polyline(px, w, h, &[[x, y - tick], [x, y + tick]], false);
+            }
+        }
+    }
 }
 
 /// Splits lines longer than `width` characters.
@@ -160,8 +279,9 @@ pub fn png(w: u32, h: u32, px: &[u8]) -> Result<Vec<u8>, ReportError> {
     Ok(out.into_inner())
 }
 
-/// Windowed, resized 8-bit pixels of the source image (first frame), `(width, height, px)`.
-fn source_pixels(path: &Path) -> Result<(u32, u32, Vec<u8>), ReportError> {
+/// Windowed, resized 8-bit pixels of the source image (first frame), `(width, height, px)`,
+/// and the source's `(columns, rows)`.
+fn source_pixels(path: &Path) -> Result<((u32, u32, Vec<u8>), (u32, u32)), ReportError> {
     let obj = preprocess::open_dicom(path).map_err(|e| ReportError::Pixels(e.to_string()))?;
     let dim = |t| {
         obj.element_opt(t)
@@ -195,7 +315,7 @@ fn source_pixels(path: &Path) -> Result<(u32, u32, Vec<u8>), ReportError> {
         .iter()
         .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
         .collect();
-    Ok((width, height, px))
+    Ok(((width, height, px), (cols, rows)))
 }
 
 /// Builds the overlay of the analysed image `entry` stored at `path`.
@@ -207,7 +327,8 @@ pub fn build(
     device: &DeviceInfo,
     instance_number: usize,
 ) -> Result<Built, ReportError> {
-    let (w, h, image) = source_pixels(path)?;
+    let ((w, h, mut image), (cols, rows)) = source_pixels(path)?;
+    draw_localisation(&mut image, w, h, cols, rows, &localisation(entry));
     let (_, total_h, mut px) = burn_in(w, h, &image, &text_lines(result, entry));
     let total_h = total_h as usize;
     if px.len() % 2 == 1 {
@@ -269,7 +390,7 @@ pub fn build(
         str_el(
             tags::DERIVATION_DESCRIPTION,
             VR::ST,
-            "Source image windowed to 8 bits and resampled; AI findings burnt in above it",
+            "Source image windowed to 8 bits and resampled; AI findings, lung contours and CTR lines burnt in",
         ),
         seq_el(
             tags::SOURCE_IMAGE_SEQUENCE,
@@ -328,6 +449,43 @@ mod tests {
     fn long_lines_wrap() {
         let l = wrap(&["ABCDEFGHIJ".into()], 8);
         assert_eq!(l, vec!["ABCDEFGH".to_string(), "IJ".to_string()]);
+    }
+
+    #[test]
+    fn contours_and_ctr_lines_are_drawn_and_the_band_names_each_model() {
+        let mut result = crate::report::tests::sample_result();
+        let entry = &mut result.images[0];
+        let lungs = entry.segmentation.as_mut().unwrap().lungs.as_mut().unwrap();
+        lungs.ctr = Some(crate::measurement::Ctr {
+            ratio: 0.5,
+            cardiac_width: 0.25,
+            thoracic_width: 0.5,
+            normal_below: 0.5,
+            enlarged: true,
+        });
+        lungs.ctr_points = ["heart_right", "heart_left", "thorax_right", "thorax_left"]
+            .iter()
+            .zip([0.375, 0.625, 0.25, 0.75])
+            .map(|(c, x)| crate::measurement::Landmark::new(*c, x, 0.5))
+            .collect();
+        let loc = localisation(&result.images[0]);
+        assert_eq!(loc.contours.len(), 2);
+        assert_eq!(loc.ctr_by, Some(("lung-seg".into(), 0.5)));
+        // A 16 x 8 source shown at 64 x 32: the right lung's contour starts at (2, 1) * 4.
+        let mut px = vec![128u8; 64 * 32];
+        draw_localisation(&mut px, 64, 32, 16, 8, &loc);
+        assert_eq!(px[4 * 64 + 8], 255);
+        // The thoracic line at mid height, from x = 16 to 48.
+        assert_eq!(px[16 * 64 + 32], 255);
+        assert_eq!(px[16 * 64 + 2], 128);
+        let lines = text_lines(&result, &result.images[0]).join("\n");
+        assert!(lines.contains("LUNG CONTOURS: LUNG-SEG"), "{lines}");
+        assert!(lines.contains("CTR 0.50"), "{lines}");
+        assert!(
+            lines.contains("CXR-DEMO: TRAINED ON SYNTHETIC PHANTOMS, NOT VALIDATED ON REAL IMAGES"),
+            "{lines}"
+        );
+        assert!(lines.contains("FINDINGS NOT LOCALISED"), "{lines}");
     }
 
     #[test]
