@@ -47,6 +47,24 @@ MANIFEST_UNVERIFIED = {
     "46621007": "Atelectasis",
 }
 
+# Body sites of the lung measurements: pre-coordinated SNOMED CT body structures, which PS3.16
+# does not list (it codes Lung 39607008 with a laterality modifier), so pydicom cannot check
+# them; they are the codes the issue asks for (issue 18). Display must match.
+BODY_SITES_NOT_IN_PS3_16 = {
+    "3341006": "Right lung structure",
+    "44029006": "Left lung structure",
+}
+
+# Our own code system for measurement keys (no standard code for the cardiothoracic width
+# ratio or the area fractions); every code must be a key the node produces.
+MEASUREMENT_SYSTEM = "urn:radstream:measurement"
+MEASUREMENT_KEYS = {
+    "cardiothoracic_ratio", "right_lung_area", "left_lung_area", "right_lung_height",
+    "left_lung_height", "right_lung_area_fraction", "left_lung_area_fraction",
+}
+# UCUM codes served: the unity (a probability) and the measurements' units.
+UCUM_CODES = {"1", "{ratio}", "mm2", "mm", "%"}
+
 # Required value sets of R4 (hl7.org/fhir/R4 valuesets) for the coded fields served.
 REQUIRED_BINDINGS = {
     "DiagnosticReport": {"status": ["registered", "partial", "preliminary", "final", "amended",
@@ -85,6 +103,11 @@ def check_coding(system, code, display, where):
         scheme = "SCT" if system == SNOMED else "DCM"
         found = meanings(scheme, code)
         if not found:
+            if system == SNOMED and code in BODY_SITES_NOT_IN_PS3_16:
+                if display != BODY_SITES_NOT_IN_PS3_16[code]:
+                    fail(f"{where}: SNOMED {code} display {display!r}")
+                unverified_served.add(code)
+                return
             if system == SNOMED and code in MANIFEST_UNVERIFIED:
                 unverified_served.add(code)
                 return
@@ -97,9 +120,11 @@ def check_coding(system, code, display, where):
         if display and display != VERIFIED_LOINC[code]:
             fail(f"{where}: LOINC {code} display {display!r} != {VERIFIED_LOINC[code]!r}")
     elif system == "http://unitsofmeasure.org":
-        # UCUM "1": the unity (a probability as a ratio).
-        if code != "1":
-            fail(f"{where}: UCUM {code} is not the unity")
+        if code not in UCUM_CODES:
+            fail(f"{where}: UCUM {code} is not one of {sorted(UCUM_CODES)}")
+    elif system == MEASUREMENT_SYSTEM:
+        if code not in MEASUREMENT_KEYS:
+            fail(f"{where}: {code} is not a measurement key of the node")
     elif system in ("urn:ietf:rfc:3986",):
         if not code.startswith("urn:oid:"):
             fail(f"{where}: {code} is not a urn:oid")

@@ -21,6 +21,10 @@ pub const URI: &str = "urn:ietf:rfc:3986";
 pub const RESULT_VERSION_SYSTEM: &str = "urn:radstream:result-version";
 /// Our identifier of a model: value `<model id>`.
 pub const MODEL_SYSTEM: &str = "urn:radstream:model";
+/// Our measurement keys as codes (`cardiothoracic_ratio`, `right_lung_area`, ...): no
+/// standard code exists for the cardiothoracic (width) ratio or the area fractions, and the
+/// others carry a standard coding besides.
+pub const MEASUREMENT_SYSTEM: &str = "urn:radstream:measurement";
 
 /// A fixed concept: system, code, display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,17 @@ pub const ABSENT: Concept = concept(SNOMED, "272519000", "Absent");
 /// Observation.component.code of the probability.
 pub const PROBABILITY: Concept = concept(DCM, "122157", "Probability");
 
+/// Observation.code of a lung area (with the measurement's own coding).
+pub const AREA: Concept = concept(SNOMED, "42798000", "Area");
+/// Observation.code of a lung height.
+pub const HEIGHT: Concept = concept(DCM, "121207", "Height");
+/// Observation.bodySite of a right-lung measurement. Pre-coordinated SNOMED body structures:
+/// not in PS3.16 (which codes laterality as a modifier), so `scripts/fhir_check.py` lists
+/// them as checked elsewhere.
+pub const RIGHT_LUNG: Concept = concept(SNOMED, "3341006", "Right lung structure");
+/// Observation.bodySite of a left-lung measurement.
+pub const LEFT_LUNG: Concept = concept(SNOMED, "44029006", "Left lung structure");
+
 /// Displays of the DICOM modality codes (DCM), for ImagingStudy. A modality not listed is
 /// sent as a code without display.
 pub const MODALITIES: [Concept; 10] = [
@@ -75,6 +90,10 @@ pub fn all() -> Vec<Concept> {
         PRESENT,
         ABSENT,
         PROBABILITY,
+        AREA,
+        HEIGHT,
+        RIGHT_LUNG,
+        LEFT_LUNG,
     ];
     v.extend(MODALITIES);
     v

@@ -1,7 +1,9 @@
 //! Builders of the FHIR R4 resources (pure: data in, FHIR JSON out), and their ids.
 //!
 //! Ids: DiagnosticReport `rs-<result id>` (one per result version), Observation
-//! `rs-<result id>-<finding key>` (one per label of the study summary), ImagingStudy the Study
+//! `rs-<result id>-<finding key>` (one per label of the study summary) and
+//! `rs-<result id>-m<n>-<measurement key>` (one per study measurement, `n` its index in the
+//! result: one key may come from several models or images), ImagingStudy the Study
 //! Instance UID itself (digits and dots, at most 64: a valid FHIR id), Patient `pt-<patient
 //! key>`, Device `<model id>-<model version>`.
 
@@ -10,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::codes::{self, Concept};
 use super::data::{PatientInfo, StudyInfo};
 use super::settings::ReportStatus;
-use crate::result::model::LabelSummary;
+use crate::result::model::{LabelSummary, StudyMeasurement};
 use crate::result::StudyResult;
 
 pub fn report_id(result_id: i64) -> String {
@@ -36,6 +38,11 @@ fn key_segment(key: &str) -> String {
 
 pub fn observation_id(result_id: i64, key: &str) -> String {
     format!("rs-{result_id}-{}", key_segment(key))
+}
+
+/// The id segment of the `index`th study measurement.
+fn measurement_segment(index: usize, key: &str) -> String {
+    format!("m{index}-{}", key_segment(key))
 }
 
 /// `(result id, key segment)` of an Observation id.
@@ -245,6 +252,37 @@ pub struct DeviceInfo {
     pub not_for_clinical_use: bool,
     /// Installed on this node now (`status` active) or only known from past results.
     pub installed: bool,
+    /// `real-images`, `synthetic-only` or `unknown`, and what it was trained and validated
+    /// on (the manifest's `[validation]`).
+    pub validation_status: String,
+    pub trained_on: String,
+    pub validated_on: String,
+}
+
+/// The sentence every output gives for a model's validation.
+fn validation_text(status: &str, trained_on: &str, validated_on: &str) -> String {
+    let mut text = match status {
+        crate::inference::manifest::VALIDATED_SYNTHETIC => {
+            "Validation status: synthetic-only (not validated on real images).".to_string()
+        }
+        crate::inference::manifest::VALIDATED_REAL => {
+            "Validation status: real-images (validated on real images).".to_string()
+        }
+        other => format!("Validation status: {other}."),
+    };
+    if !trained_on.trim().is_empty() {
+        text.push_str(&format!(
+            " Trained on {}.",
+            trained_on.trim().trim_end_matches('.')
+        ));
+    }
+    if !validated_on.trim().is_empty() {
+        text.push_str(&format!(
+            " Validated on {}.",
+            validated_on.trim().trim_end_matches('.')
+        ));
+    }
+    text
 }
 
 pub fn device(d: &DeviceInfo) -> Value {
@@ -263,9 +301,13 @@ pub fn device(d: &DeviceInfo) -> Value {
     if let Some(m) = d.manufacturer.as_deref().filter(|m| !m.is_empty()) {
         r["manufacturer"] = json!(m);
     }
+    let mut notes = vec![
+        json!({ "text": validation_text(&d.validation_status, &d.trained_on, &d.validated_on) }),
+    ];
     if d.not_for_clinical_use {
-        r["note"] = json!([{ "text": "Not for clinical use: a demonstration model." }]);
+        notes.push(json!({ "text": "Not for clinical use: a demonstration model." }));
     }
+    r["note"] = json!(notes);
     r
 }
 
@@ -375,6 +417,12 @@ pub fn diagnostic_report(ctx: &ReportContext) -> Value {
         .labels()
         .iter()
         .map(|l| reference("Observation", &observation_id(r.id, &l.key)))
+        .chain(r.measurements.iter().enumerate().map(|(i, m)| {
+            reference(
+                "Observation",
+                &format!("rs-{}-{}", r.id, measurement_segment(i, &m.key)),
+            )
+        }))
         .collect();
     let conclusion_codes: Vec<Value> = ctx
         .labels()
@@ -459,16 +507,98 @@ pub fn observation(ctx: &ReportContext, label: &LabelSummary) -> Value {
     })
 }
 
+/// The Observation of the `index`th study measurement: the value in UCUM, the lung as body
+/// site, the measuring model as device and its validation status in a note.
+pub fn measurement_observation(ctx: &ReportContext, index: usize, m: &StudyMeasurement) -> Value {
+    let r = ctx.result;
+    let display = measurement_display(&m.key);
+    let mut codings = Vec::new();
+    if m.key.ends_with("_lung_area") {
+        codings.push(coding(codes::AREA));
+    } else if m.key.ends_with("_lung_height") {
+        codings.push(coding(codes::HEIGHT));
+    }
+    codings.push(json!({ "system": codes::MEASUREMENT_SYSTEM, "code": m.key, "display": display }));
+    let model = r.validation_of(&m.model_id);
+    let mut v = json!({
+        "resourceType": "Observation",
+        "id": format!("rs-{}-{}", r.id, measurement_segment(index, &m.key)),
+        "status": ctx.status(),
+        "code": { "coding": codings, "text": display },
+        "subject": ctx.subject(),
+        "effectiveDateTime": ctx.effective(),
+        "issued": r.created_at,
+        "valueQuantity": {
+            "value": (m.value * 10_000.0).round() / 10_000.0,
+            "unit": m.unit,
+            "system": codes::UCUM,
+            "code": m.unit,
+        },
+        "note": [{ "text": format!(
+            "Measured by model {} ({}) on image {}. {}",
+            m.model_id,
+            m.method,
+            m.sop_instance_uid,
+            validation_text(&m.validation_status, &model.trained_on, "")
+        ) }],
+        "derivedFrom": [reference("ImagingStudy", &r.study_instance_uid)],
+        "device": reference("Device", &device_id(&m.model_id, &model.version)),
+    });
+    let site = if m.key.starts_with("right_lung") {
+        Some(codes::RIGHT_LUNG)
+    } else if m.key.starts_with("left_lung") {
+        Some(codes::LEFT_LUNG)
+    } else {
+        None
+    };
+    if let Some(site) = site {
+        v["bodySite"] = json!({ "coding": [coding(site)], "text": site.display });
+    }
+    v
+}
+
+/// `right_lung_area` → `Right lung area`; the CTR by name.
+fn measurement_display(key: &str) -> String {
+    if key == "cardiothoracic_ratio" {
+        return "Cardiothoracic ratio".into();
+    }
+    let text = key.replace('_', " ");
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
 /// The observation of one key segment (from an Observation id).
 pub fn observation_by_segment(ctx: &ReportContext, segment: &str) -> Option<Value> {
     ctx.labels()
         .iter()
         .find(|l| key_segment(&l.key) == segment)
         .map(|l| observation(ctx, l))
+        .or_else(|| {
+            ctx.result
+                .measurements
+                .iter()
+                .enumerate()
+                .find(|(i, m)| measurement_segment(*i, &m.key) == segment)
+                .map(|(i, m)| measurement_observation(ctx, i, m))
+        })
 }
 
+/// The finding Observations, then the measurement Observations.
 pub fn observations(ctx: &ReportContext) -> Vec<Value> {
-    ctx.labels().iter().map(|l| observation(ctx, l)).collect()
+    ctx.labels()
+        .iter()
+        .map(|l| observation(ctx, l))
+        .chain(
+            ctx.result
+                .measurements
+                .iter()
+                .enumerate()
+                .map(|(i, m)| measurement_observation(ctx, i, m)),
+        )
+        .collect()
 }
 
 #[cfg(test)]
@@ -494,6 +624,72 @@ mod tests {
         assert_eq!(parse_patient_reference("pt-3"), Some(3));
         assert_eq!(parse_patient_reference("Device/pt-3"), None);
         assert_eq!(device_id("cxr demo", "0.1.0+x"), "cxr-demo-0.1.0-x");
+    }
+
+    #[test]
+    fn each_measurement_is_an_observation_with_unit_site_device_and_validation() {
+        let result = crate::report::tests::sample_result();
+        let study = StudyInfo {
+            uid: "1.2.3".into(),
+            patient_pk: 1,
+            study_date: Some("20240131".into()),
+            study_time: None,
+            description: None,
+            first_received_at: 0,
+            series: vec![],
+        };
+        let ctx = ReportContext {
+            result: &result,
+            study: &study,
+            configured: ReportStatus::Preliminary,
+            superseded_by: None,
+        };
+        let all = observations(&ctx);
+        // No summary labels in the sample: the five measurements.
+        assert_eq!(all.len(), 5);
+        let area = &all[1];
+        assert_eq!(area["id"], "rs-7-m1-right-lung-area");
+        assert_eq!(area["code"]["coding"][0]["code"], "42798000");
+        assert_eq!(area["code"]["coding"][1]["code"], "right_lung_area");
+        assert_eq!(
+            area["valueQuantity"],
+            json!({ "value": 2400.0, "unit": "mm2", "system": codes::UCUM, "code": "mm2" })
+        );
+        assert_eq!(area["bodySite"]["coding"][0]["code"], "3341006");
+        assert_eq!(area["device"]["reference"], "Device/lung-seg-0.1.0");
+        let note = area["note"][0]["text"].as_str().unwrap();
+        assert!(
+            note.contains("synthetic-only (not validated on real images)"),
+            "{note}"
+        );
+        assert!(note.contains("Trained on synthetic phantoms."), "{note}");
+        let ctr = &all[0];
+        assert_eq!(ctr["valueQuantity"]["code"], "{ratio}");
+        assert!(ctr.get("bodySite").is_none());
+        assert_eq!(
+            observation_by_segment(&ctx, "m1-right-lung-area").unwrap(),
+            *area
+        );
+        let report = diagnostic_report(&ctx);
+        assert_eq!(
+            report["result"][4]["reference"],
+            "Observation/rs-7-m4-right-lung-area-fraction"
+        );
+        let d = device(&DeviceInfo {
+            model_id: "lung-seg".into(),
+            version: "0.1.5".into(),
+            name: "seg".into(),
+            manufacturer: None,
+            not_for_clinical_use: true,
+            installed: true,
+            validation_status: "synthetic-only".into(),
+            trained_on: "phantoms".into(),
+            validated_on: String::new(),
+        });
+        assert_eq!(
+            d["note"][0]["text"],
+            "Validation status: synthetic-only (not validated on real images). Trained on phantoms."
+        );
     }
 
     #[test]

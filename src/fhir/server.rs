@@ -100,13 +100,15 @@ pub async fn report_bundle(
     if let Some(p) = data::patient(db, loaded.study.patient_pk).await? {
         resources.push(res::patient(&p));
     }
-    let model = &loaded.stored.result.model;
-    resources.push(res::device(&device_info(
-        models,
-        &model.id,
-        &model.version,
-        Some(&model.name),
-    )));
+    // Every model that ran: the measurement Observations reference theirs.
+    for m in loaded.stored.result.validations() {
+        let mut d = device_info(models, &m.id, &m.version, Some(&m.name));
+        if !d.installed {
+            d.validation_status = m.status.clone();
+            d.trained_on = m.trained_on.clone();
+        }
+        resources.push(res::device(&d));
+    }
     let base = base.trim_end_matches('/');
     let entries: Vec<Value> = resources
         .into_iter()
@@ -142,6 +144,9 @@ fn device_info(models: &[ModelInfo], id: &str, version: &str, name: Option<&str>
             manufacturer: Some(m.manufacturer.clone()),
             not_for_clinical_use: m.not_for_clinical_use,
             installed: true,
+            validation_status: m.validation.status.clone(),
+            trained_on: m.validation.trained_on.clone(),
+            validated_on: m.validation.validated_on.clone(),
         },
         None => DeviceInfo {
             model_id: id.to_string(),
@@ -150,6 +155,9 @@ fn device_info(models: &[ModelInfo], id: &str, version: &str, name: Option<&str>
             manufacturer: None,
             not_for_clinical_use: false,
             installed: false,
+            validation_status: crate::inference::manifest::VALIDATION_UNKNOWN.into(),
+            trained_on: String::new(),
+            validated_on: String::new(),
         },
     }
 }
