@@ -388,7 +388,7 @@ impl Pipeline {
             let mut lm = None;
             for run in &runs {
                 match &run.outputs[i] {
-                    Output::Findings(e) => entry = Some(e.clone()),
+                    Output::Findings(e) => entry = Some(e.as_ref().clone()),
                     Output::Segments(s) => seg = Some(s.clone()),
                     Output::Points(l) => lm = Some(l.clone()),
                 }
@@ -557,12 +557,12 @@ impl Pipeline {
                         .await
                         .map(|r| Output::Points(combine::landmark_entry(&r))),
                     _ => engine.infer_dicom_with(id, &path, gate).await.map(|r| {
-                        Output::Findings(ImageEntry::from_inference(
+                        Output::Findings(Box::new(ImageEntry::from_inference(
                             &c.sop_instance_uid,
                             &c.series_uid,
                             &c.sop_class_uid,
                             &r,
-                        ))
+                        )))
                     }),
                 };
                 match out {
@@ -671,7 +671,7 @@ impl Pipeline {
 
 /// One model's output for one image.
 enum Output {
-    Findings(ImageEntry),
+    Findings(Box<ImageEntry>),
     Segments(SegmentationEntry),
     Points(LandmarkEntry),
 }
@@ -707,7 +707,7 @@ impl Output {
                 let mut e =
                     ImageEntry::error(&c.sop_instance_uid, &c.series_uid, &c.sop_class_uid, reason);
                 e.status = status.into();
-                Output::Findings(e)
+                Output::Findings(Box::new(e))
             }
         }
     }
