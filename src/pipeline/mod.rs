@@ -389,7 +389,7 @@ impl Pipeline {
             for run in &runs {
                 match &run.outputs[i] {
                     Output::Findings(e) => entry = Some(e.as_ref().clone()),
-                    Output::Segments(s) => seg = Some(s.clone()),
+                    Output::Segments(s) => seg = Some(s.as_ref().clone()),
                     Output::Points(l) => lm = Some(l.clone()),
                 }
             }
@@ -551,7 +551,7 @@ impl Pipeline {
                     TASK_SEGMENTATION => engine
                         .infer_segmentation_dicom(id, &path)
                         .await
-                        .map(|r| Output::Segments(combine::segmentation_entry(&r))),
+                        .map(|r| Output::Segments(Box::new(combine::segmentation_entry(&r)))),
                     TASK_LANDMARKS => engine
                         .infer_landmarks_dicom_with(id, &path, gate)
                         .await
@@ -672,7 +672,7 @@ impl Pipeline {
 /// One model's output for one image.
 enum Output {
     Findings(Box<ImageEntry>),
-    Segments(SegmentationEntry),
+    Segments(Box<SegmentationEntry>),
     Points(LandmarkEntry),
 }
 
@@ -689,12 +689,12 @@ impl Output {
 
     fn with_status(m: &Manifest, c: &Candidate, status: &str, reason: String) -> Output {
         match m.task.as_str() {
-            TASK_SEGMENTATION => Output::Segments(SegmentationEntry {
+            TASK_SEGMENTATION => Output::Segments(Box::new(SegmentationEntry {
                 model_id: m.id.clone(),
                 status: status.into(),
                 reason: Some(reason),
                 lungs: None,
-            }),
+            })),
             TASK_LANDMARKS => Output::Points(LandmarkEntry {
                 model_id: m.id.clone(),
                 status: status.into(),
