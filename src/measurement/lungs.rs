@@ -589,11 +589,14 @@ impl LabelMask {
     pub fn resample(&self, cols: usize, rows: usize) -> Option<Vec<u8>> {
         let labels = self.decode()?;
         let xs: Vec<usize> = (0..cols)
-            .map(|c| (((c as f64 + 0.5) * self.width as f64 / cols as f64) as usize).min(self.width - 1))
+            .map(|c| {
+                (((c as f64 + 0.5) * self.width as f64 / cols as f64) as usize).min(self.width - 1)
+            })
             .collect();
         let mut out = Vec::with_capacity(cols * rows);
         for r in 0..rows {
-            let y = (((r as f64 + 0.5) * self.height as f64 / rows as f64) as usize).min(self.height - 1);
+            let y = (((r as f64 + 0.5) * self.height as f64 / rows as f64) as usize)
+                .min(self.height - 1);
             let line = &labels[y * self.width..(y + 1) * self.width];
             out.extend(xs.iter().map(|&x| line[x]));
         }
@@ -652,9 +655,9 @@ impl LungFields {
             implausible_reasons: reasons,
             right: figures(&self.right),
             left: figures(&self.left),
-            thoracic_width: self.thoracic_extent().map(|(_, from, to)| {
-                (to + 1 - from) as f32 / self.width as f32
-            }),
+            thoracic_width: self
+                .thoracic_extent()
+                .map(|(_, from, to)| (to + 1 - from) as f32 / self.width as f32),
             ctr_points: ctr.as_ref().map(|c| c.1.clone()).unwrap_or_default(),
             ctr: ctr.map(|c| c.0),
             stray_fraction: if self.total == 0 {
