@@ -24,7 +24,8 @@
 //!       HAS CONCEPT MOD   algorithm, its parameters naming the validation status
 //!       CONTAINS IMAGE    (121191) Referenced Segment -> the lung's segment in the SEG
 //!       CONTAINS IMAGE    (121233) Source image for segmentation
-//!       CONTAINS NUM      (42798000) Area, mm2 / (121207) Height, mm (pixel spacing known)
+//!       CONTAINS NUM      (42798000) Area, mm2 / (121207) Height, mm (pixel spacing known),
+//!                         (LUNGAREAFRAC, 99RADSTREAM) share of the image, %
 //!     CONTAINS CONTAINER  (125007) Measurement Group, one per CTR and image      TID 1501
 //!       NUM (CTR, 99RADSTREAM) Cardiothoracic ratio, {ratio}; Finding Site = Heart;
 //!       Referenced Segment to both lungs when read from the lung borders
@@ -132,6 +133,11 @@ pub mod codes {
     }
     pub fn height() -> Code {
         c("121207", "DCM", "Height")
+    }
+    /// Private: a lung's share of the image area, when the pixel spacing is unknown and no
+    /// area in mm2 can be given.
+    pub fn area_fraction() -> Code {
+        c("LUNGAREAFRAC", "99RADSTREAM", "Lung area fraction of image")
     }
     pub fn referenced_segment() -> Code {
         c("121191", "DCM", "Referenced Segment")
@@ -380,6 +386,10 @@ fn measurement_groups(
         let nums: Vec<_> = [
             (format!("{prefix}_lung_area"), codes::area()),
             (format!("{prefix}_lung_height"), codes::height()),
+            (
+                format!("{prefix}_lung_area_fraction"),
+                codes::area_fraction(),
+            ),
         ]
         .into_iter()
         .filter_map(|(k, concept)| of_image.iter().find(|m| m.key == k).map(|m| (*m, concept)))
@@ -928,6 +938,7 @@ mod tests {
                 "Probability",
                 "Area",
                 "Height",
+                "Lung area fraction of image",
                 "Area",
                 "Cardiothoracic ratio"
             ]

@@ -13,7 +13,7 @@ use crate::helpers::*;
 use crate::ingest::wait_port;
 
 /// The `.dcm` files below `dir`, recursively (the walk `radstream send` uses).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     radstream::scu::collect_files(&[dir.to_path_buf()])
         .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
@@ -30,7 +30,7 @@ async fn exports(app: &TestApp) -> Vec<Value> {
 }
 
 /// dciodvfy's error and warning lines for one file.
-fn dciodvfy(path: &Path) -> (Vec<String>, Vec<String>) {
+pub(crate) fn dciodvfy(path: &Path) -> (Vec<String>, Vec<String>) {
     let out = std::process::Command::new("dciodvfy")
         .arg(path)
         .output()
@@ -80,7 +80,7 @@ async fn outage_roundtrip(db: Db) {
             tls_private_key: None,
             url: None,
             authorization: None,
-            outputs: vec![OutputKind::Sr, OutputKind::Overlay],
+            outputs: vec![OutputKind::Sr, OutputKind::Overlay, OutputKind::Seg],
             calling_aes: vec![],
             modalities: vec![],
             min_urgency: None,
@@ -107,16 +107,22 @@ async fn outage_roundtrip(db: Db) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // One SR plus one overlay per analysed image.
+    // One SR plus one overlay per analysed image, and a SEG per image with lung fields.
     let result = radstream::result::store::latest(&app.db, &study)
         .await
         .unwrap()
         .expect("result");
-    let outputs = 1 + result
-        .images
-        .iter()
-        .filter(|i| i.status == "analysed")
-        .count();
+    let outputs = 1
+        + result
+            .images
+            .iter()
+            .filter(|i| i.status == "analysed")
+            .count()
+        + result
+            .images
+            .iter()
+            .filter(|i| radstream::report::seg::lungs_of(i).is_some())
+            .count();
     assert!(outputs >= 2);
     assert_eq!(exports(&app).await.len(), outputs);
     // The outputs are in the study (new series), and did not re-open it or start a job.

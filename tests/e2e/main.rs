@@ -15,6 +15,7 @@ mod ingest;
 mod integrity;
 mod landmarks;
 mod leapai;
+mod localisation;
 mod metrics;
 mod neolens;
 mod openapi;

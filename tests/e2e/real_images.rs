@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// Where `scripts/setup.sh --test` puts the real images.
-fn real(name: &str) -> PathBuf {
+pub(crate) fn real(name: &str) -> PathBuf {
     let cache = std::env::var_os("RADSTREAM_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(&std::env::var("HOME").unwrap()).join(".cache/radstream"));
@@ -29,7 +29,7 @@ fn real(name: &str) -> PathBuf {
     p
 }
 
-fn lung_model_installed() {
+pub(crate) fn lung_model_installed() {
     let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lung-seg/model.onnx");
     assert!(
         onnx.is_file(),
