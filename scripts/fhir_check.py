@@ -228,6 +228,14 @@ def main():
     obs_read = 0
     for ref in rep.result or []:
         obs = Observation.read(ref.reference.split("/", 1)[1], smart.server)
+        if obs.valueQuantity is not None:
+            # A measurement: a UCUM quantity and a note naming its model's validation status.
+            if obs.valueQuantity.system != "http://unitsofmeasure.org" or obs.valueQuantity.value is None:
+                fail(f"fhirclient: measurement {obs.id} quantity")
+            if not obs.note or "Validation status:" not in obs.note[0].text:
+                fail(f"fhirclient: measurement {obs.id} does not state its validation status")
+            obs_read += 1
+            continue
         if obs.valueCodeableConcept.coding[0].code not in ("52101004", "272519000"):
             fail(f"fhirclient: observation {obs.id} value")
         if obs.component[0].valueQuantity.value is None:

@@ -39,6 +39,14 @@ async fn flow(db: Db, python_checks: bool) {
     let dir = tempfile::tempdir().unwrap();
     let study = study_with_result(&app, dir.path()).await;
     let ident = format!("urn:dicom:uid%7Curn:oid:{study}");
+    // One Observation per finding of the classifier (11) and per study measurement (the
+    // landmark and segmentation models'); a Device per model that ran.
+    let stored = radstream::result::store::latest(&app.db, &study)
+        .await
+        .unwrap()
+        .expect("result");
+    let observations = 11 + stored.measurements.len();
+    let devices = stored.validations().len();
 
     let (s, bundle) = fhir_get(&app, &format!("/fhir/DiagnosticReport?identifier={ident}")).await;
     assert_eq!(s, 200, "{bundle}");
@@ -60,8 +68,8 @@ async fn flow(db: Db, python_checks: bool) {
     let results = report["result"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        11,
-        "one Observation per finding of the model"
+        observations,
+        "one Observation per finding of the model and per measurement"
     );
     assert!(report["conclusion"]
         .as_str()
@@ -93,13 +101,13 @@ async fn flow(db: Db, python_checks: bool) {
     assert_eq!(device["manufacturer"], "radstream");
     assert_eq!(device["version"][0]["value"], "0.1.0");
 
-    // Paging: 11 observations, 4 per page.
+    // Paging: 4 per page.
     let (_, page1) = fhir_get(
         &app,
         &format!("/fhir/Observation?derived-from=ImagingStudy/{study}&_count=4"),
     )
     .await;
-    assert_eq!(page1["total"], 11);
+    assert_eq!(page1["total"], observations);
     assert_eq!(page1["entry"].as_array().unwrap().len(), 4);
     let next = page1["link"]
         .as_array()
@@ -111,7 +119,11 @@ async fn flow(db: Db, python_checks: bool) {
         .unwrap()
         .to_string();
     let next_path = &next[next.find("/fhir/").unwrap()..];
-    let (_, page3) = fhir_get(&app, &next_path.replace("_offset=4", "_offset=8")).await;
+    let (_, page3) = fhir_get(
+        &app,
+        &next_path.replace("_offset=4", &format!("_offset={}", observations - 3)),
+    )
+    .await;
     assert_eq!(page3["entry"].as_array().unwrap().len(), 3);
     assert!(!page3["link"]
         .as_array()
@@ -179,7 +191,7 @@ async fn flow(db: Db, python_checks: bool) {
         .iter()
         .map(|e| e["resource"]["resourceType"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds.len(), 1 + 11 + 3, "{kinds:?}");
+    assert_eq!(kinds.len(), 1 + observations + 2 + devices, "{kinds:?}");
     assert_eq!(tx["entry"][0]["request"]["method"], "PUT");
     assert_eq!(
         tx["entry"][0]["request"]["url"],
@@ -220,7 +232,7 @@ async fn flow(db: Db, python_checks: bool) {
                 "{rt} not validated: {out}"
             );
         }
-        assert_eq!(summary["fhirclient_observations"], 11, "{out}");
+        assert_eq!(summary["fhirclient_observations"], observations, "{out}");
         println!("fhir_check: {out}");
     }
 
