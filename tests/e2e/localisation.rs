@@ -3,11 +3,15 @@
 //! groups reference its segments, and an overlay with the contours; each passes dciodvfy, the
 //! SEG's frames read back by pydicom equal the node's label mask at the source geometry, the
 //! node's DICOMweb serves the SEG, and Orthanc receives all of them under the original study.
+//! The FHIR resources of the result (a lung-measurement Observation per side, with its body
+//! site and validation note) pass scripts/fhir_check.py.
 
 use std::path::Path;
 use std::time::Duration;
 
+use radstream::auth::Scope;
 use radstream::export::{Destination, DestinationKind};
+use radstream::fhir::codes;
 use radstream::report::seg;
 use serde_json::{json, Value};
 
@@ -238,6 +242,46 @@ async fn a_real_chest_gets_a_seg_sr_and_overlay_that_reach_orthanc() {
     assert_eq!(resp.status(), 200);
     let series: Value = resp.json().await.unwrap();
     assert_eq!(series.as_array().map(Vec::len), Some(1), "{series}");
+
+    // FHIR: each lung measurement with its lung as body site; every code checked.
+    let (status, bundle) = app
+        .get_json(&format!(
+            "/fhir/Observation?derived-from=ImagingStudy/{study}&_count=100"
+        ))
+        .await;
+    assert_eq!(status, 200, "{bundle}");
+    let observations = bundle["entry"].as_array().cloned().unwrap_or_default();
+    let right = observations
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|o| o["code"]["coding"][0]["code"] == "right_lung_area_fraction")
+        .unwrap_or_else(|| panic!("no right lung Observation: {bundle}"));
+    assert_eq!(right["bodySite"]["coding"][0]["code"], "3341006");
+    assert_eq!(right["valueQuantity"]["code"], "%");
+    assert!(right["note"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Validation status:"));
+    let codes_file = dir.path().join("codes.json");
+    let fixed: Vec<Value> = codes::all()
+        .iter()
+        .map(|c| json!({ "system": c.system, "code": c.code, "display": c.display }))
+        .collect();
+    std::fs::write(&codes_file, serde_json::to_string(&fixed).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fhir_check.py");
+    let token = app.token(&[Scope::ResultsRead]);
+    let (ok, out) = run_async(
+        python().to_str().unwrap(),
+        &[
+            script,
+            &app.url("/fhir"),
+            &token,
+            &study,
+            codes_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "fhir_check.py: {out}");
 
     // Orthanc has the source's study with the SR, SEG and overlay in it.
     let orthanc = format!("http://127.0.0.1:{http_port}");
