@@ -279,9 +279,12 @@ pub fn png(w: u32, h: u32, px: &[u8]) -> Result<Vec<u8>, ReportError> {
     Ok(out.into_inner())
 }
 
-/// Windowed, resized 8-bit pixels of the source image (first frame), `(width, height, px)`,
-/// and the source's `(columns, rows)`.
-fn source_pixels(path: &Path) -> Result<((u32, u32, Vec<u8>), (u32, u32)), ReportError> {
+/// 8-bit grey pixels: `(width, height, px)`.
+type Grey = (u32, u32, Vec<u8>);
+
+/// Windowed, resized 8-bit pixels of the source image (first frame), and the source's
+/// `(columns, rows)`.
+fn source_pixels(path: &Path) -> Result<(Grey, (u32, u32)), ReportError> {
     let obj = preprocess::open_dicom(path).map_err(|e| ReportError::Pixels(e.to_string()))?;
     let dim = |t| {
         obj.element_opt(t)
