@@ -82,7 +82,7 @@ pub fn text_lines(result: &StudyResult, entry: &ImageEntry) -> Vec<String> {
         ));
     }
     for m in result.validations() {
-        lines.push(m.note().to_uppercase());
+        lines.push(m.brief_note().to_uppercase());
     }
     lines
 }

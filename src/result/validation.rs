@@ -22,10 +22,27 @@ impl ModelValidation {
 
     /// E.g. `cxr-demo: trained on synthetic phantoms, not validated on real images`.
     pub fn note(&self) -> String {
-        let trained = if self.trained_on.trim().is_empty() {
+        self.note_with(self.trained_on.trim())
+    }
+
+    /// [`Self::note`] with the training data cut to its first clause, for a caption burnt
+    /// into an image.
+    pub fn brief_note(&self) -> String {
+        let first = self
+            .trained_on
+            .split([';', '(', '.'])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        let first: String = first.chars().take(60).collect();
+        self.note_with(first.trim_end_matches(',').trim())
+    }
+
+    fn note_with(&self, trained_on: &str) -> String {
+        let trained = if trained_on.is_empty() {
             String::new()
         } else {
-            format!("trained on {}, ", self.trained_on.trim())
+            format!("trained on {trained_on}, ")
         };
         match self.status.as_str() {
             VALIDATED_SYNTHETIC => format!("{}: {trained}not validated on real images", self.id),
@@ -92,6 +109,11 @@ mod tests {
         assert_eq!(
             m.note(),
             "cxr-demo: trained on synthetic phantoms, not validated on real images"
+        );
+        m.trained_on = "procedurally generated phantoms (tools/phantom); no real images".into();
+        assert_eq!(
+            m.brief_note(),
+            "cxr-demo: trained on procedurally generated phantoms, not validated on real images"
         );
         m.status = "unknown".into();
         m.trained_on.clear();
