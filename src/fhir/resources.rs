@@ -389,8 +389,21 @@ pub fn conclusion(ctx: &ReportContext) -> String {
     if r.summary.should_review {
         text.push_str(" The ensemble is uncertain: review advised.");
     }
+    for m in &r.measurements {
+        text.push_str(&format!(
+            " {} {:.2} {} ({}, {}).",
+            measurement_display(&m.key),
+            m.value,
+            m.unit,
+            m.model_id,
+            m.validation_status
+        ));
+    }
     if r.model.not_for_clinical_use {
         text.push_str(" Produced by a demonstration model, not for clinical use.");
+    }
+    for m in r.validations().iter().filter(|m| m.synthetic_only()) {
+        text.push_str(&format!(" {}.", m.brief_note()));
     }
     if let Some(id) = ctx.superseded_by {
         text.push_str(&format!(
@@ -671,6 +684,16 @@ mod tests {
             *area
         );
         let report = diagnostic_report(&ctx);
+        let conclusion = report["conclusion"].as_str().unwrap();
+        assert!(
+            conclusion.contains("Cardiothoracic ratio 0.46 {ratio} (lung-seg, synthetic-only)."),
+            "{conclusion}"
+        );
+        assert!(
+            conclusion
+                .contains("lung-seg: trained on synthetic phantoms, not validated on real images."),
+            "{conclusion}"
+        );
         assert_eq!(
             report["result"][4]["reference"],
             "Observation/rs-7-m4-right-lung-area-fraction"
