@@ -300,3 +300,60 @@ async fn one_failing_model_leaves_the_others(db: Db) {
 }
 
 on_both_databases!(one_model_failing => one_failing_model_leaves_the_others);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_segmenter_weights_runs_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(models.join("lung-seg")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, log) = run(
+        "cp",
+        &[
+            "-r",
+            root.join("models/cxr-demo").to_str().unwrap(),
+            models.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{log}");
+    // The manifest as in git, without the weights setup fetches.
+    std::fs::copy(
+        root.join("models/lung-seg/model.toml"),
+        models.join("lung-seg/model.toml"),
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.inference.models_dir = models.clone();
+        s.inference.models.clear();
+    })
+    .await;
+    let (status, health) = app.get_json("/health").await;
+    assert_eq!(status, 200, "{health}");
+    let seg = health["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "lung-seg")
+        .unwrap_or_else(|| panic!("lung-seg not listed: {health}"));
+    assert_eq!(seg["status"], "unavailable", "{seg}");
+    assert!(
+        seg["reason"]
+            .as_str()
+            .unwrap()
+            .contains("model.onnx missing"),
+        "{seg}"
+    );
+    let out = std::process::Command::new(radstream_bin())
+        .arg("models")
+        .env("RADSTREAM_INFERENCE__MODELS_DIR", &models)
+        .env("RADSTREAM_LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listing["unavailable"][0]["id"], "lung-seg", "{listing}");
+}
