@@ -62,8 +62,14 @@ def generate(out: Path, n: int, seed: int) -> list[dict]:
             records.append({
                 "file": str(path), "class": cls, "seed": s,
                 "rot_deg": float(rotations[i]), "truth": truth["geometry"]["ctr"],
+                "truth_widths": widths(truth["geometry"]),
             })
     return records
+
+
+def widths(g: dict) -> tuple[float, float]:
+    """The truth's cardiac and thoracic widths, as fractions of the image width."""
+    return g["heart_left_x"] - g["heart_right_x"], g["thorax_left_x"] - g["thorax_right_x"]
 
 
 def run_cli(binary: str, args: list[str], files: list[str], env: dict) -> dict[str, dict]:
@@ -84,6 +90,7 @@ def lung_values(result: dict | None) -> dict:
     ctr = lungs.get("ctr") or {}
     return {
         "ctr": ctr.get("ratio"),
+        "widths": [ctr.get("cardiac_width"), ctr.get("thoracic_width")] if ctr else None,
         "plausible": lungs.get("plausible"),
         "reasons": lungs.get("implausible_reasons"),
         "points": {p["class"]: [round(p["x"], 4), round(p["y"], 4)]
@@ -146,6 +153,11 @@ def main(argv=None) -> int:
             both = [(r["ctr_demo"], r["segmenter"]["ctr"]) for r in rs
                     if r["ctr_demo"] is not None]
             print(summary("seg - demo", both))
+        got = [r for r in rs if r["segmenter"]["widths"]]
+        if got:
+            d = np.array([np.subtract(r["segmenter"]["widths"], r["truth_widths"]) for r in got])
+            print(f"  segmenter width errors (fraction of the image width, mean signed): "
+                  f"cardiac {d[:, 0].mean():+.4f}, thoracic {d[:, 1].mean():+.4f}")
 
     real = []
     if a.real:
