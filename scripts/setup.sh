@@ -44,3 +44,53 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
   echo "$want" > "$stamp"
 fi
+
+root=$(pwd)
+cache="${RADSTREAM_CACHE:-$HOME/.cache/radstream}"
+
+# The real lung-segmentation model (models/lung-seg): the pinned PyPI source archive,
+# converted to ONNX without torch and checked against a numpy forward pass. Without it the
+# node still runs (the phantom gate decides alone) and says so in /health.
+seg_dir=models/lung-seg
+seg_want=$(sed -n 's/^sha256 = "\([0-9a-f]*\)"/\1/p' "$seg_dir/model.toml" | head -1)
+if [ "$(sha256sum "$seg_dir/model.onnx" 2>/dev/null | cut -d' ' -f1)" != "$seg_want" ]; then
+  echo "setup: fetching and converting the lung-segmentation model (PyPI cheXwhatsApp 0.1.5)"
+  mkdir -p "$cache/downloads"
+  if .venv/bin/python tools/segmenter/convert.py "$seg_dir" \
+       --sdist "$(tools/segmenter/fetch_sdist.sh "$cache/downloads")" &&
+     [ "$(sha256sum "$seg_dir/model.onnx" | cut -d' ' -f1)" = "$seg_want" ]; then
+    chmod 0644 "$seg_dir/model.onnx"
+  else
+    rm -f "$seg_dir/model.onnx"
+    echo "setup: WARNING: the lung-segmentation model could not be made; the node runs without it" >&2
+    [ "$want_test" = 1 ] && exit 1
+  fi
+fi
+
+# Real images nobody here made, for the tests (issue 18): the GDCM and NEMA WG04 test sets as
+# shipped in the npm package dwv 0.22.1 and the PyPI package pydicom-data 1.0.0, each archive
+# checked against its sha256. They stay in the cache, not in the repository.
+if [ "$want_test" = 1 ]; then
+  real="$cache/testdata/real"
+  if [ ! -e "$real/.complete" ]; then
+    echo "setup: fetching real test images (npm dwv 0.22.1, PyPI pydicom-data 1.0.0)"
+    mkdir -p "$real" "$cache/downloads"
+    (cd "$cache/downloads" && { [ -e dwv-0.22.1.tgz ] || npm pack --silent dwv@0.22.1 >/dev/null; } &&
+      echo "5a197770974488cc2d045039f31fe679e909dea548cc7e5c089d7a06f7de502f  dwv-0.22.1.tgz" | sha256sum -c --quiet)
+    tar xzf "$cache/downloads/dwv-0.22.1.tgz" -C "$real" --strip-components=3 \
+      package/tests/data/gdcm-CR-MONO1-10-chest.dcm package/tests/data/gdcm-CT-MONO2-8-abdo.dcm \
+      package/tests/data/nema-mr1_jply.dcm package/tests/data/gdcm-US-RGB-8-esopecho.dcm
+    (cd "$cache/downloads" && { [ -e pydicom_data-1.0.0-py3-none-any.whl ] ||
+        "$root/.venv/bin/pip" download -q --disable-pip-version-check --no-deps pydicom-data==1.0.0 -d .; } &&
+      echo "622ac97265f1d91f76b5120b5bd6eb0f57737c392ef863b72c71779c91e33637  pydicom_data-1.0.0-py3-none-any.whl" | sha256sum -c --quiet)
+    .venv/bin/python - "$cache/downloads/pydicom_data-1.0.0-py3-none-any.whl" "$real" <<'PY'
+import sys, zipfile, pathlib
+wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    for name in ("RG1_J2KI.dcm", "RG1_UNCR.dcm", "RG3_UNCR.dcm", "OT-PAL-8-face.dcm"):
+        (out / name).write_bytes(z.read(f"data_store/data/{name}"))
+PY
+    chmod 0600 "$real"/*.dcm
+    touch "$real/.complete"
+  fi
+fi

@@ -268,7 +268,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
             let engine = load_engine(&settings).await?;
-            println!("{}", serde_json::to_string_pretty(&engine.models())?);
+            let listing = serde_json::json!({
+                "models": engine.models(),
+                "unavailable": engine.unavailable_models(),
+            });
+            println!("{}", serde_json::to_string_pretty(&listing)?);
             Ok(())
         }
         Command::Infer { files, model } => {

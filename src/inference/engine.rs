@@ -17,10 +17,10 @@ use super::manifest::{
     read_verified, LabelSpec, LandmarkSpec, Manifest, ModelFile, ProvenanceSpec, ValidationSpec,
     TASK_CLASSIFICATION, TASK_LANDMARKS, TASK_SEGMENTATION,
 };
-use super::segmentation::{self, SegmentationResult};
 use super::postprocess::{self, LabelResult, Uncertainty};
 use super::preprocess::{self, ImageInfo, Preprocessed};
 use super::runtime::{self, create_session, Provider, Runtime};
+use super::segmentation::{self, SegmentationResult};
 use super::{InferenceError, InferenceSettings};
 
 /// Reason given when the gate (or the colour check) rejects an image.
@@ -123,6 +123,19 @@ struct Model {
 struct Inner {
     runtime: Arc<Runtime>,
     models: BTreeMap<String, Model>,
+    unavailable: Vec<UnavailableModel>,
+}
+
+/// A model whose manifest is installed but whose weights are not (not fetched yet): the node
+/// runs without it and says so.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct UnavailableModel {
+    /// Model id from the manifest.
+    pub id: String,
+    /// Task from the manifest.
+    pub task: String,
+    /// What is missing and how to get it.
+    pub reason: String,
 }
 
 /// The inference engine. Cheap to clone; all clones share the models and workers, which stop
@@ -160,8 +173,22 @@ impl Engine {
             return Err(InferenceError::NoModels(dir.clone()));
         }
         let mut models = BTreeMap::new();
+        let mut unavailable = Vec::new();
         let mut warned = Vec::new();
         for path in manifests {
+            let manifest = Manifest::load(&path)?;
+            if !settings.models.is_empty() && !settings.models.contains(&manifest.id) {
+                continue;
+            }
+            if let Some(reason) = missing_weights(&manifest, &path) {
+                warn!(model = %manifest.id, %reason, "model not loaded");
+                unavailable.push(UnavailableModel {
+                    id: manifest.id.clone(),
+                    task: manifest.task.clone(),
+                    reason,
+                });
+                continue;
+            }
             let model = load_model(&rt, settings, &path, &mut warned)?;
             if models.contains_key(&model.info.id) {
                 return Err(InferenceError::Manifest {
@@ -171,12 +198,21 @@ impl Engine {
             }
             models.insert(model.info.id.clone(), model);
         }
+        if models.is_empty() {
+            return Err(InferenceError::NoModels(dir.clone()));
+        }
         Ok(Engine {
             inner: Arc::new(Inner {
                 runtime: rt,
                 models,
+                unavailable,
             }),
         })
+    }
+
+    /// Installed models that could not be loaded because their weights are missing.
+    pub fn unavailable_models(&self) -> &[UnavailableModel] {
+        &self.inner.unavailable
     }
 
     /// The loaded models, classification and landmark ones, by id.
@@ -450,7 +486,11 @@ impl Engine {
         })
         .await?;
         match pre {
-            Ok(pre) => self.finish::<K>(model, pre, t0, gate).instrument(span).await,
+            Ok(pre) => {
+                self.finish::<K>(model, pre, t0, gate)
+                    .instrument(span)
+                    .await
+            }
             Err(reason) => {
                 let timings = Timings {
                     decode_ms: ms(t0),
@@ -846,6 +886,27 @@ async fn spawn_blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| InferenceError::Task(e.to_string()))?
+}
+
+/// Why `manifest`'s files are not all there (a model whose weights setup has not fetched),
+/// `None` when they are. A file that is there but has the wrong digest is not "missing": it
+/// fails the load.
+fn missing_weights(manifest: &Manifest, path: &Path) -> Option<String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let files = manifest
+        .ensemble
+        .members
+        .iter()
+        .map(|m| m.file.as_str())
+        .chain(manifest.gate.as_ref().map(|g| g.file.as_str()));
+    let missing: Vec<&str> = files.filter(|f| !dir.join(f).is_file()).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} missing in {} (scripts/setup.sh fetches and converts it)",
+            missing.join(", "),
+            dir.display()
+        )
+    })
 }
 
 fn load_model(

@@ -58,19 +58,21 @@ pub mod landmarks;
 pub mod manifest;
 pub mod postprocess;
 pub mod preprocess;
-pub mod segmentation;
 mod runtime;
+pub mod segmentation;
 mod settings;
 
 pub use crate::imaging::window::WindowInfo;
 pub use applicability::{check_applicability, Applicability};
 pub use batcher::RawOutputs;
-pub use engine::{Engine, GatePolicy, ImageResult, ModelInfo, Timings, REJECTED_REASON};
+pub use engine::{
+    Engine, GatePolicy, ImageResult, ModelInfo, Timings, UnavailableModel, REJECTED_REASON,
+};
 pub use error::InferenceError;
 pub use landmarks::{Landmark, LandmarkResult, LandmarkStatus, LANDMARK_REJECTED_REASON};
 pub use manifest::{CodeScheme, Manifest};
 pub use postprocess::{ConfidenceTier, LabelResult, Uncertainty};
-pub use segmentation::SegmentationResult;
 pub use preprocess::{HeaderAttrs, ImageInfo, Preprocessed};
 pub use runtime::Provider;
+pub use segmentation::SegmentationResult;
 pub use settings::InferenceSettings;

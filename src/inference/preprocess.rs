@@ -140,7 +140,12 @@ fn pixel_spacing(obj: &DefaultDicomObject) -> Option<[f64; 2]> {
     [tags::IMAGER_PIXEL_SPACING, tags::PIXEL_SPACING]
         .into_iter()
         .find_map(|tag| {
-            let v = obj.element_opt(tag).ok().flatten()?.to_multi_float64().ok()?;
+            let v = obj
+                .element_opt(tag)
+                .ok()
+                .flatten()?
+                .to_multi_float64()
+                .ok()?;
             match v.as_slice() {
                 [r, c] if r.is_finite() && c.is_finite() && *r > 0.0 && *c > 0.0 => Some([*r, *c]),
                 _ => None,

@@ -49,10 +49,7 @@ pub fn lung_report(manifest: &Manifest, members: &[Vec<f32>], image: &ImageInfo)
     }
     let k = members.len().max(1) as f32;
     mean.iter_mut().for_each(|v| *v /= k);
-    let threshold = manifest
-        .segmentation
-        .as_ref()
-        .map_or(0.5, |s| s.threshold);
+    let threshold = manifest.segmentation.as_ref().map_or(0.5, |s| s.threshold);
     let fields = LungFields::from_probability(&mean, w, h, threshold);
     let (cols, rows) = if image.cols > 0 && image.rows > 0 {
         (image.cols, image.rows)

@@ -9,6 +9,8 @@ use super::InferenceError;
 pub struct InferenceSettings {
     /// Folder holding one sub-folder per model, each with a `model.toml` manifest.
     pub models_dir: PathBuf,
+    /// Model ids to load from `models_dir`; empty loads every model there.
+    pub models: Vec<String>,
     /// Execution providers to try, in order: `"cuda"` and/or `"cpu"`. A provider that cannot
     /// be registered is skipped with a warning; CPU is always the final fallback.
     pub providers: Vec<String>,
@@ -34,6 +36,7 @@ impl Default for InferenceSettings {
     fn default() -> Self {
         Self {
             models_dir: PathBuf::from("models"),
+            models: Vec::new(),
             providers: vec!["cpu".to_owned()],
             ort_dylib_path: None,
             pool_size: 1,

@@ -14,7 +14,10 @@ pub fn segmentation_entry(r: &SegmentationResult) -> SegmentationEntry {
         ("predicted", Some(l)) if l.plausible => ("analysed", None),
         ("predicted", Some(l)) => (
             "rejected",
-            Some(format!("{NOT_A_CHEST}: {}", l.implausible_reasons.join("; "))),
+            Some(format!(
+                "{NOT_A_CHEST}: {}",
+                l.implausible_reasons.join("; ")
+            )),
         ),
         ("not_applicable", _) => ("not_applicable", r.reason.clone()),
         _ => ("rejected", r.reason.clone()),
@@ -121,7 +124,13 @@ pub fn measurements(
             if let Some(l) = &seg.lungs {
                 let m = seg.model_id.as_str();
                 if let Some(c) = &l.ctr {
-                    push("cardiothoracic_ratio", f64::from(c.ratio), "{ratio}", m, "lung-borders");
+                    push(
+                        "cardiothoracic_ratio",
+                        f64::from(c.ratio),
+                        "{ratio}",
+                        m,
+                        "lung-borders",
+                    );
                 }
                 for (lung, side) in [(&l.right, "right"), (&l.left, "left")] {
                     let Some(f) = lung else { continue };

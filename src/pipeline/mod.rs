@@ -375,7 +375,9 @@ impl Pipeline {
         if runs.iter().all(|r| r.failure.is_some()) {
             // Nothing ran at all: a transient fault (the runtime, our disk); try again later.
             let errors: Vec<String> = runs.iter().filter_map(|r| r.failure.clone()).collect();
-            return Err(PipelineError::Inference(InferenceError::Task(errors.join("; "))));
+            return Err(PipelineError::Inference(InferenceError::Task(
+                errors.join("; "),
+            )));
         }
 
         let classifier = plan.classifier.as_deref();
@@ -396,7 +398,10 @@ impl Pipeline {
                 let (status, reason) = seg
                     .as_ref()
                     .map(|s: &SegmentationEntry| (s.status.clone(), s.reason.clone()))
-                    .or_else(|| lm.as_ref().map(|l: &LandmarkEntry| (l.status.clone(), l.reason.clone())))
+                    .or_else(|| {
+                        lm.as_ref()
+                            .map(|l: &LandmarkEntry| (l.status.clone(), l.reason.clone()))
+                    })
                     .unwrap_or(("error".into(), Some("no model ran".into())));
                 let mut e = ImageEntry::error(
                     &c.sop_instance_uid,
@@ -572,12 +577,20 @@ impl Pipeline {
         });
         let results: Vec<Result<Output, InferenceError>> = join_all(runs).await;
         let elapsed_ms = t0.elapsed().as_millis() as i64;
-        let failure = results.iter().find_map(|r| r.as_ref().err().map(|e| e.to_string()));
+        let failure = results
+            .iter()
+            .find_map(|r| r.as_ref().err().map(|e| e.to_string()));
         let outputs: Vec<Output> = match &failure {
             None => results.into_iter().map(|r| r.expect("checked")).collect(),
             Some(reason) => candidates
                 .iter()
-                .map(|c| Output::error(&manifest, c, format!("model {} failed: {reason}", manifest.id)))
+                .map(|c| {
+                    Output::error(
+                        &manifest,
+                        c,
+                        format!("model {} failed: {reason}", manifest.id),
+                    )
+                })
                 .collect(),
         };
         if let Some(reason) = &failure {
@@ -617,7 +630,12 @@ impl Pipeline {
                 Output::Findings(e) => Some(e),
                 _ => None,
             })
-            .flat_map(|e| e.findings.iter().filter(|f| f.presence).map(|f| f.key.clone()))
+            .flat_map(|e| {
+                e.findings
+                    .iter()
+                    .filter(|f| f.presence)
+                    .map(|f| f.key.clone())
+            })
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -625,7 +643,11 @@ impl Pipeline {
             .outputs
             .iter()
             .filter_map(|o| match o {
-                Output::Segments(s) => s.lungs.as_ref().and_then(|l| l.ctr.as_ref()).map(|c| c.ratio),
+                Output::Segments(s) => s
+                    .lungs
+                    .as_ref()
+                    .and_then(|l| l.ctr.as_ref())
+                    .map(|c| c.ratio),
                 Output::Points(l) => l.ctr.as_ref().map(|c| c.ratio),
                 _ => None,
             })
@@ -682,12 +704,8 @@ impl Output {
                 tier: None,
             }),
             _ => {
-                let mut e = ImageEntry::error(
-                    &c.sop_instance_uid,
-                    &c.series_uid,
-                    &c.sop_class_uid,
-                    reason,
-                );
+                let mut e =
+                    ImageEntry::error(&c.sop_instance_uid, &c.series_uid, &c.sop_class_uid, reason);
                 e.status = status.into();
                 Output::Findings(e)
             }
@@ -752,9 +770,10 @@ impl ModelRun {
             validation_status: m.validation.status.clone(),
             trained_on: m.validation.trained_on.clone(),
             status: status.into(),
-            error: self.failure.clone().or_else(|| {
-                (status == "failed").then(|| "no image could be read".to_string())
-            }),
+            error: self
+                .failure
+                .clone()
+                .or_else(|| (status == "failed").then(|| "no image could be read".to_string())),
             images_analysed: analysed,
             elapsed_ms: self.elapsed_ms,
         }

@@ -93,7 +93,10 @@ impl PipelineSettings {
         }
         for r in &self.routes {
             if r.models.is_empty() {
-                return Err(("pipeline.routes", format!("route '{}' names no models", r.name)));
+                return Err((
+                    "pipeline.routes",
+                    format!("route '{}' names no models", r.name),
+                ));
             }
         }
         Ok(())

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{StudyMeasurement, Summary};
-use crate::inference::manifest::VALIDATED_REAL;
 use crate::domain::Urgency;
+use crate::inference::manifest::VALIDATED_REAL;
 
 /// One rule: when `label` is present (or its probability reaches `min_probability`), or when
 /// `measurement` is above `above`, the study is at least `urgency`.
@@ -203,7 +203,10 @@ impl TriageSettings {
                     });
                 if let Some(m) = hit {
                     fire(
-                        format!("{key} {:.2} > {above} ({}, {})", m.value, m.model_id, m.method),
+                        format!(
+                            "{key} {:.2} > {above} ({}, {})",
+                            m.value, m.model_id, m.method
+                        ),
                         rule.urgency,
                         &m.validation_status,
                         &m.model_id,

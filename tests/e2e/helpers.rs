@@ -104,6 +104,9 @@ impl Drop for PgDatabase {
 /// The HS256 secret of test nodes (see [`TestApp::token`]).
 pub const TEST_JWT_SECRET: &str = "radstream-e2e-test-secret-0123456789abcdef";
 
+/// The phantom-trained models the tests run by default.
+pub const DEMO_MODELS: [&str; 2] = ["cxr-demo", "ctr-demo"];
+
 /// Settings for a test node: free ports, fresh folder, short completion windows, a fixed
 /// JWT secret.
 pub fn test_settings(dir: &Path) -> Settings {
@@ -120,6 +123,11 @@ pub fn test_settings(dir: &Path) -> Settings {
     s.study.quiet_window_ms = 200;
     s.study.stable_age_secs = 5;
     s.inference.models_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    // The phantom models only: the real lung segmenter costs about a second of CPU per image
+    // and has its own tests (real_images::), which turn it on.
+    s.inference.models = DEMO_MODELS.iter().map(|m| m.to_string()).collect();
+    // The phantom-trained findings may raise the urgency in tests (phantoms, not patients).
+    s.triage.trust_unvalidated_models = true;
     s.auth.jwt_secret = Some(TEST_JWT_SECRET.to_string().into());
     s
 }
@@ -741,7 +749,9 @@ pub fn spawn_node(
         .env(
             "RADSTREAM_INFERENCE__MODELS_DIR",
             Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-        );
+        )
+        .env("RADSTREAM_INFERENCE__MODELS", r#"["cxr-demo","ctr-demo"]"#)
+        .env("RADSTREAM_TRIAGE__TRUST_UNVALIDATED_MODELS", "true");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -37,9 +37,30 @@ async fn spine(db: Db) {
             "study.received",
             "study.complete",
             "inference.started",
+            "inference.model_completed",
+            "inference.model_completed",
             "inference.completed"
         ],
-        "event order"
+        "event order: each model's outcome, then the combined result"
+    );
+    let mut per_model: Vec<(String, String)> = seen
+        .iter()
+        .filter(|e| e.event == "inference.model_completed")
+        .map(|e| {
+            let d = &e.data["data"];
+            (
+                d["model_id"].as_str().unwrap().to_string(),
+                d["validation_status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    per_model.sort();
+    assert_eq!(
+        per_model,
+        [
+            ("ctr-demo".to_string(), "synthetic-only".to_string()),
+            ("cxr-demo".to_string(), "synthetic-only".to_string())
+        ]
     );
     let ids: Vec<i64> = seen.iter().filter_map(|e| e.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
@@ -75,6 +96,28 @@ async fn spine(db: Db) {
         assert_eq!(cardio["member_outputs"].as_array().unwrap().len(), 5);
     }
     assert_eq!(r["metadata"]["model_version"], "cxr-demo-0.1.0");
+    assert_eq!(r["model"]["validation_status"], "synthetic-only");
+    // Both models' outcomes, and the landmark model's CTR on each image.
+    let models = r["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "{models:?}");
+    for m in models {
+        assert_eq!(m["status"], "succeeded", "{m}");
+        assert_eq!(m["images_analysed"], 2, "{m}");
+    }
+    let ctrs: Vec<&serde_json::Value> = r["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["key"] == "cardiothoracic_ratio" && m["method"] == "landmarks")
+        .collect();
+    assert_eq!(ctrs.len(), 2, "{}", r["measurements"]);
+    for img in r["images"].as_array().unwrap() {
+        assert_eq!(img["landmarks"]["status"], "analysed", "{img}");
+        assert!(
+            img["landmarks"]["ctr"]["ratio"].as_f64().unwrap() > 0.55,
+            "{img}"
+        );
+    }
     assert!(r["metadata"]["patient_id"]
         .as_str()
         .unwrap()

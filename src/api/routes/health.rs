@@ -70,6 +70,9 @@ pub struct Health {
     pub database: HealthDatabase,
     pub storage: HealthStorage,
     pub dicom: HealthDicom,
+    /// Every installed model: loaded ones with their task and validation status, and those
+    /// whose weights are missing (`unavailable`, with the reason).
+    pub models: Vec<HealthModel>,
     /// Node version.
     pub version: &'static str,
 }
@@ -99,6 +102,21 @@ pub struct HealthDicom {
     pub ae_title: String,
     pub open_associations: u64,
     pub studies_pending_completion: u64,
+}
+
+/// One installed model as `/health` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthModel {
+    pub id: String,
+    pub task: String,
+    /// `loaded` or `unavailable`.
+    pub status: &'static str,
+    /// `real-images`, `synthetic-only` or `unknown` (loaded models).
+    pub validation_status: Option<String>,
+    /// `cpu` or `cuda` (loaded models).
+    pub provider: Option<String>,
+    /// Why not loaded.
+    pub reason: Option<String>,
 }
 
 /// Database reachability, free space against the A700 threshold, the DICOM listener and the
@@ -141,6 +159,33 @@ async fn health(
             open_associations: state.open_associations.load(Ordering::Relaxed) as u64,
             studies_pending_completion: state.tracker.pending() as u64,
         },
+        models: state
+            .engine
+            .models()
+            .into_iter()
+            .map(|m| HealthModel {
+                id: m.id,
+                task: m.task,
+                status: "loaded",
+                validation_status: Some(m.validation.status),
+                provider: Some(m.provider),
+                reason: None,
+            })
+            .chain(
+                state
+                    .engine
+                    .unavailable_models()
+                    .iter()
+                    .map(|m| HealthModel {
+                        id: m.id.clone(),
+                        task: m.task.clone(),
+                        status: "unavailable",
+                        validation_status: None,
+                        provider: None,
+                        reason: Some(m.reason.clone()),
+                    }),
+            )
+            .collect(),
         version: env!("CARGO_PKG_VERSION"),
     };
     let mut body = serde_json::to_value(&health).unwrap_or_default();
