@@ -226,6 +226,7 @@ fn segment_names_the_file_and_the_task_when_the_model_does_not_segment() {
             .arg(&image)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RADSTREAM_LOG__LEVEL", "warn")
+            .env("RADSTREAM_INFERENCE__MODELS", r#"["cxr-demo","ctr-demo"]"#)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

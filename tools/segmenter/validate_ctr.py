@@ -3,12 +3,14 @@
 (`radstream segment`, `LungFields::ctr`) on generated phantoms, against their ground truth and
 against the landmark model `ctr-demo` (`radstream infer --model ctr-demo`) on the same images.
 
-    tools/segmenter/validate_ctr.py --bin target/release/radstream --models-dir DIR \\
-        [--n 30] [--seed 20261206] [--out WORK_DIR] [--real FILE.dcm ...] [--no-ctr-demo]
+    tools/segmenter/validate_ctr.py [--bin target/debug/radstream] [--models-dir models] \\
+        [--n 30] [--seed 4242] [--out WORK_DIR] [--real FILE.dcm ...] [--no-ctr-demo]
 
-DIR holds `lung-seg/` (model.toml + model.onnx from tools/segmenter/convert.py) and
-`ctr-demo/` (a copy or link of models/ctr-demo). ONNX Runtime is found as the node finds it
-(ORT_DYLIB_PATH, or the onnxruntime package of python3).
+The models folder must hold `lung-seg/` with its model.onnx (scripts/setup.sh makes it) and
+`ctr-demo/`. ONNX Runtime is found as the node finds it (ORT_DYLIB_PATH, or the onnxruntime
+package of python3). --real defaults to the two real chests scripts/setup.sh --test fetches
+(NEMA RG1_J2KI.dcm and GDCM's gdcm-CR-MONO1-10-chest.dcm in ~/.cache/radstream/testdata/real)
+when they are there.
 
 Phantoms (tools/phantom/phantom.py, 512 x 512, 8-bit PNG): --n normal ones (no finding, true
 CTR spread evenly over 0.36-0.50) and --n cardiomegaly ones (only that finding, 0.58-0.70),
@@ -40,6 +42,7 @@ SIZE = 512
 NORMAL = (0.36, 0.50)
 CARDIOMEGALY = (0.58, 0.70)
 MAX_ROTATION_DEG = 6.0
+REAL_CHESTS = ("RG1_J2KI.dcm", "gdcm-CR-MONO1-10-chest.dcm")
 
 
 def generate(out: Path, n: int, seed: int) -> list[dict]:
@@ -116,18 +119,24 @@ def summary(name: str, pairs: list[tuple[float, float | None]]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "radstream"))
-    ap.add_argument("--models-dir", help="sets RADSTREAM_INFERENCE__MODELS_DIR")
+    ap.add_argument("--bin", default=str(ROOT / "target" / "debug" / "radstream"))
+    ap.add_argument("--models-dir", default=str(ROOT / "models"),
+                    help="sets RADSTREAM_INFERENCE__MODELS_DIR")
     ap.add_argument("--n", type=int, default=30, help="phantoms per class")
-    ap.add_argument("--seed", type=int, default=20261206)
+    ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--out", help="work folder (default: a temporary one)")
-    ap.add_argument("--real", nargs="*", default=[], help="real chest images (no truth)")
+    ap.add_argument("--real", nargs="*", default=None,
+                    help="real chest images (no truth); default: the two from setup, if there")
     ap.add_argument("--no-ctr-demo", action="store_true")
     a = ap.parse_args(argv)
 
+    if a.real is None:
+        cache = Path(os.environ.get("RADSTREAM_CACHE", Path.home() / ".cache" / "radstream"))
+        a.real = [str(p) for p in (cache / "testdata" / "real" / REAL_CHESTS[0],
+                                   cache / "testdata" / "real" / REAL_CHESTS[1]) if p.is_file()]
     env = dict(os.environ)
-    if a.models_dir:
-        env["RADSTREAM_INFERENCE__MODELS_DIR"] = a.models_dir
+    env["RADSTREAM_INFERENCE__MODELS_DIR"] = a.models_dir
+    env["RADSTREAM_INFERENCE__MODELS"] = '["lung-seg","ctr-demo"]'
     env.setdefault("RADSTREAM_LOG__LEVEL", "warn")
     out = Path(a.out or tempfile.mkdtemp(prefix="radstream-ctr-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +176,8 @@ def main(argv=None) -> int:
         d = demo_ctr(demo.get(f))
         real.append({"file": f, "segmenter": v, "ctr_demo": d})
         ctr = "none" if v["ctr"] is None else f"{v['ctr']:.3f}"
-        dc = "none" if d is None else f"{d:.3f}"
+        status = (demo.get(f) or {}).get("status") or {}
+        dc = f"{d:.3f}" if d is not None else f"none ({status.get('reason') or status.get('kind')})"
         print(f"  {Path(f).name}: segmenter CTR {ctr} (plausible {v['plausible']}"
               f"{'' if v['plausible'] else ': ' + '; '.join(v['reasons'] or [])}), "
               f"ctr-demo {dc}")
