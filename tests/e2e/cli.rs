@@ -236,3 +236,63 @@ fn segment_names_the_file_and_the_task_when_the_model_does_not_segment() {
         assert!(stderr.contains("segmentation"), "{args:?}: {stderr}");
     }
 }
+
+/// Needs the real lung segmenter (`scripts/setup.sh` makes models/lung-seg/model.onnx); says
+/// so and passes without it.
+#[test]
+fn segment_reads_the_lung_fields_and_the_ctr_of_the_phantom_fixtures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join("models/lung-seg/model.onnx").is_file() {
+        eprintln!("skipped: models/lung-seg/model.onnx is missing (scripts/setup.sh makes it)");
+        return;
+    }
+    let images = root.join("fixtures/images");
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(images.join("ground_truth.json")).unwrap()).unwrap();
+    let names = ["cxr_normal.png", "cxr_cardiomegaly.png", "ct_slice.png"];
+    let segment = |extra: &[&str]| {
+        let out = std::process::Command::new(radstream_bin())
+            .arg("segment")
+            .args(extra)
+            .args(names.map(|n| images.join(n)))
+            .current_dir(root)
+            .env("RADSTREAM_LOG__LEVEL", "warn")
+            .env("RADSTREAM_INFERENCE__MODELS", r#"["lung-seg"]"#)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), names.len());
+        lines
+    };
+    let lines = segment(&[]);
+    for (name, line) in names.iter().zip(&lines) {
+        assert!(line["file"].as_str().unwrap().ends_with(name), "{line}");
+        let lungs = &line["result"]["lungs"];
+        assert!(lungs.get("mask").is_none(), "no mask unless asked: {name}");
+        let Some(true_ctr) = truth[name]["geometry"]["ctr"].as_f64() else {
+            assert_eq!(lungs["plausible"], false, "{name}: {lungs}");
+            continue;
+        };
+        assert_eq!(lungs["plausible"], true, "{name}: {lungs}");
+        let ctr = lungs["ctr"]["ratio"].as_f64().unwrap();
+        assert!((ctr - true_ctr).abs() < 0.07, "{name}: {ctr} vs {true_ctr}");
+        assert_eq!(ctr >= 0.5, true_ctr >= 0.5, "{name}: {ctr} vs {true_ctr}");
+        assert_eq!(lungs["ctr_points"].as_array().unwrap().len(), 4, "{name}");
+        for side in ["right", "left"] {
+            assert!(
+                lungs[side]["area_fraction"].as_f64().unwrap() > 0.05,
+                "{name}"
+            );
+        }
+    }
+    let with_mask = segment(&["--mask"]);
+    assert!(with_mask[0]["result"]["lungs"]["mask"]["runs"].is_array());
+}
