@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Inference benchmark: per-stage timings and images/s at batch 1, 8, 32 for the demo ensemble
+# and every installed segmentation model (the real lung segmenter, when setup has made it)
 # on a 3000x2500 16-bit CR DICOM and its JPEG 2000 re-encoding, then for a DenseNet-121-sized
 # model (1x224x224, 18 outputs), each beside Python onnxruntime on the same model (the ceiling)
 # with the ratio.

@@ -287,6 +287,9 @@ async fn main() {
     );
     MODELS_DIR.set(a.models.clone()).unwrap();
     let mut rows = bench_model(&engine, a.model.as_deref(), &a.dicoms, a.seconds).await;
+    for seg in engine.segmentation_models() {
+        rows.extend(bench_segmenter(&engine, &seg.id, &a.dicoms, a.seconds).await);
+    }
     if let Some(onnx) = &a.onnx {
         let tmp = wrap_onnx(onnx, a.onnx_size, a.onnx_channels, a.onnx_labels);
         let byom = Engine::load(&settings(tmp.path(), a.max_delay_ms)).expect("load onnx model");
@@ -332,6 +335,55 @@ async fn bench_byom(engine: &Engine, onnx: &Path, a: &Args, seconds: f64) -> Vec
             batch,
             engine: ips,
             ceiling: python_ceiling(onnx, a.onnx_size, a.onnx_channels, batch, seconds)
+                .map(|ms| batch as f64 * 1000.0 / ms),
+        };
+        row.print("python onnxruntime");
+        rows.push(row);
+    }
+    rows
+}
+
+/// A segmentation model: stage timings through the whole path (decode, preprocess, the U-Net,
+/// lung fields and measurements), then raw throughput beside Python onnxruntime.
+async fn bench_segmenter(engine: &Engine, id: &str, dicoms: &[PathBuf], seconds: f64) -> Vec<Row> {
+    let manifest = engine.manifest_of(id).expect("segmentation model");
+    let info = engine.models().into_iter().find(|m| m.id == id).unwrap();
+    println!(
+        "\n== segmentation model {} {} ({}x{}, provider {})",
+        info.id, info.version, info.input[0], info.input[1], info.provider
+    );
+    for path in dicoms {
+        let (mut pre, mut infer, mut post, mut total) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..3 {
+            let r = engine
+                .infer_segmentation_dicom(Some(id), path)
+                .await
+                .expect("infer_segmentation_dicom");
+            pre.push(r.timings.decode_ms + r.timings.preprocess_ms);
+            infer.push(r.timings.inference_ms);
+            post.push(r.timings.postprocess_ms);
+            total.push(r.timings.total_ms);
+        }
+        println!(
+            "{}: median decode+preprocess {:.1} ms, inference {:.1} ms, lung fields {:.1} ms, end-to-end {:.1} ms",
+            path.file_name().unwrap().to_string_lossy(),
+            median(pre),
+            median(infer),
+            median(post),
+            median(total)
+        );
+    }
+    let tensor = vec![0.1f32; manifest.input_len()];
+    let i = &manifest.input;
+    let onnx = model_dir(id).join(&manifest.ensemble.members[0].file);
+    let mut rows = Vec::new();
+    for batch in [1usize, 8, 32] {
+        let ips = throughput(engine, Some(id), &tensor, batch, seconds).await;
+        let row = Row {
+            model: id.to_string(),
+            batch,
+            engine: ips,
+            ceiling: python_ceiling(&onnx, i.width, i.channels, batch, seconds)
                 .map(|ms| batch as f64 * 1000.0 / ms),
         };
         row.print("python onnxruntime");

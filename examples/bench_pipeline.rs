@@ -416,6 +416,8 @@ struct StudyLatency {
     send_ms: f64,
     to_study_complete_ms: f64,
     to_inference_started_ms: f64,
+    /// The first model's `inference.model_completed` (the fastest model's output).
+    to_first_model_ms: f64,
     to_inference_completed_ms: f64,
     /// From the result's timings: job claimed minus study completed (server clock).
     queue_ms: f64,
@@ -441,7 +443,7 @@ async fn latency_run(
         let t0 = Instant::now();
         send(&peer, files).await;
         let released = Instant::now();
-        let (mut complete, mut started) = (None, None);
+        let (mut complete, mut started, mut first_model) = (None, None, None);
         let deadline = released + Duration::from_secs(60);
         let (done, wall, data) = loop {
             let (m, at, wall) = tokio::time::timeout_at(deadline.into(), rx.recv())
@@ -455,6 +457,9 @@ async fn latency_run(
             match m.event.as_str() {
                 "study.complete" => complete = Some(at),
                 "inference.started" => started = Some(at),
+                "inference.model_completed" => {
+                    first_model.get_or_insert(at);
+                }
                 "inference.completed" => break (at, wall, v),
                 "inference.failed" => panic!("inference failed for {uid}: {}", m.data),
                 _ => {}
@@ -471,6 +476,7 @@ async fn latency_run(
             send_ms: ms(released - t0),
             to_study_complete_ms: since(complete),
             to_inference_started_ms: since(started),
+            to_first_model_ms: since(first_model),
             to_inference_completed_ms: ms(done - released),
             queue_ms: num("queue_ms"),
             inference_ms: num("inference_ms"),
@@ -850,6 +856,7 @@ async fn main() {
         let t = Instant::now();
         let (rows, rss, hwm) = latency_run(&a, &studies[..need], q).await;
         let total = stats(rows.iter().map(|r| r.to_inference_completed_ms).collect());
+        let first = stats(rows.iter().map(|r| r.to_first_model_ms).collect());
         let part = |f: fn(&StudyLatency) -> f64| stats(rows.iter().map(f).collect()).p50;
         let (complete, started) = (
             part(|r| r.to_study_complete_ms),
@@ -870,12 +877,17 @@ async fn main() {
             t.elapsed().as_secs_f64()
         );
         println!(
+            "    release -> first inference.model_completed: p50 {:.0} ms, p95 {:.0} ms",
+            first.p50, first.p95
+        );
+        println!(
             "    p50 parts: send {send_ms:.0} ms | release -> study.complete {complete:.0} ms -> inference.started {started:.0} ms -> inference.completed {:.0} ms | server: queue {queue:.0} ms, inference {inference:.0} ms, result written -> event arrived {fan:.0} ms",
             total.p50
         );
         latency_json.push(json!({
             "quiet_window_ms": q,
             "release_to_inference_completed_ms": total,
+            "release_to_first_model_completed_ms": first,
             "p50_parts_ms": {
                 "send": send_ms,
                 "release_to_study_complete": complete,

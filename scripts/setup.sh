@@ -72,14 +72,13 @@ fi
 # checked against its sha256. They stay in the cache, not in the repository.
 if [ "$want_test" = 1 ]; then
   real="$cache/testdata/real"
-  if [ ! -e "$real/.complete" ]; then
+  if [ ! -e "$real/.complete-3" ]; then
     echo "setup: fetching real test images (npm dwv 0.22.1, PyPI pydicom-data 1.0.0)"
     mkdir -p "$real" "$cache/downloads"
     (cd "$cache/downloads" && { [ -e dwv-0.22.1.tgz ] || npm pack --silent dwv@0.22.1 >/dev/null; } &&
       echo "5a197770974488cc2d045039f31fe679e909dea548cc7e5c089d7a06f7de502f  dwv-0.22.1.tgz" | sha256sum -c --quiet)
     tar xzf "$cache/downloads/dwv-0.22.1.tgz" -C "$real" --strip-components=3 \
-      package/tests/data/gdcm-CR-MONO1-10-chest.dcm package/tests/data/gdcm-CT-MONO2-8-abdo.dcm \
-      package/tests/data/nema-mr1_jply.dcm package/tests/data/gdcm-US-RGB-8-esopecho.dcm
+      package/tests/data/gdcm-CR-MONO1-10-chest.dcm package/tests/data/dicompyler-ct.0.dcm
     (cd "$cache/downloads" && { [ -e pydicom_data-1.0.0-py3-none-any.whl ] ||
         "$root/.venv/bin/pip" download -q --disable-pip-version-check --no-deps pydicom-data==1.0.0 -d .; } &&
       echo "622ac97265f1d91f76b5120b5bd6eb0f57737c392ef863b72c71779c91e33637  pydicom_data-1.0.0-py3-none-any.whl" | sha256sum -c --quiet)
@@ -87,10 +86,10 @@ if [ "$want_test" = 1 ]; then
 import sys, zipfile, pathlib
 wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
 with zipfile.ZipFile(wheel) as z:
-    for name in ("RG1_J2KI.dcm", "RG1_UNCR.dcm", "RG3_UNCR.dcm", "OT-PAL-8-face.dcm"):
+    for name in ("RG1_J2KI.dcm", "RG3_UNCR.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm", "OT-PAL-8-face.dcm"):
         (out / name).write_bytes(z.read(f"data_store/data/{name}"))
 PY
     chmod 0600 "$real"/*.dcm
-    touch "$real/.complete"
+    touch "$real/.complete-3"
   fi
 fi

@@ -894,4 +894,79 @@ display = "Thorax, left inner margin"
         let err = Manifest::parse(&no_members).unwrap_err();
         assert!(err.contains("members"), "{err}");
     }
+
+    const SEGMENTATION_EXAMPLE: &str = r#"
+id = "lung-seg"
+version = "0.1.5"
+name = "lungs"
+manufacturer = "x"
+task = "segmentation"
+intended_use = "research"
+not_for_clinical_use = true
+[validation]
+status = "real-images"
+trained_on = "real chests"
+[provenance]
+source = "PyPI"
+licence = "MIT"
+[input]
+name = "image"
+width = 512
+height = 512
+channels = 1
+layout = "NCHW"
+windowing = "voi-or-percentile"
+percentile_low = 0.5
+percentile_high = 99.5
+mean = 0.5
+std = 1.0
+frames = "first"
+[output]
+name = "lung"
+activation = "identity"
+[ensemble]
+combination = "mean"
+[[ensemble.members]]
+file = "model.onnx"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+[segmentation]
+kind = "lung-fields"
+threshold = 0.5
+"#;
+
+    #[test]
+    fn a_segmentation_manifest_parses_and_its_output_is_a_map() {
+        let m = Manifest::parse(SEGMENTATION_EXAMPLE).unwrap();
+        assert!(m.is_segmentation_model());
+        assert_eq!(m.output_len(), 512 * 512);
+        assert!(m.validation.is_real());
+        assert_eq!(m.provenance.unwrap().licence, "MIT");
+        // Classification manifests without [validation] say `unknown`.
+        assert_eq!(
+            Manifest::parse(EXAMPLE).unwrap().validation.status,
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn invalid_segmentation_manifests_are_refused() {
+        let cases = [
+            ("kind = \"lung-fields\"", "kind = \"organs\""),
+            (
+                "\"lung-fields\"\nthreshold = 0.5",
+                "\"lung-fields\"\nthreshold = 1.5",
+            ),
+            ("activation = \"identity\"", "activation = \"sigmoid\""),
+            ("status = \"real-images\"", "status = \"trust-me\""),
+            (
+                "[segmentation]\nkind = \"lung-fields\"\nthreshold = 0.5\n",
+                "",
+            ),
+        ];
+        for (from, to) in cases {
+            let text = SEGMENTATION_EXAMPLE.replace(from, to);
+            assert_ne!(text, SEGMENTATION_EXAMPLE, "{from}");
+            assert!(Manifest::parse(&text).is_err(), "{to} was accepted");
+        }
+    }
 }

@@ -175,3 +175,98 @@ pub const MEASUREMENT_KEYS: [&str; 7] = [
     "right_lung_height",
     "left_lung_height",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::manifest::GateSpec;
+    use crate::measurement::lungs::LungFields;
+
+    fn classifier() -> Manifest {
+        let mut m = Manifest::parse(crate::inference::manifest::tests::EXAMPLE).unwrap();
+        m.gate = Some(GateSpec {
+            file: "gate.onnx".into(),
+            sha256: "0".repeat(64),
+            threshold: 0.5,
+        });
+        m
+    }
+
+    fn analysed(gate: f32) -> ImageEntry {
+        let mut e = ImageEntry::error("1", "2", "3", String::new());
+        e.status = "analysed".into();
+        e.reason = None;
+        e.gate_probability = Some(gate);
+        e
+    }
+
+    /// Two lung-shaped blocks, or one block in the middle (not two lungs).
+    fn lungs(two: bool) -> SegmentationEntry {
+        let (w, h) = (64, 64);
+        let mut p = vec![0f32; w * h];
+        for y in 12..52 {
+            for x in 0..w {
+                let inside = if two {
+                    (10..28).contains(&x) || (36..54).contains(&x)
+                } else {
+                    (28..36).contains(&x) && y < 20
+                };
+                if inside {
+                    p[y * w + x] = 1.0;
+                }
+            }
+        }
+        let report = LungFields::from_probability(&p, w, h, 0.5).report(640, 640, None, 0.5);
+        let r = crate::inference::SegmentationResult {
+            model_id: "lung-seg".into(),
+            model_version: "1".into(),
+            provider: "cpu".into(),
+            not_for_clinical_use: true,
+            status: "predicted".into(),
+            reason: None,
+            lungs: Some(report),
+            image: Default::default(),
+            timings: Default::default(),
+        };
+        segmentation_entry(&r)
+    }
+
+    #[test]
+    fn plausible_lungs_accept_what_the_phantom_gate_refused() {
+        let mut e = analysed(0.06);
+        e.segmentation = Some(lungs(true));
+        apply_gate(&mut e, Some(&classifier()));
+        assert_eq!(e.status, "analysed");
+        assert!(e.reason.unwrap().contains("plausible lung fields"));
+    }
+
+    #[test]
+    fn implausible_lungs_refuse_what_the_phantom_gate_accepted() {
+        let mut e = analysed(0.99);
+        e.segmentation = Some(lungs(false));
+        apply_gate(&mut e, Some(&classifier()));
+        assert_eq!(e.status, "rejected");
+        assert!(e.reason.unwrap().starts_with(NOT_A_CHEST));
+        assert!(e.findings.is_empty());
+    }
+
+    #[test]
+    fn without_a_segmentation_the_phantom_gate_decides() {
+        let mut e = analysed(0.2);
+        apply_gate(&mut e, Some(&classifier()));
+        assert_eq!(e.status, "rejected");
+        let mut e = analysed(0.8);
+        apply_gate(&mut e, Some(&classifier()));
+        assert_eq!(e.status, "analysed");
+    }
+
+    #[test]
+    fn measurements_come_from_analysed_images_only() {
+        let mut e = analysed(0.9);
+        e.segmentation = Some(lungs(true));
+        let m = measurements(std::slice::from_ref(&e), |_| "real-images".into());
+        assert!(m.iter().any(|m| m.key == "right_lung_area_fraction"));
+        e.segmentation = Some(lungs(false));
+        assert!(measurements(&[e], |_| "real-images".into()).is_empty());
+    }
+}

@@ -388,8 +388,8 @@ impl Pipeline {
             let mut lm = None;
             for run in &runs {
                 match &run.outputs[i] {
-                    Output::Findings(e) => entry = Some(e.clone()),
-                    Output::Segments(s) => seg = Some(s.clone()),
+                    Output::Findings(e) => entry = Some(e.as_ref().clone()),
+                    Output::Segments(s) => seg = Some(s.as_ref().clone()),
                     Output::Points(l) => lm = Some(l.clone()),
                 }
             }
@@ -551,18 +551,18 @@ impl Pipeline {
                     TASK_SEGMENTATION => engine
                         .infer_segmentation_dicom(id, &path)
                         .await
-                        .map(|r| Output::Segments(combine::segmentation_entry(&r))),
+                        .map(|r| Output::Segments(Box::new(combine::segmentation_entry(&r)))),
                     TASK_LANDMARKS => engine
                         .infer_landmarks_dicom_with(id, &path, gate)
                         .await
                         .map(|r| Output::Points(combine::landmark_entry(&r))),
                     _ => engine.infer_dicom_with(id, &path, gate).await.map(|r| {
-                        Output::Findings(ImageEntry::from_inference(
+                        Output::Findings(Box::new(ImageEntry::from_inference(
                             &c.sop_instance_uid,
                             &c.series_uid,
                             &c.sop_class_uid,
                             &r,
-                        ))
+                        )))
                     }),
                 };
                 match out {
@@ -671,8 +671,8 @@ impl Pipeline {
 
 /// One model's output for one image.
 enum Output {
-    Findings(ImageEntry),
-    Segments(SegmentationEntry),
+    Findings(Box<ImageEntry>),
+    Segments(Box<SegmentationEntry>),
     Points(LandmarkEntry),
 }
 
@@ -689,12 +689,12 @@ impl Output {
 
     fn with_status(m: &Manifest, c: &Candidate, status: &str, reason: String) -> Output {
         match m.task.as_str() {
-            TASK_SEGMENTATION => Output::Segments(SegmentationEntry {
+            TASK_SEGMENTATION => Output::Segments(Box::new(SegmentationEntry {
                 model_id: m.id.clone(),
                 status: status.into(),
                 reason: Some(reason),
                 lungs: None,
-            }),
+            })),
             TASK_LANDMARKS => Output::Points(LandmarkEntry {
                 model_id: m.id.clone(),
                 status: status.into(),
@@ -707,7 +707,7 @@ impl Output {
                 let mut e =
                     ImageEntry::error(&c.sop_instance_uid, &c.series_uid, &c.sop_class_uid, reason);
                 e.status = status.into();
-                Output::Findings(e)
+                Output::Findings(Box::new(e))
             }
         }
     }

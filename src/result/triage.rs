@@ -237,3 +237,142 @@ impl TriageSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::model::{Coding, LabelSummary};
+
+    fn summary_with(key: &str, present: bool) -> Summary {
+        Summary {
+            images_total: 1,
+            images_analysed: 1,
+            images_rejected: 0,
+            images_not_applicable: 0,
+            images_failed: 0,
+            findings_present: if present { vec![key.into()] } else { vec![] },
+            labels: vec![LabelSummary {
+                key: key.into(),
+                name: key.into(),
+                code: Coding {
+                    system: "http://snomed.info/sct".into(),
+                    code: "1".into(),
+                    display: key.into(),
+                },
+                present,
+                probability: if present { 0.9 } else { 0.1 },
+                images_positive: usize::from(present),
+            }],
+            confidence: Some("optimal".into()),
+            should_review: false,
+            max_uncertainty: None,
+        }
+    }
+
+    fn ctr(value: f64, validation: &str) -> StudyMeasurement {
+        StudyMeasurement {
+            key: "cardiothoracic_ratio".into(),
+            value,
+            unit: "{ratio}".into(),
+            model_id: "lung-seg".into(),
+            method: "lung-borders".into(),
+            sop_instance_uid: "1.2".into(),
+            validation_status: validation.into(),
+        }
+    }
+
+    #[test]
+    fn findings_of_a_model_not_validated_on_real_images_are_capped_at_standard() {
+        let t = TriageSettings::default();
+        let s = summary_with("pneumothorax", true);
+        let input = |v| TriageInput {
+            summary: &s,
+            measurements: &[],
+            findings_validation: v,
+        };
+        let capped = t.decide(input("synthetic-only"));
+        assert_eq!(capped.urgency, Urgency::Standard);
+        assert!(
+            capped.reasons[0].contains("capped at standard")
+                && capped.reasons[0].contains("synthetic-only"),
+            "{:?}",
+            capped.reasons
+        );
+        assert_eq!(t.decide(input("real-images")).urgency, Urgency::Critical);
+        let trusting = TriageSettings {
+            trust_unvalidated_models: true,
+            ..TriageSettings::default()
+        };
+        assert_eq!(
+            trusting.decide(input("synthetic-only")).urgency,
+            Urgency::Critical
+        );
+    }
+
+    #[test]
+    fn a_measurement_rule_fires_above_its_limit() {
+        let t = TriageSettings {
+            rules: vec![TriageRule {
+                label: None,
+                measurement: Some("cardiothoracic_ratio".into()),
+                above: Some(0.6),
+                urgency: Urgency::Urgent,
+                min_probability: None,
+            }],
+            ..TriageSettings::default()
+        };
+        assert!(t.validate(&[], &["cardiothoracic_ratio"]).is_ok());
+        let s = summary_with("cardiomegaly", false);
+        let decide = |m: &[StudyMeasurement]| {
+            t.decide(TriageInput {
+                summary: &s,
+                measurements: m,
+                findings_validation: "real-images",
+            })
+        };
+        assert_eq!(decide(&[ctr(0.55, "real-images")]).urgency, Urgency::Low);
+        let fired = decide(&[ctr(0.65, "real-images")]);
+        assert_eq!(fired.urgency, Urgency::Urgent, "{:?}", fired.reasons);
+        assert!(fired.reasons[0].contains("cardiothoracic_ratio 0.65"));
+        assert_eq!(
+            decide(&[ctr(0.65, "synthetic-only")]).urgency,
+            Urgency::Standard
+        );
+    }
+
+    #[test]
+    fn rules_name_a_label_or_a_measurement_that_exists() {
+        let rule = |label: Option<&str>, measurement: Option<&str>, above| TriageSettings {
+            rules: vec![TriageRule {
+                label: label.map(str::to_string),
+                measurement: measurement.map(str::to_string),
+                above,
+                urgency: Urgency::Urgent,
+                min_probability: None,
+            }],
+            ..TriageSettings::default()
+        };
+        let labels = ["pneumothorax".to_string()];
+        let known = ["cardiothoracic_ratio"];
+        assert!(rule(Some("pneumothorax"), None, None)
+            .validate(&labels, &known)
+            .is_ok());
+        assert!(rule(Some("nodule"), None, None)
+            .validate(&labels, &known)
+            .is_err());
+        assert!(rule(None, Some("ctr"), Some(0.6))
+            .validate(&labels, &known)
+            .is_err());
+        assert!(rule(None, Some("cardiothoracic_ratio"), None)
+            .validate(&labels, &known)
+            .is_err());
+        assert!(rule(
+            Some("pneumothorax"),
+            Some("cardiothoracic_ratio"),
+            Some(0.6)
+        )
+        .validate(&labels, &known)
+        .is_err());
+        assert!(rule(None, None, None).validate(&labels, &known).is_err());
+    }
+}

@@ -335,12 +335,13 @@ fn cli_infer_prints_the_landmark_result() {
         .unwrap();
     assert!(out.status.success());
     let models: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ctr = models
+    let ctr = models["models"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["id"] == "ctr-demo")
         .expect("ctr-demo listed");
+    assert_eq!(ctr["validation"]["status"], "synthetic-only");
     assert_eq!(ctr["members"].as_array().unwrap().len(), 5);
     assert_eq!(ctr["provider"], "cpu");
     assert_eq!(ctr["landmarks"].as_array().unwrap().len(), 6);

@@ -23,5 +23,6 @@ mod pipeline;
 mod privacy;
 mod radanalyzer;
 mod radanalyzer_capture;
+mod real_images;
 mod retention;
 mod voxray;

@@ -432,8 +432,17 @@ fn result_rows(r: &StudyResult) -> Value {
                 "sop_instance_uid": img.sop_instance_uid, "image_status": img.status,
                 "finding": f.name, "snomed_code": f.code.code, "presence": f.presence,
                 "confidence": f.confidence, "threshold": f.threshold, "spread": f.spread,
+                "model_id": r.model.id, "validation_status": r.model.validation_status,
             }));
         }
+    }
+    for m in &r.measurements {
+        rows.push(json!({
+            "study_uid": r.study_instance_uid, "result_version": r.version,
+            "sop_instance_uid": m.sop_instance_uid, "measurement": m.key, "value": m.value,
+            "unit": m.unit, "method": m.method, "model_id": m.model_id,
+            "validation_status": m.validation_status,
+        }));
     }
     Value::Array(rows)
 }
@@ -485,7 +494,7 @@ async fn serve_result(
 
 #[utoipa::path(get, path = "/v1/studies/{study_uid}/results", params(ResultQuery), responses(
     (status = 200, description = "The current result (or the version asked for); CSV has one row \
-        per image and finding. 404 while there is none, with the study status and its job in \
+        per image and finding, then one per measurement. 404 while there is none, with the study status and its job in \
         `details`", body = StudyResult, content_type = ENVELOPE),
 ))]
 async fn latest_result(
