@@ -3,7 +3,7 @@
 (`radstream segment`, `LungFields::ctr`) on generated phantoms, against their ground truth and
 against the landmark model `ctr-demo` (`radstream infer --model ctr-demo`) on the same images.
 
-    tools/segmenter/validate_ctr.py [--bin target/debug/radstream] [--models-dir models] \\
+    .venv/bin/python tools/segmenter/validate_ctr.py [--bin target/debug/radstream] [--models-dir models] \\
         [--n 30] [--seed 4242] [--out WORK_DIR] [--real FILE.dcm ...] [--no-ctr-demo]
 
 The models folder must hold `lung-seg/` with its model.onnx (scripts/setup.sh makes it) and
