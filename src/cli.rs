@@ -77,6 +77,19 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Run a lung segmentation model on DICOM, PNG or JPEG files and print one JSON result per
+    /// file: the lung fields' plausibility, their figures, the thoracic width and the
+    /// cardiothoracic ratio read from the lung borders, with its measuring points.
+    Segment {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Model id (default: the first installed segmentation model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Also print the label mask (run lengths in the model's grid); large.
+        #[arg(long)]
+        mask: bool,
+    },
     /// Check DICOM files as the node checks what it receives (complete, bounded, Pixel Data of
     /// the right size), without parsing them: by default every file the store holds. Prints
     /// one line per broken file; exits 1 when any is broken.
@@ -300,6 +313,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} file(s) could not be analysed");
             Ok(())
         }
+        Command::Segment { files, model, mask } => {
+            let settings = load()?;
+            crate::telemetry::init(&settings.log);
+            let engine = load_engine(&settings).await?;
+            segment(&engine, model.as_deref(), &files, mask).await
+        }
         Command::Keys { command } => {
             crate::auth::cli::keys(&open_database(&load()?).await?, command).await
         }
@@ -390,6 +409,46 @@ async fn load_engine(settings: &Settings) -> anyhow::Result<crate::inference::En
         .await
         .context("model loading task failed")?
         .context("loading the models")
+}
+
+/// `radstream segment`: one JSON line per file, errors on stderr; fails when any file failed.
+async fn segment(
+    engine: &crate::inference::Engine,
+    model: Option<&str>,
+    files: &[PathBuf],
+    mask: bool,
+) -> anyhow::Result<()> {
+    let mut failed = 0usize;
+    for f in files {
+        let result = if is_dicom(f) {
+            engine.infer_segmentation_dicom(model, f).await
+        } else {
+            match tokio::fs::read(f).await {
+                Ok(bytes) => engine.infer_segmentation_bytes(model, &bytes).await,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{}: {e}", f.display());
+                    continue;
+                }
+            }
+        };
+        match json_result(result) {
+            Ok(mut r) => {
+                if !mask {
+                    if let Some(lungs) = r.get_mut("lungs").and_then(|l| l.as_object_mut()) {
+                        lungs.remove("mask");
+                    }
+                }
+                println!("{}", serde_json::json!({ "file": f, "result": r }));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{}: {e}", f.display());
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} file(s) could not be segmented");
+    Ok(())
 }
 
 /// A Part 10 file has "DICM" at offset 128.

@@ -98,41 +98,67 @@ impl Lung {
         (self.bottom + 1 - self.top) as f32 / self.height as f32
     }
 
-    /// The column of the cardiac border on this lung's side and its row: the medial border's
-    /// most outward column between half the field's height and the cardiophrenic angle (see
-    /// [`LungFields::ctr`]).
-    fn cardiac_border(&self) -> Option<(usize, usize)> {
+    /// The column of the cardiac border on this lung's side and its row (see
+    /// [`LungFields::ctr`]); `zone_top` is the first row where the diaphragm may be.
+    fn cardiac_border(&self, zone_top: usize) -> Option<(usize, usize)> {
         let start = self.top + (self.bottom - self.top) / 2;
-        let medial: Vec<(usize, usize)> = (start..=self.bottom)
+        // How far toward the patient's side (away from the midline) the medial border is.
+        let raw: Vec<(usize, isize)> = (start..=self.bottom)
             .map_while(|y| {
                 let (first, last) = self.row_extent(y)?;
-                Some((
-                    y,
-                    if self.side == Side::Right {
-                        last
-                    } else {
-                        first
-                    },
-                ))
+                Some(match self.side {
+                    Side::Right => (y, -(last as isize)),
+                    Side::Left => (y, first as isize),
+                })
             })
             .collect();
-        // How far toward the patient's side (away from the midline) a column is.
-        let outward = |x: usize| match self.side {
-            Side::Right => -(x as f32),
-            Side::Left => x as f32,
-        };
-        let window = (self.height / 64).max(1);
-        let stop = (0..medial.len())
-            .find(|&i| {
-                i + window < medial.len()
-                    && outward(medial[i + window].1) - outward(medial[i].1)
-                        > CARDIOPHRENIC_SLOPE * window as f32
+        let n = raw.len();
+        if n == 0 {
+            return None;
+        }
+        // A running median, so that a notch of a few rows in the mask is not a border.
+        let radius = (self.height / 128).max(1);
+        let outward: Vec<isize> = (0..n)
+            .map(|i| {
+                let mut window: Vec<isize> = raw[i.saturating_sub(radius)..(i + radius + 1).min(n)]
+                    .iter()
+                    .map(|&(_, o)| o)
+                    .collect();
+                window.sort_unstable();
+                window[window.len() / 2]
             })
-            .unwrap_or(medial.len().saturating_sub(1));
-        medial[..=stop.min(medial.len().checked_sub(1)?)]
-            .iter()
-            .max_by(|a, b| outward(a.1).total_cmp(&outward(b.1)).then(a.0.cmp(&b.0)))
-            .map(|&(y, x)| (x, y))
+            .collect();
+        // How much farther out the border ends than a border at CARDIOPHRENIC_SLOPE from row
+        // `i` would: it grows over the diaphragm and shrinks over the cardiac border.
+        let excess = |i: usize| {
+            (outward[n - 1] - outward[i]) as f32 - CARDIOPHRENIC_SLOPE * (n - 1 - i) as f32
+        };
+        let prominence = DIAPHRAGM_PROMINENCE * self.width as f32;
+        let (mut trough, mut peak) = (0f32, None::<(f32, usize)>);
+        for i in (0..n).rev() {
+            if raw[i].0 < zone_top {
+                break;
+            }
+            let e = excess(i);
+            match peak {
+                None => {
+                    if e - trough >= prominence {
+                        peak = Some((e, i));
+                    }
+                    trough = trough.min(e);
+                }
+                Some((p, _)) if e > p => peak = Some((e, i)),
+                Some((p, _)) if p - e >= prominence => break,
+                Some(_) => {}
+            }
+        }
+        let angle = peak.map_or(n - 1, |(_, i)| i);
+        let widest = (0..=angle).max_by(|&a, &b| outward[a].cmp(&outward[b]).then(a.cmp(&b)))?;
+        let column = match self.side {
+            Side::Right => -outward[widest],
+            Side::Left => outward[widest],
+        };
+        Some((usize::try_from(column).ok()?, raw[widest].0))
     }
 
     /// First and last column of the field in `row`, if it has pixels there.
@@ -262,18 +288,30 @@ impl LungFields {
     /// Method (the classic reading, transverse extents of each side taken at their own level):
     /// on a frontal view the cardiac silhouette is bounded by the lungs' medial borders, down
     /// to the cardiophrenic angles where the diaphragm takes over. Each lung's medial border is
-    /// followed from half the field's height downwards and stops where it turns outwards faster
-    /// than [`CARDIOPHRENIC_SLOPE`] columns per row over a window of 1/64 of the image height
-    /// (the diaphragm's dome is much flatter than the heart border); the cardiac border on that
-    /// side is the border's most outward column above the stop. Cardiac width: between the two
-    /// cardiac borders. Thoracic width: the widest row between the fields' lateral borders.
+    /// followed from half the field's height down to its lowest row and smoothed by a running
+    /// median over ±1/128 of the image height (notches of the mask are not borders). Both the
+    /// heart's upper border (a big heart's "shoulder") and the diaphragm move the medial
+    /// border outwards faster than [`CARDIOPHRENIC_SLOPE`] columns per row, so the slope alone
+    /// cannot tell them apart; their place does. The diaphragm is sought only in the lowest
+    /// [`DIAPHRAGM_ZONE`] of the two fields' combined height, from the bottom up: the
+    /// cardiophrenic angle is the first row, going up, where the border has travelled outwards
+    /// by at least [`DIAPHRAGM_PROMINENCE`] of the width more than that slope would give
+    /// (the diaphragm, after a costophrenic tip whose steep edge may come first) and above
+    /// which it then falls back by as much (the cardiac border, steeper than the slope). With
+    /// no such stretch the field has no visible diaphragm (a large heart reaching the field's
+    /// lowest row) and the angle is that row. The cardiac border on that side is the
+    /// smoothed border's most outward column from half the height down to the angle.
+    /// Cardiac width: between the two cardiac borders. Thoracic width: the widest row between
+    /// the fields' lateral borders.
     ///
-    /// Not validated yet: it agrees with a reading by eye on two real chests (NEMA RG1, GDCM's
-    /// Fuji CR: 0.46 and 0.35) but reads the flat upper border of a greatly enlarged heart (the
-    /// cardiomegaly phantoms, tools/phantom) as the diaphragm and then falls short by up to 0.4.
+    /// Validated on generated phantoms against their truth and against the landmark model
+    /// `ctr-demo`, and read on two real chests (NEMA RG1, GDCM's Fuji CR); no real image with
+    /// a known CTR was available. Figures and the command in `models/README.md`.
     pub fn ctr(&self, normal_below: f32) -> Option<(Ctr, Vec<Landmark>)> {
         let (r, l) = (self.right.as_ref()?, self.left.as_ref()?);
-        let (heart_r, heart_l) = (r.cardiac_border()?, l.cardiac_border()?);
+        let (top, bottom) = (r.top.min(l.top), r.bottom.max(l.bottom));
+        let zone_top = bottom - ((bottom - top) as f32 * DIAPHRAGM_ZONE) as usize;
+        let (heart_r, heart_l) = (r.cardiac_border(zone_top)?, l.cardiac_border(zone_top)?);
         let thorax = self.thoracic_extent()?;
         let (w, h) = (self.width as f32, self.height as f32);
         let point = |class: &str, x: usize, y: usize| {
@@ -302,9 +340,14 @@ impl LungFields {
     }
 }
 
-/// Outward movement of a medial border, in columns per row, above which it is the diaphragm
-/// rather than the cardiac border (see [`LungFields::ctr`]).
+/// Outward movement of a medial border, in columns per row, above which it may be the
+/// diaphragm rather than the cardiac border (see [`LungFields::ctr`]).
 pub const CARDIOPHRENIC_SLOPE: f32 = 1.0;
+/// The lowest share of the two fields' combined height where the diaphragm is sought.
+pub const DIAPHRAGM_ZONE: f32 = 0.25;
+/// Outward travel beyond [`CARDIOPHRENIC_SLOPE`], as a share of the mask width, that makes
+/// a stretch of medial border the diaphragm, and the fall back that ends it.
+pub const DIAPHRAGM_PROMINENCE: f32 = 0.01;
 
 /// One connected component's size and position.
 #[derive(Debug, Clone, Copy)]
@@ -739,38 +782,105 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ctr_from_the_borders() {
-        // Mirror-image lungs, rows 20..90, lateral borders at columns 10 and 89. The medial
-        // borders run straight down to row 50, then widen by half a column per row (the heart)
-        // to columns 26 and 73 at row 79, then turn outwards by three columns per row (the
-        // diaphragm) down to row 89.
+    /// Mirror-image lungs on `rows`, lateral borders at `lateral` and `N - 1 - lateral`, the
+    /// right lung's medial border (its last column) at `medial(y)`.
+    fn mirrored(
+        rows: std::ops::Range<usize>,
+        lateral: usize,
+        medial: impl Fn(usize) -> usize,
+    ) -> LungFields {
         let mut p = vec![0.0; N * N];
-        for y in 20..90 {
-            let medial = match y {
-                ..50 => 40,
-                50..80 => 40 - (y - 50) / 2,
-                _ => (26 - 3 * (y as isize - 79)).max(11) as usize,
-            };
-            for x in (10..=medial).chain(N - 1 - medial..=89) {
+        for y in rows {
+            let m = medial(y);
+            for x in (lateral..=m).chain(N - 1 - m..=N - 1 - lateral) {
                 p[y * N + x] = 1.0;
             }
         }
-        let f = LungFields::from_probability(&p, N, N, 0.5);
+        LungFields::from_probability(&p, N, N, 0.5)
+    }
+
+    /// The right lung's cardiac border column and row, read back from the landmarks.
+    fn heart_right(points: &[Landmark]) -> (usize, usize) {
+        let p = &points[0];
+        assert_eq!(p.class, "heart_right");
+        (
+            (p.x * N as f32).round() as usize - 1,
+            (p.y * N as f32 - 0.5).round() as usize,
+        )
+    }
+
+    #[test]
+    fn ctr_from_the_borders() {
+        // Rows 20..90, lateral borders at columns 10 and 89. The medial borders run straight
+        // down to row 50, then widen by half a column per row (the heart) to columns 26 and
+        // 73 at row 79, then turn outwards by three columns per row (the diaphragm) down to
+        // row 89.
+        let f = mirrored(20..90, 10, |y| match y {
+            ..50 => 40,
+            50..80 => 40 - (y - 50) / 2,
+            _ => (26 - 3 * (y as isize - 79)).max(11) as usize,
+        });
         assert!(f.implausible().is_empty(), "{:?}", f.implausible());
         let (ctr, points) = f.ctr(0.5).unwrap();
         assert!((ctr.thoracic_width - 0.80).abs() < 1e-6, "{ctr:?}");
         assert!((ctr.cardiac_width - 0.46).abs() < 1e-6, "{ctr:?}");
         assert!((ctr.ratio - 0.575).abs() < 1e-5 && ctr.enlarged);
-        let rows: Vec<f32> = points
-            .iter()
-            .map(|p| (p.y * N as f32 - 0.5).round())
-            .collect();
+        assert_eq!(points[0].y, points[1].y, "mirror images");
         assert_eq!(
-            &rows[..2],
-            &[79.0, 79.0],
+            heart_right(&points),
+            (26, 79),
             "the widest level above the diaphragm"
         );
+    }
+
+    #[test]
+    fn a_large_hearts_shoulder_is_not_the_diaphragm() {
+        // Rows 10..90, lateral borders at 5 and 94. Mediastinum at column 40 to row 45; the
+        // heart's upper border turns outwards by two columns per row to column 20 at row 55
+        // (as steep as a diaphragm), then half a column per row to 12 at row 71, straight down
+        // to row 81, then the diaphragm at three columns per row.
+        let f = mirrored(10..90, 5, |y| match y {
+            ..45 => 40,
+            45..55 => 40 - 2 * (y - 45),
+            55..71 => 20 - (y - 55) / 2,
+            71..82 => 12,
+            _ => (12 - 3 * (y as isize - 81)).max(6) as usize,
+        });
+        let (ctr, points) = f.ctr(0.5).unwrap();
+        let (column, row) = heart_right(&points);
+        assert_eq!(column, 12, "{points:?}");
+        assert!((71..82).contains(&row), "{row}");
+        assert!((ctr.cardiac_width - 0.74).abs() < 1e-6, "{ctr:?}");
+    }
+
+    #[test]
+    fn a_costophrenic_tip_below_the_diaphragm_is_not_the_heart() {
+        // Rows 10..90, lateral borders at 5 and 94. The cardiac border runs straight down at
+        // column 40 to row 71; the diaphragm turns outwards by three columns per row to
+        // column 19 at row 78; below it the costophrenic tip's edge is nearly vertical (half a
+        // column per row) for twelve rows, as on a real chest whose lowest point is the tip.
+        let f = mirrored(10..90, 5, |y| match y {
+            ..72 => 40,
+            72..79 => 40 - 3 * (y - 71),
+            _ => 19 - (y - 78) / 2,
+        });
+        let (_, points) = f.ctr(0.5).unwrap();
+        let (column, row) = heart_right(&points);
+        assert_eq!(column, 40, "{points:?}");
+        assert!(row <= 72, "{row}");
+    }
+
+    #[test]
+    fn without_a_visible_diaphragm_the_heart_reaches_the_lowest_row() {
+        // A large heart and a lung field that ends beside it: the medial border moves
+        // outwards down to the field's last row (two columns per row, then 0.6), no diaphragm.
+        let f = mirrored(10..80, 5, |y| match y {
+            ..45 => 40,
+            45..52 => 40 - 2 * (y - 45),
+            _ => 26 - (y - 52) * 3 / 5,
+        });
+        let (_, points) = f.ctr(0.5).unwrap();
+        assert_eq!(heart_right(&points), (26 - 27 * 3 / 5, 79), "{points:?}");
     }
 
     #[test]

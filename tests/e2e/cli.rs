@@ -216,3 +216,23 @@ async fn send_and_echo_call_the_nodes_own_ae_title_by_default() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn segment_names_the_file_and_the_task_when_the_model_does_not_segment() {
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images/cxr_normal.png");
+    for args in [vec!["segment"], vec!["segment", "--model", "ctr-demo"]] {
+        let out = std::process::Command::new(radstream_bin())
+            .args(&args)
+            .arg(&image)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RADSTREAM_LOG__LEVEL", "warn")
+            .env("RADSTREAM_INFERENCE__MODELS", r#"["cxr-demo","ctr-demo"]"#)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(stderr.contains("cxr_normal.png"), "{args:?}: {stderr}");
+        assert!(stderr.contains("segmentation"), "{args:?}: {stderr}");
+    }
+}

@@ -66,6 +66,8 @@ async fn spine(db: Db) {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     let done = &seen.last().unwrap().data;
     assert_eq!(done["data"]["urgency"], "standard", "{done}");
+    assert_eq!(done["data"]["models"].as_array().unwrap().len(), 2, "{done}");
+    assert_eq!(done["data"]["model"]["validation_status"], "synthetic-only");
     assert_eq!(
         done["data"]["summary"]["findings_present"],
         serde_json::json!(["cardiomegaly"])
@@ -152,7 +154,9 @@ async fn spine(db: Db) {
         .starts_with("text/csv"));
     let text = csv.text().await.unwrap();
     assert!(text.lines().next().unwrap().contains("finding"), "{text}");
-    assert_eq!(text.lines().count(), 1 + 2 * 11);
+    // A row per image and finding, then one per measurement (the landmark CTR of each image).
+    assert_eq!(text.lines().count(), 1 + 2 * 11 + 2, "{text}");
+    assert!(text.contains("cardiothoracic_ratio"), "{text}");
     let audited = app
         .count(&format!(
             "SELECT COUNT(*) FROM audit_log WHERE action = 'results.read' AND study_uid = '{study}' AND patient_id = '{pid}'"

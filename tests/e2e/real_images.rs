@@ -300,3 +300,129 @@ async fn one_failing_model_leaves_the_others(db: Db) {
 }
 
 on_both_databases!(one_model_failing => one_failing_model_leaves_the_others);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_segmenter_weights_runs_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(models.join("lung-seg")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, log) = run(
+        "cp",
+        &[
+            "-r",
+            root.join("models/cxr-demo").to_str().unwrap(),
+            models.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{log}");
+    // The manifest as in git, without the weights setup fetches.
+    std::fs::copy(
+        root.join("models/lung-seg/model.toml"),
+        models.join("lung-seg/model.toml"),
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.inference.models_dir = models.clone();
+        s.inference.models.clear();
+    })
+    .await;
+    let (status, health) = app.get_json("/health").await;
+    assert_eq!(status, 200, "{health}");
+    let seg = health["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "lung-seg")
+        .unwrap_or_else(|| panic!("lung-seg not listed: {health}"));
+    assert_eq!(seg["status"], "unavailable", "{seg}");
+    assert!(
+        seg["reason"]
+            .as_str()
+            .unwrap()
+            .contains("model.onnx missing"),
+        "{seg}"
+    );
+    let out = std::process::Command::new(radstream_bin())
+        .arg("models")
+        .env("RADSTREAM_INFERENCE__MODELS_DIR", &models)
+        .env("RADSTREAM_LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listing["unavailable"][0]["id"], "lung-seg", "{listing}");
+}
+
+/// `radstream segment`: the phantom fixtures' CTR near their truth, a CT slice refused, and the
+/// two real chests' CTR within what a reading by eye gives (RG1 0.40-0.50, Fuji 0.33-0.40; no
+/// ground truth there). The method and its validation: models/README.md.
+#[test]
+fn segment_command_reads_the_ctr_of_phantoms_and_real_chests() {
+    lung_model_installed();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let images = root.join("fixtures/images");
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(images.join("ground_truth.json")).unwrap()).unwrap();
+    let names = ["cxr_normal.png", "cxr_cardiomegaly.png", "ct_slice.png"];
+    let chests = [
+        (real("RG1_J2KI.dcm"), 0.40..0.50),
+        (real("gdcm-CR-MONO1-10-chest.dcm"), 0.33..0.40),
+    ];
+    let segment = |extra: &[&str]| {
+        let out = std::process::Command::new(radstream_bin())
+            .arg("segment")
+            .args(extra)
+            .args(names.map(|n| images.join(n)))
+            .args(chests.iter().map(|(p, _)| p))
+            .current_dir(root)
+            .env("RADSTREAM_LOG__LEVEL", "warn")
+            .env("RADSTREAM_INFERENCE__MODELS", r#"["lung-seg"]"#)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), names.len() + chests.len());
+        lines
+    };
+    let lines = segment(&[]);
+    for ((path, eye), line) in chests.iter().zip(&lines[names.len()..]) {
+        let lungs = &line["result"]["lungs"];
+        assert_eq!(lungs["plausible"], true, "{}: {lungs}", path.display());
+        let ctr = lungs["ctr"]["ratio"].as_f64().unwrap();
+        assert!(eye.contains(&ctr), "{}: CTR {ctr}", path.display());
+    }
+    for (name, line) in names.iter().zip(&lines) {
+        assert!(line["file"].as_str().unwrap().ends_with(name), "{line}");
+        let lungs = &line["result"]["lungs"];
+        assert!(lungs.get("mask").is_none(), "no mask unless asked: {name}");
+        let Some(true_ctr) = truth[name]["geometry"]["ctr"].as_f64() else {
+            assert_eq!(lungs["plausible"], false, "{name}: {lungs}");
+            continue;
+        };
+        assert_eq!(lungs["plausible"], true, "{name}: {lungs}");
+        let ctr = lungs["ctr"]["ratio"].as_f64().unwrap();
+        assert!((ctr - true_ctr).abs() < 0.07, "{name}: {ctr} vs {true_ctr}");
+        assert_eq!(ctr >= 0.5, true_ctr >= 0.5, "{name}: {ctr} vs {true_ctr}");
+        assert_eq!(lungs["ctr_points"].as_array().unwrap().len(), 4, "{name}");
+        for side in ["right", "left"] {
+            assert!(
+                lungs[side]["area_fraction"].as_f64().unwrap() > 0.05,
+                "{name}"
+            );
+        }
+    }
+    let with_mask = segment(&["--mask"]);
+    assert!(with_mask[0]["result"]["lungs"]["mask"]["runs"].is_array());
+}

@@ -49,17 +49,11 @@ def sha256(path: Path) -> str:
 
 
 def fetch(dest_dir: Path) -> Path:
-    """The sdist, downloaded with pip from the package index unless already there."""
-    path = dest_dir / SDIST
-    if not path.is_file():
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "--no-binary", ":all:", "--no-build-isolation", "--dest", str(dest_dir),
-             f"{PACKAGE}=={VERSION}"],
-            check=True,
-        )
-    return path
+    """The sdist, downloaded from PyPI's simple index unless already there (fetch_sdist.sh:
+    `pip download` of an sdist would run the package's setup.py)."""
+    script = Path(__file__).resolve().parent / "fetch_sdist.sh"
+    out = subprocess.run([str(script), str(dest_dir)], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
 
 
 def check_inputs(images):
