@@ -66,7 +66,11 @@ async fn spine(db: Db) {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     let done = &seen.last().unwrap().data;
     assert_eq!(done["data"]["urgency"], "standard", "{done}");
-    assert_eq!(done["data"]["models"].as_array().unwrap().len(), 2, "{done}");
+    assert_eq!(
+        done["data"]["models"].as_array().unwrap().len(),
+        2,
+        "{done}"
+    );
     assert_eq!(done["data"]["model"]["validation_status"], "synthetic-only");
     assert_eq!(
         done["data"]["summary"]["findings_present"],
