@@ -227,20 +227,23 @@ async fn real_chests_are_accepted_and_everything_else_refused() {
     );
 }
 
-async fn one_failing_model_leaves_the_others(db: Db) {
-    let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
+/// A models folder in `dir` holding a copy of the shipped `cxr-demo` only.
+fn models_with_the_classifier(dir: &Path) -> PathBuf {
+    let models = dir.join("models");
     std::fs::create_dir(&models).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cxr-demo");
     let (ok, log) = run(
         "cp",
-        &[
-            "-r",
-            root.join("models/cxr-demo").to_str().unwrap(),
-            models.to_str().unwrap(),
-        ],
+        &["-r", shipped.to_str().unwrap(), models.to_str().unwrap()],
     );
     assert!(ok, "{log}");
+    models
+}
+
+async fn one_failing_model_leaves_the_others(db: Db) {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = models_with_the_classifier(tmp.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = root.join("tests/python/make_broken_segmenter.py");
     let (ok, log) = run(
         python().to_str().unwrap(),
@@ -304,18 +307,9 @@ on_both_databases!(one_model_failing => one_failing_model_leaves_the_others);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_segmenter_weights_runs_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
-    std::fs::create_dir_all(models.join("lung-seg")).unwrap();
+    let models = models_with_the_classifier(tmp.path());
+    std::fs::create_dir(models.join("lung-seg")).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (ok, log) = run(
-        "cp",
-        &[
-            "-r",
-            root.join("models/cxr-demo").to_str().unwrap(),
-            models.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{log}");
     // The manifest as in git, without the weights setup fetches.
     std::fs::copy(
         root.join("models/lung-seg/model.toml"),
