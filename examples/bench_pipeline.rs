@@ -900,7 +900,7 @@ async fn main() {
             "node_hwm_mib": hwm,
             "studies": rows,
         }));
-        latency_rows.push((q, total));
+        latency_rows.push((q, total, first));
     }
 
     // 2. Fan-out
@@ -967,7 +967,7 @@ async fn main() {
         "{:<44} {:>8} {:>8} {:>8}",
         "release -> inference.completed", "p50 ms", "p95 ms", "max ms"
     );
-    for (q, s) in &latency_rows {
+    for (q, s, _) in &latency_rows {
         let label = if *q == radstream::study::StudySettings::default().quiet_window_ms {
             format!("quiet_window_ms={q} (default)")
         } else {
@@ -981,7 +981,7 @@ async fn main() {
             "Orthanc StableAge=1 s -> StableStudy", o.p50, o.p95, o.max
         );
     }
-    for (q, s) in &latency_rows {
+    for (q, s, _) in &latency_rows {
         println!(
             "  quiet {q:>4} ms: radstream p50 {:.0} ms vs MONAI default grouping {MONAI_GROUPING_MS:.0} ms -> {}; vs Orthanc default StableAge {ORTHANC_STABLE_AGE_MS:.0} ms -> {}",
             s.p50,
@@ -990,7 +990,7 @@ async fn main() {
         );
     }
     if let Some(o) = &orthanc {
-        for (q, s) in &latency_rows {
+        for (q, s, _) in &latency_rows {
             println!(
                 "  quiet {q:>4} ms: radstream p50 {:.0} ms (with inference) vs Orthanc measured StableStudy p50 {:.0} ms (no inference, StableAge 1 s) -> {}",
                 s.p50,
@@ -999,14 +999,15 @@ async fn main() {
             );
         }
     }
-    if let Some((q, s)) = latency_rows.iter().min_by_key(|(q, _)| *q) {
+    if let Some((q, s, first)) = latency_rows.iter().min_by_key(|(q, _, _)| *q) {
         println!(
-            "  target p50 <= {TARGET_LATENCY_P50_MS:.0} ms: {} (quiet {q} ms, p50 {:.0} ms)",
-            if s.p50 <= TARGET_LATENCY_P50_MS {
+            "  target p50 <= {TARGET_LATENCY_P50_MS:.0} ms to the first result event: {} (quiet {q} ms, first inference.model_completed p50 {:.0} ms; the complete result p50 {:.0} ms)",
+            if first.p50 <= TARGET_LATENCY_P50_MS {
                 "met"
             } else {
                 "NOT met"
             },
+            first.p50,
             s.p50
         );
     }
