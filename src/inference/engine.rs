@@ -937,20 +937,14 @@ fn load_model(
     };
     let i = &manifest.input;
     let chw = [i.channels as usize, i.height as usize, i.width as usize];
+    let threads = settings.threads_for(members.len(), gate.is_some());
     let mut sets = Vec::with_capacity(settings.pool_size);
     let mut provider = Provider::Cuda;
     let mut spec = None;
     for _ in 0..settings.pool_size {
         let mut sessions = Vec::new();
         for (p, bytes) in &members {
-            let (s, used) = create_session(
-                rt,
-                p,
-                bytes,
-                &settings.providers,
-                settings.intra_threads,
-                warned,
-            )?;
+            let (s, used) = create_session(rt, p, bytes, &settings.providers, threads, warned)?;
             if used == Provider::Cpu {
                 provider = Provider::Cpu;
             }
@@ -958,14 +952,7 @@ fn load_model(
         }
         let gate_session = match &gate {
             Some((p, bytes)) => {
-                let (s, used) = create_session(
-                    rt,
-                    p,
-                    bytes,
-                    &settings.providers,
-                    settings.intra_threads,
-                    warned,
-                )?;
+                let (s, used) = create_session(rt, p, bytes, &settings.providers, threads, warned)?;
                 if used == Provider::Cpu {
                     provider = Provider::Cpu;
                 }
@@ -1033,6 +1020,7 @@ fn load_model(
         members = info.members.len(),
         gate = info.gate.is_some(),
         provider = %info.provider,
+        intra_threads = threads,
         load_ms = ms(started),
         "model loaded"
     );

@@ -21,8 +21,13 @@ pub struct InferenceSettings {
     /// ONNX sessions per ensemble member (and per gate); each set of sessions is served by
     /// its own batching worker thread, so this is the number of batches run at once per model.
     pub pool_size: usize,
-    /// Intra-op threads per ONNX session.
+    /// Intra-op threads per ONNX session of an ensemble (its members already run at once, one
+    /// thread each).
     pub intra_threads: usize,
+    /// Intra-op threads of a model with one member and no gate (the lung segmenter): its
+    /// batch is one session, so it can only go faster by threads inside the network. 0 = as
+    /// many as the machine has cores.
+    pub single_model_threads: usize,
     /// Run one dummy batch through every session at load time, so the first request is not slow
     /// and output shapes are checked before serving.
     pub warmup: bool,
@@ -41,6 +46,7 @@ impl Default for InferenceSettings {
             ort_dylib_path: None,
             pool_size: 1,
             intra_threads: 1,
+            single_model_threads: 0,
             warmup: true,
             max_batch: 8,
             max_delay_ms: 5,
@@ -49,6 +55,18 @@ impl Default for InferenceSettings {
 }
 
 impl InferenceSettings {
+    /// Intra-op threads for a model with `members` members and, if `gated`, a gate.
+    pub fn threads_for(&self, members: usize, gated: bool) -> usize {
+        if members == 1 && !gated {
+            match self.single_model_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            }
+        } else {
+            self.intra_threads
+        }
+    }
+
     /// Checks values that serde cannot: known providers and positive sizes.
     pub fn validate(&self) -> Result<(), InferenceError> {
         let bad = |msg: String| Err(InferenceError::Settings(msg));
@@ -72,6 +90,12 @@ impl InferenceSettings {
             return bad(format!(
                 "`intra_threads` must be 1..=256, got {}",
                 self.intra_threads
+            ));
+        }
+        if self.single_model_threads > 256 {
+            return bad(format!(
+                "`single_model_threads` must be 0..=256, got {}",
+                self.single_model_threads
             ));
         }
         if self.max_batch == 0 || self.max_batch > 1024 {
@@ -109,5 +133,24 @@ mod tests {
         assert!(s.validate().is_err());
         let s: InferenceSettings = toml::from_str("max_batch = 0").unwrap();
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_one_member_model_without_a_gate_gets_the_cores_an_ensemble_one_thread_each() {
+        let s = InferenceSettings::default();
+        assert_eq!(s.threads_for(5, true), 1);
+        assert_eq!(s.threads_for(1, true), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.threads_for(1, false), cores);
+        let fixed = InferenceSettings {
+            single_model_threads: 3,
+            ..InferenceSettings::default()
+        };
+        assert_eq!(fixed.threads_for(1, false), 3);
+        let too_many = InferenceSettings {
+            single_model_threads: 1000,
+            ..InferenceSettings::default()
+        };
+        assert!(too_many.validate().is_err());
     }
 }
