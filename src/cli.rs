@@ -281,37 +281,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let engine = load_engine(&settings).await?;
             let model = model.as_deref();
             let landmarks = model.is_some() && engine.landmark_manifest(model).is_ok();
-            let mut failed = 0usize;
-            for f in files {
-                let result = if is_dicom(&f) {
-                    if landmarks {
-                        json_result(engine.infer_landmarks_dicom(model, &f).await)
-                    } else {
-                        json_result(engine.infer_dicom(model, &f).await)
-                    }
-                } else {
-                    match tokio::fs::read(&f).await {
-                        Ok(bytes) if landmarks => {
-                            json_result(engine.infer_landmarks_bytes(model, &bytes).await)
-                        }
-                        Ok(bytes) => json_result(engine.infer_image_bytes(model, &bytes).await),
-                        Err(e) => {
-                            failed += 1;
-                            eprintln!("{}: {e}", f.display());
-                            continue;
-                        }
-                    }
-                };
-                match result {
-                    Ok(r) => println!("{}", serde_json::json!({ "file": f, "result": r })),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("{}: {e}", f.display());
-                    }
+            each_file(&files, "analysed", async |input| match input {
+                Input::Dicom(f) if landmarks => {
+                    json_result(engine.infer_landmarks_dicom(model, f).await)
                 }
-            }
-            anyhow::ensure!(failed == 0, "{failed} file(s) could not be analysed");
-            Ok(())
+                Input::Dicom(f) => json_result(engine.infer_dicom(model, f).await),
+                Input::Image(bytes) if landmarks => {
+                    json_result(engine.infer_landmarks_bytes(model, &bytes).await)
+                }
+                Input::Image(bytes) => json_result(engine.infer_image_bytes(model, &bytes).await),
+            })
+            .await
         }
         Command::Segment { files, model, mask } => {
             let settings = load()?;
@@ -418,36 +398,56 @@ async fn segment(
     files: &[PathBuf],
     mask: bool,
 ) -> anyhow::Result<()> {
+    each_file(files, "segmented", async |input| {
+        let mut r = match input {
+            Input::Dicom(f) => json_result(engine.infer_segmentation_dicom(model, f).await),
+            Input::Image(bytes) => {
+                json_result(engine.infer_segmentation_bytes(model, &bytes).await)
+            }
+        }?;
+        if !mask {
+            if let Some(lungs) = r.get_mut("lungs").and_then(|l| l.as_object_mut()) {
+                lungs.remove("mask");
+            }
+        }
+        Ok(r)
+    })
+    .await
+}
+
+/// A file as a model takes it: a DICOM file by its path, another image by its bytes.
+enum Input<'a> {
+    Dicom(&'a std::path::Path),
+    Image(Vec<u8>),
+}
+
+/// Runs `analyse` on each file and prints one `{"file", "result"}` line per file; a file that
+/// cannot be read or `verb` (analysed, segmented) is named on stderr, and the command fails
+/// with their number after the rest have run.
+async fn each_file(
+    files: &[PathBuf],
+    verb: &str,
+    analyse: impl AsyncFn(Input<'_>) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<()> {
     let mut failed = 0usize;
     for f in files {
         let result = if is_dicom(f) {
-            engine.infer_segmentation_dicom(model, f).await
+            analyse(Input::Dicom(f)).await
         } else {
             match tokio::fs::read(f).await {
-                Ok(bytes) => engine.infer_segmentation_bytes(model, &bytes).await,
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("{}: {e}", f.display());
-                    continue;
-                }
+                Ok(bytes) => analyse(Input::Image(bytes)).await,
+                Err(e) => Err(e.into()),
             }
         };
-        match json_result(result) {
-            Ok(mut r) => {
-                if !mask {
-                    if let Some(lungs) = r.get_mut("lungs").and_then(|l| l.as_object_mut()) {
-                        lungs.remove("mask");
-                    }
-                }
-                println!("{}", serde_json::json!({ "file": f, "result": r }));
-            }
+        match result {
+            Ok(r) => println!("{}", serde_json::json!({ "file": f, "result": r })),
             Err(e) => {
                 failed += 1;
                 eprintln!("{}: {e}", f.display());
             }
         }
     }
-    anyhow::ensure!(failed == 0, "{failed} file(s) could not be segmented");
+    anyhow::ensure!(failed == 0, "{failed} file(s) could not be {verb}");
     Ok(())
 }
 

@@ -189,7 +189,7 @@ impl Engine {
                 });
                 continue;
             }
-            let model = load_model(&rt, settings, &path, &mut warned)?;
+            let model = load_model(&rt, settings, manifest, &path, &mut warned)?;
             if models.contains_key(&model.info.id) {
                 return Err(InferenceError::Manifest {
                     path,
@@ -222,31 +222,26 @@ impl Engine {
 
     /// The loaded landmark models, by id.
     pub fn landmark_models(&self) -> Vec<ModelInfo> {
-        self.inner
-            .models
-            .values()
-            .filter(|m| m.manifest.is_landmark_model())
-            .map(|m| m.info.clone())
-            .collect()
+        self.models_of_task(TASK_LANDMARKS)
     }
 
     /// The loaded segmentation models, by id.
     pub fn segmentation_models(&self) -> Vec<ModelInfo> {
+        self.models_of_task(TASK_SEGMENTATION)
+    }
+
+    fn models_of_task(&self, task: &str) -> Vec<ModelInfo> {
         self.inner
             .models
             .values()
-            .filter(|m| m.manifest.is_segmentation_model())
+            .filter(|m| m.manifest.task == task)
             .map(|m| m.info.clone())
             .collect()
     }
 
     /// The manifest of model `model_id`, whatever its task.
     pub fn manifest_of(&self, model_id: &str) -> Result<Arc<Manifest>, InferenceError> {
-        self.inner
-            .models
-            .get(model_id)
-            .map(|m| m.manifest.clone())
-            .ok_or_else(|| InferenceError::UnknownModel(model_id.to_owned()))
+        Ok(self.model(Some(model_id))?.manifest.clone())
     }
 
     /// The ONNX Runtime library in use.
@@ -338,13 +333,8 @@ impl Engine {
         model_id: Option<&str>,
         path: &Path,
     ) -> Result<ImageResult, InferenceError> {
-        self.run_dicom::<Findings>(
-            model_id,
-            path,
-            GatePolicy::Enforce,
-            |id| tracing::info_span!("infer_dicom", model = %id),
-        )
-        .await
+        self.infer_dicom_with(model_id, path, GatePolicy::Enforce)
+            .await
     }
 
     /// [`Self::infer_dicom`] with a [`GatePolicy`]: `Advisory` reports the gate's probability
@@ -458,13 +448,8 @@ impl Engine {
         model_id: Option<&str>,
         path: &Path,
     ) -> Result<LandmarkResult, InferenceError> {
-        self.run_dicom::<Landmarks>(
-            model_id,
-            path,
-            GatePolicy::Enforce,
-            |id| tracing::info_span!("infer_landmarks_dicom", model = %id),
-        )
-        .await
+        self.infer_landmarks_dicom_with(model_id, path, GatePolicy::Enforce)
+            .await
     }
 
     /// Every task's path for a DICOM file: the task's model, header rules, decode and
@@ -909,14 +894,15 @@ fn missing_weights(manifest: &Manifest, path: &Path) -> Option<String> {
     })
 }
 
+/// Loads the model whose `manifest` was read from `path`.
 fn load_model(
     rt: &Arc<Runtime>,
     settings: &InferenceSettings,
+    manifest: Manifest,
     path: &Path,
     warned: &mut Vec<String>,
 ) -> Result<Model, InferenceError> {
     let started = Instant::now();
-    let manifest = Manifest::load(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     if dir.file_name().and_then(|n| n.to_str()) != Some(manifest.id.as_str()) {
         warn!(
