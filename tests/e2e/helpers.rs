@@ -807,3 +807,22 @@ impl Drop for Orthanc {
         let _ = self.0.wait();
     }
 }
+
+/// The header of a DICOM file (everything before the pixel data).
+pub fn dicom_header(path: &Path) -> dicom_object::DefaultDicomObject {
+    dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A text attribute of `obj`, without its padding.
+pub fn dicom_text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .trim()
+        .to_string()
+}

@@ -24,16 +24,6 @@ const SEG_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 const SR_CLASS: &str = "1.2.840.10008.5.1.4.1.1.88.34";
 const SC_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
 
-fn text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String {
-    obj.element(tag)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches('\0')
-        .trim()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_chest_gets_a_seg_sr_and_overlay_that_reach_orthanc() {
     lung_model_installed();
@@ -68,12 +58,9 @@ async fn a_real_chest_gets_a_seg_sr_and_overlay_that_reach_orthanc() {
     .await;
     let chest = real("gdcm-CR-MONO1-10-chest.dcm");
     storescu(&app, std::slice::from_ref(&chest)).await;
-    let source = dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-        .open_file(&chest)
-        .unwrap();
-    let study = text(&source, dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
-    let source_sop = text(&source, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
+    let source = dicom_header(&chest);
+    let study = dicom_text(&source, dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+    let source_sop = dicom_text(&source, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
     app.wait_result(&study, 1).await;
     let result = radstream::result::store::latest(&app.db, &study)
         .await
@@ -149,10 +136,10 @@ async fn a_real_chest_gets_a_seg_sr_and_overlay_that_reach_orthanc() {
         );
         let obj = dicom_object::open_file(p).unwrap();
         assert_eq!(
-            text(&obj, dicom_dictionary_std::tags::STUDY_INSTANCE_UID),
+            dicom_text(&obj, dicom_dictionary_std::tags::STUDY_INSTANCE_UID),
             study
         );
-        match text(&obj, dicom_dictionary_std::tags::SOP_CLASS_UID).as_str() {
+        match dicom_text(&obj, dicom_dictionary_std::tags::SOP_CLASS_UID).as_str() {
             SEG_CLASS => seg_path = Some(p.clone()),
             SR_CLASS => sr_path = Some(p.clone()),
             SC_CLASS => overlay_path = Some(p.clone()),

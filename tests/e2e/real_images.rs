@@ -39,17 +39,10 @@ pub(crate) fn lung_model_installed() {
 
 /// The StudyInstanceUID of a DICOM file.
 fn study_of(path: &Path) -> String {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-        .open_file(path)
-        .expect("open");
-    obj.element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches('\0')
-        .trim()
-        .to_string()
+    dicom_text(
+        &dicom_header(path),
+        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+    )
 }
 
 /// Writes `src` re-labelled as a frontal chest DX into `dir` (tests/python/wrap_as_chest_dx.py).
