@@ -281,23 +281,24 @@ fn to_obj(it: &Item) -> InMemDicomObject {
     obj
 }
 
-/// TID 4019 algorithm identification of a measurement's model, its parameters naming the
-/// validation status.
+/// TID 4019 algorithm identification: the model's name and version, the node's manufacturer,
+/// and `parameters` (which name the model's validation status).
 fn algorithm_items(
-    model: &crate::result::validation::ModelValidation,
+    name: &str,
+    version: &str,
     device: &DeviceInfo,
-    method: &str,
+    parameters: String,
 ) -> Vec<Item> {
     vec![
         item(
             CONCEPT_MOD,
             Code::new("111001", "DCM", "Algorithm Name"),
-            Value::Text(model.name.clone()),
+            Value::Text(name.to_string()),
         ),
         item(
             CONCEPT_MOD,
             Code::new("111003", "DCM", "Algorithm Version"),
-            Value::Text(model.version.clone()),
+            Value::Text(version.to_string()),
         ),
         item(
             CONCEPT_MOD,
@@ -307,12 +308,26 @@ fn algorithm_items(
         item(
             CONCEPT_MOD,
             Code::new("111002", "DCM", "Algorithm Parameters"),
-            Value::Text(format!(
-                "model={}; validation={}; method={method}",
-                model.id, model.status
-            )),
+            Value::Text(parameters),
         ),
     ]
+}
+
+/// [`algorithm_items`] of a measurement's model.
+fn measurement_algorithm(
+    model: &crate::result::validation::ModelValidation,
+    device: &DeviceInfo,
+    method: &str,
+) -> Vec<Item> {
+    algorithm_items(
+        &model.name,
+        &model.version,
+        device,
+        format!(
+            "model={}; validation={}; method={method}",
+            model.id, model.status
+        ),
+    )
 }
 
 /// The measurement groups of one image: one per lung with its area and height (referencing
@@ -422,7 +437,7 @@ fn measurement_groups(
                 Side::Left => Code::new("7771000", "SCT", "Left"),
             }),
         ));
-        children.extend(algorithm_items(&model, device, &first.method));
+        children.extend(measurement_algorithm(&model, device, &first.method));
         for s in segs.iter().filter(|s| s.side == side) {
             children.push(item(
                 CONTAINS,
@@ -457,7 +472,7 @@ fn measurement_groups(
             codes::finding_site(),
             Value::Code(codes::heart()),
         ));
-        children.extend(algorithm_items(&model, device, &ctr.method));
+        children.extend(measurement_algorithm(&model, device, &ctr.method));
         for s in segments_of(&ctr.model_id) {
             children.push(item(
                 CONTAINS,
@@ -587,7 +602,7 @@ pub fn build(
                 CONTAINS,
                 Code::new("125007", "DCM", "Measurement Group"),
                 Value::Container(
-                    vec![
+                    [
                         item(
                             OBS_CONTEXT,
                             Code::new("112039", "DCM", "Tracking Identifier"),
@@ -607,29 +622,18 @@ pub fn build(
                                 &f.code.display,
                             )),
                         ),
-                        item(
-                            CONCEPT_MOD,
-                            Code::new("111001", "DCM", "Algorithm Name"),
-                            Value::Text(result.model.name.clone()),
+                    ]
+                    .into_iter()
+                    .chain(algorithm_items(
+                        &result.model.name,
+                        &result.model.version,
+                        device,
+                        format!(
+                            "model={}; validation={}; threshold={:.4}",
+                            result.model.id, classifier.status, f.threshold
                         ),
-                        item(
-                            CONCEPT_MOD,
-                            Code::new("111003", "DCM", "Algorithm Version"),
-                            Value::Text(result.model.version.clone()),
-                        ),
-                        item(
-                            CONCEPT_MOD,
-                            Code::new("122405", "DCM", "Algorithm Manufacturer"),
-                            Value::Text(device.manufacturer.clone()),
-                        ),
-                        item(
-                            CONCEPT_MOD,
-                            Code::new("111002", "DCM", "Algorithm Parameters"),
-                            Value::Text(format!(
-                                "model={}; validation={}; threshold={:.4}",
-                                result.model.id, classifier.status, f.threshold
-                            )),
-                        ),
+                    ))
+                    .chain([
                         item(
                             CONTAINS,
                             Code::new("122157", "DCM", "Probability"),
@@ -649,7 +653,8 @@ pub fn build(
                             Value::Image(src.sop_class_uid.clone(), src.sop_instance_uid.clone()),
                         ),
                         item(CONTAINS, codes::comment(), Value::Text(classifier.note())),
-                    ],
+                    ])
+                    .collect(),
                     Some("1501"),
                 ),
             ));
