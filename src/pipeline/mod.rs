@@ -360,7 +360,6 @@ impl Pipeline {
             job.model_id.as_deref(),
             &candidates,
         )?;
-        let selected = self.select(&candidates);
         let gate = if plan.segmenter.is_some() {
             GatePolicy::Advisory
         } else {
@@ -370,7 +369,7 @@ impl Pipeline {
         let runs = plan
             .models()
             .into_iter()
-            .map(|m| self.run_model(job, m.clone(), &candidates, &selected, gate, t0));
+            .map(|m| self.run_model(job, m.clone(), &candidates, gate, t0));
         let runs: Vec<ModelRun> = join_all(runs).await;
         if runs.iter().all(|r| r.failure.is_some()) {
             // Nothing ran at all: a transient fault (the runtime, our disk); try again later.
@@ -499,15 +498,8 @@ impl Pipeline {
         })
     }
 
-    /// Which candidates are analysed at all: the first `max_images_per_study`.
-    fn select(&self, candidates: &[Candidate]) -> Vec<bool> {
-        (0..candidates.len())
-            .map(|i| i < self.settings.max_images_per_study)
-            .collect()
-    }
-
-    /// Runs one model on every selected candidate at once (the engine batches them), then
-    /// writes its `inference.model_completed` event. Modalities the model does not accept are
+    /// Runs one model on the study's first `max_images_per_study` candidates at once (the
+    /// engine batches them), then writes its `inference.model_completed` event. Modalities the model does not accept are
     /// skipped from the index alone, without opening the file. A fault that is not the
     /// image's (the runtime) marks the whole model failed; the other models are unaffected.
     async fn run_model(
@@ -515,12 +507,14 @@ impl Pipeline {
         job: &Job,
         manifest: Arc<Manifest>,
         candidates: &[Candidate],
-        selected: &[bool],
         gate: GatePolicy,
         t0: Instant,
     ) -> ModelRun {
         let accepted = &manifest.applicability.modalities;
-        let runs = candidates.iter().zip(selected).map(|(c, &selected)| {
+        let max_images = self.settings.max_images_per_study;
+        let runs = candidates.iter().enumerate().map(|(i, c)| {
+            // The first `max_images_per_study` candidates are analysed at all.
+            let selected = i < max_images;
             let modality_ok = accepted.is_empty()
                 || c.modality
                     .as_deref()
