@@ -25,13 +25,15 @@ if [ ! -f "$OUT/cr/manifest.json" ]; then
 fi
 CR=$(find "$OUT/cr" -name '*.dcm' | sort | head -1)
 J2K="$OUT/cr_j2k.dcm"
-[ -f "$J2K" ] || "$PY" bench/make_j2k.py "$CR" "$J2K"
+[ -f "$J2K" ] || "$PY" tools/fixtures/encode_j2k.py "$CR" "$J2K"
+HTJ2K="$OUT/cr_htj2k.dcm"
+[ -f "$HTJ2K" ] || "$PY" tools/fixtures/encode_j2k.py "$CR" "$HTJ2K" --htj2k
 if [ $# -ge 1 ]; then
   DENSENET=$1
 else
   DENSENET="$OUT/densenet121_1x224_18.onnx"
   [ -f "$DENSENET" ] || "$PY" tools/byom/make_densenet_onnx.py "$DENSENET" --channels 1 --size 224 --labels 18
 fi
-ARGS=(--models "$MODELS" --dicom "$CR" --dicom "$J2K" --seconds "$SECONDS_PER"
+ARGS=(--models "$MODELS" --dicom "$CR" --dicom "$J2K" --dicom "$HTJ2K" --seconds "$SECONDS_PER"
       --onnx "$DENSENET" --onnx-channels "${DENSENET_CHANNELS:-1}" --onnx-size 224 --onnx-labels 18)
 cargo run --release --example bench_inference -- "${ARGS[@]}"

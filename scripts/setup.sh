@@ -25,6 +25,8 @@ if [ "$want_test" = 1 ]; then
   [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_apt+=(orthanc-dicomweb)
   # The RadAnalyzer JavaScript example (tests/js) runs under node (fetch: node >= 18).
   command -v node >/dev/null || need_apt+=(nodejs)
+  # HTJ2K test images and the inference benchmark's HTJ2K input (OpenJPH's encoder).
+  command -v ojph_compress >/dev/null || need_apt+=(openjph-tools)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)"

@@ -6,11 +6,16 @@
 //! - [`decode`]: [`decode::decode_pixels`] and [`decode::raw_frame`] (public for the fuzz
 //!   target `image_decode`);
 //! - [`jpeg12`]: 12-bit lossy JPEG frames dicom-pixeldata rejects;
+//! - [`j2k`]: JPEG 2000 and HTJ2K frames decoded at the resolution a model needs;
 //! - [`window`]: PS3.3 window functions and percentile windows;
+//! - [`lut`]: the same grey through a table of every stored value, for 8- and 16-bit
+//!   monochrome frames (the fast path);
 //! - [`resize`](mod@resize): bilinear resampling of a grey plane.
 
 pub mod decode;
+pub mod j2k;
 pub mod jpeg12;
+pub mod lut;
 pub mod resize;
 pub mod window;
 

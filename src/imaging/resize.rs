@@ -23,10 +23,12 @@ pub fn resize(
     if width == dst_w && height == dst_h {
         return Ok(grey.to_vec());
     }
-    let src_pixels: Vec<F32> = grey.iter().map(|&v| F32::new(v)).collect();
-    let src = TypedImageRef::new(width, height, &src_pixels)
+    // The planes are borrowed as the resizer's pixel type, not copied into it.
+    let src = TypedImageRef::<F32>::from_buffer(width, height, bytemuck::cast_slice(grey))
         .map_err(|e| ImagingError::Resize(e.to_string()))?;
-    let mut dst = TypedImage::<F32>::new(dst_w, dst_h);
+    let mut out = vec![0f32; dst_w as usize * dst_h as usize];
+    let mut dst = TypedImage::<F32>::from_buffer(dst_w, dst_h, bytemuck::cast_slice_mut(&mut out))
+        .map_err(|e| ImagingError::Resize(e.to_string()))?;
     Resizer::new()
         .resize_typed(
             &src,
@@ -34,5 +36,5 @@ pub fn resize(
             &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
         )
         .map_err(|e| ImagingError::Resize(e.to_string()))?;
-    Ok(dst.pixels().iter().map(|p| p.0).collect())
+    Ok(out)
 }

@@ -46,13 +46,26 @@ pub fn grey_frame(
         let (grey, colour) = colour_to_grey(raw, px.bits_stored(), photometric.starts_with("YBR"));
         return (grey, None, colour);
     }
-    let (grey, info) = voi_frame(px, frame, raw, padding, windowing);
-    let grey = if photometric == "MONOCHROME1" {
-        grey.into_iter().map(|v| 1.0 - v).collect()
-    } else {
-        grey
-    };
-    (grey, Some(info), false)
+    let (map, info) = voi_map(px, frame, windowing, |modality| {
+        let mut values: Vec<f64> = raw
+            .iter()
+            .filter(|&&v| padding.is_none_or(|(a, b)| v < a || v > b))
+            .map(|&v| modality(v))
+            .collect();
+        if values.is_empty() {
+            values = raw.iter().map(|&v| modality(v)).collect();
+        }
+        percentiles(
+            &mut values,
+            windowing.percentile_low,
+            windowing.percentile_high,
+        )
+    });
+    (
+        raw.iter().map(|&v| map.grey(v)).collect(),
+        Some(info),
+        false,
+    )
 }
 
 /// Pixel padding range in stored-value units: values to ignore in the percentile window.
@@ -75,14 +88,86 @@ pub fn padding_range(obj: &DefaultDicomObject, repr: PixelRepresentation) -> Opt
     Some((a.min(b), a.max(b)))
 }
 
-/// Modality LUT then VOI for one monochrome frame; output clamped to [0, 1].
-pub fn voi_frame(
+/// The grey transform of one monochrome frame, from a stored value to [0, 1]: the modality
+/// LUT (rescale), then the VOI transform, then MONOCHROME1 inverted. One value at a time, so
+/// that the general path maps every pixel with it and the fast path ([`super::lut`]) maps every
+/// possible stored value once; both give the same grey.
+#[derive(Debug, Clone)]
+pub struct VoiMap {
+    slope: f64,
+    intercept: f64,
+    kind: VoiKind,
+    invert: bool,
+}
+
+#[derive(Debug, Clone)]
+enum VoiKind {
+    Window {
+        center: f64,
+        width: f64,
+        function: VoiLutFunction,
+    },
+    Lut {
+        data: Vec<u16>,
+        first: i64,
+        top: f64,
+    },
+    Percentile {
+        low: f64,
+        range: f64,
+    },
+}
+
+impl VoiMap {
+    /// The modality value (rescale slope and intercept) of a stored value.
+    pub fn modality(&self, stored: f64) -> f64 {
+        stored * self.slope + self.intercept
+    }
+
+    /// Grey in [0, 1] for a stored value.
+    pub fn grey(&self, stored: f64) -> f32 {
+        let x = self.modality(stored);
+        let g = match &self.kind {
+            VoiKind::Window {
+                center,
+                width,
+                function,
+            } => apply_window(x, *center, *width, *function) as f32,
+            VoiKind::Lut { data, first, top } => {
+                let x = x.round();
+                let last = data.len() as i64 - 1;
+                let idx = if x.is_finite() {
+                    (x as i64 - first).clamp(0, last)
+                } else {
+                    0
+                };
+                (data[idx as usize] as f64 / top).clamp(0.0, 1.0) as f32
+            }
+            VoiKind::Percentile { low, range } => {
+                if *range > 0.0 {
+                    ((x - low) / range).clamp(0.0, 1.0) as f32
+                } else {
+                    0.0
+                }
+            }
+        };
+        if self.invert {
+            1.0 - g
+        } else {
+            g
+        }
+    }
+}
+
+/// The grey transform of a monochrome frame of `px`: the file's window (or VOI LUT) when
+/// `windowing` allows and the file has one, else the percentile window that `percentile`
+/// computes (given the modality function) from the frame's non-padding values.
+pub fn voi_map(
     px: &DecodedPixelData<'_>,
     frame: u32,
-    raw: &[f64],
-    padding: Option<(f64, f64)>,
     windowing: &Windowing,
-) -> (Vec<f32>, WindowInfo) {
+    percentile: impl FnOnce(&dyn Fn(f64) -> f64) -> (f64, f64),
+) -> (VoiMap, WindowInfo) {
     let rescale = px
         .rescale()
         .ok()
@@ -90,7 +175,12 @@ pub fn voi_frame(
     let (slope, intercept) = rescale
         .filter(|r| r.slope.is_finite() && r.intercept.is_finite() && r.slope != 0.0)
         .map_or((1.0, 0.0), |r| (r.slope, r.intercept));
-    let modality = |v: f64| v * slope + intercept;
+    let map = |kind| VoiMap {
+        slope,
+        intercept,
+        kind,
+        invert: px.photometric_interpretation().to_string() == "MONOCHROME1",
+    };
     if windowing.use_file {
         let window = px
             .window()
@@ -105,22 +195,21 @@ pub fn voi_frame(
                 .flatten()
                 .and_then(|f| f.get(frame as usize).or_else(|| f.first()).copied())
                 .unwrap_or_default();
-            let (c, wd) = (w.center, w.width);
-            let out = raw
-                .iter()
-                .map(|&v| apply_window(modality(v), c, wd, function) as f32)
-                .collect();
             let name = match function {
                 VoiLutFunction::Linear => "LINEAR",
                 VoiLutFunction::LinearExact => "LINEAR_EXACT",
                 VoiLutFunction::Sigmoid => "SIGMOID",
             };
             return (
-                out,
+                map(VoiKind::Window {
+                    center: w.center,
+                    width: w.width,
+                    function,
+                }),
                 WindowInfo {
                     source: "file".into(),
-                    center: Some(c),
-                    width: Some(wd),
+                    center: Some(w.center),
+                    width: Some(w.width),
                     function: Some(name.into()),
                 },
             );
@@ -140,22 +229,12 @@ pub fn voi_frame(
                 used_bits
             }
             .clamp(1, 16);
-            let top = ((1u32 << bits) - 1) as f64;
-            let last = lut.data.len() as i64 - 1;
-            let out = raw
-                .iter()
-                .map(|&v| {
-                    let x = modality(v).round();
-                    let idx = if x.is_finite() {
-                        (x as i64 - lut.min_pixel_value as i64).clamp(0, last)
-                    } else {
-                        0
-                    };
-                    (lut.data[idx as usize] as f64 / top).clamp(0.0, 1.0) as f32
-                })
-                .collect();
             return (
-                out,
+                map(VoiKind::Lut {
+                    data: lut.data.clone(),
+                    first: lut.min_pixel_value as i64,
+                    top: ((1u32 << bits) - 1) as f64,
+                }),
                 WindowInfo {
                     source: "voi-lut".into(),
                     center: None,
@@ -165,34 +244,11 @@ pub fn voi_frame(
             );
         }
     }
-
-    // Percentile window over the non-padding pixels.
-    let mut values: Vec<f64> = raw
-        .iter()
-        .filter(|&&v| padding.is_none_or(|(a, b)| v < a || v > b))
-        .map(|&v| modality(v))
-        .collect();
-    if values.is_empty() {
-        values = raw.iter().map(|&v| modality(v)).collect();
-    }
-    let (lo, hi) = percentiles(
-        &mut values,
-        windowing.percentile_low,
-        windowing.percentile_high,
-    );
+    let modality = |v: f64| v * slope + intercept;
+    let (lo, hi) = percentile(&modality);
     let range = hi - lo;
-    let out = raw
-        .iter()
-        .map(|&v| {
-            if range > 0.0 {
-                ((modality(v) - lo) / range).clamp(0.0, 1.0) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
     (
-        out,
+        map(VoiKind::Percentile { low: lo, range }),
         WindowInfo {
             source: "percentile".into(),
             center: Some((lo + hi) / 2.0),
@@ -277,20 +333,53 @@ pub fn percentiles(v: &mut [f64], low: f64, high: f64) -> (f64, f64) {
 }
 
 fn percentile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
+    let Some((k, frac)) = rank(v.len() as u64, q) else {
         return 0.0;
-    }
-    let n = v.len();
-    let rank = (q / 100.0).clamp(0.0, 1.0) * (n - 1) as f64;
-    let k = rank.floor() as usize;
-    let frac = rank - k as f64;
-    let (_, kth, right) = v.select_nth_unstable_by(k, f64::total_cmp);
+    };
+    let (_, kth, right) = v.select_nth_unstable_by(k as usize, f64::total_cmp);
     let a = *kth;
     if frac == 0.0 || right.is_empty() {
         return a;
     }
     let b = right.iter().copied().fold(f64::INFINITY, f64::min);
     a + (b - a) * frac
+}
+
+/// The same percentile as [`percentiles`] over values given as `(value, count)` in ascending
+/// order (a histogram).
+pub(crate) fn percentile_of_ranked(ranked: &[(f64, u64)], q: f64) -> f64 {
+    let n = ranked.iter().map(|&(_, c)| c).sum();
+    let Some((k, frac)) = rank(n, q) else {
+        return 0.0;
+    };
+    // The value of the k-th (0-based) smallest item and of the one after it.
+    let at = |k: u64| {
+        let mut seen = 0;
+        ranked
+            .iter()
+            .find(|&&(_, c)| {
+                seen += c;
+                seen > k
+            })
+            .map(|&(v, _)| v)
+    };
+    let a = at(k).unwrap_or(0.0);
+    if frac == 0.0 || k + 1 >= n {
+        return a;
+    }
+    let b = at(k + 1).unwrap_or(a);
+    a + (b - a) * frac
+}
+
+/// The 0-based rank below percentile `q` of `n` sorted values and the fraction towards the
+/// next (numpy's linear interpolation); `None` without values.
+fn rank(n: u64, q: f64) -> Option<(u64, f64)> {
+    if n == 0 {
+        return None;
+    }
+    let rank = (q / 100.0).clamp(0.0, 1.0) * (n - 1) as f64;
+    let k = rank.floor() as u64;
+    Some((k, rank - k as f64))
 }
 
 #[cfg(test)]

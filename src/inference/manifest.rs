@@ -166,6 +166,16 @@ pub struct InputSpec {
     pub std: f32,
     /// `first` (first frame only) or `all` (every frame; per-label maximum over frames).
     pub frames: String,
+    /// A JPEG 2000 or HTJ2K image going into one input may be decoded at the coarsest
+    /// wavelet resolution level that is still at least the input's size: several times
+    /// faster, and the pixels are the codestream's own low-pass image instead of a resize of
+    /// the full one. `false` always decodes in full.
+    #[serde(default = "reduce_jpeg2000")]
+    pub jpeg2000_reduced: bool,
+}
+
+fn reduce_jpeg2000() -> bool {
+    true
 }
 
 /// `[output]`: the members' output tensor.

@@ -21,8 +21,10 @@ use std::time::Instant;
 use super::manifest::InputSpec;
 use super::InferenceError;
 use crate::imaging::decode::{decode_pixels, number_of_frames, raw_frame};
+use crate::imaging::j2k;
+use crate::imaging::lut::grey_plane;
 use crate::imaging::window::{
-    colour_to_grey_unit, grey_frame, padding_range, percentiles, WindowInfo, Windowing,
+    colour_to_grey_unit, padding_range, percentiles, WindowInfo, Windowing,
 };
 use crate::imaging::{guard, resize};
 
@@ -84,6 +86,10 @@ pub struct ImageInfo {
     /// radiograph, else Pixel Spacing (0028,0030) (DICOM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pixel_spacing_mm: Option<[f64; 2]>,
+    /// JPEG 2000 wavelet resolution levels not decoded: the model saw the image decoded at
+    /// 1/2^n of its size (DICOM; see `jpeg2000_reduced` in the model's manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution_levels_dropped: Option<u32>,
 }
 
 /// Raw decoded pixel values (stored values, before any LUT), for comparison with other decoders.
@@ -190,11 +196,17 @@ pub fn preprocess_dicom_object(
 ) -> Result<Preprocessed, InferenceError> {
     guard(|| {
         let first_only = spec.frames == "first";
-        let px = decode(obj, first_only)?;
+        let one_frame = first_only || number_of_frames(obj) == 1;
+        let reduced = (spec.jpeg2000_reduced && one_frame)
+            .then(|| j2k::reduced_copy(obj, 0, spec.width, spec.height))
+            .flatten();
+        let px = decode(reduced.as_ref().map_or(obj, |(copy, _)| copy), first_only)?;
         let decode_ms = ms(t0);
         let t1 = Instant::now();
-        let rows = px.rows();
-        let cols = px.columns();
+        // The image's own size, whatever resolution it was decoded at.
+        let (rows, cols) = reduced
+            .as_ref()
+            .map_or((px.rows(), px.columns()), |(_, r)| r.full);
         let photometric = px.photometric_interpretation().to_string();
         let total_frames = number_of_frames(obj).max(px.number_of_frames());
         let frames_used = if first_only { 1 } else { px.number_of_frames() };
@@ -214,13 +226,12 @@ pub fn preprocess_dicom_object(
             percentile_high: spec.percentile_high,
         };
         for f in 0..frames_used {
-            let raw = raw_frame(&px, f)?;
-            let (grey, info, colour) = grey_frame(&px, f, &raw, padding, &windowing);
+            let (grey, info, colour) = grey_plane(&px, f, padding, &windowing)?;
             is_colour |= colour;
             if f == 0 {
                 window_info = info;
             }
-            push_resized(&mut tensor, &grey, cols, rows, spec)?;
+            push_resized(&mut tensor, &grey, px.columns(), px.rows(), spec)?;
         }
         let image = ImageInfo {
             source: "dicom".into(),
@@ -232,6 +243,7 @@ pub fn preprocess_dicom_object(
             bits_stored: Some(px.bits_stored()),
             window: window_info,
             pixel_spacing_mm: pixel_spacing(obj),
+            resolution_levels_dropped: reduced.map(|(_, r)| r.levels),
         };
         Ok(Preprocessed {
             tensor,
@@ -296,6 +308,7 @@ pub fn preprocess_image(bytes: &[u8], spec: &InputSpec) -> Result<Preprocessed, 
                 bits_stored: None,
                 window: Some(window),
                 pixel_spacing_mm: None,
+                resolution_levels_dropped: None,
             },
             is_colour,
             decode_ms,

@@ -18,8 +18,9 @@ use super::{
     da_tm, derived_uid, empty_el, result_key, seq_el, str_el, ReportError, OVERLAY_SERIES_NUMBER,
     SECONDARY_CAPTURE,
 };
-use crate::imaging::decode::{decode_pixels, raw_frame};
-use crate::imaging::window::{grey_frame, padding_range, Windowing};
+use crate::imaging::decode::decode_pixels;
+use crate::imaging::lut::grey_plane;
+use crate::imaging::window::{padding_range, Windowing};
 use crate::imaging::{guard, resize, ImagingError};
 use crate::inference::preprocess;
 use crate::result::{ImageEntry, StudyResult};
@@ -308,9 +309,8 @@ fn source_pixels(path: &Path) -> Result<(Grey, (u32, u32)), ReportError> {
     };
     let grey = guard(|| {
         let (px, frame) = decode_pixels(&obj, Some(0))?;
-        let raw = raw_frame(&px, frame)?;
         let padding = padding_range(&obj, px.pixel_representation());
-        let (grey, _, _) = grey_frame(&px, frame, &raw, padding, &windowing);
+        let (grey, _, _) = grey_plane(&px, frame, padding, &windowing)?;
         resize(&grey, px.columns(), px.rows(), width, height)
     })
     .map_err(|e: ImagingError| ReportError::Pixels(e.to_string()))?;

@@ -278,6 +278,8 @@ fn decoded_pixels_equal_pydicom() {
         .collect();
     let multi = jpeg12_multiframe(dir.path());
     paths.push((multi, "JPEG extended 12 bit, 3 frames", OneLevel));
+    let [_, _, htj2k] = cr_in_three_syntaxes(dir.path(), 300, 200);
+    paths.push((htj2k, "HTJ2K lossless (OpenJPH)", Exact));
     let mut args = vec![
         root()
             .join("tests/python/dump_pydicom.py")
@@ -371,6 +373,118 @@ fn jpeg12_multiframe(dir: &Path) -> PathBuf {
         out.to_str().unwrap(),
     ]);
     out
+}
+
+/// A 16-bit CR of `rows` x `cols` (make_fixtures.py) and its JPEG 2000 (OpenJPEG) and HTJ2K
+/// (OpenJPH's ojph_compress) lossless re-encodings: (native, J2K, HTJ2K).
+fn cr_in_three_syntaxes(dir: &Path, rows: u32, cols: u32) -> [PathBuf; 3] {
+    let out = dir.join("cr");
+    run_python(&[
+        root()
+            .join("tools/fixtures/make_fixtures.py")
+            .to_str()
+            .unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--studies",
+        "1",
+        "--instances-per-study",
+        "1",
+        "--modality",
+        "CR",
+        "--rows",
+        &rows.to_string(),
+        "--cols",
+        &cols.to_string(),
+        "--bits-stored",
+        "16",
+    ]);
+    let native = out.join("study_0000/001.dcm");
+    assert!(native.is_file(), "make_fixtures.py wrote no {native:?}");
+    let encode = |name: &str, extra: &[&str]| {
+        let dest = dir.join(name);
+        let script = root().join("tools/fixtures/encode_j2k.py");
+        let mut args = vec![
+            script.to_str().unwrap(),
+            native.to_str().unwrap(),
+            dest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_python(&args);
+        dest
+    };
+    let j2k = encode("j2k.dcm", &[]);
+    let htj2k = encode("htj2k.dcm", &["--htj2k"]);
+    [native, j2k, htj2k]
+}
+
+/// JPEG 2000 and HTJ2K decode exactly (lossless) for DICOMweb; for a model they are decoded
+/// at the coarsest resolution level that still covers its input, which gives nearly the same
+/// tensor as the full decode, and the result says how many levels were dropped.
+#[tokio::test]
+async fn jpeg2000_and_htj2k_decode_at_the_resolution_the_model_needs() {
+    use radstream::dicomweb::pixels::{decoded_frames, render, ImageFormat, RenderParams};
+    use radstream::inference::preprocess::preprocess_dicom;
+    let dir = tempfile::tempdir().unwrap();
+    let [native, j2k, htj2k] = cr_in_three_syntaxes(dir.path(), 1000, 800);
+    let reference = decode_raw(&open_dicom(&native).unwrap(), false).unwrap();
+    let native_frame = decoded_frames(&open_dicom(&native).unwrap(), &[1]).unwrap();
+    for path in [&j2k, &htj2k] {
+        let obj = open_dicom(path).unwrap();
+        let raw = decode_raw(&obj, false).unwrap();
+        assert_eq!((raw.rows, raw.cols), (1000, 800));
+        assert!(raw.values == reference.values, "{path:?} is not lossless");
+        assert_eq!(decoded_frames(&obj, &[1]).unwrap(), native_frame);
+        let params = RenderParams {
+            format: ImageFormat::Png,
+            window: None,
+            viewport: None,
+            quality: 90,
+        };
+        let png = image::load_from_memory(&render(&obj, 1, &params).unwrap()).unwrap();
+        assert_eq!((png.width(), png.height()), (800, 1000));
+    }
+
+    let models = tempfile::tempdir().unwrap();
+    let model = make_tiny(models.path(), "tiny", &["--accept-any"]);
+    let manifest = std::fs::read_to_string(model.join("model.toml")).unwrap();
+    let mut spec = Manifest::parse(&manifest).unwrap().input;
+    assert!(spec.jpeg2000_reduced, "reduced decoding is the default");
+    (spec.width, spec.height) = (256, 256);
+    let full_spec = radstream::inference::manifest::InputSpec {
+        jpeg2000_reduced: false,
+        ..spec.clone()
+    };
+    let full = preprocess_dicom(&native, &spec).unwrap();
+    assert_eq!(full.image.resolution_levels_dropped, None);
+    for path in [&j2k, &htj2k] {
+        // 800 x 1000 -> 400 x 500 covers 256 x 256; 200 x 250 would not.
+        let reduced = preprocess_dicom(path, &spec).unwrap();
+        assert_eq!(reduced.image.resolution_levels_dropped, Some(1), "{path:?}");
+        assert_eq!((reduced.image.rows, reduced.image.cols), (1000, 800));
+        assert_eq!(reduced.image.window, full.image.window);
+        let whole = preprocess_dicom(path, &full_spec).unwrap();
+        assert_eq!(whole.image.resolution_levels_dropped, None);
+        assert_eq!(whole.tensor, full.tensor, "{path:?}: full decode differs");
+        // Grey-level differences (the tensor is (grey - mean) / std).
+        let diffs: Vec<f32> = reduced
+            .tensor
+            .iter()
+            .zip(&full.tensor)
+            .map(|(a, b)| (a - b).abs() * spec.std)
+            .collect();
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        let max = diffs.iter().copied().fold(0.0, f32::max);
+        eprintln!("{path:?}: reduced vs full grey: mean |diff| {mean:.5}, max {max:.4}");
+        assert!(mean < 0.01 && max < 0.2, "mean {mean}, max {max}");
+    }
+
+    // Through the engine, at the tiny model's 32 x 32: four levels (50 x 63).
+    let engine = Engine::load(&settings(models.path())).unwrap();
+    let r = engine.infer_dicom(Some("tiny"), &htj2k).await.unwrap();
+    assert!(r.applicable && !r.rejected, "{r:?}");
+    assert_eq!(r.image.resolution_levels_dropped, Some(4));
+    assert_eq!((r.image.rows, r.image.cols), (1000, 800));
 }
 
 /// 12-bit lossy JPEG decodes alike for inference and DICOMweb, frame by frame, and goes
