@@ -16,5 +16,7 @@ pub fn small_spec(frames: &str) -> InputSpec {
         mean: 0.5,
         std: 0.25,
         frames: frames.into(),
+        // Fuzz the reduced-resolution JPEG 2000 path too.
+        jpeg2000_reduced: true,
     }
 }

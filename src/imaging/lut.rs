@@ -1,75 +1,158 @@
-//! The fast path from stored values to grey for 8- and 16-bit monochrome frames, the common
-//! case of every radiograph. A stored value can take at most 65,536 values, so each is mapped
-//! once through [`VoiMap`] into a table, the percentile window is read from a histogram, and
-//! the frame goes through the table in parallel chunks straight from the decoder's bytes: no
-//! `f64` copy of the frame, no sort of its pixels. The grey is the same as
-//! [`super::window::grey_frame`]'s, value for value (the tests below hold the two together).
+//! The fast path from stored values to a model-sized grey image for 8- and 16-bit monochrome
+//! frames, the common case of every radiograph. A stored value can take at most 65,536
+//! values, so each is mapped once through [`VoiMap`](super::window::VoiMap) into a table, the
+//! percentile window is read from a histogram, and strips of rows go through the table and
+//! the horizontal filter in parallel straight from the decoder's bytes: no `f64` copy of the
+//! frame, no sort of its pixels, no full-size grey plane. The values are the same as
+//! [`grey_frame`] then [`resize`], bit for bit (the tests below hold the two together).
 
 use dicom_pixeldata::{DecodedPixelData, PixelRepresentation};
 use rayon::prelude::*;
 
+use fast_image_resize::Resizer;
+
 use super::decode::raw_frame;
+use super::resize::{resize, resize_into};
 use super::window::{grey_frame, percentile_of_ranked, voi_map, WindowInfo, Windowing};
 use super::ImagingError;
 
-/// Pixels per parallel chunk: large enough that a chunk's histogram (256 KiB for 16 bits)
-/// costs little beside it.
+/// Pixels per parallel histogram chunk: large enough that a chunk's histogram (256 KiB for
+/// 16 bits) costs little beside it.
 const CHUNK: usize = 1 << 20;
 
-/// One frame of `px` as grey in [0, 1], as [`grey_frame`] gives it, with the window used
-/// (monochrome) and whether the frame is meaningfully colour. 8- and 16-bit monochrome frames
-/// take the table path; every other frame the general one.
-pub fn grey_plane(
+/// Rows per strip of [`grey_resized`]: a strip of a 3000-pixel-wide radiograph (190 KiB of
+/// grey) stays in a core's cache between the table and the horizontal filter.
+const STRIP_ROWS: usize = 16;
+
+type Grey = (Vec<f32>, Option<WindowInfo>, bool);
+
+/// One frame of `px` as grey in [0, 1], as [`grey_frame`] gives it, resized to `dst_w` x
+/// `dst_h` ([`resize`]), with the window used (monochrome) and whether the frame is
+/// meaningfully colour. 8- and 16-bit monochrome frames take the table path, with the same
+/// values as the general one and without the full-size grey plane: strips of rows go through the table and
+/// the horizontal filter in parallel, each in a small buffer of its own, and only the
+/// horizontally resized plane (a fraction of the size) is filtered vertically.
+pub fn grey_resized(
     px: &DecodedPixelData<'_>,
     frame: u32,
     padding: Option<(f64, f64)>,
     windowing: &Windowing,
-) -> Result<(Vec<f32>, Option<WindowInfo>, bool), ImagingError> {
-    let monochrome = px
-        .photometric_interpretation()
-        .to_string()
-        .starts_with("MONOCHROME");
-    let bits = px.bits_allocated();
-    if !monochrome || px.samples_per_pixel() != 1 || !matches!(bits, 8 | 16) {
+    dst_w: u32,
+    dst_h: u32,
+) -> Result<Grey, ImagingError> {
+    let Some((table, info)) = Table::new(px, frame, padding, windowing)? else {
         let raw = raw_frame(px, frame)?;
-        return Ok(grey_frame(px, frame, &raw, padding, windowing));
+        let (grey, info, colour) = grey_frame(px, frame, &raw, padding, windowing);
+        return Ok((
+            resize(&grey, px.columns(), px.rows(), dst_w, dst_h)?,
+            info,
+            colour,
+        ));
+    };
+    let (w, h, dw) = (table.width, table.height, dst_w as usize);
+    let mut wide = vec![0f32; dw * h];
+    wide.par_chunks_mut(STRIP_ROWS * dw)
+        .enumerate()
+        .try_for_each_init(
+            || (vec![0f32; STRIP_ROWS * w], Resizer::new()),
+            |(strip, resizer), (i, out)| {
+                let rows = out.len() / dw;
+                let strip = &mut strip[..rows * w];
+                table.map(i * STRIP_ROWS * w, strip);
+                resize_into(
+                    resizer,
+                    strip,
+                    w as u32,
+                    rows as u32,
+                    out,
+                    dst_w,
+                    rows as u32,
+                )
+            },
+        )?;
+    if h == dst_h as usize {
+        return Ok((wide, Some(info), false));
     }
-    let n = px.rows() as usize * px.columns() as usize;
-    let data = px
-        .frame_data(frame)
-        .map_err(|e| ImagingError::PixelData(e.to_string()))?;
-    let bytes = data.get(..n * bits as usize / 8).ok_or_else(|| {
-        ImagingError::PixelData(format!(
-            "frame {frame} is shorter than {n} samples of {bits} bits"
-        ))
-    })?;
-    let stored = StoredValues::new(px);
-    let (map, info) = voi_map(px, frame, windowing, |modality| {
-        percentile_window(bytes, bits, &stored, padding, windowing, modality)
-    });
-    let table: Vec<f32> = (0..stored.count())
-        .map(|i| map.grey(stored.value(i)))
-        .collect();
-    let mut grey = vec![0f32; n];
-    match bits {
-        8 => grey
-            .par_chunks_mut(CHUNK)
-            .zip(bytes.par_chunks(CHUNK))
-            .for_each(|(out, src)| {
-                for (o, &b) in out.iter_mut().zip(src) {
-                    *o = table[b as usize];
-                }
-            }),
-        _ => grey
-            .par_chunks_mut(CHUNK)
-            .zip(bytes.par_chunks(CHUNK * 2))
-            .for_each(|(out, src)| {
-                for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
-                    *o = table[u16::from_ne_bytes([c[0], c[1]]) as usize];
-                }
-            }),
+    let mut out = vec![0f32; dw * dst_h as usize];
+    resize_into(
+        &mut Resizer::new(),
+        &wide,
+        dst_w,
+        h as u32,
+        &mut out,
+        dst_w,
+        dst_h,
+    )?;
+    Ok((out, Some(info), false))
+}
+
+/// The grey of every bit pattern of an 8- or 16-bit monochrome frame, and the frame's bytes.
+struct Table<'a> {
+    grey: Vec<f32>,
+    bytes: &'a [u8],
+    sixteen: bool,
+    width: usize,
+    height: usize,
+}
+
+impl<'a> Table<'a> {
+    /// `None` for frames the table path does not take (colour, 1 or 32 bits).
+    fn new(
+        px: &'a DecodedPixelData<'_>,
+        frame: u32,
+        padding: Option<(f64, f64)>,
+        windowing: &Windowing,
+    ) -> Result<Option<(Self, WindowInfo)>, ImagingError> {
+        let monochrome = px
+            .photometric_interpretation()
+            .to_string()
+            .starts_with("MONOCHROME");
+        let bits = px.bits_allocated();
+        if !monochrome || px.samples_per_pixel() != 1 || !matches!(bits, 8 | 16) {
+            return Ok(None);
+        }
+        let (width, height) = (px.columns() as usize, px.rows() as usize);
+        let n = width * height;
+        let data = px
+            .frame_data(frame)
+            .map_err(|e| ImagingError::PixelData(e.to_string()))?;
+        let bytes = data.get(..n * bits as usize / 8).ok_or_else(|| {
+            ImagingError::PixelData(format!(
+                "frame {frame} is shorter than {n} samples of {bits} bits"
+            ))
+        })?;
+        let stored = StoredValues::new(px);
+        let (map, info) = voi_map(px, frame, windowing, |modality| {
+            percentile_window(bytes, bits, &stored, padding, windowing, modality)
+        });
+        let grey = (0..stored.count())
+            .map(|i| map.grey(stored.value(i)))
+            .collect();
+        let table = Table {
+            grey,
+            bytes,
+            sixteen: bits == 16,
+            width,
+            height,
+        };
+        Ok(Some((table, info)))
     }
-    Ok((grey, Some(info), false))
+
+    /// Grey of the `out.len()` pixels from pixel `first` on (row-major).
+    fn map(&self, first: usize, out: &mut [f32]) {
+        let t = &self.grey;
+        if self.sixteen {
+            let src = &self.bytes[first * 2..(first + out.len()) * 2];
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = t[u16::from_ne_bytes([c[0], c[1]]) as usize];
+            }
+        } else {
+            let src = &self.bytes[first..first + out.len()];
+            for (o, &b) in out.iter_mut().zip(src) {
+                *o = t[b as usize];
+            }
+        }
+    }
 }
 
 /// The stored value each bit pattern of a sample stands for, as
@@ -232,11 +315,22 @@ mod tests {
             .flatten();
         let raw = raw_frame(&px, 0).unwrap();
         let general = grey_frame(&px, 0, &raw, padding, windowing);
-        let fast = grey_plane(&px, 0, padding, windowing).unwrap();
+        let fast = grey_resized(&px, 0, padding, windowing, px.columns(), px.rows()).unwrap();
         assert_eq!(fast.1, general.1);
         assert_eq!(fast.0.len(), general.0.len());
         for (i, (a, b)) in fast.0.iter().zip(&general.0).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "pixel {i}: {a} vs {b}");
+        }
+        // Strip by strip, then vertically: the same as resizing the whole grey plane.
+        let (w, h) = (px.columns(), px.rows());
+        for (dw, dh) in [(5, 7), (8, h), (3, 40), (w, h)] {
+            let whole = resize(&general.0, w, h, dw, dh).unwrap();
+            let strips = grey_resized(&px, 0, padding, windowing, dw, dh).unwrap();
+            assert_eq!(strips.1, general.1);
+            assert_eq!(strips.0.len(), whole.len());
+            for (i, (a, b)) in strips.0.iter().zip(&whole).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{dw}x{dh} pixel {i}: {a} vs {b}");
+            }
         }
     }
 

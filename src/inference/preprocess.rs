@@ -22,7 +22,7 @@ use super::manifest::InputSpec;
 use super::InferenceError;
 use crate::imaging::decode::{decode_pixels, number_of_frames, raw_frame};
 use crate::imaging::j2k;
-use crate::imaging::lut::grey_plane;
+use crate::imaging::lut::grey_resized;
 use crate::imaging::window::{
     colour_to_grey_unit, padding_range, percentiles, WindowInfo, Windowing,
 };
@@ -226,12 +226,13 @@ pub fn preprocess_dicom_object(
             percentile_high: spec.percentile_high,
         };
         for f in 0..frames_used {
-            let (grey, info, colour) = grey_plane(&px, f, padding, &windowing)?;
+            let (grey, info, colour) =
+                grey_resized(&px, f, padding, &windowing, spec.width, spec.height)?;
             is_colour |= colour;
             if f == 0 {
                 window_info = info;
             }
-            push_resized(&mut tensor, &grey, px.columns(), px.rows(), spec)?;
+            push_normalised(&mut tensor, &grey, spec);
         }
         let image = ImageInfo {
             source: "dicom".into(),
@@ -378,13 +379,18 @@ fn push_resized(
     spec: &InputSpec,
 ) -> Result<(), InferenceError> {
     let resized = resize(grey, width, height, spec.width, spec.height)?;
+    push_normalised(out, &resized, spec);
+    Ok(())
+}
+
+/// Normalises a grey [0, 1] plane of the model size and appends `channels` copies.
+fn push_normalised(out: &mut Vec<f32>, resized: &[f32], spec: &InputSpec) {
     let (mean, std) = (spec.mean, spec.std);
     let start = out.len();
     out.extend(resized.iter().map(|v| (v - mean) / std));
     for _ in 1..spec.channels {
         out.extend_from_within(start..start + resized.len());
     }
-    Ok(())
 }
 
 #[cfg(test)]

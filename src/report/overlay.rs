@@ -19,9 +19,9 @@ use super::{
     SECONDARY_CAPTURE,
 };
 use crate::imaging::decode::decode_pixels;
-use crate::imaging::lut::grey_plane;
+use crate::imaging::lut::grey_resized;
 use crate::imaging::window::{padding_range, Windowing};
-use crate::imaging::{guard, resize, ImagingError};
+use crate::imaging::{guard, ImagingError};
 use crate::inference::preprocess;
 use crate::result::{ImageEntry, StudyResult};
 
@@ -310,8 +310,7 @@ fn source_pixels(path: &Path) -> Result<(Grey, (u32, u32)), ReportError> {
     let grey = guard(|| {
         let (px, frame) = decode_pixels(&obj, Some(0))?;
         let padding = padding_range(&obj, px.pixel_representation());
-        let (grey, _, _) = grey_plane(&px, frame, padding, &windowing)?;
-        resize(&grey, px.columns(), px.rows(), width, height)
+        grey_resized(&px, frame, padding, &windowing, width, height).map(|(grey, ..)| grey)
     })
     .map_err(|e: ImagingError| ReportError::Pixels(e.to_string()))?;
     let px = grey
