@@ -7,8 +7,9 @@
 //! by that job's extra frames). Only while another batch of the model is running does it wait,
 //! up to `max_delay_ms`, for more: a lone request runs at once, and under load the jobs that
 //! queue while a batch runs make the next one. The batch runs once per member,
-//! members (and the gate) concurrently on scoped threads, and each job gets its own slice of
-//! every member's output back through a oneshot channel.
+//! members (and the gate) concurrently on scoped threads (a batch of one image: one after the
+//! other on the worker), and each job gets its own slice of every member's output back
+//! through a oneshot channel.
 
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -77,52 +78,39 @@ pub(crate) struct Job {
 type BatchResult = (Vec<Vec<f32>>, Option<Vec<f32>>);
 
 /// Runs `n` images (`input` holds `n x C x H x W` values) through every member and the gate.
+/// A batch of one image runs its sessions one after the other on the worker: each takes a
+/// fraction of a millisecond, about what handing it to another thread and waiting for it
+/// costs, and the other cores stay free for the other workers and for preprocessing.
 pub(crate) fn run_batch(
     spec: &RunSpec,
     sessions: &mut SessionSet,
     input: &[f32],
     n: usize,
 ) -> Result<BatchResult, InferenceError> {
-    let [c, h, w] = spec.chw;
     let SessionSet { members, gate } = sessions;
+    if n == 1 {
+        let outs = members
+            .iter_mut()
+            .enumerate()
+            .map(|(i, m)| run_member(spec, i, m, input, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let gate = gate.as_mut().map(|g| run_gate(spec, g, input, n)).transpose()?;
+        return Ok((outs, gate));
+    }
     std::thread::scope(|s| {
-        let gate_handle = gate.as_mut().map(|g| {
-            s.spawn(move || {
-                let name = spec.gate_input.as_deref().unwrap_or("image");
-                run_one(g, name, None, input, n, [c, h, w], 1, spec.gate_batch1).map_err(|reason| {
-                    InferenceError::Run {
-                        model: format!("{} gate", spec.id),
-                        reason,
-                    }
-                })
-            })
-        });
+        let gate_handle = gate
+            .as_mut()
+            .map(|g| s.spawn(move || run_gate(spec, g, input, n)));
         let count = members.len();
         let mut handles = Vec::with_capacity(count);
         let last = count.saturating_sub(1);
         let mut last_result = None;
         for (i, m) in members.iter_mut().enumerate() {
-            let mut job = move || {
-                run_one(
-                    m,
-                    &spec.input_name,
-                    Some(&spec.output_name),
-                    input,
-                    n,
-                    [c, h, w],
-                    spec.labels,
-                    spec.members_batch1,
-                )
-                .map_err(|reason| InferenceError::Run {
-                    model: format!("{} {}", spec.id, spec.member_files[i]),
-                    reason,
-                })
-            };
             if i == last {
                 // The last member runs on this thread.
-                last_result = Some(job());
+                last_result = Some(run_member(spec, i, m, input, n));
             } else {
-                handles.push(s.spawn(job));
+                handles.push(s.spawn(move || run_member(spec, i, m, input, n)));
             }
         }
         let mut outs = Vec::with_capacity(count);
@@ -143,6 +131,46 @@ pub(crate) fn run_batch(
             None => None,
         };
         Ok((outs, gate_out))
+    })
+}
+
+/// Member `i` on `n` images.
+fn run_member(
+    spec: &RunSpec,
+    i: usize,
+    session: &mut Session,
+    input: &[f32],
+    n: usize,
+) -> Result<Vec<f32>, InferenceError> {
+    run_one(
+        session,
+        &spec.input_name,
+        Some(&spec.output_name),
+        input,
+        n,
+        spec.chw,
+        spec.labels,
+        spec.members_batch1,
+    )
+    .map_err(|reason| InferenceError::Run {
+        model: format!("{} {}", spec.id, spec.member_files[i]),
+        reason,
+    })
+}
+
+/// The gate on `n` images.
+fn run_gate(
+    spec: &RunSpec,
+    session: &mut Session,
+    input: &[f32],
+    n: usize,
+) -> Result<Vec<f32>, InferenceError> {
+    let name = spec.gate_input.as_deref().unwrap_or("image");
+    run_one(session, name, None, input, n, spec.chw, 1, spec.gate_batch1).map_err(|reason| {
+        InferenceError::Run {
+            model: format!("{} gate", spec.id),
+            reason,
+        }
     })
 }
 
