@@ -94,7 +94,10 @@ pub(crate) fn run_batch(
             .enumerate()
             .map(|(i, m)| run_member(spec, i, m, input, n))
             .collect::<Result<Vec<_>, _>>()?;
-        let gate = gate.as_mut().map(|g| run_gate(spec, g, input, n)).transpose()?;
+        let gate = gate
+            .as_mut()
+            .map(|g| run_gate(spec, g, input, n))
+            .transpose()?;
         return Ok((outs, gate));
     }
     std::thread::scope(|s| {
