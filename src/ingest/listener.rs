@@ -454,12 +454,10 @@ mod tests {
             let (mut client, server) = pair().await;
             client.write_all(sent).await.unwrap();
             drop(client);
-            let res = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                request_arrived(&server),
-            )
-            .await
-            .expect("still waiting on a closed connection");
+            let res =
+                tokio::time::timeout(std::time::Duration::from_secs(5), request_arrived(&server))
+                    .await
+                    .expect("still waiting on a closed connection");
             assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
         }
     }

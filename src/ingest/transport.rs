@@ -195,10 +195,14 @@ fn parse_pdvs(mut body: Bytes) -> Result<Vec<Pdv>, ReceiveError> {
         }
         let item_length = body.get_u32() as usize;
         if item_length < 2 {
-            return Err(ReceiveError::Malformed("an item is shorter than its header"));
+            return Err(ReceiveError::Malformed(
+                "an item is shorter than its header",
+            ));
         }
         if body.len() < item_length {
-            return Err(ReceiveError::Malformed("an item runs past the end of its PDU"));
+            return Err(ReceiveError::Malformed(
+                "an item runs past the end of its PDU",
+            ));
         }
         let presentation_context_id = body.get_u8();
         let control = body.get_u8();
@@ -268,7 +272,9 @@ mod tests {
                 else {
                     panic!("P-DATA expected");
                 };
-                let Pdu::PData { data } = expected else { unreachable!() };
+                let Pdu::PData { data } = expected else {
+                    unreachable!()
+                };
                 assert_eq!(values.len(), data.len());
                 for (got, want) in values.iter().zip(data) {
                     assert_eq!(got.presentation_context_id, want.presentation_context_id);

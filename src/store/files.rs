@@ -2,16 +2,18 @@
 //!
 //! Layout under the data folder:
 //! - `tmp/node-<uuid>/<uuid>.part`: an instance being received, or an empty spare made ahead
-//!   of time; removed on any failure. Each running node has a folder of its own, held by a
+//!   of time, or the second name of an instance in place whose folder is not synced yet;
+//!   removed on any failure. Each running node has a folder of its own, held by a
 //!   lock on its `.lock` file, so nodes sharing a data folder never touch each other's files.
 //!   A starting node settles the folders whose lock is free (their node is gone) through the
 //!   store: a file whose row was committed goes into place, the rest were never acknowledged
 //!   and are removed, and so is the folder. `tmp/*.part` of an earlier layout is settled too;
 //! - `instances/<study>/<series>/<sop>.dcm`: Part 10 files, data set bytes exactly as received.
 //!
-//! Durability (`storage.durability = "fsync"`): the file is fsynced and renamed into place
-//! atomically, and every folder whose entries changed is fsynced (beside the index commit, for
-//! a new instance), before the sender gets 0000.
+//! Durability (`storage.durability = "fsync"`): before the sender gets 0000, a new instance's
+//! file is linked into place and fsynced, durable under its temporary name (whose folder was
+//! synced before); the final name's folder is synced afterwards and the temporary name then
+//! removed (`super::sync`). A replacement is renamed into place and its folders fsynced.
 
 use std::io;
 use std::io::Write;
@@ -214,7 +216,9 @@ impl FileStore {
         relative: &Path,
     ) -> Result<Placement, FileError> {
         if self.durability == Durability::Os {
-            return self.rename_blocking(staged, relative).map(Placement::Renamed);
+            return self
+                .rename_blocking(staged, relative)
+                .map(Placement::Renamed);
         }
         let dest = self.data_dir.join(relative);
         let parent = dest.parent().expect("BUG: instance path has a parent");

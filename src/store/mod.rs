@@ -186,9 +186,18 @@ impl Store {
             .sync
             .finish(Box::new(move || {
                 let (mut staged, head) = file.finish_blocking(durability)?;
-                let synced = staged
+                let mut synced = staged
                     .take_file()
                     .filter(|_| durability == Durability::Fsync);
+                if existing.is_some() {
+                    // A copy that may replace one the index names is synced before it is
+                    // renamed over it, not after.
+                    if let Some(f) = synced.take() {
+                        f.sync_all().map_err(|e| {
+                            StoreError::Resources(format!("cannot sync the file: {e}"))
+                        })?;
+                    }
+                }
                 let checks = Checks {
                     meta: &meta_owned,
                     expected_study: expected_study.as_deref(),

@@ -510,11 +510,17 @@ mod tests {
         }
         assert!(!dir.path().join("a.part").exists());
         assert!(!dir.path().join("b.part").exists());
-        assert!(dir.path().join("c.part").exists(), "its folder never synced");
+        assert!(
+            dir.path().join("c.part").exists(),
+            "its folder never synced"
+        );
         assert!(series.join("a").exists() && series.join("b").exists());
         let calls = disk.calls();
         assert_eq!(
-            calls.iter().filter(|c| c.as_str() == "folder series").count(),
+            calls
+                .iter()
+                .filter(|c| c.as_str() == "folder series")
+                .count(),
             1,
             "{calls:?}"
         );
