@@ -208,8 +208,9 @@ impl FileStore {
     /// instance survives a crash under that name, which [`crate::store::Store::recover`] moves
     /// into place at start. The folders of the final name are synced later, for many instances
     /// at once, and only then is the temporary name removed ([`Settle`]). With durability
-    /// `os`, or when a file is in the way (a copy nobody indexed), it is renamed instead and
-    /// the folders are left to the caller to sync. Blocking.
+    /// `os`, when a file is in the way (a copy nobody indexed) or the link fails (a file system
+    /// without hard links), it is renamed instead and the folders are left to the caller to
+    /// sync before answering. Blocking.
     pub fn place_new_blocking(
         &self,
         mut staged: StagedFile,
@@ -239,10 +240,10 @@ impl FileStore {
                     folders: FolderSync(dirs),
                 }))
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self
+            // A file in the way, or a file system without hard links: renamed, as with `os`.
+            Err(_) => self
                 .rename_blocking(staged, relative)
                 .map(Placement::Renamed),
-            Err(e) => Err(io_err(&dest)(e)),
         }
     }
 

@@ -15,10 +15,9 @@
 //! [`SETTLE_AT`] files wait, once per folder for all of them (a series of a hundred images
 //! costs a few folder syncs, not a hundred), and only then are the temporary names removed.
 //!
-//! On this project's disks a sync of a file whose data has already gone out costs about as
-//! much whether it is issued alone or beside others, so one thread doing them one after the
-//! other is as fast as one thread per association, and each association's task is woken once
-//! per instance (its answer) instead of once per blocking hop.
+//! The files of a batch are synced side by side (a disk slow to flush its cache flushes it
+//! once for all of them), and each association's task is woken once per instance for its
+//! file work and syncs (the answer) instead of once per blocking hop.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,29 +60,29 @@ struct Job<T> {
 }
 
 /// The system calls the sync thread makes; tests put a disk of their own in their place.
-pub trait Disk: Send + 'static {
+pub trait Disk: Send + Sync + 'static {
     /// Starts writing the file's dirty pages without waiting for them.
-    fn start_writeback(&mut self, file: &std::fs::File);
+    fn start_writeback(&self, file: &std::fs::File);
     /// Makes the file's data and metadata durable (`fsync`: its size, and the count of its
     /// names, which a second name changed).
-    fn sync_file(&mut self, file: &std::fs::File) -> std::io::Result<()>;
+    fn sync_file(&self, file: &std::fs::File) -> std::io::Result<()>;
     /// Makes the folder's entries durable (`fsync` of the folder).
-    fn sync_folder(&mut self, dir: &Path) -> std::io::Result<()>;
+    fn sync_folder(&self, dir: &Path) -> std::io::Result<()>;
 }
 
 /// The real disk.
 pub struct SystemDisk;
 
 impl Disk for SystemDisk {
-    fn start_writeback(&mut self, file: &std::fs::File) {
+    fn start_writeback(&self, file: &std::fs::File) {
         super::files::start_writeback(file, 0, 0);
     }
 
-    fn sync_file(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+    fn sync_file(&self, file: &std::fs::File) -> std::io::Result<()> {
         file.sync_all()
     }
 
-    fn sync_folder(&mut self, dir: &Path) -> std::io::Result<()> {
+    fn sync_folder(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::File::open(dir).and_then(|f| f.sync_all())
     }
 }
@@ -122,7 +121,7 @@ impl<T: Send + 'static> GroupSync<T> {
     }
 }
 
-fn run<T>(mut disk: impl Disk, rx: mpsc::Receiver<Job<T>>) {
+fn run<T>(disk: impl Disk, rx: mpsc::Receiver<Job<T>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut settling: Vec<Settle> = Vec::new();
     loop {
@@ -134,7 +133,7 @@ fn run<T>(mut disk: impl Disk, rx: mpsc::Receiver<Job<T>>) {
         let first = match first {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                settle(&mut disk, &mut settling);
+                settle(&disk, &mut settling);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -146,18 +145,18 @@ fn run<T>(mut disk: impl Disk, rx: mpsc::Receiver<Job<T>>) {
                 Err(_) => break,
             }
         }
-        sync_batch(&mut disk, &mut batch, &mut settling);
+        sync_batch(&disk, &mut batch, &mut settling);
         if settling.len() >= SETTLE_AT {
-            settle(&mut disk, &mut settling);
+            settle(&disk, &mut settling);
         }
     }
-    settle(&mut disk, &mut settling);
+    settle(&disk, &mut settling);
 }
 
 /// Syncs the folders of the final names waiting in `settling`, once each, then removes the
 /// temporary names whose folders all synced. A folder that cannot be synced keeps its files'
 /// temporary names: the next start settles them ([`crate::store::Store::recover`]).
-fn settle(disk: &mut impl Disk, settling: &mut Vec<Settle>) {
+fn settle(disk: &impl Disk, settling: &mut Vec<Settle>) {
     let mut folders: HashMap<&Path, bool> = HashMap::new();
     for s in settling.iter() {
         for dir in s.folders.dirs() {
@@ -181,13 +180,45 @@ fn settle(disk: &mut impl Disk, settling: &mut Vec<Settle>) {
     settling.clear();
 }
 
+/// Syncs the files of a batch side by side, one thread each but the first: a disk that is
+/// slow to flush its cache then flushes it once for all of them, where one `fsync` after
+/// another would wait for one flush each.
+fn sync_files<T>(disk: &impl Disk, pending: &[Pending<T>]) -> Vec<std::io::Result<()>> {
+    let files: Vec<Option<&std::fs::File>> = pending
+        .iter()
+        .map(|p| match &p.prepared {
+            Ok(Prepared { file: Some(f), .. }) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let sync = |f: Option<&std::fs::File>| f.map_or(Ok(()), |f| disk.sync_file(f));
+    if files.iter().flatten().count() < 2 {
+        return files.into_iter().map(sync).collect();
+    }
+    std::thread::scope(|scope| {
+        let others: Vec<_> = files[1..]
+            .iter()
+            .map(|f| {
+                let f = *f;
+                scope.spawn(move || sync(f))
+            })
+            .collect();
+        let mut results = vec![sync(files[0])];
+        results.extend(others.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")))
+        }));
+        results
+    })
+}
+
 /// A job whose file work is done, waiting for its syncs.
 struct Pending<T> {
     prepared: Result<Prepared<T>, StoreError>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
-fn sync_batch<T>(disk: &mut impl Disk, batch: &mut Vec<Job<T>>, settling: &mut Vec<Settle>) {
+fn sync_batch<T>(disk: &impl Disk, batch: &mut Vec<Job<T>>, settling: &mut Vec<Settle>) {
     let mut pending: Vec<Pending<T>> = batch
         .drain(..)
         .map(|job| Pending {
@@ -200,9 +231,10 @@ fn sync_batch<T>(disk: &mut impl Disk, batch: &mut Vec<Job<T>>, settling: &mut V
             disk.start_writeback(f);
         }
     }
-    for p in &mut pending {
-        if let Ok(Prepared { file: Some(f), .. }) = &p.prepared {
-            if let Err(e) = disk.sync_file(f) {
+    let synced = sync_files(disk, &pending);
+    for (p, synced) in pending.iter_mut().zip(synced) {
+        if let Ok(Prepared { file: Some(_), .. }) = &p.prepared {
+            if let Err(e) = synced {
                 if let Ok(Prepared {
                     settle: Some(s), ..
                 }) = &p.prepared
@@ -276,17 +308,17 @@ mod tests {
     }
 
     impl Disk for FakeDisk {
-        fn start_writeback(&mut self, file: &std::fs::File) {
+        fn start_writeback(&self, file: &std::fs::File) {
             self.log(format!("writeback {}", name(file)));
         }
-        fn sync_file(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+        fn sync_file(&self, file: &std::fs::File) -> std::io::Result<()> {
             if let Some(hold) = self.hold.lock().unwrap().take() {
                 let _ = hold.recv();
             }
             self.log(format!("sync {}", name(file)));
             Ok(())
         }
-        fn sync_folder(&mut self, dir: &Path) -> std::io::Result<()> {
+        fn sync_folder(&self, dir: &Path) -> std::io::Result<()> {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
             self.log(format!("folder {name}"));
             if self.failing.lock().unwrap().iter().any(|d| d == dir) {
@@ -364,21 +396,26 @@ mod tests {
         for (i, w) in rest.into_iter().enumerate() {
             assert_eq!(w.await.unwrap().unwrap(), i as u32 + 1);
         }
+        let calls = disk.calls();
         assert_eq!(
-            disk.calls(),
-            vec![
+            calls[..6],
+            [
                 "writeback a",
                 "sync a",
                 "folder series",
                 "writeback b",
                 "writeback c",
                 "writeback d",
-                "sync b",
-                "sync c",
-                "sync d",
-                "folder series",
             ]
         );
+        let mut syncs = calls[6..9].to_vec();
+        syncs.sort();
+        assert_eq!(
+            syncs,
+            ["sync b", "sync c", "sync d"],
+            "side by side, in any order"
+        );
+        assert_eq!(calls[9..], ["folder series"]);
     }
 
     /// A folder whose sync fails fails every job of the batch that needed it, and only those;
@@ -441,14 +478,14 @@ mod tests {
     async fn a_failed_file_sync_fails_its_own_job_only() {
         struct FailOne(PathBuf);
         impl Disk for FailOne {
-            fn start_writeback(&mut self, _: &std::fs::File) {}
-            fn sync_file(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+            fn start_writeback(&self, _: &std::fs::File) {}
+            fn sync_file(&self, file: &std::fs::File) -> std::io::Result<()> {
                 if name(file) == self.0.to_string_lossy() {
                     return Err(std::io::Error::other("injected"));
                 }
                 Ok(())
             }
-            fn sync_folder(&mut self, _: &Path) -> std::io::Result<()> {
+            fn sync_folder(&self, _: &Path) -> std::io::Result<()> {
                 Ok(())
             }
         }
