@@ -2,7 +2,8 @@
 # Ingest benchmark: DCMTK storescu (TCP_NODELAY=1) sends the same data sets to radstream
 # (fsync and os durability), DCMTK storescp and Orthanc, one after the other on this machine
 # (taking turns, round after round), with 1 and 4 associations. Prints instances/s, MB/s and
-# radstream's ratio to each peer. Then, for each data set, the floor under any receiver that
+# radstream's ratio to each peer, and each receiver's CPU time per instance (user + system, of
+# its process, during the sending). Then, for each data set, the floor under any receiver that
 # acknowledges only once an instance is synced in its final place and indexed
 # (bench/durable_floor.py: the same disk work with no network and no DICOM), and what it leaves
 # of storescp's speed on one association.
@@ -10,6 +11,7 @@
 #   bench/ingest.sh            # both data sets (200 x 512x512 DX, 40 x 3000x2500 CR)
 #   BENCH_SETS=dx bench/ingest.sh
 #   BENCH_REPEAT=5 bench/ingest.sh   # runs per measurement (default 3); the median is printed
+#   BENCH_BASELINE=old/radstream bench/ingest.sh   # also an older build (durable), taking turns
 #
 # Data sets are generated on first use under bench/out/ (not committed).
 set -euo pipefail
@@ -45,18 +47,22 @@ gen() {
 }
 
 free_port() { .venv/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+# Connects and closes without sending a byte (a byte then a close kept builds before 2026-12-07
+# busy on one core for as long as they ran, which a baseline would pay for).
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 start_receiver() { # name port dir -> sets PID
   local name=$1 port=$2 dir=$3
   case $name in
-    radstream-fsync|radstream-os)
+    radstream-fsync|radstream-os|baseline-fsync)
+      local bin=$BIN
+      [ "$name" = baseline-fsync ] && bin=$BENCH_BASELINE
       # The receiver alone, like the peers: no inference competing for the 2 cores.
       RADSTREAM_PIPELINE__ENABLED=false \
-      RADSTREAM_STORAGE__DATA_DIR="$dir" RADSTREAM_STORAGE__DURABILITY="${name#radstream-}" \
+      RADSTREAM_STORAGE__DATA_DIR="$dir" RADSTREAM_STORAGE__DURABILITY="${name#*-}" \
       RADSTREAM_DICOM__PORT=$port RADSTREAM_HTTP__PORT=$(free_port) RADSTREAM_LOG__LEVEL=warn \
       RADSTREAM_STORAGE__MIN_FREE_BYTES=0 RADSTREAM_STORAGE__MIN_FREE_PERCENT=0 \
-        "$BIN" serve >"$dir.log" 2>&1 & PID=$! ;;
+        "$bin" serve >"$dir.log" 2>&1 & PID=$! ;;
     storescp)
       mkdir -p "$dir"; storescp -od "$dir" "$port" >"$dir.log" 2>&1 & PID=$! ;;
     orthanc)
@@ -89,8 +95,10 @@ send() { # port set assocs -> prints seconds
 
 PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null || true' EXIT
-declare -A RESULT RUNS
-RECEIVERS="radstream-fsync radstream-os storescp orthanc"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_MS=$(echo "1000 / $(getconf CLK_TCK)" | bc -l)
+declare -A RESULT RUNS CPU
+RECEIVERS="radstream-fsync radstream-os storescp orthanc${BENCH_BASELINE:+ baseline-fsync}"
 for set in $SETS; do
   gen "$set"
   files=$(find "$OUT/$set" -name '*.dcm' | wc -l)
@@ -103,7 +111,9 @@ for set in $SETS; do
         dir=$(mktemp -d /tmp/radstream-bench.XXXXXX)/store
         port=$(free_port)
         start_receiver "$recv" "$port" "$dir"
+        c0=$(cpu_ticks "$PID")
         RUNS[$recv]+="$(send "$port" "$set" "$n") "
+        CPU[$recv]+="$(echo "($(cpu_ticks "$PID") - $c0) * $TICK_MS / $files" | bc -l) "
         sent=$(cat "$OUT"/storescu*.err 2>/dev/null | grep -c "^E:" || true)
         [ "$sent" = 0 ] || { echo "storescu reported errors sending to $recv:" >&2; cat "$OUT"/storescu*.err >&2; exit 1; }
         kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
@@ -114,10 +124,12 @@ for set in $SETS; do
     for recv in $RECEIVERS; do
       # The median run: one slow or fast outlier on a shared machine does not decide.
       secs=$(printf '%s\n' ${RUNS[$recv]} | sort -g | sed -n "$(( (REPEAT + 1) / 2 ))p")
+      cpu=$(printf '%s\n' ${CPU[$recv]} | sort -g | sed -n "$(( (REPEAT + 1) / 2 ))p")
       RUNS[$recv]=""
+      CPU[$recv]=""
       RESULT[$set,$recv,$n]=$secs
-      printf '%-4s %-16s %d assoc: %7.2f s  %7.1f inst/s  %7.1f MB/s  (median of %d)\n' \
-        "$set" "$recv" "$n" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)" "$REPEAT"
+      printf '%-4s %-16s %d assoc: %7.2f s  %7.1f inst/s  %7.1f MB/s  CPU %.2f ms/inst  (medians of %d)\n' \
+        "$set" "$recv" "$n" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)" "$cpu" "$REPEAT"
     done
   done
   for mode in fsync os; do

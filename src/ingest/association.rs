@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dimse::{self, status, Command};
-use super::transport::Assoc;
+use super::transport::{Assoc, Pdv, Received};
 use super::IngestContext;
 use crate::store::{FileMeta, IncomingFile, Reservation, Source, Store, StoreError, StoreOutcome};
 
@@ -87,7 +87,7 @@ pub async fn serve(
                 let _ = assoc.abort().await;
                 break Ending::Aborted;
             }
-            Ok(Ok(Pdu::PData { data })) => {
+            Ok(Ok(Received::PData(data))) => {
                 let mut ok = true;
                 for pdv in data {
                     if let Err(reason) = handle_pdv(
@@ -111,18 +111,18 @@ pub async fn serve(
                     break Ending::Aborted;
                 }
             }
-            Ok(Ok(Pdu::ReleaseRQ)) => {
+            Ok(Ok(Received::Other(Pdu::ReleaseRQ))) => {
                 if !matches!(pending, Pending::Idle) {
                     tracing::warn!("release requested in the middle of a message; the partial instance is discarded");
                 }
                 let _ = assoc.send(&Pdu::ReleaseRP).await;
                 break Ending::Released;
             }
-            Ok(Ok(Pdu::AbortRQ { source })) => {
+            Ok(Ok(Received::Other(Pdu::AbortRQ { source }))) => {
                 tracing::info!(?source, "peer aborted the association");
                 break Ending::Aborted;
             }
-            Ok(Ok(other)) => {
+            Ok(Ok(Received::Other(other))) => {
                 tracing::warn!(pdu = ?pdu_kind(&other), "unexpected PDU; aborting association");
                 let _ = assoc
                     .send(&Pdu::AbortRQ {
@@ -166,13 +166,13 @@ async fn handle_pdv(
     association_id: &str,
     pending: &mut Pending,
     tally: &mut Tally,
-    pdv: PDataValue,
+    pdv: Pdv,
 ) -> Result<(), &'static str> {
     match (pdv.value_type, std::mem::replace(pending, Pending::Idle)) {
         (PDataValueType::Command, Pending::Idle) => {
             *pending = Pending::Command {
                 pc_id: pdv.presentation_context_id,
-                bytes: pdv.data,
+                bytes: pdv.data.to_vec(),
             };
         }
         (PDataValueType::Command, Pending::Command { pc_id, mut bytes }) => {

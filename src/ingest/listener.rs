@@ -351,7 +351,10 @@ const REQUEST_PEEK_LIMIT: usize = 64 * 1024;
 
 /// Waits, without consuming anything, until the socket holds a whole A-ASSOCIATE-RQ PDU (or
 /// something that is not one, which negotiation then refuses). Each wake-up is a new segment:
-/// a peer dribbling bytes costs one peek per segment until the time-out.
+/// a peer dribbling bytes costs one peek per segment until the time-out. A peer that closes
+/// its side before a whole request is an error at once: the socket then stays readable for
+/// good, so waiting for more would wake without end (a `echo > /dev/tcp/host/port` probe kept
+/// a core busy until the node stopped).
 #[cfg(unix)]
 async fn request_arrived(socket: &TcpStream) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
@@ -361,18 +364,25 @@ async fn request_arrived(socket: &TcpStream) -> std::io::Result<()> {
     let mut buf = vec![0u8; 6];
     let mut header_seen = false;
     loop {
-        socket
-            .async_io(tokio::io::Interest::READABLE, || {
-                let n = peeker.peek(&mut buf)?;
-                if n == 0 {
-                    return Err(Error::new(ErrorKind::UnexpectedEof, "peer closed"));
-                }
-                if n < buf.len() {
-                    return Err(ErrorKind::WouldBlock.into());
-                }
-                Ok(())
-            })
-            .await?;
+        let ready = socket.ready(tokio::io::Interest::READABLE).await?;
+        let peeked = socket.try_io(tokio::io::Interest::READABLE, || {
+            let n = peeker.peek(&mut buf)?;
+            if n == 0 || (n < buf.len() && ready.is_read_closed()) {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "peer closed before a whole A-ASSOCIATE-RQ",
+                ));
+            }
+            if n < buf.len() {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match peeked {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
         if header_seen || buf[0] != 0x01 {
             return Ok(());
         }
@@ -421,4 +431,53 @@ async fn reject_busy<S: AsyncWrite + Unpin>(socket: &mut S) {
         let _ = tokio::time::timeout(Duration::from_secs(5), socket.write_all(&buf)).await;
     }
     let _ = socket.shutdown().await;
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    /// A peer that sends a few bytes and closes (a port probe) is done with at once, not
+    /// peeked at without end; one that closes without a byte too.
+    #[tokio::test]
+    async fn a_peer_closing_before_a_whole_request_ends_the_wait() {
+        for sent in [&b"\n"[..], b"\x01\x00\x00\x00", b""] {
+            let (mut client, server) = pair().await;
+            client.write_all(sent).await.unwrap();
+            drop(client);
+            let res =
+                tokio::time::timeout(std::time::Duration::from_secs(5), request_arrived(&server))
+                    .await
+                    .expect("still waiting on a closed connection");
+            assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+        }
+    }
+
+    /// A request arriving in pieces is waited for until it is whole; its bytes stay unread.
+    #[tokio::test]
+    async fn a_request_in_pieces_is_waited_for_whole() {
+        let (mut client, server) = pair().await;
+        let mut request = vec![0x01, 0x00, 0x00, 0x00, 0x00, 0x08];
+        request.extend_from_slice(&[7u8; 8]);
+        let waiting = tokio::spawn(async move {
+            request_arrived(&server).await.unwrap();
+            let mut got = vec![0u8; 14];
+            server.try_read(&mut got).unwrap();
+            got
+        });
+        for piece in request.chunks(4) {
+            client.write_all(piece).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(waiting.await.unwrap(), request);
+    }
 }

@@ -2,16 +2,18 @@
 //!
 //! Layout under the data folder:
 //! - `tmp/node-<uuid>/<uuid>.part`: an instance being received, or an empty spare made ahead
-//!   of time; removed on any failure. Each running node has a folder of its own, held by a
+//!   of time, or the second name of an instance in place whose folder is not synced yet;
+//!   removed on any failure. Each running node has a folder of its own, held by a
 //!   lock on its `.lock` file, so nodes sharing a data folder never touch each other's files.
 //!   A starting node settles the folders whose lock is free (their node is gone) through the
 //!   store: a file whose row was committed goes into place, the rest were never acknowledged
 //!   and are removed, and so is the folder. `tmp/*.part` of an earlier layout is settled too;
 //! - `instances/<study>/<series>/<sop>.dcm`: Part 10 files, data set bytes exactly as received.
 //!
-//! Durability (`storage.durability = "fsync"`): the file is fsynced and renamed into place
-//! atomically, and every folder whose entries changed is fsynced (beside the index commit, for
-//! a new instance), before the sender gets 0000.
+//! Durability (`storage.durability = "fsync"`): before the sender gets 0000, a new instance's
+//! file is linked into place and fsynced, durable under its temporary name (whose folder was
+//! synced before); the final name's folder is synced afterwards and the temporary name then
+//! removed (`super::sync`). A replacement is renamed into place and its folders fsynced.
 
 use std::io;
 use std::io::Write;
@@ -199,6 +201,52 @@ impl FileStore {
         Ok(FolderSync(dirs))
     }
 
+    /// Gives a finished temporary file of a new instance its final name at `relative` while
+    /// keeping its temporary one (a hard link), so that it need not wait for a folder sync:
+    /// the temporary name was made durable before the file was handed out ([`Spares`]), and
+    /// once the file is synced (after this, so the second link is recorded with it) the
+    /// instance survives a crash under that name, which [`crate::store::Store::recover`] moves
+    /// into place at start. The folders of the final name are synced later, for many instances
+    /// at once, and only then is the temporary name removed ([`Settle`]). With durability
+    /// `os`, when a file is in the way (a copy nobody indexed) or the link fails (a file system
+    /// without hard links), it is renamed instead and the folders are left to the caller to
+    /// sync before answering. Blocking.
+    pub fn place_new_blocking(
+        &self,
+        mut staged: StagedFile,
+        relative: &Path,
+    ) -> Result<Placement, FileError> {
+        if self.durability == Durability::Os {
+            return self
+                .rename_blocking(staged, relative)
+                .map(Placement::Renamed);
+        }
+        let dest = self.data_dir.join(relative);
+        let parent = dest.parent().expect("BUG: instance path has a parent");
+        let created = create_dirs(parent, &self.instances_dir)?;
+        let tmp = staged.path().to_path_buf();
+        match std::fs::hard_link(&tmp, &dest) {
+            Ok(()) => {
+                staged.path = None;
+                let mut dirs = vec![parent.to_path_buf()];
+                dirs.extend(
+                    created
+                        .iter()
+                        .filter_map(|d| d.parent().map(Path::to_path_buf)),
+                );
+                Ok(Placement::Linked(Settle {
+                    tmp,
+                    dest,
+                    folders: FolderSync(dirs),
+                }))
+            }
+            // A file in the way, or a file system without hard links: renamed, as with `os`.
+            Err(_) => self
+                .rename_blocking(staged, relative)
+                .map(Placement::Renamed),
+        }
+    }
+
     /// Temporary files left by nodes that are gone (their folder's lock is free), with their
     /// sizes, and those of an earlier layout directly in `tmp/`. The folders stay claimed until
     /// [`Leftovers::clear`], so two nodes starting at once do not settle the same one.
@@ -231,6 +279,7 @@ impl FileStore {
     pub fn adopt_part_blocking(&self, part: &Path, relative: &Path) -> Result<(), FileError> {
         let staged = StagedFile {
             path: Some(part.to_path_buf()),
+            file: None,
             size: 0,
         };
         self.persist_blocking(staged, relative)
@@ -353,9 +402,9 @@ struct Spares {
 const SPARES: usize = 16;
 
 /// Spares made, at most, before their folder is synced and they are handed out. A refill starts
-/// at every take, so with one instance at a time it makes one spare and syncs the folder for
-/// it; larger batches form only when instances arrive faster than spares are made.
-const SPARE_BATCH: usize = 4;
+/// once half the spares are taken, so a steady stream of instances costs one sync of the folder
+/// per [`SPARE_BATCH`] instances, not one each.
+const SPARE_BATCH: usize = 8;
 
 impl Spares {
     fn new(dir: PathBuf, durability: Durability) -> Spares {
@@ -408,9 +457,13 @@ impl Spares {
         self.ready.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    /// Tops the spares up on the blocking pool, unless that is under way already or there is
-    /// no runtime (a blocking caller then creates its file itself).
+    /// Tops the spares up on the blocking pool once half of them are taken, unless that is
+    /// under way already or there is no runtime (a blocking caller then creates its file
+    /// itself).
     fn refill(self: &Arc<Self>) {
+        if self.count() > SPARES - SPARE_BATCH {
+            return;
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -440,6 +493,25 @@ impl Drop for Spares {
     }
 }
 
+/// How [`FileStore::place_new_blocking`] gave a file its final name.
+#[derive(Debug)]
+pub enum Placement {
+    /// Linked: durable under its temporary name once the file is synced.
+    Linked(Settle),
+    /// Renamed: durable once these folders are synced.
+    Renamed(FolderSync),
+}
+
+/// A file with two names, its final one and its temporary one: once the final name's folders
+/// are synced, the temporary name can go.
+#[derive(Debug)]
+pub struct Settle {
+    pub tmp: PathBuf,
+    /// The final name, removed with the temporary one if the file cannot be synced.
+    pub dest: PathBuf,
+    pub folders: FolderSync,
+}
+
 /// Folders whose entries a rename changed: the rename is durable once they are synced.
 #[must_use = "the rename is not durable until its folders are synced"]
 #[derive(Debug, Default)]
@@ -454,6 +526,16 @@ impl FolderSync {
     /// Nothing to sync (durability `os`).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The folders, for a caller that syncs them itself (once each for a batch).
+    pub(crate) fn dirs(&self) -> &[PathBuf] {
+        &self.0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn of(dirs: Vec<PathBuf>) -> FolderSync {
+        FolderSync(dirs)
     }
 }
 
@@ -567,36 +649,48 @@ impl IncomingFile {
                 return Ok(());
             }
         }
-        self.buf.extend_from_slice(data);
         self.bytes += data.len() as u64;
-        if self.buf.len() >= WRITE_THROUGH
+        if self.buf.len() + data.len() >= WRITE_THROUGH
             && self.spilled < SPILL_AT as u64
             && self.inflight.is_none()
             && self.file.is_some()
         {
-            self.write_through()?;
-        } else if self.buf.len() >= SPILL_AT {
-            self.spill().await?;
+            self.write_through(data)?;
+        } else {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() >= SPILL_AT {
+                self.spill().await?;
+            }
         }
         Ok(())
     }
 
-    /// Writes the buffer into the file from the calling task and starts its writeback (see
-    /// [`WRITE_THROUGH`]). The file exists already (a spare): creating one is left to the
-    /// blocking pool.
-    fn write_through(&mut self) -> Result<(), FileError> {
+    /// Writes what is buffered, then `data`, into the file from the calling task, in one
+    /// system call and without copying `data` (a PDU's value, straight from the receive
+    /// buffer), and starts their writeback (see [`WRITE_THROUGH`]). The file exists already (a
+    /// spare): creating one is left to the blocking pool. The first [`WRITE_THROUGH`] bytes
+    /// are kept for the header.
+    fn write_through(&mut self, data: &[u8]) -> Result<(), FileError> {
         let path = self.path.as_deref().expect("BUG: write after finish");
         let file = self
             .file
             .as_mut()
             .expect("BUG: write-through without a file");
-        file.write_all(&self.buf).map_err(io_err(path))?;
+        write_both(file, &self.buf, data).map_err(io_err(path))?;
+        let len = (self.buf.len() + data.len()) as u64;
         if self.writeback {
-            start_writeback(file, self.spilled, self.buf.len() as u64);
+            start_writeback(file, self.spilled, len);
         }
-        self.spilled += self.buf.len() as u64;
+        self.spilled += len;
         if self.head.is_none() {
-            self.head = Some(self.buf.clone());
+            let keep = data.len().min(WRITE_THROUGH.saturating_sub(self.buf.len()));
+            let mut head = std::mem::take(&mut self.buf);
+            head.extend_from_slice(&data[..keep]);
+            self.head = Some(head);
+            self.buf = self
+                .spare
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(WRITE_THROUGH));
         }
         self.buf.clear();
         Ok(())
@@ -667,10 +761,11 @@ impl IncomingFile {
         self.bytes == 0
     }
 
-    /// Writes what is buffered and (with `fsync`) syncs the file; it stays in `tmp/` until
-    /// persisted. Blocking: the store runs it in the same hop as the header check and the
-    /// rename, after [`settle`](Self::settle). Returns the start of the file too when memory
-    /// still holds it, so its header is parsed without reading the file back.
+    /// Writes what is buffered; the file stays in `tmp/` until persisted, and is synced by the
+    /// caller ([`StagedFile::take_file`]): the store syncs it with the other files of its
+    /// batch once it is in place. Blocking: call
+    /// it after [`settle`](Self::settle). Returns the start of the file too when memory still
+    /// holds it, so its header is parsed without reading the file back.
     pub fn finish_blocking(
         mut self,
         durability: Durability,
@@ -687,14 +782,13 @@ impl IncomingFile {
         let file = self.file.take();
         let buf = std::mem::take(&mut self.buf);
         // From here on the staged file owns the path (and deletes it if dropped).
-        let staged = StagedFile {
+        let mut staged = StagedFile {
             path: Some(path.clone()),
+            file: None,
             size: self.bytes,
         };
         let f = append(file, &path, &buf, durability == Durability::Fsync)?;
-        if durability == Durability::Fsync {
-            f.sync_data().map_err(io_err(&path))?;
-        }
+        staged.file = Some(f);
         let head = match self.head.take() {
             Some(bytes) => Some(Head {
                 bytes,
@@ -710,11 +804,11 @@ impl IncomingFile {
     }
 }
 
-/// Starts writing `len` bytes at `offset` of `file` to the disk without waiting for them: the
-/// closing `fdatasync` then has only the tail (and the metadata) left. Advisory: a failure
-/// here only means that sync does all the work.
+/// Starts writing `len` bytes at `offset` of `file` (`len` 0: to its end) to the disk without
+/// waiting for them: the closing `fdatasync` then has only the tail (and the metadata) left.
+/// Advisory: a failure here only means that sync does all the work.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+pub(super) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range reads no memory of ours; the descriptor is open for the call.
     unsafe {
@@ -728,7 +822,22 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+pub(super) fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
+/// Writes `a` then `b` with as few system calls as the kernel allows.
+fn write_both(file: &mut std::fs::File, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let mut slices = [io::IoSlice::new(a), io::IoSlice::new(b)];
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// Writes `buf` at the end of `file`, creating the file at `path` first if there is none yet
 /// (no spare was ready); with `sync_name`, its folder is then synced, as the spares' is.
@@ -770,10 +879,13 @@ impl Drop for IncomingFile {
     }
 }
 
-/// A complete, flushed temporary file waiting to be validated and moved into place.
+/// A complete temporary file waiting to be validated, moved into place and synced.
 #[derive(Debug)]
 pub struct StagedFile {
     path: Option<PathBuf>,
+    /// Still open, for the sync after the move (none for a leftover adopted at start, synced
+    /// before).
+    file: Option<std::fs::File>,
     pub size: u64,
 }
 
@@ -782,6 +894,11 @@ impl StagedFile {
         self.path
             .as_deref()
             .expect("BUG: staged file already persisted")
+    }
+
+    /// The open file, to sync once it is in place.
+    pub fn take_file(&mut self) -> Option<std::fs::File> {
+        self.file.take()
     }
 }
 
@@ -817,7 +934,7 @@ mod tests {
         }
     }
 
-    /// Files in `tmp/` once the spares are topped up, spares included.
+    /// Files in `tmp/` once no refill of the spares is under way, spares included.
     async fn settled_tmp(s: &FileStore) -> usize {
         spares_ready(s).await;
         parts_in(s.tmp_dir())
@@ -845,7 +962,7 @@ mod tests {
             let mut f = s.begin(&meta()).await.unwrap();
             f.write(data).await.unwrap();
             drop(f);
-            assert_eq!(settled_tmp(&s).await, SPARES);
+            assert_eq!(settled_tmp(&s).await, s.spares.count());
         }
     }
 
@@ -865,7 +982,7 @@ mod tests {
         assert!(bytes.ends_with(b"\x08\x00\x16\x00"));
         let meta = dicom_object::meta::FileMetaTable::from_reader(&bytes[128..]).unwrap();
         assert_eq!(meta.transfer_syntax(), "1.2.840.10008.1.2.1");
-        assert_eq!(settled_tmp(&s).await, SPARES);
+        assert_eq!(settled_tmp(&s).await, s.spares.count());
     }
 
     /// Writes `data` in pieces of `piece` bytes and finishes; returns the file's bytes, the
@@ -891,10 +1008,14 @@ mod tests {
         (bytes, start, head)
     }
 
-    /// Waits until the spares are topped up and the task that made them has let go of them.
+    /// Waits until the spares are at rest (more than half of them ready, no refill under way)
+    /// and the task that made them has let go of them.
     async fn spares_ready(s: &FileStore) {
         for _ in 0..500 {
-            if s.spares.count() >= SPARES && Arc::strong_count(&s.spares) == 1 {
+            if s.spares.count() > SPARES - SPARE_BATCH
+                && !s.spares.refilling.load(Ordering::Acquire)
+                && Arc::strong_count(&s.spares) == 1
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -926,8 +1047,9 @@ mod tests {
         }
     }
 
-    /// Taken spares are replaced in the background, and the spares still unused when the
-    /// store goes are removed with it, and so is its folder, with nothing left in it.
+    /// Taken spares are replaced in the background, a batch at a time once half of them are
+    /// taken, and the spares still unused when the store goes are removed with it, and so is
+    /// its folder, with nothing left in it.
     #[tokio::test]
     async fn spares_are_refilled_and_removed_with_the_store() {
         let dir = tempfile::tempdir().unwrap();
@@ -936,9 +1058,21 @@ mod tests {
         drop(s.begin(&meta()).await.unwrap());
         spares_ready(&s).await;
         assert_eq!(parts_in(&folder), SPARES);
-        let taken = s.begin(&meta()).await.unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..SPARE_BATCH - 1 {
+            taken.push(s.begin(&meta()).await.unwrap());
+        }
         spares_ready(&s).await;
-        assert_eq!(parts_in(&folder), SPARES + 1);
+        assert_eq!(s.spares.count(), SPARES - SPARE_BATCH + 1, "no refill yet");
+        taken.push(s.begin(&meta()).await.unwrap());
+        for _ in 0..500 {
+            if s.spares.count() == SPARES {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        spares_ready(&s).await;
+        assert_eq!(parts_in(&folder), SPARES + SPARE_BATCH);
         drop(taken);
         drop(s);
         assert!(!folder.exists());
@@ -994,7 +1128,7 @@ mod tests {
         f.write(&vec![7u8; SPILL_AT + 1]).await.unwrap();
         drop(f);
         for _ in 0..200 {
-            if settled_tmp(&s).await == SPARES {
+            if settled_tmp(&s).await == s.spares.count() {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

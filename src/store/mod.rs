@@ -4,6 +4,7 @@
 //! - [`header`]: the attributes the index needs, read without the pixel data;
 //! - [`index`]: every SQL statement on patients, studies, series and instances: indexing,
 //!   typed rows and the named queries the rest of the node calls;
+//! - [`sync`]: the thread that finishes received files and syncs them in batches;
 //! - this module: [`Store::accept`], the one path every ingest route (C-STORE, STOW-RS) takes,
 //!   and the group committer that batches index rows from concurrent associations into one
 //!   transaction, so durable mode costs one database sync per batch, not per instance.
@@ -12,6 +13,7 @@ pub mod files;
 pub mod header;
 pub mod index;
 pub mod settings;
+pub mod sync;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use crate::dataset::Problem;
 use crate::db::{Backend, Database};
 use crate::domain::Uid;
 use crate::events::EventBus;
-pub use files::{FileError, FileMeta, FileStore, FolderSync, IncomingFile, StagedFile};
+pub use files::{FileError, FileMeta, FileStore, FolderSync, IncomingFile, Placement, StagedFile};
 pub use header::{HeaderError, InstanceHeader};
 pub use index::{IndexOutcome, InstanceRecord};
 pub use settings::{DuplicatePolicy, Durability, StorageSettings};
@@ -74,6 +76,7 @@ pub struct Store {
     pub files: FileStore,
     db: Database,
     committer: mpsc::Sender<CommitRequest>,
+    sync: sync::GroupSync<Placed>,
     on_duplicate: DuplicatePolicy,
     durability: Durability,
     /// Serialises the duplicate check and the rename for one SOP Instance UID at a time.
@@ -95,6 +98,10 @@ impl Store {
         cancel: CancellationToken,
     ) -> Result<(Store, tokio::task::JoinHandle<()>), FileError> {
         let files = FileStore::open(settings)?;
+        let sync = sync::GroupSync::start(sync::SystemDisk).map_err(|source| FileError::Io {
+            path: "the store's sync thread".into(),
+            source,
+        })?;
         let (tx, rx) = mpsc::channel(1024);
         let handle = tokio::spawn(run_committer(db.clone(), bus.clone(), rx, cancel));
         Ok((
@@ -102,6 +109,7 @@ impl Store {
                 files,
                 db,
                 committer: tx,
+                sync,
                 on_duplicate: settings.on_duplicate,
                 durability: settings.durability,
                 inflight: Arc::default(),
@@ -141,11 +149,14 @@ impl Store {
     /// and its row are durable. `reservation` must come from [`reserve`](Self::reserve) with
     /// the command's SOP Instance UID.
     ///
-    /// All the file work (the last write and sync, the header, the checks, the duplicate
-    /// policy, the rename) is one blocking hop: on a single association every hop is latency
-    /// the sender waits for. The folder sync that makes the rename durable runs beside the
-    /// index commit for a new instance ([`recover`](Self::recover) settles a crash between
-    /// the two); a replacement syncs first, since its row already names a file.
+    /// All the file work (the last write, the header, the checks, the duplicate policy, the
+    /// move into place, the sync) is one hop to the sync thread ([`sync`]), which syncs the
+    /// files of concurrent associations in batches; then the row goes to the group committer.
+    /// A new instance is linked under its final name and durable under its temporary one once
+    /// its file is synced ([`FileStore::place_new_blocking`]): a crash before the final
+    /// name's folder is synced leaves it there with its row, and [`recover`](Self::recover)
+    /// moves it into place. A replacement is renamed and its folder synced before the commit,
+    /// since its row already names a file.
     pub async fn accept(
         &self,
         reservation: Reservation,
@@ -171,28 +182,46 @@ impl Store {
         let on_duplicate = self.on_duplicate;
         let durability = self.durability;
         let expected_study = source.expected_study.map(str::to_string);
-        let placed = tokio::task::spawn_blocking(move || {
-            let (staged, head) = file.finish_blocking(durability)?;
-            let checks = Checks {
-                meta: &meta_owned,
-                expected_study: expected_study.as_deref(),
-                un_sequences: scanned.un_sequences > 0,
-            };
-            place(&files, staged, head, &checks, existing, on_duplicate)
-        })
-        .await
-        .map_err(|e| StoreError::Resources(format!("store task failed: {e}")))??;
-        let (header, rel, size, folders) = match placed {
+        let placed = self
+            .sync
+            .finish(Box::new(move || {
+                let (mut staged, head) = file.finish_blocking(durability)?;
+                let mut synced = staged
+                    .take_file()
+                    .filter(|_| durability == Durability::Fsync);
+                if existing.is_some() {
+                    // A copy that may replace one the index names is synced before it is
+                    // renamed over it, not after.
+                    if let Some(f) = synced.take() {
+                        f.sync_all().map_err(|e| {
+                            StoreError::Resources(format!("cannot sync the file: {e}"))
+                        })?;
+                    }
+                }
+                let checks = Checks {
+                    meta: &meta_owned,
+                    expected_study: expected_study.as_deref(),
+                    un_sequences: scanned.un_sequences > 0,
+                };
+                let (placed, placement) =
+                    place(&files, staged, head, &checks, existing, on_duplicate)?;
+                let (folders, settle) = match placement {
+                    None => (FolderSync::default(), None),
+                    Some(Placement::Renamed(folders)) => (folders, None),
+                    Some(Placement::Linked(settle)) => (FolderSync::default(), Some(settle)),
+                };
+                Ok(sync::Prepared {
+                    file: synced.filter(|_| placement_synced(&placed)),
+                    folders,
+                    settle,
+                    value: placed,
+                })
+            }))
+            .await?;
+        let (header, rel, size) = match placed {
             Placed::Kept { study_uid } => return Ok(StoreOutcome::DuplicateKept { study_uid }),
-            Placed::Moved {
-                header,
-                rel,
-                size,
-                folders,
-            } => (header, rel, size, folders),
+            Placed::Moved { header, rel, size } => (header, rel, size),
         };
-        let folder_sync = (!folders.is_empty())
-            .then(|| tokio::task::spawn_blocking(move || folders.run_blocking()));
         let record = InstanceRecord {
             file_path: rel.to_string_lossy().into_owned(),
             file_size: size,
@@ -214,10 +243,6 @@ impl Store {
             .await
             .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?
             .map_err(StoreError::Resources)?;
-        if let Some(sync) = folder_sync {
-            sync.await
-                .map_err(|e| StoreError::Resources(format!("folder sync failed: {e}")))??;
-        }
         drop(reservation.guard);
         Ok(StoreOutcome::Stored(outcome))
     }
@@ -327,9 +352,12 @@ enum Placed {
         header: Box<InstanceHeader>,
         rel: PathBuf,
         size: i64,
-        /// Still to sync (empty for a replacement, synced already, and with `os`).
-        folders: FolderSync,
     },
+}
+
+/// Whether the file of `placed` is kept, so must be synced (a discarded duplicate is not).
+fn placement_synced(placed: &Placed) -> bool {
+    matches!(placed, Placed::Moved { .. })
 }
 
 /// Who sent an instance, and what the request promised about it.
@@ -352,8 +380,8 @@ struct Checks<'a> {
 }
 
 /// Reads the header (from memory when it is there), checks it against the command,
-/// applies the duplicate policy and moves the file into place; the folders of a new instance
-/// are left to sync. Blocking.
+/// applies the duplicate policy and gives the file its final name; what that leaves to sync
+/// comes back with it (nothing for a discarded duplicate). Blocking.
 fn place(
     files: &FileStore,
     staged: StagedFile,
@@ -361,7 +389,7 @@ fn place(
     checks: &Checks<'_>,
     existing: Option<index::IndexedFile>,
     on_duplicate: DuplicatePolicy,
-) -> Result<Placed, StoreError> {
+) -> Result<(Placed, Option<Placement>), StoreError> {
     let meta = checks.meta;
     let header = match head {
         _ if checks.un_sequences => InstanceHeader::read(staged.path()),
@@ -411,9 +439,12 @@ fn place(
         if on_duplicate == DuplicatePolicy::Keep && stored.exists() {
             tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
                 "duplicate SOP Instance UID: kept the stored copy, discarded the new one");
-            return Ok(Placed::Kept {
-                study_uid: existing_study,
-            });
+            return Ok((
+                Placed::Kept {
+                    study_uid: existing_study,
+                },
+                None,
+            ));
         }
         if on_duplicate == DuplicatePolicy::Keep {
             // Removed from the disk, or lost to a machine crash before its rename was synced
@@ -428,17 +459,19 @@ fn place(
         }
     }
     let size = staged.size as i64;
-    let mut folders = files.rename_blocking(staged, &rel)?;
-    if replacing {
-        folders.run_blocking()?;
-        folders = FolderSync::default();
-    }
-    Ok(Placed::Moved {
-        header: Box::new(header),
-        rel,
-        size,
-        folders,
-    })
+    let placement = if replacing {
+        Placement::Renamed(files.rename_blocking(staged, &rel)?)
+    } else {
+        files.place_new_blocking(staged, &rel)?
+    };
+    Ok((
+        Placed::Moved {
+            header: Box::new(header),
+            rel,
+            size,
+        },
+        Some(placement),
+    ))
 }
 
 type InflightSet = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;

@@ -470,6 +470,24 @@ pub fn instance_parts(data_dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Waits until [`instance_parts`] finds nothing: a stored instance keeps its temporary name as
+/// a second name until its folder is synced (milliseconds after it is answered); a refused or
+/// aborted one's file never goes, and the wait fails after 10 s listing what is left.
+pub async fn no_instance_parts_left(data_dir: &Path) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = instance_parts(data_dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "temporary files left: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The data set bytes of a Part 10 file (everything after the file meta group).
 pub fn data_set_bytes(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();

@@ -360,7 +360,7 @@ async fn malformed_and_inconsistent_data_sets_get_failure_statuses() {
             .await,
         3
     );
-    assert!(instance_parts(&app.data_dir).is_empty());
+    no_instance_parts_left(&app.data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +376,7 @@ async fn low_disk_space_is_refused_with_a700_before_writing() {
         "{out}"
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 0);
-    assert!(instance_parts(&app.data_dir).is_empty());
+    no_instance_parts_left(&app.data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

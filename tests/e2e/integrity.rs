@@ -181,11 +181,8 @@ async fn ping(app: &TestApp) {
 }
 
 /// Nothing of a refused instance stays: no temporary file, only the stored ones in place.
-fn assert_no_leftovers(app: &TestApp, stored: usize) {
-    assert!(
-        instance_parts(&app.data_dir).is_empty(),
-        "temporary file left"
-    );
+async fn assert_no_leftovers(app: &TestApp, stored: usize) {
+    no_instance_parts_left(&app.data_dir).await;
     assert_eq!(walk_files(&app.data_dir.join("instances")).len(), stored);
 }
 
@@ -228,7 +225,7 @@ async fn cut_short(db: Db) {
         .count("SELECT COUNT(*) FROM events WHERE type = 'store.failed'")
         .await;
     assert_eq!(failed, cuts.len() as i64 + 1);
-    assert_no_leftovers(&app, 1);
+    assert_no_leftovers(&app, 1).await;
     // The stored copy is the whole data set, byte for byte.
     let stored = walk_files(&app.data_dir.join("instances"));
     assert_eq!(data_set_bytes(&stored[0]), data);
@@ -248,7 +245,7 @@ async fn cut_short(db: Db) {
     let whole = part10(&meta, &data2);
     let (status, v) = stow_file(&app, whole).await;
     assert_eq!(status, 200, "{v}");
-    assert_no_leftovers(&app, 2);
+    assert_no_leftovers(&app, 2).await;
     ping(&app).await;
 }
 
@@ -324,7 +321,7 @@ async fn deep_nesting_is_refused_on_every_path_and_the_node_stays_up() {
         "send: {out}{err}"
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 0);
-    assert_no_leftovers(&app, 0);
+    assert_no_leftovers(&app, 0).await;
 }
 
 /// The peak resident memory of a process, from /proc.
