@@ -176,6 +176,14 @@ fn codestream_start(b: &[u8]) -> Option<usize> {
     None
 }
 
+/// Offset of the number of decomposition levels in a COD segment's body: after Scod,
+/// progression order, layers (2 bytes) and MCT.
+const COD_LEVELS: usize = 5;
+
+/// Offset of the number of decomposition levels in a COC segment's body: after Ccoc (one
+/// byte below 257 components, else two) and Scoc.
+const COC_LEVELS: usize = 2;
+
 /// The fewest decomposition levels any COD or COC marker segment of the main header gives
 /// (PS15444-1 A.6.1, A.6.2); a reduction beyond that is refused by the decoder.
 fn decomposition_levels(cs: &[u8]) -> Option<u8> {
@@ -196,10 +204,9 @@ fn decomposition_levels(cs: &[u8]) -> Option<u8> {
                 components = u16::from_be_bytes(body.get(34..36)?.try_into().ok()?);
                 None
             }
-            // COD: Scod, progression, layers (2), MCT, then levels.
-            0xFF52 => body.get(5).copied(),
-            // COC: Ccoc (1 or 2 bytes), Scoc, then levels.
-            0xFF53 => body.get(if components < 257 { 2 } else { 3 }).copied(),
+            0xFF52 => body.get(COD_LEVELS).copied(),
+            0xFF53 if components < 257 => body.get(COC_LEVELS).copied(),
+            0xFF53 => body.get(COC_LEVELS + 1).copied(),
             _ => None,
         };
         if let Some(l) = levels {
