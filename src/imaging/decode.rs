@@ -348,6 +348,17 @@ pub(crate) fn fragment_groups<F: AsRef<[u8]>>(
     }
 }
 
+/// The stored value of a sample `v` of `bits` bits allocated (already sign-extended from
+/// `bits` when signed): sign-extended from Bits Stored when the pixels are signed.
+pub(crate) fn sign_extend(v: i64, bits: u32, bits_stored: u32, signed: bool) -> f64 {
+    if signed && bits_stored > 0 && bits_stored < bits {
+        let shift = 64 - bits_stored;
+        ((v << shift) >> shift) as f64
+    } else {
+        v as f64
+    }
+}
+
 /// Stored values of one frame as f64, sign-extended from Bits Stored for signed data.
 pub fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, ImagingError> {
     let n = px.rows() as usize * px.columns() as usize * px.samples_per_pixel() as usize;
@@ -359,14 +370,7 @@ pub fn raw_frame(px: &DecodedPixelData<'_>, frame: u32) -> Result<Vec<f64>, Imag
             "frame {frame} is shorter than {n} samples of {ba} bits"
         ))
     };
-    let sign_extend = |v: i64, bits: u32| -> f64 {
-        if signed && bits_stored > 0 && bits_stored < bits {
-            let shift = 64 - bits_stored;
-            ((v << shift) >> shift) as f64
-        } else {
-            v as f64
-        }
-    };
+    let sign_extend = |v: i64, bits: u32| sign_extend(v, bits, bits_stored, signed);
     let out: Vec<f64> = match ba {
         1 => {
             // dicom-pixeldata expands 1-bit samples to one byte each, 0 or 255.

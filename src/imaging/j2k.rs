@@ -10,6 +10,8 @@
 //! Only monochrome single-sample images are reduced; anything else, and anything the decoder
 //! refuses at the reduced level, is decoded in full by the caller as before.
 
+use std::borrow::Cow;
+
 use dicom_core::value::{PrimitiveValue, Value as DicomValue};
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
@@ -74,11 +76,15 @@ pub fn reduced_copy(
         return None;
     };
     let groups = fragment_groups(seq.offset_table(), seq.fragments(), frames).ok()?;
-    let codestream: Vec<u8> = groups
-        .get(frame as usize)?
-        .iter()
-        .flat_map(|&i| seq.fragments()[i].iter().copied())
-        .collect();
+    // A frame in one fragment (the usual case) is read in place, not copied.
+    let codestream: Cow<[u8]> = match groups.get(frame as usize)?.as_slice() {
+        [one] => Cow::Borrowed(&seq.fragments()[*one]),
+        many => Cow::Owned(
+            many.iter()
+                .flat_map(|&i| seq.fragments()[i].iter().copied())
+                .collect(),
+        ),
+    };
     let start = codestream_start(&codestream)?;
     let available = decomposition_levels(&codestream[start..])?;
     let levels = levels_to_drop(cols, rows, min_cols, min_rows).min(u32::from(available));

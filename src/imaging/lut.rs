@@ -7,11 +7,10 @@
 //! [`grey_frame`] then [`resize`], bit for bit (the tests below hold the two together).
 
 use dicom_pixeldata::{DecodedPixelData, PixelRepresentation};
+use fast_image_resize::Resizer;
 use rayon::prelude::*;
 
-use fast_image_resize::Resizer;
-
-use super::decode::raw_frame;
+use super::decode::{raw_frame, sign_extend};
 use super::resize::{resize, resize_into};
 use super::window::{grey_frame, percentile_of_ranked, voi_map, WindowInfo, Windowing};
 use super::ImagingError;
@@ -29,9 +28,9 @@ type Grey = (Vec<f32>, Option<WindowInfo>, bool);
 /// One frame of `px` as grey in [0, 1], as [`grey_frame`] gives it, resized to `dst_w` x
 /// `dst_h` ([`resize`]), with the window used (monochrome) and whether the frame is
 /// meaningfully colour. 8- and 16-bit monochrome frames take the table path, with the same
-/// values as the general one and without the full-size grey plane: strips of rows go through the table and
-/// the horizontal filter in parallel, each in a small buffer of its own, and only the
-/// horizontally resized plane (a fraction of the size) is filtered vertically.
+/// values as the general one and without the full-size grey plane: strips of rows go through
+/// the table and the horizontal filter in parallel, each in a small buffer of its own, and
+/// only the horizontally resized plane (a fraction of the size) is filtered vertically.
 pub fn grey_resized(
     px: &DecodedPixelData<'_>,
     frame: u32,
@@ -184,12 +183,7 @@ impl StoredValues {
             (true, _) => i as u16 as i16 as i64,
             (false, _) => return i as f64,
         };
-        if self.bits_stored > 0 && self.bits_stored < self.bits {
-            let shift = 64 - self.bits_stored;
-            ((v << shift) >> shift) as f64
-        } else {
-            v as f64
-        }
+        sign_extend(v, self.bits, self.bits_stored, self.signed)
     }
 }
 
