@@ -24,8 +24,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the node: DICOM listener, HTTP API, study completion.
-    Serve,
+    /// Run the node: DICOM listener, HTTP API, study completion, workers.
+    Serve {
+        /// What this node runs: `all`, or a comma list of `ingest`, `worker`, `api`
+        /// (overrides `node.roles`).
+        #[arg(long, value_parser = crate::cluster::Roles::parse)]
+        role: Option<crate::cluster::Roles>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Configuration commands.
@@ -217,8 +222,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("configuration is valid");
             Ok(())
         }
-        Command::Serve => {
-            let settings = load()?;
+        Command::Serve { role } => {
+            let mut settings = load()?;
+            if let Some(role) = role {
+                settings.node.roles = role;
+            }
             crate::telemetry::init(&settings.log);
             settings.log_effective();
             let app = Application::build(settings).await?;

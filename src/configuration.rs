@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::settings::HttpSettings;
 use crate::auth::AuthSettings;
+use crate::cluster::NodeSettings;
 use crate::compat::CompatSettings;
 use crate::db::{Database, DatabaseSettings, DbError};
 use crate::dicomweb::DicomWebSettings;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// The index database.
     pub database: DatabaseSettings,
+    /// This node among several sharing the database: id, roles, heartbeat.
+    pub node: NodeSettings,
     /// When a study counts as complete.
     pub study: StudySettings,
     /// ONNX ensembles.
@@ -228,6 +231,7 @@ impl Settings {
         self.retention.validate()?;
         self.events.validate()?;
         self.study.validate()?;
+        self.node.validate()?;
         self.http.validate()?;
         self.auth.validate()?;
         self.compat.radanalyzer.validate()?;

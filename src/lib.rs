@@ -11,6 +11,7 @@ pub mod auth;
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod compat;
 pub mod configuration;
 pub mod dataset;

@@ -102,6 +102,8 @@ impl MetricConstructor<Histogram> for Buckets {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
+    /// The `node` label every sample carries (several nodes scraped into one Prometheus).
+    node: Option<String>,
     instances_stored: Counter,
     stored_bytes: Counter,
     store_failures: Family<StatusLabel, Counter>,
@@ -150,7 +152,30 @@ fn histogram(buckets: &[f64]) -> Histogram {
 impl Metrics {
     /// A fresh registry with every metric registered (and at zero).
     pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("radstream");
+        Self::build(None)
+    }
+
+    /// [`Metrics::new`] with a `node="<id>"` label on every sample.
+    pub fn for_node(node_id: &str) -> Metrics {
+        Self::build(Some(node_id.to_string()))
+    }
+
+    fn registry(node: &Option<String>) -> Registry {
+        match node {
+            Some(id) => Registry::with_prefix_and_labels(
+                "radstream",
+                [(
+                    std::borrow::Cow::Borrowed("node"),
+                    std::borrow::Cow::Owned(id.clone()),
+                )]
+                .into_iter(),
+            ),
+            None => Registry::with_prefix("radstream"),
+        }
+    }
+
+    fn build(node: Option<String>) -> Metrics {
+        let mut r = Self::registry(&node);
         let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         r.register("build", "Version of this node", build);
 
@@ -250,6 +275,7 @@ impl Metrics {
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
+                node,
                 instances_stored,
                 stored_bytes,
                 store_failures,
@@ -390,7 +416,7 @@ impl Metrics {
         db_state: impl std::future::Future<Output = Result<DbState, sqlx::Error>>,
         open_associations: usize,
     ) -> String {
-        let mut now = Registry::with_prefix("radstream");
+        let mut now = Self::registry(&self.inner.node);
         let open = Gauge::<i64>::default();
         open.set(i64::try_from(open_associations).unwrap_or(i64::MAX));
         now.register(

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::limits::HttpLimits;
 use crate::api::AppState;
 use crate::auth::Authenticator;
+use crate::cluster::{signals, Membership, Role};
 use crate::configuration::Settings;
+use crate::db::Backend;
 use crate::events::EventBus;
 use crate::inference::Engine;
 use crate::ingest::{DicomListener, IngestContext};
@@ -31,7 +33,15 @@ use crate::supervisor::{Background, Supervisor};
 
 /// A node with its listeners bound, ready to run.
 pub struct Application {
-    dicom: DicomListener,
+    /// The DICOM listener (role `ingest`).
+    dicom: Option<DicomListener>,
+    /// The node's registration among the nodes on the database.
+    membership: Membership,
+    /// Cross-node wake-ups (PostgreSQL `LISTEN/NOTIFY`).
+    signals: Option<Vec<(&'static str, signals::Handler)>>,
+    database_url: secrecy::SecretString,
+    /// Whether the study tracker runs (roles `ingest` or `api`, which receive instances).
+    tracks_studies: bool,
     http: TcpListener,
     parts: http::Parts,
     /// Work requests started that outlives them (adapter jobs).
@@ -61,7 +71,13 @@ impl Application {
             .and_then(|_| crate::file_modes::tighten_sqlite(&settings.database_url()))
             .context("removing group/other access from the data folder")?;
         db.migrate().await.context("migrating the index database")?;
-        let metrics = Metrics::new();
+        let roles = settings.node.roles;
+        let membership = Membership::join(db.clone(), &settings.node, roles)
+            .await
+            .context("registering the node in the database")?;
+        let node_id = membership.id().to_string();
+        tracing::info!(node_id = %node_id, roles = %roles, "node registered");
+        let metrics = Metrics::for_node(&node_id);
         let bus = EventBus::new(db.clone(), &settings.events, metrics.clone())
             .await
             .context("reading the event log")?;
@@ -77,12 +93,28 @@ impl Application {
             .context("removing the files of an interrupted purge")?;
         let engine = load_engine(&settings).await?;
         let jobs_ready = Arc::new(Notify::new());
-        let tracker =
-            StudyTracker::new(db.clone(), &settings.study, jobs_ready.clone(), bus.clone());
-        let restored = tracker
-            .restore()
-            .await
-            .context("restoring study completion timers")?;
+        let mut tracker = StudyTracker::new(
+            db.clone(),
+            &node_id,
+            &settings.study,
+            jobs_ready.clone(),
+            bus.clone(),
+        );
+        if db.backend == Backend::Postgres {
+            tracker = tracker
+                .in_cluster()
+                .await
+                .context("sharing open associations with the other nodes")?;
+        }
+        let tracks_studies = roles.has(Role::Ingest) || roles.has(Role::Api);
+        let restored = if tracks_studies {
+            tracker
+                .restore()
+                .await
+                .context("restoring study completion timers")?
+        } else {
+            0
+        };
         if restored > 0 {
             tracing::info!(
                 studies = restored,
@@ -103,7 +135,8 @@ impl Application {
             db.clone(),
             metrics.clone(),
         );
-        let pipeline = settings.pipeline.enabled.then(|| {
+        let works = roles.has(Role::Worker);
+        let pipeline = (works && settings.pipeline.enabled).then(|| {
             Pipeline::new(
                 db.clone(),
                 files.clone(),
@@ -114,8 +147,9 @@ impl Application {
                 settings.pipeline.clone(),
                 settings.triage.clone(),
             )
+            .on_node(&node_id)
         });
-        let outputs = settings.export.enabled.then(|| {
+        let outputs = (works && settings.export.enabled).then(|| {
             let exports_ready = Arc::new(Notify::new());
             (
                 crate::report::Reporter::new(
@@ -137,17 +171,31 @@ impl Application {
                 .with_fhir(engine.models(), settings.fhir.clone()),
             )
         });
-        let retention =
-            settings
-                .retention
-                .purges_in_background()
-                .then(|| crate::retention::Retention {
-                    store: store.clone(),
-                    db: db.clone(),
-                    bus: bus.clone(),
-                    settings: settings.retention.clone(),
-                });
-        let dicom = DicomListener::bind(ctx).await?;
+        let retention = (works && settings.retention.purges_in_background()).then(|| {
+            crate::retention::Retention {
+                store: store.clone(),
+                db: db.clone(),
+                bus: bus.clone(),
+                settings: settings.retention.clone(),
+            }
+        });
+        let dicom = match roles.has(Role::Ingest) {
+            true => Some(DicomListener::bind(ctx).await?),
+            false => None,
+        };
+        let signals = (db.backend == Backend::Postgres).then(|| {
+            let mut channels: Vec<(&'static str, signals::Handler)> = Vec::new();
+            if bus.pushed() {
+                let b = bus.clone();
+                channels.push((crate::events::NOTIFY_CHANNEL, Box::new(move || b.notify())));
+            }
+            let j = jobs_ready.clone();
+            channels.push((
+                crate::job::NOTIFY_CHANNEL,
+                Box::new(move || j.notify_waiters()),
+            ));
+            channels
+        });
         let auth =
             Authenticator::from_settings(&settings.auth, &settings.storage.data_dir, db.clone())
                 .context("loading the API authentication keys")?;
@@ -162,8 +210,16 @@ impl Application {
             files,
             store: store.clone(),
             tracker: tracker.clone(),
-            open_associations: dicom.open_associations(),
-            dicom_addr: dicom.local_addr()?.to_string(),
+            open_associations: dicom
+                .as_ref()
+                .map(DicomListener::open_associations)
+                .unwrap_or_default(),
+            dicom_addr: match &dicom {
+                Some(d) => d.local_addr()?.to_string(),
+                None => String::new(),
+            },
+            node: Arc::new(membership.node().clone()),
+            node_expire_secs: settings.node.expire_secs,
             ae_title: settings.dicom.ae_title.clone(),
             engine,
             bus: bus.clone(),
@@ -177,6 +233,10 @@ impl Application {
         let parts = http::Parts::new(&settings, app, dicomweb, background.clone())?;
         Ok(Application {
             dicom,
+            membership,
+            signals,
+            database_url: secrecy::SecretString::from(settings.database_url()),
+            tracks_studies,
             http,
             parts,
             background,
@@ -190,15 +250,28 @@ impl Application {
         })
     }
 
+    /// The DICOM listener's address. Panics on a node without the `ingest` role.
     pub fn dicom_addr(&self) -> SocketAddr {
         self.dicom
+            .as_ref()
+            .expect("BUG: asked for the DICOM address of a node without the ingest role")
             .local_addr()
             .expect("BUG: bound listener has an address")
     }
 
+    /// The DICOM listener's address; `None` on a node without the `ingest` role.
+    pub fn dicom_listener_addr(&self) -> Option<SocketAddr> {
+        self.dicom.as_ref().and_then(|d| d.local_addr().ok())
+    }
+
     /// The DICOM TLS listener's address (`dicom.tls.enabled`).
     pub fn dicom_tls_addr(&self) -> Option<SocketAddr> {
-        self.dicom.tls_addr()
+        self.dicom.as_ref().and_then(DicomListener::tls_addr)
+    }
+
+    /// This node's id among the nodes on the database.
+    pub fn node_id(&self) -> &str {
+        self.membership.id()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -227,12 +300,21 @@ impl Application {
                 c.cancel();
             });
         }
-        tracing::info!(http = %self.http_addr(), dicom = %self.dicom_addr(), "radstream ready");
+        let dicom = self.dicom_listener_addr();
+        tracing::info!(
+            http = %self.http_addr(),
+            dicom = ?dicom,
+            node_id = %self.membership.id(),
+            roles = %self.membership.node().roles,
+            "radstream ready"
+        );
         let mut node = Supervisor::new(cancel.clone());
         // Adapter jobs a previous run left unfinished.
         crate::compat::pi::resume(&self.parts.pi);
         // Connect info gives handlers the peer address (for the audit log).
-        let app = http::router(self.parts).into_make_service_with_connect_info::<SocketAddr>();
+        let serves_api = self.membership.node().roles.has(Role::Api);
+        let app = http::router(self.parts, serves_api)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
         // Without TCP_NODELAY a response's last small write (a multipart boundary, the
         // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.
@@ -247,9 +329,23 @@ impl Application {
                 .await
                 .context("HTTP server failed")
         });
-        node.spawn("DICOM listener", quiet(self.dicom.run(cancel.clone())));
-        node.spawn("study tracker", quiet(self.tracker.run(cancel.clone())));
+        if let Some(d) = self.dicom {
+            node.spawn("DICOM listener", quiet(d.run(cancel.clone())));
+        }
+        if self.tracks_studies {
+            node.spawn("study tracker", quiet(self.tracker.run(cancel.clone())));
+        }
         node.spawn("event bus", quiet(self.bus.run(cancel.clone())));
+        node.spawn(
+            "node heartbeat",
+            quiet(self.membership.clone().run(cancel.clone())),
+        );
+        if let Some(channels) = self.signals {
+            node.spawn(
+                "database notifications",
+                quiet(signals::listen(self.database_url, channels, cancel.clone())),
+            );
+        }
         if let Some(p) = self.pipeline {
             node.spawn("pipeline", quiet(p.run(cancel.clone())));
         }

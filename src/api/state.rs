@@ -25,8 +25,12 @@ pub struct AppState {
     pub tracker: StudyTracker,
     /// Associations being served by the DICOM listener.
     pub open_associations: Arc<AtomicUsize>,
-    /// Address the DICOM listener is bound to.
+    /// Address the DICOM listener is bound to (empty without the `ingest` role).
     pub dicom_addr: String,
+    /// This node: its id and roles.
+    pub node: Arc<crate::cluster::Node>,
+    /// Seconds after which a silent node counts as dead (`/health` lists the live ones).
+    pub node_expire_secs: u64,
     pub ae_title: String,
     /// Installed models.
     pub engine: Engine,

@@ -231,6 +231,12 @@ impl Database {
     }
 }
 
+/// Whether `tx` runs on PostgreSQL (for statements only it has, such as `pg_notify`).
+pub fn is_postgres(tx: &sqlx::Transaction<'_, Any>) -> bool {
+    let conn: &sqlx::AnyConnection = tx;
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
+}
+
 fn create_sqlite_folder(url: &str) -> Result<(), DbError> {
     let path = url
         .trim_start_matches("sqlite://")

@@ -1,8 +1,10 @@
 //! In-process fan-out of committed events.
 //!
 //! One task tails the `events` table in id order and broadcasts each new row. It wakes when a
-//! writer on this node calls [`EventBus::notify`] and otherwise polls every `poll_ms`, which
-//! also picks up events written by other nodes sharing a PostgreSQL database.
+//! writer on this node calls [`EventBus::notify`], and on PostgreSQL when any node commits an
+//! event (`LISTEN/NOTIFY`, wired by startup through `cluster::signals`); otherwise it polls:
+//! every `poll_ms` on SQLite or with `listen` off, every [`PUSHED_SWEEP`] as a safety net
+//! when notifications arrive.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -22,8 +24,12 @@ use crate::metrics::Metrics;
 pub struct EventSettings {
     /// Events held for slow subscribers before they fall back to replaying from the table.
     pub buffer: usize,
-    /// How often the table is polled for events written elsewhere, in milliseconds.
+    /// How often the table is polled for events written elsewhere, in milliseconds (when
+    /// notifications do not wake the node: SQLite, or `listen = false`).
     pub poll_ms: u64,
+    /// On PostgreSQL, wake on the notification every node sends when it commits an event
+    /// (`LISTEN/NOTIFY`), so another node's events stream at once; `false` polls only.
+    pub listen: bool,
     /// Seconds between SSE keep-alive comments.
     pub heartbeat_secs: u64,
     /// Reconnection delay suggested to SSE clients (`retry:`), in milliseconds.
@@ -48,11 +54,16 @@ impl Default for EventSettings {
         Self {
             buffer: 1024,
             poll_ms: 250,
+            listen: true,
             heartbeat_secs: 15,
             retry_ms: 3000,
         }
     }
 }
+
+/// How often the table is still read when notifications wake the bus: a notification lost
+/// with a connection is made up for by the listener's reconnect, this only bounds the rest.
+pub const PUSHED_SWEEP: Duration = Duration::from_secs(5);
 
 struct Inner {
     db: Database,
@@ -123,9 +134,18 @@ impl EventBus {
         self.inner.tx.receiver_count()
     }
 
+    /// Whether other nodes' events wake this bus by notification (PostgreSQL with `listen`).
+    pub fn pushed(&self) -> bool {
+        self.inner.db.backend == crate::db::Backend::Postgres && self.inner.settings.listen
+    }
+
     /// Tails the table until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
-        let poll = Duration::from_millis(self.inner.settings.poll_ms.max(10));
+        let poll = if self.pushed() {
+            PUSHED_SWEEP
+        } else {
+            Duration::from_millis(self.inner.settings.poll_ms.max(10))
+        };
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,

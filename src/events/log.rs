@@ -214,6 +214,10 @@ pub async fn latest_id(db: &Database) -> Result<i64, sqlx::Error> {
     Ok(id.unwrap_or(0))
 }
 
+/// The channel on which PostgreSQL nodes announce committed events (payload: the event id),
+/// so every node's [`EventBus`](super::EventBus) reads them at once.
+pub const NOTIFY_CHANNEL: &str = "radstream_events";
+
 /// Lock key for serialising event writers on PostgreSQL ("rsev" in ASCII).
 const EVENT_LOCK_KEY: i64 = 0x7273_6576;
 
@@ -243,5 +247,13 @@ pub async fn append(
     .bind(now_ms())
     .fetch_one(&mut **tx)
     .await?;
+    if backend == Backend::Postgres {
+        // Delivered at commit, after the advisory lock's order is settled.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(id)
 }

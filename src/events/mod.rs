@@ -12,5 +12,5 @@ pub mod log;
 pub mod subscription;
 
 pub use bus::{EventBus, EventSettings};
-pub use log::{append, fetch_after, latest_id, Event, EventType};
+pub use log::{append, fetch_after, latest_id, Event, EventType, NOTIFY_CHANNEL};
 pub use subscription::{EventFilter, Subscription};

@@ -63,6 +63,22 @@ impl Job {
     }
 }
 
+/// The channel on which PostgreSQL nodes announce queued jobs, so idle workers on every
+/// node claim at once instead of at their next poll.
+pub const NOTIFY_CHANNEL: &str = "radstream_jobs";
+
+/// Announces a queued job on PostgreSQL (delivered when `tx` commits); nothing on SQLite,
+/// where every worker is in this process.
+async fn announce(tx: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
+    if crate::db::is_postgres(tx) {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Queues the automatic inference job for a study version. A second call for the same
 /// version is a no-op (partial unique index), so a study version never gets two of them.
 /// Returns the new job id.
@@ -72,7 +88,7 @@ pub async fn enqueue(
     study_version: i64,
 ) -> Result<Option<i64>, sqlx::Error> {
     let now = now_ms();
-    sqlx::query_scalar(
+    let id = sqlx::query_scalar(
         "INSERT INTO jobs (study_uid, study_version, kind, state, attempts, created_at, updated_at) \
          VALUES ($1, $2, 'inference', $3, 0, $4, $4) \
          ON CONFLICT (study_uid, study_version) WHERE kind = 'inference' DO NOTHING RETURNING id",
@@ -82,7 +98,11 @@ pub async fn enqueue(
     .bind(QUEUED)
     .bind(now)
     .fetch_optional(&mut **tx)
-    .await
+    .await?;
+    if id.is_some() {
+        announce(tx).await?;
+    }
+    Ok(id)
 }
 
 /// Queues a reprocess job for the study's current version (its result becomes a new result
@@ -115,6 +135,7 @@ pub async fn enqueue_reprocess(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
+    announce(&mut tx).await?;
     tx.commit().await?;
     Ok(Some(job))
 }

@@ -82,6 +82,8 @@ pub struct Pipeline {
     triage: TriageSettings,
     jobs_ready: Arc<Notify>,
     metrics: Metrics,
+    /// The node's id, naming the workers (see [`Pipeline::on_node`]).
+    node_id: Option<String>,
 }
 
 impl Pipeline {
@@ -105,17 +107,26 @@ impl Pipeline {
             triage,
             jobs_ready,
             metrics,
+            node_id: None,
         }
+    }
+
+    /// Names the workers after the node (`<node id>/<n>`), so a job row says which node ran it.
+    pub fn on_node(mut self, node_id: &str) -> Pipeline {
+        self.node_id = Some(node_id.to_string());
+        self
     }
 
     /// Runs `workers` claim loops until `cancel` fires. A job in progress at shutdown is left
     /// to its lease and taken up again (here after a restart, or by another node).
     pub async fn run(self, cancel: CancellationToken) {
-        let node = format!(
-            "{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let node = self.node_id.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
+        });
         let loops = (0..self.settings.workers.max(1)).map(|n| {
             let p = self.clone();
             let worker = format!("{node}/{n}");

@@ -97,11 +97,16 @@ trait Assembly {
     );
 }
 
-/// Every part of the node, in the order the route list (and the OpenAPI document) shows.
-fn assemble(a: &mut impl Assembly) {
+/// Every part of the node, in the order the route list (and the OpenAPI document) shows;
+/// with `api` false (a node without the `api` role) only the operations parts: liveness,
+/// health and metrics.
+fn assemble(a: &mut impl Assembly, api: bool) {
     let app = |p: &Parts| p.app.clone();
     a.part(native::health::routes(), |p| p.health.clone(), None);
     a.part(native::metrics::routes(), app, None);
+    if !api {
+        return;
+    }
     a.part(native::studies::routes(), app, None);
     a.part(native::events::routes(), app, None);
     a.part(native::jobs::routes(), app, None);
@@ -147,7 +152,7 @@ pub fn routes() -> Vec<RouteSpec> {
         }
     }
     let mut list = List(Vec::new());
-    assemble(&mut list);
+    assemble(&mut list, true);
     list.0
 }
 
@@ -177,8 +182,9 @@ pub fn handler_docs() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The node's router: every part mounted with its state, inside the kernel's outer layers.
-pub fn router(parts: Parts) -> Router {
+/// The node's router: every part mounted with its state (only the operations parts without
+/// `api`), inside the kernel's outer layers.
+pub fn router(parts: Parts, api: bool) -> Router {
     struct Mount {
         parts: Parts,
         router: Router,
@@ -201,7 +207,7 @@ pub fn router(parts: Parts) -> Router {
         router: Router::new(),
         dialects: Vec::new(),
     };
-    assemble(&mut mount);
+    assemble(&mut mount, api);
     let cors = mount.parts.dicomweb.dicomweb.cors();
     api::serve(mount.router, &mount.parts.app, mount.dialects, cors)
 }

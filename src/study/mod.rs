@@ -7,7 +7,17 @@
 //! transaction, the `complete` status, exactly one queued job for that study version, and a
 //! `study.complete` event. Deadlines live in memory and are rebuilt from the `receiving`
 //! studies at start, so a crash loses no completion.
+//!
+//! Several nodes on one PostgreSQL database ([`StudyTracker::in_cluster`]) see each other's
+//! open associations through the [`ledger`]: a node whose quiet window ends completes the
+//! study only if no other live node still has one open, and only if the study's last
+//! instance (from any node) is older than the window; the stable-age timer likewise reads the
+//! last instance from the shared row. The decision and the update are made on the study row
+//! locked in one transaction, so exactly one node completes a study, with one job. Each node
+//! also re-reads the receiving studies every few seconds, so a study whose node died is
+//! completed by another.
 
+pub mod ledger;
 pub mod settings;
 
 use std::collections::{HashMap, HashSet};
@@ -23,16 +33,49 @@ use crate::clock::now_ms;
 use crate::db::Database;
 use crate::events::{self, EventBus, EventType};
 use crate::job;
-use crate::store::index::{complete_study, Completed};
+use crate::store::index::{complete_study, lock_receiving, Completed};
+pub use ledger::Ledger;
 pub use settings::StudySettings;
+
+/// Which rule's deadline an entry waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The last association sending the study was released and the quiet window passed.
+    Quiet,
+    /// No instance for `stable_age_secs`.
+    StableAge,
+}
+
+impl Trigger {
+    /// As the `study.complete` event names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Quiet => "release+quiet",
+            Trigger::StableAge => "stable-age",
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Entry {
     /// Associations that delivered instances of this study and are still open.
     open: HashSet<String>,
     deadline: Instant,
+    trigger: Trigger,
     /// Bumped by every stored instance, so a completion racing a new instance can tell.
     generation: u64,
+}
+
+/// What a due deadline came to.
+#[derive(Debug)]
+enum Outcome {
+    Completed,
+    /// Not receiving any more (completed here or by another node).
+    NotReceiving,
+    /// Another live node has an association open on it: that node completes it.
+    SentElsewhere,
+    /// An instance arrived (at another node) after the deadline was set: look again then.
+    Later(Duration),
 }
 
 #[derive(Debug, Default)]
@@ -61,11 +104,16 @@ pub struct StudyTracker {
     jobs_ready: Arc<Notify>,
     /// Woken after each completion so `study.complete` is streamed at once.
     bus: EventBus,
+    /// This node's id (named in `study.complete`).
+    node_id: Arc<str>,
+    /// Set when several nodes may share the database.
+    ledger: Option<Ledger>,
 }
 
 impl StudyTracker {
     pub fn new(
         db: Database,
+        node_id: &str,
         settings: &StudySettings,
         jobs_ready: Arc<Notify>,
         bus: EventBus,
@@ -78,36 +126,47 @@ impl StudyTracker {
             db,
             jobs_ready,
             bus,
+            node_id: node_id.into(),
+            ledger: None,
         }
+    }
+
+    /// Shares the node's open associations with the other nodes on the database (see the
+    /// module documentation).
+    pub async fn in_cluster(mut self) -> Result<Self, sqlx::Error> {
+        self.ledger = Some(Ledger::start(self.db.clone(), &self.node_id).await?);
+        Ok(self)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Re-arms the timers of studies that were still receiving when the node stopped.
+    /// Arms the stable-age timers of receiving studies this node does not track yet: at
+    /// start, those still receiving when the node stopped; in a cluster, every few seconds,
+    /// those another node received (and may have died with). Returns how many were added.
     pub async fn restore(&self) -> Result<usize, sqlx::Error> {
         let rows = crate::store::index::receiving_studies(&self.db).await?;
         let now_wall = now_ms();
         let now = Instant::now();
-        let n = rows.len();
+        let mut added = 0;
         let mut st = self.lock();
         for r in rows {
-            let uid = r.study_uid;
             let last = r.last_received_at;
             let due_in = (last + self.stable.as_millis() as i64 - now_wall).max(0) as u64;
-            st.studies.insert(
-                uid,
+            st.studies.entry(r.study_uid).or_insert_with(|| {
+                added += 1;
                 Entry {
                     open: HashSet::new(),
                     deadline: now + Duration::from_millis(due_in),
+                    trigger: Trigger::StableAge,
                     generation: 0,
-                },
-            );
+                }
+            });
         }
         drop(st);
         self.wake.notify_one();
-        Ok(n)
+        Ok(added)
     }
 
     /// An instance of `study_uid` was stored (and indexed) on `association_id`.
@@ -117,10 +176,16 @@ impl StudyTracker {
         let e = st.studies.entry(study_uid.to_string()).or_insert(Entry {
             open: HashSet::new(),
             deadline,
+            trigger: Trigger::StableAge,
             generation: 0,
         });
-        e.open.insert(association_id.to_string());
+        if e.open.insert(association_id.to_string()) {
+            if let Some(l) = &self.ledger {
+                l.opened(study_uid, association_id);
+            }
+        }
         e.deadline = deadline;
+        e.trigger = Trigger::StableAge;
         e.generation += 1;
         st.by_association
             .entry(association_id.to_string())
@@ -137,12 +202,16 @@ impl StudyTracker {
         let Some(studies) = st.by_association.remove(association_id) else {
             return;
         };
+        if let Some(l) = &self.ledger {
+            l.closed(association_id);
+        }
         let quiet_deadline = Instant::now() + self.quiet;
         for uid in studies {
             if let Some(e) = st.studies.get_mut(&uid) {
                 e.open.remove(association_id);
-                if released && e.open.is_empty() {
-                    e.deadline = e.deadline.min(quiet_deadline);
+                if released && e.open.is_empty() && quiet_deadline < e.deadline {
+                    e.deadline = quiet_deadline;
+                    e.trigger = Trigger::Quiet;
                 }
             }
         }
@@ -162,6 +231,12 @@ impl StudyTracker {
 
     /// Runs the timer loop until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
+        // In a cluster, studies other nodes received are looked for this often.
+        let sweep = self
+            .ledger
+            .as_ref()
+            .map(|_| (self.stable / 2).clamp(Duration::from_millis(500), Duration::from_secs(5)));
+        let mut next_sweep = sweep.map(|d| Instant::now() + d);
         loop {
             let next = self.lock().studies.values().map(|e| e.deadline).min();
             let sleep = async {
@@ -170,47 +245,114 @@ impl StudyTracker {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let swept = async {
+                match next_sweep {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.wake.notified() => continue,
+                _ = swept => {
+                    if let Err(e) = self.restore().await {
+                        tracing::warn!(error = %e, "reading the receiving studies failed; retrying");
+                    }
+                    next_sweep = sweep.map(|d| Instant::now() + d);
+                    continue;
+                }
                 _ = sleep => {}
             }
             let now = Instant::now();
-            let due: Vec<(String, u64)> = self
+            let due: Vec<(String, u64, Trigger)> = self
                 .lock()
                 .studies
                 .iter()
                 .filter(|(_, e)| e.deadline <= now)
-                .map(|(k, e)| (k.clone(), e.generation))
+                .map(|(k, e)| (k.clone(), e.generation, e.trigger))
                 .collect();
-            for (uid, generation) in due {
-                match self.complete(&uid).await {
+            for (uid, generation, trigger) in due {
+                let outcome = self.settle(&uid, trigger).await;
+                let mut st = self.lock();
+                let Some(e) = st.studies.get_mut(&uid) else {
+                    continue;
+                };
+                match outcome {
+                    Ok(Outcome::Later(wait)) => {
+                        if e.generation == generation {
+                            e.deadline = Instant::now() + wait;
+                        }
+                    }
                     Ok(_) => {
-                        let mut st = self.lock();
-                        if st
-                            .studies
-                            .get(&uid)
-                            .is_some_and(|e| e.generation == generation)
-                        {
+                        if e.generation == generation {
                             st.studies.remove(&uid);
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(study_uid = %uid, error = %e, "study completion failed; retrying in 1 s");
-                        if let Some(e) = self.lock().studies.get_mut(&uid) {
-                            e.deadline = Instant::now() + Duration::from_secs(1);
-                        }
+                    Err(err) => {
+                        tracing::error!(study_uid = %uid, error = %err, "study completion failed; retrying in 1 s");
+                        e.deadline = Instant::now() + Duration::from_secs(1);
                     }
                 }
             }
         }
     }
 
+    /// Completes a study whose deadline passed, unless (in a cluster) another node still
+    /// sends it or sent an instance since.
+    async fn settle(&self, study_uid: &str, trigger: Trigger) -> Result<Outcome, sqlx::Error> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(match self.finish(study_uid, trigger, None).await? {
+                Some(_) => Outcome::Completed,
+                None => Outcome::NotReceiving,
+            });
+        };
+        let mut tx = self.db.begin_write().await?;
+        let Some(row) = lock_receiving(&mut tx, self.db.backend, study_uid).await? else {
+            tx.rollback().await?;
+            return Ok(Outcome::NotReceiving);
+        };
+        if trigger == Trigger::Quiet && ledger.others_sending(&mut tx, study_uid).await? {
+            tx.rollback().await?;
+            tracing::debug!(study_uid, "another node is still sending this study");
+            return Ok(Outcome::SentElsewhere);
+        }
+        let window = match trigger {
+            Trigger::Quiet => self.quiet,
+            Trigger::StableAge => self.stable,
+        };
+        let settled_at = row.last_received_at + window.as_millis() as i64;
+        let now = now_ms();
+        if settled_at > now {
+            tx.rollback().await?;
+            return Ok(Outcome::Later(Duration::from_millis(
+                (settled_at - now) as u64,
+            )));
+        }
+        Ok(match self.finish(study_uid, trigger, Some(tx)).await? {
+            Some(_) => Outcome::Completed,
+            None => Outcome::NotReceiving,
+        })
+    }
+
     /// Marks the study complete, queues its job and logs the event, in one transaction.
     /// Returns `None` when the study was not receiving (already completed).
-    #[tracing::instrument(skip(self), fields(study_version))]
     pub async fn complete(&self, study_uid: &str) -> Result<Option<Completion>, sqlx::Error> {
-        let mut tx = self.db.begin_write().await?;
+        self.finish(study_uid, Trigger::StableAge, None).await
+    }
+
+    /// [`complete`](Self::complete) by `trigger`, in `tx` when the caller already holds the
+    /// study row.
+    #[tracing::instrument(skip(self, tx), fields(study_version))]
+    async fn finish(
+        &self,
+        study_uid: &str,
+        trigger: Trigger,
+        tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+    ) -> Result<Option<Completion>, sqlx::Error> {
+        let mut tx = match tx {
+            Some(tx) => tx,
+            None => self.db.begin_write().await?,
+        };
         let now = now_ms();
         let Some(Completed {
             version,
@@ -238,6 +380,8 @@ impl StudyTracker {
                 "num_instances": num_instances,
                 "num_series": num_series,
                 "receive_ms": now - first,
+                "completed_by": trigger.as_str(),
+                "node": &*self.node_id,
             }),
         )
         .await?;

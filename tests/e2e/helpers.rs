@@ -134,6 +134,7 @@ pub fn test_settings(dir: &Path) -> Settings {
 
 /// A node running inside the test process.
 pub struct TestApp {
+    /// Port 0 on a node without the `ingest` role.
     pub dicom: SocketAddr,
     /// The DICOM TLS listener, when `dicom.tls.enabled`.
     pub dicom_tls: Option<SocketAddr>,
@@ -168,7 +169,10 @@ impl TestApp {
         let app = Application::build(settings.clone())
             .await
             .expect("build app");
-        let dicom = app.dicom_addr();
+        // A node without the ingest role has no DICOM listener: port 0 stands for none.
+        let dicom = app
+            .dicom_listener_addr()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let dicom_tls = app.dicom_tls_addr();
         let http = app.http_addr();
         let cancel = app.shutdown_token();

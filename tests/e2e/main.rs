@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod crash;
 mod dicomweb;
 mod edge;

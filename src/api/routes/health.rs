@@ -75,6 +75,18 @@ pub struct Health {
     pub models: Vec<HealthModel>,
     /// Node version.
     pub version: &'static str,
+    pub node: HealthNode,
+}
+
+/// This node and the live nodes sharing its database.
+#[derive(Serialize, ToSchema)]
+pub struct HealthNode {
+    pub id: String,
+    /// Of `ingest`, `worker`, `api`.
+    pub roles: Vec<&'static str>,
+    /// Every node whose heartbeat is current, this one included (empty when the database is
+    /// down).
+    pub cluster: Vec<crate::cluster::Member>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -95,7 +107,7 @@ pub struct HealthStorage {
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthDicom {
-    /// `up`.
+    /// `up`, or `off` on a node without the `ingest` role.
     pub status: &'static str,
     /// Address the DICOM listener is bound to.
     pub address: String,
@@ -135,10 +147,20 @@ async fn health(
     let db_ok = state.db.ping().await;
     let space = state.files.space();
     let room = state.files.check_room();
-    let model_loaded = state
-        .engine
-        .manifest(state.pipeline_model.as_deref())
-        .is_ok();
+    use crate::cluster::Role;
+    // Only nodes that run models need one: workers, and the API (the vendor adapters infer).
+    let needs_model = state.node.roles.has(Role::Worker) || state.node.roles.has(Role::Api);
+    let model_loaded = !needs_model
+        || state
+            .engine
+            .manifest(state.pipeline_model.as_deref())
+            .is_ok();
+    let cluster = match &db_ok {
+        Ok(()) => crate::cluster::members(&state.db, state.node_expire_secs)
+            .await
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let healthy = db_ok.is_ok() && room.is_ok() && model_loaded;
     let (free, total) = space.unwrap_or((0, 0));
     let health = Health {
@@ -153,7 +175,11 @@ async fn health(
             total_bytes: total,
         },
         dicom: HealthDicom {
-            status: "up",
+            status: if state.node.roles.has(Role::Ingest) {
+                "up"
+            } else {
+                "off"
+            },
             address: state.dicom_addr.clone(),
             ae_title: state.ae_title.clone(),
             open_associations: state.open_associations.load(Ordering::Relaxed) as u64,
@@ -187,6 +213,11 @@ async fn health(
             )
             .collect(),
         version: env!("CARGO_PKG_VERSION"),
+        node: HealthNode {
+            id: state.node.id.clone(),
+            roles: state.node.roles.list(),
+            cluster,
+        },
     };
     let mut body = serde_json::to_value(&health).unwrap_or_default();
     let errors: Vec<String> = [

@@ -190,6 +190,26 @@ pub async fn receiving_studies(db: &Database) -> Result<Vec<ReceivingStudy>, sql
         .await
 }
 
+/// The study's row if it is still receiving, read in `tx` and on PostgreSQL locked
+/// `FOR UPDATE`, so a node deciding to complete it decides on the row it then updates.
+pub async fn lock_receiving(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    study_uid: &str,
+) -> Result<Option<ReceivingStudy>, sqlx::Error> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    sqlx::query_as(&format!(
+        "SELECT study_uid, last_received_at FROM studies \
+         WHERE study_uid = $1 AND status = 'receiving'{lock}"
+    ))
+    .bind(study_uid)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
 /// What completing a study read from its row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Completed {
