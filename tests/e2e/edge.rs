@@ -94,7 +94,7 @@ async fn idle_and_dribbling_peers_are_cut_at_the_pre_association_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(4));
     let metrics = app.client().get(app.url("/metrics")).send().await.unwrap();
-    let text = metrics.text().await.unwrap();
+    let text = without_node_label(&metrics.text().await.unwrap());
     assert!(
         text.contains(
             "radstream_dicom_associations_rejected_total{reason=\"pre_association_timeout\"} 2"
@@ -199,6 +199,7 @@ async fn one_peer_is_held_to_its_share(db: Db) {
         .text()
         .await
         .unwrap();
+    let text = without_node_label(&text);
     assert!(
         text.contains("radstream_dicom_associations_rejected_total{reason=\"peer_limit\"} 2"),
         "{text}"

@@ -848,3 +848,24 @@ pub fn dicom_text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) 
         .trim()
         .to_string()
 }
+
+/// A `/metrics` exposition with the `node="..."` label every sample carries taken out, so
+/// tests can name a series as the node's own metrics write it.
+pub fn without_node_label(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut l = line.to_string();
+        if let Some(start) = l.find("node=\"") {
+            let end = l[start + 6..].find('"').map_or(l.len(), |e| start + 6 + e + 1);
+            let mut cut_end = end;
+            if l[end..].starts_with(',') {
+                cut_end += 1;
+            }
+            l.replace_range(start..cut_end, "");
+            l = l.replace(",}", "}").replace("{}", "");
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}

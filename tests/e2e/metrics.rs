@@ -18,7 +18,13 @@ async fn scrape(app: &TestApp) -> (String, String) {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    (response.text().await.expect("body"), content_type)
+    let text = response.text().await.expect("body");
+    // Every sample names the node; the series below are written without it.
+    assert!(
+        text.contains("radstream_database_up{node=\""),
+        "no node label: {text}"
+    );
+    (without_node_label(&text), content_type)
 }
 
 /// The value of the sample written exactly as `series` (name and labels).
