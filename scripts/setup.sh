@@ -27,6 +27,8 @@ if [ "$want_test" = 1 ]; then
   command -v node >/dev/null || need_apt+=(nodejs)
   # HTJ2K test images and the inference benchmark's HTJ2K input (OpenJPH's encoder).
   command -v ojph_compress >/dev/null || need_apt+=(openjph-tools)
+  # deploy/check.sh verifies the systemd unit with systemd-analyze.
+  command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)"
