@@ -422,7 +422,11 @@ async fn event_run(a: &Args, studies: &[Vec<OutgoingFile>], listen: bool) -> (St
         a,
         &db,
         NodeSpec {
-            id: if listen { "node-a-listen" } else { "node-a-poll" },
+            id: if listen {
+                "node-a-listen"
+            } else {
+                "node-a-poll"
+            },
             roles: "api",
             extra: vec![("RADSTREAM_EVENTS__LISTEN", listen.to_string())],
         },
@@ -467,12 +471,7 @@ struct IngestRun {
     db_transactions_per_instance: f64,
 }
 
-async fn ingest_run(
-    a: &Args,
-    studies: &[Vec<OutgoingFile>],
-    nodes: usize,
-    s3: bool,
-) -> IngestRun {
+async fn ingest_run(a: &Args, studies: &[Vec<OutgoingFile>], nodes: usize, s3: bool) -> IngestRun {
     let db = RunDb::create(&a.pg).await;
     let secret = secret();
     let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());

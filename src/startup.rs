@@ -312,9 +312,13 @@ impl Application {
         // Adapter jobs a previous run left unfinished.
         crate::compat::pi::resume(&self.parts.pi);
         // Connect info gives handlers the peer address (for the audit log).
-        let serves_api = self.membership.node().roles.has(Role::Api);
-        let app = http::router(self.parts, serves_api)
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let roles = self.membership.node().roles;
+        let serving = http::Serving {
+            api: roles.has(Role::Api),
+            stow: roles.has(Role::Ingest),
+        };
+        let app =
+            http::router(self.parts, serving).into_make_service_with_connect_info::<SocketAddr>();
         let http_cancel = cancel.clone();
         // Without TCP_NODELAY a response's last small write (a multipart boundary, the
         // final chunk) waits for the client's delayed ACK: tens of ms per WADO-RS answer.

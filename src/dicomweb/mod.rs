@@ -180,6 +180,14 @@ pub struct DicomWeb {
 ))]
 pub struct Doc;
 
+/// The STOW-RS routes alone: what a node with the `ingest` role but not `api` serves.
+pub fn stow_routes() -> Routes<DicomWeb> {
+    routes()
+        .into_iter()
+        .filter(|(spec, _)| spec.method == Method::POST)
+        .collect()
+}
+
 pub fn routes() -> Routes<DicomWeb> {
     let read = Access::Scope(Scope::ResultsRead);
     let write = Access::Scope(Scope::InferenceWrite);

@@ -97,14 +97,33 @@ trait Assembly {
     );
 }
 
-/// Every part of the node, in the order the route list (and the OpenAPI document) shows;
-/// with `api` false (a node without the `api` role) only the operations parts: liveness,
-/// health and metrics.
-fn assemble(a: &mut impl Assembly, api: bool) {
+/// Which parts a node serves, from its roles.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving {
+    /// The whole API (role `api`).
+    pub api: bool,
+    /// STOW-RS (role `ingest`; part of the whole API anyway).
+    pub stow: bool,
+}
+
+impl Serving {
+    pub const ALL: Serving = Serving {
+        api: true,
+        stow: true,
+    };
+}
+
+/// Every part of the node, in the order the route list (and the OpenAPI document) shows.
+/// Every node serves the operations parts (liveness, health, metrics); without the `api` role
+/// only those, and STOW-RS with the `ingest` role.
+fn assemble(a: &mut impl Assembly, serving: Serving) {
     let app = |p: &Parts| p.app.clone();
     a.part(native::health::routes(), |p| p.health.clone(), None);
     a.part(native::metrics::routes(), app, None);
-    if !api {
+    if !serving.api {
+        if serving.stow {
+            a.part(dicomweb::stow_routes(), |p| p.dicomweb.clone(), None);
+        }
         return;
     }
     a.part(native::studies::routes(), app, None);
@@ -152,7 +171,7 @@ pub fn routes() -> Vec<RouteSpec> {
         }
     }
     let mut list = List(Vec::new());
-    assemble(&mut list, true);
+    assemble(&mut list, Serving::ALL);
     list.0
 }
 
@@ -182,9 +201,9 @@ pub fn handler_docs() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The node's router: every part mounted with its state (only the operations parts without
-/// `api`), inside the kernel's outer layers.
-pub fn router(parts: Parts, api: bool) -> Router {
+/// The node's router: the parts `serving` names, each mounted with its state, inside the
+/// kernel's outer layers.
+pub fn router(parts: Parts, serving: Serving) -> Router {
     struct Mount {
         parts: Parts,
         router: Router,
@@ -207,7 +226,7 @@ pub fn router(parts: Parts, api: bool) -> Router {
         router: Router::new(),
         dialects: Vec::new(),
     };
-    assemble(&mut mount, api);
+    assemble(&mut mount, serving);
     let cors = mount.parts.dicomweb.dicomweb.cors();
     api::serve(mount.router, &mount.parts.app, mount.dialects, cors)
 }

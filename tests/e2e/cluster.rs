@@ -487,6 +487,41 @@ async fn roles_decide_what_a_node_serves_and_health_and_metrics_name_the_node() 
         "{metrics}"
     );
 
+    // It takes STOW-RS too (ingest over HTTP), but serves no DICOMweb reads.
+    let dir = tempfile::tempdir().unwrap();
+    let (study, files) = fixture_copy("dx_normal", dir.path(), 1);
+    let body = crate::dicomweb::multipart(
+        "XYZ",
+        &[("application/dicom", std::fs::read(&files[0]).unwrap())],
+    );
+    let (status, answer) = crate::dicomweb::stow(
+        &ingest,
+        "/dicomweb/studies",
+        "multipart/related; type=\"application/dicom\"; boundary=XYZ",
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "STOW-RS on an ingest node: {answer}");
+    assert_eq!(ingest.wait_complete(&study, 20).await, 1);
+    let r = ingest
+        .client()
+        .get(ingest.url("/dicomweb/studies"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        405,
+        "no QIDO-RS on an ingest node (the path takes POST only)"
+    );
+    let r = ingest
+        .client()
+        .get(ingest.url(&format!("/dicomweb/studies/{study}/series")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no QIDO-RS on an ingest node");
+
     // The API node has no DICOM listener and serves the API.
     let (_, h) = api.get_json("/health").await;
     assert_eq!(h["dicom"]["status"], "off", "{h}");

@@ -856,7 +856,9 @@ pub fn without_node_label(text: &str) -> String {
     for line in text.lines() {
         let mut l = line.to_string();
         if let Some(start) = l.find("node=\"") {
-            let end = l[start + 6..].find('"').map_or(l.len(), |e| start + 6 + e + 1);
+            let end = l[start + 6..]
+                .find('"')
+                .map_or(l.len(), |e| start + 6 + e + 1);
             let mut cut_end = end;
             if l[end..].starts_with(',') {
                 cut_end += 1;
