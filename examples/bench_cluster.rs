@@ -8,7 +8,7 @@
 //!     --s3-bucket radstream-bench] [--out bench/out/cluster.json] [--logs DIR]
 //! ```
 //!
-//! - **Cross-node events**: node B (roles `ingest`) receives one-image studies, sent one after
+//! - **Cross-node events**: node B (roles `ingest,api`) receives one-image studies, sent one after
 //!   the other; an SSE client on node A (role `api`) reads every event. An event's lag is its
 //!   arrival at the client (wall clock) minus its `time` (when node B wrote the row; same
 //!   machine clock, millisecond resolution). Run with A woken by `LISTEN/NOTIFY`
@@ -363,7 +363,11 @@ async fn lags(node: &Node) -> mpsc::UnboundedReceiver<(String, String, f64)> {
         .send()
         .await
         .expect("GET /v1/events");
-    assert!(resp.status().is_success(), "GET /v1/events");
+    assert!(
+        resp.status().is_success(),
+        "GET /v1/events: {}",
+        resp.status()
+    );
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut buf = Vec::<u8>::new();
@@ -412,7 +416,7 @@ async fn event_run(a: &Args, studies: &[Vec<OutgoingFile>], listen: bool) -> (St
         &db,
         NodeSpec {
             id: "node-b",
-            roles: "ingest",
+            roles: "ingest,api",
             extra: vec![],
         },
         &secret,
