@@ -68,6 +68,9 @@ impl Application {
         let (store, committer) =
             Store::open(&settings.storage, db.clone(), bus.clone(), cancel.clone())
                 .context("opening the data folder")?;
+        if let Some(bucket) = store.files.bucket().cloned() {
+            metrics.watch_object_store(move || bucket.requests().snapshot());
+        }
         store
             .recover()
             .await

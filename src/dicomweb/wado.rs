@@ -2,7 +2,8 @@
 //! streamed file by file), their metadata as DICOM JSON with `BulkDataURI`s, and top-level
 //! bulk data values.
 //!
-//! Files are found through the index only (`instances.file_path` under the data folder).
+//! Files are found through the index only (`instances.file_path` under the data folder; with
+//! a bucket, fetched into it first when this node has no copy).
 //! Without a `transfer-syntax` parameter (or with `*`) instances go out as stored; asked for
 //! another one of [`transcode::TARGETS`], each is rewritten on the blocking pool as it is
 //! sent; any other is answered 406.
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use dicom_core::value::Value as DicomValue;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use tokio_util::io::ReaderStream;
 
@@ -61,18 +63,47 @@ pub(super) async fn instances(
         };
         return Err(ApiError::not_found(what));
     }
-    Ok(rows
-        .into_iter()
-        .map(|r| Stored {
+    let files = &state.app.files;
+    futures::stream::iter(rows.into_iter().map(|r| async move {
+        Ok(Stored {
             derived: r.is_derived(),
-            path: state.app.files.absolute(std::path::Path::new(&r.file_path)),
+            path: local_copy(files, &r.file_path).await?,
             study: r.study_uid,
             series: r.series_uid,
             sop: r.sop_instance_uid,
             transfer_syntax: r.transfer_syntax,
             rows: r.rows,
         })
-        .collect())
+    }))
+    .buffered(FETCH_AT_ONCE)
+    .try_collect()
+    .await
+}
+
+/// Files fetched from the bucket at once for one request.
+const FETCH_AT_ONCE: usize = 8;
+
+/// The local path of an indexed file, fetched from the bucket when this node has no copy. One
+/// the bucket does not have either is answered as a missing file always was (by its reader);
+/// a bucket that cannot be reached is a 503.
+pub(super) async fn local_copy(
+    files: &crate::store::FileStore,
+    rel: &str,
+) -> Result<PathBuf, ApiError> {
+    let rel = std::path::Path::new(rel);
+    match files.local_copy(rel).await {
+        Ok(p) => Ok(p),
+        Err(crate::store::FileError::Object(e)) if e.is_not_found() => Ok(files.absolute(rel)),
+        Err(e) => {
+            tracing::error!(file = %rel.display(), error = %e, "cannot fetch an instance from the object store");
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The object store holding the instance cannot be reached",
+            );
+            err.retry_after_secs = Some(5);
+            Err(err)
+        }
+    }
 }
 
 /// Picks the transfer syntax of a retrieve of instances from Accept: `application/dicom`,

@@ -1,0 +1,267 @@
+//! `storage.backend = "s3"` against a real S3 server (SeaweedFS, [`crate::s3_server`]):
+//! what is acknowledged is in the bucket, byte for byte; reads go through the bucket when the
+//! node has no copy; an unreachable store refuses instances instead of acknowledging them;
+//! a local data folder migrates into the bucket; large objects go up in parts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::dicomweb::{dicom_parts, multipart, stow};
+use crate::helpers::{
+    data_set_bytes, new_uid, no_instance_parts_left, radstream_bin, run_async, storescu,
+    write_dx, Db, TestApp,
+};
+use crate::s3_server::SeaweedFs;
+
+/// The node's file for an instance, relative to its data folder (and its key in the bucket).
+fn rel(study: &str, series: &str, sop: &str) -> String {
+    format!("instances/{study}/{series}/{sop}.dcm")
+}
+
+/// The instance as WADO-RS returns it (the stored file, as stored).
+async fn wado_instance(app: &TestApp, study: &str, series: &str, sop: &str) -> Vec<u8> {
+    let resp = app
+        .client()
+        .get(app.url(&format!(
+            "/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+        )))
+        .send()
+        .await
+        .expect("WADO-RS");
+    assert_eq!(resp.status(), 200, "WADO-RS of {sop}");
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let body = resp.bytes().await.unwrap();
+    let mut parts = dicom_parts(&ct, &body);
+    assert_eq!(parts.len(), 1);
+    parts.remove(0).1
+}
+
+/// `n` small DX instances of one new study; returns (study, series, [(sop, path)]).
+fn one_study(dir: &Path, n: usize, size: u16) -> (String, String, Vec<(String, PathBuf)>) {
+    let (study, series) = (new_uid(), new_uid());
+    let files = (0..n)
+        .map(|_| {
+            let sop = new_uid();
+            let p = write_dx(dir, &study, &series, &sop, size, size);
+            (sop, p)
+        })
+        .collect();
+    (study, series, files)
+}
+
+/// A study sent with storescu to a node on S3: every instance is in the bucket (listed and
+/// read through the S3 API of a client of the test's own) byte-identical to the node's file,
+/// with the data set as sent. With every local copy deleted before the study completes, the
+/// pipeline still analyses it (its files fetched back), its SR and overlays go to the bucket
+/// too, and WADO-RS serves each instance byte-identical to the bucket's object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_instances_are_in_the_bucket_and_read_back_through_it() {
+    let s3 = SeaweedFs::start().await;
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s3.configure(s);
+        // Time to delete the local copies before the study completes.
+        s.study.quiet_window_ms = 1_500;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (study, series, files) = one_study(dir.path(), 3, 64);
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.1.clone()).collect();
+    storescu(&app, &paths).await;
+
+    let listed = s3.list("instances").await;
+    let mut want: Vec<String> = files.iter().map(|(sop, _)| rel(&study, &series, sop)).collect();
+    want.sort();
+    assert_eq!(
+        listed.iter().map(|l| l.0.clone()).collect::<Vec<_>>(),
+        want,
+        "every acknowledged instance is in the bucket, nothing else"
+    );
+    for (sop, sent) in &files {
+        let key = rel(&study, &series, sop);
+        let object = s3.get(&key).await;
+        let local = app.data_dir.join(&key);
+        assert_eq!(object, std::fs::read(&local).unwrap(), "{key}: bucket vs spool");
+        assert_eq!(
+            data_set_bytes(&local),
+            data_set_bytes(sent),
+            "{key}: data set as sent"
+        );
+        std::fs::remove_file(&local).unwrap();
+    }
+    no_instance_parts_left(&app.data_dir).await;
+
+    let result = app.wait_result(&study, 1).await;
+    assert!(
+        result["data"]["images"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3),
+        "the pipeline read the fetched files: {result}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while s3.list("derived").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no SR or overlay in the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    for (sop, _) in &files {
+        let key = rel(&study, &series, sop);
+        std::fs::remove_file(app.data_dir.join(&key)).ok();
+        let served = wado_instance(&app, &study, &series, sop).await;
+        assert_eq!(served, s3.get(&key).await, "{key}: WADO-RS vs bucket");
+    }
+    let (_, metrics) = {
+        let resp = app.client().get(app.url("/metrics")).send().await.unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    };
+    assert!(
+        metrics.contains("radstream_object_store_requests_total{operation=\"put\"}"),
+        "{metrics}"
+    );
+}
+
+/// With the object store down, a C-STORE is refused (A7xx) and a STOW-RS gets 503; nothing is
+/// indexed and no file is left. Once the store is back, the same instances are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_refuses_instances_until_it_is_back() {
+    let mut s3 = SeaweedFs::start().await;
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s3.configure(s);
+        s.pipeline.enabled = false;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (study, series, files) = one_study(dir.path(), 2, 32);
+    s3.stop().await;
+
+    let port = app.dicom_port();
+    let first = files[0].1.display().to_string();
+    let t = std::time::Instant::now();
+    let (ok, out) =
+        run_async("storescu", &["-aec", "RADSTREAM", "127.0.0.1", &port, &first]).await;
+    assert!(
+        !ok || out.contains("A7") || out.contains("Out of Resources"),
+        "{out}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "refused in {:?}",
+        t.elapsed()
+    );
+    let ct = "multipart/related; type=\"application/dicom\"; boundary=XYZ";
+    let body = multipart(
+        "XYZ",
+        &[("application/dicom", std::fs::read(&files[1].1).unwrap())],
+    );
+    let (status, v) = stow(&app, "/dicomweb/studies", ct, body.clone()).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 0);
+    for (sop, _) in &files {
+        assert!(!app.data_dir.join(rel(&study, &series, sop)).exists());
+    }
+    no_instance_parts_left(&app.data_dir).await;
+
+    s3.start_again().await;
+    storescu(&app, &[files[0].1.clone()]).await;
+    let (status, v) = stow(&app, "/dicomweb/studies", ct, body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM instances").await, 2);
+    assert_eq!(s3.list("instances").await.len(), 2);
+}
+
+/// `radstream storage migrate-to-s3` copies a local node's instances into the bucket
+/// (again: nothing to copy), and a node on S3 using the same database, with an empty data
+/// folder of its own, serves them byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_data_folder_migrates_into_the_bucket() {
+    let s3 = SeaweedFs::start().await;
+    let mut local = TestApp::spawn_with(Db::Sqlite, |s| s.pipeline.enabled = false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (study, series, files) = one_study(dir.path(), 3, 32);
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.1.clone()).collect();
+    storescu(&local, &paths).await;
+    local.stop().await;
+    let db_url = local.settings.database_url();
+
+    let migrate = || {
+        let mut cmd = tokio::process::Command::new(radstream_bin());
+        cmd.args(["storage", "migrate-to-s3"])
+            .env("RADSTREAM_STORAGE__DATA_DIR", &local.data_dir)
+            .env("RADSTREAM_DATABASE__URL", &db_url)
+            .env("RADSTREAM_LOG__LEVEL", "warn");
+        for (k, v) in s3.env() {
+            cmd.env(k, v);
+        }
+        cmd.env("RADSTREAM_STORAGE__BACKEND", "local");
+        cmd
+    };
+    let out = migrate().output().await.expect("radstream");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("uploaded 3 "), "{stdout}");
+    let again = migrate().output().await.expect("radstream");
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.contains("uploaded 0 ") && stdout.contains("already there 3"),
+        "{stdout}"
+    );
+
+    let node = TestApp::spawn_with(Db::Sqlite, |s| {
+        s3.configure(s);
+        s.pipeline.enabled = false;
+        s.database.url = Some(db_url.clone().into());
+    })
+    .await;
+    for (sop, _) in &files {
+        let key = rel(&study, &series, sop);
+        assert!(!node.data_dir.join(&key).exists());
+        let served = wado_instance(&node, &study, &series, sop).await;
+        assert_eq!(
+            served,
+            std::fs::read(local.data_dir.join(&key)).unwrap(),
+            "{key}"
+        );
+    }
+}
+
+/// An instance above the multipart threshold goes up in parts (the node counts them) and is
+/// byte-identical in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_instance_goes_up_in_parts_byte_identical() {
+    let s3 = SeaweedFs::start().await;
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s3.configure(s);
+        s.pipeline.enabled = false;
+        s.storage.s3.multipart_threshold_bytes = 1 << 20;
+        s.storage.s3.multipart_part_bytes = 5 << 20;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // 2600 x 2600 x 2 bytes: about 13.5 MB, three parts.
+    let (study, series, files) = one_study(dir.path(), 1, 2600);
+    storescu(&app, &[files[0].1.clone()]).await;
+    let key = rel(&study, &series, &files[0].0);
+    let local = std::fs::read(app.data_dir.join(&key)).unwrap();
+    assert!(local.len() > 10 << 20);
+    assert_eq!(s3.get(&key).await, local);
+    let metrics = app
+        .client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parts = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("radstream_object_store_requests_total{operation=\"part\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(parts, Some(3), "{metrics}");
+}
