@@ -413,7 +413,11 @@ async fn migrate_to_s3(settings: &Settings) -> anyhow::Result<()> {
     .await
     .context("reading the index")?;
     println!("{}", line(&done));
-    anyhow::ensure!(done.failed == 0, "{} files could not be copied", done.failed);
+    anyhow::ensure!(
+        done.failed == 0,
+        "{} files could not be copied",
+        done.failed
+    );
     Ok(())
 }
 

@@ -291,10 +291,7 @@ impl Metrics {
         &self,
         counts: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
     ) {
-        let _ = self
-            .inner
-            .object_store
-            .set(RequestCounts(Box::new(counts)));
+        let _ = self.inner.object_store.set(RequestCounts(Box::new(counts)));
     }
 
     // ---- ingest ----

@@ -516,10 +516,7 @@ const HEADER_RANGE: u64 = 256 << 10;
 /// The header of an indexed file as DICOM JSON. A file that is only in the bucket is read
 /// with one ranged GET of its first [`HEADER_RANGE`] bytes (the header ends at Pixel Data);
 /// fetched whole only when its header is longer.
-async fn stored_header(
-    files: &crate::store::FileStore,
-    rel: &str,
-) -> Option<Map<String, Value>> {
+async fn stored_header(files: &crate::store::FileStore, rel: &str) -> Option<Map<String, Value>> {
     let rel = std::path::Path::new(rel);
     let local = files.absolute(rel);
     if files.bucket().is_none() || tokio::fs::try_exists(&local).await.unwrap_or(false) {

@@ -192,7 +192,9 @@ fn response(base: &str, study: Option<&str>, stored: &[Stored], failed: &[Failur
     // the server's trouble, and worth trying again, not a conflict in what was sent.
     let unavailable = stored.is_empty()
         && !failed.is_empty()
-        && failed.iter().all(|f| f.reason & 0xFF00 == status::OUT_OF_RESOURCES);
+        && failed
+            .iter()
+            .all(|f| f.reason & 0xFF00 == status::OUT_OF_RESOURCES);
     let code = if failed.is_empty() {
         StatusCode::OK
     } else if unavailable {

@@ -192,7 +192,10 @@ impl FileStore {
     /// copy when there is one, else a ranged GET from the bucket, without fetching the rest.
     pub async fn read_prefix(&self, relative: &Path, len: u64) -> Result<Vec<u8>, FileError> {
         let path = self.absolute(relative);
-        match (&self.bucket, tokio::fs::try_exists(&path).await.unwrap_or(false)) {
+        match (
+            &self.bucket,
+            tokio::fs::try_exists(&path).await.unwrap_or(false),
+        ) {
             (Some(bucket), false) => Ok(bucket.get_range(relative, 0..len).await?.to_vec()),
             _ => {
                 let mut f = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
@@ -205,6 +208,14 @@ impl FileStore {
                 Ok(buf)
             }
         }
+    }
+
+    /// This store with `bucket` behind it (tests: a bucket on another object store).
+    #[cfg(test)]
+    pub(crate) fn with_bucket(mut self, bucket: Bucket, cache_max_bytes: u64) -> FileStore {
+        self.bucket = Some(bucket);
+        self.cache_max_bytes = cache_max_bytes;
+        self
     }
 
     /// Whether the file `relative` is held anywhere: on this disk or in the bucket.
@@ -283,7 +294,11 @@ impl FileStore {
             }
         }
         if freed > 0 {
-            tracing::info!(freed, kept = total, "evicted local copies of objects in the bucket");
+            tracing::info!(
+                freed,
+                kept = total,
+                "evicted local copies of objects in the bucket"
+            );
         }
         Ok(freed)
     }
@@ -1302,6 +1317,47 @@ mod tests {
         found.clear();
         assert!(!a_dir.exists());
         assert!(c.leftovers().unwrap().parts.is_empty());
+    }
+
+    /// Over the cache limit, the least recently used copies that the bucket holds (same size)
+    /// go first, down to 90 % of the limit; a copy the bucket lacks, or used recently, stays.
+    /// A read brings an evicted copy back from the bucket.
+    #[tokio::test]
+    async fn eviction_removes_old_copies_the_bucket_holds_and_reads_fetch_them_back() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "",
+            1 << 20,
+            5 << 20,
+        );
+        let s = store(dir.path()).with_bucket(bucket.clone(), 1000);
+        let rel = |n: &str| PathBuf::from(format!("instances/1/2/{n}.dcm"));
+        let hour = Duration::from_secs(3600);
+        for (i, name) in ["old", "not-in-bucket", "newer"].into_iter().enumerate() {
+            let path = s.absolute(&rel(name));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, vec![i as u8; 400]).unwrap();
+            if name != "not-in-bucket" {
+                s.upload(&rel(name)).await.unwrap();
+            }
+            let used = SystemTime::now() - hour * (3 - i as u32);
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(used)
+                .unwrap();
+        }
+        assert_eq!(s.evict(hour * 10).await.unwrap(), 0, "all used recently");
+        assert_eq!(s.evict(Duration::from_secs(60)).await.unwrap(), 400);
+        assert!(!s.absolute(&rel("old")).exists());
+        assert!(s.absolute(&rel("not-in-bucket")).exists());
+        assert!(s.absolute(&rel("newer")).exists());
+        let back = s.local_copy(&rel("old")).await.unwrap();
+        assert_eq!(std::fs::read(back).unwrap(), vec![0u8; 400]);
+        assert!(s.is_stored(&rel("newer")).await.unwrap());
     }
 
     /// An instance dropped while a spill is still writing leaves no file once that spill ends.

@@ -54,9 +54,10 @@ pub async fn migrate_to_bucket(
         let page = index::all_files(db, &after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.sop_instance_uid.clone();
-        let steps: Vec<Step> = futures::stream::iter(page.into_iter().map(|f| async move {
-            copy_one(bucket, data_dir, &f.file_path).await
-        }))
+        let steps: Vec<Step> = futures::stream::iter(
+            page.into_iter()
+                .map(|f| async move { copy_one(bucket, data_dir, &f.file_path).await }),
+        )
         .buffer_unordered(AT_ONCE)
         .collect()
         .await;

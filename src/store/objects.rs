@@ -277,7 +277,12 @@ impl Bucket {
 
     /// Fetches `rel` into `dest`: streamed to `tmp` first, synced, then renamed, so `dest` is
     /// never seen half written. `tmp` is removed on failure.
-    pub async fn get_to_file(&self, rel: &Path, tmp: &Path, dest: &Path) -> Result<u64, ObjectError> {
+    pub async fn get_to_file(
+        &self,
+        rel: &Path,
+        tmp: &Path,
+        dest: &Path,
+    ) -> Result<u64, ObjectError> {
         let key = self.key(rel);
         let res = self.download(&key, tmp, dest).await;
         if res.is_err() {
@@ -359,10 +364,7 @@ impl Bucket {
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(|e| ObjectError::store(&key, e))?;
             let full = meta.location.to_string();
-            let rel = full
-                .strip_prefix(&self.prefix)
-                .unwrap_or(&full)
-                .to_string();
+            let rel = full.strip_prefix(&self.prefix).unwrap_or(&full).to_string();
             out.push(Listed {
                 rel,
                 size: meta.size,
@@ -375,4 +377,82 @@ impl Bucket {
 /// A temporary name beside the node's other temporary files for a download of `dest`.
 pub fn download_name(tmp_dir: &Path) -> PathBuf {
     tmp_dir.join(format!("{}.fetch", uuid::Uuid::new_v4().simple()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn bucket(threshold: u64) -> Bucket {
+        Bucket::new(Arc::new(InMemory::new()), "/site-a/", threshold, 5 << 20)
+    }
+
+    /// Small files go up in one PUT, large ones in parts; either comes back whole, by range,
+    /// in a listing under the prefix and by size, and goes on delete (twice is fine).
+    #[tokio::test]
+    async fn files_go_up_and_come_back_whole_by_range_and_by_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bucket(1 << 20);
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"0123456789").unwrap();
+        let large = dir.path().join("large");
+        let data: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&large, &data).unwrap();
+
+        b.put_file(Path::new("instances/1/2/3.dcm"), &small)
+            .await
+            .unwrap();
+        b.put_file(Path::new("derived/1/2/4.dcm"), &large)
+            .await
+            .unwrap();
+        let snapshot = |kind: &str| {
+            b.requests()
+                .snapshot()
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .unwrap()
+                .1
+        };
+        assert_eq!(snapshot("put"), 1);
+        assert_eq!(snapshot("part"), 3, "11 MiB in parts of 5 MiB");
+        assert_eq!(
+            b.key(Path::new("derived/1/2/4.dcm")).as_ref(),
+            "site-a/derived/1/2/4.dcm"
+        );
+
+        let dest = dir.path().join("cache/derived/4.dcm");
+        let tmp = download_name(dir.path());
+        let n = b
+            .get_to_file(Path::new("derived/1/2/4.dcm"), &tmp, &dest)
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert!(!tmp.exists());
+        let head = b
+            .get_range(Path::new("derived/1/2/4.dcm"), 5..9)
+            .await
+            .unwrap();
+        assert_eq!(&head[..], &data[5..9]);
+        assert_eq!(
+            b.list(Path::new("instances")).await.unwrap(),
+            vec![Listed {
+                rel: "instances/1/2/3.dcm".into(),
+                size: 10
+            }]
+        );
+        b.delete(Path::new("instances/1/2/3.dcm")).await.unwrap();
+        b.delete(Path::new("instances/1/2/3.dcm")).await.unwrap();
+        assert_eq!(
+            b.size(Path::new("instances/1/2/3.dcm")).await.unwrap(),
+            None
+        );
+        let missing = b
+            .get_to_file(Path::new("instances/1/2/3.dcm"), &tmp, &dest)
+            .await
+            .unwrap_err();
+        assert!(missing.is_not_found(), "{missing}");
+        assert!(!tmp.exists());
+    }
 }

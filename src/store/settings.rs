@@ -211,3 +211,63 @@ impl StorageSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3() -> StorageSettings {
+        StorageSettings {
+            backend: StorageBackend::S3,
+            s3: S3Settings {
+                endpoint: "http://127.0.0.1:8333".into(),
+                bucket: "b".into(),
+                allow_http: true,
+                ..S3Settings::default()
+            },
+            ..StorageSettings::default()
+        }
+    }
+
+    /// The local backend ignores `[storage.s3]`; with `s3`, each bad value names its key.
+    #[test]
+    fn s3_settings_are_checked_only_with_the_s3_backend_and_name_the_key() {
+        StorageSettings::default().validate().unwrap();
+        s3().validate().unwrap();
+        let key = |f: &dyn Fn(&mut StorageSettings)| {
+            let mut s = s3();
+            f(&mut s);
+            s.validate().unwrap_err().0
+        };
+        assert_eq!(key(&|s| s.s3.bucket.clear()), "storage.s3.bucket");
+        assert_eq!(key(&|s| s.s3.allow_http = false), "storage.s3.endpoint");
+        assert_eq!(
+            key(&|s| s.s3.endpoint = "ftp://x".into()),
+            "storage.s3.endpoint"
+        );
+        assert_eq!(
+            key(&|s| s.s3.access_key_id = Some("id".to_string().into())),
+            "storage.s3.secret_access_key"
+        );
+        assert_eq!(
+            key(&|s| s.s3.multipart_part_bytes = 1 << 20),
+            "storage.s3.multipart_part_bytes"
+        );
+    }
+
+    /// The key pair prints as `[redacted]`, in the printed configuration and in Debug.
+    #[test]
+    fn the_access_keys_are_redacted() {
+        let mut s = s3();
+        s.s3.access_key_id = Some("AKIDHUNTER2".to_string().into());
+        s.s3.secret_access_key = Some("hunter2-secret".to_string().into());
+        let printed = toml::to_string(&s).unwrap();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("secret_access_key = \"[redacted]\""),
+            "{printed}"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.s3.credentials(), Some(("AKIDHUNTER2", "hunter2-secret")));
+    }
+}

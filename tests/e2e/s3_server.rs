@@ -180,7 +180,10 @@ impl SeaweedFs {
             ("RADSTREAM_STORAGE__S3__ENDPOINT", self.endpoint.clone()),
             ("RADSTREAM_STORAGE__S3__BUCKET", BUCKET.into()),
             ("RADSTREAM_STORAGE__S3__ACCESS_KEY_ID", ACCESS_KEY.into()),
-            ("RADSTREAM_STORAGE__S3__SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            (
+                "RADSTREAM_STORAGE__S3__SECRET_ACCESS_KEY",
+                SECRET_KEY.into(),
+            ),
             ("RADSTREAM_STORAGE__S3__ALLOW_HTTP", "true".into()),
         ]
     }
