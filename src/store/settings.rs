@@ -105,7 +105,7 @@ impl Default for S3Settings {
             path_style: true,
             allow_http: false,
             connect_timeout_ms: 2_000,
-            request_timeout_ms: 30_000,
+            request_timeout_ms: 10_000,
             max_retries: 2,
             retry_timeout_ms: 5_000,
             multipart_threshold_bytes: 16 << 20,
