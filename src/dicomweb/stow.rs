@@ -51,6 +51,7 @@ struct Stored {
     (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
     (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
     (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+    (status = 503, description = "Every instance failed for want of resources (disk full, object store unreachable); try again after Retry-After", body = Object, content_type = DICOM_JSON),
 ))]
 pub async fn store_any(
     State(state): State<DicomWeb>,
@@ -66,6 +67,7 @@ pub async fn store_any(
     (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
     (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
     (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+    (status = 503, description = "Every instance failed for want of resources (disk full, object store unreachable); try again after Retry-After", body = Object, content_type = DICOM_JSON),
 ))]
 pub async fn store_study(
     State(state): State<DicomWeb>,

@@ -10,8 +10,8 @@ use crate::dicomweb::{dicom_parts, multipart, stow};
 use sqlx::Row;
 
 use crate::helpers::{
-    data_set_bytes, fixture_copy, new_uid, no_instance_parts_left, radstream_bin, run_async,
-    storescu, write_dx, Db, TestApp,
+    data_set_bytes, fixture_copy, new_uid, no_instance_parts_left, on_both_databases,
+    radstream_bin, run_async, storescu, write_dx, Db, TestApp,
 };
 use crate::s3_server::SeaweedFs;
 
@@ -56,10 +56,11 @@ fn one_study(dir: &Path, n: usize, size: u16) -> (String, String, Vec<(String, P
 /// with the data set as sent. With every local copy deleted before the study completes, the
 /// pipeline still analyses it (its files fetched back), its SR and overlays go to the bucket
 /// too, and WADO-RS serves each instance byte-identical to the bucket's object.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_instances_are_in_the_bucket_and_read_back_through_it() {
+on_both_databases!(acknowledged_instances_are_in_the_bucket_and_read_back_through_it => round_trip);
+
+async fn round_trip(db: Db) {
     let s3 = SeaweedFs::start().await;
-    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+    let app = TestApp::spawn_with(db, |s| {
         s3.configure(s);
         // Time to delete the local copies before the study completes.
         s.study.quiet_window_ms = 1_500;
@@ -198,10 +199,11 @@ async fn an_unreachable_store_refuses_instances_until_it_is_back() {
 /// `radstream storage migrate-to-s3` copies a local node's instances into the bucket
 /// (again: nothing to copy), and a node on S3 using the same database, with an empty data
 /// folder of its own, serves them byte-identical.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_data_folder_migrates_into_the_bucket() {
+on_both_databases!(a_local_data_folder_migrates_into_the_bucket => migration);
+
+async fn migration(db: Db) {
     let s3 = SeaweedFs::start().await;
-    let mut local = TestApp::spawn_with(Db::Sqlite, |s| s.pipeline.enabled = false).await;
+    let mut local = TestApp::spawn_with(db, |s| s.pipeline.enabled = false).await;
     let dir = tempfile::tempdir().unwrap();
     let (study, series, files) = one_study(dir.path(), 3, 32);
     let paths: Vec<PathBuf> = files.iter().map(|f| f.1.clone()).collect();
@@ -239,6 +241,7 @@ async fn a_local_data_folder_migrates_into_the_bucket() {
     let node = TestApp::spawn_with(Db::Sqlite, |s| {
         s3.configure(s);
         s.pipeline.enabled = false;
+        // The local node's database, SQLite or PostgreSQL.
         s.database.url = Some(db_url.clone().into());
     })
     .await;
