@@ -486,7 +486,10 @@ async fn search(
         let file = row.file_path();
         let all = q.include_all && scope.level == Instance;
         if (all || !extra.is_empty()) && file.is_some() {
-            let header = stored_header(&state.app.files, &file.unwrap_or_default()).await;
+            let header = super::wado::stored_header(&state.app.files, &file.unwrap_or_default())
+                .await
+                .ok()
+                .map(|obj| dj::dataset(&obj, None));
             if let Some(h) = header {
                 for (k, v) in h {
                     let tag = Tag(
@@ -510,42 +513,6 @@ async fn search(
 }
 
 /// The JSON model of a stored file's header (up to Pixel Data), off the runtime.
-/// Bytes fetched from the bucket for a header alone; most headers end well before this.
-const HEADER_RANGE: u64 = 256 << 10;
-
-/// The header of an indexed file as DICOM JSON. A file that is only in the bucket is read
-/// with one ranged GET of its first [`HEADER_RANGE`] bytes (the header ends at Pixel Data);
-/// fetched whole only when its header is longer.
-async fn stored_header(files: &crate::store::FileStore, rel: &str) -> Option<Map<String, Value>> {
-    let rel = std::path::Path::new(rel);
-    let local = files.absolute(rel);
-    if files.bucket().is_none() || tokio::fs::try_exists(&local).await.unwrap_or(false) {
-        return read_header(local).await;
-    }
-    if let Ok(prefix) = files.read_prefix(rel, HEADER_RANGE).await {
-        let tmp = crate::store::objects::download_name(files.tmp_dir());
-        if tokio::fs::write(&tmp, &prefix).await.is_ok() {
-            let header = read_header(tmp.clone()).await;
-            let _ = tokio::fs::remove_file(&tmp).await;
-            if header.is_some() {
-                return header;
-            }
-        }
-    }
-    read_header(files.local_copy(rel).await.ok()?).await
-}
-
-async fn read_header(path: std::path::PathBuf) -> Option<Map<String, Value>> {
-    tokio::task::spawn_blocking(move || {
-        crate::dataset::open_file(&path, crate::dataset::Part::Header)
-            .ok()
-            .map(|obj| dj::dataset(&obj, None))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
 fn row_json(row: &QidoRow, attrs: &[&Attr]) -> Map<String, Value> {
     let mut m = Map::new();
     for a in attrs {

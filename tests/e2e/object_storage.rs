@@ -124,8 +124,25 @@ async fn round_trip(db: Db) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    for (series, sop, key) in &keys {
+    for (_, _, key) in &keys {
         std::fs::remove_file(app.data_dir.join(key)).ok();
+    }
+    // Metadata needs headers only: ranged reads, no local copy made.
+    let (status, metadata) = app
+        .get_json(&format!("/dicomweb/studies/{study}/metadata"))
+        .await;
+    assert_eq!(status, 200, "{metadata}");
+    let sops: Vec<&str> = metadata
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["00080018"]["Value"][0].as_str())
+        .collect();
+    for (_, sop, key) in &keys {
+        assert!(sops.contains(&sop.as_str()), "{sop} in {metadata}");
+        assert!(!app.data_dir.join(key).exists(), "{key} fetched whole");
+    }
+    for (series, sop, key) in &keys {
         let served = wado_instance(&app, &study, series, sop).await;
         assert_eq!(served, s3.get(key).await, "{key}: WADO-RS vs bucket");
     }
