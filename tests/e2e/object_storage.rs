@@ -55,7 +55,8 @@ fn one_study(dir: &Path, n: usize, size: u16) -> (String, String, Vec<(String, P
 /// read through the S3 API by a client of the test's own) byte-identical to the node's file,
 /// with the data set as sent. With every local copy deleted before the study completes, the
 /// pipeline still analyses it (its files fetched back), its SR and overlays go to the bucket
-/// too, and WADO-RS serves each instance byte-identical to the bucket's object.
+/// too, WADO-RS serves each instance byte-identical to the bucket's object (and the metadata
+/// from ranged reads), and a purge deletes the instances' objects.
 on_both_databases!(acknowledged_instances_are_in_the_bucket_and_read_back_through_it => round_trip);
 
 async fn round_trip(db: Db) {
@@ -159,6 +160,13 @@ async fn round_trip(db: Db) {
         metrics.contains("radstream_object_store_requests_total{operation=\"put\"}"),
         "{metrics}"
     );
+
+    // A purge removes the received instances' objects; the node's outputs stay.
+    let derived = s3.list("derived").await;
+    let (status, body) = crate::retention::purge(&app, &study).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(s3.list("instances").await.is_empty());
+    assert_eq!(s3.list("derived").await, derived);
 }
 
 /// With the object store down, a C-STORE is refused (A7xx) and a STOW-RS gets 503; nothing is
