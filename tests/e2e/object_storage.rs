@@ -51,14 +51,14 @@ fn one_study(dir: &Path, n: usize, size: u16) -> (String, String, Vec<(String, P
     (study, series, files)
 }
 
+on_both_databases!(acknowledged_instances_are_in_the_bucket_and_read_back_through_it => round_trip);
+
 /// A study sent with storescu to a node on S3: every instance is in the bucket (listed and
 /// read through the S3 API by a client of the test's own) byte-identical to the node's file,
 /// with the data set as sent. With every local copy deleted before the study completes, the
 /// pipeline still analyses it (its files fetched back), its SR and overlays go to the bucket
 /// too, WADO-RS serves each instance byte-identical to the bucket's object (and the metadata
 /// from ranged reads), and a purge deletes the instances' objects.
-on_both_databases!(acknowledged_instances_are_in_the_bucket_and_read_back_through_it => round_trip);
-
 async fn round_trip(db: Db) {
     let s3 = SeaweedFs::start().await;
     let app = TestApp::spawn_with(db, |s| {
@@ -221,11 +221,11 @@ async fn an_unreachable_store_refuses_instances_until_it_is_back() {
     assert_eq!(s3.list("instances").await.len(), 2);
 }
 
+on_both_databases!(a_local_data_folder_migrates_into_the_bucket => migration);
+
 /// `radstream storage migrate-to-s3` copies a local node's instances into the bucket
 /// (again: nothing to copy), and a node on S3 using the same database, with an empty data
 /// folder of its own, serves them byte-identical.
-on_both_databases!(a_local_data_folder_migrates_into_the_bucket => migration);
-
 async fn migration(db: Db) {
     let s3 = SeaweedFs::start().await;
     let mut local = TestApp::spawn_with(db, |s| s.pipeline.enabled = false).await;
