@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Ingest into object storage: DCMTK storescu sends 200 DX (512x512) over 4 associations to one
+# Ingest into object storage: DCMTK storescu sends 200 DX (512x512; and with BENCH_SETS="dx cr"
+# also 40 CR of 3000x2500) over 4 associations to one
 # radstream node on local disk (storage.backend = "local", fsync) and to one node on S3
 # (storage.backend = "s3", SeaweedFS `weed mini` on this machine), taking turns, round after
 # round. Prints instances/s and MB/s, the node's CPU time per instance, SeaweedFS's CPU time
@@ -9,8 +10,9 @@
 #   bench/ingest_s3.sh                     # release build
 #   BENCH_PROFILE=debug bench/ingest_s3.sh # the debug build (figures much slower; say so)
 #   BENCH_REPEAT=5 bench/ingest_s3.sh      # runs per measurement (default 3); medians printed
+#   BENCH_SETS="dx cr" bench/ingest_s3.sh  # the large CR too (default: dx)
 #
-# The data set is generated on first use under bench/out/ (shared with bench/ingest.sh).
+# Data sets are generated on first use under bench/out/ (shared with bench/ingest.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test >/dev/null
@@ -25,24 +27,28 @@ BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/radstream"
 OUT=bench/out
 mkdir -p "$OUT"
 REPEAT="${BENCH_REPEAT:-3}"
-SET=dx
+SETS="${BENCH_SETS:-dx}"
 export TCP_NODELAY=1
 
-if [ ! -f "$OUT/$SET/.done" ]; then
-  echo "generating the $SET data set (once)..." >&2
-  rm -rf "$OUT/$SET"
-  .venv/bin/python3 tools/fixtures/make_fixtures.py --preset "bench-$SET" --out "$OUT/$SET" >/dev/null
-  touch "$OUT/$SET/.done"
-  rm -rf "$OUT/$SET-split"
-fi
-if [ ! -d "$OUT/$SET-split" ]; then
-  i=0
-  for study in "$OUT/$SET"/*/; do
-    mkdir -p "$OUT/$SET-split/$((i % 4))"
-    cp -r "$study" "$OUT/$SET-split/$((i % 4))/"
-    i=$((i + 1))
-  done
-fi
+gen() {
+  local set=$1
+  if [ ! -f "$OUT/$set/.done" ]; then
+    echo "generating the $set data set (once)..." >&2
+    rm -rf "$OUT/$set"
+    .venv/bin/python3 tools/fixtures/make_fixtures.py --preset "bench-$set" --out "$OUT/$set" >/dev/null
+    touch "$OUT/$set/.done"
+    rm -rf "$OUT/$set-split"
+  fi
+  if [ ! -d "$OUT/$set-split" ]; then
+    # Four groups of whole studies, one per association.
+    local i=0
+    for study in "$OUT/$set"/*/; do
+      mkdir -p "$OUT/$set-split/$((i % 4))"
+      cp -r "$study" "$OUT/$set-split/$((i % 4))/"
+      i=$((i + 1))
+    done
+  fi
+}
 
 free_port() { .venv/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # SeaweedFS's worker dials its admin server at the admin port + 10000: both must be free.
@@ -65,7 +71,12 @@ TICK_MS=$(echo "1000 / $(getconf CLK_TCK)" | bc -l)
 PID=""
 WEED_PID=""
 WORK=$(mktemp -d /tmp/radstream-bench-s3.XXXXXX)
-trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; [ -n "$WEED_PID" ] && kill "$WEED_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null
+  if [ -n "$WEED_PID" ]; then kill "$WEED_PID" 2>/dev/null; wait "$WEED_PID" 2>/dev/null; fi
+  rm -rf "$WORK" || true
+}
+trap cleanup EXIT
 
 # One SeaweedFS for every run; each S3 run writes under a prefix of its own.
 KEY=radstream-bench SECRET=radstream-bench-secret BUCKET=radstream
@@ -99,11 +110,11 @@ start_node() { # backend port dir run -> sets PID, HTTP
   wait_port "$port"
 }
 
-send4() { # port -> prints seconds
-  local port=$1 t0 t1 pids=()
+send4() { # port set -> prints seconds
+  local port=$1 set=$2 t0 t1 pids=()
   t0=$(date +%s.%N)
   for g in 0 1 2 3; do
-    storescu -aec RADSTREAM +sd +r +sp '*.dcm' 127.0.0.1 "$port" "$OUT/$SET-split/$g" >/dev/null 2>"$WORK/storescu$g.err" & pids+=($!)
+    storescu -aec RADSTREAM +sd +r +sp '*.dcm' 127.0.0.1 "$port" "$OUT/$set-split/$g" >/dev/null 2>"$WORK/storescu$g.err" & pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || { echo "storescu failed" >&2; cat "$WORK"/storescu*.err >&2; exit 1; }; done
   t1=$(date +%s.%N)
@@ -118,35 +129,38 @@ requests() {
     | awk '/^radstream_object_store_requests_total/ {n += $2} END {print n + 0}'
 }
 
-files=$(find "$OUT/$SET" -name '*.dcm' | wc -l)
-mb=$(du -sm --apparent-size "$OUT/$SET" | cut -f1)
-declare -A RUNS CPU WEED REQ
-run=0
-for _ in $(seq 1 "$REPEAT"); do
-  for backend in local s3; do
-    run=$((run + 1))
-    dir="$WORK/node-$run"
-    port=$(free_port)
-    start_node "$backend" "$port" "$dir" "$run"
-    c0=$(cpu_ticks "$PID")
-    w0=$(cpu_ticks "$WEED_PID")
-    RUNS[$backend]+="$(send4 "$port") "
-    CPU[$backend]+="$(echo "($(cpu_ticks "$PID") - $c0) * $TICK_MS / $files" | bc -l) "
-    WEED[$backend]+="$(echo "($(cpu_ticks "$WEED_PID") - $w0) * $TICK_MS / $files" | bc -l) "
-    REQ[$backend]+="$(echo "$(RADSTREAM_STORAGE__DATA_DIR="$dir" RADSTREAM_AUTH__JWT_SECRET=radstream-bench-secret-0123456789abcdef requests) / $files" | bc -l) "
-    errors=$(cat "$WORK"/storescu*.err 2>/dev/null | grep -c "^E:" || true)
-    [ "$errors" = 0 ] || { echo "storescu reported errors sending to the $backend node:" >&2; cat "$WORK"/storescu*.err >&2; exit 1; }
-    kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
-    PID=""
-    rm -rf "$dir"
-    sync
-  done
-done
 median() { printf '%s\n' $1 | sort -g | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
-echo "ingest of $files DX ($mb MB) over 4 associations, $PROFILE build, medians of $REPEAT:"
-for backend in local s3; do
-  secs=$(median "${RUNS[$backend]}")
-  printf '  %-5s %7.2f s  %7.1f inst/s  %6.1f MB/s  node CPU %6.2f ms/inst  SeaweedFS CPU %6.2f ms/inst  object-store requests %.2f/inst\n' \
-    "$backend" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)" \
-    "$(median "${CPU[$backend]}")" "$(median "${WEED[$backend]}")" "$(median "${REQ[$backend]}")"
+run=0
+for set in $SETS; do
+  gen "$set"
+  files=$(find "$OUT/$set" -name '*.dcm' | wc -l)
+  mb=$(du -sm --apparent-size "$OUT/$set" | cut -f1)
+  declare -A RUNS=() CPU=() WEED=() REQ=()
+  for _ in $(seq 1 "$REPEAT"); do
+    for backend in local s3; do
+      run=$((run + 1))
+      dir="$WORK/node-$run"
+      port=$(free_port)
+      start_node "$backend" "$port" "$dir" "$run"
+      c0=$(cpu_ticks "$PID")
+      w0=$(cpu_ticks "$WEED_PID")
+      RUNS[$backend]+="$(send4 "$port" "$set") "
+      CPU[$backend]+="$(echo "($(cpu_ticks "$PID") - $c0) * $TICK_MS / $files" | bc -l) "
+      WEED[$backend]+="$(echo "($(cpu_ticks "$WEED_PID") - $w0) * $TICK_MS / $files" | bc -l) "
+      REQ[$backend]+="$(echo "$(RADSTREAM_STORAGE__DATA_DIR="$dir" RADSTREAM_AUTH__JWT_SECRET=radstream-bench-secret-0123456789abcdef requests) / $files" | bc -l) "
+      errors=$(cat "$WORK"/storescu*.err 2>/dev/null | grep -c "^E:" || true)
+      [ "$errors" = 0 ] || { echo "storescu reported errors sending to the $backend node:" >&2; cat "$WORK"/storescu*.err >&2; exit 1; }
+      kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
+      PID=""
+      rm -rf "$dir"
+      sync
+    done
+  done
+  echo "$set: $files instances ($mb MB) over 4 associations, $PROFILE build, medians of $REPEAT:"
+  for backend in local s3; do
+    secs=$(median "${RUNS[$backend]}")
+    printf '  %-5s %7.2f s  %7.1f inst/s  %6.1f MB/s  node CPU %6.2f ms/inst  SeaweedFS CPU %6.2f ms/inst  object-store requests %.2f/inst\n' \
+      "$backend" "$secs" "$(echo "$files / $secs" | bc -l)" "$(echo "$mb / $secs" | bc -l)" \
+      "$(median "${CPU[$backend]}")" "$(median "${WEED[$backend]}")" "$(median "${REQ[$backend]}")"
+  done
 done
