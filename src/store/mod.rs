@@ -185,6 +185,7 @@ impl Store {
             .map_err(|e| lookup_failed(&e))?
             .map_err(|e| lookup_failed(&e))?;
         let new_instance = existing.is_none();
+        let earlier_path = existing.as_ref().map(|f| f.file_path.clone());
         // With a bucket, a copy this node does not hold may be there (another node received
         // it, or the cache let it go): the duplicate policy looks there too.
         let stored_in_bucket = match &existing {
@@ -281,6 +282,11 @@ impl Store {
             .await
             .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?
             .map_err(StoreError::Resources)?;
+        if let Some(old) = earlier_path.filter(|p| std::path::Path::new(p) != rel) {
+            // A replacement stored under another path (its study or series changed): the
+            // bucket's copy under the old one is no one's any more.
+            self.files.delete_objects(vec![old]).await;
+        }
         drop(reservation.guard);
         Ok(StoreOutcome::Stored(outcome))
     }

@@ -147,19 +147,8 @@ async fn round_trip(db: Db) {
         let served = wado_instance(&app, &study, series, sop).await;
         assert_eq!(served, s3.get(key).await, "{key}: WADO-RS vs bucket");
     }
-    let metrics = app
-        .client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("radstream_object_store_requests_total{operation=\"put\"}"),
-        "{metrics}"
-    );
+    let requests = object_store_requests(&app).await;
+    assert!(requests.get("put").is_some_and(|n| *n >= 2), "{requests:?}");
 
     // A purge removes the received instances' objects; the node's outputs stay.
     let derived = s3.list("derived").await;
@@ -280,6 +269,38 @@ async fn migration(db: Db) {
             "{key}"
         );
     }
+
+    // Sent again, an instance held only in the bucket is kept (on_duplicate = "keep"): looked
+    // up there, not uploaded again.
+    std::fs::remove_file(node.data_dir.join(rel(&study, &series, &files[0].0))).unwrap();
+    storescu(&node, &[files[0].1.clone()]).await;
+    let requests = object_store_requests(&node).await;
+    assert_eq!(requests.get("put"), Some(&0), "{requests:?}");
+    assert!(
+        requests.get("head").is_some_and(|n| *n >= 1),
+        "{requests:?}"
+    );
+    assert_eq!(node.count("SELECT COUNT(*) FROM instances").await, 3);
+}
+
+/// The node's `radstream_object_store_requests_total`, by operation.
+async fn object_store_requests(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let text = app
+        .client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("radstream_object_store_requests_total{operation=\""))
+        .filter_map(|l| {
+            let (op, n) = l.split_once("\"} ")?;
+            Some((op.to_string(), n.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// An instance above the multipart threshold goes up in parts (the node counts them) and is
@@ -302,18 +323,7 @@ async fn a_large_instance_goes_up_in_parts_byte_identical() {
     let local = std::fs::read(app.data_dir.join(&key)).unwrap();
     assert!(local.len() > 10 << 20);
     assert_eq!(s3.get(&key).await, local);
-    let metrics = app
-        .client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let parts = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("radstream_object_store_requests_total{operation=\"part\"} "))
-        .and_then(|n| n.trim().parse::<u64>().ok());
-    assert_eq!(parts, Some(3), "{metrics}");
+    let requests = object_store_requests(&app).await;
+    assert_eq!(requests.get("part"), Some(&3), "{requests:?}");
+    assert_eq!(requests.get("put"), Some(&0), "{requests:?}");
 }
