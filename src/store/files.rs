@@ -10,6 +10,12 @@
 //!   and are removed, and so is the folder. `tmp/*.part` of an earlier layout is settled too;
 //! - `instances/<study>/<series>/<sop>.dcm`: Part 10 files, data set bytes exactly as received.
 //!
+//! With `storage.backend = "s3"` the same relative paths are the objects' keys in a bucket
+//! ([`super::objects`]): a received file is put there before its row is committed
+//! ([`FileStore::upload`]), and the data folder is a cache that readers fill on demand
+//! ([`FileStore::local_copy`]) and that is trimmed to `storage.s3.cache_max_bytes`
+//! ([`FileStore::evict`]).
+//!
 //! Durability (`storage.durability = "fsync"`): before the sender gets 0000, a new instance's
 //! file is linked into place and fsynced, durable under its temporary name (whose folder was
 //! synced before); the final name's folder is synced afterwards and the temporary name then
