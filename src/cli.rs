@@ -105,6 +105,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Object storage: copy a local data folder into the bucket of `[storage.s3]`.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// List the studies in the index.
     Studies {
         #[arg(long, default_value_t = 50)]
@@ -200,6 +205,14 @@ async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
     let db = settings.connect_database().await?;
     db.migrate().await?;
     Ok(db)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Copy every indexed instance file and derived object of the data folder into the bucket
+    /// of `[storage.s3]` (whatever `storage.backend` says). Idempotent: objects already there
+    /// with the same size are skipped. Exits 1 when any file could not be copied.
+    MigrateToS3,
 }
 
 #[derive(Debug, Subcommand)]
@@ -353,6 +366,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Storage {
+            command: StorageCommand::MigrateToS3,
+        } => migrate_to_s3(&load()?).await,
         Command::Studies { limit } => {
             let db = open_database(&load()?).await?;
             let rows = crate::store::index::search_studies(
@@ -382,6 +398,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `radstream storage migrate-to-s3`: prints the counts after each page and at the end.
+async fn migrate_to_s3(settings: &Settings) -> anyhow::Result<()> {
+    crate::telemetry::init(&settings.log);
+    let s3 = &settings.storage.s3;
+    s3.validate()
+        .map_err(|(key, problem)| anyhow::anyhow!("{key} {problem}"))?;
+    let bucket = crate::store::Bucket::open(s3).context("opening the bucket")?;
+    let db = open_database(settings).await?;
+    let data_dir = &settings.storage.data_dir;
+    let line = |m: &crate::store::migrate::Migrated| {
+        format!(
+            "uploaded {} ({} bytes), already there {}, missing {}, failed {}",
+            m.uploaded, m.uploaded_bytes, m.skipped, m.missing, m.failed
+        )
+    };
+    let done = crate::store::migrate::migrate_to_bucket(&db, data_dir, &bucket, |m| {
+        eprintln!("{}", line(m))
+    })
+    .await
+    .context("reading the index")?;
+    println!("{}", line(&done));
+    anyhow::ensure!(
+        done.failed == 0,
+        "{} files could not be copied",
+        done.failed
+    );
+    Ok(())
 }
 
 /// A result as JSON, keeping the error for the caller to report.

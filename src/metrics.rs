@@ -118,6 +118,22 @@ struct Inner {
     events_published: Family<KindLabel, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<HttpLabels, Histogram, Buckets>,
+    /// The object store's request counts, read at scrape time (`storage.backend = "s3"`).
+    object_store: std::sync::OnceLock<RequestCounts>,
+}
+
+/// Reads `(operation, requests so far)` pairs.
+struct RequestCounts(Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>);
+
+impl std::fmt::Debug for RequestCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestCounts")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
 }
 
 /// A node's metrics. Clones share the same registry.
@@ -290,8 +306,18 @@ impl Metrics {
                 events_published,
                 http_requests,
                 http_duration,
+                object_store: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Publishes the object store's request counts as `radstream_object_store_requests_total`
+    /// (by operation), read from `counts` at each scrape; set once, at start.
+    pub fn watch_object_store(
+        &self,
+        counts: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.object_store.set(RequestCounts(Box::new(counts)));
     }
 
     // ---- ingest ----
@@ -438,6 +464,20 @@ impl Metrics {
             "1 when this scrape could read the queue and study gauges from the database",
             up,
         );
+
+        if let Some(counts) = self.inner.object_store.get() {
+            let requests = Family::<OperationLabel, Counter>::default();
+            for (operation, n) in (counts.0)() {
+                requests
+                    .get_or_create(&OperationLabel { operation })
+                    .inc_by(n);
+            }
+            now.register(
+                "object_store_requests",
+                "Requests made to the object store, by operation (multipart: its create and complete)",
+                requests,
+            );
+        }
 
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.

@@ -84,6 +84,18 @@ impl Application {
         let (store, committer) =
             Store::open(&settings.storage, db.clone(), bus.clone(), cancel.clone())
                 .context("opening the data folder")?;
+        if let Some(bucket) = store.files.bucket().cloned() {
+            // Not fatal: instances are refused (A700) until the store answers.
+            match bucket.size(std::path::Path::new(".radstream-probe")).await {
+                Ok(_) => {
+                    tracing::info!(bucket = %settings.storage.s3.bucket, "object store reachable")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the object store does not answer; instances are refused until it does")
+                }
+            }
+            metrics.watch_object_store(move || bucket.requests().snapshot());
+        }
         store
             .recover()
             .await

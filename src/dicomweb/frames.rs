@@ -419,6 +419,7 @@ mod tests {
             transfer_syntax: "1.2.840.10008.1.2.1".into(),
             rows,
             path: std::path::PathBuf::from(sop),
+            rel: sop.into(),
             derived,
         }
     }

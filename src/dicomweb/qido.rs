@@ -486,11 +486,10 @@ async fn search(
         let file = row.file_path();
         let all = q.include_all && scope.level == Instance;
         if (all || !extra.is_empty()) && file.is_some() {
-            let path = state
-                .app
-                .files
-                .absolute(std::path::Path::new(&file.unwrap_or_default()));
-            let header = read_header(path).await;
+            let header = super::wado::stored_header(&state.app.files, &file.unwrap_or_default())
+                .await
+                .ok()
+                .map(|obj| dj::dataset(&obj, None));
             if let Some(h) = header {
                 for (k, v) in h {
                     let tag = Tag(
@@ -514,17 +513,6 @@ async fn search(
 }
 
 /// The JSON model of a stored file's header (up to Pixel Data), off the runtime.
-async fn read_header(path: std::path::PathBuf) -> Option<Map<String, Value>> {
-    tokio::task::spawn_blocking(move || {
-        crate::dataset::open_file(&path, crate::dataset::Part::Header)
-            .ok()
-            .map(|obj| dj::dataset(&obj, None))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
 fn row_json(row: &QidoRow, attrs: &[&Attr]) -> Map<String, Value> {
     let mut m = Map::new();
     for a in attrs {

@@ -51,6 +51,7 @@ struct Stored {
     (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
     (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
     (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+    (status = 503, description = "Every instance failed for want of resources (disk full, object store unreachable); try again after Retry-After", body = Object, content_type = DICOM_JSON),
 ))]
 pub async fn store_any(
     State(state): State<DicomWeb>,
@@ -66,6 +67,7 @@ pub async fn store_any(
     (status = 202, description = "Some instances failed: FailedSOPSequence says which and why", body = Object, content_type = DICOM_JSON),
     (status = 409, description = "Every instance failed", body = Object, content_type = DICOM_JSON),
     (status = 415, description = "Not multipart/related; type=\"application/dicom\""),
+    (status = 503, description = "Every instance failed for want of resources (disk full, object store unreachable); try again after Retry-After", body = Object, content_type = DICOM_JSON),
 ))]
 pub async fn store_study(
     State(state): State<DicomWeb>,
@@ -188,8 +190,17 @@ async fn store(
 }
 
 fn response(base: &str, study: Option<&str>, stored: &[Stored], failed: &[Failure]) -> Response {
+    // Nothing stored for want of resources alone (a full disk, an unreachable object store):
+    // the server's trouble, and worth trying again, not a conflict in what was sent.
+    let unavailable = stored.is_empty()
+        && !failed.is_empty()
+        && failed
+            .iter()
+            .all(|f| f.reason & 0xFF00 == status::OUT_OF_RESOURCES);
     let code = if failed.is_empty() {
         StatusCode::OK
+    } else if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
     } else if stored.is_empty() {
         StatusCode::CONFLICT
     } else {
@@ -244,12 +255,17 @@ fn response(base: &str, study: Option<&str>, stored: &[Stored], failed: &[Failur
             json!({"vr":"SQ","Value":items}),
         );
     }
-    (
+    let mut resp = (
         code,
         [(header::CONTENT_TYPE, DICOM_JSON)],
         serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
     )
-        .into_response()
+        .into_response();
+    if unavailable {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    resp
 }
 
 /// Reads one part into the store. The outer error stops the whole body; the inner one is

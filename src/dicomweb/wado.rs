@@ -2,7 +2,8 @@
 //! streamed file by file), their metadata as DICOM JSON with `BulkDataURI`s, and top-level
 //! bulk data values.
 //!
-//! Files are found through the index only (`instances.file_path` under the data folder).
+//! Files are found through the index only (`instances.file_path` under the data folder; with
+//! a bucket, fetched into it first when this node has no copy).
 //! Without a `transfer-syntax` parameter (or with `*`) instances go out as stored; asked for
 //! another one of [`transcode::TARGETS`], each is rewritten on the blocking pool as it is
 //! sent; any other is answered 406.
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use dicom_core::value::Value as DicomValue;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use tokio_util::io::ReaderStream;
 
@@ -36,12 +38,36 @@ pub(super) struct Stored {
     pub(super) sop: String,
     pub(super) transfer_syntax: String,
     pub(super) rows: Option<i64>,
+    /// Where the file is on this node; with a bucket, fetched there by [`instances`] (not by
+    /// [`listed`]).
     pub(super) path: PathBuf,
+    /// The path the index names (relative to the data folder; the object's key).
+    pub(super) rel: String,
     /// One of the node's own outputs (SR, overlay), not a received instance.
     pub(super) derived: bool,
 }
 
+/// The stored instances a retrieve names, each with its file on this node (fetched from the
+/// bucket when only there).
 pub(super) async fn instances(
+    state: &DicomWeb,
+    study: &str,
+    series: Option<&str>,
+    sop: Option<&str>,
+) -> Result<Vec<Stored>, ApiError> {
+    let listed = listed(state, study, series, sop).await?;
+    let files = &state.app.files;
+    futures::stream::iter(listed.into_iter().map(|mut f| async move {
+        f.path = local_copy(files, &f.rel).await?;
+        Ok(f)
+    }))
+    .buffered(FETCH_AT_ONCE)
+    .try_collect()
+    .await
+}
+
+/// The stored instances a retrieve names, from the index alone (their files not fetched).
+pub(super) async fn listed(
     state: &DicomWeb,
     study: &str,
     series: Option<&str>,
@@ -61,11 +87,13 @@ pub(super) async fn instances(
         };
         return Err(ApiError::not_found(what));
     }
+    let files = &state.app.files;
     Ok(rows
         .into_iter()
         .map(|r| Stored {
             derived: r.is_derived(),
-            path: state.app.files.absolute(std::path::Path::new(&r.file_path)),
+            path: files.absolute(std::path::Path::new(&r.file_path)),
+            rel: r.file_path,
             study: r.study_uid,
             series: r.series_uid,
             sop: r.sop_instance_uid,
@@ -73,6 +101,77 @@ pub(super) async fn instances(
             rows: r.rows,
         })
         .collect())
+}
+
+/// Bytes fetched from the bucket for a header alone; most headers end well before this.
+const HEADER_RANGE: u64 = 256 << 10;
+
+/// The header (everything before Pixel Data) of an indexed file. One that is only in the
+/// bucket is read with one ranged GET of its first [`HEADER_RANGE`] bytes, and fetched whole
+/// only when its header is longer.
+pub(super) async fn stored_header(
+    files: &crate::store::FileStore,
+    rel: &str,
+) -> Result<dicom_object::DefaultDicomObject, ApiError> {
+    let open = |path: PathBuf| async move {
+        tokio::task::spawn_blocking(move || {
+            crate::dataset::open_file(&path, crate::dataset::Part::Header)
+        })
+        .await
+        .map_err(|e| ApiError::internal("header task failed", e))
+    };
+    let local = files.absolute(std::path::Path::new(rel));
+    let only_in_bucket =
+        files.bucket().is_some() && !tokio::fs::try_exists(&local).await.unwrap_or(false);
+    if only_in_bucket {
+        if let Ok(prefix) = files
+            .read_prefix(std::path::Path::new(rel), HEADER_RANGE)
+            .await
+        {
+            let tmp = crate::store::objects::download_name(files.tmp_dir());
+            if tokio::fs::write(&tmp, &prefix).await.is_ok() {
+                let header = open(tmp.clone()).await;
+                let _ = tokio::fs::remove_file(&tmp).await;
+                if let Ok(Ok(obj)) = header {
+                    return Ok(obj);
+                }
+            }
+        }
+    }
+    let path = if only_in_bucket {
+        local_copy(files, rel).await?
+    } else {
+        local
+    };
+    open(path)
+        .await?
+        .map_err(|e| ApiError::internal("stored file unreadable", e))
+}
+
+/// Files fetched from the bucket at once for one request.
+const FETCH_AT_ONCE: usize = 8;
+
+/// The local path of an indexed file, fetched from the bucket when this node has no copy. One
+/// the bucket does not have either is answered as a missing file always was (by its reader);
+/// a bucket that cannot be reached is a 503.
+pub(super) async fn local_copy(
+    files: &crate::store::FileStore,
+    rel: &str,
+) -> Result<PathBuf, ApiError> {
+    let rel = std::path::Path::new(rel);
+    match files.local_copy(rel).await {
+        Ok(p) => Ok(p),
+        Err(crate::store::FileError::Object(e)) if e.is_not_found() => Ok(files.absolute(rel)),
+        Err(e) => {
+            tracing::error!(file = %rel.display(), error = %e, "cannot fetch an instance from the object store");
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The object store holding the instance cannot be reached",
+            );
+            err.retry_after_secs = Some(5);
+            Err(err)
+        }
+    }
 }
 
 /// Picks the transfer syntax of a retrieve of instances from Accept: `application/dicom`,
@@ -282,7 +381,7 @@ async fn metadata(
     series: Option<&str>,
     sop: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let files = instances(state, study, series, sop).await?;
+    let files = listed(state, study, series, sop).await?;
     let base = base_url(&state.dicomweb, headers);
     let mut out = Vec::with_capacity(files.len());
     for f in files {
@@ -290,13 +389,7 @@ async fn metadata(
             "{base}/studies/{}/series/{}/instances/{}",
             f.study, f.series, f.sop
         );
-        let path = f.path.clone();
-        let obj = tokio::task::spawn_blocking(move || {
-            crate::dataset::open_file(&path, crate::dataset::Part::Header)
-        })
-        .await
-        .map_err(|e| ApiError::internal("metadata task failed", e))?
-        .map_err(|e| ApiError::internal("stored file unreadable", e))?;
+        let obj = stored_header(&state.app.files, &f.rel).await?;
         let mut m = dj::dataset(&obj, Some(&inst_url));
         if f.rows.is_some() {
             // Pixel Data was not read (header only): point to it.

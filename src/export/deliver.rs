@@ -155,7 +155,14 @@ impl Exporter {
         if d.kind == DestinationKind::Fhir {
             return self.fhir_push(d, row).await;
         }
-        let path = self.files.absolute(row.file_path.as_ref());
+        // With a bucket the output may have been written by another node: fetched first.
+        let path = match self.files.local_copy(row.file_path.as_ref()).await {
+            Ok(p) => p,
+            Err(crate::store::FileError::Object(e)) if e.is_not_found() => {
+                self.files.absolute(row.file_path.as_ref())
+            }
+            Err(e) => return Err(DeliveryError::Transient(e.to_string())),
+        };
         if !path.exists() {
             return Err(DeliveryError::Permanent(format!(
                 "output file {} is missing",

@@ -55,6 +55,9 @@ pub enum PipelineError {
     Db(#[from] sqlx::Error),
     #[error("inference: {0}")]
     Inference(InferenceError),
+    /// An instance file could not be fetched from the bucket (the store is down): retried.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::store::FileError),
 }
 
 impl PipelineError {
@@ -371,6 +374,7 @@ impl Pipeline {
             job.model_id.as_deref(),
             &candidates,
         )?;
+        self.fetch_inputs(&candidates).await?;
         let gate = if plan.segmenter.is_some() {
             GatePolicy::Advisory
         } else {
@@ -507,6 +511,32 @@ impl Pipeline {
             created_at: crate::clock::format_ms(finished),
             superseded: false,
         })
+    }
+
+    /// Makes sure the files the models will read are on this node's disk (with a bucket,
+    /// another node may have received them): the first `max_images_per_study` candidates.
+    /// One missing from the bucket too is left to fail as an unreadable image does; any other
+    /// failure fails the job, to be retried.
+    async fn fetch_inputs(&self, candidates: &[Candidate]) -> Result<(), PipelineError> {
+        if self.files.bucket().is_none() {
+            return Ok(());
+        }
+        let wanted = candidates.iter().take(self.settings.max_images_per_study);
+        let fetched = join_all(wanted.map(|c| {
+            let (files, rel) = (self.files.clone(), std::path::PathBuf::from(&c.file_path));
+            async move { files.local_copy(&rel).await }
+        }))
+        .await;
+        for r in fetched {
+            match r {
+                Ok(_) => {}
+                Err(crate::store::FileError::Object(e)) if e.is_not_found() => {
+                    tracing::warn!(error = %e, "an instance of the study is in neither the cache nor the bucket");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Runs one model on the study's first `max_images_per_study` candidates at once (the

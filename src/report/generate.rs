@@ -143,8 +143,8 @@ impl Reporter {
                 tracing::info!(outputs = n, "report outputs written");
             }
             Err(GenError::Db(e)) => return Err(e),
-            Err(GenError::Report(e)) => {
-                let permanent = matches!(e, ReportError::NothingAnalysed);
+            Err(e) => {
+                let permanent = matches!(e, GenError::Report(ReportError::NothingAnalysed));
                 let failed = permanent || attempts >= i64::from(self.settings.generate_attempts);
                 let delay = self.settings.backoff_ms(attempts);
                 sqlx::query(
@@ -215,8 +215,16 @@ impl Reporter {
             ..Default::default()
         };
         for r in rows {
+            // With a bucket, the images may be only there (another node received them).
+            let path = match self.files.local_copy(r.file_path.as_ref()).await {
+                Ok(p) => p,
+                Err(crate::store::FileError::Object(e)) if e.is_not_found() => {
+                    self.files.absolute(r.file_path.as_ref())
+                }
+                Err(e) => return Err(GenError::Storage(e)),
+            };
             images.push(SourceImage {
-                path: self.files.absolute(r.file_path.as_ref()),
+                path,
                 sop_instance_uid: r.sop_instance_uid,
                 series_uid: r.series_uid,
                 sop_class_uid: r.sop_class_uid,
@@ -239,6 +247,13 @@ impl Reporter {
         .await
         .map_err(|e| GenError::Report(ReportError::Pixels(format!("output task failed: {e}"))))?;
         let (written, result) = written.map_err(GenError::Report)?;
+        // Into the bucket before the rows name them, so any node's export worker can send them.
+        for w in &written {
+            self.files
+                .upload(std::path::Path::new(&w.rel_path))
+                .await
+                .map_err(GenError::Storage)?;
+        }
 
         let mut tx = self.db.begin_write().await?;
         for w in &written {
@@ -287,6 +302,9 @@ enum GenError {
     Db(#[from] sqlx::Error),
     #[error("{0}")]
     Report(ReportError),
+    /// The bucket could not be read or written (the store is down): retried.
+    #[error("storage: {0}")]
+    Storage(crate::store::FileError),
 }
 
 /// Builds and writes the SR, one overlay per analysed image and one SEG per image with

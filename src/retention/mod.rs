@@ -192,12 +192,14 @@ async fn remove_files(db: &Database, store: &Store, paths: Vec<String>) -> Resul
             (p, abs)
         })
         .collect();
-    let gone = tokio::task::spawn_blocking(move || unlink(absolute))
+    let unlinked = tokio::task::spawn_blocking(move || unlink(absolute))
         .await
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "removing instance files failed");
             Vec::new()
         });
+    // With a bucket, its copy goes too; one it cannot delete now stays listed for next time.
+    let gone = store.files.delete_objects(unlinked).await;
     if gone.is_empty() {
         return Ok(());
     }

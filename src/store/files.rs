@@ -10,6 +10,12 @@
 //!   and are removed, and so is the folder. `tmp/*.part` of an earlier layout is settled too;
 //! - `instances/<study>/<series>/<sop>.dcm`: Part 10 files, data set bytes exactly as received.
 //!
+//! With `storage.backend = "s3"` the same relative paths are the objects' keys in a bucket
+//! ([`super::objects`]): a received file is put there before its row is committed
+//! ([`FileStore::upload`]), and the data folder is a cache that readers fill on demand
+//! ([`FileStore::local_copy`]) and that is trimmed to `storage.s3.cache_max_bytes`
+//! ([`FileStore::evict`]).
+//!
 //! Durability (`storage.durability = "fsync"`): before the sender gets 0000, a new instance's
 //! file is linked into place and fsynced, durable under its temporary name (whose folder was
 //! synced before); the final name's folder is synced afterwards and the temporary name then
@@ -21,7 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::settings::{Durability, StorageSettings};
+use tokio::io::AsyncReadExt;
+
+use super::objects::{Bucket, ObjectError};
+use super::settings::{Durability, StorageBackend, StorageSettings};
 use crate::dataset::{DataSetError, Limits, Problem, Scanner, Summary};
 use crate::domain::Uid;
 
@@ -34,6 +43,8 @@ pub enum FileError {
     Io { path: String, source: io::Error },
     #[error("cannot write the file meta information: {0}")]
     Meta(String),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
@@ -54,6 +65,11 @@ pub struct FileStore {
     spares: Arc<Spares>,
     /// This node's folder for temporary files, claimed while the store lives.
     node: Arc<NodeFolder>,
+    /// With `storage.backend = "s3"`: where files live for good; the data folder is then the
+    /// spool of what arrives and a cache of what is read ([`local_copy`](Self::local_copy)).
+    bucket: Option<Bucket>,
+    /// Bytes of local copies kept at most with a bucket (0: no limit).
+    cache_max_bytes: u64,
 }
 
 /// What goes into the Part 10 file meta group, known from the C-STORE command before any data
@@ -80,7 +96,13 @@ impl FileStore {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
         let node = NodeFolder::create(&tmp_root)?;
+        let bucket = match settings.backend {
+            StorageBackend::Local => None,
+            StorageBackend::S3 => Some(Bucket::open(&settings.s3)?),
+        };
         Ok(FileStore {
+            bucket,
+            cache_max_bytes: settings.s3.cache_max_bytes,
             spares: Arc::new(Spares::new(node.path.clone(), settings.durability)),
             node: Arc::new(node),
             data_dir,
@@ -133,6 +155,158 @@ impl FileStore {
     /// Absolute path of a path stored in the index.
     pub fn absolute(&self, relative: &Path) -> PathBuf {
         self.data_dir.join(relative)
+    }
+
+    /// The bucket files live in for good, when `storage.backend = "s3"`.
+    pub fn bucket(&self) -> Option<&Bucket> {
+        self.bucket.as_ref()
+    }
+
+    /// Puts the final file at `relative` into the bucket and returns once the store confirmed
+    /// it; nothing to do on the local backend.
+    pub async fn upload(&self, relative: &Path) -> Result<(), FileError> {
+        if let Some(bucket) = &self.bucket {
+            bucket.put_file(relative, &self.absolute(relative)).await?;
+        }
+        Ok(())
+    }
+
+    /// The local path of the file the index names `relative`, fetched from the bucket first
+    /// when this node has no copy (it was received by another node, or evicted from the
+    /// cache): streamed to a temporary file, then renamed into place, so no reader sees half
+    /// of it. On the local backend this is [`absolute`](Self::absolute), whether the file
+    /// exists or not, as before. Every reader of instance files and derived objects goes
+    /// through here.
+    pub async fn local_copy(&self, relative: &Path) -> Result<PathBuf, FileError> {
+        let path = self.absolute(relative);
+        let Some(bucket) = &self.bucket else {
+            return Ok(path);
+        };
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            if self.cache_max_bytes > 0 {
+                touch(&path).await;
+            }
+            return Ok(path);
+        }
+        let tmp = super::objects::download_name(self.tmp_dir());
+        let size = bucket.get_to_file(relative, &tmp, &path).await?;
+        tracing::debug!(file = %relative.display(), size, "fetched from the bucket");
+        Ok(path)
+    }
+
+    /// The first `len` bytes of the file `relative` (fewer when it is shorter): from the local
+    /// copy when there is one, else a ranged GET from the bucket, without fetching the rest.
+    pub async fn read_prefix(&self, relative: &Path, len: u64) -> Result<Vec<u8>, FileError> {
+        let path = self.absolute(relative);
+        match (
+            &self.bucket,
+            tokio::fs::try_exists(&path).await.unwrap_or(false),
+        ) {
+            (Some(bucket), false) => Ok(bucket.get_range(relative, 0..len).await?.to_vec()),
+            _ => {
+                let mut f = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
+                let mut buf = Vec::with_capacity(len.min(1 << 20) as usize);
+                (&mut f)
+                    .take(len)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(io_err(&path))?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// This store with `bucket` behind it (tests: a bucket on another object store).
+    #[cfg(test)]
+    pub(crate) fn with_bucket(mut self, bucket: Bucket, cache_max_bytes: u64) -> FileStore {
+        self.bucket = Some(bucket);
+        self.cache_max_bytes = cache_max_bytes;
+        self
+    }
+
+    /// Whether the file `relative` is held anywhere: on this disk or in the bucket.
+    pub async fn is_stored(&self, relative: &Path) -> Result<bool, FileError> {
+        if tokio::fs::try_exists(self.absolute(relative))
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(true);
+        }
+        match &self.bucket {
+            Some(bucket) => Ok(bucket.size(relative).await?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes the bucket's copies of `relatives` (their local files are the caller's);
+    /// returns those gone from the bucket (all of them on the local backend).
+    pub async fn delete_objects(&self, relatives: Vec<String>) -> Vec<String> {
+        let Some(bucket) = &self.bucket else {
+            return relatives;
+        };
+        let mut gone = Vec::with_capacity(relatives.len());
+        for rel in relatives {
+            match bucket.delete(Path::new(&rel)).await {
+                Ok(()) => gone.push(rel),
+                Err(e) => tracing::warn!(file = %rel, error = %e, "cannot delete an object"),
+            }
+        }
+        gone
+    }
+
+    /// Removes the least recently used local copies of objects that are in the bucket (same
+    /// size there) until the copies take at most 90 % of `storage.s3.cache_max_bytes`. A copy
+    /// used (written, fetched or read) less than `min_age` ago stays ([`CACHE_MIN_AGE`]), so a
+    /// file being uploaded or about to be opened is not the one removed. Returns the bytes
+    /// removed.
+    pub async fn evict(&self, min_age: std::time::Duration) -> Result<u64, FileError> {
+        let Some(bucket) = self.bucket.clone().filter(|_| self.cache_max_bytes > 0) else {
+            return Ok(0);
+        };
+        let roots = [self.instances_dir.clone(), self.data_dir.join("derived")];
+        let mut copies = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for root in &roots {
+                walk_files(root, &mut found);
+            }
+            found
+        })
+        .await
+        .map_err(|e| FileError::Io {
+            path: self.data_dir.display().to_string(),
+            source: io::Error::other(e),
+        })?;
+        let mut total: u64 = copies.iter().map(|c| c.1).sum();
+        if total <= self.cache_max_bytes {
+            return Ok(0);
+        }
+        let target = self.cache_max_bytes / 10 * 9;
+        let recent = std::time::SystemTime::now() - min_age;
+        copies.sort_by_key(|c| c.2);
+        let mut freed = 0;
+        for (path, size, used) in copies {
+            if total <= target || used > recent {
+                break;
+            }
+            let Ok(rel) = path.strip_prefix(&self.data_dir) else {
+                continue;
+            };
+            if bucket.size(rel).await? != Some(size) {
+                continue;
+            }
+            if tokio::fs::remove_file(&path).await.is_ok() {
+                total -= size;
+                freed += size;
+            }
+        }
+        if freed > 0 {
+            tracing::info!(
+                freed,
+                kept = total,
+                "evicted local copies of objects in the bucket"
+            );
+        }
+        Ok(freed)
     }
 
     /// Starts a temporary file with the preamble and file meta group. The file is a spare
@@ -283,6 +457,38 @@ impl FileStore {
             size: 0,
         };
         self.persist_blocking(staged, relative)
+    }
+}
+
+/// How long a local copy stays after its last use however full the cache is.
+pub const CACHE_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Marks a local copy as used now (its modification time is the cache's clock); a failure
+/// only makes it an earlier candidate for eviction.
+async fn touch(path: &Path) {
+    let path = path.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+    })
+    .await;
+}
+
+/// Every file under `dir` with its size and modification time (blocking).
+fn walk_files(dir: &Path, out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            walk_files(&entry.path(), out);
+        } else if meta.is_file() {
+            let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            out.push((entry.path(), meta.len(), used));
+        }
     }
 }
 
@@ -1117,6 +1323,47 @@ mod tests {
         found.clear();
         assert!(!a_dir.exists());
         assert!(c.leftovers().unwrap().parts.is_empty());
+    }
+
+    /// Over the cache limit, the least recently used copies that the bucket holds (same size)
+    /// go first, down to 90 % of the limit; a copy the bucket lacks, or used recently, stays.
+    /// A read brings an evicted copy back from the bucket.
+    #[tokio::test]
+    async fn eviction_removes_old_copies_the_bucket_holds_and_reads_fetch_them_back() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "",
+            1 << 20,
+            5 << 20,
+        );
+        let s = store(dir.path()).with_bucket(bucket.clone(), 1000);
+        let rel = |n: &str| PathBuf::from(format!("instances/1/2/{n}.dcm"));
+        let hour = Duration::from_secs(3600);
+        for (i, name) in ["old", "not-in-bucket", "newer"].into_iter().enumerate() {
+            let path = s.absolute(&rel(name));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, vec![i as u8; 400]).unwrap();
+            if name != "not-in-bucket" {
+                s.upload(&rel(name)).await.unwrap();
+            }
+            let used = SystemTime::now() - hour * (3 - i as u32);
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(used)
+                .unwrap();
+        }
+        assert_eq!(s.evict(hour * 10).await.unwrap(), 0, "all used recently");
+        assert_eq!(s.evict(Duration::from_secs(60)).await.unwrap(), 400);
+        assert!(!s.absolute(&rel("old")).exists());
+        assert!(s.absolute(&rel("not-in-bucket")).exists());
+        assert!(s.absolute(&rel("newer")).exists());
+        let back = s.local_copy(&rel("old")).await.unwrap();
+        assert_eq!(std::fs::read(back).unwrap(), vec![0u8; 400]);
+        assert!(s.is_stored(&rel("newer")).await.unwrap());
     }
 
     /// An instance dropped while a spill is still writing leaves no file once that spill ends.

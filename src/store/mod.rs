@@ -4,6 +4,8 @@
 //! - [`header`]: the attributes the index needs, read without the pixel data;
 //! - [`index`]: every SQL statement on patients, studies, series and instances: indexing,
 //!   typed rows and the named queries the rest of the node calls;
+//! - [`objects`]: the S3 bucket behind the data folder (`storage.backend = "s3"`);
+//! - [`migrate`]: copies a local data folder's indexed files into the bucket;
 //! - [`sync`]: the thread that finishes received files and syncs them in batches;
 //! - this module: [`Store::accept`], the one path every ingest route (C-STORE, STOW-RS) takes,
 //!   and the group committer that batches index rows from concurrent associations into one
@@ -12,6 +14,8 @@
 pub mod files;
 pub mod header;
 pub mod index;
+pub mod migrate;
+pub mod objects;
 pub mod settings;
 pub mod sync;
 
@@ -31,7 +35,8 @@ use crate::events::EventBus;
 pub use files::{FileError, FileMeta, FileStore, FolderSync, IncomingFile, Placement, StagedFile};
 pub use header::{HeaderError, InstanceHeader};
 pub use index::{IndexOutcome, InstanceRecord};
-pub use settings::{DuplicatePolicy, Durability, StorageSettings};
+pub use objects::{Bucket, ObjectError};
+pub use settings::{DuplicatePolicy, Durability, S3Settings, StorageBackend, StorageSettings};
 
 /// Why an instance was not stored; each maps to one DIMSE status family.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +107,9 @@ impl Store {
             path: "the store's sync thread".into(),
             source,
         })?;
+        if files.bucket().is_some() && settings.s3.cache_max_bytes > 0 {
+            tokio::spawn(run_eviction(files.clone(), cancel.clone()));
+        }
         let (tx, rx) = mpsc::channel(1024);
         let handle = tokio::spawn(run_committer(db.clone(), bus.clone(), rx, cancel));
         Ok((
@@ -157,6 +165,11 @@ impl Store {
     /// name's folder is synced leaves it there with its row, and [`recover`](Self::recover)
     /// moves it into place. A replacement is renamed and its folder synced before the commit,
     /// since its row already names a file.
+    ///
+    /// With a bucket (`storage.backend = "s3"`) the file, once final and synced, is put into
+    /// it before the row goes to the committer: the answer 0000 means the object store has
+    /// confirmed the object and the index names it. A refused PUT (store down, time-out)
+    /// refuses the instance (A7xx) and removes the local copy; nothing is indexed.
     pub async fn accept(
         &self,
         reservation: Reservation,
@@ -172,6 +185,17 @@ impl Store {
             .map_err(|e| lookup_failed(&e))?
             .map_err(|e| lookup_failed(&e))?;
         let new_instance = existing.is_none();
+        let earlier_path = existing.as_ref().map(|f| f.file_path.clone());
+        // With a bucket, a copy this node does not hold may be there (another node received
+        // it, or the cache let it go): the duplicate policy looks there too.
+        let stored_in_bucket = match &existing {
+            Some(f) if self.files.bucket().is_some() => self
+                .files
+                .is_stored(f.file_path.as_ref())
+                .await
+                .map_err(StoreError::from)?,
+            _ => false,
+        };
         let scanned = file.check().map_err(|e| match e.problem {
             Problem::Structure => StoreError::Unparseable(e.to_string()),
             Problem::Attributes => StoreError::Mismatch(e.to_string()),
@@ -203,8 +227,15 @@ impl Store {
                     expected_study: expected_study.as_deref(),
                     un_sequences: scanned.un_sequences > 0,
                 };
-                let (placed, placement) =
-                    place(&files, staged, head, &checks, existing, on_duplicate)?;
+                let (placed, placement) = place(
+                    &files,
+                    staged,
+                    head,
+                    &checks,
+                    existing,
+                    stored_in_bucket,
+                    on_duplicate,
+                )?;
                 let (folders, settle) = match placement {
                     None => (FolderSync::default(), None),
                     Some(Placement::Renamed(folders)) => (folders, None),
@@ -222,6 +253,14 @@ impl Store {
             Placed::Kept { study_uid } => return Ok(StoreOutcome::DuplicateKept { study_uid }),
             Placed::Moved { header, rel, size } => (header, rel, size),
         };
+        if let Err(e) = self.files.upload(&rel).await {
+            // Never acknowledged, so never kept: the sender is told to try again later.
+            let _ = tokio::fs::remove_file(self.files.absolute(&rel)).await;
+            tracing::warn!(sop_instance_uid = %meta.sop_instance_uid, error = %e, "the object store did not take the instance");
+            return Err(StoreError::Resources(format!(
+                "the object store did not take the instance: {e}"
+            )));
+        }
         let record = InstanceRecord {
             file_path: rel.to_string_lossy().into_owned(),
             file_size: size,
@@ -243,6 +282,11 @@ impl Store {
             .await
             .map_err(|_| StoreError::Resources("the index committer has stopped".into()))?
             .map_err(StoreError::Resources)?;
+        if let Some(old) = earlier_path.filter(|p| std::path::Path::new(p) != rel) {
+            // A replacement stored under another path (its study or series changed): the
+            // bucket's copy under the old one is no one's any more.
+            self.files.delete_objects(vec![old]).await;
+        }
         drop(reservation.guard);
         Ok(StoreOutcome::Stored(outcome))
     }
@@ -388,6 +432,7 @@ fn place(
     head: Option<files::Head>,
     checks: &Checks<'_>,
     existing: Option<index::IndexedFile>,
+    stored_in_bucket: bool,
     on_duplicate: DuplicatePolicy,
 ) -> Result<(Placed, Option<Placement>), StoreError> {
     let meta = checks.meta;
@@ -436,7 +481,7 @@ fn place(
     }) = existing
     {
         let stored = files.absolute(existing_path.as_ref());
-        if on_duplicate == DuplicatePolicy::Keep && stored.exists() {
+        if on_duplicate == DuplicatePolicy::Keep && (stored_in_bucket || stored.exists()) {
             tracing::info!(sop_instance_uid = %sop, study_uid = %existing_study,
                 "duplicate SOP Instance UID: kept the stored copy, discarded the new one");
             return Ok((
@@ -507,6 +552,22 @@ impl Drop for InflightGuard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
+    }
+}
+
+/// How often the local copies are checked against `storage.s3.cache_max_bytes`.
+const EVICT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keeps the local copies of a node on a bucket under `storage.s3.cache_max_bytes`.
+async fn run_eviction(files: FileStore, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVICT_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+        if let Err(e) = files.evict(files::CACHE_MIN_AGE).await {
+            tracing::warn!(error = %e, "cannot trim the local copies of the bucket's objects");
+        }
     }
 }
 

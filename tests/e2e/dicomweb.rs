@@ -306,7 +306,7 @@ async fn qido_and_metadata_agree_with_orthancs_dicomweb_plugin() {
 
 /// The DICOM parts of a `multipart/related` answer: each part's transfer syntax (from its
 /// Content-Type) and bytes.
-fn dicom_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn dicom_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
     let boundary = content_type
         .split(';')
         .find_map(|p| p.trim().strip_prefix("boundary="))

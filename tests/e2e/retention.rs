@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// `DELETE …/instances`, retried while the study's SR/overlay are still being generated.
-async fn purge(app: &TestApp, study: &str) -> (u16, Value) {
+pub(crate) async fn purge(app: &TestApp, study: &str) -> (u16, Value) {
     for _ in 0..120 {
         let resp = app
             .client()

@@ -182,6 +182,23 @@ pub async fn received_files(
     .await
 }
 
+/// A page of every indexed file, received and derived, in SOP Instance UID order after
+/// `after` (`""` for the first page), at most `limit` (`radstream storage migrate-to-s3`).
+pub async fn all_files(
+    db: &Database,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<ReceivedFile>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT sop_instance_uid, file_path, file_size FROM instances \
+         WHERE sop_instance_uid > $1 ORDER BY sop_instance_uid LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await
+}
+
 /// Removes the rows of `files` from the index (those still naming the same file), drops the
 /// series left empty and recounts the study. Returns the files whose rows were removed.
 pub async fn remove_received<'f>(
