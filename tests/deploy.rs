@@ -58,7 +58,6 @@ fn deploy_files_pass_their_checks() {
 /// systemd unit is a setting the node knows, with a value it accepts, and `config check` prints
 /// none of their secrets.
 #[test]
-#[ignore = "needs [node] (roles) and [storage] backend/[storage.s3] (issue 20 items 4 and 1): run with --ignored once those are merged, then drop this attribute"]
 fn deployment_settings_are_settings_the_node_knows() {
     let out = tempfile::tempdir().unwrap();
     let run = check_sh(out.path(), Some(Path::new(env!("CARGO_BIN_EXE_radstream"))));

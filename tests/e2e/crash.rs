@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use crate::helpers::*;
 use crate::ingest::wait_port;
 
-const SENDER: &str = r#"
+pub(crate) const SENDER: &str = r#"
 import sys
 from pydicom import dcmread
 from pynetdicom import AE

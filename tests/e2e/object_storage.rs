@@ -21,7 +21,7 @@ fn rel(study: &str, series: &str, sop: &str) -> String {
 }
 
 /// The instance as WADO-RS returns it (the stored file, as stored).
-async fn wado_instance(app: &TestApp, study: &str, series: &str, sop: &str) -> Vec<u8> {
+pub(crate) async fn wado_instance(app: &TestApp, study: &str, series: &str, sop: &str) -> Vec<u8> {
     let resp = app
         .client()
         .get(app.url(&format!(
