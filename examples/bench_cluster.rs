@@ -5,7 +5,7 @@
 //! cargo run --release --example bench_cluster -- --bin target/release/radstream \
 //!     --studies DIR --ingest DIR [--pg postgres://postgres@127.0.0.1:5432/test] \
 //!     [--event-studies 100] [--associations 4] [--s3-endpoint http://127.0.0.1:8333 \
-//!     --s3-bucket radstream-bench] [--out bench/out/cluster.json] [--logs DIR]
+//!     --s3-bucket radstream-bench --s3-key ID --s3-secret KEY] [--out bench/out/cluster.json] [--logs DIR]
 //! ```
 //!
 //! - **Cross-node events**: node B (roles `ingest,api`) receives one-image studies, sent one after
@@ -43,6 +43,8 @@ struct Args {
     associations: usize,
     s3_endpoint: Option<String>,
     s3_bucket: String,
+    s3_key: String,
+    s3_secret: String,
     out: PathBuf,
     logs: PathBuf,
 }
@@ -58,6 +60,8 @@ fn parse_args() -> Args {
         associations: 4,
         s3_endpoint: None,
         s3_bucket: "radstream-bench".into(),
+        s3_key: String::new(),
+        s3_secret: String::new(),
         out: PathBuf::from("bench/out/cluster.json"),
         logs: PathBuf::from("bench/out/cluster-logs"),
     };
@@ -73,6 +77,8 @@ fn parse_args() -> Args {
             "--associations" => a.associations = value().parse().expect("a count"),
             "--s3-endpoint" => a.s3_endpoint = Some(value()),
             "--s3-bucket" => a.s3_bucket = value(),
+            "--s3-key" => a.s3_key = value(),
+            "--s3-secret" => a.s3_secret = value(),
             "--out" => a.out = value().into(),
             "--logs" => a.logs = value().into(),
             other => panic!("unknown argument {other}"),
@@ -315,14 +321,19 @@ fn s3_env(a: &Args, prefix: &str) -> Vec<(&'static str, String)> {
     let Some(endpoint) = &a.s3_endpoint else {
         return Vec::new();
     };
-    vec![
+    let mut env = vec![
         ("RADSTREAM_STORAGE__BACKEND", "s3".into()),
         ("RADSTREAM_STORAGE__S3__ENDPOINT", endpoint.clone()),
         ("RADSTREAM_STORAGE__S3__BUCKET", a.s3_bucket.clone()),
         ("RADSTREAM_STORAGE__S3__PREFIX", prefix.to_string()),
         ("RADSTREAM_STORAGE__S3__ALLOW_HTTP", "true".into()),
         ("RADSTREAM_STORAGE__S3__PATH_STYLE", "true".into()),
-    ]
+    ];
+    if !a.s3_key.is_empty() {
+        env.push(("RADSTREAM_STORAGE__S3__ACCESS_KEY_ID", a.s3_key.clone()));
+        env.push(("RADSTREAM_STORAGE__S3__SECRET_ACCESS_KEY", a.s3_secret.clone()));
+    }
+    env
 }
 
 async fn send(peer: &Peer, files: &[OutgoingFile]) {
