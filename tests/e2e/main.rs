@@ -27,4 +27,5 @@ mod radanalyzer;
 mod radanalyzer_capture;
 mod real_images;
 mod retention;
+mod ui;
 mod voxray;
