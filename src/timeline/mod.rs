@@ -187,7 +187,7 @@ pub async fn of_study(db: &Database, study_uid: &str) -> Result<Vec<Entry>, sqlx
     }
     for (first, last, n, ae, version, derived) in assocs.into_values() {
         let title = if derived {
-            format!("Outputs indexed: {n} instance(s) (SR, overlay, SEG)")
+            format!("The node's outputs indexed: {n} instance(s)")
         } else {
             format!("Association from {ae}: {n} instance(s) (study version {version})")
         };

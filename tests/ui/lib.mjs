@@ -13,9 +13,10 @@ export async function browser() {
 }
 
 let stepName = 'start';
+const started = Date.now();
 export function step(name) {
   stepName = name;
-  console.log(`STEP ${name}`);
+  console.log(`STEP [${((Date.now() - started) / 1000).toFixed(1)} s] ${name}`);
 }
 
 export function figure(name, value) {
@@ -64,6 +65,8 @@ export async function run(main) {
   try {
     await main();
     console.log('ALL PASSED');
+    // An aborted event stream can hold the loop open; nothing is left to wait for.
+    process.exit(0);
   } catch (e) {
     console.log(`FAILED: ${e.stack || e}`);
     process.exit(1);

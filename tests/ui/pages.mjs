@@ -37,7 +37,7 @@ function completedAt() {
 
 function storescu(port) {
   return new Promise((resolve, reject) => {
-    const p = spawn('storescu', ['-aec', 'RADSTREAM', '127.0.0.1', port, ...FILES], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('storescu', ['-xr', '-aec', 'RADSTREAM', '127.0.0.1', port, ...FILES], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
@@ -78,7 +78,7 @@ run(async () => {
     window.__sameDocument = true;
   });
 
-  step('a study sent with storescu appears and gets its result without a reload');
+  step('a study sent with storescu appears, gets its result without a reload, and its urgent push shows');
   const completed = completedAt();
   const port = process.env.RS_DICOM_PORT;
   await storescu(port);
@@ -102,6 +102,8 @@ run(async () => {
   const result = (await row.locator('td.result').textContent()).trim();
   console.log(`  row: urgency ${urgency}, result "${result}"`);
   check(/^v1/.test(result), `no result version in the row: ${result}`);
+  check(urgency === 'urgent', `the effusion phantom should be urgent, is ${urgency}`);
+  await page.waitForSelector(`#rows tr.alerted[data-study-uid="${STUDY}"]`, { timeout: 5000 });
   check(await page.evaluate(() => window.__sameDocument === true), 'the page was reloaded');
   await page.locator('#f-name').focus();
   await page.locator('#f-name').blur();
@@ -134,8 +136,8 @@ run(async () => {
   await page.locator('#show-marks').uncheck();
   check(await page.$eval('#images', (e) => e.classList.contains('hide-marks')), 'the toggle does not hide the marks');
   await page.locator('#show-marks').check();
-  await shot(page, 'study', { fullPage: false });
-  await shot(page, 'study-full', { fullPage: true });
+  await shot(page, 'study', { fullPage: true, clip: { x: 0, y: 0, width: 1400, height: 1500 } });
+  if (SHOTS) await page.locator('section:has(#h-timeline)').screenshot({ path: join(SHOTS, 'study-timeline.png') });
 
   step('a dead export is retried from the exports page');
   const dead = await until('a dead export', async () => {
@@ -157,9 +159,13 @@ run(async () => {
   await page.waitForFunction(() => /AI result \(unverified\)[\s\S]{0,40}S:\s*9901/.test(document.body.innerText), null, { timeout: 60000 });
   const text = await page.evaluate(() => document.body.innerText);
   check(/\bSR\b/.test(text), 'no SR series listed');
-  const skip = page.getByText('Skip all');
-  if (await skip.count()) await skip.first().click();
-  await page.waitForTimeout(1500);
+  // OHIF's first-visit tour covers the image: dismiss it when it shows.
+  await page
+    .getByText('Skip all')
+    .first()
+    .click({ timeout: 10000 })
+    .catch(() => console.log('  (no OHIF tour to dismiss)'));
+  await page.waitForFunction(() => [...document.querySelectorAll('canvas')].some((c) => c.width > 200), null, { timeout: 30000 });
   await shot(page, 'ohif');
   await page.context().close();
 
