@@ -5,9 +5,11 @@
 //!   the worklist; a study sent with DCMTK `storescu` appears and gets its result and urgency
 //!   without a reload within 2 s of `inference.completed`, and stands out on its
 //!   `study.urgent` push; its page shows the rendered image
-//!   with the landmarks, the node's overlay, the findings and the timeline; a dead export is
-//!   retried from the exports page; OHIF opens the study and lists its SR series; a key with
+//!   with the lung contours and landmarks, the node's overlay, the findings and the timeline; a dead export is
+//!   retried from the exports page; OHIF opens the study and lists its SR and SEG series; a key with
 //!   only `results:read` sees no admin button.
+//! - `event_stream_resumes_after_a_drop`: the node (a separate process) is killed and started
+//!   again; the worklist shows it, reconnects with `Last-Event-ID` and keeps updating.
 //! - `worklist_with_10k_studies`: first paint and filter response with 10,000 studies in the
 //!   index (printed, bounded only generously).
 //!
@@ -26,7 +28,9 @@ use radstream::export::{Destination, DestinationKind, OutputKind};
 use radstream::store::index::{self, InstanceRecord};
 use radstream::store::InstanceHeader;
 
-use crate::helpers::{fixture_copy, free_port, storescu, Db, TestApp};
+use crate::helpers::{
+    fixture_copy, free_port, radstream_bin, storescu, Db, TestApp, TEST_JWT_SECRET,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -34,7 +38,8 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// What the browser tests need, or why they cannot run.
+/// What the browser tests need, or why they cannot run (`ohif`: the viewer and the lung
+/// segmenter, whose SEG OHIF must list).
 fn prerequisites(ohif: bool) -> Result<(), String> {
     let mut missing = Vec::new();
     if !Path::new(CHROMIUM).exists() {
@@ -50,6 +55,9 @@ fn prerequisites(ohif: bool) -> Result<(), String> {
     }
     if ohif && !repo().join("ohif/index.html").exists() {
         missing.push("ohif/index.html (the OHIF viewer)".into());
+    }
+    if ohif && !repo().join("models/lung-seg/model.onnx").exists() {
+        missing.push("models/lung-seg/model.onnx (the lung segmenter)".into());
     }
     if missing.is_empty() {
         Ok(())
@@ -138,6 +146,8 @@ async fn pages_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn_with(Db::Sqlite, |s| {
         s.ui.ohif_dir = repo().join("ohif");
+        // The real lung segmenter too: its contours on the study page, its SEG in OHIF.
+        s.inference.models.push("lung-seg".into());
         s.export.poll_ms = 100;
         s.export.retry_base_ms = 100;
         s.export.timeout_secs = 2;
@@ -277,6 +287,69 @@ async fn worklist_with_10k_studies() {
         "load.mjs",
         &[("RS_BASE", app.url("")), ("RS_ADMIN_KEY", admin)],
         Duration::from_secs(120),
+    )
+    .await;
+    assert!(out.contains("ALL PASSED"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_resumes_after_a_drop() {
+    if !may_run("event_stream_resumes_after_a_drop", false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (dicom_port, http_port) = (free_port(), free_port());
+    let node_env = serde_json::json!({
+        "RADSTREAM_STORAGE__DATA_DIR": data,
+        "RADSTREAM_STORAGE__MIN_FREE_BYTES": "0",
+        "RADSTREAM_STORAGE__MIN_FREE_PERCENT": "0",
+        "RADSTREAM_DICOM__HOST": "127.0.0.1",
+        "RADSTREAM_DICOM__PORT": dicom_port.to_string(),
+        "RADSTREAM_HTTP__PORT": http_port.to_string(),
+        "RADSTREAM_STUDY__QUIET_WINDOW_MS": "200",
+        "RADSTREAM_AUTH__JWT_SECRET": TEST_JWT_SECRET,
+        "RADSTREAM_INFERENCE__MODELS_DIR": repo().join("models"),
+        "RADSTREAM_INFERENCE__MODELS": r#"["cxr-demo","ctr-demo"]"#,
+        "RADSTREAM_LOG__LEVEL": "warn",
+    });
+    let out = std::process::Command::new(radstream_bin())
+        .args(["keys", "create", "--name", "ui resume", "--scope", "admin"])
+        .env("RADSTREAM_STORAGE__DATA_DIR", &data)
+        .env("RADSTREAM_LOG__LEVEL", "warn")
+        .output()
+        .expect("radstream keys create");
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("the key")
+        .trim()
+        .to_string();
+    let (study1, files1) = fixture_copy("dx_normal", &dir.path().join("one"), 1);
+    let (study2, files2) = fixture_copy("cr_cardiomegaly", &dir.path().join("two"), 1);
+    let list = |fs: &[PathBuf]| {
+        serde_json::to_string(
+            &fs.iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    let out = run_script(
+        "resume.mjs",
+        &[
+            ("RS_BASE", format!("http://127.0.0.1:{http_port}")),
+            ("RS_ADMIN_KEY", key),
+            ("RS_BIN", radstream_bin().display().to_string()),
+            ("RS_NODE_ENV", node_env.to_string()),
+            ("RS_DICOM_PORT", dicom_port.to_string()),
+            ("RS_FILES_1", list(&files1)),
+            ("RS_FILES_2", list(&files2)),
+            ("RS_STUDY_1", study1),
+            ("RS_STUDY_2", study2),
+        ],
+        Duration::from_secs(180),
     )
     .await;
     assert!(out.contains("ALL PASSED"), "{out}");

@@ -122,6 +122,7 @@ run(async () => {
   const natural = await page.$eval('#images figure.image img', (img) => img.naturalWidth);
   check(natural > 100, `rendered image ${natural} px wide`);
   check((await page.locator('#images svg.marks circle').count()) > 0, 'no landmark drawn over the image');
+  check((await page.locator('#images svg.marks polygon.lung').count()) >= 2, 'no lung contour drawn over the image');
   const findings = await page.locator('#findings table.findings tbody tr').count();
   check(findings >= 5, `only ${findings} findings listed`);
   check((await page.locator('#findings').textContent()).includes('synthetic-only'), 'validation status missing');
@@ -154,11 +155,16 @@ run(async () => {
   const again = after.items.find((x) => x.id === dead.id);
   check(again.updated_at > dead.updated_at && (again.state === 'pending' || again.attempts >= 1), `export ${dead.id} was not queued again: ${JSON.stringify(again)}`);
 
-  step('OHIF opens the study and lists its SR series');
+  step('OHIF opens the study and lists its SR and SEG series');
   await page.goto(`${BASE}/ohif/viewer?StudyInstanceUIDs=${STUDY}`);
-  await page.waitForFunction(() => /AI result \(unverified\)[\s\S]{0,40}S:\s*9901/.test(document.body.innerText), null, { timeout: 60000 });
+  await page.waitForFunction(
+    () => /AI result \(unverified\)[\s\S]{0,40}S:\s*9901/.test(document.body.innerText) && /S:\s*9903/.test(document.body.innerText),
+    null,
+    { timeout: 60000 },
+  );
   const text = await page.evaluate(() => document.body.innerText);
   check(/\bSR\b/.test(text), 'no SR series listed');
+  check(/\bSEG\b/.test(text), `no SEG series listed: ${text.slice(0, 400)}`);
   // OHIF's first-visit tour covers the image: dismiss it when it shows.
   await page
     .getByText('Skip all')
