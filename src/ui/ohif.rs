@@ -330,6 +330,36 @@ pub async fn file(State(ui): State<Ui>, Path(rel): Path<String>) -> Response {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_missing_viewer_answers_how_to_install_it() {
+        let ui = Ui::new(&crate::ui::UiSettings {
+            ohif_dir: PathBuf::from("/nonexistent/radstream-ohif"),
+            assets_dir: None,
+        });
+        for resp in [
+            root(State(ui.clone())).await,
+            file(State(ui.clone()), Path("viewer".into())).await,
+        ] {
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let page = String::from_utf8_lossy(&body);
+            assert!(
+                page.contains("scripts/setup.sh") && page.contains(OHIF_VERSION),
+                "{page}"
+            );
+            assert!(page.contains("/nonexistent/radstream-ohif"), "{page}");
+        }
+        // The configuration is the node's own, installed viewer or not.
+        let config = file(State(ui), Path("app-config.js".into())).await;
+        assert_eq!(config.status(), StatusCode::OK);
+        assert_eq!(
+            config.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+    }
+
     #[test]
     fn paths_stay_inside_the_folder() {
         let o = Ohif::new(PathBuf::from("/srv/ohif"));

@@ -74,6 +74,11 @@ run(async () => {
   const before = await page.locator('#rows tr[data-study-uid]').count();
   check(before >= 2, `expected the two earlier studies, saw ${before}`);
   check((await page.locator('nav a[href="/ui/exports"]').count()) === 1, 'no Exports link for admin');
+  // Keyboard: the arrow keys move between rows.
+  await page.locator('#rows tr a').first().focus();
+  await page.keyboard.press('ArrowDown');
+  const focused = await page.evaluate(() => [...document.querySelectorAll('#rows tr')].indexOf(document.activeElement.closest('tr')));
+  check(focused === 1, `ArrowDown moved the focus to row ${focused}`);
   await page.evaluate(() => {
     window.__sameDocument = true;
   });
