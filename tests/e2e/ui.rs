@@ -10,6 +10,8 @@
 //!   only `results:read` sees no admin button.
 //! - `event_stream_resumes_after_a_drop`: the node (a separate process) is killed and started
 //!   again; the worklist shows it, reconnects with `Last-Event-ID` and keeps updating.
+//! - `timeline_me_and_urgency_order::{sqlite,postgres}` (no browser): `GET /v1/me`, a study's
+//!   timeline from receipt to its dead export, `sort=urgency`.
 //! - `worklist_with_10k_studies`: first paint and filter response with 10,000 studies in the
 //!   index (printed, bounded only generously).
 //!
@@ -29,7 +31,8 @@ use radstream::store::index::{self, InstanceRecord};
 use radstream::store::InstanceHeader;
 
 use crate::helpers::{
-    fixture_copy, free_port, radstream_bin, storescu, Db, TestApp, TEST_JWT_SECRET,
+    fixture_copy, free_port, on_both_databases, radstream_bin, storescu, Db, TestApp,
+    TEST_JWT_SECRET,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -353,4 +356,117 @@ async fn event_stream_resumes_after_a_drop() {
     )
     .await;
     assert!(out.contains("ALL PASSED"), "{out}");
+}
+
+on_both_databases!(timeline_me_and_urgency_order => timeline_me_and_urgency_order_on);
+
+/// The API the pages use, on both databases, without a browser: `GET /v1/me`, a study's
+/// timeline from receipt to dead export, and `sort=urgency`.
+async fn timeline_me_and_urgency_order_on(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(db, |s| {
+        s.export.poll_ms = 100;
+        s.export.timeout_secs = 2;
+        s.export.destinations = vec![dead_destination()];
+    })
+    .await;
+    let (_, reader) = keys::create(&app.db, "reader", &[Scope::ResultsRead])
+        .await
+        .unwrap();
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(app.url("/v1/me"))
+        .header("x-api-key", &reader)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["data"]["subject"], "reader", "{me}");
+    assert_eq!(me["data"]["method"], "api_key", "{me}");
+    assert_eq!(
+        me["data"]["scopes"],
+        serde_json::json!(["results:read"]),
+        "{me}"
+    );
+    let (_, admin) = app.get_json("/v1/me").await;
+    assert_eq!(
+        admin["data"]["scopes"],
+        serde_json::json!(["results:read", "inference:write", "admin"])
+    );
+
+    let (low, files) = fixture_copy("dx_normal", &dir.path().join("low"), 1);
+    storescu(&app, &files).await;
+    app.wait_result(&low, 1).await;
+    let (urgent, files) = fixture_copy("dx_effusion_rle", &dir.path().join("urgent"), 1);
+    crate::helpers::storescu_with(&app, &["-xr"], &files).await;
+    app.wait_result(&urgent, 1).await;
+
+    // Newest first by default, most urgent first on request (the urgent study came second).
+    let (_, page) = app.get_json("/v1/studies?sort=received").await;
+    assert_eq!(page["data"]["items"][0]["study_uid"], urgent.as_str());
+    let (_, page) = app.get_json("/v1/studies?sort=urgency").await;
+    let order: Vec<&str> = page["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["urgency"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["urgent", "low"], "{page}");
+    let (status, bad) = app.get_json("/v1/studies?sort=name").await;
+    assert_eq!(status, 400, "{bad}");
+
+    // The timeline once the export is dead: every step, in order, with the job's node.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let entries = loop {
+        let (status, t) = app.get_json(&format!("/v1/studies/{low}/timeline")).await;
+        assert_eq!(status, 200, "{t}");
+        let entries = t["data"]["entries"].as_array().unwrap().clone();
+        if entries.iter().any(|e| e["kind"] == "export.dead") {
+            break entries;
+        }
+        assert!(Instant::now() < deadline, "no dead export in {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "association",
+        "study.received",
+        "study.complete",
+        "job.queued",
+        "job.started",
+        "inference.model_completed",
+        "inference.completed",
+        "job.finished",
+        "export.queued",
+        "export.dead",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let at: Vec<i64> = entries
+        .iter()
+        .map(|e| e["at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] <= w[1]),
+        "not in time order: {at:?}"
+    );
+    let started = entries.iter().find(|e| e["kind"] == "job.started").unwrap();
+    let node = app.settings.node.id.clone();
+    assert!(started["node"].is_string(), "{started}");
+    if !node.is_empty() {
+        assert_eq!(started["node"], node.as_str(), "{started}");
+    }
+    let dead = entries.iter().find(|e| e["kind"] == "export.dead").unwrap();
+    assert!(
+        dead["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "{dead}"
+    );
+    let (status, _) = app
+        .get_json("/v1/studies/1.2.826.0.1.3680043.10.99/timeline")
+        .await;
+    assert_eq!(status, 404);
 }
