@@ -66,6 +66,14 @@ run(async () => {
   figure('filter_patient_name_ms_median_incl_200ms_debounce', median(names).toFixed(0));
   check(median(urgency) < 3000 && median(names) < 3000, 'filters answer in more than 3 s');
 
+  step('paging through 10,000');
+  const before = Number(await page.evaluate(() => document.body.dataset.worklistLoads));
+  await page.getByRole('button', { name: 'Next →' }).click();
+  await page.waitForFunction((n) => Number(document.body.dataset.worklistLoads) > n, before);
+  const info = await page.locator('.pager span').textContent();
+  check(/^Page 2 of \d+$/.test(info), `after Next: ${info}`);
+  check(page.url().includes('page=2'), `the page is not in the address: ${page.url()}`);
+
   step('most urgent first over 10,000');
   const sort = await timed(page, { kind: 'text', name: 'modality', value: 'CR' });
   figure('filter_modality_ms_incl_200ms_debounce', sort.toFixed(0));

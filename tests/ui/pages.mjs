@@ -145,6 +145,13 @@ run(async () => {
   await shot(page, 'study', { fullPage: true, clip: { x: 0, y: 0, width: 1400, height: 1500 } });
   if (SHOTS) await page.locator('section:has(#h-timeline)').screenshot({ path: join(SHOTS, 'study-timeline.png') });
 
+  step('Reprocess makes result v2, which the open page shows');
+  await page.locator('#reprocess').click();
+  await page.waitForFunction(() => /Job \d+ queued/.test(document.querySelector('.action-status')?.textContent || ''));
+  await page.waitForSelector('#versions tbody tr:nth-child(2)', { timeout: 60000 });
+  const versions = await page.$$eval('#versions tbody th', (ths) => ths.map((t) => t.textContent));
+  check(versions[0] === 'v2' && versions[1] === 'v1', `versions shown: ${versions}`);
+
   step('a dead export is retried from the exports page');
   const dead = await until('a dead export', async () => {
     const rows = await api(`/v1/exports?state=dead&study_uid=${STUDY}`, ADMIN);
