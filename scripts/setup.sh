@@ -4,9 +4,11 @@
 #     source; libjpeg-turbo is built without nasm, its SIMD code is not needed);
 #   - the Python venv .venv with ONNX Runtime (the Rust binary loads its shared library)
 #     and the Python peers the tests use (pynetdicom, pydicom and its codec plug-ins);
+#   - the OHIF viewer (npm @ohif/app, pinned, its built dist/) in ./ohif, served at /ohif/;
 #   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests), SeaweedFS
-#     (the S3 server of the object-storage tests, into .venv) and node
-#     (the RadAnalyzer JavaScript example).
+#     (the S3 server of the object-storage tests, into .venv), node (the RadAnalyzer
+#     JavaScript example), Debian's chromium and playwright-core (npm, pinned, in
+#     tests/ui/node_modules) for the browser tests of the web pages.
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,8 @@ if [ "$want_test" = 1 ]; then
   [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_apt+=(orthanc-dicomweb)
   # The RadAnalyzer JavaScript example (tests/js) runs under node (fetch: node >= 18).
   command -v node >/dev/null || need_apt+=(nodejs)
+  # The web pages' browser tests drive Debian's Chromium (never a downloaded browser).
+  command -v chromium >/dev/null || need_apt+=(chromium chromium-driver)
   # HTJ2K test images and the inference benchmark's HTJ2K input (OpenJPH's encoder).
   command -v ojph_compress >/dev/null || need_apt+=(openjph-tools)
   # deploy/check.sh verifies the systemd unit with systemd-analyze.
@@ -103,4 +107,33 @@ PY
     chmod 0600 "$real"/*.dcm
     touch "$real/.complete-3"
   fi
+fi
+
+# The OHIF viewer for /ohif/ (issue 21): npm @ohif/app, pinned, whose package holds a built
+# dist/. Fetched with `npm pack` into the cache (checked against its sha256), unpacked into
+# ./ohif (git-ignored; [ui] ohif_dir). Without npm or the network the node runs without it
+# and /ohif/ says how to install it.
+ohif_version=3.12.10
+ohif_sha=fbabd410be33e5b9898931b725229b9da9553aac339914b5c29796d3aa5d4b2d
+if [ "$(cat ohif/.radstream-ohif 2>/dev/null)" != "$ohif_version" ]; then
+  echo "setup: fetching the OHIF viewer (npm @ohif/app $ohif_version)"
+  mkdir -p "$cache/downloads"
+  if command -v npm >/dev/null &&
+     (cd "$cache/downloads" && { [ -e "ohif-app-$ohif_version.tgz" ] || npm pack --silent "@ohif/app@$ohif_version" >/dev/null; } &&
+      echo "$ohif_sha  ohif-app-$ohif_version.tgz" | sha256sum -c --quiet); then
+    rm -rf ohif.tmp && mkdir -p ohif.tmp
+    tar xzf "$cache/downloads/ohif-app-$ohif_version.tgz" -C ohif.tmp --strip-components=2 package/dist
+    echo "$ohif_version" > ohif.tmp/.radstream-ohif
+    rm -rf ohif && mv ohif.tmp ohif
+  else
+    echo "setup: WARNING: the OHIF viewer could not be fetched; /ohif/ will say how to install it" >&2
+    [ "$want_test" = 1 ] && exit 1
+  fi
+fi
+
+# playwright-core (pinned in tests/ui/package-lock.json) drives Debian's Chromium in the
+# web pages' browser tests; it downloads no browser.
+if [ "$want_test" = 1 ] && [ ! -e tests/ui/node_modules/playwright-core/package.json ]; then
+  echo "setup: installing playwright-core for the browser tests (npm ci)"
+  (cd tests/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund)
 fi

@@ -32,6 +32,7 @@ use crate::retention::RetentionSettings;
 use crate::store::StorageSettings;
 use crate::study::StudySettings;
 use crate::telemetry::LogSettings;
+use crate::ui::UiSettings;
 
 /// The base configuration file, looked up from the working directory.
 pub const BASE_FILE: &str = "config/radstream.toml";
@@ -74,6 +75,8 @@ pub struct Settings {
     pub export: ExportSettings,
     /// When received instances are removed.
     pub retention: RetentionSettings,
+    /// The web pages and the OHIF viewer.
+    pub ui: UiSettings,
 }
 
 /// A configuration that could not be loaded, with the key and the problem.
@@ -158,6 +161,7 @@ impl Settings {
         let mut out = vec![
             ("storage.data_dir", &mut self.storage.data_dir),
             ("inference.models_dir", &mut self.inference.models_dir),
+            ("ui.ohif_dir", &mut self.ui.ohif_dir),
         ];
         let tls = &mut self.dicom.tls;
         let optional = [

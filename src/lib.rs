@@ -38,7 +38,9 @@ pub mod store;
 pub mod study;
 pub mod supervisor;
 pub mod telemetry;
+pub mod timeline;
 pub mod tls;
+pub mod ui;
 pub mod xml;
 
 /// Implementation Class UID written in every file meta and association we make.

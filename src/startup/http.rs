@@ -16,6 +16,7 @@ use crate::configuration::Settings;
 use crate::dicomweb::{self, DicomWeb, DicomWebContext};
 use crate::fhir::routes::{self as fhir, FhirApi};
 use crate::supervisor::Background;
+use crate::{timeline, ui};
 
 /// The states of all parts.
 #[derive(Clone)]
@@ -29,6 +30,7 @@ pub struct Parts {
     voxray: voxray::VoxRay,
     radanalyzer: radanalyzer::RadAnalyzer,
     docs: docs::Docs,
+    ui: ui::Ui,
 }
 
 impl Parts {
@@ -82,6 +84,7 @@ impl Parts {
                 radanalyzer: radanalyzer::RadAnalyzerContext::from_settings(&compat.radanalyzer),
             },
             docs: docs::Docs::new(&openapi::build(&routes(), handler_docs())),
+            ui: ui::Ui::new(&settings.ui),
             app,
         })
     }
@@ -127,6 +130,8 @@ fn assemble(a: &mut impl Assembly, serving: Serving) {
         return;
     }
     a.part(native::studies::routes(), app, None);
+    a.part(timeline::routes::routes(), app, None);
+    a.part(native::me::routes(), app, None);
     a.part(native::events::routes(), app, None);
     a.part(native::jobs::routes(), app, None);
     a.part(native::models::routes(), app, None);
@@ -152,6 +157,7 @@ fn assemble(a: &mut impl Assembly, serving: Serving) {
     a.part(fhir::routes(), |p| p.fhir.clone(), None);
     a.part(dicomweb::routes(), |p| p.dicomweb.clone(), None);
     a.part(crate::export::routes::routes(), app, None);
+    a.part(ui::routes(), |p| p.ui.clone(), None);
 }
 
 /// Every route the node serves, each with the dialect of its part.
@@ -183,12 +189,15 @@ pub fn handler_docs() -> utoipa::openapi::OpenApi {
     for part in [
         native::metrics::Doc::openapi(),
         native::studies::Doc::openapi(),
+        timeline::routes::Doc::openapi(),
+        native::me::Doc::openapi(),
         native::events::Doc::openapi(),
         native::jobs::Doc::openapi(),
         native::models::Doc::openapi(),
         native::audit::Doc::openapi(),
         docs::Doc::openapi(),
         crate::export::routes::Doc::openapi(),
+        ui::Doc::openapi(),
         fhir::Doc::openapi(),
         dicomweb::Doc::openapi(),
         leapai::Doc::openapi(),

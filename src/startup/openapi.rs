@@ -110,7 +110,8 @@ pub fn tag(path: &str) -> String {
         .to_string()
 }
 
-/// A unique id from method and path: `get_v1_studies_study_uid_results`.
+/// A unique id from method and path: `get_v1_studies_study_uid_results`; a path ending in
+/// `/` (a folder's index page, `/ui/` beside the redirect `/ui`) ends in `_index`.
 fn operation_id(spec: &RouteSpec) -> String {
     let mut id = spec.method.as_str().to_lowercase();
     for segment in spec.path.split('/') {
@@ -123,6 +124,9 @@ fn operation_id(spec: &RouteSpec) -> String {
             id.push('_');
             id.push_str(clean);
         }
+    }
+    if spec.path.len() > 1 && spec.path.ends_with('/') {
+        id.push_str("_index");
     }
     id
 }

@@ -29,4 +29,5 @@ mod radanalyzer_capture;
 mod real_images;
 mod retention;
 mod s3_server;
+mod ui;
 mod voxray;

@@ -102,6 +102,9 @@ pub struct SearchQuery {
     pub urgency: Option<String>,
     /// A modality code the study contains, e.g. `DX`.
     pub modality: Option<String>,
+    /// `received` (newest received first, the default) or `urgency` (most urgent result first,
+    /// then newest).
+    pub sort: Option<String>,
     /// Page number, from 1 (default 1).
     pub page: Option<i64>,
     /// Studies per page, 1..=500 (default 50).
@@ -350,7 +353,18 @@ async fn search(
             ));
         }
     }
+    let urgent_first = match q.sort.as_deref() {
+        None | Some("received") => false,
+        Some("urgency") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "sort",
+                format!("'{other}' is not one of received, urgency"),
+            ))
+        }
+    };
     let filter = StudyFilter {
+        urgent_first,
         patient_id: q.patient_id.clone(),
         patient_name: q.patient_name.clone(),
         date_from: from,

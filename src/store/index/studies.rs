@@ -88,6 +88,9 @@ pub struct StudyFilter {
     pub urgencies: Vec<String>,
     /// A modality code the study contains (any case).
     pub modality: Option<String>,
+    /// Most urgent result first (critical, urgent, standard, low, none), then most recently
+    /// received; otherwise most recently received first.
+    pub urgent_first: bool,
 }
 
 impl StudyFilter {
@@ -143,7 +146,8 @@ pub async fn count_studies(db: &Database, filter: &StudyFilter) -> Result<i64, s
     sql.build().build_query_scalar().fetch_one(&db.pool).await
 }
 
-/// The studies matching `filter`, most recently received first; `limit` rows from `offset`.
+/// The studies matching `filter`, most recently received first (or most urgent first, see
+/// [`StudyFilter::urgent_first`]); `limit` rows from `offset`.
 pub async fn search_studies(
     db: &Database,
     filter: &StudyFilter,
@@ -152,7 +156,15 @@ pub async fn search_studies(
 ) -> Result<Vec<StudyRow>, sqlx::Error> {
     let mut sql = SqlBuilder::new(format!("SELECT {STUDY_COLUMNS} FROM studies"));
     filter.push_where(&mut sql);
-    sql.push(" ORDER BY last_received_at DESC, study_uid LIMIT ")
+    if filter.urgent_first {
+        sql.push(
+            " ORDER BY CASE urgency WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 \
+             WHEN 'standard' THEN 2 WHEN 'low' THEN 3 ELSE 4 END,",
+        );
+    } else {
+        sql.push(" ORDER BY");
+    }
+    sql.push(" last_received_at DESC, study_uid LIMIT ")
         .push_bind(limit)
         .push(" OFFSET ")
         .push_bind(offset);
