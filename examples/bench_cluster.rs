@@ -331,7 +331,10 @@ fn s3_env(a: &Args, prefix: &str) -> Vec<(&'static str, String)> {
     ];
     if !a.s3_key.is_empty() {
         env.push(("RADSTREAM_STORAGE__S3__ACCESS_KEY_ID", a.s3_key.clone()));
-        env.push(("RADSTREAM_STORAGE__S3__SECRET_ACCESS_KEY", a.s3_secret.clone()));
+        env.push((
+            "RADSTREAM_STORAGE__S3__SECRET_ACCESS_KEY",
+            a.s3_secret.clone(),
+        ));
     }
     env
 }
