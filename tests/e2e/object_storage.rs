@@ -294,7 +294,8 @@ async fn object_store_requests(app: &TestApp) -> std::collections::BTreeMap<Stri
         .text()
         .await
         .unwrap();
-    text.lines()
+    crate::helpers::without_node_label(&text)
+        .lines()
         .filter_map(|l| l.strip_prefix("radstream_object_store_requests_total{operation=\""))
         .filter_map(|l| {
             let (op, n) = l.split_once("\"} ")?;
