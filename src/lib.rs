@@ -28,6 +28,7 @@ pub mod ingest;
 pub mod job;
 pub mod measurement;
 pub mod metrics;
+pub mod mpps;
 pub mod pipeline;
 pub mod report;
 pub mod result;

@@ -10,6 +10,10 @@ use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 /// Command Field values we handle.
 pub const C_STORE_RQ: u16 = 0x0001;
 pub const C_ECHO_RQ: u16 = 0x0030;
+pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+pub const N_SET_RQ: u16 = 0x0120;
+pub const N_ACTION_RQ: u16 = 0x0130;
+pub const N_CREATE_RQ: u16 = 0x0140;
 /// Command Data Set Type meaning "no data set follows".
 pub const NO_DATA_SET: u16 = 0x0101;
 
@@ -26,6 +30,10 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// Failure: processing failure (N-SET of a final procedure step, database errors).
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Failure: no such SOP instance.
+    pub const NO_SUCH_SOP_INSTANCE: u16 = 0x0112;
 }
 
 /// The fields of a request command we act on.
@@ -36,6 +44,8 @@ pub struct Command {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub has_data_set: bool,
+    /// Event Type ID (N-EVENT-REPORT) or Action Type ID (N-ACTION).
+    pub type_id: Option<u16>,
 }
 
 /// Why a command set cannot be used.
@@ -116,12 +126,28 @@ pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
     let field = u16_of(tags::COMMAND_FIELD, "CommandField")?;
     let message_id = u16_of(tags::MESSAGE_ID, "MessageID")?;
     let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE, "CommandDataSetType")?;
+    // N-SET and N-ACTION name their object as "Requested", the others as "Affected".
+    let either = |affected, requested| {
+        let a = uid_text(&obj, affected);
+        if a.is_empty() {
+            uid_text(&obj, requested)
+        } else {
+            a
+        }
+    };
+    let type_id = [tags::EVENT_TYPE_ID, tags::ACTION_TYPE_ID]
+        .into_iter()
+        .find_map(|t| obj.get(t).and_then(|e| e.to_int::<u16>().ok()));
     Ok(Command {
         field,
         message_id,
-        sop_class_uid: uid_text(&obj, tags::AFFECTED_SOP_CLASS_UID),
-        sop_instance_uid: uid_text(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+        sop_class_uid: either(tags::AFFECTED_SOP_CLASS_UID, tags::REQUESTED_SOP_CLASS_UID),
+        sop_instance_uid: either(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            tags::REQUESTED_SOP_INSTANCE_UID,
+        ),
         has_data_set: data_set_type != NO_DATA_SET,
+        type_id,
     })
 }
 

@@ -4,6 +4,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::settings::{DicomSettings, SopClassMode};
 pub use crate::dataset::storage_classes::{standard_storage_classes, STORAGE_SOP_CLASSES};
+use crate::mpps::MPPS_SOP_CLASS;
 
 /// Verification (C-ECHO) is always accepted.
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -11,7 +12,8 @@ pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 /// The abstract syntaxes to offer, per `sop_class_mode`.
 pub fn accepted_abstract_syntaxes(settings: &DicomSettings) -> Vec<String> {
     let listed = |uid: &str| settings.sop_classes.iter().any(|s| s == uid);
-    let mut out: Vec<String> = vec![VERIFICATION.to_string()];
+    // MPPS N-CREATE/N-SET are always taken: they are evidence for study completion.
+    let mut out: Vec<String> = vec![VERIFICATION.to_string(), MPPS_SOP_CLASS.to_string()];
     match settings.sop_class_mode {
         SopClassMode::AllStorage => {
             out.extend(standard_storage_classes().map(String::from));

@@ -498,6 +498,7 @@ impl Pipeline {
             timings: ResultTimings {
                 first_received_at,
                 completed_at,
+                completed_by: study.completed_by.clone(),
                 started_at: started,
                 finished_at: finished,
                 queue_ms: completed_at.map(|c| started - c),

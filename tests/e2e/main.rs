@@ -18,6 +18,7 @@ mod landmarks;
 mod leapai;
 mod localisation;
 mod metrics;
+mod mpps;
 mod neolens;
 mod openapi;
 mod pi;
