@@ -22,6 +22,7 @@ pub mod events;
 pub mod export;
 pub mod fhir;
 pub mod file_modes;
+pub mod hl7;
 pub mod imaging;
 pub mod inference;
 pub mod ingest;

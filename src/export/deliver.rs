@@ -20,6 +20,7 @@ use crate::clock::now_ms;
 use crate::db::Database;
 use crate::events::EventBus;
 use crate::fhir::{BundleKind, FhirSettings};
+use crate::hl7;
 use crate::inference::ModelInfo;
 use crate::scu::{self, OutgoingFile, Peer};
 use crate::store::FileStore;
@@ -152,8 +153,10 @@ impl Exporter {
     }
 
     async fn deliver(&self, d: &Destination, row: &ExportRow) -> Result<(), DeliveryError> {
-        if d.kind == DestinationKind::Fhir {
-            return self.fhir_push(d, row).await;
+        match d.kind {
+            DestinationKind::Fhir => return self.fhir_push(d, row).await,
+            DestinationKind::Hl7 => return self.hl7_push(d, row).await,
+            _ => {}
         }
         let path = self.files.absolute(row.file_path.as_ref());
         if !path.exists() {
@@ -165,7 +168,7 @@ impl Exporter {
         match d.kind {
             DestinationKind::Dicom => self.c_store(d, &path).await,
             DestinationKind::Stow => self.stow(d, row, &path).await,
-            DestinationKind::Fhir => unreachable!("handled above"),
+            DestinationKind::Fhir | DestinationKind::Hl7 => unreachable!("handled above"),
         }
     }
 
@@ -310,6 +313,101 @@ impl Exporter {
             DeliveryError::Transient("FHIR server answered 200 without a JSON Bundle".into())
         })?;
         check_transaction_response(&json, sent).map_err(DeliveryError::Transient)
+    }
+}
+
+impl Exporter {
+    /// Sends the result version's ORU^R01 over MLLP and waits for the ACK: AA is sent; AE,
+    /// AR, a malformed answer or none within `export.timeout_secs` are failed attempts
+    /// (retried, then dead-lettered with the ACK's text).
+    async fn hl7_push(&self, d: &Destination, row: &ExportRow) -> Result<(), DeliveryError> {
+        let record = crate::result::store::record(&self.db, row.result_id)
+            .await
+            .map_err(|e| DeliveryError::Transient(format!("reading the result: {e}")))?
+            .ok_or_else(|| {
+                DeliveryError::Permanent(format!("result {} no longer exists", row.result_id))
+            })?;
+        let bundle = crate::fhir::report_bundle(
+            &self.db,
+            &self.models,
+            &self.fhir,
+            row.result_id,
+            "urn:radstream",
+            BundleKind::Collection,
+        )
+        .await
+        .map_err(|e| DeliveryError::Transient(format!("building the report: {e}")))?
+        .ok_or_else(|| {
+            DeliveryError::Permanent(format!("result {} no longer exists", row.result_id))
+        })?;
+        let study = crate::store::index::find_study(&self.db.pool, &row.study_uid)
+            .await
+            .map_err(|e| DeliveryError::Transient(format!("reading the study: {e}")))?
+            .ok_or_else(|| {
+                DeliveryError::Permanent(format!("study {} no longer exists", row.study_uid))
+            })?;
+        let order = hl7::OrderFacts {
+            accession_number: study.accession_number,
+            referring_physician: study.referring_physician,
+            study_description: study.study_description,
+            patient_id: study.patient_id,
+            patient_name: study.patient_name,
+            patient_birth_date: study.patient_birth_date,
+            patient_sex: study.patient_sex,
+            result_version: record.version,
+            study_uid: row.study_uid.clone(),
+        };
+        let env = hl7::Envelope {
+            sending_application: d
+                .sending_application
+                .clone()
+                .unwrap_or_else(|| "RADSTREAM".into()),
+            sending_facility: d.sending_facility.clone().unwrap_or_default(),
+            receiving_application: d.receiving_application.clone().unwrap_or_default(),
+            receiving_facility: d.receiving_facility.clone().unwrap_or_default(),
+            version: d.version.clone().unwrap_or_else(|| "2.5.1".into()),
+        };
+        // MSH-10 (at most 20 characters): the row and the attempt, so a late ACK of an
+        // earlier attempt is told apart.
+        let control_id = format!("RS{}-{}", row.id, row.attempts + 1);
+        let now = crate::clock::format_ms(now_ms());
+        let preliminary = self.fhir.report_status == crate::fhir::ReportStatus::Preliminary;
+        let message = hl7::message::oru_r01(&bundle, &order, &env, &control_id, &now, preliminary)
+            .ok_or_else(|| DeliveryError::Permanent("the report has no DiagnosticReport".into()))?;
+        let tls = match d.tls_files() {
+            Some(files) => Some(
+                files
+                    .client_config()
+                    .map_err(|e| DeliveryError::Transient(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let ack = hl7::mllp::send(
+            d.host.as_deref().unwrap_or_default(),
+            d.port.unwrap_or_default(),
+            tls,
+            &message,
+            Duration::from_secs(self.settings.timeout_secs.max(1)),
+        )
+        .await
+        .map_err(|e| DeliveryError::Transient(format!("MLLP: {e}")))?;
+        if ack.control_id != control_id {
+            return Err(DeliveryError::Transient(format!(
+                "ACK for message '{}', not '{control_id}'",
+                ack.control_id
+            )));
+        }
+        match ack.code.as_str() {
+            "AA" | "CA" => Ok(()),
+            code => Err(DeliveryError::Transient(format!(
+                "HL7 ACK {code}{}",
+                if ack.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", ack.text)
+                }
+            ))),
+        }
     }
 }
 

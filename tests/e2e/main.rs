@@ -11,6 +11,7 @@ mod export;
 mod export_http;
 mod fhir;
 mod helpers;
+mod hl7;
 mod inference;
 mod ingest;
 mod integrity;
