@@ -2,7 +2,7 @@
 //!
 //! The DICOM listener hands each N-CREATE and N-SET data set here; the step and the
 //! instances its Performed Series Sequence lists are kept in `mpps_steps` and
-//! `mpps_instances`. Study completion ([`crate::study`]) reads them back: a COMPLETED step
+//! `mpps_instances`. Study completion (the study tracker) reads them back: a COMPLETED step
 //! whose instances have all arrived is evidence that the study is complete.
 
 use dicom_core::Tag;
