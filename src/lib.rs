@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod commitment;
 pub mod compat;
 pub mod configuration;
 pub mod dataset;

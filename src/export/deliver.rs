@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::{self, ExportRow};
 use super::settings::{Destination, DestinationKind, ExportSettings};
 use crate::clock::now_ms;
+use crate::commitment;
 use crate::db::Database;
 use crate::events::EventBus;
 use crate::fhir::{BundleKind, FhirSettings};
@@ -132,9 +133,9 @@ impl Exporter {
             Some(d) => self.deliver(d, &row).await,
         };
         match outcome {
-            Ok(()) => {
-                outbox::mark_sent(&self.db, &row).await?;
-                tracing::info!(output = %row.output, "export sent");
+            Ok(committed_at) => {
+                outbox::mark_sent(&self.db, &row, committed_at).await?;
+                tracing::info!(output = %row.output, committed = committed_at.is_some(), "export sent");
             }
             Err(e) => {
                 let permanent = matches!(e, DeliveryError::Permanent(_));
@@ -152,10 +153,15 @@ impl Exporter {
         Ok(())
     }
 
-    async fn deliver(&self, d: &Destination, row: &ExportRow) -> Result<(), DeliveryError> {
+    /// Delivers one row; returns when the peer committed it (Storage Commitment), if asked.
+    async fn deliver(
+        &self,
+        d: &Destination,
+        row: &ExportRow,
+    ) -> Result<Option<i64>, DeliveryError> {
         match d.kind {
-            DestinationKind::Fhir => return self.fhir_push(d, row).await,
-            DestinationKind::Hl7 => return self.hl7_push(d, row).await,
+            DestinationKind::Fhir => return self.fhir_push(d, row).await.map(|()| None),
+            DestinationKind::Hl7 => return self.hl7_push(d, row).await.map(|()| None),
             _ => {}
         }
         let path = self.files.absolute(row.file_path.as_ref());
@@ -166,13 +172,18 @@ impl Exporter {
             )));
         }
         match d.kind {
-            DestinationKind::Dicom => self.c_store(d, &path).await,
-            DestinationKind::Stow => self.stow(d, row, &path).await,
+            DestinationKind::Dicom => self.c_store(d, row, &path).await,
+            DestinationKind::Stow => self.stow(d, row, &path).await.map(|()| None),
             DestinationKind::Fhir | DestinationKind::Hl7 => unreachable!("handled above"),
         }
     }
 
-    async fn c_store(&self, d: &Destination, path: &std::path::Path) -> Result<(), DeliveryError> {
+    async fn c_store(
+        &self,
+        d: &Destination,
+        row: &ExportRow,
+        path: &std::path::Path,
+    ) -> Result<Option<i64>, DeliveryError> {
         let p = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || OutgoingFile::inspect(&p))
             .await
@@ -204,7 +215,10 @@ impl Exporter {
             .first()
             .ok_or_else(|| DeliveryError::Transient("no C-STORE response".into()))?;
         match r.status {
-            Some(0x0000 | 0xB000 | 0xB006 | 0xB007) => Ok(()),
+            Some(0x0000 | 0xB000 | 0xB006 | 0xB007) if d.storage_commitment => {
+                self.commit(&peer, row, &file).await.map(Some)
+            }
+            Some(0x0000 | 0xB000 | 0xB006 | 0xB007) => Ok(None),
             Some(s) => Err(DeliveryError::Transient(format!(
                 "C-STORE status {s:04X}{}",
                 r.error
@@ -317,6 +331,70 @@ impl Exporter {
 }
 
 impl Exporter {
+    /// Storage Commitment after a C-STORE: N-ACTION on an association of its own, then waits
+    /// (at most `export.timeout_secs`) for the peer's N-EVENT-REPORT, which reaches a
+    /// listener (ours or another node's) on a new association. Returns when it was committed.
+    async fn commit(
+        &self,
+        peer: &Peer,
+        row: &ExportRow,
+        file: &OutgoingFile,
+    ) -> Result<i64, DeliveryError> {
+        let db_error = |e: sqlx::Error| DeliveryError::Transient(format!("database: {e}"));
+        let transaction_uid = commitment::request(
+            &self.db,
+            row.id,
+            &file.sop_class_uid,
+            &file.sop_instance_uid,
+        )
+        .await
+        .map_err(db_error)?;
+        let data = commitment::action_data_set(
+            &transaction_uid,
+            &file.sop_class_uid,
+            &file.sop_instance_uid,
+        );
+        let (status, comment) = scu::n_action(
+            peer,
+            commitment::PUSH_MODEL_SOP_CLASS,
+            commitment::PUSH_MODEL_SOP_INSTANCE,
+            commitment::ACTION_REQUEST,
+            &data,
+        )
+        .await
+        .map_err(|e| DeliveryError::Transient(format!("storage commitment request: {e}")))?;
+        if status != 0x0000 {
+            return Err(DeliveryError::Transient(format!(
+                "storage commitment N-ACTION status {status:04X}{}",
+                comment.map(|c| format!(": {c}")).unwrap_or_default()
+            )));
+        }
+        tracing::debug!(transaction_uid, "storage commitment requested");
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.settings.timeout_secs.max(1));
+        loop {
+            match commitment::outcome(&self.db, &transaction_uid)
+                .await
+                .map_err(db_error)?
+            {
+                commitment::Outcome::Committed { at } => return Ok(at),
+                commitment::Outcome::Failed { reason } => {
+                    return Err(DeliveryError::Transient(format!(
+                        "storage commitment failed: {reason}"
+                    )))
+                }
+                commitment::Outcome::Requested => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DeliveryError::Transient(format!(
+                    "no storage commitment report within {} s",
+                    self.settings.timeout_secs
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends the result version's ORU^R01 over MLLP and waits for the ACK: AA is sent; AE,
     /// AR, a malformed answer or none within `export.timeout_secs` are failed attempts
     /// (retried, then dead-lettered with the ACK's text).

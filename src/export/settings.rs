@@ -264,6 +264,15 @@ impl ExportSettings {
                     ),
                 ));
             }
+            if d.storage_commitment && d.kind != DestinationKind::Dicom {
+                return Err((
+                    "export.destinations.storage_commitment",
+                    format!(
+                        "destination '{}': only a dicom destination can ask for it",
+                        d.name
+                    ),
+                ));
+            }
             if d.max_attempts == Some(0) {
                 return Err((
                     "export.destinations.max_attempts",
@@ -452,6 +461,12 @@ mod tests {
         assert_eq!(
             s.validate().unwrap_err().0,
             "export.destinations.sending_application"
+        );
+        s.destinations[0] =
+            dest("name='p'\nkind='hl7'\nhost='ris'\nport=1\nstorage_commitment=true");
+        assert_eq!(
+            s.validate().unwrap_err().0,
+            "export.destinations.storage_commitment"
         );
         s.destinations[0] = dest("name='p'\nkind='fhir'\nurl='not a url'");
         assert_eq!(s.validate().unwrap_err().0, "export.destinations.url");

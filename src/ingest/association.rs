@@ -15,6 +15,7 @@ use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use crate::commitment;
 use crate::mpps::{self, MPPS_SOP_CLASS};
 use crate::store::{FileMeta, IncomingFile, Reservation, Source, Store, StoreError, StoreOutcome};
 
@@ -229,7 +230,7 @@ async fn handle_pdv(
                 let Sink::Memory(bytes) = sink else {
                     unreachable!("checked above")
                 };
-                return procedure_step(assoc, ctx, calling_ae, pc_id, cmd, &bytes).await;
+                return normalized(assoc, ctx, calling_ae, pc_id, cmd, &bytes).await;
             }
             if pdv.is_last {
                 finish_store(
@@ -290,12 +291,19 @@ async fn dispatch(
             };
             Ok(Pending::Data { pc_id, cmd, sink })
         }
-        dimse::N_CREATE_RQ | dimse::N_SET_RQ if cmd.has_data_set => {
+        dimse::N_CREATE_RQ | dimse::N_SET_RQ | dimse::N_EVENT_REPORT_RQ if cmd.has_data_set => {
+            let wanted = match cmd.field {
+                dimse::N_EVENT_REPORT_RQ => commitment::PUSH_MODEL_SOP_CLASS,
+                _ => MPPS_SOP_CLASS,
+            };
             let sink = match negotiated(assoc, pc_id, &cmd) {
-                Ok(_) if cmd.sop_class_uid == MPPS_SOP_CLASS => Sink::Memory(Vec::new()),
+                Ok(_) if cmd.sop_class_uid == wanted => Sink::Memory(Vec::new()),
                 Ok(_) => Sink::Discard {
                     status: status::SOP_CLASS_NOT_SUPPORTED,
-                    comment: format!("no N-CREATE/N-SET for {}", cmd.sop_class_uid),
+                    comment: format!(
+                        "operation {:#06x} is not supported for {}",
+                        cmd.field, cmd.sop_class_uid
+                    ),
                 },
                 Err((status, comment)) => Sink::Discard { status, comment },
             };
@@ -349,14 +357,14 @@ fn negotiated<'a>(
     Ok(pc)
 }
 
-/// N-CREATE or N-SET of a Modality Performed Procedure Step: stores it, answers, then lets
-/// the tracker complete the study if the step is the evidence it waited for.
-async fn procedure_step(
+/// A complete N-CREATE, N-SET or N-EVENT-REPORT data set: parsed in the context's transfer
+/// syntax, then handed to its service.
+async fn normalized(
     assoc: &mut Assoc,
     ctx: &IngestContext,
     calling_ae: &str,
     pc_id: u8,
-    mut cmd: Command,
+    cmd: Command,
     bytes: &[u8],
 ) -> Result<(), &'static str> {
     let ts = negotiated(assoc, pc_id, &cmd)
@@ -387,7 +395,71 @@ async fn procedure_step(
             .await;
         }
     };
-    let attrs = mpps::read_attributes(&obj);
+    if cmd.field == dimse::N_EVENT_REPORT_RQ {
+        return commitment_report(assoc, ctx, calling_ae, pc_id, &cmd, &obj).await;
+    }
+    procedure_step(assoc, ctx, calling_ae, pc_id, cmd, &obj).await
+}
+
+/// The N-EVENT-REPORT of a Storage Commitment transaction we opened (PS3.4 J.3.3): recorded
+/// for the exporter waiting on it, then answered.
+async fn commitment_report(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    pc_id: u8,
+    cmd: &Command,
+    obj: &InMemDicomObject,
+) -> Result<(), &'static str> {
+    let report = commitment::read_report(obj);
+    let event = cmd.type_id.unwrap_or_default();
+    if event != commitment::EVENT_SUCCESS && event != commitment::EVENT_FAILURES {
+        return send_response(
+            assoc,
+            pc_id,
+            cmd,
+            status::NO_SUCH_EVENT_TYPE,
+            Some("event type must be 1 or 2"),
+        )
+        .await;
+    }
+    match commitment::record_report(&ctx.db, &report, calling_ae).await {
+        Ok(known) => {
+            tracing::info!(
+                transaction_uid = %report.transaction_uid,
+                committed = report.committed.len(),
+                failed = report.failed.len(),
+                known,
+                calling_ae,
+                "storage commitment report"
+            );
+            send_response(assoc, pc_id, cmd, status::SUCCESS, None).await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a storage commitment report");
+            send_response(
+                assoc,
+                pc_id,
+                cmd,
+                status::PROCESSING_FAILURE,
+                Some("cannot record the report"),
+            )
+            .await
+        }
+    }
+}
+
+/// N-CREATE or N-SET of a Modality Performed Procedure Step: stores it, lets the tracker
+/// complete the study if the step is the evidence it waited for, then answers.
+async fn procedure_step(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    pc_id: u8,
+    mut cmd: Command,
+    obj: &InMemDicomObject,
+) -> Result<(), &'static str> {
+    let attrs = mpps::read_attributes(obj);
     let create = cmd.field == dimse::N_CREATE_RQ;
     if create && cmd.sop_instance_uid.is_empty() {
         // The SCP assigns the UID when the SCU did not (PS3.4 F.7.2.1.1).

@@ -34,6 +34,8 @@ pub mod status {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     /// Failure: no such SOP instance.
     pub const NO_SUCH_SOP_INSTANCE: u16 = 0x0112;
+    /// Failure: no such event type.
+    pub const NO_SUCH_EVENT_TYPE: u16 = 0x0113;
 }
 
 /// The fields of a request command we act on.
@@ -242,6 +244,43 @@ pub fn request(
     encode(InMemDicomObject::command_from_element_iter(elems))
 }
 
+/// Builds an N-ACTION-RQ (its object named as "Requested"), followed by a data set.
+pub fn n_action_request(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    action_type_id: u16,
+) -> Vec<u8> {
+    encode(InMemDicomObject::command_from_element_iter([
+        DataElement::new(
+            tags::REQUESTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_class_uid),
+        ),
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(N_ACTION_RQ),
+        ),
+        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(0x0000u16),
+        ),
+        DataElement::new(
+            tags::REQUESTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_instance_uid),
+        ),
+        DataElement::new(
+            tags::ACTION_TYPE_ID,
+            VR::US,
+            PrimitiveValue::from(action_type_id),
+        ),
+    ]))
+}
+
 /// Reads Status (and Error Comment) from a response command set.
 pub fn parse_status(bytes: &[u8]) -> Result<(u16, Option<String>), CommandError> {
     let obj = read_command_set(bytes)?;
@@ -281,6 +320,17 @@ mod tests {
         assert_eq!(rq.message_id, 7);
         assert_eq!(rq.sop_instance_uid, "1.2.3");
         assert!(rq.has_data_set);
+        let action = parse_command(&n_action_request(
+            3,
+            "1.2.840.10008.1.20.1",
+            "1.2.840.10008.1.20.1.1",
+            1,
+        ))
+        .unwrap();
+        assert_eq!(action.field, N_ACTION_RQ);
+        assert_eq!(action.sop_instance_uid, "1.2.840.10008.1.20.1.1");
+        assert_eq!(action.type_id, Some(1));
+        assert!(action.has_data_set);
         let rsp = response(&rq, status::OUT_OF_RESOURCES, Some("disk full\\x"));
         let (st, comment) = parse_status(&rsp).unwrap();
         assert_eq!(st, 0xA700);

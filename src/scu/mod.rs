@@ -263,6 +263,87 @@ pub async fn send_study(
     }
 }
 
+/// Sends one N-ACTION with its data set on an association of its own (Explicit or Implicit
+/// VR Little Endian); returns the N-ACTION-RSP status and comment.
+pub async fn n_action(
+    peer: &Peer,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    action_type_id: u16,
+    data_set: &dicom_object::InMemDicomObject,
+) -> Result<(u16, Option<String>), ScuError> {
+    let opts = peer.options().with_presentation_context(
+        sop_class_uid.to_string(),
+        vec![
+            "1.2.840.10008.1.2.1".to_string(),
+            "1.2.840.10008.1.2".to_string(),
+        ],
+    );
+    let rq = NAction {
+        sop_class_uid,
+        sop_instance_uid,
+        action_type_id,
+        data_set,
+    };
+    match &peer.tls {
+        None => n_action_on(establish(peer, opts).await?, &rq).await,
+        Some(tls) => n_action_on(establish_tls(peer, opts, tls).await?, &rq).await,
+    }
+}
+
+struct NAction<'a> {
+    sop_class_uid: &'a str,
+    sop_instance_uid: &'a str,
+    action_type_id: u16,
+    data_set: &'a dicom_object::InMemDicomObject,
+}
+
+async fn n_action_on<S: Stream>(
+    mut assoc: Client<S>,
+    rq: &NAction<'_>,
+) -> Result<(u16, Option<String>), ScuError> {
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    let Some((pc_id, ts)) = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| {
+            pc.reason == PresentationContextResultReason::Acceptance
+                && trim(&pc.abstract_syntax) == rq.sop_class_uid
+        })
+        .map(|pc| (pc.id, trim(&pc.transfer_syntax)))
+    else {
+        let _ = assoc.abort().await;
+        return Err(ScuError::Protocol(format!(
+            "peer accepted no presentation context for {}",
+            rq.sop_class_uid
+        )));
+    };
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(&ts)
+        .ok_or_else(|| ScuError::Protocol(format!("unknown transfer syntax {ts}")))?;
+    let mut data = Vec::new();
+    rq.data_set
+        .write_dataset_with_ts(&mut data, ts)
+        .map_err(|e| ScuError::Protocol(format!("encoding the N-ACTION data set: {e}")))?;
+    let cmd = dimse::n_action_request(1, rq.sop_class_uid, rq.sop_instance_uid, rq.action_type_id);
+    send_command(&mut assoc, pc_id, cmd).await?;
+    assoc
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Data,
+                is_last: true,
+                data,
+            }],
+        })
+        .await
+        .map_err(|e| ScuError::Protocol(e.to_string()))?;
+    let status = receive_status(&mut assoc).await;
+    let _ = assoc.release().await;
+    status
+}
+
 async fn send_on<S: Stream>(
     mut assoc: Client<S>,
     files: &[OutgoingFile],

@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod cluster;
+mod commitment;
 mod crash;
 mod dicomweb;
 mod edge;

@@ -1,3 +1,4 @@
+-- Hospital integration: MPPS, completion reasons, Storage Commitment.
 -- Modality Performed Procedure Steps (PS3.4 Annex F) received by the MPPS SCP, and the
 -- instances each step lists: a COMPLETED step whose instances have all arrived completes its
 -- study at once; a DISCONTINUED step completes what arrived.
@@ -26,3 +27,23 @@ CREATE TABLE mpps_instances (
 
 -- How each completion was decided: release+quiet, stable-age or mpps.
 ALTER TABLE studies ADD COLUMN completed_by TEXT;
+
+-- Storage Commitment (PS3.4 Annex J) requested after a C-STORE export: one row per N-ACTION
+-- transaction, resolved by the N-EVENT-REPORT the peer sends (on any node's listener).
+CREATE TABLE storage_commitments (
+    transaction_uid TEXT PRIMARY KEY,
+    export_id BIGINT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    -- requested, committed or failed.
+    state TEXT NOT NULL,
+    failure_reason TEXT,
+    reported_by TEXT,
+    requested_at BIGINT NOT NULL,
+    reported_at BIGINT,
+    CHECK (state IN ('requested', 'committed', 'failed'))
+);
+CREATE INDEX storage_commitments_export ON storage_commitments (export_id);
+
+-- When the peer confirmed custody of an export (Storage Commitment), if it was asked.
+ALTER TABLE exports ADD COLUMN committed_at BIGINT;
