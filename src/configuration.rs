@@ -52,6 +52,8 @@ pub struct Settings {
     pub node: NodeSettings,
     /// When a study counts as complete.
     pub study: StudySettings,
+    /// Modality Performed Procedure Steps: forwarding to a RIS.
+    pub mpps: crate::mpps::MppsSettings,
     /// ONNX ensembles.
     pub inference: InferenceSettings,
     /// The worker that turns completed studies into results.
@@ -231,6 +233,7 @@ impl Settings {
         self.retention.validate()?;
         self.events.validate()?;
         self.study.validate()?;
+        self.mpps.validate()?;
         self.node.validate()?;
         self.http.validate()?;
         self.auth.validate()?;

@@ -485,6 +485,13 @@ async fn procedure_step(
             let _enter = span.enter();
             tracing::info!(status = %row.status, calling_ae, "procedure step stored");
             drop(_enter);
+            if let Some(queue) = &ctx.mpps_forward {
+                let _ = queue.send(mpps::Forward {
+                    create,
+                    step_uid: cmd.sop_instance_uid.clone(),
+                    data_set: obj.clone(),
+                });
+            }
             let finished = mpps::StepStatus::parse(&row.status).is_some_and(|s| s.is_final());
             if let Some(study_uid) = row.study_uid.as_deref() {
                 if let Err(e) = ctx

@@ -244,41 +244,46 @@ pub fn request(
     encode(InMemDicomObject::command_from_element_iter(elems))
 }
 
-/// Builds an N-ACTION-RQ (its object named as "Requested"), followed by a data set.
-pub fn n_action_request(
+/// Builds an N-CREATE, N-SET or N-ACTION request followed by a data set: N-CREATE names its
+/// object as "Affected", N-SET and N-ACTION as "Requested"; N-ACTION carries its Action Type
+/// ID.
+pub fn n_request(
+    field: u16,
     message_id: u16,
     sop_class_uid: &str,
     sop_instance_uid: &str,
-    action_type_id: u16,
+    action_type_id: Option<u16>,
 ) -> Vec<u8> {
-    encode(InMemDicomObject::command_from_element_iter([
-        DataElement::new(
+    let (class_tag, instance_tag) = if field == N_CREATE_RQ {
+        (
+            tags::AFFECTED_SOP_CLASS_UID,
+            tags::AFFECTED_SOP_INSTANCE_UID,
+        )
+    } else {
+        (
             tags::REQUESTED_SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from(sop_class_uid),
-        ),
-        DataElement::new(
-            tags::COMMAND_FIELD,
-            VR::US,
-            PrimitiveValue::from(N_ACTION_RQ),
-        ),
+            tags::REQUESTED_SOP_INSTANCE_UID,
+        )
+    };
+    let mut elems = vec![
+        DataElement::new(class_tag, VR::UI, PrimitiveValue::from(sop_class_uid)),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field)),
         DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
         DataElement::new(
             tags::COMMAND_DATA_SET_TYPE,
             VR::US,
             PrimitiveValue::from(0x0000u16),
         ),
-        DataElement::new(
-            tags::REQUESTED_SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from(sop_instance_uid),
-        ),
-        DataElement::new(
+        DataElement::new(instance_tag, VR::UI, PrimitiveValue::from(sop_instance_uid)),
+    ];
+    if let Some(t) = action_type_id {
+        elems.push(DataElement::new(
             tags::ACTION_TYPE_ID,
             VR::US,
-            PrimitiveValue::from(action_type_id),
-        ),
-    ]))
+            PrimitiveValue::from(t),
+        ));
+    }
+    encode(InMemDicomObject::command_from_element_iter(elems))
 }
 
 /// Reads Status (and Error Comment) from a response command set.
@@ -320,13 +325,20 @@ mod tests {
         assert_eq!(rq.message_id, 7);
         assert_eq!(rq.sop_instance_uid, "1.2.3");
         assert!(rq.has_data_set);
-        let action = parse_command(&n_action_request(
+        let action = parse_command(&n_request(
+            N_ACTION_RQ,
             3,
             "1.2.840.10008.1.20.1",
             "1.2.840.10008.1.20.1.1",
-            1,
+            Some(1),
         ))
         .unwrap();
+        let create = parse_command(&n_request(N_CREATE_RQ, 4, "1.2.3.4", "9.9", None)).unwrap();
+        assert_eq!(
+            (create.field, create.sop_instance_uid.as_str()),
+            (N_CREATE_RQ, "9.9")
+        );
+        assert_eq!(create.type_id, None);
         assert_eq!(action.field, N_ACTION_RQ);
         assert_eq!(action.sop_instance_uid, "1.2.840.10008.1.20.1.1");
         assert_eq!(action.type_id, Some(1));

@@ -13,6 +13,18 @@ use sqlx::{Any, Transaction};
 use crate::clock::now_ms;
 use crate::db::Database;
 
+pub mod settings;
+pub use settings::{ForwardTarget, MppsSettings};
+
+/// A stored N-CREATE or N-SET to pass on to the RIS (`[mpps] forward`), in arrival order.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// `true` for N-CREATE, `false` for N-SET.
+    pub create: bool,
+    pub step_uid: String,
+    pub data_set: InMemDicomObject,
+}
+
 /// MPPS SOP class (1.2.840.10008.3.1.2.3.3).
 pub const MPPS_SOP_CLASS: &str = "1.2.840.10008.3.1.2.3.3";
 

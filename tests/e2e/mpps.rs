@@ -237,3 +237,74 @@ async fn an_open_step_holds_the_quiet_window_and_a_study_without_mpps_keeps_it()
     let event = completion_event(&app, &with_step.uid).await;
     assert_eq!(event["completed_by"], "mpps", "{event}");
 }
+
+/// A RIS (pynetdicom MPPS SCP): prints "listening PORT", then one line per request it gets:
+/// `N-CREATE <step> <status>` or `N-SET <step> <status> <listed instances>`.
+const MPPS_RIS: &str = r#"
+import time
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import ModalityPerformedProcedureStep
+def on_create(event):
+    ds = event.attribute_list
+    print("N-CREATE", event.request.AffectedSOPInstanceUID, ds.PerformedProcedureStepStatus.replace(" ", "_"), flush=True)
+    return 0x0000, ds
+def on_set(event):
+    ds = event.attribute_list
+    n = sum(len(s.ReferencedImageSequence) for s in ds.PerformedSeriesSequence)
+    print("N-SET", event.request.RequestedSOPInstanceUID, ds.PerformedProcedureStepStatus, n, flush=True)
+    return 0x0000, ds
+ae = AE(ae_title="RIS")
+ae.add_supported_context(ModalityPerformedProcedureStep)
+server = ae.start_server(("127.0.0.1", 0), block=False,
+    evt_handlers=[(evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set)])
+print("listening", server.socket.getsockname()[1], flush=True)
+while True:
+    time.sleep(1)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_are_forwarded_to_the_ris_in_order() {
+    use std::io::BufRead;
+    let mut ris = std::process::Command::new(python())
+        .arg("-c")
+        .arg(MPPS_RIS)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python venv with pynetdicom (scripts/setup.sh)");
+    let mut lines = std::io::BufReader::new(ris.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port: u16 = first
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("RIS said {first:?}"));
+    let _ris = crate::export_http::Peer(ris);
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        slow_timers(s);
+        s.mpps.forward = Some(format!("RIS@127.0.0.1:{port}"));
+    })
+    .await;
+    let s = study(2);
+    let step = new_uid();
+    assert_eq!(mpps(&app, &["create", &step, &s.uid]).await, "0000");
+    let mut set = vec!["set", &step, &s.uid, "COMPLETED", &s.series];
+    set.extend(s.sops.iter().map(String::as_str));
+    assert_eq!(mpps(&app, &set).await, "0000");
+    let got = tokio::task::spawn_blocking(move || {
+        lines
+            .by_ref()
+            .take(2)
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
+    });
+    let got = tokio::time::timeout(Duration::from_secs(60), got)
+        .await
+        .expect("the RIS got both within 60 s")
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            format!("N-CREATE {step} IN_PROGRESS"),
+            format!("N-SET {step} COMPLETED 2")
+        ]
+    );
+}
