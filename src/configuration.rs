@@ -52,6 +52,8 @@ pub struct Settings {
     pub node: NodeSettings,
     /// When a study counts as complete.
     pub study: StudySettings,
+    /// HL7 v2 orders in (MLLP listener).
+    pub hl7: crate::hl7::Hl7Settings,
     /// Modality Performed Procedure Steps: forwarding to a RIS.
     pub mpps: crate::mpps::MppsSettings,
     /// ONNX ensembles.

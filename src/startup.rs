@@ -135,6 +135,17 @@ impl Application {
             db.clone(),
             metrics.clone(),
         );
+        if let Some(addr) = settings.hl7.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the HL7 listener on {addr}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "HL7 order listener (MLLP)");
+            tokio::spawn(crate::hl7::listener::run(
+                listener,
+                db.clone(),
+                cancel.clone(),
+            ));
+        }
         // Validated with the configuration: a bad `mpps.forward` never gets here.
         if let Ok(Some(target)) = settings.mpps.target() {
             ctx = ctx.with_mpps_forward(crate::scu::mpps_forward::start(

@@ -47,3 +47,18 @@ CREATE INDEX storage_commitments_export ON storage_commitments (export_id);
 
 -- When the peer confirmed custody of an export (Storage Commitment), if it was asked.
 ALTER TABLE exports ADD COLUMN committed_at BIGINT;
+
+-- Orders received as HL7 v2 ORM^O01 / OMI^O23 (inbound MLLP), by accession number: a STAT
+-- order raises the urgency floor of its study's results.
+CREATE TABLE hl7_orders (
+    accession_number TEXT PRIMARY KEY,
+    patient_id TEXT,
+    placer_order_number TEXT,
+    -- ORC-1: NW, XO, CA, ...
+    order_control TEXT NOT NULL,
+    -- S (STAT), A (ASAP), R (routine), ...
+    priority TEXT,
+    sending_application TEXT,
+    received_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);

@@ -294,3 +294,77 @@ async fn an_ae_ack_and_no_ack_are_retried_then_dead_lettered_with_the_reason() {
     .unwrap();
     assert_eq!(failed, 2, "one export.failed per dead-lettered row");
 }
+
+/// Sends one framed message over MLLP to `PORT` and prints the ACK's MSA-1 and MSA-3 as
+/// hl7apy parses them.
+const ORDER_SENDER: &str = r#"
+import socket, sys
+from hl7apy.parser import parse_message
+port, message = int(sys.argv[1]), sys.argv[2].replace("\n", "\r")
+with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    s.sendall(b"\x0b" + message.encode() + b"\x1c\x0d")
+    data = b""
+    while not data.endswith(b"\x1c\x0d"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+ack = parse_message(data.strip(b"\x0b\x1c\x0d").decode(), find_groups=False)
+print(ack.msa.msa_1.to_er7(), ack.msa.msa_2.to_er7(), ack.msa.msa_3.to_er7(), sep="|")
+"#;
+
+async fn send_order(port: u16, message: &str) -> String {
+    let out = tokio::process::Command::new(python())
+        .arg("-c")
+        .arg(ORDER_SENDER)
+        .arg(port.to_string())
+        .arg(message)
+        .output()
+        .await
+        .expect("python venv with hl7apy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stat_order_received_over_mllp_raises_the_urgency_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let app = TestApp::spawn_with(Db::Sqlite, |s| {
+        s.hl7.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    })
+    .await;
+    let (study, files) = fixture_copy("cr_cardiomegaly", &dir.path().join("src"), 1);
+    let accession = dicom_text(
+        &dicom_header(&files[0]),
+        dicom_dictionary_std::tags::ACCESSION_NUMBER,
+    );
+    let orm = format!(
+        "MSH|^~\\&|RIS|HOSPITAL|RADSTREAM|AI|20261207120000||ORM^O01|ord-1|P|2.3\n\
+         PID|1||PAT-1^^^^MR||DOE^JANE\n\
+         ORC|NW|PL-1^RIS|||||^^^^^S\n\
+         OBR|1|PL-1^RIS||36643-5^XR Chest 2 Views^LN||||||||||||||{accession}"
+    );
+    assert_eq!(send_order(port, &orm).await, "AA|ord-1|");
+    let adt = "MSH|^~\\&|RIS|H|||20261207||ADT^A01|adt-1|P|2.5\nPID|1||P";
+    let refused = send_order(port, adt).await;
+    // MSA-3 escapes the component separator of "ADT^A01".
+    assert!(
+        refused.starts_with("AE|adt-1|") && refused.contains("ADT\\S\\A01"),
+        "{refused}"
+    );
+
+    storescu(&app, &files).await;
+    let result = app.wait_result(&study, 1).await;
+    let data = &result["data"];
+    assert_eq!(data["urgency"], "urgent", "{data}");
+    let reasons = data["triage"]["reasons"].to_string();
+    assert!(
+        reasons.contains(&format!("STAT order for accession {accession}")),
+        "{reasons}"
+    );
+}
