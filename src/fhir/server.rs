@@ -96,6 +96,21 @@ pub async fn report_bundle(
     let ctx = loaded.ctx(settings);
     let mut resources = vec![res::diagnostic_report(&ctx)];
     resources.extend(res::observations(&ctx));
+    // Pushing the current version withdraws the earlier ones at the server too: their
+    // reports and observations go again, as entered-in-error, under the same ids.
+    if kind == BundleKind::Transaction && loaded.superseded_by.is_none() {
+        let study_uid = loaded.stored.result.study_instance_uid.as_str();
+        for earlier in crate::result::store::summaries(db, Some(study_uid)).await? {
+            if earlier.id == result_id || earlier.version >= loaded.stored.result.version {
+                continue;
+            }
+            if let Some(old) = load(db, earlier.id).await? {
+                let old_ctx = old.ctx(settings);
+                resources.push(res::diagnostic_report(&old_ctx));
+                resources.extend(res::observations(&old_ctx));
+            }
+        }
+    }
     resources.push(res::imaging_study(&loaded.study));
     if let Some(p) = data::patient(db, loaded.study.patient_pk).await? {
         resources.push(res::patient(&p));

@@ -11,11 +11,19 @@ use tracing::Instrument;
 use super::dimse::{self, status, Command};
 use super::transport::{Assoc, Pdv, Received};
 use super::IngestContext;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::commitment;
+use crate::mpps::{self, MPPS_SOP_CLASS};
 use crate::store::{FileMeta, IncomingFile, Reservation, Source, Store, StoreError, StoreOutcome};
 
 /// Where the data set of the current C-STORE goes.
 enum Sink {
     File(Box<(IncomingFile, FileMeta, Reservation)>),
+    /// The data set of an N-CREATE or N-SET (a few kilobytes), parsed once complete.
+    Memory(Vec<u8>),
     /// The request is refused already; its data set is read and dropped, then answered.
     Discard {
         status: u16,
@@ -29,6 +37,9 @@ enum Pending {
     Command { pc_id: u8, bytes: Vec<u8> },
     Data { pc_id: u8, cmd: Command, sink: Sink },
 }
+
+/// An N-CREATE or N-SET data set larger than this is refused.
+const MAX_N_DATA_SET: usize = 4 << 20;
 
 /// Counters for the end-of-association log line.
 #[derive(Default)]
@@ -205,6 +216,21 @@ async fn handle_pdv(
                         comment: "cannot write the instance to disk".into(),
                     };
                 }
+            } else if let Sink::Memory(buf) = &mut sink {
+                if buf.len() + pdv.data.len() > MAX_N_DATA_SET {
+                    sink = Sink::Discard {
+                        status: status::PROCESSING_FAILURE,
+                        comment: "data set larger than 4 MiB".into(),
+                    };
+                } else {
+                    buf.extend_from_slice(&pdv.data);
+                }
+            }
+            if pdv.is_last && matches!(sink, Sink::Memory(_)) {
+                let Sink::Memory(bytes) = sink else {
+                    unreachable!("checked above")
+                };
+                return normalized(assoc, ctx, calling_ae, pc_id, cmd, &bytes).await;
             }
             if pdv.is_last {
                 finish_store(
@@ -265,6 +291,24 @@ async fn dispatch(
             };
             Ok(Pending::Data { pc_id, cmd, sink })
         }
+        dimse::N_CREATE_RQ | dimse::N_SET_RQ | dimse::N_EVENT_REPORT_RQ if cmd.has_data_set => {
+            let wanted = match cmd.field {
+                dimse::N_EVENT_REPORT_RQ => commitment::PUSH_MODEL_SOP_CLASS,
+                _ => MPPS_SOP_CLASS,
+            };
+            let sink = match negotiated(assoc, pc_id, &cmd) {
+                Ok(_) if cmd.sop_class_uid == wanted => Sink::Memory(Vec::new()),
+                Ok(_) => Sink::Discard {
+                    status: status::SOP_CLASS_NOT_SUPPORTED,
+                    comment: format!(
+                        "operation {:#06x} is not supported for {}",
+                        cmd.field, cmd.sop_class_uid
+                    ),
+                },
+                Err((status, comment)) => Sink::Discard { status, comment },
+            };
+            Ok(Pending::Data { pc_id, cmd, sink })
+        }
         _ if cmd.has_data_set => Ok(Pending::Data {
             pc_id,
             sink: Sink::Discard {
@@ -283,6 +327,190 @@ async fn dispatch(
             )
             .await?;
             Ok(Pending::Idle)
+        }
+    }
+}
+
+/// The presentation context `pc_id` if it was negotiated for the command's SOP class.
+fn negotiated<'a>(
+    assoc: &'a Assoc,
+    pc_id: u8,
+    cmd: &Command,
+) -> Result<&'a dicom_ul::pdu::PresentationContextNegotiated, (u16, String)> {
+    let pc = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.id == pc_id)
+        .ok_or((
+            status::CANNOT_UNDERSTAND,
+            "unknown presentation context".to_string(),
+        ))?;
+    if cmd.sop_class_uid != pc.abstract_syntax.trim_end_matches(['\0', ' ']) {
+        return Err((
+            status::SOP_CLASS_NOT_SUPPORTED,
+            format!(
+                "SOP class {} was not negotiated on this context",
+                cmd.sop_class_uid
+            ),
+        ));
+    }
+    Ok(pc)
+}
+
+/// A complete N-CREATE, N-SET or N-EVENT-REPORT data set: parsed in the context's transfer
+/// syntax, then handed to its service.
+async fn normalized(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    pc_id: u8,
+    cmd: Command,
+    bytes: &[u8],
+) -> Result<(), &'static str> {
+    let ts = negotiated(assoc, pc_id, &cmd)
+        .ok()
+        .map(|pc| pc.transfer_syntax.trim_end_matches(['\0', ' ']).to_string())
+        .and_then(|uid| TransferSyntaxRegistry.get(&uid));
+    let Some(ts) = ts else {
+        return send_response(
+            assoc,
+            pc_id,
+            &cmd,
+            status::CANNOT_UNDERSTAND,
+            Some("transfer syntax not supported"),
+        )
+        .await;
+    };
+    let obj = match InMemDicomObject::read_dataset_with_ts(bytes, ts) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable MPPS data set");
+            return send_response(
+                assoc,
+                pc_id,
+                &cmd,
+                status::CANNOT_UNDERSTAND,
+                Some("data set cannot be parsed"),
+            )
+            .await;
+        }
+    };
+    if cmd.field == dimse::N_EVENT_REPORT_RQ {
+        return commitment_report(assoc, ctx, calling_ae, pc_id, &cmd, &obj).await;
+    }
+    procedure_step(assoc, ctx, calling_ae, pc_id, cmd, &obj).await
+}
+
+/// The N-EVENT-REPORT of a Storage Commitment transaction we opened (PS3.4 J.3.3): recorded
+/// for the exporter waiting on it, then answered.
+async fn commitment_report(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    pc_id: u8,
+    cmd: &Command,
+    obj: &InMemDicomObject,
+) -> Result<(), &'static str> {
+    let report = commitment::read_report(obj);
+    let event = cmd.type_id.unwrap_or_default();
+    if event != commitment::EVENT_SUCCESS && event != commitment::EVENT_FAILURES {
+        return send_response(
+            assoc,
+            pc_id,
+            cmd,
+            status::NO_SUCH_EVENT_TYPE,
+            Some("event type must be 1 or 2"),
+        )
+        .await;
+    }
+    match commitment::record_report(&ctx.db, &report, calling_ae).await {
+        Ok(known) => {
+            tracing::info!(
+                transaction_uid = %report.transaction_uid,
+                committed = report.committed.len(),
+                failed = report.failed.len(),
+                known,
+                calling_ae,
+                "storage commitment report"
+            );
+            send_response(assoc, pc_id, cmd, status::SUCCESS, None).await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a storage commitment report");
+            send_response(
+                assoc,
+                pc_id,
+                cmd,
+                status::PROCESSING_FAILURE,
+                Some("cannot record the report"),
+            )
+            .await
+        }
+    }
+}
+
+/// N-CREATE or N-SET of a Modality Performed Procedure Step: stores it, lets the tracker
+/// complete the study if the step is the evidence it waited for, then answers.
+async fn procedure_step(
+    assoc: &mut Assoc,
+    ctx: &IngestContext,
+    calling_ae: &str,
+    pc_id: u8,
+    mut cmd: Command,
+    obj: &InMemDicomObject,
+) -> Result<(), &'static str> {
+    let attrs = mpps::read_attributes(obj);
+    let create = cmd.field == dimse::N_CREATE_RQ;
+    if create && cmd.sop_instance_uid.is_empty() {
+        // The SCP assigns the UID when the SCU did not (PS3.4 F.7.2.1.1).
+        cmd.sop_instance_uid = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    }
+    let span = tracing::info_span!(
+        "mpps",
+        step_uid = %cmd.sop_instance_uid,
+        study_uid = attrs.study_uid.as_deref().unwrap_or_default(),
+        create
+    );
+    let outcome = if create {
+        mpps::create(&ctx.db, &cmd.sop_instance_uid, &attrs, calling_ae)
+            .instrument(span.clone())
+            .await
+    } else {
+        mpps::update(&ctx.db, &cmd.sop_instance_uid, &attrs)
+            .instrument(span.clone())
+            .await
+    };
+    match outcome {
+        Ok(row) => {
+            let _enter = span.enter();
+            tracing::info!(status = %row.status, calling_ae, "procedure step stored");
+            drop(_enter);
+            if let Some(queue) = &ctx.mpps_forward {
+                let _ = queue.send(mpps::Forward {
+                    create,
+                    step_uid: cmd.sop_instance_uid.clone(),
+                    data_set: obj.clone(),
+                });
+            }
+            let finished = mpps::StepStatus::parse(&row.status).is_some_and(|s| s.is_final());
+            if let Some(study_uid) = row.study_uid.as_deref() {
+                if let Err(e) = ctx
+                    .tracker
+                    .procedure_step_changed(study_uid, finished)
+                    .instrument(span.clone())
+                    .await
+                {
+                    tracing::error!(study_uid, error = %e, "completion check after MPPS failed");
+                }
+            }
+            send_response(assoc, pc_id, &cmd, status::SUCCESS, None).await
+        }
+        Err(e) => {
+            let st = e.status();
+            let _enter = span.enter();
+            tracing::warn!(status = format!("{st:04X}"), reason = %e, calling_ae, "MPPS request refused");
+            drop(_enter);
+            send_response(assoc, pc_id, &cmd, st, Some(&e.to_string())).await
         }
     }
 }
@@ -347,6 +575,10 @@ async fn finish_store(
     let result = async {
         match sink {
             Sink::Discard { status, comment } => Err((status, comment)),
+            Sink::Memory(_) => Err((
+                status::CANNOT_UNDERSTAND,
+                "a data set without a C-STORE".to_string(),
+            )),
             Sink::File(f) => {
                 let (file, meta, reservation) = *f;
                 let size = file.len();
@@ -389,7 +621,25 @@ async fn finish_store(
             ctx.metrics.instance_stored(size);
             tracing::debug!(bytes = size, "stored");
             drop(_enter);
-            send_response(assoc, pc_id, &cmd, status::SUCCESS, None).await
+            let evidence = match &outcome {
+                StoreOutcome::Stored(o) if ctx.tracker.awaits_evidence(&o.study_uid) => {
+                    Some(o.study_uid.clone())
+                }
+                _ => None,
+            };
+            send_response(assoc, pc_id, &cmd, status::SUCCESS, None).await?;
+            // An instance a finished procedure step listed may be the last one it waited for.
+            if let Some(study_uid) = evidence {
+                if let Err(e) = ctx
+                    .tracker
+                    .check_evidence(&study_uid)
+                    .instrument(span)
+                    .await
+                {
+                    tracing::error!(study_uid, error = %e, "completion check after an instance failed");
+                }
+            }
+            Ok(())
         }
         Err((st, comment)) => {
             tally.failed += 1;

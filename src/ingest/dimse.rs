@@ -10,6 +10,10 @@ use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 /// Command Field values we handle.
 pub const C_STORE_RQ: u16 = 0x0001;
 pub const C_ECHO_RQ: u16 = 0x0030;
+pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+pub const N_SET_RQ: u16 = 0x0120;
+pub const N_ACTION_RQ: u16 = 0x0130;
+pub const N_CREATE_RQ: u16 = 0x0140;
 /// Command Data Set Type meaning "no data set follows".
 pub const NO_DATA_SET: u16 = 0x0101;
 
@@ -26,6 +30,12 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Unrecognized operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// Failure: processing failure (N-SET of a final procedure step, database errors).
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Failure: no such SOP instance.
+    pub const NO_SUCH_SOP_INSTANCE: u16 = 0x0112;
+    /// Failure: no such event type.
+    pub const NO_SUCH_EVENT_TYPE: u16 = 0x0113;
 }
 
 /// The fields of a request command we act on.
@@ -36,6 +46,8 @@ pub struct Command {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub has_data_set: bool,
+    /// Event Type ID (N-EVENT-REPORT) or Action Type ID (N-ACTION).
+    pub type_id: Option<u16>,
 }
 
 /// Why a command set cannot be used.
@@ -116,12 +128,28 @@ pub fn parse_command(bytes: &[u8]) -> Result<Command, CommandError> {
     let field = u16_of(tags::COMMAND_FIELD, "CommandField")?;
     let message_id = u16_of(tags::MESSAGE_ID, "MessageID")?;
     let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE, "CommandDataSetType")?;
+    // N-SET and N-ACTION name their object as "Requested", the others as "Affected".
+    let either = |affected, requested| {
+        let a = uid_text(&obj, affected);
+        if a.is_empty() {
+            uid_text(&obj, requested)
+        } else {
+            a
+        }
+    };
+    let type_id = [tags::EVENT_TYPE_ID, tags::ACTION_TYPE_ID]
+        .into_iter()
+        .find_map(|t| obj.get(t).and_then(|e| e.to_int::<u16>().ok()));
     Ok(Command {
         field,
         message_id,
-        sop_class_uid: uid_text(&obj, tags::AFFECTED_SOP_CLASS_UID),
-        sop_instance_uid: uid_text(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+        sop_class_uid: either(tags::AFFECTED_SOP_CLASS_UID, tags::REQUESTED_SOP_CLASS_UID),
+        sop_instance_uid: either(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            tags::REQUESTED_SOP_INSTANCE_UID,
+        ),
         has_data_set: data_set_type != NO_DATA_SET,
+        type_id,
     })
 }
 
@@ -216,6 +244,48 @@ pub fn request(
     encode(InMemDicomObject::command_from_element_iter(elems))
 }
 
+/// Builds an N-CREATE, N-SET or N-ACTION request followed by a data set: N-CREATE names its
+/// object as "Affected", N-SET and N-ACTION as "Requested"; N-ACTION carries its Action Type
+/// ID.
+pub fn n_request(
+    field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    action_type_id: Option<u16>,
+) -> Vec<u8> {
+    let (class_tag, instance_tag) = if field == N_CREATE_RQ {
+        (
+            tags::AFFECTED_SOP_CLASS_UID,
+            tags::AFFECTED_SOP_INSTANCE_UID,
+        )
+    } else {
+        (
+            tags::REQUESTED_SOP_CLASS_UID,
+            tags::REQUESTED_SOP_INSTANCE_UID,
+        )
+    };
+    let mut elems = vec![
+        DataElement::new(class_tag, VR::UI, PrimitiveValue::from(sop_class_uid)),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field)),
+        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(0x0000u16),
+        ),
+        DataElement::new(instance_tag, VR::UI, PrimitiveValue::from(sop_instance_uid)),
+    ];
+    if let Some(t) = action_type_id {
+        elems.push(DataElement::new(
+            tags::ACTION_TYPE_ID,
+            VR::US,
+            PrimitiveValue::from(t),
+        ));
+    }
+    encode(InMemDicomObject::command_from_element_iter(elems))
+}
+
 /// Reads Status (and Error Comment) from a response command set.
 pub fn parse_status(bytes: &[u8]) -> Result<(u16, Option<String>), CommandError> {
     let obj = read_command_set(bytes)?;
@@ -255,6 +325,24 @@ mod tests {
         assert_eq!(rq.message_id, 7);
         assert_eq!(rq.sop_instance_uid, "1.2.3");
         assert!(rq.has_data_set);
+        let action = parse_command(&n_request(
+            N_ACTION_RQ,
+            3,
+            "1.2.840.10008.1.20.1",
+            "1.2.840.10008.1.20.1.1",
+            Some(1),
+        ))
+        .unwrap();
+        let create = parse_command(&n_request(N_CREATE_RQ, 4, "1.2.3.4", "9.9", None)).unwrap();
+        assert_eq!(
+            (create.field, create.sop_instance_uid.as_str()),
+            (N_CREATE_RQ, "9.9")
+        );
+        assert_eq!(create.type_id, None);
+        assert_eq!(action.field, N_ACTION_RQ);
+        assert_eq!(action.sop_instance_uid, "1.2.840.10008.1.20.1.1");
+        assert_eq!(action.type_id, Some(1));
+        assert!(action.has_data_set);
         let rsp = response(&rq, status::OUT_OF_RESOURCES, Some("disk full\\x"));
         let (st, comment) = parse_status(&rsp).unwrap();
         assert_eq!(st, 0xA700);

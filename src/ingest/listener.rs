@@ -173,11 +173,7 @@ impl Connection {
     fn options(
         &self,
         peer_certificate: Option<PeerCertificate>,
-    ) -> ServerAssociationOptions<
-        '_,
-        PeerPolicy<'_>,
-        dicom_ul::association::server::DefaultNegotiation,
-    > {
+    ) -> ServerAssociationOptions<'_, PeerPolicy<'_>, super::sop_classes::CommitmentRoles> {
         let s = &self.ctx.settings;
         let policy = PeerPolicy {
             check_called_ae: s.check_called_ae,
@@ -189,7 +185,8 @@ impl Connection {
             .ae_access_control(policy)
             .ae_title(s.ae_title.as_str())
             .max_pdu_length(s.max_pdu_length)
-            .write_timeout(Duration::from_secs(s.dimse_timeout_secs));
+            .write_timeout(Duration::from_secs(s.dimse_timeout_secs))
+            .with_negotiation(super::sop_classes::CommitmentRoles);
         for a in &self.ctx.abstract_syntaxes {
             options = options.with_abstract_syntax(a.as_str());
         }

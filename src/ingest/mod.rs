@@ -36,6 +36,8 @@ pub struct IngestContext {
     pub metrics: Metrics,
     pub abstract_syntaxes: Vec<String>,
     pub transfer_syntaxes: Vec<&'static str>,
+    /// Stored MPPS requests go here when `[mpps] forward` names a RIS.
+    pub mpps_forward: Option<tokio::sync::mpsc::UnboundedSender<crate::mpps::Forward>>,
 }
 
 impl IngestContext {
@@ -54,6 +56,16 @@ impl IngestContext {
             tracker,
             db,
             metrics,
+            mpps_forward: None,
         }
+    }
+
+    /// Forwards every stored MPPS request to this queue (see `scu::mpps_forward`).
+    pub fn with_mpps_forward(
+        mut self,
+        queue: tokio::sync::mpsc::UnboundedSender<crate::mpps::Forward>,
+    ) -> Self {
+        self.mpps_forward = Some(queue);
+        self
     }
 }

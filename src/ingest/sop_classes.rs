@@ -3,7 +3,9 @@
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::settings::{DicomSettings, SopClassMode};
+use crate::commitment::PUSH_MODEL_SOP_CLASS;
 pub use crate::dataset::storage_classes::{standard_storage_classes, STORAGE_SOP_CLASSES};
+use crate::mpps::MPPS_SOP_CLASS;
 
 /// Verification (C-ECHO) is always accepted.
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -11,7 +13,14 @@ pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 /// The abstract syntaxes to offer, per `sop_class_mode`.
 pub fn accepted_abstract_syntaxes(settings: &DicomSettings) -> Vec<String> {
     let listed = |uid: &str| settings.sop_classes.iter().any(|s| s == uid);
-    let mut out: Vec<String> = vec![VERIFICATION.to_string()];
+    // MPPS N-CREATE/N-SET are always taken: they are evidence for study completion.
+    // Storage Commitment Push Model: the reports of PACS confirming our exports arrive here,
+    // the PACS taking the SCP role (see [`CommitmentRoles`]).
+    let mut out: Vec<String> = vec![
+        VERIFICATION.to_string(),
+        MPPS_SOP_CLASS.to_string(),
+        PUSH_MODEL_SOP_CLASS.to_string(),
+    ];
     match settings.sop_class_mode {
         SopClassMode::AllStorage => {
             out.extend(standard_storage_classes().map(String::from));
@@ -27,6 +36,27 @@ pub fn accepted_abstract_syntaxes(settings: &DicomSettings) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// SCP/SCU role selection (PS3.7 D.3.3.4): a PACS sending a Storage Commitment report on a
+/// new association proposes the SCP role for itself; that is accepted for the Push Model
+/// class only (every other class keeps the default roles).
+pub struct CommitmentRoles;
+
+impl dicom_ul::association::server::Negotiation for CommitmentRoles {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<dicom_ul::pdu::RequestorRoles> {
+        (sop_class_uid.trim_end_matches(['\0', ' ']) == PUSH_MODEL_SOP_CLASS).then_some(
+            dicom_ul::pdu::RequestorRoles {
+                scu: scu_role,
+                scp: scp_role,
+            },
+        )
+    }
 }
 
 /// Every transfer syntax the registry can parse data sets of. Data sets are stored exactly as

@@ -447,11 +447,26 @@ impl Pipeline {
         let primary = classifier
             .or(models_planned.first().map(|m| m.as_ref()))
             .expect("BUG: a plan has at least one model");
-        let triage = self.triage.decide(TriageInput {
+        let mut triage = self.triage.decide(TriageInput {
             summary: &summary,
             measurements: &measurements,
             findings_validation: &primary.validation.status,
         });
+        // A STAT order (HL7 ORM/OMI) for the study's accession number is an urgency floor.
+        if let Some(accession) = study
+            .accession_number
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+        {
+            let priority = crate::hl7::orders::priority_of(&self.db, accession).await?;
+            if priority.as_deref() == Some("S") && triage.urgency < crate::domain::Urgency::Urgent {
+                triage.urgency = crate::domain::Urgency::Urgent;
+                triage.reasons.push(format!(
+                    "STAT order for accession {} (HL7)",
+                    accession.trim()
+                ));
+            }
+        }
         let finished = now_ms();
         let first_received_at = study.first_received_at;
         let completed_at = study.completed_at;
@@ -502,6 +517,7 @@ impl Pipeline {
             timings: ResultTimings {
                 first_received_at,
                 completed_at,
+                completed_by: study.completed_by.clone(),
                 started_at: started,
                 finished_at: finished,
                 queue_ms: completed_at.map(|c| started - c),

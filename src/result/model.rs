@@ -360,6 +360,10 @@ pub struct Metadata {
 pub struct ResultTimings {
     pub first_received_at: i64,
     pub completed_at: Option<i64>,
+    /// How completion was decided (`release+quiet`, `stable-age`, `mpps`); absent in results
+    /// stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_by: Option<String>,
     pub started_at: i64,
     pub finished_at: i64,
     /// Study complete → inference started.

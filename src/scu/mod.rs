@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 
 use crate::ingest::dimse;
 
+pub mod mpps_forward;
+
 /// Errors of the SCU.
 #[derive(Debug, thiserror::Error)]
 pub enum ScuError {
@@ -261,6 +263,105 @@ pub async fn send_study(
         None => send_on(establish(peer, opts).await?, files, on_done).await,
         Some(tls) => send_on(establish_tls(peer, opts, tls).await?, files, on_done).await,
     }
+}
+
+/// Sends one N-ACTION with its data set on an association of its own; returns the
+/// N-ACTION-RSP status and comment.
+pub async fn n_action(
+    peer: &Peer,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    action_type_id: u16,
+    data_set: &dicom_object::InMemDicomObject,
+) -> Result<(u16, Option<String>), ScuError> {
+    n_request(
+        peer,
+        &NRequest {
+            field: dimse::N_ACTION_RQ,
+            sop_class_uid,
+            sop_instance_uid,
+            action_type_id: Some(action_type_id),
+            data_set,
+        },
+    )
+    .await
+}
+
+/// One N-CREATE, N-SET or N-ACTION with its data set.
+pub struct NRequest<'a> {
+    pub field: u16,
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub action_type_id: Option<u16>,
+    pub data_set: &'a dicom_object::InMemDicomObject,
+}
+
+/// Sends `rq` on an association of its own (Explicit or Implicit VR Little Endian); returns
+/// the response status and comment.
+pub async fn n_request(peer: &Peer, rq: &NRequest<'_>) -> Result<(u16, Option<String>), ScuError> {
+    let opts = peer.options().with_presentation_context(
+        rq.sop_class_uid.to_string(),
+        vec![
+            "1.2.840.10008.1.2.1".to_string(),
+            "1.2.840.10008.1.2".to_string(),
+        ],
+    );
+    match &peer.tls {
+        None => n_request_on(establish(peer, opts).await?, rq).await,
+        Some(tls) => n_request_on(establish_tls(peer, opts, tls).await?, rq).await,
+    }
+}
+
+async fn n_request_on<S: Stream>(
+    mut assoc: Client<S>,
+    rq: &NRequest<'_>,
+) -> Result<(u16, Option<String>), ScuError> {
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    let Some((pc_id, ts)) = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| {
+            pc.reason == PresentationContextResultReason::Acceptance
+                && trim(&pc.abstract_syntax) == rq.sop_class_uid
+        })
+        .map(|pc| (pc.id, trim(&pc.transfer_syntax)))
+    else {
+        let _ = assoc.abort().await;
+        return Err(ScuError::Protocol(format!(
+            "peer accepted no presentation context for {}",
+            rq.sop_class_uid
+        )));
+    };
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(&ts)
+        .ok_or_else(|| ScuError::Protocol(format!("unknown transfer syntax {ts}")))?;
+    let mut data = Vec::new();
+    rq.data_set
+        .write_dataset_with_ts(&mut data, ts)
+        .map_err(|e| ScuError::Protocol(format!("encoding the N-ACTION data set: {e}")))?;
+    let cmd = dimse::n_request(
+        rq.field,
+        1,
+        rq.sop_class_uid,
+        rq.sop_instance_uid,
+        rq.action_type_id,
+    );
+    send_command(&mut assoc, pc_id, cmd).await?;
+    assoc
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Data,
+                is_last: true,
+                data,
+            }],
+        })
+        .await
+        .map_err(|e| ScuError::Protocol(e.to_string()))?;
+    let status = receive_status(&mut assoc).await;
+    let _ = assoc.release().await;
+    status
 }
 
 async fn send_on<S: Stream>(

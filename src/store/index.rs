@@ -25,9 +25,10 @@ pub use instances::{
 };
 pub use patients::{find_patient, patients, PatientRow};
 pub use studies::{
-    complete_study, count_studies, find_study, lock_receiving, lock_status, mark_purged,
-    purge_candidates, receiving_studies, search_studies, set_current_result, studies_of_patient,
-    unpurged_version, Completed, PurgeCandidate, ReceivingStudy, StudyFilter, StudyRow,
+    complete_study, count_present, count_studies, find_study, lock_receiving, lock_status,
+    mark_purged, purge_candidates, receiving_studies, search_studies, set_current_result,
+    studies_of_patient, unpurged_version, Completed, PurgeCandidate, ReceivingStudy, StudyFilter,
+    StudyRow,
 };
 
 use super::header::InstanceHeader;

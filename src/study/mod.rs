@@ -8,6 +8,12 @@
 //! `study.complete` event. Deadlines live in memory and are rebuilt from the `receiving`
 //! studies at start, so a crash loses no completion.
 //!
+//! Modalities that send MPPS ([`crate::mpps`]) say which instances a procedure produced: when
+//! a study's steps are all COMPLETED or DISCONTINUED and every instance the COMPLETED ones
+//! list is stored, the study completes at once (`mpps`), checked after the N-SET and after
+//! each later instance. While a step is IN PROGRESS the quiet window does not complete the
+//! study; the stable-age timer still does, so a lost N-SET holds nothing for ever.
+//!
 //! Several nodes on one PostgreSQL database ([`StudyTracker::in_cluster`]) see each other's
 //! open associations through the [`ledger`]: a node whose quiet window ends completes the
 //! study only if no other live node still has one open, and only if the study's last
@@ -33,7 +39,8 @@ use crate::clock::now_ms;
 use crate::db::Database;
 use crate::events::{self, EventBus, EventType};
 use crate::job;
-use crate::store::index::{complete_study, lock_receiving, Completed};
+use crate::mpps;
+use crate::store::index::{complete_study, count_present, lock_receiving, Completed};
 pub use ledger::Ledger;
 pub use settings::StudySettings;
 
@@ -44,6 +51,8 @@ pub enum Trigger {
     Quiet,
     /// No instance for `stable_age_secs`.
     StableAge,
+    /// The study's procedure steps are finished and what they list has arrived.
+    Mpps,
 }
 
 impl Trigger {
@@ -52,6 +61,7 @@ impl Trigger {
         match self {
             Trigger::Quiet => "release+quiet",
             Trigger::StableAge => "stable-age",
+            Trigger::Mpps => "mpps",
         }
     }
 }
@@ -76,12 +86,17 @@ enum Outcome {
     SentElsewhere,
     /// An instance arrived (at another node) after the deadline was set: look again then.
     Later(Duration),
+    /// A procedure step is still open or its instances have not all arrived: the stable-age
+    /// timer decides, after this long.
+    AwaitingEvidence(Duration),
 }
 
 #[derive(Debug, Default)]
 struct State {
     studies: HashMap<String, Entry>,
     by_association: HashMap<String, HashSet<String>>,
+    /// Studies with a finished procedure step: each stored instance checks the evidence.
+    evidence: HashSet<String>,
 }
 
 /// A completed study version and the job it queued.
@@ -148,6 +163,8 @@ impl StudyTracker {
     pub async fn restore(&self) -> Result<usize, sqlx::Error> {
         let rows = crate::store::index::receiving_studies(&self.db).await?;
         let now_wall = now_ms();
+        // Steps finished at another node (or before a restart) are looked at at once.
+        let finished = mpps::recently_finished_studies(&self.db, now_wall - 86_400_000).await?;
         let now = Instant::now();
         let mut added = 0;
         let mut st = self.lock();
@@ -164,9 +181,51 @@ impl StudyTracker {
                 }
             });
         }
+        for uid in finished {
+            if st.evidence.insert(uid.clone()) {
+                if let Some(e) = st.studies.get_mut(&uid) {
+                    e.deadline = now;
+                    e.trigger = Trigger::Mpps;
+                }
+            }
+        }
         drop(st);
         self.wake.notify_one();
         Ok(added)
+    }
+
+    /// Whether the study has a finished procedure step, so a stored instance may complete it
+    /// (see [`check_evidence`](Self::check_evidence)).
+    pub fn awaits_evidence(&self, study_uid: &str) -> bool {
+        self.lock().evidence.contains(study_uid)
+    }
+
+    /// A procedure step of `study_uid` was created or changed; `finished` when it is now
+    /// COMPLETED or DISCONTINUED. Completes the study when the evidence is all there.
+    pub async fn procedure_step_changed(
+        &self,
+        study_uid: &str,
+        finished: bool,
+    ) -> Result<Option<Completion>, sqlx::Error> {
+        if !finished {
+            return Ok(None);
+        }
+        self.lock().evidence.insert(study_uid.to_string());
+        self.check_evidence(study_uid).await
+    }
+
+    /// Completes the study now if its procedure steps are finished and every instance they
+    /// list is stored (one locked transaction, as every completion).
+    pub async fn check_evidence(&self, study_uid: &str) -> Result<Option<Completion>, sqlx::Error> {
+        let generation = self.lock().studies.get(study_uid).map(|e| e.generation);
+        let (outcome, completion) = self.settle(study_uid, Trigger::Mpps).await?;
+        if matches!(outcome, Outcome::Completed) {
+            let mut st = self.lock();
+            if st.studies.get(study_uid).map(|e| e.generation) == generation {
+                st.studies.remove(study_uid);
+            }
+        }
+        Ok(completion)
     }
 
     /// An instance of `study_uid` was stored (and indexed) on `association_id`.
@@ -272,7 +331,7 @@ impl StudyTracker {
                 .map(|(k, e)| (k.clone(), e.generation, e.trigger))
                 .collect();
             for (uid, generation, trigger) in due {
-                let outcome = self.settle(&uid, trigger).await;
+                let outcome = self.settle(&uid, trigger).await.map(|(o, _)| o);
                 let mut st = self.lock();
                 let Some(e) = st.studies.get_mut(&uid) else {
                     continue;
@@ -281,6 +340,12 @@ impl StudyTracker {
                     Ok(Outcome::Later(wait)) => {
                         if e.generation == generation {
                             e.deadline = Instant::now() + wait;
+                        }
+                    }
+                    Ok(Outcome::AwaitingEvidence(wait)) => {
+                        if e.generation == generation {
+                            e.deadline = Instant::now() + wait;
+                            e.trigger = Trigger::StableAge;
                         }
                     }
                     Ok(_) => {
@@ -297,40 +362,67 @@ impl StudyTracker {
         }
     }
 
-    /// Completes a study whose deadline passed, unless (in a cluster) another node still
-    /// sends it or sent an instance since.
-    async fn settle(&self, study_uid: &str, trigger: Trigger) -> Result<Outcome, sqlx::Error> {
-        let Some(ledger) = &self.ledger else {
-            return Ok(match self.finish(study_uid, trigger, None).await? {
-                Some(_) => Outcome::Completed,
-                None => Outcome::NotReceiving,
-            });
-        };
+    /// Completes a study whose deadline passed (or whose evidence may be complete), unless
+    /// its procedure steps say otherwise or (in a cluster) another node still sends it or
+    /// sent an instance since.
+    async fn settle(
+        &self,
+        study_uid: &str,
+        trigger: Trigger,
+    ) -> Result<(Outcome, Option<Completion>), sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
         let Some(row) = lock_receiving(&mut tx, self.db.backend, study_uid).await? else {
             tx.rollback().await?;
-            return Ok(Outcome::NotReceiving);
+            return Ok((Outcome::NotReceiving, None));
         };
-        if trigger == Trigger::Quiet && ledger.others_sending(&mut tx, study_uid).await? {
-            tx.rollback().await?;
-            tracing::debug!(study_uid, "another node is still sending this study");
-            return Ok(Outcome::SentElsewhere);
-        }
-        let window = match trigger {
-            Trigger::Quiet => self.quiet,
-            Trigger::StableAge => self.stable,
-        };
-        let settled_at = row.last_received_at + window.as_millis() as i64;
         let now = now_ms();
-        if settled_at > now {
+        let stable_left = || {
+            let due = row.last_received_at + self.stable.as_millis() as i64;
+            Duration::from_millis((due - now).max(0) as u64)
+        };
+        let steps = mpps::study_steps(&mut tx, study_uid).await?;
+        let mut trigger = trigger;
+        if steps.any() {
+            let evidence = steps.in_progress == 0
+                && (steps.discontinued > 0 || !steps.listed.is_empty())
+                && count_present(&mut tx, study_uid, &steps.listed).await? == steps.listed.len();
+            if evidence {
+                trigger = Trigger::Mpps;
+            } else if trigger != Trigger::StableAge {
+                tx.rollback().await?;
+                tracing::debug!(
+                    study_uid,
+                    ?steps,
+                    "procedure steps open or instances missing"
+                );
+                return Ok((Outcome::AwaitingEvidence(stable_left()), None));
+            }
+        } else if trigger == Trigger::Mpps {
             tx.rollback().await?;
-            return Ok(Outcome::Later(Duration::from_millis(
-                (settled_at - now) as u64,
-            )));
+            return Ok((Outcome::AwaitingEvidence(stable_left()), None));
+        }
+        if let (Some(ledger), Trigger::Quiet | Trigger::StableAge) = (&self.ledger, trigger) {
+            if trigger == Trigger::Quiet && ledger.others_sending(&mut tx, study_uid).await? {
+                tx.rollback().await?;
+                tracing::debug!(study_uid, "another node is still sending this study");
+                return Ok((Outcome::SentElsewhere, None));
+            }
+            let window = match trigger {
+                Trigger::Quiet => self.quiet,
+                _ => self.stable,
+            };
+            let settled_at = row.last_received_at + window.as_millis() as i64;
+            if settled_at > now {
+                tx.rollback().await?;
+                return Ok((
+                    Outcome::Later(Duration::from_millis((settled_at - now) as u64)),
+                    None,
+                ));
+            }
         }
         Ok(match self.finish(study_uid, trigger, Some(tx)).await? {
-            Some(_) => Outcome::Completed,
-            None => Outcome::NotReceiving,
+            Some(c) => (Outcome::Completed, Some(c)),
+            None => (Outcome::NotReceiving, None),
         })
     }
 
@@ -360,7 +452,7 @@ impl StudyTracker {
             num_instances,
             num_series,
             first_received_at: first,
-        }) = complete_study(&mut tx, study_uid, now).await?
+        }) = complete_study(&mut tx, study_uid, now, trigger.as_str()).await?
         else {
             tx.rollback().await?;
             return Ok(None);
@@ -393,6 +485,7 @@ impl StudyTracker {
             ?job_id,
             "study complete; job queued"
         );
+        self.lock().evidence.remove(study_uid);
         self.jobs_ready.notify_waiters();
         self.bus.notify();
         Ok(Some(Completion {

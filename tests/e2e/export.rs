@@ -74,6 +74,11 @@ async fn outage_roundtrip(db: Db) {
             ae_title: Some("ORTHANC".into()),
             host: Some("127.0.0.1".into()),
             port: Some(dicom_port),
+            sending_application: None,
+            sending_facility: None,
+            receiving_application: None,
+            receiving_facility: None,
+            version: None,
             calling_ae: None,
             tls_ca: None,
             tls_certificate: None,
@@ -85,6 +90,7 @@ async fn outage_roundtrip(db: Db) {
             modalities: vec![],
             min_urgency: None,
             max_attempts: Some(1000),
+            storage_commitment: false,
         }];
     })
     .await;

@@ -50,6 +50,11 @@ pub fn destination(name: &str, kind: DestinationKind) -> Destination {
         ae_title: None,
         host: None,
         port: None,
+        sending_application: None,
+        sending_facility: None,
+        receiving_application: None,
+        receiving_facility: None,
+        version: None,
         calling_ae: None,
         tls_ca: None,
         tls_certificate: None,
@@ -61,6 +66,7 @@ pub fn destination(name: &str, kind: DestinationKind) -> Destination {
         modalities: vec![],
         min_urgency: None,
         max_attempts: Some(1000),
+        storage_commitment: false,
     }
 }
 

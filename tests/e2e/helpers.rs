@@ -792,6 +792,17 @@ impl Orthanc {
     /// Starts Orthanc on the given ports with its storage under `dir` (named by the HTTP port,
     /// so a restart on the same ports finds what it stored).
     pub fn start(dir: &Path, dicom_port: u16, http_port: u16, dicomweb: bool) -> Orthanc {
+        Self::start_with(dir, dicom_port, http_port, dicomweb, serde_json::json!({}))
+    }
+
+    /// [`start`](Self::start) with more configuration keys (`DicomModalities`, `LuaScripts`).
+    pub fn start_with(
+        dir: &Path,
+        dicom_port: u16,
+        http_port: u16,
+        dicomweb: bool,
+        extra: serde_json::Value,
+    ) -> Orthanc {
         let cfg = dir.join(format!("orthanc-{http_port}.json"));
         let db = dir.join(format!("orthanc-{http_port}-db"));
         let mut config = serde_json::json!({
@@ -810,6 +821,9 @@ impl Orthanc {
             config["Plugins"] =
                 serde_json::json!(["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"]);
             config["DicomWeb"] = serde_json::json!({ "Enable": true, "Root": "/dicom-web/" });
+        }
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
         }
         std::fs::write(&cfg, config.to_string()).expect("write the Orthanc configuration");
         Orthanc(

@@ -41,6 +41,11 @@ async fn a_real_chest_gets_a_seg_sr_and_overlay_that_reach_orthanc() {
             ae_title: Some("ORTHANC".into()),
             host: Some("127.0.0.1".into()),
             port: Some(dicom_port),
+            sending_application: None,
+            sending_facility: None,
+            receiving_application: None,
+            receiving_facility: None,
+            version: None,
             calling_ae: None,
             tls_ca: None,
             tls_certificate: None,
@@ -53,6 +58,7 @@ async fn a_real_chest_gets_a_seg_sr_and_overlay_that_reach_orthanc() {
             modalities: vec![],
             min_urgency: None,
             max_attempts: Some(20),
+            storage_commitment: false,
         }];
     })
     .await;

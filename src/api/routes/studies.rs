@@ -147,6 +147,10 @@ pub struct Study {
     pub first_received_at: String,
     pub last_received_at: String,
     pub completed_at: Option<String>,
+    /// How completion was decided: `release+quiet` (association released, then a quiet
+    /// window), `stable-age` (no instance for a while) or `mpps` (the modality's procedure
+    /// steps finished and every instance they list arrived).
+    pub completed_by: Option<String>,
     pub result_at: Option<String>,
     pub referring_physician: Option<String>,
     /// When the received instances were removed (retention); results and derived outputs stay.
@@ -252,6 +256,7 @@ fn study_json(r: &StudyRow) -> Study {
         first_received_at: format_ms(r.first_received_at),
         last_received_at: format_ms(r.last_received_at),
         completed_at: r.completed_at.map(format_ms),
+        completed_by: r.completed_by.clone(),
         result_at: r.result_at.map(format_ms),
         referring_physician: r.referring_physician.clone(),
         purged_at: r.purged_at.map(format_ms),

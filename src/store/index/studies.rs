@@ -38,6 +38,8 @@ pub struct StudyRow {
     pub first_received_at: i64,
     pub last_received_at: i64,
     pub completed_at: Option<i64>,
+    /// How the last completion was decided: `release+quiet`, `stable-age` or `mpps`.
+    pub completed_by: Option<String>,
     pub result_at: Option<i64>,
     /// When retention removed the received instances.
     pub purged_at: Option<i64>,
@@ -57,7 +59,7 @@ const STUDY_COLUMNS: &str = "study_uid, patient_pk, patient_id, patient_name, \
     patient_birth_date, patient_sex, patient_age, accession_number, study_id, study_date, \
     study_time, study_description, referring_physician, modalities, num_series, num_instances, \
     status, version, urgency, result_version, first_received_at, last_received_at, \
-    completed_at, result_at, purged_at";
+    completed_at, completed_by, result_at, purged_at";
 
 /// A study by its UID.
 pub async fn find_study<'e, E>(ex: E, study_uid: &str) -> Result<Option<StudyRow>, sqlx::Error>
@@ -233,21 +235,53 @@ pub struct Completed {
     pub first_received_at: i64,
 }
 
-/// Marks a receiving study complete at `now`; `None` when it was not receiving.
+/// Marks a receiving study complete at `now`, decided by `completed_by`; `None` when it was
+/// not receiving.
 pub async fn complete_study(
     tx: &mut Transaction<'_, Any>,
     study_uid: &str,
     now: i64,
+    completed_by: &str,
 ) -> Result<Option<Completed>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE studies SET status = 'complete', completed_at = $2, updated_at = $2 \
-         WHERE study_uid = $1 AND status = 'receiving' \
+        "UPDATE studies SET status = 'complete', completed_at = $2, updated_at = $2, \
+         completed_by = $3 WHERE study_uid = $1 AND status = 'receiving' \
          RETURNING version, patient_id, num_instances, num_series, first_received_at",
     )
     .bind(study_uid)
     .bind(now)
+    .bind(completed_by)
     .fetch_optional(&mut **tx)
     .await
+}
+
+#[derive(sqlx::FromRow)]
+struct PresentCount {
+    n: i64,
+}
+
+/// How many of `sop_instance_uids` are stored in the study, read in `tx` (the completing
+/// transaction).
+pub async fn count_present(
+    tx: &mut Transaction<'_, Any>,
+    study_uid: &str,
+    sop_instance_uids: &[String],
+) -> Result<usize, sqlx::Error> {
+    let mut present = 0;
+    for chunk in sop_instance_uids.chunks(500) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM instances WHERE study_uid = $1 \
+             AND sop_instance_uid IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, PresentCount>(&sql).bind(study_uid);
+        for uid in chunk {
+            q = q.bind(uid);
+        }
+        present += q.fetch_one(&mut **tx).await?.n as usize;
+    }
+    Ok(present)
 }
 
 /// Records the study's current result version and its urgency.
