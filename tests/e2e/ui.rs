@@ -127,6 +127,11 @@ fn dead_destination() -> Destination {
         ae_title: Some("NOBODY".into()),
         host: Some("127.0.0.1".into()),
         port: Some(free_port()),
+        sending_application: None,
+        sending_facility: None,
+        receiving_application: None,
+        receiving_facility: None,
+        version: None,
         calling_ae: None,
         tls_ca: None,
         tls_certificate: None,
@@ -138,6 +143,7 @@ fn dead_destination() -> Destination {
         modalities: vec![],
         min_urgency: None,
         max_attempts: Some(1),
+        storage_commitment: false,
     }
 }
 
@@ -258,7 +264,7 @@ async fn seed_studies(app: &TestApp, n: usize) {
             index::index_instance(&mut tx, app.db.backend, &rec)
                 .await
                 .unwrap();
-            index::complete_study(&mut tx, &uid(1), received + 500)
+            index::complete_study(&mut tx, &uid(1), received + 500, "release+quiet")
                 .await
                 .unwrap();
             index::set_current_result(&mut tx, &uid(1), URGENCY[i % 4], 1, received + 900)
