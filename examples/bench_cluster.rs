@@ -24,12 +24,17 @@
 //!
 //! Every run gets a fresh database and fresh data folders; nodes are killed after each.
 
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+use support::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use radstream::scu::{self, OutgoingFile, Peer};
+use radstream::scu::{OutgoingFile, Peer};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::sync::mpsc;
@@ -91,23 +96,6 @@ fn parse_args() -> Args {
     a
 }
 
-fn wall_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-        * 1000.0
-}
-
-/// Nearest-rank percentile of a sorted slice.
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Stats {
     n: usize,
@@ -124,26 +112,6 @@ fn stats(mut v: Vec<f64>) -> Stats {
         p99: pct(&v, 99.0),
         max: v.last().copied().unwrap_or(f64::NAN),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// User plus system CPU time of a process, in seconds.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    f.get(11)
-        .zip(f.get(12))
-        .map_or(f64::NAN, |(u, s)| (u + s) / 100.0)
 }
 
 /// A database of its own for one run, dropped after.
@@ -242,23 +210,7 @@ impl Node {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", a.bin.display()));
-        let now = radstream::clock::now_ms() / 1000;
-        let claims = radstream::auth::jwt::Claims {
-            sub: "bench".into(),
-            scope: "results:read".into(),
-            iat: now,
-            nbf: None,
-            exp: now + 86_400,
-            iss: "radstream".into(),
-            aud: "radstream".into(),
-            jti: uuid::Uuid::new_v4().to_string(),
-        };
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .expect("signing the token");
+        let token = support::token(secret);
         let mut node = Node {
             child,
             dicom: format!("127.0.0.1:{dicom_port}"),
@@ -337,30 +289,6 @@ fn s3_env(a: &Args, prefix: &str) -> Vec<(&'static str, String)> {
         ));
     }
     env
-}
-
-async fn send(peer: &Peer, files: &[OutgoingFile]) {
-    let results = scu::send_study(peer, files, |_| {})
-        .await
-        .expect("sending the study");
-    for r in results {
-        assert_eq!(
-            r.status,
-            Some(0),
-            "C-STORE of {} failed: {r:?}",
-            r.path.display()
-        );
-    }
-}
-
-fn load_studies(dir: &Path) -> Vec<Vec<OutgoingFile>> {
-    let files: Vec<PathBuf> = scu::collect_files(&[dir.to_path_buf()])
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
-        .collect();
-    let (studies, failed) = scu::group_by_study(&files);
-    assert!(failed.is_empty(), "unreadable files: {failed:?}");
-    studies.into_values().collect()
 }
 
 // ---------------------------------------------------------------------------------------

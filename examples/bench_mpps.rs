@@ -17,11 +17,16 @@
 //!
 //! Two warm-up studies per run are not counted.
 
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+use support::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use radstream::scu::{self, OutgoingFile, Peer};
+use radstream::scu::{OutgoingFile, Peer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -97,27 +102,6 @@ fn parse_args() -> Args {
     a
 }
 
-fn wall_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-        * 1000.0
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Nearest-rank percentile of a sorted slice.
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Stats {
     n: usize,
@@ -138,80 +122,8 @@ fn stats(mut v: Vec<f64>) -> Stats {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Sends one study on one association; returns when the release has completed.
-async fn send(peer: &Peer, files: &[OutgoingFile]) {
-    let results = scu::send_study(peer, files, |_| {})
-        .await
-        .expect("sending the study");
-    for r in results {
-        assert_eq!(
-            r.status,
-            Some(0),
-            "C-STORE of {} failed: {r:?}",
-            r.path.display()
-        );
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // SSE
-
-/// One SSE event.
-struct Msg {
-    event: String,
-    data: String,
-}
-
-/// Splits an SSE byte stream into events (blocks ending with a blank line).
-#[derive(Default)]
-struct SseParser {
-    buf: Vec<u8>,
-}
-
-impl SseParser {
-    fn feed(&mut self, chunk: &[u8], with_data: bool, mut on: impl FnMut(Msg)) {
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(pos) = self.buf[start..].windows(2).position(|w| w == b"\n\n") {
-            let block = &self.buf[start..start + pos];
-            start += pos + 2;
-            let Ok(text) = std::str::from_utf8(block) else {
-                continue;
-            };
-            let (mut id, mut event, mut data) = (None::<i64>, String::new(), String::new());
-            for line in text.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if with_data {
-                    if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-            }
-            if id.is_some() {
-                on(Msg { event, data });
-            }
-        }
-        self.buf.drain(..start);
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("http client")
-}
 
 /// Opens `/v1/events` and forwards every event with its arrival instant.
 async fn open_stream(
@@ -281,23 +193,7 @@ impl Node {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let now = radstream::clock::now_ms() / 1000;
-        let claims = radstream::auth::jwt::Claims {
-            sub: "bench".into(),
-            scope: "results:read".into(),
-            iat: now,
-            nbf: None,
-            exp: now + 86_400,
-            iss: "radstream".into(),
-            aud: "radstream".into(),
-            jti: uuid::Uuid::new_v4().to_string(),
-        };
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .expect("signing the token");
+        let token = support::token(&secret);
         let mut node = Node {
             child,
             dicom: format!("127.0.0.1:{dicom_port}"),
@@ -341,17 +237,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn load_studies(dir: &Path) -> Vec<Vec<OutgoingFile>> {
-    let files = scu::collect_files(&[dir.to_path_buf()]);
-    let files: Vec<PathBuf> = files
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
-        .collect();
-    let (studies, failed) = scu::group_by_study(&files);
-    assert!(failed.is_empty(), "unreadable files: {failed:?}");
-    studies.into_values().collect()
 }
 
 /// Waits for the study's `inference.completed`; returns its arrival.
