@@ -101,6 +101,18 @@ async fn pending_completions(app: &TestApp) -> i64 {
         .unwrap_or(-1)
 }
 
+/// The payload of the study's one `study.complete` event.
+async fn completion_payload(app: &TestApp, study: &str) -> serde_json::Value {
+    let payload: String = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE type = 'study.complete' AND study_uid = $1",
+    )
+    .bind(study)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    serde_json::from_str(&payload).unwrap()
+}
+
 async fn study_count(app: &TestApp, sql: &str, study: &str) -> i64 {
     sqlx::query_scalar(sql)
         .bind(study)
@@ -170,14 +182,7 @@ async fn a_study_sent_to_two_nodes_completes_once_with_one_job() {
         .await,
         6
     );
-    let payload: String = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE type = 'study.complete' AND study_uid = $1",
-    )
-    .bind(study)
-    .fetch_one(&a.db.pool)
-    .await
-    .unwrap();
-    let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let payload = completion_payload(&a, study).await;
     assert_eq!(payload["completed_by"], "release+quiet", "{payload}");
     assert_eq!(
         payload["node"], "node-b",
@@ -252,14 +257,7 @@ async fn a_study_whose_node_died_is_completed_by_another_node() {
     b.wait().await.unwrap();
 
     assert_eq!(a.wait_complete(study, 20).await, 1);
-    let payload: String = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE type = 'study.complete' AND study_uid = $1",
-    )
-    .bind(study)
-    .fetch_one(&a.db.pool)
-    .await
-    .unwrap();
-    let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let payload = completion_payload(&a, study).await;
     assert_eq!(payload["completed_by"], "stable-age", "{payload}");
     assert_eq!(payload["node"], "node-a", "{payload}");
     wait_for(15, "node B's registration and entries expire", || async {
