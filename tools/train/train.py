@@ -492,7 +492,9 @@ def cmd_manifest(a):
     w('spread = "std"           # std of member probabilities, max over labels')
     w(f"optimal_below = {a.optimal_below}")
     w(f"good_below = {a.good_below}       # otherwise \"review\"")
-    w(f"review_entropy_above = {a.review_entropy}   # should_review when mean predictive entropy (nats, per label avg) exceeds")
+    # The calibration measures entropy in nats; the node compares in bits (postprocess.rs).
+    bits = round(a.review_entropy / math.log(2), 3)
+    w(f"review_entropy_above = {bits}   # bits ({a.review_entropy} nats): should_review when mean predictive entropy per label exceeds")
     w("")
     w("[applicability]")
     w('modalities = ["CR", "DX"]')
@@ -534,7 +536,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--optimal-below", type=float, default=0.005)
     ap.add_argument("--good-below", type=float, default=0.008)
-    ap.add_argument("--review-entropy", type=float, default=0.6)
+    ap.add_argument("--review-entropy", type=float, default=0.6,
+                    help="calibrated review threshold in nats (written to the manifest in bits)")
     ap.add_argument("--resume", action="store_true", help="continue from the cached member checkpoints")
     ap.add_argument("--member", default=None, help="comma list of member indices (default all)")
     a = ap.parse_args(argv)
