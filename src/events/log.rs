@@ -18,8 +18,10 @@ use crate::db::{Backend, Database};
 pub struct EventView {
     /// Increasing; resume after it with `Last-Event-ID`.
     pub id: i64,
-    /// `study.received`, `study.complete`, `store.failed`, `inference.started`,
-    /// `inference.completed`, `inference.failed` or `study.urgent`.
+    /// `study.received`, `study.complete`, `study.urgent`, `study.purged`, `store.failed`,
+    /// `inference.started`, `inference.model_completed`, `inference.completed`,
+    /// `inference.failed`, `export.sent`, `export.failed`, `bulk.progress` or
+    /// `bulk.completed`.
     #[serde(rename = "type")]
     pub kind: String,
     pub study_uid: Option<String>,

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[pipeline]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineSettings {
     /// Run the pipeline worker on this node (a receive-only node sets `false`).
@@ -23,7 +23,8 @@ pub struct PipelineSettings {
     /// first installed one by id); every installed segmentation and landmark model runs too.
     pub model: Option<String>,
     /// Which models run on which studies. The first route whose rules match the study's
-    /// first instance names the models; none matching runs nothing (the result says so).
+    /// first instance names the models; when none matches, the study's job fails for good
+    /// with the reason (`inference.failed`).
     /// Empty: the default set above.
     pub routes: Vec<Route>,
     /// Images analysed per study at most (the rest are reported as skipped).
@@ -32,7 +33,7 @@ pub struct PipelineSettings {
 
 /// `[[pipeline.routes]]`: header rules on a study's instances and the models to run. Values
 /// compare case-insensitively; an empty list accepts anything.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Route {
     /// Shown in logs and the result.
