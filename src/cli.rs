@@ -219,6 +219,9 @@ pub enum StorageCommand {
 pub enum ConfigCommand {
     /// Validate the configuration and print it with secrets redacted.
     Check,
+    /// Print the configuration reference (every key, its type, default and meaning) as
+    /// Markdown: the guide's `docs/src/operate/configuration.md`.
+    Reference,
 }
 
 /// Runs the parsed command line.
@@ -233,6 +236,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = load()?;
             println!("{}", s.to_redacted_toml());
             eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Reference,
+        } => {
+            print!("{}", crate::configuration::reference::markdown());
             Ok(())
         }
         Command::Serve { role } => {

@@ -9,6 +9,8 @@
 //! against that file's folder; those of the base file and the environment against the working
 //! directory.
 
+pub mod reference;
+
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -38,7 +40,7 @@ use crate::ui::UiSettings;
 pub const BASE_FILE: &str = "config/radstream.toml";
 
 /// The whole configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// DICOM upper-layer listener (C-ECHO, C-STORE SCP).
@@ -166,6 +168,7 @@ impl Settings {
             ("storage.data_dir", &mut self.storage.data_dir),
             ("inference.models_dir", &mut self.inference.models_dir),
             ("ui.ohif_dir", &mut self.ui.ohif_dir),
+            ("ui.guide_dir", &mut self.ui.guide_dir),
         ];
         let tls = &mut self.dicom.tls;
         let optional = [

@@ -82,7 +82,7 @@ mod tests {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-#[derive(utoipa::ToSchema)]
+#[derive(utoipa::ToSchema, schemars::JsonSchema)]
 pub enum Urgency {
     Low,
     Standard,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// `[log]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// `tracing` filter, e.g. `info` or `radstream=debug,sqlx=warn` (RUST_LOG wins).
@@ -17,7 +17,7 @@ pub struct LogSettings {
 }
 
 /// See [`LogSettings::format`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,

@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// Signature algorithm of the JSON Web Tokens we accept (and issue).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub enum JwtAlgorithm {
     /// HMAC-SHA256 with a shared secret (`jwt_secret`, or `<data_dir>/jwt.secret`).
     HS256,
@@ -27,7 +27,7 @@ impl JwtAlgorithm {
 pub const MIN_SECRET_BYTES: usize = 32;
 
 /// `[auth]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// `HS256`, `RS256` or `ES256`.
@@ -35,6 +35,7 @@ pub struct AuthSettings {
     /// HS256 shared secret (at least 32 bytes). Unset: a random secret is generated on first
     /// start into `<data_dir>/jwt.secret` (mode 0600) and reused. Printed as `[redacted]`.
     #[serde(serialize_with = "redact_secret")]
+    #[schemars(with = "Option<String>", extend("x-secret" = true))]
     pub jwt_secret: Option<SecretString>,
     /// PEM public key (RS256/ES256) that verifies tokens.
     pub jwt_public_key_file: Option<PathBuf>,

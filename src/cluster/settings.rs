@@ -103,13 +103,14 @@ impl<'de> Deserialize<'de> for Roles {
 }
 
 /// `[node]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSettings {
     /// The node's name among the nodes sharing the database (shown in `/health`, `/metrics`,
     /// job workers and events). Empty: the host name (a Kubernetes pod's name).
     pub id: String,
     /// What this node runs (see [`Role`]); `serve --role` overrides it.
+    #[schemars(with = "String")]
     pub roles: Roles,
     /// Seconds between the node's heartbeats in the shared database.
     pub heartbeat_secs: u64,

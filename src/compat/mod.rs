@@ -20,7 +20,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
 /// `[compat]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompatSettings {
     /// Folders whose files path-based requests (LeapAI `input_image_path`,
@@ -36,6 +36,7 @@ pub struct CompatSettings {
     /// Key of VoxRay's `patient_id_hash` (HMAC-SHA256). Unset: a random key is generated into
     /// `<data_dir>/voxray_hash.key` (mode 0600) on first start. Printed as `[redacted]`.
     #[serde(serialize_with = "redact")]
+    #[schemars(with = "Option<String>", extend("x-secret" = true))]
     pub voxray_hash_key: Option<SecretString>,
     /// `environment` reported by VoxRay's `GET /api/feature-flags`.
     pub voxray_environment: String,

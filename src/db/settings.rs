@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 /// `storage.durability`: how hard writes are pushed to disk, by the instance files and by
 /// SQLite (`synchronous`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// fsync the file and its folder before acknowledging (survives power loss).
@@ -17,11 +17,12 @@ pub enum Durability {
 }
 
 /// `[database]`
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// `sqlite://...` or `postgres://...`; empty means `sqlite://<data_dir>/radstream.db`.
     #[serde(serialize_with = "redact_url")]
+    #[schemars(with = "Option<String>", extend("x-secret" = true))]
     pub url: Option<SecretString>,
     /// Largest number of pooled connections.
     pub max_connections: Option<u32>,

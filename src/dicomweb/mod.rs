@@ -38,7 +38,7 @@ pub const MULTIPART_DICOM: &str = "multipart/related; type=\"application/dicom\"
 pub const MULTIPART_OCTETS: &str = "multipart/related; type=\"application/octet-stream\"";
 
 /// `[dicomweb]` settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DicomWebSettings {
     /// Origins a browser viewer may call the API from (CORS); empty = no CORS headers.

@@ -19,7 +19,7 @@ use crate::db::Database;
 use crate::metrics::Metrics;
 
 /// `[events]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventSettings {
     /// Events held for slow subscribers before they fall back to replaying from the table.

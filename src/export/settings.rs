@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::domain::Urgency;
 
 /// `[export]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportSettings {
     /// Generate the SR and overlay of each result (and deliver them, when destinations exist).
@@ -44,7 +44,7 @@ impl Default for ExportSettings {
 }
 
 /// How a destination is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DestinationKind {
     /// C-STORE SCU to `ae_title`@`host`:`port`.
@@ -79,7 +79,7 @@ impl DestinationKind {
 }
 
 /// Which outputs a destination receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
     Sr,
@@ -102,7 +102,7 @@ impl OutputKind {
 }
 
 /// One `[[export.destinations]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     /// Unique name, shown in the outbox.
@@ -145,6 +145,7 @@ pub struct Destination {
     pub url: Option<String>,
     /// `stow`, `fhir`: the whole `Authorization` header value (`Bearer ...`, `Basic ...`); never logged.
     #[serde(default, serialize_with = "redact")]
+    #[schemars(with = "Option<String>", extend("x-secret" = true))]
     pub authorization: Option<SecretString>,
     /// `dicom`/`stow`: `sr`, `overlay` and/or `seg`; `fhir`: `report`. Empty or left out: all the
     /// kind carries.

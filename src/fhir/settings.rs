@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The status a current (not superseded) DiagnosticReport carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportStatus {
     /// Results go out as final reports (the default).
@@ -23,7 +25,7 @@ impl ReportStatus {
 }
 
 /// `[fhir]`
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FhirSettings {
     /// Status of the current report version: `final` or `preliminary`.

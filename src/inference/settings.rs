@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use super::InferenceError;
 
 /// `[inference]` section of the configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceSettings {
     /// Folder holding one sub-folder per model, each with a `model.toml` manifest.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// `[dicom]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DicomSettings {
     /// Address the SCP binds to.
@@ -46,7 +46,7 @@ pub struct DicomSettings {
 }
 
 /// `[dicom.tls]`: a second port speaking DICOM over TLS (PS3.15 B.1).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DicomTlsSettings {
     pub enabled: bool,
@@ -73,7 +73,7 @@ impl Default for DicomTlsSettings {
 }
 
 /// One entry of the calling-AE allow-list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRule {
     /// Calling AE title.
@@ -88,7 +88,7 @@ pub struct PeerRule {
 }
 
 /// See [`DicomSettings::sop_class_mode`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SopClassMode {
     AllStorage,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[mpps]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MppsSettings {
     /// `AE@host:port` of a RIS (MPPS SCP) every N-CREATE and N-SET is forwarded to, in the

@@ -8,7 +8,7 @@ use crate::inference::manifest::VALIDATED_REAL;
 
 /// One rule: when `label` is present (or its probability reaches `min_probability`), or when
 /// `measurement` is above `above`, the study is at least `urgency`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriageRule {
     /// Finding key of any classification model, e.g. `pneumothorax`.
@@ -28,7 +28,7 @@ pub struct TriageRule {
 }
 
 /// `[triage]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TriageSettings {
     /// Checked in order; the most urgent match wins.

@@ -32,7 +32,7 @@ use crate::store::index;
 use crate::store::Store;
 
 /// `[retention]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
     /// Days after a study was last received that its instances are removed; 0 keeps them.

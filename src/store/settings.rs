@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use crate::db::Durability;
 
 /// `storage.on_duplicate`
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DuplicatePolicy {
     /// Keep the stored copy and discard the new one (still answered 0000); with no stored
@@ -22,7 +22,7 @@ pub enum DuplicatePolicy {
 }
 
 /// `[storage]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
     /// Data folder: instance files, temporary files and the default SQLite database.
@@ -42,7 +42,9 @@ pub struct StorageSettings {
 }
 
 /// `storage.backend`: where instance files and derived objects live for good.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StorageBackend {
     /// The data folder alone.
@@ -54,7 +56,7 @@ pub enum StorageBackend {
 }
 
 /// `[storage.s3]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Settings {
     /// Base URL of the S3 API (`http://127.0.0.1:8333`); empty means AWS itself, by `region`.
@@ -67,8 +69,10 @@ pub struct S3Settings {
     /// Empty: the ambient AWS credentials (environment, instance profile); with an endpoint
     /// that accepts anonymous access, none.
     #[serde(serialize_with = "redact_secret")]
+    #[schemars(with = "Option<String>", extend("x-secret" = true))]
     pub access_key_id: Option<SecretString>,
     #[serde(serialize_with = "redact_secret")]
+    #[schemars(with = "Option<String>", extend("x-secret" = true))]
     pub secret_access_key: Option<SecretString>,
     /// `endpoint/bucket/key` (most self-hosted stores) instead of `bucket.endpoint/key`.
     pub path_style: bool,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[study]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StudySettings {
     /// Milliseconds of quiet after the last association sending the study is released.

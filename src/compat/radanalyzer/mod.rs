@@ -59,7 +59,7 @@ pub const INVALID_KEY: &str = "Invalid API key";
 pub const TOO_LARGE: &str = "Image exceeds maximum size of 10MB";
 
 /// `[compat.radanalyzer]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RadAnalyzerSettings {
     /// Dollars per single-image call in the enterprise tier (2,001+ calls a month), which the

@@ -40,7 +40,7 @@ use crate::fhir::FhirSettings;
 /// `[compat.voxray_flags]`: VoxRay's v2 features that this node implements. The document's
 /// other flags (voice, heatmap, worklist, batch, PWA) are features radstream does not have;
 /// they are always reported `false`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Flags {
     /// `FF_ENSEMBLE_MODEL`: the `ensemble` block of `/v2/predict/image`.
