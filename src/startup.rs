@@ -55,6 +55,8 @@ pub struct Application {
     outputs: Option<(crate::report::Reporter, crate::export::Exporter)>,
     /// The background purge (`retention.keep_days` > 0).
     retention: Option<crate::retention::Retention>,
+    /// Whether `[ui] guide_dir` holds the built guide (said at start, with where it is).
+    guide_built: bool,
 }
 
 impl Application {
@@ -279,6 +281,7 @@ impl Application {
             pipeline,
             outputs,
             retention,
+            guide_built: crate::ui::guide::Guide::built(&settings.ui.guide_dir),
         })
     }
 
@@ -339,6 +342,18 @@ impl Application {
             node_id = %self.membership.id(),
             roles = %self.membership.node().roles,
             "radstream ready"
+        );
+        let base = format!("http://{}", self.http_addr());
+        let guide = if self.guide_built {
+            format!("{base}/guide/")
+        } else {
+            "docs/src/ in the repository (not built: scripts/setup.sh builds it)".to_string()
+        };
+        tracing::info!(
+            api_reference = %format!("{base}/docs"),
+            guide = %guide,
+            web = %format!("{base}/ui/"),
+            "documentation"
         );
         let mut node = Supervisor::new(cancel.clone());
         // Adapter jobs a previous run left unfinished.

@@ -195,7 +195,9 @@ pub fn render(doc: &Value) -> String {
          <title>{t} API</title><style>{STYLE}</style></head><body>\
          <h1>{t} API <small>{v}</small></h1>\
          <p>OpenAPI {o} document: <a href=\"/openapi.json\">/openapi.json</a> \
-         (send a credential, or add <code>?access_token=</code>).</p>",
+         (send a credential, or add <code>?access_token=</code>).</p>\
+         <p>How to install the node, connect a PACS, integrate and operate it: \
+         <a href=\"/guide/\">the guide</a> (<code>/guide/</code>).</p>",
         t = escape(title),
         v = escape(version),
         o = escape(doc["openapi"].as_str().unwrap_or("")),
@@ -348,6 +350,7 @@ mod tests {
             "shared answers resolved"
         );
         assert!(page.contains("body: <code>ErrorEnvelope</code>"));
+        assert!(page.contains("<a href=\"/guide/\">the guide</a>"));
         let lower = page.to_lowercase();
         for banned in [
             "<script", "src=", "<link", "@import", "url(", "http://", "https://",

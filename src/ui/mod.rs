@@ -1,5 +1,5 @@
 //! The node's web pages: the live worklist at `/ui/`, a study's page, the operations pages
-//! (exports, models, health, audit) and the OHIF viewer at `/ohif/`.
+//! (exports, models, health, audit), the OHIF viewer at `/ohif/` and the guide at `/guide/`.
 //!
 //! - [`assets`]: the pages' HTML, CSS and JavaScript, embedded in the binary at compile time
 //!   (`src/ui/assets/`), served without credentials under a strict Content-Security-Policy;
@@ -12,6 +12,7 @@
 //! Nothing here reads the database: the pages call the API.
 
 pub mod assets;
+pub mod guide;
 pub mod ohif;
 mod settings;
 
@@ -28,6 +29,7 @@ use crate::api::{spec, Access, Routes};
 #[derive(Clone)]
 pub struct Ui {
     ohif: Arc<ohif::Ohif>,
+    guide: Arc<guide::Guide>,
     /// `[ui] assets_dir`: the pages' files read from there instead of the embedded ones.
     assets_dir: Option<Arc<std::path::PathBuf>>,
 }
@@ -36,6 +38,7 @@ impl Ui {
     pub fn new(settings: &UiSettings) -> Ui {
         Ui {
             ohif: Arc::new(ohif::Ohif::new(settings.ohif_dir.clone())),
+            guide: Arc::new(guide::Guide::new(settings.guide_dir.clone())),
             assets_dir: settings.assets_dir.clone().map(Arc::new),
         }
     }
@@ -88,6 +91,18 @@ pub fn routes() -> Routes<Ui> {
             ),
             get(ohif::file),
         ),
+        (
+            page("/guide", "The guide (redirect to /guide/)"),
+            get(guide::to_root),
+        ),
+        (
+            page("/guide/", "The guide: install, connect, integrate, operate"),
+            get(guide::root),
+        ),
+        (
+            page("/guide/{*path}", "A page or file of the guide"),
+            get(guide::file),
+        ),
     ]
 }
 
@@ -104,5 +119,8 @@ pub fn routes() -> Routes<Ui> {
     ohif::to_root,
     ohif::root,
     ohif::file,
+    guide::to_root,
+    guide::root,
+    guide::file,
 ))]
 pub struct Doc;

@@ -215,7 +215,7 @@ fn escape(s: &str) -> String {
 }
 
 /// Media type by extension (what OHIF's `dist/` holds).
-fn content_type(path: &str) -> &'static str {
+pub(super) fn content_type(path: &str) -> &'static str {
     let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
     match ext {
         "html" => "text/html; charset=utf-8",
@@ -334,7 +334,7 @@ mod tests {
     async fn a_missing_viewer_answers_how_to_install_it() {
         let ui = Ui::new(&crate::ui::UiSettings {
             ohif_dir: PathBuf::from("/nonexistent/radstream-ohif"),
-            assets_dir: None,
+            ..Default::default()
         });
         for resp in [
             root(State(ui.clone())).await,

@@ -1,0 +1,157 @@
+//! The guide (the mdBook in `docs/`, built by `scripts/setup.sh` into `docs/book`) at
+//! `/guide/`, so a node's users find the documentation of the version they run, also on an
+//! air-gapped network. Public like the other pages: it is the repository's documentation and
+//! holds no data. Files are read from `[ui] guide_dir` on each request, paths confined to it.
+
+use std::path::{Component, Path as FsPath, PathBuf};
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::Ui;
+
+/// mdBook's pages use inline scripts (theme, sidebar) and their own fonts; nothing from
+/// elsewhere, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+                   style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                   frame-ancestors 'none'";
+
+const NOT_BUILT: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Guide not built</title>
+<link rel="stylesheet" href="/ui/assets/app.css"></head>
+<body><main class="page narrow"><h1>The guide is not built on this node</h1>
+<p>The node serves the guide from the folder named by <code>[ui] guide_dir</code>
+(<code>FOLDER</code>), which holds no <code>index.html</code>.</p>
+<p>Build it with <code>scripts/setup.sh</code> (it installs mdBook and runs
+<code>mdbook build docs</code>), or read its sources in the repository's <code>docs/src/</code>.
+The API reference is at <a href="/docs">/docs</a>.</p></main></body></html>
+"#;
+
+/// Where the guide's built files are.
+pub struct Guide {
+    dir: PathBuf,
+}
+
+impl Guide {
+    pub fn new(dir: PathBuf) -> Guide {
+        Guide { dir }
+    }
+
+    /// Whether the built guide is there (the node says so at start).
+    pub fn built(dir: &FsPath) -> bool {
+        dir.join("index.html").is_file()
+    }
+
+    /// `rel` inside the folder: only plain names, no `..`, no absolute path.
+    fn resolve(&self, rel: &str) -> Option<PathBuf> {
+        let rel = FsPath::new(rel);
+        rel.components()
+            .all(|c| matches!(c, Component::Normal(_)))
+            .then(|| self.dir.join(rel))
+    }
+
+    async fn serve(&self, rel: &str) -> Response {
+        if !Self::built(&self.dir) {
+            let page = NOT_BUILT.replace("FOLDER", &escape(&self.dir.display().to_string()));
+            return (
+                StatusCode::NOT_FOUND,
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::CONTENT_SECURITY_POLICY, super::assets::CSP),
+                ],
+                page,
+            )
+                .into_response();
+        }
+        let rel = if rel.is_empty() || rel.ends_with('/') {
+            format!("{rel}index.html")
+        } else {
+            rel.to_string()
+        };
+        let Some(path) = self.resolve(&rel) else {
+            return not_found();
+        };
+        match tokio::fs::read(&path).await {
+            Ok(body) => (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(super::ohif::content_type(&rel)),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                    (
+                        header::X_CONTENT_TYPE_OPTIONS,
+                        HeaderValue::from_static("nosniff"),
+                    ),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(CSP),
+                    ),
+                ],
+                body,
+            )
+                .into_response(),
+            Err(_) => not_found(),
+        }
+    }
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "not found",
+    )
+        .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `/guide` to `/guide/`.
+#[utoipa::path(get, path = "/guide", responses(
+    (status = 303, description = "To /guide/", headers(("Location" = String, description = "/guide/"))),
+))]
+pub async fn to_root() -> Redirect {
+    Redirect::to("/guide/")
+}
+
+/// The guide's first page. 404 with how to build it when `[ui] guide_dir` holds no book.
+#[utoipa::path(get, path = "/guide/", responses(
+    (status = 200, description = "The guide's index.html", body = String, content_type = "text/html; charset=utf-8"),
+    (status = 404, description = "The guide is not built: how to build it", body = String, content_type = "text/html; charset=utf-8"),
+))]
+pub async fn root(State(ui): State<Ui>) -> Response {
+    ui.guide.serve("").await
+}
+
+/// A file of the built guide (pages, style sheets, scripts, search index, fonts).
+#[utoipa::path(get, path = "/guide/{path}", responses(
+    (status = 200, description = "The file", body = String, content_type = "text/html; charset=utf-8"),
+    (status = 404, description = "No such file, or the guide is not built", body = String, content_type = "text/plain; charset=utf-8"),
+))]
+pub async fn file(State(ui): State<Ui>, Path(rel): Path<String>) -> Response {
+    ui.guide.serve(&rel).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_guide() {
+        let g = Guide::new(PathBuf::from("/srv/book"));
+        assert_eq!(
+            g.resolve("pacs/receiving.html"),
+            Some(PathBuf::from("/srv/book/pacs/receiving.html"))
+        );
+        assert_eq!(g.resolve("../secret"), None);
+        assert_eq!(g.resolve("/etc/passwd"), None);
+        assert_eq!(g.resolve("a/../../b"), None);
+    }
+}
