@@ -9,6 +9,7 @@
 #     (the S3 server of the object-storage tests, into .venv), node (the RadAnalyzer
 #     JavaScript example), Debian's chromium and playwright-core (npm, pinned, in
 #     tests/ui/node_modules) for the browser tests of the web pages;
+#   - mdbook (crates.io, into ~/.cache/radstream/tools) and the guide built into docs/book;
 #   - with --peers hfs (or RADSTREAM_BUILD_HFS=1): the FHIR server helios-hfs 0.2.7 built
 #     into ~/.cache/radstream/peers/hfs (about 40 minutes on 2 cores; CI does not build it,
 #     the tests that need it say SKIP) and its R4 search parameters (npm
@@ -148,6 +149,22 @@ fi
 if [ "$want_test" = 1 ] && [ ! -e tests/ui/node_modules/playwright-core/package.json ]; then
   echo "setup: installing playwright-core for the browser tests (npm ci)"
   (cd tests/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund)
+fi
+
+# The guide (docs/, issue 23) is an mdBook: mdbook 0.5.4 from crates.io, built once into the
+# cache (about 3 minutes on 2 cores, without its `serve`/`watch` features), then the book
+# itself into docs/book (seconds), which the node serves at /guide/. The tests build it again
+# and check every link.
+mdbook_version=0.5.4
+mdbook="$cache/tools/bin/mdbook"
+if [ "$("$mdbook" --version 2>/dev/null)" != "mdbook v$mdbook_version" ]; then
+  echo "setup: building mdbook $mdbook_version into $cache/tools"
+  cargo install mdbook --version "$mdbook_version" --locked --no-default-features --features search \
+    --root "$cache/tools" --quiet
+fi
+if [ ! -e docs/book/index.html ] || [ -n "$(find docs/src docs/book.toml README.md -newer docs/book/index.html -print -quit)" ]; then
+  echo "setup: building the guide into docs/book"
+  "$mdbook" build docs >/dev/null 2>&1 || { echo "setup: the guide did not build: $mdbook build docs" >&2; exit 1; }
 fi
 
 # helios-hfs, a real FHIR R4 server (crates.io, MIT), for the e2e test fhir_server::. Opt-in:

@@ -85,7 +85,7 @@ def main():
         check(rep["status"] == "final", "status")
         check(rep["subject"]["reference"].startswith("Patient/"), "subject")
         # The document shows code.coding (LOINC); radstream gives a text-only code once the
-        # study holds its own SR/overlay series besides the radiographs (see README).
+        # study holds its own SR/overlay series besides the radiographs (see the guide, integrate/vendor-apis.md).
         code = rep["code"]
         check(code.get("text") or code["coding"][0]["system"] == "http://loinc.org", "code")
         check(rep["conclusionCode"][0]["coding"][0]["system"] == "http://snomed.info/sct", "cc")

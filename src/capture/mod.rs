@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(b.quality.feedback(), "hold still");
     }
 
-    /// The figures quoted in the README: 100 synthetic photos, ten at each difficulty step.
+    /// The figures quoted in the guide (integrate/vendor-apis.md): 100 synthetic photos, ten at each difficulty step.
     #[test]
     fn corner_accuracy_over_100_synthetic_photos() {
         let radiographs = [

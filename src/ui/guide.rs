@@ -154,4 +154,50 @@ mod tests {
         assert_eq!(g.resolve("/etc/passwd"), None);
         assert_eq!(g.resolve("a/../../b"), None);
     }
+
+    #[tokio::test]
+    async fn an_unbuilt_guide_answers_how_to_build_it() {
+        let g = Guide::new(PathBuf::from("/nonexistent/radstream-book"));
+        let resp = g.serve("").await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("scripts/setup.sh"), "{text}");
+        assert!(text.contains("/nonexistent/radstream-book"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_built_guide_is_served_with_its_media_types() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pacs")).unwrap();
+        std::fs::write(dir.path().join("index.html"), "<h1>guide</h1>").unwrap();
+        std::fs::write(dir.path().join("pacs/receiving.html"), "<h1>r</h1>").unwrap();
+        std::fs::write(dir.path().join("book.js"), "1").unwrap();
+        let g = Guide::new(dir.path().to_path_buf());
+        for (rel, status, kind) in [
+            ("", StatusCode::OK, "text/html; charset=utf-8"),
+            (
+                "pacs/receiving.html",
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+            ),
+            ("book.js", StatusCode::OK, "text/javascript; charset=utf-8"),
+            (
+                "missing.html",
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+            ),
+            (
+                "../index.html",
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+            ),
+        ] {
+            let resp = g.serve(rel).await;
+            assert_eq!(resp.status(), status, "{rel}");
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], kind, "{rel}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! HL7 v2 ORU^R01 over MLLP to hl7apy's MLLP server (tests/python/hl7_receiver.py), which
 //! parses every message with hl7apy's strict v2.5.1 validation: every segment and field the
-//! README names, a superseding version as a correction, and AE / no-ACK retried then
+//! guide names, a superseding version as a correction, and AE / no-ACK retried then
 //! dead-lettered.
 
 use std::path::Path;

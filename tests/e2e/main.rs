@@ -6,6 +6,7 @@ mod cluster;
 mod commitment;
 mod crash;
 mod dicomweb;
+mod docs;
 mod edge;
 mod events;
 mod export;

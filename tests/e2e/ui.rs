@@ -17,8 +17,8 @@
 //!
 //! Without Chromium, playwright-core or OHIF these tests fail, naming what is missing, unless
 //! `RADSTREAM_UI_TESTS_OPTIONAL=1`, where they print SKIP and pass. Screenshots go to
-//! `RADSTREAM_UI_SCREENSHOTS` when set (the README's come from
-//! `RADSTREAM_UI_SCREENSHOTS=docs/screenshots`).
+//! `RADSTREAM_UI_SCREENSHOTS` when set (the guide's come from
+//! `RADSTREAM_UI_SCREENSHOTS=docs/src/images`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! request and response shapes, its `{"error": "…"}` body, `x-api-key` authentication and
 //! pay-for-value metering. The document measures the veterinary VHS/VLAS; this node measures
 //! the chest-radiograph analogue, the cardiothoracic ratio (CTR), and returns it under the
-//! document's field names plus a `measurement` block that says what it is (README table).
+//! document's field names plus a `measurement` block that says what it is (table in the guide, integrate/vendor-apis.md).
 //!
 //! - [`request`]: the JSON body (`image` | `images`, `uuid`, `render`), base64 and size checks.
 //! - [`outcome`]: one image's prediction ([`predict_one`]): result code, landmarks, CTR,

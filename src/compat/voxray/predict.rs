@@ -192,7 +192,7 @@ async fn infer_image(state: &VoxRay, up: &Upload) -> Result<ImageResult, VoxErro
 #[derive(Serialize, ToSchema)]
 pub struct Prediction {
     pub confidence: f64,
-    /// e.g. `06_PNEUMONIA`, `00_NORMAL_LUNG` (README table).
+    /// e.g. `06_PNEUMONIA`, `00_NORMAL_LUNG` (table in the guide, integrate/vendor-apis.md).
     pub diagnosis: String,
 }
 

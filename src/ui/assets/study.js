@@ -19,7 +19,7 @@ import {
   urgencyBadge,
 } from './api.js';
 
-// Series numbers of the node's own outputs (README, "Results back to the PACS").
+// Series numbers of the node's own outputs (guide: pacs/results-to-pacs.md).
 const SR_SERIES = 9901;
 const OVERLAY_SERIES = 9902;
 const SEG_SERIES = 9903;
