@@ -12,8 +12,8 @@
 #
 # Needs the nightly toolchain (`rustup toolchain install nightly`); installs cargo-fuzz when
 # missing. Builds all targets in one build without a sanitizer (the code is Rust, the C
-# decoders are not instrumented anyway; fuzz/harness/support.rs bounds single allocations at
-# 1 GiB instead). Seeds come from fixtures/ (fuzz/seed.py); the corpus and the crashes live
+# decoders are not instrumented anyway; fuzz/harness/support.rs bounds single allocations
+# instead: 16 MiB for the parsers, 256 MiB for the pixel decoders). Seeds come from fixtures/ (fuzz/seed.py); the corpus and the crashes live
 # under bench/out/fuzz/ (not committed): minimise a crash with
 # `cd fuzz && cargo +nightly fuzz tmin -s none TARGET FILE`, then add it to fuzz/regressions/.
 #

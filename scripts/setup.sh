@@ -32,6 +32,9 @@ done
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v clang >/dev/null || need_apt+=(clang)
+# npm fetches the OHIF viewer (and, for the tests, playwright-core and real test images);
+# Debian's nodejs package does not include it.
+command -v npm >/dev/null || need_apt+=(npm)
 if [ "$want_test" = 1 ]; then
   command -v storescu >/dev/null || need_apt+=(dcmtk)
   command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)

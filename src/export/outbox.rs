@@ -27,9 +27,9 @@ pub struct ExportRow {
     pub study_uid: String,
     /// Destination name from `[[export.destinations]]`.
     pub destination: String,
-    /// `dicom`, `stow` or `fhir`.
+    /// `dicom`, `stow`, `fhir` or `hl7`.
     pub kind: String,
-    /// `sr`, `overlay` or `report` (FHIR).
+    /// `sr`, `overlay`, `seg` or `report` (FHIR, HL7).
     pub output: String,
     /// The same on every attempt, so the target stays idempotent. For `report` rows:
     /// `DiagnosticReport/<id>`, the resource the pushed Bundle is built around.

@@ -2,8 +2,8 @@
 //! codes, values and statuses the FHIR push and the SR carry.
 //!
 //! Segments: MSH, PID, PV1, ORC, OBR, NTE (disclaimer, then each model's validation status),
-//! one OBX per finding (NM: the probability in UCUM `1`, abnormal flag `A` when present, `N`
-//! when absent; OBX-3 the finding's SNOMED CT code), one OBX per measurement (NM with its
+//! one OBX per finding (CWE: Present/Absent, the probability in OBX-9, abnormal flag `A` when
+//! present, `N` when absent; OBX-3 the finding's SNOMED CT code), one OBX per measurement (NM with its
 //! UCUM unit), and one OBX with the triage urgency (CWE, local code system `99RSURG`).
 //! Result status (OBR-25, OBX-11): `F`, or `P` when `[fhir] report_status = "preliminary"`,
 //! `C` for a version that supersedes an earlier one.

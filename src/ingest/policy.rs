@@ -56,10 +56,22 @@ impl dicom_ul::association::server::AccessControl for PeerPolicy<'_> {
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
+        // The AE titles are logged here, where they are known: the rejection's own log line
+        // (the listener's) has only the peer's address.
         if self.check_called_ae && this_ae_title.trim() != called_ae_title.trim() {
+            tracing::warn!(
+                calling_ae = calling_ae_title.trim(),
+                called_ae = called_ae_title.trim(),
+                "association rejected: called AE title is not this node's (dicom.ae_title)"
+            );
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
         if !self.calling_allowed(calling_ae_title) {
+            tracing::warn!(
+                calling_ae = calling_ae_title.trim(),
+                called_ae = called_ae_title.trim(),
+                "association rejected: no dicom.allowed_peers rule matches the calling AE title, host and certificate"
+            );
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
