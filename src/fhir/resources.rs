@@ -266,7 +266,8 @@ fn validation_text(status: &str, trained_on: &str, validated_on: &str) -> String
             "Validation status: synthetic-only (not validated on real images).".to_string()
         }
         crate::inference::manifest::VALIDATED_REAL => {
-            "Validation status: real-images (validated on real images).".to_string()
+            "Validation status: real-images (checked on real images, not clinically validated)."
+                .to_string()
         }
         other => format!("Validation status: {other}."),
     };

@@ -46,7 +46,12 @@ impl ModelValidation {
         };
         match self.status.as_str() {
             VALIDATED_SYNTHETIC => format!("{}: {trained}not validated on real images", self.id),
-            VALIDATED_REAL => format!("{}: {trained}validated on real images", self.id),
+            // `real-images` says the model was trained and checked on real images, not that
+            // it was scored or clinically validated (the manifest's `validated_on` says how).
+            VALIDATED_REAL => format!(
+                "{}: {trained}checked on real images, not clinically validated",
+                self.id
+            ),
             _ => format!("{}: {trained}validation status unknown", self.id),
         }
     }
@@ -114,6 +119,12 @@ mod tests {
         assert_eq!(
             m.brief_note(),
             "cxr-demo: trained on procedurally generated phantoms, not validated on real images"
+        );
+        m.status = VALIDATED_REAL.into();
+        m.trained_on = "real chest radiographs".into();
+        assert_eq!(
+            m.note(),
+            "cxr-demo: trained on real chest radiographs, checked on real images, not clinically validated"
         );
         m.status = "unknown".into();
         m.trained_on.clear();

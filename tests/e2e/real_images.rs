@@ -138,7 +138,7 @@ async fn real_chests_are_accepted_and_everything_else_refused() {
         }
         let ctr = lungs["ctr"]["ratio"].as_f64().unwrap();
         assert!((0.3..0.6).contains(&ctr), "{name} CTR {ctr}");
-        // Every model's outcome; the segmenter is the one validated on real images.
+        // Every model's outcome; the segmenter is the one checked on real images.
         let models = r["models"].as_array().unwrap();
         let seg_model = models.iter().find(|m| m["id"] == "lung-seg").unwrap();
         assert_eq!(seg_model["status"], "succeeded");
