@@ -3,13 +3,13 @@
 //! air-gapped network. Public like the other pages: it is the repository's documentation and
 //! holds no data. Files are read from `[ui] guide_dir` on each request, paths confined to it.
 
-use std::path::{Component, Path as FsPath, PathBuf};
+use std::path::{Path as FsPath, PathBuf};
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::Ui;
+use super::{files, Ui};
 
 /// mdBook's pages use inline scripts (theme, sidebar) and their own fonts; nothing from
 /// elsewhere, no framing.
@@ -43,41 +43,24 @@ impl Guide {
         dir.join("index.html").is_file()
     }
 
-    /// `rel` inside the folder: only plain names, no `..`, no absolute path.
-    fn resolve(&self, rel: &str) -> Option<PathBuf> {
-        let rel = FsPath::new(rel);
-        rel.components()
-            .all(|c| matches!(c, Component::Normal(_)))
-            .then(|| self.dir.join(rel))
-    }
-
     async fn serve(&self, rel: &str) -> Response {
         if !Self::built(&self.dir) {
-            let page = NOT_BUILT.replace("FOLDER", &escape(&self.dir.display().to_string()));
-            return (
-                StatusCode::NOT_FOUND,
-                [
-                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                    (header::CONTENT_SECURITY_POLICY, super::assets::CSP),
-                ],
-                page,
-            )
-                .into_response();
+            return files::folder_missing(NOT_BUILT, &self.dir);
         }
         let rel = if rel.is_empty() || rel.ends_with('/') {
             format!("{rel}index.html")
         } else {
             rel.to_string()
         };
-        let Some(path) = self.resolve(&rel) else {
-            return not_found();
+        let Some(path) = files::confined(&self.dir, &rel) else {
+            return files::not_found();
         };
         match tokio::fs::read(&path).await {
             Ok(body) => (
                 [
                     (
                         header::CONTENT_TYPE,
-                        HeaderValue::from_static(super::ohif::content_type(&rel)),
+                        HeaderValue::from_static(files::content_type(&rel)),
                     ),
                     (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
                     (
@@ -92,25 +75,9 @@ impl Guide {
                 body,
             )
                 .into_response(),
-            Err(_) => not_found(),
+            Err(_) => files::not_found(),
         }
     }
-}
-
-fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "not found",
-    )
-        .into_response()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// `/guide` to `/guide/`.
@@ -142,18 +109,7 @@ pub async fn file(State(ui): State<Ui>, Path(rel): Path<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_stay_inside_the_guide() {
-        let g = Guide::new(PathBuf::from("/srv/book"));
-        assert_eq!(
-            g.resolve("pacs/receiving.html"),
-            Some(PathBuf::from("/srv/book/pacs/receiving.html"))
-        );
-        assert_eq!(g.resolve("../secret"), None);
-        assert_eq!(g.resolve("/etc/passwd"), None);
-        assert_eq!(g.resolve("a/../../b"), None);
-    }
+    use axum::http::StatusCode;
 
     #[tokio::test]
     async fn an_unbuilt_guide_answers_how_to_build_it() {

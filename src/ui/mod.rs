@@ -12,6 +12,7 @@
 //! Nothing here reads the database: the pages call the API.
 
 pub mod assets;
+mod files;
 pub mod guide;
 pub mod ohif;
 mod settings;

@@ -15,7 +15,7 @@
 //! the pages' strict policy; they forbid framing and sniffing.
 
 use std::collections::HashMap;
-use std::path::{Component, Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use axum::body::Bytes;
@@ -23,7 +23,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::Ui;
+use super::{files, Ui};
 
 /// The OHIF version `scripts/setup.sh` installs (pinned).
 pub const OHIF_VERSION: &str = "3.12.10";
@@ -126,20 +126,11 @@ impl Ohif {
         self.dir.join("index.html").is_file()
     }
 
-    /// `rel` inside the folder: only plain names, no `..`, no absolute path.
-    fn resolve(&self, rel: &str) -> Option<PathBuf> {
-        let rel = FsPath::new(rel);
-        rel.components()
-            .all(|c| matches!(c, Component::Normal(_)))
-            .then(|| self.dir.join(rel))
-    }
-
     async fn read(&self, rel: &str) -> std::io::Result<Bytes> {
         if let Some(b) = self.cached(rel) {
             return Ok(b);
         }
-        let path = self
-            .resolve(rel)
+        let path = files::confined(&self.dir, rel)
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
         let bytes = Bytes::from(tokio::fs::read(&path).await?);
         let rebased = match rel.rsplit_once('.').map(|(_, ext)| ext) {
@@ -168,18 +159,7 @@ impl Ohif {
     }
 
     fn not_installed(&self) -> Response {
-        let page = NOT_INSTALLED
-            .replace("FOLDER", &escape(&self.dir.display().to_string()))
-            .replace("VERSION", OHIF_VERSION);
-        (
-            StatusCode::NOT_FOUND,
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CONTENT_SECURITY_POLICY, super::assets::CSP),
-            ],
-            page,
-        )
-            .into_response()
+        files::folder_missing(&NOT_INSTALLED.replace("VERSION", OHIF_VERSION), &self.dir)
     }
 }
 
@@ -207,36 +187,6 @@ fn rebase_index(html: &str) -> String {
         .replace("window.PUBLIC_URL = '/'", "window.PUBLIC_URL = '/ohif/'")
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Media type by extension (what OHIF's `dist/` holds).
-pub(super) fn content_type(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-    match ext {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" | "map" => "application/json",
-        "wasm" => "application/wasm",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "woff2" => "font/woff2",
-        "woff" => "font/woff",
-        "ttf" => "font/ttf",
-        "txt" => "text/plain; charset=utf-8",
-        "xml" => "application/xml",
-        _ => "application/octet-stream",
-    }
-}
-
 fn answer(rel: &str, body: Bytes) -> Response {
     // Hashed bundles never change under their name; the rest is revalidated.
     let cache = if rel.contains(".bundle.") || rel.ends_with(".wasm") {
@@ -248,7 +198,7 @@ fn answer(rel: &str, body: Bytes) -> Response {
         [
             (
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type(rel)),
+                HeaderValue::from_static(files::content_type(rel)),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
             (
@@ -317,12 +267,7 @@ pub async fn file(State(ui): State<Ui>, Path(rel): Path<String>) -> Response {
     }
     match ohif.read(&rel).await {
         Ok(b) => answer(&rel, b),
-        Err(_) => (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "not found",
-        )
-            .into_response(),
+        Err(_) => files::not_found(),
     }
 }
 
@@ -361,18 +306,6 @@ mod tests {
     }
 
     #[test]
-    fn paths_stay_inside_the_folder() {
-        let o = Ohif::new(PathBuf::from("/srv/ohif"));
-        assert_eq!(
-            o.resolve("assets/x.png"),
-            Some(PathBuf::from("/srv/ohif/assets/x.png"))
-        );
-        assert_eq!(o.resolve("../etc/passwd"), None);
-        assert_eq!(o.resolve("assets/../../x"), None);
-        assert_eq!(o.resolve("/etc/passwd"), None);
-    }
-
-    #[test]
     fn bundles_and_styles_load_from_ohif() {
         let js = br#"(() => { __webpack_require__.p = "/"; })();"#;
         assert!(rebase_script(js)
@@ -400,6 +333,5 @@ mod tests {
         assert!(APP_CONFIG.contains("window.location.origin + '/dicomweb'"));
         assert!(APP_CONFIG.contains("sessionStorage.getItem(KEY)"));
         assert!(!APP_CONFIG.contains("access_token"));
-        assert_eq!(content_type("x/y.wasm"), "application/wasm");
     }
 }
