@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use radstream::configuration::{ConfigError, Settings};
 
-use crate::helpers::{free_port, radstream_bin};
+use crate::helpers::{free_port, radstream_bin, radstream_cache};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,11 +20,7 @@ fn mdbook() -> PathBuf {
     if let Some(p) = std::env::var_os("RADSTREAM_MDBOOK") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var_os("RADSTREAM_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/radstream")));
-    cache
-        .map(|c| c.join("tools/bin/mdbook"))
+    Some(radstream_cache().join("tools/bin/mdbook"))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("mdbook"))
 }
@@ -230,6 +226,19 @@ impl Group {
     }
 }
 
+/// The last lines each of `groups` printed, for a failure message.
+fn last_lines(groups: &[Group]) -> String {
+    groups
+        .iter()
+        .map(|g| {
+            let out = g.output();
+            let lines: Vec<&str> = out.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            format!("--- {} (last lines) ---\n{tail}\n", g.name)
+        })
+        .collect()
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         // killpg itself: procps-ng 4.0.2's `kill -KILL -PGID` signals every process.
@@ -304,11 +313,11 @@ fn the_readme_tour_runs() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     while !ports.iter().all(|(_, p)| port_open(*p)) {
-        let logs: String = running
-            .iter()
-            .map(|g| format!("--- {} ---\n{}", g.name, g.output()))
-            .collect();
-        assert!(Instant::now() < deadline, "services did not start:\n{logs}");
+        assert!(
+            Instant::now() < deadline,
+            "services did not start:\n{}",
+            last_lines(&running)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -332,28 +341,14 @@ fn the_readme_tour_runs() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    // The event stream the tour started in the background has printed by now.
-    std::thread::sleep(Duration::from_millis(500));
+    // The event stream the tour started in the background writes to the same log: give it
+    // a moment to have printed the result's event.
+    let printed = Instant::now() + Duration::from_secs(5);
+    while !tour.output().contains("inference.completed") && Instant::now() < printed {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let output = tour.output();
-    let context = || {
-        let logs: String = running
-            .iter()
-            .map(|g| {
-                let out = g.output();
-                let tail: String = out
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                format!("--- {} (last lines) ---\n{tail}\n", g.name)
-            })
-            .collect();
-        format!("--- tour ---\n{output}\n{logs}")
-    };
+    let context = || format!("--- tour ---\n{output}\n{}", last_lines(&running));
     assert!(
         status.is_some_and(|s| s.success()),
         "the tour failed or hung ({status:?}):\n{}",

@@ -15,14 +15,12 @@ use serde_json::Value;
 use crate::export_http::{destination, exports, wait_sent};
 use crate::helpers::*;
 
-/// The hfs folder: `RADSTREAM_HFS_DIR`, else ~/.cache/radstream/peers/hfs.
+/// The hfs folder: `RADSTREAM_HFS_DIR`, else `peers/hfs` in the setup's cache (where
+/// `scripts/setup.sh --peers hfs` builds it).
 fn hfs_dir() -> PathBuf {
     std::env::var_os("RADSTREAM_HFS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/radstream/peers/hfs")
-        })
+        .unwrap_or_else(|| radstream_cache().join("peers/hfs"))
 }
 
 /// The binary and the search parameters, or why the test is skipped.

@@ -549,6 +549,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The cache `scripts/setup.sh` fills (peers, tools, test data): `RADSTREAM_CACHE`, else
+/// `~/.cache/radstream`, as the script decides it.
+pub fn radstream_cache() -> PathBuf {
+    std::env::var_os("RADSTREAM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/radstream")
+        })
+}
+
 /// The radstream binary built for these tests.
 pub fn radstream_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_radstream"))

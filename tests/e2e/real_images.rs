@@ -17,10 +17,7 @@ use crate::helpers::*;
 
 /// Where `scripts/setup.sh --test` puts the real images.
 pub(crate) fn real(name: &str) -> PathBuf {
-    let cache = std::env::var_os("RADSTREAM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var("HOME").unwrap()).join(".cache/radstream"));
-    let p = cache.join("testdata/real").join(name);
+    let p = radstream_cache().join("testdata/real").join(name);
     assert!(
         p.is_file(),
         "{} is missing: run scripts/setup.sh --test",
