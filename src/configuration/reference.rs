@@ -27,7 +27,13 @@ pub fn markdown() -> String {
     };
     let mut sections = Vec::new();
     for (name, prop) in properties(root) {
-        doc.collect(&[name.as_str()], prop, defaults.get(name), &mut sections);
+        doc.collect(
+            &[name.as_str()],
+            prop,
+            defaults.get(name),
+            false,
+            &mut sections,
+        );
     }
     let mut out = String::new();
     out.push_str(
@@ -79,19 +85,19 @@ impl Section {
         self.path.join("-")
     }
 
-    fn render(&self, out: &mut String) {
+    /// The table's name as TOML writes it: `[dicom.tls]`, `[[export.destinations]]`.
+    fn table(&self) -> String {
         let dotted = self.path.join(".");
-        let hashes = "#".repeat((self.path.len() + 1).min(4));
-        let (open, close) = if self.repeated {
-            ("[[", "]]")
+        if self.repeated {
+            format!("[[{dotted}]]")
         } else {
-            ("[", "]")
-        };
-        let _ = writeln!(
-            out,
-            "{hashes} `{open}{dotted}{close}` {{#{}}}\n",
-            self.anchor()
-        );
+            format!("[{dotted}]")
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let hashes = "#".repeat((self.path.len() + 1).min(4));
+        let _ = writeln!(out, "{hashes} `{}` {{#{}}}\n", self.table(), self.anchor());
         if !self.description.is_empty() {
             let _ = writeln!(out, "{}\n", self.description);
         }
@@ -139,19 +145,21 @@ impl Doc {
         schema
     }
 
-    /// Adds the section at `path` (and its nested sections after it) to `out`.
+    /// Adds the section at `path` (and its nested sections after it) to `out`; `repeated`:
+    /// an array of tables, `schema` its item.
     fn collect(
         &self,
         path: &[&str],
         schema: &Value,
         default: Option<&Value>,
+        repeated: bool,
         out: &mut Vec<Section>,
     ) {
         let resolved = self.resolve(schema);
         let description = text(schema).or_else(|| text(resolved)).unwrap_or_default();
         let mut section = Section {
             path: path.iter().map(|s| s.to_string()).collect(),
-            repeated: false,
+            repeated,
             description,
             rows: Vec::new(),
         };
@@ -180,16 +188,15 @@ impl Doc {
             let mut sub: Vec<&str> = path.to_vec();
             sub.push(&key);
             let before = out.len();
-            self.collect(&sub, prop, value, out);
-            out[before].repeated = repeated;
-            if repeated && out[before].description.is_empty() {
-                out[before].description = text(prop).unwrap_or_default();
-            }
-            let anchor = out[before].anchor();
-            let (open, close) = if repeated { ("[[", "]]") } else { ("[", "]") };
+            self.collect(&sub, prop, value, repeated, out);
+            let kind = format!(
+                "table: [`{}`](#{})",
+                out[before].table(),
+                out[before].anchor()
+            );
             out[index].rows.push(Row {
                 key: key.clone(),
-                kind: format!("table: [`{open}{}{close}`](#{anchor})", sub.join(".")),
+                kind,
                 default: if repeated {
                     "none".into()
                 } else {
