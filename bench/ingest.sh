@@ -25,31 +25,10 @@ mkdir -p "$OUT"
 SETS="${BENCH_SETS:-dx cr}"
 REPEAT="${BENCH_REPEAT:-3}"
 export TCP_NODELAY=1
+# gen, free_port, wait_port
+. bench/lib.sh
 
-gen() {
-  local set=$1
-  if [ ! -f "$OUT/$set/.done" ]; then
-    echo "generating the $set data set (once)..." >&2
-    rm -rf "$OUT/$set"
-    .venv/bin/python3 tools/fixtures/make_fixtures.py --preset "bench-$set" --out "$OUT/$set" >/dev/null
-    touch "$OUT/$set/.done"
-    rm -rf "$OUT/$set-split"
-  fi
-  if [ ! -d "$OUT/$set-split" ]; then
-    # Four groups of whole studies, one per association.
-    local i=0
-    for study in "$OUT/$set"/*/; do
-      mkdir -p "$OUT/$set-split/$((i % 4))"
-      cp -r "$study" "$OUT/$set-split/$((i % 4))/"
-      i=$((i + 1))
-    done
-  fi
-}
 
-free_port() { .venv/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Connects and closes without sending a byte (a byte then a close kept builds before 2026-12-07
-# busy on one core for as long as they ran, which a baseline would pay for).
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 start_receiver() { # name port dir -> sets PID
   local name=$1 port=$2 dir=$3

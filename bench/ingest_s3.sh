@@ -29,42 +29,10 @@ mkdir -p "$OUT"
 REPEAT="${BENCH_REPEAT:-3}"
 SETS="${BENCH_SETS:-dx}"
 export TCP_NODELAY=1
+# gen, free_port, free_pair, wait_port, start_weed
+. bench/lib.sh
 
-gen() {
-  local set=$1
-  if [ ! -f "$OUT/$set/.done" ]; then
-    echo "generating the $set data set (once)..." >&2
-    rm -rf "$OUT/$set"
-    .venv/bin/python3 tools/fixtures/make_fixtures.py --preset "bench-$set" --out "$OUT/$set" >/dev/null
-    touch "$OUT/$set/.done"
-    rm -rf "$OUT/$set-split"
-  fi
-  if [ ! -d "$OUT/$set-split" ]; then
-    # Four groups of whole studies, one per association.
-    local i=0
-    for study in "$OUT/$set"/*/; do
-      mkdir -p "$OUT/$set-split/$((i % 4))"
-      cp -r "$study" "$OUT/$set-split/$((i % 4))/"
-      i=$((i + 1))
-    done
-  fi
-}
 
-free_port() { .venv/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# SeaweedFS's worker dials its admin server at the admin port + 10000: both must be free.
-free_pair() {
-  .venv/bin/python3 -c '
-import socket
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    if p < 55000:
-        t = socket.socket()
-        try:
-            t.bind(("127.0.0.1", p + 10000)); print(p); break
-        except OSError:
-            pass'
-}
-wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_MS=$(echo "1000 / $(getconf CLK_TCK)" | bc -l)
 
@@ -80,16 +48,9 @@ trap cleanup EXIT
 
 # One SeaweedFS for every run; each S3 run writes under a prefix of its own.
 KEY=radstream-bench SECRET=radstream-bench-secret BUCKET=radstream
-S3_PORT=$(free_pair)
 mkdir -p "$WORK/weed"
-AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET .venv/bin/weed mini -dir="$WORK/weed" \
-  -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false -s3.port.iceberg=0 -s3.port.lance=0 \
-  -master.port="$(free_pair)" -master.port.grpc="$(free_pair)" -volume.port="$(free_pair)" \
-  -volume.port.grpc="$(free_pair)" -filer.port="$(free_pair)" -filer.port.grpc="$(free_pair)" \
-  -s3.port="$S3_PORT" -s3.port.grpc="$(free_pair)" -webdav.port="$(free_pair)" \
-  -admin.port="$(free_pair)" -admin.port.grpc="$(free_pair)" -debug.port="$(free_pair)" \
-  -bucket=$BUCKET >"$WORK/weed.log" 2>&1 & WEED_PID=$!
-wait_port "$S3_PORT"
+start_weed "$WORK/weed" "$BUCKET" "$KEY" "$SECRET" "$WORK/weed.log"
+wait_port "$S3_PORT" 600
 
 start_node() { # backend port dir run -> sets PID, HTTP
   local backend=$1 port=$2 dir=$3 run=$4
@@ -107,7 +68,7 @@ start_node() { # backend port dir run -> sets PID, HTTP
     RADSTREAM_STORAGE__MIN_FREE_BYTES=0 RADSTREAM_STORAGE__MIN_FREE_PERCENT=0 \
     RADSTREAM_AUTH__JWT_SECRET=radstream-bench-secret-0123456789abcdef "${s3_env[@]}" \
     "$BIN" serve >"$dir.log" 2>&1 & PID=$!
-  wait_port "$port"
+  wait_port "$port" 600
 }
 
 send4() { # port set -> prints seconds
