@@ -1,7 +1,6 @@
 //! Exports over HTTP: the FHIR push (to `tests/python/fhir_receiver.py`, a validating test
 //! double: no real FHIR server is installable here) and STOW-RS to Orthanc's DICOMweb plugin.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use radstream::export::{Destination, DestinationKind, OutputKind};
@@ -10,37 +9,14 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// Kills a peer process when the test ends, however it ends.
-pub struct Peer(pub Child);
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the FHIR receiver; returns it with its port.
 fn fhir_receiver(args: &[&str]) -> (Peer, u16) {
-    use std::io::BufRead;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fhir_receiver.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .args(["--port", "0", "--base", "/fhir"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python venv with fhir.resources (scripts/setup.sh)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("fhir_receiver said {line:?}"));
-    (Peer(child), port)
+    let base = ["--port", "0", "--base", "/fhir"];
+    python_peer(
+        "fhir_receiver.py",
+        base.iter().chain(args),
+        "fhir.resources",
+    )
 }
 
 pub fn destination(name: &str, kind: DestinationKind) -> Destination {

@@ -549,6 +549,46 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Kills a peer process when the test ends, however it ends.
+pub struct Peer(pub std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A receiver from `tests/python/` (`script`, run with `args`) that prints `listening PORT`
+/// first: the process, killed when dropped, and its port. `needs` names what the venv must
+/// hold for it.
+pub fn python_peer<I, S>(script: &str, args: I, needs: &str) -> (Peer, u16)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::BufRead;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let mut child = Command::new(python())
+        .arg(path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python venv with {needs} (scripts/setup.sh): {e}"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{script} said {line:?}"));
+    (Peer(child), port)
+}
+
 /// The cache `scripts/setup.sh` fills (peers, tools, test data): `RADSTREAM_CACHE`, else
 /// `~/.cache/radstream`, as the script decides it.
 pub fn radstream_cache() -> PathBuf {

@@ -3,36 +3,24 @@
 //! guide names, a superseding version as a correction, and AE / no-ACK retried then
 //! dead-lettered.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use radstream::export::DestinationKind;
 use serde_json::Value;
 
-use crate::export_http::{destination, exports, wait_sent, Peer};
+use crate::export_http::{destination, exports, wait_sent};
 use crate::helpers::*;
 
 fn receiver(mode: &str, out: &Path) -> (Peer, u16) {
-    use std::io::BufRead;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/hl7_receiver.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .args(["--mode", mode, "--out"])
-        .arg(out)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python venv with hl7apy (scripts/setup.sh)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("hl7_receiver said {line:?}"));
-    (Peer(child), port)
+    let args = [
+        OsStr::new("--mode"),
+        OsStr::new(mode),
+        OsStr::new("--out"),
+        out.as_os_str(),
+    ];
+    python_peer("hl7_receiver.py", args, "hl7apy")
 }
 
 /// The messages the receiver got, oldest first.

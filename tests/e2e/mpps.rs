@@ -277,7 +277,7 @@ async fn steps_are_forwarded_to_the_ris_in_order() {
         .strip_prefix("listening ")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("RIS said {first:?}"));
-    let _ris = crate::export_http::Peer(ris);
+    let _ris = Peer(ris);
     let app = TestApp::spawn_with(Db::Sqlite, |s| {
         slow_timers(s);
         s.mpps.forward = Some(format!("RIS@127.0.0.1:{port}"));
