@@ -1,12 +1,15 @@
 //! What the benchmark examples share: clocks and percentiles, free ports, a process's CPU
-//! and memory, sending a study, reading an SSE stream, the bench's JWT, loading studies.
+//! and memory, sending a study, reading an SSE stream, the bench's JWT, loading studies,
+//! latency statistics, and a node under test with its event stream.
 //! Each example includes it with `#[path = "support/mod.rs"] mod support;` (a folder without
 //! a `main.rs` is not an example of its own).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use radstream::scu::{self, OutgoingFile, Peer};
+use tokio::sync::mpsc;
 
 pub fn wall_ms() -> f64 {
     SystemTime::now()
@@ -161,4 +164,142 @@ pub fn token(secret: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("signing the token")
+}
+
+/// Latency figures of one series, in milliseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    pub n: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+pub fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(f64::total_cmp);
+    Stats {
+        n: v.len(),
+        p50: pct(&v, 50.0),
+        p95: pct(&v, 95.0),
+        p99: pct(&v, 99.0),
+        max: v.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// Opens `/v1/events` and forwards every event with its arrival instant.
+pub async fn open_stream(
+    http: &reqwest::Client,
+    node: &Node,
+) -> mpsc::UnboundedReceiver<(Msg, Instant, f64)> {
+    let mut resp = http
+        .get(format!("{}/v1/events", node.http))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .expect("GET /v1/events");
+    assert!(
+        resp.status().is_success(),
+        "GET /v1/events: {}",
+        resp.status()
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut parser = SseParser::default();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let (at, wall) = (Instant::now(), wall_ms());
+            parser.feed(&chunk, true, |m| {
+                let _ = tx.send((m, at, wall));
+            });
+        }
+    });
+    rx
+}
+
+/// A `radstream serve` under test: its own data folder, free ports, a fresh JWT secret, and
+/// the quiet window given; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub dicom: String,
+    pub http: String,
+    pub token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub async fn start(bin: &Path, quiet_ms: u64, log: &Path) -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("radstream-bench-pipeline.")
+            .tempdir()
+            .expect("temp dir");
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let (dicom_port, http_port) = (free_port(), free_port());
+        let log_file = std::fs::File::create(log).expect("node log");
+        let child = Command::new(bin)
+            .arg("serve")
+            .env("RADSTREAM_STORAGE__DATA_DIR", dir.path())
+            .env("RADSTREAM_DICOM__PORT", dicom_port.to_string())
+            .env("RADSTREAM_HTTP__PORT", http_port.to_string())
+            .env("RADSTREAM_STUDY__QUIET_WINDOW_MS", quiet_ms.to_string())
+            .env("RADSTREAM_AUTH__JWT_SECRET", &secret)
+            .env("RADSTREAM_AUTH__RATE_LIMIT_PER_MINUTE", "0")
+            .env("RADSTREAM_STORAGE__MIN_FREE_BYTES", "0")
+            .env("RADSTREAM_STORAGE__MIN_FREE_PERCENT", "0")
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let token = token(&secret);
+        let mut node = Node {
+            child,
+            dicom: format!("127.0.0.1:{dicom_port}"),
+            http: format!("http://127.0.0.1:{http_port}"),
+            token,
+            _dir: dir,
+        };
+        node.wait_ready(log).await;
+        node
+    }
+
+    pub async fn wait_ready(&mut self, log: &Path) {
+        let http = client();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the node exited ({status}); see {}", log.display());
+            }
+            let ping = http.get(format!("{}/ping", self.http)).send().await;
+            if ping.is_ok_and(|r| r.status().is_success())
+                && tokio::net::TcpStream::connect(&self.dicom).await.is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not start in 120 s; see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn peer(&self) -> Peer {
+        Peer::new(self.dicom.clone(), "BENCH", "RADSTREAM")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
